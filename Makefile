@@ -1,0 +1,46 @@
+# Two commands on a fresh machine: `make run` (install + serve on the embedded default) and
+# `make test` (install + lint + the whole test suite). Each creates its own virtual environment.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DEV_KEYS := var/keys
+
+.PHONY: install run test lint pytest system-deps bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip setuptools wheel
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# Debian packages the browser test needs (headless Chromium); skipped when already present.
+system-deps:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium >/dev/null; \
+	  else sudo apt-get update -qq && sudo apt-get install -y -qq chromium >/dev/null; fi; }
+
+$(DEV_KEYS)/public.pem: $(STAMP)
+	$(BIN)/chorus consent keygen --out $(DEV_KEYS)
+
+run: install $(DEV_KEYS)/public.pem
+	CHORUS_CONSENT_PUBLIC_KEY=$(DEV_KEYS)/public.pem $(BIN)/chorus serve
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+pytest: install system-deps
+	$(BIN)/pytest -p no:cacheprovider
+
+test: lint pytest
+
+bench: install
+	$(BIN)/python benchmarks/scorer.py --quick
+	$(BIN)/python benchmarks/ingest.py --quick
+	$(BIN)/python benchmarks/release.py --quick
+
+clean:
+	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

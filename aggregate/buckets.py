@@ -1,0 +1,152 @@
+"""Pending buckets and keyed contributor tags.
+
+Upholds P3: a learner id enters only ``contributor_tag`` = HMAC-SHA256(bucket key, learner id)
+and is never stored; each bucket has its own random key, destroyed at release or purge, after
+which its tags can no longer be linked to anyone. Upholds P6's cap: a unique (bucket, tag, slot)
+constraint with slot < max_clips_per_contributor holds even under concurrent uploads.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from aggregate.tables import Bucket, PendingClip, ReleaseCycle
+from core.errors import ContributionLimit
+from core.ids import new_id, new_secret
+
+PENDING_PREFIX = "pending/"
+
+
+def pending_object_key() -> str:
+    """A random, non-time-ordered object name in the pending prefix (P4)."""
+    return f"{PENDING_PREFIX}{new_id()}.flac"
+
+
+def contributor_tag(bucket_key: bytes, learner_id: str) -> str:
+    return hmac.new(bucket_key, learner_id.encode("utf-8"), hashlib.sha256).hexdigest()
+
+
+def current_cycle(session: Session) -> int:
+    row = session.get(ReleaseCycle, 1)
+    return row.current if row is not None else 0
+
+
+def get_open_bucket(session: Session, exercise_id: str) -> Bucket | None:
+    return session.execute(
+        sa.select(Bucket).where(Bucket.exercise_id == exercise_id, Bucket.state == "open")
+    ).scalar_one_or_none()
+
+
+def get_or_open_bucket(session: Session, exercise_id: str) -> Bucket:
+    """The exercise's open bucket, opened now (with a fresh key) if there is none.
+
+    Two uploads racing to open the same exercise's bucket meet the partial unique index; the
+    loser reads the winner's bucket.
+    """
+    bucket = get_open_bucket(session, exercise_id)
+    if bucket is not None:
+        return bucket
+    try:
+        with session.begin_nested():
+            bucket = Bucket(
+                exercise_id=exercise_id,
+                state="open",
+                bucket_key=new_secret(32),
+                opened_cycle=current_cycle(session),
+            )
+            session.add(bucket)
+        return bucket
+    except IntegrityError:
+        existing = get_open_bucket(session, exercise_id)
+        if existing is None:
+            raise
+        return existing
+
+
+@dataclass(frozen=True)
+class ClipFacts:
+    """What the pipeline knows of a sanitized clip: nothing about who or when."""
+
+    object_key: str
+    duration_s: float
+    sample_rate: int
+    loudness_dbfs: float
+
+
+def add_pending_clip(
+    session: Session,
+    *,
+    exercise_id: str,
+    learner_id: str,
+    clip: ClipFacts,
+    max_clips_per_contributor: int,
+) -> None:
+    """Record a stored clip in its exercise's open bucket, or raise ContributionLimit."""
+    bucket = get_or_open_bucket(session, exercise_id)
+    assert bucket.bucket_key is not None
+    tag = contributor_tag(bucket.bucket_key, learner_id)
+    for _attempt in range(3):
+        used = session.execute(
+            sa.select(sa.func.count())
+            .select_from(PendingClip)
+            .where(PendingClip.bucket_id == bucket.id, PendingClip.contributor_tag == tag)
+        ).scalar_one()
+        if used >= max_clips_per_contributor:
+            raise ContributionLimit()
+        try:
+            with session.begin_nested():
+                session.add(
+                    PendingClip(
+                        bucket_id=bucket.id,
+                        contributor_tag=tag,
+                        slot=used,
+                        object_key=clip.object_key,
+                        duration_s=clip.duration_s,
+                        sample_rate=clip.sample_rate,
+                        loudness_dbfs=clip.loudness_dbfs,
+                    )
+                )
+            return
+        except IntegrityError:
+            continue
+    raise ContributionLimit()
+
+
+def distinct_contributors(session: Session, bucket_id: str) -> int:
+    return session.execute(
+        sa.select(sa.func.count(sa.distinct(PendingClip.contributor_tag))).where(
+            PendingClip.bucket_id == bucket_id
+        )
+    ).scalar_one()
+
+
+def withdraw_learner(session: Session, learner_id: str) -> list[str]:
+    """Delete the learner's pending rows in every open bucket (P9).
+
+    Returns the object keys to delete from the store once the transaction has committed.
+    """
+    object_keys: list[str] = []
+    buckets = session.execute(
+        sa.select(Bucket.id, Bucket.bucket_key).where(Bucket.state == "open")
+    ).all()
+    for bucket_id, bucket_key in buckets:
+        if bucket_key is None:
+            continue
+        tag = contributor_tag(bucket_key, learner_id)
+        keys = (
+            session.execute(
+                sa.delete(PendingClip)
+                .where(PendingClip.bucket_id == bucket_id, PendingClip.contributor_tag == tag)
+                .returning(PendingClip.object_key)
+            )
+            .scalars()
+            .all()
+        )
+        object_keys.extend(keys)
+    return object_keys

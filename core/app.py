@@ -1,0 +1,119 @@
+"""The application factory: wires settings, database, storage, policy and every domain."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+
+from aggregate.routes import router as aggregate_router
+from core.db import Database
+from core.errors import ChorusError
+from core.handlers import install_error_handlers, problem_response
+from core.logs import AccessLogMiddleware
+from core.metrics import render_metrics
+from core.scheduler import build_scheduler
+from core.settings import Settings, get_settings
+from core.storage import BlobStore, open_store
+from ingest.routes import router as ingest_router
+from policies.policy import Policy, load_policy
+from policies.routes import router as policies_router
+from reports_ml.routes import router as reports_router
+
+_logger = logging.getLogger("chorus.app")
+# Upload and withdrawal requests leave no access-log line: one would say when a clip arrived (P4).
+QUIET_PATHS = ("/v1/clips", "/v1/consent")
+
+
+def prepare(settings: Settings) -> tuple[Database, BlobStore, Policy]:
+    """Open and check everything the service needs; raises ConfigurationError and friends."""
+    policy = load_policy(settings.policy)
+    store = open_store(settings.storage_url)
+    database = Database(settings.database_url)
+    return database, store, policy
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    database, store, policy = prepare(settings)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        database.upgrade()
+        scheduler = build_scheduler()
+        if settings.scheduler_enabled:
+            scheduler.start()
+        try:
+            yield
+        finally:
+            if scheduler.running:
+                scheduler.shutdown(wait=False)
+            database.dispose()
+
+    app = FastAPI(
+        title="Chorus",
+        version="0.1.0",
+        summary="Consent-gated speech collection released only in k-anonymous batches",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.database = database
+    app.state.store = store
+    app.state.policy = policy
+    install_error_handlers(app)
+    app.add_middleware(AccessLogMiddleware, quiet_paths=QUIET_PATHS)
+
+    app.include_router(ingest_router)
+    app.include_router(aggregate_router)
+    app.include_router(policies_router)
+    app.include_router(reports_router)
+    _add_operational_routes(app)
+    return app
+
+
+def _add_operational_routes(app: FastAPI) -> None:
+    @app.get("/healthz", tags=["operations"])
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["operations"], response_model=None)
+    def readyz(request: Request) -> JSONResponse | dict[str, Any]:
+        checks: dict[str, str] = {}
+        failed: ChorusError | None = None
+        for name, probe in (
+            ("database", request.app.state.database.check),
+            ("storage", request.app.state.store.check),
+        ):
+            try:
+                probe()
+                checks[name] = "ok"
+            except ChorusError as exc:
+                checks[name] = exc.code
+                failed = failed or exc
+        if failed is not None:
+            return problem_response(
+                status=503,
+                code=failed.code,
+                title="Not ready",
+                detail=", ".join(f"{k}: {v}" for k, v in checks.items()),
+                checks=checks,
+            )
+        return {"status": "ready", "checks": checks}
+
+    @app.get("/metrics", tags=["operations"], include_in_schema=False)
+    def metrics() -> Response:
+        body, content_type = render_metrics()
+        return Response(body, media_type=content_type)
+
+
+def create_app_from_env() -> FastAPI:
+    """Factory for ``uvicorn --factory`` with several workers."""
+    from core.logs import configure_logging
+
+    settings = get_settings()
+    configure_logging(settings.log_level)
+    return create_app(settings)

@@ -1,0 +1,134 @@
+"""The ``chorus`` command line: the root Typer app wiring every domain's commands."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+
+from core.auth import Role, create_key
+from core.errors import ChorusError, DatabaseUnavailable, StorageUnavailable
+from core.settings import get_settings
+
+app = typer.Typer(
+    name="chorus",
+    help="Chorus: consent-gated speech collection released only in k-anonymous batches.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+keys_app = typer.Typer(help="Role API keys.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(keys_app, name="keys")
+
+
+def fail(message: str, code: int = 2) -> None:
+    """Stop with one clear line on stderr, no traceback."""
+    typer.echo(f"chorus: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def _redacted(url: str) -> str:
+    """A URL fit for an error line: no password, no query (it may hold S3 secrets)."""
+    scheme, _, rest = url.partition("://")
+    host = rest.split("?", 1)[0].rsplit("@", 1)[-1]
+    return f"{scheme}://{host}"
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="interface to bind")] = None,
+    port: Annotated[int | None, typer.Option(help="port to bind")] = None,
+    workers: Annotated[int, typer.Option(min=1, help="worker processes")] = 1,
+) -> None:
+    """Run the HTTP API (and, unless disabled, the release scheduler)."""
+    import uvicorn
+
+    from core.app import prepare
+    from core.logs import configure_logging
+
+    settings = get_settings()
+    configure_logging(settings.log_level)
+    try:
+        database, store, _policy = prepare(settings)
+        database.upgrade()
+        store.check()
+        database.dispose()
+    except DatabaseUnavailable:
+        fail(f"the database at {_redacted(settings.database_url)} does not answer")
+    except StorageUnavailable:
+        fail(f"the store at {_redacted(settings.storage_url)} does not answer")
+    except ChorusError as exc:
+        fail(exc.detail)
+    uvicorn.run(
+        "core.app:create_app_from_env",
+        factory=True,
+        host=host or settings.host,
+        port=port if port is not None else settings.port,
+        workers=workers,
+        access_log=False,
+        log_config=None,
+        proxy_headers=False,
+        server_header=False,
+    )
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Apply all schema migrations."""
+    from core.db import upgrade
+
+    try:
+        upgrade(get_settings().database_url)
+    except ChorusError as exc:
+        fail(exc.detail)
+    typer.echo("database schema is up to date")
+
+
+@keys_app.command("create")
+def keys_create(
+    role: Annotated[Role, typer.Option(help="the key's role")],
+    name: Annotated[str, typer.Option(help="who or what holds the key")],
+) -> None:
+    """Create a role key and print it once; only its hash is stored."""
+    from core.db import Database
+    from policies.audit import append
+
+    database = Database(get_settings().database_url)
+    try:
+        database.upgrade()
+        with database.session() as session:
+            key = create_key(session, role=role, name=name)
+            append(session, kind="key_created", body={"role": role.value, "name": name})
+    except ChorusError as exc:
+        fail(exc.detail)
+    finally:
+        database.dispose()
+    typer.echo(key)
+
+
+def _register_domains() -> None:
+    from aggregate import cli as aggregate_cli
+    from ingest import cli as ingest_cli
+    from policies import cli as policies_cli
+    from reports_ml import cli as reports_cli
+
+    app.add_typer(ingest_cli.consent_app, name="consent")
+    app.add_typer(ingest_cli.exercises_app, name="exercises")
+    app.add_typer(aggregate_cli.releases_app, name="releases")
+    for module in (aggregate_cli, policies_cli):
+        for command_name in getattr(module, "ROOT_COMMANDS", ()):
+            app.command(command_name)(getattr(module, command_name.replace("-", "_")))
+    app.add_typer(reports_cli.app, name="reports")
+
+
+_register_domains()
+
+
+def main() -> None:
+    try:
+        app()
+    except ChorusError as exc:
+        typer.echo(f"chorus: {exc.detail}", err=True)
+        sys.exit(2)

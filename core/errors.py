@@ -1,0 +1,179 @@
+"""The Chorus exception tree and its rendering as RFC 9457 problem+json.
+
+Every error a user can see has a stable ``code``; routes never raise ``HTTPException``.
+
+    ChorusError                      500 internal_error
+    ├── ConfigurationError           (start-up only: one clear line, no traceback)
+    ├── AuthError                    401 unauthorized
+    │   └── ConsentInvalid           401 consent_invalid
+    ├── Forbidden                    403 forbidden
+    │   ├── ConsentScopeInvalid      403 consent_scope
+    │   └── MinorRefused             403 minor
+    ├── NotFound                     404 not_found
+    │   └── BlobNotFound             404 not_found
+    ├── Conflict                     409 conflict
+    │   ├── ContributionLimit        409 contribution_limit
+    │   └── AlreadyDecided           409 already_decided
+    ├── PayloadTooLarge              413 payload_too_large
+    ├── UnsupportedAudio             415 unsupported_audio
+    ├── InvalidInput                 422 invalid_input
+    │   ├── InvalidMetadata          422 invalid_metadata
+    │   ├── ExerciseNotEligible      422 exercise_not_eligible
+    │   └── InvalidAudio             422 invalid_audio
+    └── Unavailable                  503 unavailable
+        ├── StorageUnavailable       503 storage_unavailable
+        ├── DatabaseUnavailable      503 database_unavailable
+        └── DecoderUnavailable       503 decoder_unavailable
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class ChorusError(Exception):
+    """Base of every error Chorus raises on purpose."""
+
+    status: ClassVar[int] = 500
+    code: ClassVar[str] = "internal_error"
+    title: ClassVar[str] = "Internal error"
+
+    def __init__(self, detail: str | None = None, **extra: Any) -> None:
+        self.detail = detail or self.title
+        self.extra = extra
+        super().__init__(self.detail)
+
+
+class ConfigurationError(ChorusError):
+    code = "configuration_error"
+    title = "Invalid configuration"
+
+
+class AuthError(ChorusError):
+    status = 401
+    code = "unauthorized"
+    title = "Missing or invalid credentials"
+
+
+class ConsentInvalid(AuthError):
+    code = "consent_invalid"
+    title = "Missing or invalid consent token"
+
+
+class Forbidden(ChorusError):
+    status = 403
+    code = "forbidden"
+    title = "Not allowed for this role"
+
+
+class ConsentScopeInvalid(Forbidden):
+    code = "consent_scope"
+    title = "Consent does not cover speech research under an accepted version"
+
+
+class MinorRefused(Forbidden):
+    code = "minor"
+    title = "Contributions from minors are not accepted"
+
+
+class NotFound(ChorusError):
+    status = 404
+    code = "not_found"
+    title = "Not found"
+
+
+class BlobNotFound(NotFound):
+    title = "Object not found"
+
+
+class Conflict(ChorusError):
+    status = 409
+    code = "conflict"
+    title = "Conflict"
+
+
+class ContributionLimit(Conflict):
+    code = "contribution_limit"
+    title = "Contribution limit for this exercise reached"
+
+
+class AlreadyDecided(Conflict):
+    code = "already_decided"
+    title = "This report already has a decision"
+
+
+class PayloadTooLarge(ChorusError):
+    status = 413
+    code = "payload_too_large"
+    title = "Upload too large"
+
+
+class UnsupportedAudio(ChorusError):
+    status = 415
+    code = "unsupported_audio"
+    title = "Audio could not be decoded"
+
+
+class InvalidInput(ChorusError):
+    status = 422
+    code = "invalid_input"
+    title = "Invalid input"
+
+
+class InvalidMetadata(InvalidInput):
+    code = "invalid_metadata"
+    title = "Invalid metadata"
+
+
+class ExerciseNotEligible(InvalidInput):
+    code = "exercise_not_eligible"
+    title = "Exercise is not eligible for collection"
+
+
+class InvalidAudio(InvalidInput):
+    code = "invalid_audio"
+    title = "Audio outside the accepted bounds"
+
+
+class Unavailable(ChorusError):
+    status = 503
+    code = "unavailable"
+    title = "Service temporarily unavailable"
+
+
+class StorageUnavailable(Unavailable):
+    code = "storage_unavailable"
+    title = "Storage temporarily unavailable"
+
+
+class DatabaseUnavailable(Unavailable):
+    code = "database_unavailable"
+    title = "Database temporarily unavailable"
+
+
+class DecoderUnavailable(Unavailable):
+    code = "decoder_unavailable"
+    title = "Audio decoder temporarily unavailable"
+
+
+def problem_body(
+    *,
+    status: int,
+    code: str,
+    title: str,
+    detail: str,
+    instance: str | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
+    """An RFC 9457 problem document with Chorus's stable ``code`` member."""
+    body: dict[str, Any] = {
+        "type": f"https://chorus.invalid/problems/{code}",
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "code": code,
+    }
+    if instance is not None:
+        body["instance"] = instance
+    body.update(extra)
+    return body

@@ -1,0 +1,101 @@
+"""One place that turns every error into RFC 9457 problem+json."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from core.errors import ChorusError, DatabaseUnavailable, problem_body
+
+PROBLEM_JSON = "application/problem+json"
+_logger = logging.getLogger("chorus.errors")
+_HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    406: "not_acceptable",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+}
+
+
+def problem_response(
+    *, status: int, code: str, title: str, detail: str, **extra: Any
+) -> JSONResponse:
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return JSONResponse(
+        problem_body(status=status, code=code, title=title, detail=detail, **extra),
+        status_code=status,
+        media_type=PROBLEM_JSON,
+        headers=headers,
+    )
+
+
+async def _chorus_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ChorusError)
+    if exc.status >= 500:
+        _logger.warning("service error", extra={"code": exc.code})
+    return problem_response(
+        status=exc.status, code=exc.code, title=exc.title, detail=exc.detail, **exc.extra
+    )
+
+
+async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    # Only where and what, never the offending value: it may be learner data.
+    errors = [
+        {"loc": [str(part) for part in err.get("loc", ())], "msg": str(err.get("msg", ""))}
+        for err in exc.errors()
+    ]
+    return problem_response(
+        status=422,
+        code="invalid_input",
+        title="Invalid input",
+        detail="; ".join(f"{'.'.join(e['loc'])}: {e['msg']}" for e in errors[:5]),
+        errors=errors,
+    )
+
+
+async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    code = _HTTP_CODES.get(exc.status_code, f"http_{exc.status_code}")
+    return problem_response(
+        status=exc.status_code,
+        code=code,
+        title=code.replace("_", " ").capitalize(),
+        detail=str(exc.detail),
+    )
+
+
+async def _database_error(request: Request, exc: Exception) -> JSONResponse:
+    _logger.warning("database error", extra={"error": type(exc).__name__})
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return await _chorus_error(request, DatabaseUnavailable())
+    return await _unexpected_error(request, exc)
+
+
+async def _unexpected_error(_request: Request, exc: Exception) -> JSONResponse:
+    # The message may quote stored values, so only the type is logged.
+    _logger.error("unhandled error", extra={"error": type(exc).__name__})
+    return problem_response(
+        status=500,
+        code="internal_error",
+        title="Internal error",
+        detail="The service failed to handle this request.",
+    )
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(ChorusError, _chorus_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(DBAPIError, _database_error)
+    app.add_exception_handler(Exception, _unexpected_error)

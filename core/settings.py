@@ -1,0 +1,57 @@
+"""Runtime configuration: one typed ``Settings``, read from ``CHORUS_*`` variables.
+
+Nothing reads the environment at import time; callers build settings with ``get_settings()``.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CHORUS_", env_file=None, extra="ignore")
+
+    database_url: str = "sqlite:///./var/chorus.db"
+    storage_url: str = "file://./var/blobs"
+    policy: str = Field(
+        default="demo", description="built-in policy name (default, demo) or a TOML file path"
+    )
+    consent_public_key: str | None = Field(
+        default=None, description="Ed25519 public key as PEM text or a path to a PEM file"
+    )
+    release_interval: str | None = Field(
+        default=None, description="overrides the policy's release_interval when set"
+    )
+    scheduler_enabled: bool = True
+    sweep_interval_s: int = Field(default=3600, ge=10)
+    decoder_workers: int = Field(default=2, ge=1, le=64)
+    model_dir: Path = Path("./var/models")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+
+    @field_validator("database_url", "storage_url")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be empty")
+        return value.strip()
+
+
+@lru_cache(maxsize=1)
+def _cached_settings() -> Settings:
+    return Settings()
+
+
+def get_settings() -> Settings:
+    """The process's settings, read from the environment on first use."""
+    return _cached_settings()
+
+
+def reset_settings_cache() -> None:
+    _cached_settings.cache_clear()

@@ -1,0 +1,19 @@
+"""Role API keys, stored only as SHA-256 hashes (P11)."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Mapped, mapped_column
+
+from core.db import Base
+from core.ids import new_id
+
+
+class ApiKey(Base):
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(sa.String(32), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(sa.String(200))
+    role: Mapped[str] = mapped_column(sa.String(20))
+    key_hash: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    revoked: Mapped[bool] = mapped_column(sa.Boolean, default=False)

@@ -1,0 +1,113 @@
+"""The audio sanitizer: untrusted bytes in, the service's own FLAC out.
+
+Upholds P7: the upload is decoded to samples, downmixed to mono, resampled to the policy's fixed
+rate and re-encoded as 16-bit FLAC, so no tag, picture, cue point, chunk or encoder fingerprint
+of the upload survives. Bounds are checked from the header before the stream is decoded, and
+decoding never reads more frames than the longest accepted clip, so a tiny file that claims
+hours of audio costs nothing. ``sanitize_audio`` runs in a worker process (see
+``ingest.decoder``): a crash in the native decoder cannot take the API process down.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import soundfile as sf
+import soxr
+
+from core.errors import InvalidAudio, UnsupportedAudio
+
+MAX_CHANNELS = 8
+SILENCE_DBFS = -120.0
+
+
+@dataclass(frozen=True)
+class AudioLimits:
+    """The policy's audio bounds, small enough to send to a worker process."""
+
+    min_duration_s: float
+    max_duration_s: float
+    min_sample_rate: int
+    max_sample_rate: int
+    output_sample_rate: int
+
+
+@dataclass(frozen=True)
+class SanitizedClip:
+    flac: bytes
+    duration_s: float
+    sample_rate: int
+    loudness_dbfs: float
+
+
+def sanitize_audio(data: bytes, limits: AudioLimits) -> SanitizedClip:
+    """Decode ``data`` within ``limits`` and re-encode it; raises UnsupportedAudio/InvalidAudio."""
+    samples, sample_rate = _decode_within_limits(data, limits)
+    mono = samples.mean(axis=1) if samples.shape[1] > 1 else samples[:, 0]
+    if sample_rate != limits.output_sample_rate:
+        mono = soxr.resample(mono, sample_rate, limits.output_sample_rate, quality="HQ")
+    mono = np.clip(mono, -1.0, 1.0).astype(np.float32)
+    duration_s = len(mono) / limits.output_sample_rate
+    if duration_s < limits.min_duration_s:
+        raise InvalidAudio(f"the clip is shorter than {limits.min_duration_s} s")
+    return SanitizedClip(
+        flac=_encode_flac(mono, limits.output_sample_rate),
+        duration_s=round(duration_s, 3),
+        sample_rate=limits.output_sample_rate,
+        loudness_dbfs=rms_dbfs(mono),
+    )
+
+
+def rms_dbfs(samples: np.ndarray) -> float:
+    """Root-mean-square level in dB relative to full scale (silence floors at -120)."""
+    if samples.size == 0:
+        return SILENCE_DBFS
+    rms = float(np.sqrt(np.mean(np.square(samples, dtype=np.float64))))
+    if rms <= 0.0:
+        return SILENCE_DBFS
+    return round(max(SILENCE_DBFS, 20.0 * math.log10(rms)), 2)
+
+
+def _decode_within_limits(data: bytes, limits: AudioLimits) -> tuple[np.ndarray, int]:
+    try:
+        handle = sf.SoundFile(io.BytesIO(data))
+    except Exception:  # libsndfile refuses many ways; the reason may quote the upload
+        raise UnsupportedAudio("the audio could not be decoded") from None
+    with handle:
+        sample_rate = int(handle.samplerate)
+        _check_header(handle, sample_rate, limits)
+        max_frames = math.ceil(limits.max_duration_s * sample_rate)
+        try:
+            # One frame beyond the limit is enough to tell that a header understated the length.
+            samples = handle.read(frames=max_frames + 1, dtype="float32", always_2d=True)
+        except Exception:
+            raise UnsupportedAudio("the audio stream is damaged") from None
+    if len(samples) > max_frames:
+        raise InvalidAudio(f"the clip is longer than {limits.max_duration_s} s")
+    if not np.all(np.isfinite(samples)):
+        raise UnsupportedAudio("the audio stream holds invalid samples")
+    return samples, sample_rate
+
+
+def _check_header(handle: sf.SoundFile, sample_rate: int, limits: AudioLimits) -> None:
+    if not limits.min_sample_rate <= sample_rate <= limits.max_sample_rate:
+        raise InvalidAudio(
+            f"sample rate {sample_rate} Hz is outside "
+            f"{limits.min_sample_rate}–{limits.max_sample_rate} Hz"
+        )
+    if not 1 <= handle.channels <= MAX_CHANNELS:
+        raise InvalidAudio(f"{handle.channels} channels; at most {MAX_CHANNELS} are accepted")
+    declared_s = handle.frames / sample_rate if handle.frames > 0 else 0.0
+    if declared_s > limits.max_duration_s:
+        raise InvalidAudio(f"the clip is longer than {limits.max_duration_s} s")
+    if handle.frames <= 0 or declared_s < limits.min_duration_s:
+        raise InvalidAudio(f"the clip is shorter than {limits.min_duration_s} s")
+
+
+def _encode_flac(mono: np.ndarray, sample_rate: int) -> bytes:
+    buffer = io.BytesIO()
+    sf.write(buffer, mono, sample_rate, format="FLAC", subtype="PCM_16")
+    return buffer.getvalue()

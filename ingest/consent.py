@@ -1,0 +1,177 @@
+"""Consent tokens and the age gate.
+
+Upholds P1: nothing is stored without an EdDSA (Ed25519) JWT, verified against the configured
+public key, that is unexpired, has scope ``speech-research`` and a consent version the policy
+accepts. Only EdDSA is admitted, so ``alg: none`` and HS256 signed with the public key fail.
+Upholds P2: ``check_age`` refuses a child flag, a missing age or an age below the policy's
+minimum; its error carries no claim values, and nothing here logs.
+
+``mint_token`` and ``generate_keypair`` serve development, tests and the demo; production holds
+only the public key.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from core.errors import ConfigurationError, ConsentInvalid, ConsentScopeInvalid, MinorRefused
+from policies.policy import Policy
+
+CONSENT_SCOPE = "speech-research"
+ALGORITHM = "EdDSA"
+DEFAULT_VERSION = "speech-research-v1"
+_LEEWAY_S = 30
+
+
+@dataclass(frozen=True)
+class Consent:
+    """The verified claims the pipeline uses; the learner id stays in memory only (P3)."""
+
+    learner_id: str
+    consent_version: str
+    age: int | None
+    child: bool
+
+    def __repr__(self) -> str:  # never print the learner id by accident
+        return f"Consent(version={self.consent_version!r})"
+
+
+def load_public_key(value: str | None) -> Ed25519PublicKey | None:
+    """The Ed25519 public key from PEM text or a PEM file path; None when not configured."""
+    if value is None or not value.strip():
+        return None
+    text = value.strip()
+    if "-----BEGIN" not in text:
+        path = Path(text)
+        try:
+            text = path.read_text(encoding="ascii")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigurationError(
+                f"CHORUS_CONSENT_PUBLIC_KEY is neither PEM text nor a readable PEM file: "
+                f"{type(exc).__name__}"
+            ) from None
+    try:
+        key = serialization.load_pem_public_key(text.encode("ascii"))
+    except (ValueError, TypeError, UnicodeEncodeError):
+        raise ConfigurationError(
+            "CHORUS_CONSENT_PUBLIC_KEY is not a valid PEM public key"
+        ) from None
+    if not isinstance(key, Ed25519PublicKey):
+        raise ConfigurationError("CHORUS_CONSENT_PUBLIC_KEY must be an Ed25519 public key")
+    return key
+
+
+def bearer_token(authorization: str | None) -> str:
+    scheme, _, token = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise ConsentInvalid("send the consent token as 'Authorization: Bearer <token>'")
+    return token.strip()
+
+
+def verify_consent(token: str, *, public_key: Ed25519PublicKey, policy: Policy) -> Consent:
+    """Verify signature, expiry, scope and version (P1); raises ConsentInvalid/ScopeInvalid."""
+    try:
+        claims: dict[str, Any] = jwt.decode(
+            token,
+            key=public_key,
+            algorithms=[ALGORITHM],
+            options={"require": ["sub", "exp", "iat"]},
+            leeway=_LEEWAY_S,
+        )
+    except jwt.ExpiredSignatureError:
+        raise ConsentInvalid("the consent token has expired") from None
+    except jwt.PyJWTError:
+        raise ConsentInvalid("the consent token is not valid") from None
+    learner_id = claims.get("sub")
+    if not isinstance(learner_id, str) or not learner_id:
+        raise ConsentInvalid("the consent token names no learner")
+    if claims.get("scope") != CONSENT_SCOPE:
+        raise ConsentScopeInvalid(f"the consent token's scope is not {CONSENT_SCOPE!r}")
+    version = claims.get("consent_version")
+    if not isinstance(version, str) or version not in policy.accepted_consent_versions:
+        raise ConsentScopeInvalid("the consent version is not accepted by the policy")
+    age = claims.get("age")
+    child = claims.get("child", False)
+    return Consent(
+        learner_id=learner_id,
+        consent_version=version,
+        age=age if isinstance(age, int) and not isinstance(age, bool) else None,
+        # Anything but an explicit false counts as a child flag: the gate fails closed.
+        child=child is not False,
+    )
+
+
+def check_age(consent: Consent, *, policy: Policy) -> None:
+    """The age gate (P2): child flag, unknown age or age below the minimum → MinorRefused."""
+    if consent.child or consent.age is None or consent.age < policy.min_contributor_age:
+        raise MinorRefused(
+            f"contributors must be at least {policy.min_contributor_age} and not flagged as children"
+        )
+
+
+# --- development tooling -----------------------------------------------------------------
+
+
+def generate_keypair() -> tuple[str, str]:
+    """A new Ed25519 pair as (private PKCS#8 PEM, public SubjectPublicKeyInfo PEM)."""
+    private_key = Ed25519PrivateKey.generate()
+    private_pem = private_key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode()
+    public_pem = (
+        private_key.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
+    return private_pem, public_pem
+
+
+def load_private_key(pem: str | bytes) -> Ed25519PrivateKey:
+    data = pem.encode("ascii") if isinstance(pem, str) else pem
+    try:
+        key = serialization.load_pem_private_key(data, password=None)
+    except (ValueError, TypeError):
+        raise ConfigurationError("the consent private key is not a valid PEM key") from None
+    if not isinstance(key, Ed25519PrivateKey):
+        raise ConfigurationError("the consent private key must be an Ed25519 key")
+    return key
+
+
+def mint_token(
+    private_key: Ed25519PrivateKey | str | bytes,
+    *,
+    learner_id: str,
+    age: int | None = 30,
+    child: bool = False,
+    consent_version: str = DEFAULT_VERSION,
+    scope: str = CONSENT_SCOPE,
+    ttl_s: int = 3600,
+    now: float | None = None,
+    extra_claims: dict[str, Any] | None = None,
+) -> str:
+    """A signed consent token as the app's account service would issue it."""
+    key = private_key if isinstance(private_key, Ed25519PrivateKey) else load_private_key(
+        private_key
+    )
+    issued = int(now if now is not None else time.time())
+    claims: dict[str, Any] = {
+        "sub": learner_id,
+        "scope": scope,
+        "consent_version": consent_version,
+        "child": child,
+        "iat": issued,
+        "exp": issued + ttl_s,
+    }
+    if age is not None:
+        claims["age"] = age
+    claims.update(extra_claims or {})
+    return jwt.encode(claims, key, algorithm=ALGORITHM)

@@ -1,0 +1,71 @@
+"""Schemas of the ingest routes, named by direction."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from core.errors import InvalidMetadata
+
+ExerciseId = Annotated[
+    str, Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$")
+]
+
+
+class ClipMetadataCreate(BaseModel):
+    """The only metadata fields the pipeline reads (P3, P4): everything else is dropped unread."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    exercise_id: ExerciseId
+
+
+@dataclass(frozen=True)
+class ParsedMetadata:
+    metadata: ClipMetadataCreate
+    dropped_fields: int
+
+
+def parse_clip_metadata(raw: bytes) -> ParsedMetadata:
+    """Parse the ``metadata`` part; errors name the field, never a value."""
+    try:
+        document = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise InvalidMetadata("the metadata part is not valid JSON") from None
+    if not isinstance(document, dict):
+        raise InvalidMetadata("the metadata part must be a JSON object")
+    kept = {name: document[name] for name in ClipMetadataCreate.model_fields if name in document}
+    try:
+        metadata = ClipMetadataCreate.model_validate(kept)
+    except ValidationError as exc:
+        fields = sorted({str(err["loc"][0]) for err in exc.errors() if err["loc"]})
+        raise InvalidMetadata(
+            f"metadata field(s) missing or malformed: {', '.join(fields) or 'exercise_id'}"
+        ) from None
+    return ParsedMetadata(metadata=metadata, dropped_fields=len(document) - len(kept))
+
+
+class ClipAcceptedRead(BaseModel):
+    status: str = "accepted"
+
+
+class WithdrawalRead(BaseModel):
+    withdrawn: int = Field(description="pending clips removed")
+
+
+class ExerciseUsageCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    exercise_id: ExerciseId
+    learners: int = Field(ge=0)
+    language: str | None = Field(default=None, max_length=35)
+
+
+class UsageReplacedRead(BaseModel):
+    exercises: int
+    eligible: int
+
+

@@ -1,0 +1,3 @@
+"""The ``chorus audit`` command."""
+
+from __future__ import annotations

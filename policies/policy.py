@@ -1,0 +1,88 @@
+"""The privacy policy: every threshold Chorus enforces, validated before the service starts.
+
+Unsafe values (k < 2, min_contributor_age < 13, a contribution cap < 1, no accepted consent
+version) refuse to load, so the service cannot run with them (P1, P2, P5, P6, P10).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from core.errors import ConfigurationError
+
+POLICY_DIR = Path(__file__).resolve().parent / "files"
+ReleaseInterval = Literal["hourly", "daily", "weekly"]
+
+
+class Policy(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str
+    version: int = Field(ge=1)
+    k: int = Field(default=25, ge=2, description="distinct contributors per released batch")
+    max_clips_per_contributor: int = Field(default=1, ge=1)
+    min_exercise_learners: int = Field(default=1000, ge=1)
+    min_contributor_age: int = Field(default=16, ge=13)
+    accepted_consent_versions: tuple[str, ...] = Field(
+        default=("speech-research-v1",), min_length=1
+    )
+    max_upload_bytes: int = Field(default=5_000_000, ge=1024, le=100_000_000)
+    min_duration_s: float = Field(default=0.3, gt=0)
+    max_duration_s: float = Field(default=30.0, gt=0, le=600)
+    min_sample_rate: int = Field(default=8000, ge=1000)
+    max_sample_rate: int = Field(default=48000, le=384_000)
+    output_sample_rate: int = Field(default=16000, ge=8000, le=48000)
+    release_interval: ReleaseInterval = "daily"
+    retention_cycles: int = Field(default=30, ge=1)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Policy:
+        if self.min_duration_s >= self.max_duration_s:
+            raise ValueError("min_duration_s must be below max_duration_s")
+        if self.min_sample_rate > self.max_sample_rate:
+            raise ValueError("min_sample_rate must not exceed max_sample_rate")
+        if any(not version.strip() for version in self.accepted_consent_versions):
+            raise ValueError("accepted_consent_versions must not contain blank versions")
+        return self
+
+    @property
+    def content_hash(self) -> str:
+        """SHA-256 over the canonical JSON of every field: what an auditor compares."""
+        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def builtin_policies() -> list[str]:
+    return sorted(path.stem for path in POLICY_DIR.glob("*.toml"))
+
+
+def load_policy(name_or_path: str) -> Policy:
+    """A built-in policy by name (``default``, ``demo``) or a TOML file by path."""
+    path = POLICY_DIR / f"{name_or_path}.toml"
+    if name_or_path in builtin_policies():
+        source = path
+    else:
+        source = Path(name_or_path)
+        if not source.is_file():
+            raise ConfigurationError(
+                f"policy {name_or_path!r} is neither a built-in policy "
+                f"({', '.join(builtin_policies())}) nor a readable file"
+            )
+    try:
+        data = tomllib.loads(source.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigurationError(f"policy file {source} is not valid TOML: {exc}") from None
+    try:
+        return Policy.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'policy'}: {err['msg']}"
+            for err in exc.errors()
+        )
+        raise ConfigurationError(f"policy {source.name} refused: {problems}") from None

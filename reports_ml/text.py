@@ -1,0 +1,113 @@
+"""Answer normalization and tokenization, the same for every language.
+
+``normalize_answer`` defines when two reported answers are "the same answer": Unicode NFC,
+case folded, every punctuation character (Unicode category P*) read as a space, runs of
+white space collapsed. Accents are kept: in Vietnamese, Hungarian or Portuguese they change
+the word. ``tokenize`` splits a normalized answer into words: at spaces, and into single
+characters for scripts written without spaces between words (Han, Hiragana, Katakana).
+Scripts such as Thai, Lao, Khmer and Myanmar are kept as space-separated runs.
+
+No outside NLP resources are used, so nothing here is tied to a language.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+import unicodedata
+from collections.abc import Callable
+from functools import cache
+
+__all__ = [
+    "normalize_answer",
+    "strip_accents",
+    "tokenize",
+]
+
+# Scripts whose words are not separated by spaces and whose characters are (close to) words.
+_CHARACTER_SCRIPTS = (
+    "\u3040-\u30ff"  # Hiragana, Katakana
+    "\u31f0-\u31ff"  # Katakana phonetic extensions
+    "\u3400-\u4dbf"  # CJK extension A
+    "\u4e00-\u9fff"  # CJK unified ideographs
+    "\uf900-\ufaff"  # CJK compatibility ideographs
+    "\uff66-\uff9f"  # half-width Katakana
+    "\U00020000-\U0003134f"  # CJK extensions B-G
+)
+_HAS_CHARACTER_SCRIPT = re.compile(f"[{_CHARACTER_SCRIPTS}]")
+_CHARACTER_SCRIPT_TOKEN = re.compile(f"[{_CHARACTER_SCRIPTS}]|[^\\s{_CHARACTER_SCRIPTS}]+")
+
+
+def _character_class(codes: list[int]) -> str:
+    """A regex character class for ``codes`` written as ranges (compact and fast to match)."""
+    parts: list[str] = []
+    start = previous = codes[0]
+    for code in [*codes[1:], -2]:
+        if code == previous + 1:
+            previous = code
+            continue
+        first, last = re.escape(chr(start)), re.escape(chr(previous))
+        parts.append(first if start == previous else f"{first}-{last}")
+        start = previous = code
+    return "[" + "".join(parts) + "]"
+
+
+def _codes_where(wanted: Callable[[str], bool]) -> tuple[list[int], list[int]]:
+    """Code points with ``wanted(char)``: those in the Basic Multilingual Plane, and the rest."""
+    codes = [code for code in range(sys.maxunicode + 1) if wanted(chr(code))]
+    return [c for c in codes if c <= 0xFFFF], [c for c in codes if c > 0xFFFF]
+
+
+# Matching a class of BMP ranges is fast; a class spanning all planes is not (the regex engine
+# falls back to a slow path), so characters beyond the BMP get their own, rarely used pattern.
+_BEYOND_BMP = re.compile("[\U00010000-\U0010ffff]")
+
+
+@cache
+def _punctuation() -> tuple[re.Pattern[str], re.Pattern[str]]:
+    bmp, beyond = _codes_where(lambda char: unicodedata.category(char).startswith("P"))
+    return re.compile(_character_class(bmp)), re.compile(_character_class(beyond))
+
+
+def _is_accent(char: str) -> bool:
+    # Canonical combining classes 7 (nukta) and 9 (virama) build Indic letters: not accents.
+    return unicodedata.combining(char) not in (0, 7, 9)
+
+
+@cache
+def _accents() -> tuple[re.Pattern[str], re.Pattern[str]]:
+    bmp, beyond = _codes_where(_is_accent)
+    return re.compile(_character_class(bmp) + "+"), re.compile(_character_class(beyond) + "+")
+
+
+def normalize_answer(text: str) -> str:
+    """The form under which identical answers are grouped.
+
+    >>> normalize_answer("  Éjjel-nappal  rá gondolok! ")
+    'éjjel nappal rá gondolok'
+    """
+    folded = unicodedata.normalize("NFC", text).casefold()
+    bmp, beyond = _punctuation()
+    spaced = bmp.sub(" ", folded)
+    if _BEYOND_BMP.search(spaced) is not None:
+        spaced = beyond.sub(" ", spaced)
+    # casefold can decompose (e.g. U+0130), so normalize once more after it.
+    return unicodedata.normalize("NFC", " ".join(spaced.split()))
+
+
+def tokenize(normalized: str) -> list[str]:
+    """Words of an already normalized answer (see module docstring)."""
+    if _HAS_CHARACTER_SCRIPT.search(normalized) is None:
+        return normalized.split()
+    return _CHARACTER_SCRIPT_TOKEN.findall(normalized)
+
+
+def strip_accents(text: str) -> str:
+    """``text`` without combining marks (diacritics, tone marks, vowel points)."""
+    if text.isascii():
+        return text
+    bmp, beyond = _accents()
+    stripped = bmp.sub("", unicodedata.normalize("NFD", text))
+    if _BEYOND_BMP.search(stripped) is not None:
+        stripped = beyond.sub("", stripped)
+    return unicodedata.normalize("NFC", stripped)

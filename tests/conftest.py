@@ -1,0 +1,133 @@
+"""Shared fixtures: the application on the embedded default, role keys, consent keys, data.
+
+Sections: paths and data · consent keys · application and clients · servers (SeaweedFS,
+PostgreSQL).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+from core.app import create_app
+from core.auth import Role, create_key
+from core.settings import Settings, reset_settings_cache
+
+# --- paths and data ------------------------------------------------------------------------
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+FSDD_DIR = SHARED_DATA / "fsdd" / "recordings"
+STAPLE_DIR = SHARED_DATA / "staple"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.fail(f"the shared data folder is missing: expected it at {SHARED_DATA}")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def fsdd_dir(shared_data: Path) -> Path:
+    return shared_data / "fsdd" / "recordings"
+
+
+@pytest.fixture(autouse=True)
+def _fresh_settings_cache() -> Iterator[None]:
+    """Settings read from the environment are re-read in every test."""
+    reset_settings_cache()
+    yield
+    reset_settings_cache()
+
+
+# --- consent keys --------------------------------------------------------------------------
+
+
+class ConsentKeys:
+    """An Ed25519 key pair standing in for the app's account service."""
+
+    def __init__(self) -> None:
+        self.private_key = Ed25519PrivateKey.generate()
+        self.private_pem = self.private_key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        ).decode()
+        self.public_pem = (
+            self.private_key.public_key()
+            .public_bytes(
+                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+            )
+            .decode()
+        )
+
+
+@pytest.fixture(scope="session")
+def consent_keys() -> ConsentKeys:
+    return ConsentKeys()
+
+
+# --- application and clients ---------------------------------------------------------------
+
+
+@pytest.fixture
+def make_settings(tmp_path: Path, consent_keys: ConsentKeys) -> Callable[..., Settings]:
+    """Settings on the embedded default under ``tmp_path``; keyword arguments override."""
+
+    def factory(**overrides: object) -> Settings:
+        values: dict[str, object] = {
+            "database_url": f"sqlite:///{tmp_path / 'chorus.db'}",
+            "storage_url": f"file://{tmp_path / 'blobs'}",
+            "policy": "demo",
+            "consent_public_key": consent_keys.public_pem,
+            "scheduler_enabled": False,
+            "model_dir": tmp_path / "models",
+        }
+        values.update(overrides)
+        return Settings.model_validate(values)
+
+    return factory
+
+
+@pytest.fixture
+def settings(make_settings: Callable[..., Settings]) -> Settings:
+    return make_settings()
+
+
+@pytest.fixture
+def app(settings: Settings) -> FastAPI:
+    return create_app(settings)
+
+
+@pytest.fixture
+def client(app: FastAPI) -> Iterator[TestClient]:
+    """A client of the running app (lifespan entered: schema migrated)."""
+    with TestClient(app, raise_server_exceptions=False) as test_client:
+        yield test_client
+
+
+@pytest.fixture
+def role_keys(client: TestClient, app: FastAPI) -> dict[Role, str]:
+    """One API key per role, created in the app's database."""
+    with app.state.database.session() as session:
+        return {role: create_key(session, role=role, name=f"test {role.value}") for role in Role}
+
+
+@pytest.fixture
+def auth(role_keys: dict[Role, str]) -> Callable[[Role], dict[str, str]]:
+    """Headers carrying the key of a role: ``client.get(url, headers=auth(Role.ADMIN))``."""
+
+    def headers(role: Role) -> dict[str, str]:
+        return {"X-API-Key": role_keys[role]}
+
+    return headers
+
+
+# --- servers (SeaweedFS, PostgreSQL) -------------------------------------------------------

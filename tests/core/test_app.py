@@ -1,0 +1,97 @@
+"""Operational routes and start-up behaviour of the service."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from core.app import create_app
+from core.errors import ConfigurationError
+from core.settings import Settings
+
+
+def test_healthz_readyz_and_metrics(client: TestClient) -> None:
+    assert client.get("/healthz").json() == {"status": "ok"}
+    ready = client.get("/readyz")
+    assert ready.status_code == 200
+    assert ready.json()["checks"] == {"database": "ok", "storage": "ok"}
+    metrics = client.get("/metrics")
+    assert metrics.status_code == 200
+    assert "chorus_http_requests" in metrics.text
+
+
+def test_readyz_reports_an_unreachable_database(make_settings: Callable[..., Settings]) -> None:
+    settings = make_settings(database_url="postgresql+psycopg://nobody@127.0.0.1:9/none")
+    app = create_app(settings)
+    response = TestClient(app, raise_server_exceptions=False).get("/readyz")
+    assert response.status_code == 503
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["checks"]["database"] == "database_unavailable"
+    assert response.json()["checks"]["storage"] == "ok"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"storage_url": "ftp://example/blobs"}, "storage"),
+        ({"database_url": "oracle://x/y"}, "database"),
+        ({"policy": "no-such-policy"}, "policy"),
+    ],
+)
+def test_bad_configuration_is_refused(
+    make_settings: Callable[..., Settings], overrides: dict[str, str], message: str
+) -> None:
+    with pytest.raises(ConfigurationError, match=message):
+        create_app(make_settings(**overrides))
+
+
+def _serve(env: dict[str, str], tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    base = {
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(tmp_path),
+        "CHORUS_DATABASE_URL": f"sqlite:///{tmp_path / 'c.db'}",
+        "CHORUS_STORAGE_URL": f"file://{tmp_path / 'blobs'}",
+        "CHORUS_SCHEDULER_ENABLED": "false",
+        "CHORUS_PORT": "0",
+    }
+    base.update(env)
+    return subprocess.run(
+        [sys.executable, "-m", "core", "serve"],
+        env=base,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"CHORUS_STORAGE_URL": "gopher://nowhere"},
+        {"CHORUS_DATABASE_URL": "postgresql+psycopg://nobody@127.0.0.1:9/none"},
+        {"CHORUS_POLICY": "/nonexistent/policy.toml"},
+    ],
+)
+def test_serve_refuses_bad_configuration_with_one_line(env: dict[str, str], tmp_path: Path) -> None:
+    result = _serve(env, tmp_path)
+    assert result.returncode == 2
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("chorus: ")
+    assert "Traceback" not in result.stderr
+
+
+def test_unsafe_policy_file_is_refused_with_one_line(tmp_path: Path) -> None:
+    policy = tmp_path / "unsafe.toml"
+    policy.write_text('name = "unsafe"\nversion = 1\nk = 1\n')
+    result = _serve({"CHORUS_POLICY": str(policy)}, tmp_path)
+    assert result.returncode == 2
+    assert "k" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1

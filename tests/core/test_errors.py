@@ -1,0 +1,107 @@
+"""Every error reaches the client as RFC 9457 problem+json with a stable code."""
+
+from __future__ import annotations
+
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from pydantic import BaseModel
+
+from core import errors
+from core.handlers import install_error_handlers
+
+
+class _Body(BaseModel):
+    count: int
+
+
+def _app() -> FastAPI:
+    app = FastAPI()
+    install_error_handlers(app)
+
+    @app.get("/raise/{name}")
+    def raise_named(name: str) -> None:
+        raise getattr(errors, name)("specific detail")
+
+    @app.get("/boom")
+    def boom() -> None:
+        raise RuntimeError("secret-internal-state-xyz")
+
+    @app.post("/typed")
+    def typed(body: _Body) -> dict[str, int]:
+        return {"count": body.count}
+
+    return app
+
+
+@pytest.fixture
+def problem_client() -> TestClient:
+    return TestClient(_app(), raise_server_exceptions=False)
+
+
+@pytest.mark.parametrize(
+    ("name", "status", "code"),
+    [
+        ("AuthError", 401, "unauthorized"),
+        ("ConsentInvalid", 401, "consent_invalid"),
+        ("MinorRefused", 403, "minor"),
+        ("NotFound", 404, "not_found"),
+        ("ContributionLimit", 409, "contribution_limit"),
+        ("PayloadTooLarge", 413, "payload_too_large"),
+        ("UnsupportedAudio", 415, "unsupported_audio"),
+        ("ExerciseNotEligible", 422, "exercise_not_eligible"),
+        ("StorageUnavailable", 503, "storage_unavailable"),
+    ],
+)
+def test_chorus_errors_render_as_problem_json(
+    problem_client: TestClient, name: str, status: int, code: str
+) -> None:
+    response = problem_client.get(f"/raise/{name}")
+    assert response.status_code == status
+    assert response.headers["content-type"] == "application/problem+json"
+    body = response.json()
+    assert body["code"] == code
+    assert body["status"] == status
+    assert body["detail"] == "specific detail"
+    assert body["type"].endswith(f"/{code}")
+    assert body["title"]
+
+
+def test_unknown_exception_is_a_generic_500_without_internals(problem_client: TestClient) -> None:
+    response = problem_client.get("/boom")
+    assert response.status_code == 500
+    assert response.json()["code"] == "internal_error"
+    assert "secret-internal-state-xyz" not in response.text
+    assert "Traceback" not in response.text
+
+
+def test_validation_error_names_the_field_but_not_the_value(problem_client: TestClient) -> None:
+    response = problem_client.post("/typed", json={"count": "not-a-number-marker"})
+    assert response.status_code == 422
+    body = response.json()
+    assert body["code"] == "invalid_input"
+    assert body["errors"][0]["loc"] == ["body", "count"]
+    assert "not-a-number-marker" not in response.text
+
+
+def test_unknown_route_and_method_are_problem_json(problem_client: TestClient) -> None:
+    missing = problem_client.get("/nowhere")
+    assert missing.status_code == 404
+    assert missing.json()["code"] == "not_found"
+    wrong_method = problem_client.delete("/boom")
+    assert wrong_method.status_code == 405
+    assert wrong_method.json()["code"] == "method_not_allowed"
+
+
+def test_every_error_class_has_a_unique_code_per_status() -> None:
+    seen: dict[tuple[int, str], str] = {}
+    for name in dir(errors):
+        cls = getattr(errors, name)
+        if (
+            isinstance(cls, type)
+            and issubclass(cls, errors.ChorusError)
+            and cls.__name__ not in {"BlobNotFound"}
+        ):
+            key = (cls.status, cls.code)
+            assert key not in seen, f"{name} repeats the code of {seen.get(key)}"
+            seen[key] = name
