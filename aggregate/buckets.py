@@ -38,9 +38,23 @@ def current_cycle(session: Session) -> int:
 
 
 def get_open_bucket(session: Session, exercise_id: str) -> Bucket | None:
+    """The exercise's open bucket; on PostgreSQL its row stays share-locked until commit, so a
+    release cannot claim the bucket while this upload is still adding to it (P6)."""
     return session.execute(
-        sa.select(Bucket).where(Bucket.exercise_id == exercise_id, Bucket.state == "open")
+        sa.select(Bucket)
+        .where(Bucket.exercise_id == exercise_id, Bucket.state == "open")
+        .with_for_update(read=True)
+        .execution_options(populate_existing=True)
     ).scalar_one_or_none()
+
+
+class _BucketClosed(Exception):
+    """The bucket left ``open`` while a clip was being added; the clip goes to a fresh one."""
+
+
+def _still_open(session: Session, bucket_id: str) -> bool:
+    state = session.execute(sa.select(Bucket.state).where(Bucket.id == bucket_id)).scalar_one()
+    return state == "open"
 
 
 def get_or_open_bucket(session: Session, exercise_id: str) -> Bucket:
@@ -87,15 +101,38 @@ def add_pending_clip(
     clip: ClipFacts,
     max_clips_per_contributor: int,
 ) -> None:
-    """Record a stored clip in its exercise's open bucket, or raise ContributionLimit."""
-    bucket = get_or_open_bucket(session, exercise_id)
-    assert bucket.bucket_key is not None
-    tag = contributor_tag(bucket.bucket_key, learner_id)
+    """Record a stored clip in its exercise's open bucket, or raise ContributionLimit.
+
+    After the insert the bucket's state is read again inside the writing transaction: if a
+    release claimed the bucket meanwhile (possible on SQLite, which has no FOR SHARE), the
+    insert is undone and the clip joins the exercise's next open bucket instead.
+    """
+    for _attempt in range(5):
+        bucket = get_or_open_bucket(session, exercise_id)
+        assert bucket.bucket_key is not None
+        tag = contributor_tag(bucket.bucket_key, learner_id)
+        try:
+            if _insert_pending(
+                session,
+                bucket_id=bucket.id,
+                tag=tag,
+                clip=clip,
+                max_clips_per_contributor=max_clips_per_contributor,
+            ):
+                return
+        except _BucketClosed:
+            continue
+    raise ContributionLimit()
+
+
+def _insert_pending(
+    session: Session, *, bucket_id: str, tag: str, clip: ClipFacts, max_clips_per_contributor: int
+) -> bool:
     for _attempt in range(3):
         used = session.execute(
             sa.select(sa.func.count())
             .select_from(PendingClip)
-            .where(PendingClip.bucket_id == bucket.id, PendingClip.contributor_tag == tag)
+            .where(PendingClip.bucket_id == bucket_id, PendingClip.contributor_tag == tag)
         ).scalar_one()
         if used >= max_clips_per_contributor:
             raise ContributionLimit()
@@ -103,7 +140,7 @@ def add_pending_clip(
             with session.begin_nested():
                 session.add(
                     PendingClip(
-                        bucket_id=bucket.id,
+                        bucket_id=bucket_id,
                         contributor_tag=tag,
                         slot=used,
                         object_key=clip.object_key,
@@ -112,10 +149,13 @@ def add_pending_clip(
                         loudness_dbfs=clip.loudness_dbfs,
                     )
                 )
-            return
+                session.flush()
+                if not _still_open(session, bucket_id):
+                    raise _BucketClosed()
+            return True
         except IntegrityError:
             continue
-    raise ContributionLimit()
+    return False
 
 
 def distinct_contributors(session: Session, bucket_id: str) -> int:

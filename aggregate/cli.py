@@ -1,7 +1,263 @@
-"""Release commands for operators and researchers."""
+"""Release commands: ``chorus release`` for operators, ``chorus releases …`` for researchers.
+
+``chorus releases`` talks HTTP to a running server (``--url``/``CHORUS_URL``, ``--key``/
+``CHORUS_API_KEY``) with a researcher key; it never touches the database or the store.
+"""
 
 from __future__ import annotations
 
-import typer
+import json
+import tarfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated, Any
 
-releases_app = typer.Typer(help="List, inspect and download released batches.")
+import httpx
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TransferSpeedColumn,
+)
+from rich.table import Table
+
+ROOT_COMMANDS = ("release",)
+
+releases_app = typer.Typer(
+    help="List, inspect and download released batches (needs a researcher key).",
+    no_args_is_help=True,
+)
+_console = Console()
+
+UrlOption = Annotated[
+    str, typer.Option("--url", envvar="CHORUS_URL", help="the Chorus server's base URL")
+]
+KeyOption = Annotated[
+    str, typer.Option("--key", envvar="CHORUS_API_KEY", help="a researcher API key")
+]
+
+
+def _fail(message: str) -> None:
+    typer.echo(f"chorus: {message}", err=True)
+    raise typer.Exit(2)
+
+
+# --- chorus release -------------------------------------------------------------------------
+
+
+def release(
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="show what would happen, change nothing")
+    ] = False,
+) -> None:
+    """Run one release cycle now: release buckets that reached k, purge expired ones."""
+    from aggregate.jobs import interval_seconds, preview_release_cycle, run_release_cycle
+    from core.app import prepare
+    from core.errors import ChorusError
+    from core.settings import get_settings
+
+    settings = get_settings()
+    try:
+        database, store, policy = prepare(settings)
+        database.upgrade()
+        interval_s = interval_seconds(settings.release_interval or policy.release_interval)
+        try:
+            if dry_run:
+                preview = preview_release_cycle(
+                    database=database, policy=policy, interval_s=interval_s
+                )
+                _print_preview(preview, k=policy.k)
+            else:
+                report = run_release_cycle(
+                    database=database, store=store, policy=policy, interval_s=interval_s
+                )
+                _print_report(report)
+        finally:
+            database.dispose()
+    except ChorusError as exc:
+        _fail(exc.detail)
+
+
+def _print_preview(preview: Any, *, k: int) -> None:
+    advance = "would advance to" if preview.would_advance else "would stay at"
+    typer.echo(f"dry run (k={k}): release cycle {advance} "
+               f"{preview.cycle + (1 if preview.would_advance else 0)}")
+    for title, buckets in (
+        ("would finish", preview.to_resume),
+        ("would release", preview.to_release),
+        ("would purge", preview.to_purge),
+    ):
+        typer.echo(f"{title}: {len(buckets)} bucket(s)")
+        for b in buckets:
+            typer.echo(
+                f"  bucket {b.bucket_id} exercise {b.exercise_id} ({b.state}): "
+                f"{b.clip_count} clip(s), {b.contributor_count} contributor(s)"
+            )
+
+
+def _print_report(report: Any) -> None:
+    state = "advanced to" if report.advanced else "stays at"
+    typer.echo(f"release cycle {state} {report.cycle}")
+    typer.echo(f"released: {len(report.released)} batch(es)")
+    for r in report.released:
+        typer.echo(
+            f"  release {r.release_id} exercise {r.exercise_id}: "
+            f"{r.clip_count} clip(s), {r.contributor_count} contributor(s)"
+        )
+    typer.echo(f"purged: {len(report.purged)} bucket(s)")
+    for p in report.purged:
+        typer.echo(
+            f"  bucket {p.bucket_id} exercise {p.exercise_id}: "
+            f"{p.clip_count} clip(s), {p.contributor_count} contributor(s)"
+        )
+
+
+# --- chorus releases ------------------------------------------------------------------------
+
+
+def http_client(url: str, key: str) -> httpx.Client:
+    """The researcher's HTTP client (tests hand in an in-process one)."""
+    return httpx.Client(
+        base_url=url, headers={"X-API-Key": key}, timeout=httpx.Timeout(30.0, read=300.0)
+    )
+
+
+def _check(response: httpx.Response) -> None:
+    if response.is_success:
+        return
+    try:
+        problem = response.json()
+        detail = f"{problem.get('code', response.status_code)}: {problem.get('detail', '')}"
+    except ValueError:
+        detail = f"HTTP {response.status_code}"
+    _fail(detail)
+
+
+def _get_json(client: httpx.Client, path: str, **params: Any) -> Any:
+    try:
+        response = client.get(path, params={k: v for k, v in params.items() if v is not None})
+    except httpx.HTTPError as exc:
+        _fail(f"cannot reach the server: {exc}")
+    _check(response)
+    return response.json()
+
+
+@releases_app.command("list")
+def list_releases(
+    url: UrlOption = "http://127.0.0.1:8000",
+    key: KeyOption = "",
+    exercise: Annotated[str | None, typer.Option(help="only this exercise")] = None,
+    limit: Annotated[int, typer.Option(min=1, help="how many to show")] = 50,
+) -> None:
+    """Released batches, newest first."""
+    table = Table("release", "day", "exercise", "language", "clips", "contributors", "k")
+    shown = 0
+    cursor: str | None = None
+    with http_client(url, key) as client:
+        while shown < limit:
+            page = _get_json(
+                client, "/v1/releases", limit=min(200, limit - shown), cursor=cursor,
+                exercise_id=exercise,
+            )
+            for item in page["items"]:
+                table.add_row(
+                    item["release_id"], item["release_day"], item["exercise_id"],
+                    item["language"] or "-", str(item["clip_count"]),
+                    str(item["contributor_count"]), str(item["k"]),
+                )
+                shown += 1
+            cursor = page["next_cursor"]
+            if cursor is None:
+                break
+    _console.print(table)
+
+
+@releases_app.command("show")
+def show_release(
+    release_id: Annotated[str, typer.Argument(help="the release id")],
+    url: UrlOption = "http://127.0.0.1:8000",
+    key: KeyOption = "",
+    clips: Annotated[bool, typer.Option(help="print the manifest's clip list too")] = False,
+) -> None:
+    """A release's manifest summary and statistics, as JSON."""
+    with http_client(url, key) as client:
+        manifest = _get_json(client, f"/v1/releases/{release_id}")
+    if not clips:
+        manifest.pop("clips", None)
+    typer.echo(json.dumps(manifest, indent=2))
+
+
+@releases_app.command("download")
+def download_release(
+    release_id: Annotated[str, typer.Argument(help="the release id")],
+    out: Annotated[Path, typer.Option("--out", help="folder to write into")],
+    url: UrlOption = "http://127.0.0.1:8000",
+    key: KeyOption = "",
+    keep_tar: Annotated[
+        bool, typer.Option("--tar", help="save the archive as <release>.tar, do not extract")
+    ] = False,
+) -> None:
+    """Download a whole release (manifest and clips), extracted into OUT/<release>/."""
+    out.mkdir(parents=True, exist_ok=True)
+    with http_client(url, key) as client:
+        summary = _get_json(client, f"/v1/releases/{release_id}")
+        total_clips = int(summary["clip_count"])
+        try:
+            with client.stream("GET", f"/v1/releases/{release_id}/archive") as response:
+                if not response.is_success:
+                    response.read()
+                    _check(response)
+                if keep_tar:
+                    _save_tar(response, out / f"{release_id}.tar")
+                else:
+                    _extract_tar(response, out, total_clips)
+        except httpx.HTTPError as exc:
+            _fail(f"download interrupted: {exc}")
+    typer.echo(f"release {release_id}: {total_clips} clip(s) in {out}")
+
+
+def _progress(*columns: Any) -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), *columns, console=_console)
+
+
+def _save_tar(response: httpx.Response, path: Path) -> None:
+    with _progress(DownloadColumn(), TransferSpeedColumn()) as progress, path.open("wb") as f:
+        task = progress.add_task("downloading", total=None)
+        for chunk in response.iter_bytes():
+            f.write(chunk)
+            progress.advance(task, len(chunk))
+
+
+class _ResponseReader:
+    """A read-only file object over a streamed response, for ``tarfile`` stream mode."""
+
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        self._chunks = chunks
+        self._buffer = bytearray()
+
+    def read(self, size: int = -1) -> bytes:
+        while size < 0 or len(self._buffer) < size:
+            chunk = next(self._chunks, None)
+            if chunk is None:
+                break
+            self._buffer.extend(chunk)
+        take = len(self._buffer) if size < 0 else min(size, len(self._buffer))
+        data = bytes(self._buffer[:take])
+        del self._buffer[:take]
+        return data
+
+
+def _extract_tar(response: httpx.Response, out: Path, total_clips: int) -> None:
+    reader = _ResponseReader(response.iter_bytes())
+    with _progress(MofNCompleteColumn()) as progress, tarfile.open(
+        fileobj=reader, mode="r|"  # type: ignore[call-overload]
+    ) as archive:
+        task = progress.add_task("clips", total=total_clips)
+        for member in archive:
+            archive.extract(member, out, filter="data")
+            if member.name.endswith(".flac"):
+                progress.advance(task)

@@ -31,7 +31,8 @@ class Histogram:
     maximum: float = -math.inf
 
     def __post_init__(self) -> None:
-        if len(self.edges) < 2 or any(b <= a for a, b in zip(self.edges, self.edges[1:], strict=False)):
+        pairs = zip(self.edges, self.edges[1:], strict=False)
+        if len(self.edges) < 2 or any(b <= a for a, b in pairs):
             raise ValueError("edges must be at least two strictly increasing values")
         if not self.counts:
             self.counts = [0] * (len(self.edges) - 1)

@@ -10,18 +10,25 @@ from typing import Any
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
+from aggregate.jobs import schedule_release_job
 from aggregate.routes import router as aggregate_router
 from core.db import Database
 from core.errors import ChorusError
 from core.handlers import install_error_handlers, problem_response
 from core.logs import AccessLogMiddleware
 from core.metrics import render_metrics
-from core.scheduler import build_scheduler
+from core.scheduler import build_scheduler, interval_trigger
 from core.settings import Settings, get_settings
 from core.storage import BlobStore, open_store
+from ingest.consent import load_public_key
+from ingest.decoder import DecoderPool
+from ingest.jobs import OrphanSweeper
 from ingest.routes import router as ingest_router
 from policies.policy import Policy, load_policy
 from policies.routes import router as policies_router
+from policies.service import record_policy_load
+from reports_ml.jobs import schedule_retraining
+from reports_ml.registry import ModelRegistry, ServingModel
 from reports_ml.routes import router as reports_router
 
 _logger = logging.getLogger("chorus.app")
@@ -32,6 +39,8 @@ QUIET_PATHS = ("/v1/clips", "/v1/consent")
 def prepare(settings: Settings) -> tuple[Database, BlobStore, Policy]:
     """Open and check everything the service needs; raises ConfigurationError and friends."""
     policy = load_policy(settings.policy)
+    # A malformed consent key refuses to start; a missing one leaves the consent routes at 503.
+    load_public_key(settings.consent_public_key)
     store = open_store(settings.storage_url)
     database = Database(settings.database_url)
     return database, store, policy
@@ -44,7 +53,24 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         database.upgrade()
+        record_policy_load(database, policy)
+        decoder = DecoderPool(workers=settings.decoder_workers)
+        decoder.start()
+        app.state.decoder = decoder
         scheduler = build_scheduler()
+        scheduler.add_job(
+            OrphanSweeper(database=database, store=store).run,
+            interval_trigger(str(settings.sweep_interval_s)),
+            id="ingest-orphan-sweep",
+        )
+        schedule_release_job(
+            scheduler,
+            database=database,
+            store=store,
+            policy=policy,
+            interval=settings.release_interval or policy.release_interval,
+        )
+        schedule_retraining(scheduler, database=database, serving=app.state.serving_model)
         if settings.scheduler_enabled:
             scheduler.start()
         try:
@@ -52,6 +78,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             if scheduler.running:
                 scheduler.shutdown(wait=False)
+            decoder.shutdown()
             database.dispose()
 
     app = FastAPI(
@@ -64,6 +91,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.database = database
     app.state.store = store
     app.state.policy = policy
+    app.state.serving_model = ServingModel(ModelRegistry(settings.model_dir))
+    app.state.consent_public_key = load_public_key(settings.consent_public_key)
     install_error_handlers(app)
     app.add_middleware(AccessLogMiddleware, quiet_paths=QUIET_PATHS)
 

@@ -109,5 +109,6 @@ def _check_header(handle: sf.SoundFile, sample_rate: int, limits: AudioLimits) -
 
 def _encode_flac(mono: np.ndarray, sample_rate: int) -> bytes:
     buffer = io.BytesIO()
-    sf.write(buffer, mono, sample_rate, format="FLAC", subtype="PCM_16")
+    # The fastest FLAC level: a few percent larger files for a third less encoding time.
+    sf.write(buffer, mono, sample_rate, format="FLAC", subtype="PCM_16", compression_level=0.0)
     return buffer.getvalue()

@@ -112,7 +112,8 @@ def check_age(consent: Consent, *, policy: Policy) -> None:
     """The age gate (P2): child flag, unknown age or age below the minimum → MinorRefused."""
     if consent.child or consent.age is None or consent.age < policy.min_contributor_age:
         raise MinorRefused(
-            f"contributors must be at least {policy.min_contributor_age} and not flagged as children"
+            f"contributors must be at least {policy.min_contributor_age} "
+            "and not flagged as children"
         )
 
 

@@ -1,7 +1,162 @@
-"""HTTP routes of this domain."""
+"""HTTP routes of the ingest domain: upload, withdrawal, usage catalog.
+
+The upload route follows ARCHITECTURE §3 steps 1–7 in order and stores nothing on any refusal.
+It reads the multipart body itself, as a bounded stream (``ingest.multipart``), so an
+oversized body is refused before it is read in full and nothing is spooled to disk.
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
+from starlette.concurrency import run_in_threadpool
 
-router = APIRouter()
+from core.db import Database
+from core.deps import AdminRole, DatabaseDep, SessionDep, StoreDep
+from core.errors import ChorusError
+from ingest import metrics, service
+from ingest.catalog import count_eligible, replace_usage
+from ingest.consent import bearer_token, check_age, verify_consent
+from ingest.deps import ConsentKeyDep, DecoderDep, PolicyDep
+from ingest.models import (
+    ClipAcceptedRead,
+    ExerciseUsageCreate,
+    ParsedMetadata,
+    UsageReplacedRead,
+    WithdrawalRead,
+    parse_clip_metadata,
+)
+from ingest.multipart import MultipartUpload, check_content_length
+from policies.policy import Policy
+
+router = APIRouter(tags=["ingest"])
+
+_UPLOAD_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["audio", "metadata"],
+                    "properties": {
+                        "audio": {"type": "string", "format": "binary"},
+                        "metadata": {
+                            "type": "string",
+                            "description": 'JSON object: {"exercise_id": "..."}; '
+                            "any other field is dropped unread",
+                        },
+                    },
+                }
+            }
+        },
+    }
+}
+
+
+@router.post(
+    "/v1/clips",
+    status_code=201,
+    response_model=ClipAcceptedRead,
+    summary="Upload a consented recording of an exercise",
+    openapi_extra=_UPLOAD_BODY,
+)
+async def upload_clip(
+    request: Request,
+    public_key: ConsentKeyDep,
+    policy: PolicyDep,
+    database: DatabaseDep,
+    store: StoreDep,
+    decoder: DecoderDep,
+) -> ClipAcceptedRead:
+    try:
+        # 1–2: consent and age, from the headers alone.
+        consent = verify_consent(
+            bearer_token(request.headers.get("authorization")),
+            public_key=public_key,
+            policy=policy,
+        )
+        check_age(consent, policy=policy)
+        check_content_length(
+            request.headers.get("content-length"), max_upload_bytes=policy.max_upload_bytes
+        )
+        # 3–4 as soon as the metadata part is in, 5 once the audio is.
+        upload = MultipartUpload(
+            request.headers.get("content-type"), max_upload_bytes=policy.max_upload_bytes
+        )
+        parsed: ParsedMetadata | None = None
+        async for chunk in request.stream():
+            upload.feed(chunk)
+            if parsed is None and upload.metadata is not None:
+                parsed = await _admit_metadata(upload.metadata, database, policy)
+        parts = upload.parts()
+        if parsed is None:
+            parsed = await _admit_metadata(parts.metadata, database, policy)
+        clip = await decoder.sanitize(parts.audio, service.audio_limits(policy))
+        # 6–7: contribution cap, object, then row.
+        await run_in_threadpool(
+            lambda: service.store_clip(
+                database=database,
+                store=store,
+                policy=policy,
+                consent=consent,
+                exercise_id=parsed.metadata.exercise_id,
+                clip=clip,
+            )
+        )
+    except ChorusError as exc:
+        metrics.UPLOADS.labels(outcome=exc.code).inc()
+        raise
+    metrics.UPLOADS.labels(outcome="accepted").inc()
+    return ClipAcceptedRead()
+
+
+async def _admit_metadata(raw: bytes, database: Database, policy: Policy) -> ParsedMetadata:
+    """Steps 3–4: allowlist the metadata, then check the exercise against the catalog."""
+    parsed = parse_clip_metadata(raw)
+    if parsed.dropped_fields:
+        metrics.METADATA_FIELDS_DROPPED.inc(parsed.dropped_fields)
+    await run_in_threadpool(
+        service.check_exercise,
+        database,
+        policy=policy,
+        exercise_id=parsed.metadata.exercise_id,
+    )
+    return parsed
+
+
+@router.post(
+    "/v1/consent/withdrawals",
+    response_model=WithdrawalRead,
+    summary="Withdraw consent: remove the learner's pending clips",
+)
+def withdraw_consent(
+    request: Request,
+    public_key: ConsentKeyDep,
+    policy: PolicyDep,
+    database: DatabaseDep,
+    store: StoreDep,
+) -> WithdrawalRead:
+    consent = verify_consent(
+        bearer_token(request.headers.get("authorization")), public_key=public_key, policy=policy
+    )
+    withdrawn = service.withdraw(database=database, store=store, consent=consent)
+    metrics.WITHDRAWN_CLIPS.inc(withdrawn)
+    return WithdrawalRead(withdrawn=withdrawn)
+
+
+@router.put(
+    "/v1/exercises/usage",
+    response_model=UsageReplacedRead,
+    summary="Replace the exercise usage catalog",
+)
+def put_exercise_usage(
+    entries: list[ExerciseUsageCreate],
+    _role: AdminRole,
+    session: SessionDep,
+    policy: PolicyDep,
+) -> UsageReplacedRead:
+    exercises = replace_usage(session, entries)
+    return UsageReplacedRead(
+        exercises=exercises,
+        eligible=count_eligible(session, min_learners=policy.min_exercise_learners),
+    )

@@ -39,14 +39,19 @@ def current_cycle(session: Session) -> int:
     return row.current if row is not None else 0
 
 
-def append(session: Session, *, kind: str, body: Mapping[str, Any]) -> AuditEntry:
-    """Append one entry inside the caller's transaction.
+def lock_chain(session: Session) -> None:
+    """Take the chain's append lock until the transaction ends.
 
-    On PostgreSQL a transaction-scoped advisory lock makes concurrent appenders take turns;
-    SQLite serializes writers itself.
+    On PostgreSQL a transaction-scoped advisory lock makes concurrent appenders take turns (it
+    may be taken again in the same transaction); SQLite serializes writers itself.
     """
     if session.get_bind().dialect.name == "postgresql":
         session.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _LOCK_KEY})
+
+
+def append(session: Session, *, kind: str, body: Mapping[str, Any]) -> AuditEntry:
+    """Append one entry inside the caller's transaction (see ``lock_chain``)."""
+    lock_chain(session)
     last = session.execute(
         sa.select(AuditEntry.seq, AuditEntry.hash).order_by(AuditEntry.seq.desc()).limit(1)
     ).first()

@@ -65,9 +65,11 @@ class SimulationParams:
     learners_sigma: float = 0.8
     gold_alpha: float = 6.0
     gold_beta: float = 3.0
-    report_gold: float = 0.08
-    report_mistake: float = 0.03
+    report_gold: float = 0.015
+    report_mistake: float = 0.07
     second_mistake: float = 0.2
+    common_mistakes: float = 4.0
+    common_share: float = 0.4
     capitalize: float = 0.5
     drop_final_punctuation: float = 0.4
     mistake_weights: dict[str, float] = field(
@@ -189,20 +191,34 @@ class _PromptSimulation:
                 for _ in range(int(gold_counts[index])):
                     self._add(reports, form, self.prompt.translations[index].text)
         n_mistakes = int(rng.poisson(learners * (1.0 - ease) * params.report_mistake))
-        kinds = list(params.mistake_weights)
-        kind_p = np.array([params.mistake_weights[kind] for kind in kinds])
-        drawn_kinds = rng.choice(len(kinds), size=(n_mistakes, 2), p=kind_p / kind_p.sum())
-        bases = np.searchsorted(self.cumulative, rng.random(n_mistakes) * self.cumulative[-1])
-        seconds = rng.random(n_mistakes) < params.second_mistake
-        for base, pair, second in zip(bases.tolist(), drawn_kinds.tolist(), seconds.tolist()):
-            tokens = list(self.gold_tokens[min(base, len(self.gold_tokens) - 1)])
-            for kind_index in pair[: 1 + int(second)]:
-                tokens = self._mistake(kinds[kind_index], tokens)
-            text = " ".join(tokens)
+        n_common = int(rng.poisson(params.common_mistakes))
+        common = self._mistaken_answers(n_common + 1)[1:]
+        popularity = 1.0 / np.arange(1, n_common + 1)
+        from_common = rng.random(n_mistakes) < (params.common_share if common else 0.0)
+        fresh = iter(self._mistaken_answers(int(n_mistakes - from_common.sum())))
+        picks = rng.choice(max(n_common, 1), size=n_mistakes, p=popularity / popularity.sum()
+                           if common else None)
+        for use_common, pick in zip(from_common.tolist(), picks.tolist()):
+            text = common[pick] if use_common else next(fresh)
             form = normalize_answer(text)
             if form and form not in self.accepted_forms:
                 self._add(reports, form, text + self.prompt.translations[0].text[-1:])
         return [self._record(form, str(text), int(count)) for form, (text, count) in reports.items()]
+
+    def _mistaken_answers(self, count: int) -> list[str]:
+        """``count`` answers, each a gold translation (picked by weight) with mistakes."""
+        kinds = list(self.params.mistake_weights)
+        kind_p = np.array([self.params.mistake_weights[kind] for kind in kinds])
+        drawn_kinds = self.rng.choice(len(kinds), size=(count, 2), p=kind_p / kind_p.sum())
+        bases = np.searchsorted(self.cumulative, self.rng.random(count) * self.cumulative[-1])
+        seconds = self.rng.random(count) < self.params.second_mistake
+        answers = []
+        for base, pair, second in zip(bases.tolist(), drawn_kinds.tolist(), seconds.tolist()):
+            tokens = list(self.gold_tokens[min(base, len(self.gold_tokens) - 1)])
+            for kind_index in pair[: 1 + int(second)]:
+                tokens = self._mistake(kinds[kind_index], tokens)
+            answers.append(" ".join(tokens))
+        return answers
 
     def _add(self, reports: dict[str, list[str | int]], form: str, text: str) -> None:
         entry = reports.get(form)

@@ -1,0 +1,181 @@
+"""The scheduled release cycle: advance the cycle, release ready buckets, purge expired ones.
+
+Run by APScheduler inside ``chorus serve`` (every replica may run it: claims and the cycle row
+make that safe) and on demand by ``chorus release``. Logs carry counts only, never a clip (P4).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from dataclasses import dataclass, field
+
+import sqlalchemy as sa
+from apscheduler.schedulers.base import BaseScheduler
+from core.storage import BlobStore
+
+from aggregate.buckets import distinct_contributors
+from aggregate.release import (
+    DEFAULT_BATCH,
+    Checkpoint,
+    ReleaseOutcome,
+    no_checkpoint,
+    ready_bucket_ids,
+    release_ready_buckets,
+    unfinished_bucket_ids,
+)
+from aggregate.retention import (
+    PurgeOutcome,
+    advance_cycle,
+    current_cycle,
+    purge_expired_buckets,
+)
+from aggregate.tables import Bucket, PendingClip, ReleaseCycle
+from core.db import Database
+from core.errors import ChorusError
+from core.scheduler import INTERVALS, interval_trigger
+from policies.policy import Policy
+
+JOB_ID = "chorus-release"
+_logger = logging.getLogger("chorus.jobs")
+
+
+def interval_seconds(name_or_seconds: str) -> float:
+    """``hourly``/``daily``/``weekly`` or a number of seconds."""
+    return float(INTERVALS.get(name_or_seconds) or float(name_or_seconds))
+
+
+@dataclass(frozen=True)
+class CycleReport:
+    cycle: int
+    advanced: bool
+    released: list[ReleaseOutcome]
+    purged: list[PurgeOutcome]
+
+
+def run_release_cycle(
+    *,
+    database: Database,
+    store: BlobStore,
+    policy: Policy,
+    interval_s: float,
+    now: dt.datetime | None = None,
+    batch_size: int = DEFAULT_BATCH,
+    checkpoint: Checkpoint = no_checkpoint,
+) -> CycleReport:
+    now = now or dt.datetime.now(dt.UTC)
+    with database.session() as session:
+        advanced = advance_cycle(session, interval_s=interval_s, now=now)
+    released = release_ready_buckets(
+        database, store, policy, today=now.date(), batch_size=batch_size, checkpoint=checkpoint
+    )
+    purged = purge_expired_buckets(database, store, policy, batch_size=batch_size)
+    with database.session() as session:
+        cycle = current_cycle(session)
+    if released or purged or advanced is not None:
+        _logger.info(
+            "release cycle",
+            extra={"cycle": cycle, "released": len(released), "purged": len(purged)},
+        )
+    return CycleReport(cycle=cycle, advanced=advanced is not None, released=released,
+                       purged=purged)
+
+
+@dataclass(frozen=True)
+class BucketPreview:
+    bucket_id: str
+    exercise_id: str
+    state: str
+    clip_count: int
+    contributor_count: int
+
+
+@dataclass(frozen=True)
+class CyclePreview:
+    cycle: int
+    would_advance: bool
+    to_release: list[BucketPreview] = field(default_factory=list)
+    to_resume: list[BucketPreview] = field(default_factory=list)
+    to_purge: list[BucketPreview] = field(default_factory=list)
+
+
+def preview_release_cycle(
+    *, database: Database, policy: Policy, interval_s: float, now: dt.datetime | None = None
+) -> CyclePreview:
+    """What ``run_release_cycle`` would do now, changing nothing (``chorus release --dry-run``)."""
+    now = now or dt.datetime.now(dt.UTC)
+    with database.session() as session:
+        row = session.get(ReleaseCycle, 1)
+        cycle = row.current if row is not None else 0
+        last = row.advanced_at if row is not None else None
+        if last is not None and last.tzinfo is None:
+            last = last.replace(tzinfo=dt.UTC)
+        would_advance = last is None or (now - last).total_seconds() >= interval_s * 0.9
+        to_release = [_preview(session, b) for b in ready_bucket_ids(session, k=policy.k)]
+        to_resume = [_preview(session, b) for b in unfinished_bucket_ids(session)]
+        oldest_kept = cycle + (1 if would_advance else 0) - policy.retention_cycles
+        expiring = [
+            b
+            for b in session.execute(
+                sa.select(Bucket.id).where(
+                    Bucket.state == "open", Bucket.opened_cycle <= oldest_kept
+                )
+            ).scalars()
+            if distinct_contributors(session, b) < policy.k
+        ]
+        to_purge = [_preview(session, b) for b in expiring]
+    return CyclePreview(
+        cycle=cycle,
+        would_advance=would_advance,
+        to_release=to_release,
+        to_resume=to_resume,
+        to_purge=to_purge,
+    )
+
+
+def _preview(session: sa.orm.Session, bucket_id: str) -> BucketPreview:
+    bucket = session.get(Bucket, bucket_id)
+    assert bucket is not None
+    clips = session.execute(
+        sa.select(sa.func.count()).select_from(PendingClip).where(
+            PendingClip.bucket_id == bucket_id
+        )
+    ).scalar_one()
+    return BucketPreview(
+        bucket_id=bucket_id,
+        exercise_id=bucket.exercise_id,
+        state=bucket.state,
+        clip_count=clips,
+        contributor_count=distinct_contributors(session, bucket_id),
+    )
+
+
+def _release_job(
+    database: Database, store: BlobStore, policy: Policy, interval_s: float
+) -> None:
+    try:
+        run_release_cycle(
+            database=database, store=store, policy=policy, interval_s=interval_s
+        )
+    except ChorusError as exc:
+        # The next run finishes whatever this one left; nothing about clips is logged.
+        _logger.warning("release cycle failed", extra={"code": exc.code})
+
+
+def schedule_release_job(
+    scheduler: BaseScheduler,
+    *,
+    database: Database,
+    store: BlobStore,
+    policy: Policy,
+    interval: str,
+) -> None:
+    """Add the release cycle to ``scheduler`` every ``interval`` (name or seconds)."""
+    scheduler.add_job(
+        _release_job,
+        trigger=interval_trigger(interval),
+        args=(database, store, policy, interval_seconds(interval)),
+        id=JOB_ID,
+        name="release cycle",
+        replace_existing=True,
+    )

@@ -1,0 +1,70 @@
+"""Schemas of the researcher API: released batches and their statistics, never pending data."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from pydantic import BaseModel, Field
+
+
+class HistogramRead(BaseModel):
+    edges: list[float]
+    counts: list[int]
+
+
+class DistributionRead(BaseModel):
+    count: int
+    mean: float | None
+    min: float | None
+    max: float | None
+    quantiles: dict[str, float | None] = Field(description="p05, p25, p50, p75, p95")
+    histogram: HistogramRead
+
+
+class StatisticsRead(BaseModel):
+    clip_count: int
+    contributor_count: int
+    duration_s: DistributionRead
+    loudness_dbfs: DistributionRead
+    sample_rates: dict[str, int]
+
+
+class ReleaseSummaryRead(BaseModel):
+    release_id: str
+    exercise_id: str
+    language: str | None
+    release_day: dt.date
+    clip_count: int
+    contributor_count: int
+    k: int
+    policy_hash: str
+
+
+class ReleasePageRead(BaseModel):
+    items: list[ReleaseSummaryRead]
+    next_cursor: str | None = Field(
+        description="pass as ?cursor= for the next page; null on the last page"
+    )
+
+
+class ManifestClipRead(BaseModel):
+    clip_id: str
+    position: int
+    duration_s: float
+    sample_rate: int
+    loudness_dbfs: float
+
+
+class ManifestRead(ReleaseSummaryRead):
+    """The release manifest as stored next to its clips (``manifest.json``)."""
+
+    statistics: StatisticsRead
+    clips: list[ManifestClipRead]
+
+
+class AggregateRead(BaseModel):
+    exercise_id: str
+    release_count: int
+    statistics: StatisticsRead = Field(
+        description="merged over every release; contributor_count sums the batches' counts"
+    )

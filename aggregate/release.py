@@ -1,0 +1,605 @@
+"""Releasing a bucket that reached k: ``open → releasing → released``, safe to kill at any step.
+
+Upholds P6 (only a bucket with clips of ≥ k distinct contributors is released, and readers see a
+release only once its bucket is ``released``), P3 (the bucket key is destroyed in the same
+transaction that marks the bucket released) and P4 (released clips get fresh random names and a
+random order; the batch carries only its release day).
+
+Steps, each safe to repeat, so a run killed anywhere is finished by the next one:
+
+1. claim — one short transaction turns a ready ``open`` bucket into ``releasing`` and creates
+   its Release row; new uploads then open a fresh bucket for the exercise.
+2. plan + copy — pending rows are read in batches; each clip's released id and sort position
+   are derived from the still-secret bucket key (HMAC), so a resumed run recomputes the same
+   plan; missing ``released_clips`` rows are inserted, then the pending object is copied to
+   ``releases/<release>/clips/<clip>.flac`` (a copy overwrites with the same bytes).
+3. manifest — written last among the release's objects, streamed through a temporary file.
+4. finalize — one transaction checks that every pending row is planned, marks the bucket
+   ``released``, nulls its key and appends the ``release`` audit entry (P8).
+5. clean — pending objects are deleted, then their rows, batch by batch; a re-run deletes what
+   a killed one left.
+
+On PostgreSQL a session advisory lock per bucket, held for the whole release, keeps two runners
+off one bucket; a crashed runner's lock dies with its connection, so the next run resumes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import hashlib
+import hmac
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, TextIO
+
+import sqlalchemy as sa
+from core.storage import BlobStore
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import Session
+
+from aggregate.buckets import distinct_contributors
+from aggregate.statistics import BatchStatistics
+from aggregate.tables import Bucket, PendingClip, Release, ReleasedClip
+from core.db import Database
+from core.errors import BlobNotFound, ChorusError
+from core.ids import new_id
+from ingest.tables import ExerciseUsage
+from policies.audit import append as append_audit
+from policies.policy import Policy
+
+RELEASE_PREFIX = "releases/"
+DEFAULT_BATCH = 1000
+STEPS = ("claimed", "planned", "copied", "manifest", "finalized", "cleaned")
+
+_LOCK_NOT_AVAILABLE = "55P03"
+
+Checkpoint = Callable[[str], None]
+_logger = logging.getLogger("chorus.release")
+
+
+def no_checkpoint(_step: str) -> None:
+    return None
+
+
+def release_prefix(release_id: str) -> str:
+    return f"{RELEASE_PREFIX}{release_id}/"
+
+
+def manifest_key(release_id: str) -> str:
+    return f"{release_prefix(release_id)}manifest.json"
+
+
+def clip_key(release_id: str, clip_id: str) -> str:
+    return f"{release_prefix(release_id)}clips/{clip_id}.flac"
+
+
+@dataclass(frozen=True)
+class ReleaseOutcome:
+    bucket_id: str
+    release_id: str
+    exercise_id: str
+    clip_count: int
+    contributor_count: int
+
+
+@dataclass(frozen=True)
+class _PlannedClip:
+    clip_id: str
+    position: int
+    source_key: str
+    object_key: str
+    duration_s: float
+    sample_rate: int
+    loudness_dbfs: float
+
+
+class _UnplannedClips(ChorusError):
+    """Pending rows appeared after the plan was made; the plan pass runs again."""
+
+
+# --- candidates ---------------------------------------------------------------------------
+
+
+def ready_bucket_ids(session: Session, *, k: int) -> list[str]:
+    """Open buckets holding clips of at least ``k`` distinct contributors."""
+    return list(
+        session.execute(
+            sa.select(PendingClip.bucket_id)
+            .join(Bucket, Bucket.id == PendingClip.bucket_id)
+            .where(Bucket.state == "open")
+            .group_by(PendingClip.bucket_id)
+            .having(sa.func.count(sa.distinct(PendingClip.contributor_tag)) >= k)
+            .order_by(PendingClip.bucket_id)
+        ).scalars()
+    )
+
+
+def unfinished_bucket_ids(session: Session) -> list[str]:
+    """Buckets a killed run left behind: ``releasing``, or done but with pending leftovers."""
+    releasing = session.execute(
+        sa.select(Bucket.id).where(Bucket.state == "releasing").order_by(Bucket.id)
+    ).scalars()
+    leftovers = session.execute(
+        sa.select(Bucket.id)
+        .where(
+            Bucket.state.in_(("released", "purged")),
+            sa.exists().where(PendingClip.bucket_id == Bucket.id),
+        )
+        .order_by(Bucket.id)
+    ).scalars()
+    return [*releasing, *leftovers]
+
+
+# --- exclusive claim ----------------------------------------------------------------------
+
+
+def _lock_number(bucket_id: str) -> int:
+    digest = hashlib.sha256(f"chorus-release:{bucket_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
+@contextlib.contextmanager
+def bucket_claim(database: Database, bucket_id: str) -> Iterator[bool]:
+    """Yields True while this runner alone works on the bucket.
+
+    PostgreSQL: a session advisory lock on a dedicated connection, like ``FOR UPDATE SKIP
+    LOCKED`` but held across the release's many short transactions and released by the server
+    when a killed runner's connection drops. SQLite runs one runner and always yields True.
+    """
+    if not database.is_postgres:
+        yield True
+        return
+    number = _lock_number(bucket_id)
+    with database.engine.connect() as connection:
+        acquired = bool(
+            connection.execute(sa.text("SELECT pg_try_advisory_lock(:n)"), {"n": number}).scalar()
+        )
+        connection.commit()
+        try:
+            yield acquired
+        finally:
+            if acquired:
+                with contextlib.suppress(DBAPIError):
+                    connection.execute(sa.text("SELECT pg_advisory_unlock(:n)"), {"n": number})
+                    connection.commit()
+
+
+def _lock_bucket(session: Session, bucket_id: str) -> Bucket | None:
+    """The bucket row, locked for the transaction (waits for uploads holding it FOR SHARE)."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(sa.text("SET LOCAL lock_timeout = '30s'"))
+    return session.execute(
+        sa.select(Bucket).where(Bucket.id == bucket_id).with_for_update()
+    ).scalar_one_or_none()
+
+
+# --- the steps ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Claim:
+    bucket_id: str
+    release_id: str
+    exercise_id: str
+    language: str | None
+    release_day: dt.date
+    k_in_force: int
+    policy_hash: str
+    bucket_key: bytes
+
+
+def _claim(session: Session, bucket_id: str, *, policy: Policy, today: dt.date) -> _Claim | None:
+    bucket = _lock_bucket(session, bucket_id)
+    if bucket is None:
+        return None
+    if bucket.state == "open":
+        if distinct_contributors(session, bucket_id) < policy.k:
+            return None
+        language = session.execute(
+            sa.select(ExerciseUsage.language).where(
+                ExerciseUsage.exercise_id == bucket.exercise_id
+            )
+        ).scalar_one_or_none()
+        release = Release(
+            id=new_id(),
+            bucket_id=bucket.id,
+            exercise_id=bucket.exercise_id,
+            language=language,
+            release_day=today,
+            clip_count=0,
+            contributor_count=0,
+            k_in_force=policy.k,
+            policy_hash=policy.content_hash,
+            manifest_key="",
+            statistics="{}",
+        )
+        release.manifest_key = manifest_key(release.id)
+        session.add(release)
+        bucket.state = "releasing"
+        bucket.release_id = release.id
+        session.flush()
+    elif bucket.state == "releasing" and bucket.release_id is not None:
+        found = session.get(Release, bucket.release_id)
+        if found is None:
+            raise ChorusError(f"bucket {bucket.id} is releasing without its release row")
+        release = found
+    else:
+        return None
+    if bucket.bucket_key is None:
+        raise ChorusError(f"bucket {bucket.id} is releasing without its key")
+    return _Claim(
+        bucket_id=bucket.id,
+        release_id=release.id,
+        exercise_id=release.exercise_id,
+        language=release.language,
+        release_day=release.release_day,
+        k_in_force=release.k_in_force,
+        policy_hash=release.policy_hash,
+        bucket_key=bucket.bucket_key,
+    )
+
+
+def _plan(claim: _Claim, row: Any) -> _PlannedClip:
+    """The released name and sort position of a pending clip: fixed by the secret bucket key,
+    so a resumed run derives the same plan, and unlinkable once the key is destroyed (P3, P4)."""
+    digest = hmac.new(claim.bucket_key, f"release:{row.id}".encode(), hashlib.sha256).digest()
+    clip_id = digest[:16].hex()
+    return _PlannedClip(
+        clip_id=clip_id,
+        position=int.from_bytes(digest[16:20], "big") >> 1,  # 31 random bits
+        source_key=row.object_key,
+        object_key=clip_key(claim.release_id, clip_id),
+        duration_s=row.duration_s,
+        sample_rate=row.sample_rate,
+        loudness_dbfs=row.loudness_dbfs,
+    )
+
+
+def _copy(store: BlobStore, planned: _PlannedClip) -> None:
+    try:
+        store.copy(planned.source_key, planned.object_key)
+    except BlobNotFound:
+        # Only a clip already copied may have lost its pending original.
+        if not store.exists(planned.object_key):
+            raise
+
+
+def _plan_and_copy(
+    database: Database,
+    store: BlobStore,
+    claim: _Claim,
+    *,
+    batch_size: int,
+    checkpoint: Checkpoint,
+) -> BatchStatistics:
+    stats = BatchStatistics()
+    after = ""
+    while True:
+        with database.session() as session:
+            rows = session.execute(
+                sa.select(
+                    PendingClip.id,
+                    PendingClip.object_key,
+                    PendingClip.duration_s,
+                    PendingClip.sample_rate,
+                    PendingClip.loudness_dbfs,
+                )
+                .where(PendingClip.bucket_id == claim.bucket_id, PendingClip.id > after)
+                .order_by(PendingClip.id)
+                .limit(batch_size)
+            ).all()
+            if not rows:
+                break
+            plan = [_plan(claim, row) for row in rows]
+            known = set(
+                session.execute(
+                    sa.select(ReleasedClip.id).where(
+                        ReleasedClip.id.in_([p.clip_id for p in plan])
+                    )
+                ).scalars()
+            )
+            missing = [
+                {
+                    "id": p.clip_id,
+                    "release_id": claim.release_id,
+                    "position": p.position,
+                    "object_key": p.object_key,
+                    "duration_s": p.duration_s,
+                    "sample_rate": p.sample_rate,
+                    "loudness_dbfs": p.loudness_dbfs,
+                }
+                for p in plan
+                if p.clip_id not in known
+            ]
+            if missing:
+                session.execute(sa.insert(ReleasedClip), missing)
+        checkpoint("planned")
+        for planned in plan:
+            _copy(store, planned)
+            stats.add(
+                duration_s=planned.duration_s,
+                sample_rate=planned.sample_rate,
+                loudness_dbfs=planned.loudness_dbfs,
+            )
+        checkpoint("copied")
+        after = rows[-1].id
+    return stats
+
+
+def iter_released_clips(
+    database: Database, release_id: str, *, batch_size: int = DEFAULT_BATCH
+) -> Iterator[ReleasedClip]:
+    """A release's clips in their shuffled order, read in batches (keyset on position, id)."""
+    last: tuple[int, str] | None = None
+    while True:
+        with database.session() as session:
+            query = sa.select(ReleasedClip).where(ReleasedClip.release_id == release_id)
+            if last is not None:
+                query = query.where(
+                    sa.tuple_(ReleasedClip.position, ReleasedClip.id) > sa.tuple_(*last)
+                )
+            rows = (
+                session.execute(
+                    query.order_by(ReleasedClip.position, ReleasedClip.id).limit(batch_size)
+                )
+                .scalars()
+                .all()
+            )
+        if not rows:
+            return
+        yield from rows
+        last = (rows[-1].position, rows[-1].id)
+
+
+def manifest_header(claim: _Claim, stats: BatchStatistics) -> dict[str, Any]:
+    return {
+        "release_id": claim.release_id,
+        "exercise_id": claim.exercise_id,
+        "language": claim.language,
+        "release_day": claim.release_day.isoformat(),
+        "clip_count": stats.clip_count,
+        "contributor_count": stats.contributor_count,
+        "k": claim.k_in_force,
+        "policy_hash": claim.policy_hash,
+        "statistics": stats.to_json(),
+    }
+
+
+def _write_manifest(
+    database: Database,
+    store: BlobStore,
+    claim: _Claim,
+    stats: BatchStatistics,
+    *,
+    batch_size: int,
+) -> None:
+    """Stream the manifest into a temporary file, then store it: memory stays flat."""
+    fd, path = tempfile.mkstemp(prefix="chorus-manifest-", suffix=".json")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            header = json.dumps(manifest_header(claim, stats), separators=(",", ":"))
+            out.write(header[:-1] + ',"clips":[')
+            _write_clip_entries(out, iter_released_clips(database, claim.release_id,
+                                                         batch_size=batch_size))
+            out.write("]}")
+        store.put_file(manifest_key(claim.release_id), path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+
+
+def _write_clip_entries(out: TextIO, clips: Iterator[ReleasedClip]) -> None:
+    for index, clip in enumerate(clips):
+        entry = {
+            "clip_id": clip.id,
+            "position": index,
+            "duration_s": clip.duration_s,
+            "sample_rate": clip.sample_rate,
+            "loudness_dbfs": clip.loudness_dbfs,
+        }
+        out.write(("," if index else "") + json.dumps(entry, separators=(",", ":")))
+
+
+def _finalize(session: Session, claim: _Claim, stats: BatchStatistics) -> bool:
+    """Mark released, destroy the key, audit; False when the bucket was not ours to finish."""
+    bucket = _lock_bucket(session, claim.bucket_id)
+    if bucket is None or bucket.state != "releasing" or bucket.release_id != claim.release_id:
+        return False
+    pending = session.execute(
+        sa.select(sa.func.count()).select_from(PendingClip).where(
+            PendingClip.bucket_id == claim.bucket_id
+        )
+    ).scalar_one()
+    planned = session.execute(
+        sa.select(sa.func.count()).select_from(ReleasedClip).where(
+            ReleasedClip.release_id == claim.release_id
+        )
+    ).scalar_one()
+    if pending != planned or pending != stats.clip_count:
+        raise _UnplannedClips("pending clips changed while the release was planned")
+    release = session.get(Release, claim.release_id)
+    assert release is not None
+    release.clip_count = stats.clip_count
+    release.contributor_count = stats.contributor_count
+    release.statistics = json.dumps(stats.to_json(), separators=(",", ":"))
+    bucket.state = "released"
+    bucket.bucket_key = None
+    append_audit(
+        session,
+        kind="release",
+        body={
+            "bucket_id": claim.bucket_id,
+            "release_id": claim.release_id,
+            "exercise_id": claim.exercise_id,
+            "clip_count": stats.clip_count,
+            "contributor_count": stats.contributor_count,
+            "k": claim.k_in_force,
+            "policy_hash": claim.policy_hash,
+            "release_day": claim.release_day.isoformat(),
+        },
+    )
+    return True
+
+
+def drain_pending(
+    database: Database,
+    store: BlobStore,
+    bucket_id: str,
+    *,
+    batch_size: int = DEFAULT_BATCH,
+    checkpoint: Checkpoint = no_checkpoint,
+) -> int:
+    """Delete a closed bucket's pending objects, then their rows; returns how many."""
+    deleted = 0
+    while True:
+        with database.session() as session:
+            rows = session.execute(
+                sa.select(PendingClip.id, PendingClip.object_key)
+                .where(PendingClip.bucket_id == bucket_id)
+                .order_by(PendingClip.id)
+                .limit(batch_size)
+            ).all()
+        if not rows:
+            return deleted
+        for row in rows:
+            with contextlib.suppress(BlobNotFound):
+                store.delete(row.object_key)
+        checkpoint("cleaned")
+        with database.session() as session:
+            session.execute(
+                sa.delete(PendingClip).where(PendingClip.id.in_([row.id for row in rows]))
+            )
+        deleted += len(rows)
+
+
+# --- one bucket, many buckets -----------------------------------------------------------------
+
+
+def release_bucket(
+    database: Database,
+    store: BlobStore,
+    policy: Policy,
+    bucket_id: str,
+    *,
+    today: dt.date | None = None,
+    batch_size: int = DEFAULT_BATCH,
+    checkpoint: Checkpoint = no_checkpoint,
+) -> ReleaseOutcome | None:
+    """Release (or finish releasing, or clean up after) one bucket.
+
+    Returns the outcome when this call brought the bucket to ``released``; None when the bucket
+    was not ready, was taken by another runner, or only needed cleaning.
+    """
+    today = today or dt.datetime.now(dt.UTC).date()
+    with bucket_claim(database, bucket_id) as acquired:
+        if not acquired:
+            return None
+        try:
+            with database.session() as session:
+                claim = _claim(session, bucket_id, policy=policy, today=today)
+        except DBAPIError as exc:
+            if getattr(exc.orig, "sqlstate", None) == _LOCK_NOT_AVAILABLE:
+                return None  # uploads kept the row busy; the next run tries again
+            raise
+        outcome: ReleaseOutcome | None = None
+        if claim is not None:
+            checkpoint("claimed")
+            outcome = _release_claimed(
+                database, store, claim, batch_size=batch_size, checkpoint=checkpoint
+            )
+        if _is_closed(database, bucket_id):
+            drain_pending(
+                database, store, bucket_id, batch_size=batch_size, checkpoint=checkpoint
+            )
+        return outcome
+
+
+def _is_closed(database: Database, bucket_id: str) -> bool:
+    """Released or purged: its pending leftovers may go. Never true for an open bucket."""
+    with database.session() as session:
+        state = session.execute(
+            sa.select(Bucket.state).where(Bucket.id == bucket_id)
+        ).scalar_one_or_none()
+    return state in ("released", "purged")
+
+
+def _release_claimed(
+    database: Database,
+    store: BlobStore,
+    claim: _Claim,
+    *,
+    batch_size: int,
+    checkpoint: Checkpoint,
+) -> ReleaseOutcome | None:
+    for _attempt in range(3):
+        stats = _plan_and_copy(
+            database, store, claim, batch_size=batch_size, checkpoint=checkpoint
+        )
+        with database.session() as session:
+            stats.contributor_count = distinct_contributors(session, claim.bucket_id)
+        _write_manifest(database, store, claim, stats, batch_size=batch_size)
+        checkpoint("manifest")
+        try:
+            with database.session() as session:
+                finished = _finalize(session, claim, stats)
+        except _UnplannedClips:
+            continue
+        if not finished:
+            return None
+        checkpoint("finalized")
+        return ReleaseOutcome(
+            bucket_id=claim.bucket_id,
+            release_id=claim.release_id,
+            exercise_id=claim.exercise_id,
+            clip_count=stats.clip_count,
+            contributor_count=stats.contributor_count,
+        )
+    raise ChorusError(f"bucket {claim.bucket_id} kept changing while it was released")
+
+
+def release_ready_buckets(
+    database: Database,
+    store: BlobStore,
+    policy: Policy,
+    *,
+    today: dt.date | None = None,
+    batch_size: int = DEFAULT_BATCH,
+    checkpoint: Checkpoint = no_checkpoint,
+) -> list[ReleaseOutcome]:
+    """Finish what killed runs left, then release every bucket that reached k."""
+    with database.session() as session:
+        candidates = unfinished_bucket_ids(session) + ready_bucket_ids(session, k=policy.k)
+    outcomes: list[ReleaseOutcome] = []
+    failures: list[ChorusError] = []
+    for bucket_id in dict.fromkeys(candidates):
+        try:
+            outcome = release_bucket(
+                database,
+                store,
+                policy,
+                bucket_id,
+                today=today,
+                batch_size=batch_size,
+                checkpoint=checkpoint,
+            )
+        except ChorusError as exc:
+            # One bucket's trouble must not hold back the others; it stays 'releasing' and
+            # the next run resumes it. The first failure is raised once all were tried.
+            _logger.warning("bucket release failed", extra={"code": exc.code})
+            failures.append(exc)
+            continue
+        if outcome is not None:
+            outcomes.append(outcome)
+    if outcomes:
+        _logger.info(
+            "released buckets",
+            extra={"buckets": len(outcomes), "clips": sum(o.clip_count for o in outcomes)},
+        )
+    if failures:
+        raise failures[0]
+    return outcomes

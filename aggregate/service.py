@@ -1,0 +1,182 @@
+"""Reading released batches for researchers.
+
+Upholds P6 and P11: every query joins the release to its bucket and admits it only in state
+``released``, and nothing here reads the pending prefix or pending rows.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import calendar
+import datetime as dt
+import json
+import tarfile
+from collections.abc import Iterator
+
+import sqlalchemy as sa
+from core.storage import BlobStore
+from sqlalchemy.orm import Session
+
+from aggregate.release import iter_released_clips, release_prefix
+from aggregate.statistics import BatchStatistics, merge_all
+from aggregate.tables import Bucket, Release, ReleasedClip
+from core.db import Database
+from core.errors import InvalidInput, NotFound
+
+MAX_PAGE = 200
+
+
+def _visible() -> sa.Select[Release]:
+    return sa.select(Release).join(Bucket, Bucket.id == Release.bucket_id).where(
+        Bucket.state == "released"
+    )
+
+
+def _encode_cursor(release: Release) -> str:
+    raw = f"{release.release_day.isoformat()}|{release.id}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[dt.date, str]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        day, release_id = raw.split("|", 1)
+        return dt.date.fromisoformat(day), release_id
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise InvalidInput("cursor is not one this API returned") from None
+
+
+def get_page(
+    session: Session, *, limit: int, cursor: str | None, exercise_id: str | None = None
+) -> tuple[list[Release], str | None]:
+    """Released batches, newest day first, keyset-paged."""
+    query = _visible()
+    if exercise_id is not None:
+        query = query.where(Release.exercise_id == exercise_id)
+    if cursor:
+        day, release_id = _decode_cursor(cursor)
+        query = query.where(
+            sa.or_(
+                Release.release_day < day,
+                sa.and_(Release.release_day == day, Release.id > release_id),
+            )
+        )
+    rows = list(
+        session.execute(
+            query.order_by(Release.release_day.desc(), Release.id).limit(limit + 1)
+        ).scalars()
+    )
+    next_cursor = _encode_cursor(rows[limit - 1]) if len(rows) > limit else None
+    return rows[:limit], next_cursor
+
+
+def get(session: Session, release_id: str) -> Release:
+    release = session.execute(_visible().where(Release.id == release_id)).scalar_one_or_none()
+    if release is None:
+        raise NotFound("no released batch with this id")
+    return release
+
+
+def get_clip(session: Session, *, release_id: str, clip_id: str) -> ReleasedClip:
+    get(session, release_id)
+    clip = session.execute(
+        sa.select(ReleasedClip).where(
+            ReleasedClip.release_id == release_id, ReleasedClip.id == clip_id
+        )
+    ).scalar_one_or_none()
+    if clip is None:
+        raise NotFound("no clip with this id in this release")
+    return clip
+
+
+def statistics_of(release: Release) -> BatchStatistics:
+    return BatchStatistics.from_json(json.loads(release.statistics))
+
+
+def aggregate(session: Session, exercise_id: str) -> tuple[int, BatchStatistics]:
+    """Statistics merged over every released batch of an exercise."""
+    releases = list(
+        session.execute(
+            sa.select(Release.statistics)
+            .join(Bucket, Bucket.id == Release.bucket_id)
+            .where(Bucket.state == "released", Release.exercise_id == exercise_id)
+        ).scalars()
+    )
+    if not releases:
+        raise NotFound("no released batch for this exercise")
+    merged = merge_all(BatchStatistics.from_json(json.loads(text)) for text in releases)
+    return len(releases), merged
+
+
+class _ChunkSink:
+    """A write-only file object that hands what ``tarfile`` writes to a generator."""
+
+    def __init__(self) -> None:
+        self._chunks: list[bytes] = []
+
+    def write(self, data: bytes) -> int:
+        self._chunks.append(bytes(data))
+        return len(data)
+
+    def drain(self) -> bytes:
+        data = b"".join(self._chunks)
+        self._chunks.clear()
+        return data
+
+
+def _tar_member(name: str, size: int, mtime: float) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.size = size
+    info.mtime = int(mtime)
+    info.mode = 0o644
+    return info
+
+
+class _BlobReader:
+    """A read-only file object over a store stream, for ``TarFile.addfile``."""
+
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        self._chunks = chunks
+        self._buffer = b""
+
+    def read(self, size: int = -1) -> bytes:
+        while size < 0 or len(self._buffer) < size:
+            chunk = next(self._chunks, None)
+            if chunk is None:
+                break
+            self._buffer += chunk
+        if size < 0:
+            data, self._buffer = self._buffer, b""
+        else:
+            data, self._buffer = self._buffer[:size], self._buffer[size:]
+        return data
+
+
+def stream_archive(
+    database: Database, store: BlobStore, release: Release
+) -> Iterator[bytes]:
+    """The release as an uncompressed tar, produced clip by clip: memory holds one clip.
+
+    Members are ``<release>/manifest.json`` then ``<release>/clips/<clip>.flac`` in the
+    release's shuffled order; every member is dated the release day (P4).
+    """
+    sink = _ChunkSink()
+    mtime = calendar.timegm(release.release_day.timetuple())
+    prefix = release.id
+    with tarfile.open(fileobj=sink, mode="w|", format=tarfile.PAX_FORMAT) as archive:  # type: ignore[call-overload]
+        manifest = store.get(release.manifest_key)
+        archive.addfile(
+            _tar_member(f"{prefix}/manifest.json", len(manifest), mtime),
+            _BlobReader(iter([manifest])),
+        )
+        yield sink.drain()
+        for clip in iter_released_clips(database, release.id):
+            size = store.size(clip.object_key)
+            name = clip.object_key.removeprefix(release_prefix(release.id))
+            archive.addfile(
+                _tar_member(f"{prefix}/{name}", size, mtime),
+                _BlobReader(store.stream(clip.object_key)),
+            )
+            yield sink.drain()
+    yield sink.drain()

@@ -1,0 +1,273 @@
+"""Upload throughput: the full ingest pipeline against a bare multipart endpoint.
+
+Both servers run as one uvicorn worker in a subprocess on loopback, write to the same kind of
+store (a file store under a temporary folder) and are driven by the same async httpx load
+generator at a fixed concurrency, with 4-second clips made of real FSDD recordings. Rounds
+alternate between the two servers to spread out machine noise.
+
+    .venv/bin/python benchmarks/ingest.py [--requests 300] [--concurrency 8] [--rounds 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import json
+import os
+import secrets
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated
+
+import httpx
+import numpy as np
+import soundfile as sf
+from fastapi import FastAPI, File, Form, UploadFile
+from starlette.concurrency import run_in_threadpool
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+FSDD = REPO_ROOT / ".." / "shared" / "data" / "fsdd" / "recordings"
+EXERCISES = [f"digit-{d}" for d in range(10)]
+
+
+# --- the bare endpoint (run by uvicorn in its own process) ---------------------------------
+
+
+def create_bare_app() -> FastAPI:
+    """FastAPI's own multipart parsing, then the file's bytes written to the store as-is."""
+    from core.storage import open_store
+
+    store = open_store(os.environ["CHORUS_STORAGE_URL"])
+    app = FastAPI()
+
+    @app.post("/v1/clips", status_code=201)
+    async def upload(
+        audio: Annotated[UploadFile, File()], metadata: Annotated[str, Form()]
+    ) -> dict[str, str]:
+        data = await audio.read()
+        await run_in_threadpool(store.put, f"pending/{secrets.token_hex(16)}.wav", data)
+        return {"status": "accepted"}
+
+    return app
+
+
+# --- fixtures: clips, keys, database --------------------------------------------------------
+
+
+def four_second_clips(count: int) -> list[bytes]:
+    """WAV clips of 4 s, each a run of one speaker's real recordings."""
+    files = sorted(FSDD.glob("*.wav"))
+    clips: list[bytes] = []
+    cursor = 0
+    for _ in range(count):
+        pieces: list[np.ndarray] = []
+        total = 0
+        while total < 4 * 8000:
+            samples, rate = sf.read(files[cursor % len(files)], dtype="float32")
+            assert rate == 8000
+            pieces.append(samples)
+            total += len(samples)
+            cursor += 1
+        buffer = io.BytesIO()
+        sf.write(buffer, np.concatenate(pieces)[: 4 * 8000], 8000, format="WAV", subtype="PCM_16")
+        clips.append(buffer.getvalue())
+    return clips
+
+
+def prepare_full_service(workdir: Path) -> tuple[dict[str, str], str]:
+    """Environment for the full app, with a usage catalog; returns (env, private key PEM)."""
+    from core.db import Database
+    from ingest.catalog import replace_usage
+    from ingest.consent import generate_keypair
+    from ingest.models import ExerciseUsageCreate
+
+    private_pem, public_pem = generate_keypair()
+    (workdir / "public.pem").write_text(public_pem)
+    env = {
+        "CHORUS_DATABASE_URL": f"sqlite:///{workdir / 'chorus.db'}",
+        "CHORUS_STORAGE_URL": f"file://{workdir / 'blobs'}",
+        "CHORUS_POLICY": "demo",
+        "CHORUS_CONSENT_PUBLIC_KEY": str(workdir / "public.pem"),
+        "CHORUS_SCHEDULER_ENABLED": "false",
+        "CHORUS_LOG_LEVEL": "WARNING",
+        "CHORUS_DECODER_WORKERS": os.environ.get("CHORUS_DECODER_WORKERS", "2"),
+    }
+    database = Database(env["CHORUS_DATABASE_URL"])
+    database.upgrade()
+    with database.session() as session:
+        replace_usage(
+            session, [ExerciseUsageCreate(exercise_id=e, learners=10_000) for e in EXERCISES]
+        )
+    database.dispose()
+    return env, private_pem
+
+
+# --- servers and load -----------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@contextmanager
+def serve(target: str, env: dict[str, str]) -> Iterator[str]:
+    port = _free_port()
+    process = subprocess.Popen(
+        [
+            sys.executable, "-m", "uvicorn", target, "--factory",
+            "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+            "--no-access-log", "--log-level", "warning",
+        ],
+        cwd=REPO_ROOT,
+        env={**os.environ, **env},
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{url}/docs", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.2)
+        else:
+            raise RuntimeError(f"{target} did not start")
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+@dataclass(frozen=True)
+class RunResult:
+    requests: int
+    seconds: float
+    latencies_ms: list[float]
+    failures: int
+
+    @property
+    def throughput(self) -> float:
+        return self.requests / self.seconds
+
+    def percentile(self, q: float) -> float:
+        return float(np.percentile(self.latencies_ms, q))
+
+
+async def drive(url: str, clips: list[bytes], tokens: list[str], concurrency: int) -> RunResult:
+    latencies: list[float] = []
+    failures = 0
+    queue: asyncio.Queue[int] = asyncio.Queue()
+    for index in range(len(tokens)):
+        queue.put_nowait(index)
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=60) as client:
+
+        async def worker() -> None:
+            nonlocal failures
+            while True:
+                try:
+                    index = queue.get_nowait()
+                except asyncio.QueueEmpty:
+                    return
+                metadata = json.dumps({"exercise_id": EXERCISES[index % len(EXERCISES)]})
+                started = time.perf_counter()
+                response = await client.post(
+                    "/v1/clips",
+                    files=[
+                        ("metadata", (None, metadata.encode(), "application/json")),
+                        ("audio", ("clip.wav", clips[index % len(clips)], "audio/wav")),
+                    ],
+                    headers={"Authorization": f"Bearer {tokens[index]}"},
+                )
+                latencies.append((time.perf_counter() - started) * 1000)
+                if response.status_code != 201:
+                    failures += 1
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        elapsed = time.perf_counter() - started
+    return RunResult(len(tokens), elapsed, latencies, failures)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=300, help="uploads per round")
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--warmup", type=int, default=30)
+    args = parser.parse_args()
+    sys.path.insert(0, str(REPO_ROOT))
+    from ingest.consent import load_private_key, mint_token
+
+    clips = four_second_clips(40)
+    results: dict[str, list[RunResult]] = {"bare": [], "full": []}
+    with tempfile.TemporaryDirectory(prefix="chorus-bench-") as tmp:
+        full_dir, bare_dir = Path(tmp, "full"), Path(tmp, "bare")
+        full_dir.mkdir()
+        bare_dir.mkdir()
+        full_env, private_pem = prepare_full_service(full_dir)
+        bare_env = {"CHORUS_STORAGE_URL": f"file://{bare_dir / 'blobs'}"}
+        key = load_private_key(private_pem)
+        learner = iter(range(10**9))
+
+        def tokens(count: int) -> list[str]:
+            # One learner per upload: the contribution cap must not refuse the load.
+            return [mint_token(key, learner_id=f"bench-{next(learner)}") for _ in range(count)]
+
+        with (
+            serve("benchmarks.ingest:create_bare_app", bare_env) as bare_url,
+            serve("core.app:create_app_from_env", full_env) as full_url,
+        ):
+            for url in (bare_url, full_url):
+                asyncio.run(drive(url, clips, tokens(args.warmup), args.concurrency))
+            for _ in range(args.rounds):
+                for name, url in (("bare", bare_url), ("full", full_url)):
+                    batch = tokens(args.requests)
+                    results[name].append(asyncio.run(drive(url, clips, batch, args.concurrency)))
+        stored = len(list(Path(full_dir, "blobs", "pending").glob("*.flac")))
+
+    report(results, args, clip_bytes=len(clips[0]), stored=stored)
+
+
+def report(
+    results: dict[str, list[RunResult]], args: argparse.Namespace, *, clip_bytes: int, stored: int
+) -> None:
+    summary: dict[str, dict[str, float]] = {}
+    for name, runs in results.items():
+        latencies = [ms for run in runs for ms in run.latencies_ms]
+        summary[name] = {
+            "throughput_rps": statistics.median(run.throughput for run in runs),
+            "p50_ms": float(np.percentile(latencies, 50)),
+            "p99_ms": float(np.percentile(latencies, 99)),
+            "failures": float(sum(run.failures for run in runs)),
+        }
+    ratio = summary["full"]["throughput_rps"] / summary["bare"]["throughput_rps"]
+    print(
+        f"{args.rounds} rounds x {args.requests} uploads, concurrency {args.concurrency}, "
+        f"4 s clips ({clip_bytes} B WAV), cpus {os.cpu_count()}, full pipeline stored {stored}"
+    )
+    print("| endpoint | throughput (req/s) | p50 (ms) | p99 (ms) | failures |")
+    print("|---|---|---|---|---|")
+    for name in ("bare", "full"):
+        row = summary[name]
+        print(
+            f"| {name} | {row['throughput_rps']:.1f} | {row['p50_ms']:.1f} | "
+            f"{row['p99_ms']:.1f} | {int(row['failures'])} |"
+        )
+    print(f"full / bare throughput: {ratio:.1%} (target >= 80%)")
+
+
+if __name__ == "__main__":
+    main()

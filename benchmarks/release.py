@@ -1,0 +1,169 @@
+"""Release throughput (clips/s) and peak memory of the release job.
+
+Seeds BUCKETS ready buckets of CLIPS pending clips each (a real FSDD recording re-encoded as
+FLAC; every clip its own contributor), then times one ``release_ready_buckets`` run in a fresh
+subprocess, whose peak resident memory (ru_maxrss) is reported next to its size right after
+imports. Back ends: the file store, and SeaweedFS's S3 gateway started on free loopback ports.
+
+    .venv/bin/python benchmarks/release.py                         # 1,000 × 100, both stores
+    .venv/bin/python benchmarks/release.py --buckets 20 --clips 50 # quick run
+    .venv/bin/python benchmarks/release.py --buckets 1 --clips 100000 --store file
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import soundfile as sf
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+FSDD = REPO_ROOT.parent / "shared" / "data" / "fsdd" / "recordings"
+SAMPLE = "7_jackson_32.wav"
+
+
+def _flac_sample() -> tuple[bytes, float, int]:
+    samples, rate = sf.read(FSDD / SAMPLE, dtype="float32")
+    buffer = io.BytesIO()
+    sf.write(buffer, samples, rate, format="FLAC", subtype="PCM_16")
+    return buffer.getvalue(), len(samples) / rate, int(rate)
+
+
+def seed(database_url: str, store_url: str, *, buckets: int, clips: int) -> None:
+    """Ready buckets written straight to the tables and the store (seeding is not timed)."""
+    import sqlalchemy as sa
+
+    from aggregate.buckets import pending_object_key
+    from aggregate.tables import Bucket, PendingClip
+    from core.db import Database
+    from core.ids import new_id, new_secret
+    from core.storage import open_store
+
+    data, duration, rate = _flac_sample()
+    database = Database(database_url)
+    database.upgrade()
+    store = open_store(store_url)
+    for b in range(buckets):
+        bucket_id = new_id()
+        rows = []
+        for _ in range(clips):
+            key = pending_object_key()
+            store.put(key, data)
+            rows.append(
+                {
+                    "id": new_id(),
+                    "bucket_id": bucket_id,
+                    "contributor_tag": new_id() + new_id(),
+                    "slot": 0,
+                    "object_key": key,
+                    "duration_s": duration,
+                    "sample_rate": rate,
+                    "loudness_dbfs": -20.0,
+                }
+            )
+        with database.session() as session:
+            session.add(
+                Bucket(
+                    id=bucket_id, exercise_id=f"bench-{b}", state="open",
+                    bucket_key=new_secret(32), opened_cycle=0,
+                )
+            )
+            session.flush()
+            for start in range(0, len(rows), 5000):
+                session.execute(sa.insert(PendingClip), rows[start : start + 5000])
+    database.dispose()
+
+
+def run_release(database_url: str, store_url: str, batch_size: int) -> dict[str, float]:
+    """In the measuring subprocess: one release run, timed, with its memory figures."""
+    from aggregate.release import release_ready_buckets
+    from core.db import Database
+    from core.storage import open_store
+    from policies.policy import load_policy
+
+    database = Database(database_url)
+    store = open_store(store_url)
+    policy = load_policy("demo")
+    baseline_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    started = time.perf_counter()
+    outcomes = release_ready_buckets(database, store, policy, batch_size=batch_size)
+    seconds = time.perf_counter() - started
+    database.dispose()
+    return {
+        "buckets": len(outcomes),
+        "clips": sum(o.clip_count for o in outcomes),
+        "seconds": seconds,
+        "baseline_rss_mb": baseline_kb / 1024,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+
+
+@contextmanager
+def _store(kind: str, workdir: Path) -> Iterator[str]:
+    if kind == "file":
+        yield f"file://{workdir / 'blobs'}"
+        return
+    from core.devservers import SeaweedServer
+
+    with SeaweedServer(workdir / "seaweed") as server:
+        yield server.s3_url("bench")
+
+
+def bench(kind: str, *, buckets: int, clips: int, batch_size: int, database: str | None) -> dict[
+    str, object
+]:
+    with tempfile.TemporaryDirectory(prefix="chorus-bench-") as tmp:
+        workdir = Path(tmp)
+        database_url = database or f"sqlite:///{workdir / 'chorus.db'}"
+        with _store(kind, workdir) as store_url:
+            t0 = time.perf_counter()
+            seed(database_url, store_url, buckets=buckets, clips=clips)
+            seeding = time.perf_counter() - t0
+            result = subprocess.run(
+                [sys.executable, __file__, "--measure", database_url, store_url,
+                 "--batch-size", str(batch_size)],
+                capture_output=True, text=True, check=True, cwd=REPO_ROOT,
+                env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+            )
+        figures = json.loads(result.stdout.strip().splitlines()[-1])
+    figures.update(
+        store=kind,
+        database=database_url.split(":", 1)[0],
+        seeding_s=round(seeding, 1),
+        clips_per_s=round(figures["clips"] / figures["seconds"], 1),
+    )
+    return figures
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--buckets", type=int, default=1000)
+    parser.add_argument("--clips", type=int, default=100, help="clips per bucket")
+    parser.add_argument("--store", choices=("file", "seaweed", "both"), default="both")
+    parser.add_argument("--batch-size", type=int, default=1000)
+    parser.add_argument("--database", help="a database URL (default: a fresh SQLite file)")
+    parser.add_argument("--measure", nargs=2, metavar=("DATABASE_URL", "STORE_URL"),
+                        help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.measure:
+        print(json.dumps(run_release(*args.measure, args.batch_size)))
+        return
+    kinds = ("file", "seaweed") if args.store == "both" else (args.store,)
+    for kind in kinds:
+        figures = bench(kind, buckets=args.buckets, clips=args.clips,
+                        batch_size=args.batch_size, database=args.database)
+        print(json.dumps(figures), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,381 @@
+"""Blob storage: the ``BlobStore`` protocol, the file store, and ``open_store(url)``.
+
+Keys are relative, ``/``-separated strings (``pending/3f…``, ``releases/<id>/clips/<n>.flac``);
+``validate_key`` refuses anything that could escape the store or alias another key.
+
+Invariants upheld here:
+
+- P4 no receipt time: a copy writes a new object (never a hard link), so a released object's
+  file times say when it was released, not when the pending original arrived.
+- P6/P11 pending audio is readable by nobody but the service: the file store creates its
+  directories ``0700`` and its objects ``0600``.
+
+The S3 store lives in ``core.storage_s3`` and the in-memory double in ``core.storage_memory``;
+``open_store`` picks one from a URL:
+
+    file://./var/blobs               relative to the working directory
+    file:///srv/chorus/blobs         absolute
+    s3://bucket?endpoint_url=http://127.0.0.1:8333&region=us-east-1[&access_key=…&secret_key=…]
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import BinaryIO, Protocol, runtime_checkable
+from urllib.parse import urlsplit
+
+from core.errors import BlobNotFound, ConfigurationError, StorageUnavailable
+
+DEFAULT_CHUNK_SIZE = 65536
+# Temporary files of in-flight writes carry this prefix; no key segment may start with it.
+TEMP_PREFIX = ".chorus-tmp-"
+
+
+@runtime_checkable
+class BlobStore(Protocol):
+    """Where clip audio, manifests and archives live. Every method is safe across threads."""
+
+    def put(self, key: str, data: bytes) -> None:
+        """Store ``data`` under ``key`` atomically, replacing any previous object."""
+
+    def put_file(self, key: str, path: Path) -> None:
+        """Store the contents of the local file ``path`` under ``key`` atomically."""
+
+    def get(self, key: str) -> bytes:
+        """The object's bytes; ``BlobNotFound`` if there is none."""
+
+    def stream(self, key: str, *, chunk_size: int = DEFAULT_CHUNK_SIZE) -> Iterator[bytes]:
+        """The object in chunks; ``BlobNotFound`` is raised by this call, before any chunk."""
+
+    def delete(self, key: str) -> None:
+        """Remove the object; a missing object is fine."""
+
+    def copy(self, src: str, dst: str) -> None:
+        """Copy ``src`` to ``dst`` inside the store; ``BlobNotFound`` if ``src`` is missing."""
+
+    def list(self, prefix: str) -> Iterator[str]:
+        """Every key starting with ``prefix`` (a plain string prefix), sorted."""
+
+    def exists(self, key: str) -> bool: ...
+
+    def size(self, key: str) -> int:
+        """The object's length in bytes; ``BlobNotFound`` if there is none."""
+
+    def check(self) -> None:
+        """Readiness probe: ``StorageUnavailable`` unless the store answers."""
+
+    def presigned_url(self, key: str, *, expires_s: int) -> str | None:
+        """A time-limited URL a client may fetch the object from, or None if unsupported."""
+
+
+# --- keys ----------------------------------------------------------------------------------
+
+
+def validate_key(key: str) -> str:
+    """Return ``key`` if it is a well-formed object key; ``ValueError`` saying why not."""
+    if not isinstance(key, str) or not key:
+        raise ValueError("an object key must be a non-empty string")
+    if key.startswith("/"):
+        raise ValueError(f"object key {key!r} must be relative (no leading '/')")
+    if "\x00" in key or "\\" in key:
+        raise ValueError(f"object key {key!r} contains a NUL byte or a backslash")
+    for segment in key.split("/"):
+        if segment == "":
+            raise ValueError(f"object key {key!r} has an empty segment")
+        if segment in (".", ".."):
+            raise ValueError(f"object key {key!r} has a '{segment}' segment")
+        if segment.startswith(TEMP_PREFIX):
+            raise ValueError(f"object key {key!r} uses the reserved prefix {TEMP_PREFIX!r}")
+    return key
+
+
+def validate_prefix(prefix: str) -> str:
+    """A listing prefix: like a key, but it may be empty, end in '/' or stop mid-segment."""
+    if prefix == "":
+        return prefix
+    validate_key(prefix.removesuffix("/"))
+    return prefix
+
+
+# --- streaming -----------------------------------------------------------------------------
+
+
+class ChunkIterator(Iterator[bytes]):
+    """Chunks from an already opened source; closes it when exhausted, closed or collected."""
+
+    def __init__(self, read: Callable[[], bytes], close: Callable[[], None]) -> None:
+        self._read = read
+        self._close: Callable[[], None] | None = close
+
+    def __next__(self) -> bytes:
+        if self._close is None:
+            raise StopIteration
+        try:
+            chunk = self._read()
+        except BaseException:
+            self.close()
+            raise
+        if not chunk:
+            self.close()
+            raise StopIteration
+        return chunk
+
+    def close(self) -> None:
+        close, self._close = self._close, None
+        if close is not None:
+            close()
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):
+            self.close()
+
+
+# --- file store ----------------------------------------------------------------------------
+
+
+class FileBlobStore:
+    """Objects as files under ``root``; the embedded default.
+
+    Writes go to a temporary file in the target directory, are flushed and fsynced, then
+    renamed over the target and the directory is fsynced: a crash leaves either the old object
+    or the new one, never a partial one. A crash may leave a temporary file behind; they are
+    never listed and ``sweep_temp_files`` removes old ones.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root).absolute()
+        try:
+            self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigurationError(
+                f"cannot create the storage directory {self.root}: {exc.strerror}"
+            ) from exc
+        if not self.root.is_dir():
+            raise ConfigurationError(f"the storage path {self.root} is not a directory")
+
+    def __repr__(self) -> str:
+        return f"FileBlobStore({str(self.root)!r})"
+
+    def _path(self, key: str) -> Path:
+        return self.root.joinpath(*validate_key(key).split("/"))
+
+    # writing
+
+    def put(self, key: str, data: bytes) -> None:
+        view = memoryview(data)
+
+        def write(handle: BinaryIO) -> None:
+            handle.write(view)
+
+        self._write_atomically(self._path(key), write)
+
+    def put_file(self, key: str, path: Path) -> None:
+        target = self._path(key)
+        with open(path, "rb") as source:
+
+            def write(handle: BinaryIO) -> None:
+                shutil.copyfileobj(source, handle, DEFAULT_CHUNK_SIZE * 16)
+
+            self._write_atomically(target, write)
+
+    def copy(self, src: str, dst: str) -> None:
+        target = self._path(dst)
+        try:
+            source = open(self._path(src), "rb")  # noqa: SIM115
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            raise BlobNotFound(f"no object {src!r}") from None
+        with source:
+
+            def write(handle: BinaryIO) -> None:
+                shutil.copyfileobj(source, handle, DEFAULT_CHUNK_SIZE * 16)
+
+            self._write_atomically(target, write)
+
+    def _write_atomically(self, target: Path, write: Callable[[BinaryIO], None]) -> None:
+        self._make_parents(target.parent)
+        fd, temp_name = _mkstemp(target.parent)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                write(handle)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(temp_name, target)
+        except BaseException as exc:
+            with contextlib.suppress(OSError):
+                os.unlink(temp_name)
+            if isinstance(exc, IsADirectoryError | NotADirectoryError | FileExistsError):
+                raise ValueError(
+                    f"object key {self._key_of(target)!r} collides with another key's folder"
+                ) from exc
+            raise
+        _fsync_directory(target.parent)
+
+    def _make_parents(self, directory: Path) -> None:
+        missing: list[Path] = []
+        current = directory
+        while current != self.root and not current.is_dir():
+            missing.append(current)
+            current = current.parent
+        for folder in reversed(missing):
+            try:
+                folder.mkdir(mode=0o700)
+            except FileExistsError:
+                if not folder.is_dir():
+                    raise ValueError(
+                        f"object key prefix {self._key_of(folder)!r} is already an object"
+                    ) from None
+                continue
+            _fsync_directory(folder.parent)
+
+    # reading
+
+    def get(self, key: str) -> bytes:
+        try:
+            return self._path(key).read_bytes()
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            raise BlobNotFound(f"no object {key!r}") from None
+
+    def stream(self, key: str, *, chunk_size: int = DEFAULT_CHUNK_SIZE) -> Iterator[bytes]:
+        path = self._path(key)
+        try:
+            handle = open(path, "rb")  # noqa: SIM115  (closed by the iterator)
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            raise BlobNotFound(f"no object {key!r}") from None
+        return ChunkIterator(lambda: handle.read(chunk_size), handle.close)
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).is_file()
+
+    def size(self, key: str) -> int:
+        path = self._path(key)
+        try:
+            stat = path.stat()
+        except (FileNotFoundError, NotADirectoryError):
+            raise BlobNotFound(f"no object {key!r}") from None
+        if not path.is_file():
+            raise BlobNotFound(f"no object {key!r}")
+        return stat.st_size
+
+    def list(self, prefix: str) -> Iterator[str]:
+        validate_prefix(prefix)
+        folder, _, _ = prefix.rpartition("/")
+        start = self.root.joinpath(*folder.split("/")) if folder else self.root
+        keys = [key for key in self._walk(start, folder) if key.startswith(prefix)]
+        keys.sort()
+        return iter(keys)
+
+    def _walk(self, directory: Path, key_prefix: str) -> Iterator[str]:
+        try:
+            entries = list(os.scandir(directory))
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        for entry in entries:
+            if entry.name.startswith(TEMP_PREFIX):
+                continue
+            key = f"{key_prefix}/{entry.name}" if key_prefix else entry.name
+            if entry.is_dir(follow_symlinks=False):
+                yield from self._walk(Path(entry.path), key)
+            elif entry.is_file(follow_symlinks=False):
+                yield key
+
+    # removing
+
+    def delete(self, key: str) -> None:
+        with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+            self._path(key).unlink()
+
+    def sweep_temp_files(self, *, older_than_s: float = 3600.0) -> int:
+        """Remove temporary files left by interrupted writes; returns how many went."""
+        cutoff = time.time() - older_than_s
+        removed = 0
+        for temp in self.root.rglob(f"{TEMP_PREFIX}*"):
+            with contextlib.suppress(FileNotFoundError):
+                if temp.stat().st_mtime <= cutoff:
+                    temp.unlink()
+                    removed += 1
+        return removed
+
+    # operations
+
+    def check(self) -> None:
+        if not self.root.is_dir():
+            raise StorageUnavailable(f"the storage directory {self.root} is missing")
+        if not os.access(self.root, os.W_OK | os.X_OK):
+            raise StorageUnavailable(f"the storage directory {self.root} is not writable")
+
+    def presigned_url(self, key: str, *, expires_s: int) -> str | None:
+        validate_key(key)
+        return None
+
+    def _key_of(self, path: Path) -> str:
+        return path.relative_to(self.root).as_posix()
+
+
+def _mkstemp(directory: Path) -> tuple[int, str]:
+    """A new private temporary file in ``directory``: ``(fd, path)``."""
+    while True:
+        name = str(directory / f"{TEMP_PREFIX}{secrets.token_hex(8)}")
+        try:
+            return os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), name
+        except FileExistsError:  # pragma: no cover - 64 random bits
+            continue
+
+
+def _fsync_directory(directory: Path) -> None:
+    """Make a rename or a new entry in ``directory`` survive a power cut."""
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+# --- opening by URL ------------------------------------------------------------------------
+
+
+def open_store(url: str, *, ensure_bucket: bool = True) -> BlobStore:
+    """The store a ``CHORUS_STORAGE_URL`` names; ``ConfigurationError`` if it names none.
+
+    An S3 store's bucket is created when missing (unless ``ensure_bucket`` is false), so an
+    unreachable S3 endpoint raises ``StorageUnavailable`` here already.
+    """
+    scheme, separator, _ = url.partition("://")
+    if not separator:
+        raise ConfigurationError(
+            f"the storage URL {_redacted(url)!r} is malformed: expected file://… or s3://…"
+        )
+    scheme = scheme.lower()
+    if scheme == "file":
+        return FileBlobStore(_file_root(url))
+    if scheme == "s3":
+        from core.storage_s3 import S3BlobStore
+
+        store = S3BlobStore.from_url(url)
+        if ensure_bucket:
+            store.ensure_bucket()
+        return store
+    raise ConfigurationError(
+        f"the storage URL scheme {scheme!r} is not supported: use file:// or s3://"
+    )
+
+
+def _file_root(url: str) -> Path:
+    parts = urlsplit(url)
+    if parts.query or parts.fragment:
+        raise ConfigurationError(f"the file storage URL {url!r} must not carry a query")
+    # file://./var/blobs and file://var/blobs are relative to the working directory.
+    path = parts.path if parts.netloc in ("", "localhost") else parts.netloc + parts.path
+    if not path:
+        raise ConfigurationError(f"the file storage URL {url!r} names no directory")
+    return Path(path)
+
+
+def _redacted(url: str) -> str:
+    """A URL fit for an error message: no query (it may carry S3 secrets)."""
+    return url.split("?", 1)[0]

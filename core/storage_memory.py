@@ -1,0 +1,88 @@
+"""An in-memory ``BlobStore`` for unit tests: same contract, no disk, no sockets.
+
+Set ``available = False`` to make every operation raise ``StorageUnavailable``, as a store
+that went away would.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+from core.errors import BlobNotFound, StorageUnavailable
+from core.storage import DEFAULT_CHUNK_SIZE, validate_key, validate_prefix
+
+
+class MemoryBlobStore:
+    def __init__(self) -> None:
+        self.available = True
+        self._objects: dict[str, bytes] = {}
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"MemoryBlobStore({len(self._objects)} objects)"
+
+    def _reachable(self) -> None:
+        if not self.available:
+            raise StorageUnavailable("the in-memory store is switched off")
+
+    def put(self, key: str, data: bytes) -> None:
+        validate_key(key)
+        self._reachable()
+        with self._lock:
+            self._objects[key] = bytes(data)
+
+    def put_file(self, key: str, path: Path) -> None:
+        validate_key(key)
+        with open(path, "rb") as source:
+            data = source.read()
+        self.put(key, data)
+
+    def get(self, key: str) -> bytes:
+        validate_key(key)
+        self._reachable()
+        with self._lock:
+            try:
+                return self._objects[key]
+            except KeyError:
+                raise BlobNotFound(f"no object {key!r}") from None
+
+    def stream(self, key: str, *, chunk_size: int = DEFAULT_CHUNK_SIZE) -> Iterator[bytes]:
+        data = self.get(key)
+        return iter([data[i : i + chunk_size] for i in range(0, len(data), chunk_size)])
+
+    def delete(self, key: str) -> None:
+        validate_key(key)
+        self._reachable()
+        with self._lock:
+            self._objects.pop(key, None)
+
+    def copy(self, src: str, dst: str) -> None:
+        validate_key(dst)
+        data = self.get(src)
+        with self._lock:
+            self._objects[dst] = data
+
+    def list(self, prefix: str) -> Iterator[str]:
+        validate_prefix(prefix)
+        self._reachable()
+        with self._lock:
+            keys = sorted(key for key in self._objects if key.startswith(prefix))
+        return iter(keys)
+
+    def exists(self, key: str) -> bool:
+        validate_key(key)
+        self._reachable()
+        with self._lock:
+            return key in self._objects
+
+    def size(self, key: str) -> int:
+        return len(self.get(key))
+
+    def check(self) -> None:
+        self._reachable()
+
+    def presigned_url(self, key: str, *, expires_s: int) -> str | None:
+        validate_key(key)
+        return None

@@ -1,0 +1,300 @@
+"""The S3 blob store (AWS S3, SeaweedFS, any S3-compatible endpoint) behind ``BlobStore``.
+
+Every object is written with one PutObject (clips are a few MB at most; no multipart, so an
+interrupted upload never leaves a partial object) and copied server-side with CopyObject
+(a new object, so it carries its own time, P4). Timeouts and retries are short so an
+unreachable endpoint fails in seconds; every transport or endpoint error becomes
+``StorageUnavailable`` and a missing object ``BlobNotFound``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal, NoReturn, cast
+from urllib.parse import unquote, urlsplit
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+from urllib3.exceptions import HTTPError as Urllib3Error
+
+from core.errors import BlobNotFound, ChorusError, ConfigurationError, StorageUnavailable
+from core.storage import DEFAULT_CHUNK_SIZE, ChunkIterator, validate_key, validate_prefix
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+CONNECT_TIMEOUT_S = 2.0
+READ_TIMEOUT_S = 15.0
+MAX_ATTEMPTS = 2  # the first try and one retry
+MAX_PRESIGN_S = 7 * 24 * 3600
+
+AddressingStyle = Literal["auto", "virtual", "path"]
+
+_URL_OPTIONS = frozenset({"endpoint_url", "region", "access_key", "secret_key", "addressing_style"})
+_BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_MISSING_OBJECT = frozenset({"NoSuchKey", "404", "NotFound"})
+_MISSING_BUCKET = frozenset({"NoSuchBucket", "404", "NotFound"})
+_REFUSED = frozenset(
+    {"403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "Forbidden"}
+)
+_TRANSPORT_ERRORS = (BotoCoreError, Urllib3Error, ConnectionError, TimeoutError)
+
+
+class S3BlobStore:
+    """Objects in one S3 bucket; keys are object names."""
+
+    def __init__(
+        self,
+        bucket: str,
+        *,
+        endpoint_url: str | None = None,
+        region: str = "us-east-1",
+        access_key: str | None = None,
+        secret_key: str | None = None,
+        addressing_style: AddressingStyle | None = None,
+        page_size: int = 1000,
+    ) -> None:
+        self.bucket = bucket
+        self.endpoint_url = endpoint_url
+        self.region = region
+        self.page_size = page_size
+        config = Config(
+            region_name=region,
+            signature_version="s3v4",
+            connect_timeout=CONNECT_TIMEOUT_S,
+            read_timeout=READ_TIMEOUT_S,
+            retries={"max_attempts": MAX_ATTEMPTS, "mode": "standard"},
+            max_pool_connections=32,
+            # Path-style for custom endpoints: ``http://host:port/bucket/key``.
+            s3={"addressing_style": addressing_style or ("path" if endpoint_url else "auto")},
+            # Plain Content-Length uploads: a body that fails mid-way aborts the request.
+            request_checksum_calculation="when_required",
+            response_checksum_validation="when_required",
+        )
+        self._client: S3Client = boto3.client(
+            "s3",
+            endpoint_url=endpoint_url,
+            region_name=region,
+            aws_access_key_id=access_key,
+            aws_secret_access_key=secret_key,
+            config=config,
+        )
+
+    @classmethod
+    def from_url(cls, url: str) -> S3BlobStore:
+        """``s3://bucket?endpoint_url=…&region=…&access_key=…&secret_key=…``.
+
+        Query values are percent-decoded; a ``+`` stays a ``+`` (secret keys contain them).
+        Without ``access_key``/``secret_key`` boto3's usual credential chain applies.
+        """
+        parts = urlsplit(url)
+        bucket = parts.netloc
+        if parts.path not in ("", "/") or parts.fragment:
+            raise ConfigurationError(
+                f"the S3 storage URL for bucket {bucket!r} must not have a path: "
+                "use s3://bucket?endpoint_url=…"
+            )
+        if not _BUCKET_NAME.match(bucket) or ".." in bucket:
+            raise ConfigurationError(
+                f"the S3 storage URL names an invalid bucket {bucket!r}: use 3-63 lowercase "
+                "letters, digits, dots or hyphens"
+            )
+        options = _query_options(parts.query)
+        if ("access_key" in options) != ("secret_key" in options):
+            raise ConfigurationError(
+                "the S3 storage URL must give both access_key and secret_key, or neither"
+            )
+        endpoint_url = options.get("endpoint_url") or None
+        if endpoint_url is not None:
+            endpoint = urlsplit(endpoint_url)
+            if endpoint.scheme not in ("http", "https") or not endpoint.netloc:
+                raise ConfigurationError(
+                    f"the S3 endpoint_url {endpoint_url!r} must be an http:// or https:// URL"
+                )
+        style = options.get("addressing_style")
+        if style is not None and style not in ("path", "virtual", "auto"):
+            raise ConfigurationError(
+                f"the S3 addressing_style {style!r} must be path, virtual or auto"
+            )
+        return cls(
+            bucket,
+            endpoint_url=endpoint_url,
+            region=options.get("region") or "us-east-1",
+            access_key=options.get("access_key"),
+            secret_key=options.get("secret_key"),
+            addressing_style=cast("AddressingStyle | None", style),
+        )
+
+    def __repr__(self) -> str:
+        return f"S3BlobStore(bucket={self.bucket!r}, endpoint_url={self.endpoint_url!r})"
+
+    # writing
+
+    def put(self, key: str, data: bytes) -> None:
+        validate_key(key)
+        with self._errors("write"):
+            self._client.put_object(Bucket=self.bucket, Key=key, Body=bytes(data))
+
+    def put_file(self, key: str, path: Path) -> None:
+        validate_key(key)
+        length = Path(path).stat().st_size
+        with open(path, "rb") as body, self._errors("write"):
+            self._client.put_object(Bucket=self.bucket, Key=key, Body=body, ContentLength=length)
+
+    def copy(self, src: str, dst: str) -> None:
+        validate_key(src)
+        validate_key(dst)
+        with self._errors("copy", src):
+            self._client.copy_object(
+                Bucket=self.bucket, Key=dst, CopySource={"Bucket": self.bucket, "Key": src}
+            )
+
+    def delete(self, key: str) -> None:
+        validate_key(key)
+        with self._errors("delete"):
+            self._client.delete_object(Bucket=self.bucket, Key=key)
+
+    # reading
+
+    def get(self, key: str) -> bytes:
+        return b"".join(self.stream(key))
+
+    def stream(self, key: str, *, chunk_size: int = DEFAULT_CHUNK_SIZE) -> Iterator[bytes]:
+        validate_key(key)
+        with self._errors("read", key):
+            body = self._client.get_object(Bucket=self.bucket, Key=key)["Body"]
+        chunks = body.iter_chunks(chunk_size)
+
+        def read() -> bytes:
+            with self._errors("read", key):
+                return next(chunks, b"")
+
+        return ChunkIterator(read, body.close)
+
+    def exists(self, key: str) -> bool:
+        try:
+            self.size(key)
+        except BlobNotFound:
+            return False
+        return True
+
+    def size(self, key: str) -> int:
+        validate_key(key)
+        with self._errors("read", key):
+            return self._client.head_object(Bucket=self.bucket, Key=key)["ContentLength"]
+
+    def list(self, prefix: str) -> Iterator[str]:
+        """Every key under ``prefix``, sorted.
+
+        AWS lists in key order, SeaweedFS folder by folder (``a/b`` before ``a-c``), so the
+        keys of all pages are gathered and sorted: memory grows with the listing (about
+        100 bytes a key).
+        """
+        validate_prefix(prefix)
+        pages = self._client.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket, Prefix=prefix, PaginationConfig={"PageSize": self.page_size}
+        )
+        keys: list[str] = []
+        with self._errors("list"):
+            for page in pages:
+                keys.extend(entry["Key"] for entry in page.get("Contents", []))
+        keys.sort()
+        return iter(keys)
+
+    # operations
+
+    def check(self) -> None:
+        with self._errors("check"):
+            self._client.head_bucket(Bucket=self.bucket)
+
+    def ensure_bucket(self) -> None:
+        """Create the bucket unless it exists; ``ConfigurationError`` if access is refused."""
+        try:
+            self._client.head_bucket(Bucket=self.bucket)
+            return
+        except ClientError as exc:
+            code = _error_code(exc)
+            if code in _REFUSED:
+                raise ConfigurationError(
+                    f"the S3 store refused access to bucket {self.bucket!r} ({code}): "
+                    "check access_key and secret_key"
+                ) from None
+            if code not in _MISSING_BUCKET:
+                self._raise(exc, "check", None)
+        except _TRANSPORT_ERRORS as exc:
+            self._raise(exc, "check", None)
+        try:
+            if self.region == "us-east-1":
+                self._client.create_bucket(Bucket=self.bucket)
+            else:
+                self._client.create_bucket(
+                    Bucket=self.bucket,
+                    CreateBucketConfiguration={"LocationConstraint": self.region},  # type: ignore[typeddict-item]
+                )
+        except ClientError as exc:
+            if _error_code(exc) not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+                self._raise(exc, "create bucket", None)
+        except _TRANSPORT_ERRORS as exc:
+            self._raise(exc, "create bucket", None)
+
+    def presigned_url(self, key: str, *, expires_s: int) -> str | None:
+        validate_key(key)
+        if not 1 <= expires_s <= MAX_PRESIGN_S:
+            raise ValueError(f"expires_s must be between 1 and {MAX_PRESIGN_S}, not {expires_s}")
+        with self._errors("presign"):
+            return self._client.generate_presigned_url(
+                "get_object", Params={"Bucket": self.bucket, "Key": key}, ExpiresIn=expires_s
+            )
+
+    def close(self) -> None:
+        """Release the connection pool (the store is unusable afterwards)."""
+        self._client.close()
+
+    # errors
+
+    @contextlib.contextmanager
+    def _errors(self, action: str, key: str | None = None) -> Iterator[None]:
+        """Translate boto and transport errors; a missing ``key`` is ``BlobNotFound``."""
+        try:
+            yield
+        except ChorusError:
+            raise
+        except (ClientError, *_TRANSPORT_ERRORS) as exc:
+            self._raise(exc, action, key)
+
+    def _raise(self, exc: Exception, action: str, key: str | None) -> NoReturn:
+        where = f"bucket {self.bucket!r} at {self.endpoint_url or 'AWS S3'}"
+        if isinstance(exc, ClientError):
+            code = _error_code(exc)
+            if key is not None and code in _MISSING_OBJECT:
+                raise BlobNotFound(f"no object {key!r}") from None
+            if code == "NoSuchBucket" or (key is None and code in _MISSING_BUCKET):
+                raise StorageUnavailable(f"S3 {action} failed: no {where}") from exc
+            raise StorageUnavailable(f"S3 {action} failed for {where}: {code}") from exc
+        raise StorageUnavailable(
+            f"S3 {action} failed for {where}: {type(exc).__name__}"
+        ) from exc
+
+
+def _error_code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+def _query_options(query: str) -> dict[str, str]:
+    options: dict[str, str] = {}
+    for pair in filter(None, query.split("&")):
+        raw_name, _, raw_value = pair.partition("=")
+        name, value = unquote(raw_name), unquote(raw_value)
+        if name not in _URL_OPTIONS:
+            raise ConfigurationError(
+                f"the S3 storage URL has an unknown option {name!r}: use "
+                + ", ".join(sorted(_URL_OPTIONS))
+            )
+        if name in options:
+            raise ConfigurationError(f"the S3 storage URL gives {name!r} twice")
+        options[name] = value
+    return options

@@ -1,0 +1,37 @@
+"""Dependencies of the ingest routes, as ``Annotated`` aliases."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from fastapi import Depends, Request
+
+from core.errors import Unavailable
+from ingest.decoder import DecoderPool
+from policies.policy import Policy
+
+
+def get_policy(request: Request) -> Policy:
+    policy: Policy = request.app.state.policy
+    return policy
+
+
+def get_consent_key(request: Request) -> Ed25519PublicKey:
+    """The consent public key; without one the consent routes answer 503 and store nothing."""
+    key: Ed25519PublicKey | None = getattr(request.app.state, "consent_public_key", None)
+    if key is None:
+        raise Unavailable("no consent public key is configured (CHORUS_CONSENT_PUBLIC_KEY)")
+    return key
+
+
+def get_decoder(request: Request) -> DecoderPool:
+    decoder: DecoderPool | None = getattr(request.app.state, "decoder", None)
+    if decoder is None:
+        raise Unavailable("the audio decoder is not running")
+    return decoder
+
+
+PolicyDep = Annotated[Policy, Depends(get_policy)]
+ConsentKeyDep = Annotated[Ed25519PublicKey, Depends(get_consent_key)]
+DecoderDep = Annotated[DecoderPool, Depends(get_decoder)]

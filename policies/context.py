@@ -1,0 +1,66 @@
+"""What every audit check reads, and what several checks share within one run."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sqlalchemy.engine import Engine
+
+from core.db import Database
+from core.storage import BlobStore
+from policies.policy import Policy
+
+RELEASES_PREFIX = "releases/"
+PENDING_PREFIX = "pending/"
+CLIP_TABLES = ("buckets", "pending_clips", "releases", "released_clips")
+ID_COLUMNS = {
+    "buckets": ("id", "release_id"),
+    "pending_clips": ("id", "bucket_id"),
+    "releases": ("id", "bucket_id"),
+    "released_clips": ("id", "release_id"),
+}
+
+
+@dataclass
+class AuditContext:
+    """Everything a check may read, plus what several checks share within one run."""
+
+    database: Database
+    store: BlobStore
+    policy: Policy
+    canaries: tuple[str, ...] = ()
+    log_dirs: tuple[Path, ...] = ()
+    _object_keys: dict[str, list[str]] = field(default_factory=dict)
+    _released_digests: dict[str, str] | None = None
+
+    @property
+    def engine(self) -> Engine:
+        return self.database.engine
+
+    def keys(self, prefix: str) -> list[str]:
+        if prefix not in self._object_keys:
+            self._object_keys[prefix] = sorted(self.store.list(prefix))
+        return self._object_keys[prefix]
+
+    def released_clip_keys(self) -> list[str]:
+        return [key for key in self.keys(RELEASES_PREFIX) if is_clip_key(key)]
+
+    def released_digests(self) -> dict[str, str]:
+        """SHA-256 of every released clip object, read once per run."""
+        if self._released_digests is None:
+            self._released_digests = {
+                key: hashlib.sha256(self.store.get(key)).hexdigest()
+                for key in self.released_clip_keys()
+            }
+        return self._released_digests
+
+
+def is_clip_key(key: str) -> bool:
+    parts = key.split("/")
+    return len(parts) == 4 and parts[0] == "releases" and parts[2] == "clips"
+
+
+def release_id_of(key: str) -> str:
+    return key.split("/")[1]

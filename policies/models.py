@@ -1,0 +1,91 @@
+"""Schemas of the auditor API (read-only)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from pydantic import BaseModel
+
+
+class PolicyRead(BaseModel):
+    name: str
+    version: int
+    content_hash: str
+    recorded_in_audit_log: bool
+    k: int
+    max_clips_per_contributor: int
+    min_exercise_learners: int
+    min_contributor_age: int
+    accepted_consent_versions: list[str]
+    max_upload_bytes: int
+    min_duration_s: float
+    max_duration_s: float
+    min_sample_rate: int
+    max_sample_rate: int
+    output_sample_rate: int
+    release_interval: str
+    retention_cycles: int
+
+
+class AuditReleaseRead(BaseModel):
+    id: str
+    exercise_id: str
+    language: str | None
+    release_day: dt.date
+    clip_count: int
+    contributor_count: int
+    k_in_force: int
+    policy_hash: str
+    meets_k: bool
+
+
+class AuditReleasePage(BaseModel):
+    items: list[AuditReleaseRead]
+    total: int
+    offset: int
+    limit: int
+
+
+class ChainStatusRead(BaseModel):
+    ok: bool
+    entries: int
+    first_broken_seq: int | None
+    reason: str | None
+
+
+class AuditEntryRead(BaseModel):
+    seq: int
+    kind: str
+    cycle: int
+    day: dt.date
+    body: dict[str, Any]
+    prev_hash: str
+    hash: str
+
+
+class AuditLogPage(BaseModel):
+    items: list[AuditEntryRead]
+    total: int
+    next_after: int | None
+    chain: ChainStatusRead
+
+
+class FindingRead(BaseModel):
+    check: str
+    invariant: str
+    message: str
+    subject: str | None
+
+
+class CheckRead(BaseModel):
+    name: str
+    invariants: list[str]
+    description: str
+    findings: int
+
+
+class AuditVerifyRead(BaseModel):
+    ok: bool
+    findings: list[FindingRead]
+    checks: list[CheckRead]

@@ -1,0 +1,249 @@
+"""Audit checks of releases (P6, P7, P8), read from the store and the rows, not from summaries.
+
+Each release's objects are counted under its prefix and compared with its manifest and its row;
+every released clip is decoded and its FLAC metadata parsed; every finished release must appear
+in the audit log with the same counts; no pending clip may be readable under a release prefix.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable
+from typing import Any
+
+import sqlalchemy as sa
+
+from aggregate.tables import Bucket, PendingClip, Release, ReleasedClip
+from core.errors import BlobNotFound
+from policies import flac
+from policies.context import RELEASES_PREFIX, AuditContext, release_id_of
+from policies.findings import Finding
+from policies.policy import Policy
+from policies.tables import AuditEntry
+
+# --- P6: releases ----------------------------------------------------------------------------
+
+
+def check_releases(ctx: AuditContext) -> Iterable[Finding]:
+    """≥ k distinct contributors per release; objects under each release match its manifest."""
+    clip_keys: dict[str, list[str]] = {}
+    for key in ctx.released_clip_keys():
+        clip_keys.setdefault(release_id_of(key), []).append(key)
+    prefixes = {release_id_of(key) for key in ctx.keys(RELEASES_PREFIX) if key.count("/") >= 2}
+    with ctx.database.session() as session:
+        in_progress = set(
+            session.execute(sa.select(Bucket.release_id).where(Bucket.state == "releasing"))
+            .scalars()
+            .all()
+        )
+        releases = session.execute(sa.select(Release).order_by(Release.id)).scalars().all()
+        row_counts: dict[str, int] = {
+            str(release_id): int(count)
+            for release_id, count in session.execute(
+                sa.select(ReleasedClip.release_id, sa.func.count()).group_by(
+                    ReleasedClip.release_id
+                )
+            ).all()
+        }
+    known = set(in_progress)
+    for release in releases:
+        if release.id in in_progress:
+            continue  # a release job is still copying: its counts are written when it finishes
+        known.add(release.id)
+        yield from _release_thresholds(release, ctx.policy)
+        yield from _release_objects(
+            ctx, release, clip_keys.get(release.id, []), int(row_counts.get(release.id, 0))
+        )
+    for release_id in sorted(prefixes - known):
+        yield Finding(
+            "release_unrecorded",
+            "P6",
+            f"objects under releases/{release_id}/ belong to no recorded release",
+            release_id,
+        )
+
+
+def _release_thresholds(release: Release, policy: Policy) -> Iterable[Finding]:
+    """One finding per release short of the k in force then or of the current policy's k."""
+    short = []
+    if release.contributor_count < release.k_in_force:
+        short.append(f"the k of {release.k_in_force} in force when it was released")
+    if release.contributor_count < policy.k:
+        short.append(f"the current policy's k of {policy.k}")
+    if short:
+        yield Finding(
+            "release_below_k",
+            "P6",
+            f"release {release.id} has {release.contributor_count} distinct contributors, "
+            f"below {' and '.join(short)}",
+            release.id,
+        )
+
+
+def _release_objects(
+    ctx: AuditContext, release: Release, clip_keys: list[str], clip_rows: int
+) -> Iterable[Finding]:
+    manifest_key = f"{RELEASES_PREFIX}{release.id}/manifest.json"
+    try:
+        manifest = json.loads(ctx.store.get(manifest_key))
+    except BlobNotFound:
+        yield Finding(
+            "release_manifest_missing", "P6", f"release {release.id} has no manifest", release.id
+        )
+        return
+    except (ValueError, UnicodeDecodeError):
+        yield Finding(
+            "release_manifest_missing",
+            "P6",
+            f"the manifest of release {release.id} is not valid JSON",
+            release.id,
+        )
+        return
+    if not isinstance(manifest, dict):
+        manifest = {}
+    listed = _manifest_clip_ids(manifest)
+    problems = []
+    if manifest.get("release_id") != release.id:
+        problems.append("its release_id differs")
+    for name in ("clip_count", "contributor_count", "k"):
+        recorded = release.k_in_force if name == "k" else getattr(release, name)
+        if manifest.get(name) != recorded:
+            problems.append(f"{name} {manifest.get(name)!r} vs recorded {recorded}")
+    if len(listed) != release.clip_count:
+        problems.append(f"it lists {len(listed)} clips, the release records {release.clip_count}")
+    if clip_rows != release.clip_count:
+        problems.append(f"{clip_rows} released clip rows, the release records {release.clip_count}")
+    if problems:
+        yield Finding(
+            "release_manifest_mismatch",
+            "P6",
+            f"the manifest of release {release.id} does not match: {'; '.join(problems)}",
+            release.id,
+        )
+    stored = {key.rsplit("/", 1)[1].removesuffix(".flac") for key in clip_keys}
+    if len(clip_keys) != len(listed) or stored != set(listed):
+        missing = len(set(listed) - stored)
+        extra = len(stored - set(listed))
+        yield Finding(
+            "release_object_count_mismatch",
+            "P6",
+            f"release {release.id} has {len(clip_keys)} clip objects, its manifest lists "
+            f"{len(listed)} ({missing} listed but absent, {extra} present but unlisted)",
+            release.id,
+        )
+
+
+def _manifest_clip_ids(manifest: dict[str, Any]) -> list[str]:
+    clips = manifest.get("clips")
+    if not isinstance(clips, list):
+        return []
+    return [str(clip.get("clip_id")) for clip in clips if isinstance(clip, dict)]
+
+# --- P7: released media ----------------------------------------------------------------------
+
+
+def check_released_media(ctx: AuditContext) -> Iterable[Finding]:
+    """Every released clip decodes as the service's FLAC and carries only the encoder's blocks."""
+    rate = ctx.policy.output_sample_rate
+    for key in ctx.released_clip_keys():
+        data = ctx.store.get(key)
+        try:
+            metadata_problems = flac.metadata_problems(flac.read_metadata(data))
+        except flac.FlacFormatError as exc:
+            yield Finding("released_clip_not_clean_flac", "P7", f"{key}: {exc}", key)
+            continue
+        format_problems = flac.format_problems(data, sample_rate=rate)
+        if format_problems:
+            yield Finding(
+                "released_clip_not_clean_flac", "P7", f"{key}: {', '.join(format_problems)}", key
+            )
+        if metadata_problems:
+            yield Finding(
+                "released_clip_metadata",
+                "P7",
+                f"{key} carries metadata beyond the encoder's: {', '.join(metadata_problems)}",
+                key,
+            )
+
+def check_release_entries(ctx: AuditContext) -> Iterable[Finding]:
+    """Every finished release has a ``release`` entry that agrees with its counts and k."""
+    with ctx.database.session() as session:
+        releases = session.execute(
+            sa.select(Release)
+            .join(Bucket, Bucket.release_id == Release.id)
+            .where(Bucket.state == "released")
+            .order_by(Release.id)
+        ).scalars().all()
+        bodies = session.execute(
+            sa.select(AuditEntry.body).where(AuditEntry.kind == "release")
+        ).scalars().all()
+    recorded: dict[str, dict[str, Any]] = {}
+    for text in bodies:
+        try:
+            body = json.loads(text)
+        except ValueError:
+            continue
+        if isinstance(body, dict) and isinstance(body.get("release_id"), str):
+            recorded[body["release_id"]] = body
+    for release in releases:
+        body = recorded.get(release.id)
+        if body is None:
+            yield Finding(
+                "release_not_audited",
+                "P8",
+                f"release {release.id} has no release entry in the audit log",
+                release.id,
+            )
+            continue
+        expected = {
+            "contributor_count": release.contributor_count,
+            "clip_count": release.clip_count,
+            "k": release.k_in_force,
+        }
+        differing = [
+            f"{name} {body.get(name)!r} logged, {value} recorded"
+            for name, value in expected.items()
+            if body.get(name) != value
+        ]
+        if differing:
+            yield Finding(
+                "release_audit_mismatch",
+                "P8",
+                f"the audit entry of release {release.id} disagrees: {'; '.join(differing)}",
+                release.id,
+            )
+
+# --- P6: pending clips stay pending ----------------------------------------------------------
+
+
+def check_pending_isolation(ctx: AuditContext) -> Iterable[Finding]:
+    """No clip of a pending bucket is stored, or copied, under a release prefix."""
+    with ctx.database.session() as session:
+        pending = session.execute(
+            sa.select(PendingClip.object_key)
+            .join(Bucket, Bucket.id == PendingClip.bucket_id)
+            .where(Bucket.state == "open")
+            .order_by(PendingClip.object_key)
+        ).scalars().all()
+    released = {digest: key for key, digest in ctx.released_digests().items()}
+    for object_key in pending:
+        if object_key.startswith(RELEASES_PREFIX):
+            yield Finding(
+                "pending_object_released",
+                "P6",
+                f"a pending clip is stored under the release prefix: {object_key}",
+                object_key,
+            )
+            continue
+        try:
+            digest = hashlib.sha256(ctx.store.get(object_key)).hexdigest()
+        except BlobNotFound:
+            continue
+        if digest in released:
+            yield Finding(
+                "pending_object_released",
+                "P6",
+                f"pending clip {object_key} is readable as released object {released[digest]}",
+                object_key,
+            )

@@ -1,0 +1,232 @@
+"""The report scorer: logistic regression over ``features``, trained on all courses together.
+
+``ReportModel.save(path)`` writes the model with joblib at ``path`` and its card (``ModelCard``)
+as JSON beside it (``path`` with suffix ``.json``). ``ReportModel.load`` refuses a file of another
+``FORMAT_VERSION`` or feature set with a clear ``InvalidInput``. Model files are pickles: load
+only files this service wrote.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+from collections import Counter
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import joblib
+import numpy as np
+from scipy import sparse
+from scipy.special import expit
+from sklearn.linear_model import LogisticRegression
+
+from core.errors import InvalidInput
+from reports_ml.features import FeatureExtractor, Features, FeatureSet
+from reports_ml.models import ModelCard, ReportLike, ReportRecord
+
+__all__ = [
+    "FORMAT_VERSION",
+    "ReportModel",
+    "card_path",
+    "split_by_prompt",
+    "train_model",
+    "training_data_sha256",
+]
+
+FORMAT_VERSION = 1
+_KIND = "chorus-report-scorer"
+
+
+def card_path(model_path: Path | str) -> Path:
+    """Where the JSON card of the model saved at ``model_path`` lives."""
+    return Path(model_path).with_suffix(".json")
+
+
+class ReportModel:
+    """Scores reports with the probability that their answer should be accepted.
+
+    ``feature_set="ngram"`` is the n-gram-only reference model of the evaluation.
+    """
+
+    def __init__(
+        self, feature_set: FeatureSet = "full", *, hash_bits: int = 20, c: float = 0.5,
+        max_iter: int = 300, random_state: int = 0,
+    ) -> None:
+        self.extractor = FeatureExtractor(feature_set, hash_bits=hash_bits)
+        self.hyperparameters: dict[str, float | int | str] = {
+            "c": c, "max_iter": max_iter, "random_state": random_state, "solver": "lbfgs",
+        }
+        self.card: ModelCard | None = None
+        self._hashed_coef = np.zeros(0)
+        self._dense_coef = np.zeros(0)
+        self._intercept = 0.0
+        self._dense_mean = np.zeros(0)
+        self._dense_scale = np.ones(0)
+
+    @property
+    def feature_set(self) -> FeatureSet:
+        return self.extractor.feature_set
+
+    @property
+    def is_fitted(self) -> bool:
+        return self._hashed_coef.size > 0
+
+    def fit(
+        self, records: Sequence[ReportRecord], *, n_jobs: int = 1,
+        progress: Callable[[int], None] | None = None,
+    ) -> ReportModel:
+        """Fit on labelled records (unlabelled ones are ignored); needs both classes."""
+        labelled = [record for record in records if record.label is not None]
+        labels = np.array([record.label for record in labelled], dtype=bool)
+        if labels.all() or not labels.any():
+            raise InvalidInput(
+                f"training needs correct and incorrect labelled reports; got {labels.sum()} "
+                f"correct of {len(labels)} labelled",
+            )
+        features = self.extractor.transform(labelled, n_jobs=n_jobs, progress=progress)
+        self._dense_mean = features.dense.mean(axis=0)
+        scale = features.dense.std(axis=0)
+        self._dense_scale = np.where(scale > 0, scale, 1.0)
+        regression = LogisticRegression(
+            C=float(self.hyperparameters["c"]), max_iter=int(self.hyperparameters["max_iter"]),
+            random_state=int(self.hyperparameters["random_state"]), solver="lbfgs",
+        )
+        regression.fit(self._design_matrix(features), labels)
+        coef = regression.coef_.ravel()
+        n_hashed = features.hashed.shape[1]
+        self._hashed_coef, self._dense_coef = coef[:n_hashed], coef[n_hashed:]
+        self._intercept = float(regression.intercept_[0])
+        self.card = _card(self, labelled, labels)
+        return self
+
+    def _design_matrix(self, features: Features) -> sparse.csr_matrix:
+        if not features.dense_names:
+            return features.hashed
+        dense = (features.dense - self._dense_mean) / self._dense_scale
+        return sparse.hstack([features.hashed, sparse.csr_matrix(dense)], format="csr")
+
+    def decision_function(self, features: Features) -> np.ndarray:
+        """Log-odds of being correct for already extracted features."""
+        self._check_fitted()
+        logits = features.hashed @ self._hashed_coef + self._intercept
+        if features.dense_names:
+            logits += ((features.dense - self._dense_mean) / self._dense_scale) @ self._dense_coef
+        return np.asarray(logits, dtype=float)
+
+    def score(
+        self, records: Sequence[ReportLike], *, n_jobs: int = 1,
+        progress: Callable[[int], None] | None = None,
+    ) -> np.ndarray:
+        """Probability that each report's answer should be accepted, in input order."""
+        self._check_fitted()
+        if not records:
+            return np.zeros(0)
+        features = self.extractor.transform(records, n_jobs=n_jobs, progress=progress)
+        return np.asarray(expit(self.decision_function(features)), dtype=float)
+
+    def score_one(self, record: ReportLike) -> float:
+        """``score`` of a single report (the review service's path for a new report)."""
+        return float(self.score([record])[0])
+
+    def _check_fitted(self) -> None:
+        if not self.is_fitted:
+            raise InvalidInput("the report model is not trained yet")
+
+    def save(self, path: Path | str) -> Path:
+        """Write the model to ``path`` (joblib) and its card beside it; returns ``path``."""
+        self._check_fitted()
+        assert self.card is not None  # set by fit
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        payload = {"kind": _KIND, "format_version": FORMAT_VERSION, "model": self}
+        joblib.dump(payload, target, compress=3)
+        card_path(target).write_text(self.card.model_dump_json(indent=2) + "\n", encoding="utf-8")
+        return target
+
+    @classmethod
+    def load(cls, path: Path | str) -> ReportModel:
+        """A model written by ``save``; ``InvalidInput`` for other files or format versions."""
+        source = Path(path)
+        try:
+            payload: Any = joblib.load(source)
+        except FileNotFoundError:
+            raise InvalidInput(f"{source}: no model file there") from None
+        except Exception as error:  # anything unpickling can raise
+            raise InvalidInput(f"{source}: not a report model file ({error})") from None
+        if not isinstance(payload, dict) or payload.get("kind") != _KIND:
+            raise InvalidInput(f"{source}: not a report model file")
+        version = payload.get("format_version")
+        if version != FORMAT_VERSION:
+            raise InvalidInput(
+                f"{source}: model format version {version} cannot be read by this version of "
+                f"Chorus, which reads version {FORMAT_VERSION}; train a new model with "
+                "`chorus reports train`",
+            )
+        model = payload["model"]
+        if not isinstance(model, cls) or not model.is_fitted:
+            raise InvalidInput(f"{source}: not a trained report model")
+        return model
+
+
+
+def _card(model: ReportModel, records: Sequence[ReportRecord], labels: np.ndarray) -> ModelCard:
+    return ModelCard(
+        format_version=FORMAT_VERSION,
+        feature_set=model.feature_set,
+        feature_names=["hashed word unigrams and bigrams"]
+        + (["hashed word edits", "course"] if model.feature_set == "full" else [])
+        + list(model.extractor.dense_names),
+        hash_bits=model.extractor.hash_bits,
+        hyperparameters=dict(model.hyperparameters),
+        training_data_sha256=training_data_sha256(records),
+        n_reports=len(records),
+        n_correct=int(labels.sum()),
+        n_prompts=len({(record.course, record.prompt_id) for record in records}),
+        courses=dict(sorted(Counter(record.course for record in records).items())),
+        metrics={},
+        created=dt.datetime.now(dt.UTC).date().isoformat(),
+    )
+
+
+def training_data_sha256(records: Sequence[ReportRecord]) -> str:
+    """A digest of the training data (fields that affect the model, in order)."""
+    digest = hashlib.sha256()
+    accepted_digests: dict[tuple[str, ...], str] = {}
+    for record in records:
+        accepted = accepted_digests.get(record.accepted)
+        if accepted is None:
+            accepted = hashlib.sha256(json.dumps(record.accepted).encode()).hexdigest()
+            accepted_digests[record.accepted] = accepted
+        digest.update(
+            "\x1f".join((
+                record.course, record.prompt_id, record.prompt, record.answer, accepted,
+                str(record.times_reported), str(record.label),
+            )).encode() + b"\n",
+        )
+    return digest.hexdigest()
+
+
+def split_by_prompt(
+    records: Sequence[ReportRecord], holdout_fraction: float, *, random_state: int = 0,
+) -> tuple[list[int], list[int]]:
+    """Positions of ``records`` for training and holding out, no prompt in both."""
+    prompts = sorted({(record.course, record.prompt_id) for record in records})
+    rng = np.random.default_rng(random_state)
+    n_held = round(len(prompts) * holdout_fraction)
+    held = {prompts[i] for i in rng.permutation(len(prompts))[:n_held].tolist()}
+    train, test = [], []
+    for i, record in enumerate(records):
+        (test if (record.course, record.prompt_id) in held else train).append(i)
+    return train, test
+
+
+def train_model(
+    records: Sequence[ReportRecord], *, random_state: int = 0, feature_set: FeatureSet = "full",
+    n_jobs: int = 1, progress: Callable[[int], None] | None = None,
+) -> ReportModel:
+    """A model fit on all labelled ``records`` (its card's ``metrics`` are left empty; see
+    ``evaluate.holdout_metrics``)."""
+    model = ReportModel(feature_set, random_state=random_state)
+    return model.fit(records, n_jobs=n_jobs, progress=progress)

@@ -1,0 +1,185 @@
+"""Fixtures of the aggregate tests: real FSDD clips as FLAC, seeded buckets, a place census.
+
+FSDD mapping: digit = exercise, speaker = learner. FSDD has six speakers, so a demo-policy
+bucket (k = 5) is filled by five of them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import sqlalchemy as sa
+from core.storage import BlobStore
+
+from aggregate.buckets import ClipFacts, add_pending_clip, pending_object_key
+from aggregate.tables import Bucket, PendingClip, ReleasedClip
+from core.db import Database
+
+SPEAKERS = ("george", "jackson", "lucas", "nicolas", "theo", "yweweler")
+
+
+@dataclass(frozen=True)
+class FlacClip:
+    name: str
+    data: bytes
+    duration_s: float
+    sample_rate: int
+    loudness_dbfs: float
+
+    @property
+    def digest(self) -> str:
+        return hashlib.sha256(self.data).hexdigest()
+
+
+def _to_flac(path: Path) -> FlacClip:
+    samples, rate = sf.read(path, dtype="float32", always_2d=False)
+    buffer = io.BytesIO()
+    sf.write(buffer, samples, rate, format="FLAC", subtype="PCM_16")
+    rms = float(np.sqrt(np.mean(np.square(samples, dtype=np.float64)))) or 1e-9
+    return FlacClip(
+        name=path.name,
+        data=buffer.getvalue(),
+        duration_s=len(samples) / rate,
+        sample_rate=int(rate),
+        loudness_dbfs=20 * float(np.log10(rms)),
+    )
+
+
+ClipSource = Callable[[int, str, int], FlacClip]
+
+
+@pytest.fixture(scope="session")
+def fsdd_flac(fsdd_dir: Path) -> ClipSource:
+    """``fsdd_flac(digit, speaker, take)``: that FSDD recording as FLAC (cached)."""
+    cache: dict[tuple[int, str, int], FlacClip] = {}
+
+    def get(digit: int, speaker: str, take: int) -> FlacClip:
+        key = (digit, speaker, take)
+        if key not in cache:
+            cache[key] = _to_flac(fsdd_dir / f"{digit}_{speaker}_{take}.wav")
+        return cache[key]
+
+    return get
+
+
+Seed = Callable[..., list[FlacClip]]
+
+
+def seed_clip(
+    database: Database, store: BlobStore, *, exercise_id: str, learner_id: str, clip: FlacClip,
+    max_clips_per_contributor: int = 1,
+) -> str:
+    """What ingest does after sanitizing: store the object, then record its pending row."""
+    key = pending_object_key()
+    store.put(key, clip.data)
+    with database.session() as session:
+        add_pending_clip(
+            session,
+            exercise_id=exercise_id,
+            learner_id=learner_id,
+            clip=ClipFacts(key, clip.duration_s, clip.sample_rate, clip.loudness_dbfs),
+            max_clips_per_contributor=max_clips_per_contributor,
+        )
+    return key
+
+
+@pytest.fixture
+def seed(fsdd_flac: ClipSource) -> Seed:
+    """``seed(database, store, digit=3, speakers=5)``: FSDD clips of the first five speakers."""
+
+    def run(
+        database: Database,
+        store: BlobStore,
+        *,
+        digit: int,
+        speakers: int = 5,
+        takes: int = 1,
+        exercise_id: str | None = None,
+        first_speaker: int = 0,
+    ) -> list[FlacClip]:
+        clips = []
+        for speaker in SPEAKERS[first_speaker:speakers]:
+            for take in range(takes):
+                clip = fsdd_flac(digit, speaker, take)
+                seed_clip(
+                    database, store, exercise_id=exercise_id or f"digit-{digit}",
+                    learner_id=f"learner-{speaker}", clip=clip, max_clips_per_contributor=takes,
+                )
+                clips.append(clip)
+        return clips
+
+    return run
+
+
+@dataclass(frozen=True)
+class Census:
+    """Where every clip's bytes are: pending objects, released objects, and the rows."""
+
+    pending: Counter[str]
+    released: Counter[str]
+    pending_rows: int
+    released_rows: int
+    releasing_buckets: int
+
+    def places(self, clip: FlacClip) -> int:
+        return self.pending[clip.digest] + self.released[clip.digest]
+
+
+def take_census(database: Database, store: BlobStore) -> Census:
+    pending = Counter(hashlib.sha256(store.get(k)).hexdigest() for k in store.list("pending/"))
+    released = Counter(
+        hashlib.sha256(store.get(k)).hexdigest()
+        for k in store.list("releases/")
+        if k.endswith(".flac")
+    )
+    with database.session() as session:
+        pending_rows = session.execute(
+            sa.select(sa.func.count()).select_from(PendingClip)
+        ).scalar_one()
+        released_rows = session.execute(
+            sa.select(sa.func.count()).select_from(ReleasedClip)
+        ).scalar_one()
+        releasing = session.execute(
+            sa.select(sa.func.count()).select_from(Bucket).where(Bucket.state == "releasing")
+        ).scalar_one()
+    return Census(pending, released, pending_rows, released_rows, releasing)
+
+
+def assert_each_released_once(census: Census, clips: list[FlacClip]) -> None:
+    """Every clip is in the release prefix exactly once, and nothing is left pending."""
+    for clip in clips:
+        assert census.released[clip.digest] == 1, clip.name
+        assert census.pending[clip.digest] == 0, clip.name
+    assert census.pending_rows == 0
+    assert census.releasing_buckets == 0
+    assert census.released_rows == sum(census.released.values())
+
+
+@pytest.fixture
+def postgres_database_url() -> Iterator[str]:
+    """A fresh, empty PostgreSQL database for one test, dropped afterwards."""
+    import psycopg
+
+    from core.ids import new_id
+
+    admin = os.environ.get("CHORUS_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+    name = f"chorus_agg_{new_id()[:12]}"
+    try:
+        connection = psycopg.connect(admin, autocommit=True, connect_timeout=5)
+    except psycopg.OperationalError as exc:
+        pytest.fail(f"PostgreSQL is not reachable at {admin}: {exc}")
+    with connection:
+        connection.execute(f'CREATE DATABASE "{name}"')
+    base = admin.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1)
+    yield f"{base}/{name}"
+    with psycopg.connect(admin, autocommit=True) as connection:
+        connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -1,0 +1,136 @@
+"""``chorus release [--dry-run]`` and ``chorus releases list|show|download``."""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import soundfile as sf
+from core.storage import open_store
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from typer.testing import CliRunner
+
+import aggregate.cli
+from aggregate.jobs import run_release_cycle
+from core.auth import Role
+from core.cli import app as chorus
+from core.db import Database
+from core.settings import Settings, reset_settings_cache
+from tests.aggregate.conftest import Seed
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def cli_settings(
+    make_settings: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Settings]:
+    settings = make_settings()
+    monkeypatch.setenv("CHORUS_DATABASE_URL", settings.database_url)
+    monkeypatch.setenv("CHORUS_STORAGE_URL", settings.storage_url)
+    monkeypatch.setenv("CHORUS_POLICY", "demo")
+    monkeypatch.setenv("CHORUS_CONSENT_PUBLIC_KEY", settings.consent_public_key or "")
+    reset_settings_cache()
+    yield settings
+    reset_settings_cache()
+
+
+def test_release_dry_run_changes_nothing_then_release_releases(
+    cli_settings: Settings, seed: Seed
+) -> None:
+    database = Database(cli_settings.database_url)
+    database.upgrade()
+    store = open_store(cli_settings.storage_url)
+    seed(database, store, digit=3)
+    seed(database, store, digit=4, speakers=2)
+    database.dispose()
+
+    result = runner.invoke(chorus, ["release", "--dry-run"])
+    assert result.exit_code == 0, result.output
+    assert "would release: 1 bucket(s)" in result.output
+    assert "exercise digit-3 (open): 5 clip(s), 5 contributor(s)" in result.output
+    assert "would purge: 0 bucket(s)" in result.output
+    assert len(list(store.list("pending/"))) == 7
+    assert list(store.list("releases/")) == []
+
+    result = runner.invoke(chorus, ["release"])
+    assert result.exit_code == 0, result.output
+    assert "released: 1 batch(es)" in result.output
+    assert "exercise digit-3: 5 clip(s), 5 contributor(s)" in result.output
+    assert len(list(store.list("pending/"))) == 2  # digit-4 waits for k
+
+
+@pytest.fixture
+def released(app: FastAPI, client: TestClient, seed: Seed) -> str:
+    seed(app.state.database, app.state.store, digit=9)
+    report = run_release_cycle(
+        database=app.state.database, store=app.state.store, policy=app.state.policy,
+        interval_s=3600,
+    )
+    return report.released[0].release_id
+
+
+@pytest.fixture
+def in_process_http(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Point the researcher commands at the test app instead of a network server."""
+
+    def http_client(url: str, key: str) -> httpx.Client:
+        return httpx.Client(
+            transport=client._transport, base_url="http://testserver",
+            headers={"X-API-Key": key},
+        )
+
+    monkeypatch.setattr(aggregate.cli, "http_client", http_client)
+
+
+def test_releases_list_show_and_download(
+    released: str, in_process_http: None, role_keys: dict[Role, str], tmp_path: Path
+) -> None:
+    key = ["--key", role_keys[Role.RESEARCHER]]
+    result = runner.invoke(chorus, ["releases", "list", *key], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert released in result.output
+    assert "digit-9" in result.output
+
+    result = runner.invoke(chorus, ["releases", "show", released, *key])
+    assert result.exit_code == 0, result.output
+    shown = json.loads(result.output)
+    assert shown["clip_count"] == 5
+    assert "clips" not in shown
+
+    out = tmp_path / "download"
+    result = runner.invoke(chorus, ["releases", "download", released, "--out", str(out), *key])
+    assert result.exit_code == 0, result.output
+    clips = sorted((out / released / "clips").glob("*.flac"))
+    assert len(clips) == 5
+    for path in clips:
+        assert sf.info(path).samplerate > 0
+    assert json.loads((out / released / "manifest.json").read_text())["release_id"] == released
+
+    result = runner.invoke(
+        chorus, ["releases", "download", released, "--out", str(out), "--tar", *key]
+    )
+    assert result.exit_code == 0, result.output
+    with tarfile.open(out / f"{released}.tar") as archive:
+        assert len(archive.getnames()) == 6
+
+
+def test_releases_commands_report_problems_in_one_line(
+    released: str, in_process_http: None, role_keys: dict[Role, str], tmp_path: Path
+) -> None:
+    result = runner.invoke(chorus, ["releases", "show", "f" * 32, "--key",
+                                    role_keys[Role.RESEARCHER]])
+    assert result.exit_code == 2
+    assert "not_found" in result.output
+    result = runner.invoke(chorus, ["releases", "list", "--key", role_keys[Role.APP]])
+    assert result.exit_code == 2
+    assert "forbidden" in result.output
+    assert io.StringIO(result.output).read().count("\n") == 1

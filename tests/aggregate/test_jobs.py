@@ -1,0 +1,50 @@
+"""The release cycle runs on the scheduler without anyone calling it."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from aggregate.jobs import JOB_ID, schedule_release_job
+from aggregate.tables import Bucket
+from core.db import Database
+from core.scheduler import build_scheduler
+from core.storage import open_store
+from policies.policy import load_policy
+from tests.aggregate.conftest import Seed
+
+
+@pytest.fixture
+def database(tmp_path: Path) -> Iterator[Database]:
+    db = Database(f"sqlite:///{tmp_path / 'chorus.db'}")
+    db.upgrade()
+    yield db
+    db.dispose()
+
+
+def test_the_scheduled_job_releases_a_ready_bucket(
+    database: Database, tmp_path: Path, seed: Seed
+) -> None:
+    store = open_store(f"file://{tmp_path / 'blobs'}")
+    seed(database, store, digit=1)
+    scheduler = build_scheduler()
+    schedule_release_job(
+        scheduler, database=database, store=store, policy=load_policy("demo"), interval="1"
+    )
+    assert scheduler.get_job(JOB_ID) is not None
+    scheduler.start()
+    try:
+        deadline = time.monotonic() + 15
+        state = "open"
+        while time.monotonic() < deadline and state != "released":
+            time.sleep(0.2)
+            with database.session() as session:
+                state = session.execute(sa.select(Bucket.state)).scalar_one()
+    finally:
+        scheduler.shutdown(wait=True)
+    assert state == "released"
+    assert list(store.list("pending/")) == []

@@ -1,0 +1,225 @@
+"""A release killed at any point is finished by the next run: every clip in exactly one place."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from core.storage import BlobStore, open_store
+
+from aggregate.release import STEPS, release_ready_buckets
+from aggregate.tables import Bucket, Release
+from core.db import Database
+from core.errors import BlobNotFound, StorageUnavailable
+from policies.audit import verify_chain
+from policies.policy import Policy, load_policy
+from policies.tables import AuditEntry
+from tests.aggregate.conftest import (
+    Seed,
+    assert_each_released_once,
+    take_census,
+)
+from tests.conftest import REPO_ROOT
+
+
+class Crash(Exception):
+    """Stands in for the process dying at a step."""
+
+
+@pytest.fixture
+def policy() -> Policy:
+    return load_policy("demo")
+
+
+@pytest.fixture
+def database(tmp_path: Path) -> Iterator[Database]:
+    db = Database(f"sqlite:///{tmp_path / 'chorus.db'}")
+    db.upgrade()
+    yield db
+    db.dispose()
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> BlobStore:
+    return open_store(f"file://{tmp_path / 'blobs'}")
+
+
+def _releases(database: Database) -> list[Release]:
+    with database.session() as session:
+        return list(session.execute(sa.select(Release)).scalars())
+
+
+def _release_audits(database: Database) -> list[dict[str, object]]:
+    with database.session() as session:
+        assert verify_chain(session).ok
+        return [
+            json.loads(body)
+            for body in session.execute(
+                sa.select(AuditEntry.body).where(AuditEntry.kind == "release")
+            ).scalars()
+        ]
+
+
+def _checkpoints_of_a_clean_run(
+    tmp_path: Path, seed: Seed, policy: Policy
+) -> list[str]:
+    database = Database(f"sqlite:///{tmp_path / 'probe.db'}")
+    database.upgrade()
+    store = open_store(f"file://{tmp_path / 'probe-blobs'}")
+    seed(database, store, digit=8)
+    steps: list[str] = []
+    release_ready_buckets(database, store, policy, batch_size=2, checkpoint=steps.append)
+    database.dispose()
+    return steps
+
+
+def test_a_clean_run_passes_every_step(tmp_path: Path, seed: Seed, policy: Policy) -> None:
+    steps = _checkpoints_of_a_clean_run(tmp_path, seed, policy)
+    assert set(steps) == set(STEPS)
+    # 5 clips in batches of 2: three plan/copy rounds, then manifest, finalize, three cleanups.
+    assert steps == [
+        "claimed", "planned", "copied", "planned", "copied", "planned", "copied",
+        "manifest", "finalized", "cleaned", "cleaned", "cleaned",
+    ]
+
+
+@pytest.mark.parametrize("crash_at", range(12))
+def test_killed_at_any_step_the_next_run_finishes(
+    crash_at: int, database: Database, store: BlobStore, seed: Seed, policy: Policy
+) -> None:
+    clips = seed(database, store, digit=8)
+    calls = 0
+
+    def crash(step: str) -> None:
+        nonlocal calls
+        calls += 1
+        if calls - 1 == crash_at:
+            raise Crash(step)
+
+    with pytest.raises(Crash):
+        release_ready_buckets(database, store, policy, batch_size=2, checkpoint=crash)
+
+    # Meanwhile nothing is half-visible: a release exists for readers only once finalized.
+    census = take_census(database, store)
+    for clip in clips:
+        assert census.places(clip) >= 1, "a clip was lost"
+
+    outcomes = release_ready_buckets(database, store, policy, batch_size=2)
+    assert_each_released_once(take_census(database, store), clips)
+    releases = _releases(database)
+    assert len(releases) == 1
+    assert releases[0].clip_count == 5
+    assert releases[0].contributor_count == 5
+    assert len(_release_audits(database)) == 1
+    assert len(outcomes) == (1 if crash_at < 8 else 0)  # finalized before the crash: cleanup only
+    with database.session() as session:
+        (bucket,) = session.execute(sa.select(Bucket)).scalars()
+        assert bucket.state == "released"
+        assert bucket.bucket_key is None
+    manifest = json.loads(store.get(releases[0].manifest_key))
+    assert len(manifest["clips"]) == 5
+
+
+class FailingStore:
+    """The file store, with copies that start failing after ``copies_ok`` successes."""
+
+    def __init__(self, inner: BlobStore, copies_ok: int) -> None:
+        self._inner = inner
+        self.copies_left = copies_ok
+
+    def copy(self, source: str, destination: str) -> None:
+        if self.copies_left <= 0:
+            raise StorageUnavailable("storage went away")
+        self.copies_left -= 1
+        self._inner.copy(source, destination)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._inner, name)
+
+
+def test_storage_unavailable_mid_release_is_finished_by_the_next_run(
+    database: Database, store: BlobStore, seed: Seed, policy: Policy
+) -> None:
+    clips = seed(database, store, digit=6) + seed(database, store, digit=9)
+    flaky = FailingStore(store, copies_ok=7)  # the first bucket's 5, then 2 of the second
+    with pytest.raises(StorageUnavailable):
+        release_ready_buckets(database, flaky, policy, batch_size=3)  # type: ignore[arg-type]
+    census = take_census(database, store)
+    assert census.releasing_buckets == 1
+    assert sum(census.released.values()) == 7
+    outcomes = release_ready_buckets(database, store, policy, batch_size=3)
+    assert len(outcomes) == 1
+    assert len(_releases(database)) == 2
+    assert_each_released_once(take_census(database, store), clips)
+    assert len(_release_audits(database)) == 2
+
+
+def test_a_lost_pending_original_of_an_uncopied_clip_stops_the_release(
+    database: Database, store: BlobStore, seed: Seed, policy: Policy
+) -> None:
+    seed(database, store, digit=1)
+    store.delete(next(iter(store.list("pending/"))))
+    with pytest.raises(BlobNotFound):
+        release_ready_buckets(database, store, policy)
+    assert _releases(database)[0].clip_count == 0
+    assert _release_audits(database) == []
+
+
+_KILLER = textwrap.dedent(
+    """
+    import os, signal, sys
+    from aggregate.release import release_ready_buckets
+    from core.db import Database
+    from core.storage import open_store
+    from policies.policy import load_policy
+
+    db_url, store_url, step, nth = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+    seen = 0
+
+    def checkpoint(name):
+        global seen
+        if name == step:
+            seen += 1
+            if seen == nth:
+                os.kill(os.getpid(), signal.SIGKILL)
+
+    release_ready_buckets(
+        Database(db_url), open_store(store_url), load_policy("demo"),
+        batch_size=2, checkpoint=checkpoint,
+    )
+    """
+)
+
+
+@pytest.mark.parametrize(("step", "nth"), [("copied", 2), ("finalized", 1)])
+def test_kill_9_mid_release_then_rerun(
+    step: str, nth: int, tmp_path: Path, database: Database, store: BlobStore, seed: Seed,
+    policy: Policy,
+) -> None:
+    clips = seed(database, store, digit=4)
+    result = subprocess.run(
+        [sys.executable, "-c", _KILLER, database.url, f"file://{tmp_path / 'blobs'}", step,
+         str(nth)],
+        cwd=REPO_ROOT,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(
+            [str(REPO_ROOT), os.environ.get("PYTHONPATH", "")]
+        )},
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == -signal.SIGKILL, result.stderr.decode()
+    census = take_census(database, store)
+    assert census.pending_rows == 5  # the kill left work behind
+    release_ready_buckets(database, store, policy)
+    assert_each_released_once(take_census(database, store), clips)
+    assert len(_releases(database)) == 1
+    assert len(_release_audits(database)) == 1

@@ -1,0 +1,228 @@
+"""A realistic audited state: real FSDD clips sanitized, pending, and one batch released.
+
+Six learners record ``digit-7`` (k = 5 under the demo policy), so the release job releases it;
+three learners record ``digit-3``, which stays pending. ``run_audit_cli`` runs ``chorus audit``
+against that state with the same ``CHORUS_*`` settings the service uses.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from typer.testing import CliRunner
+
+from aggregate.buckets import ClipFacts, add_pending_clip, pending_object_key
+from aggregate.release import release_ready_buckets
+from aggregate.tables import PendingClip, Release
+from core.auth import Role
+from core.db import Database
+from core.settings import Settings, reset_settings_cache
+from core.storage import BlobStore
+from ingest.audio import AudioLimits, sanitize_audio
+from policies.audit import GENESIS_HASH, entry_hash
+from policies.policy import Policy
+from policies.tables import AuditEntry
+
+RELEASED_LEARNERS = [f"learner-{n:03d}" for n in range(6)]
+PENDING_LEARNERS = [f"learner-{n:03d}" for n in range(100, 103)]
+SPEAKERS = ["jackson", "george", "lucas", "nicolas", "theo", "yweweler"]
+
+
+@dataclass
+class AuditedState:
+    app: FastAPI
+    client: TestClient
+    settings: Settings
+    database: Database
+    store: BlobStore
+    policy: Policy
+    release_id: str
+    pending_keys: list[str]
+    learner_ids: list[str]
+
+    def sql(self, statement: str, **params: Any) -> None:
+        with self.database.session() as session:
+            session.execute(sa.text(statement), params)
+
+    def rehash_chain(self) -> None:
+        """Renumber and rehash the whole audit chain, as an intruder covering tracks would."""
+        with self.database.session() as session:
+            entries = session.execute(
+                sa.select(AuditEntry).order_by(AuditEntry.seq)
+            ).scalars().all()
+            rows = [(e.kind, e.cycle, e.day, e.body) for e in entries]
+            session.execute(sa.delete(AuditEntry))
+            prev_hash = GENESIS_HASH
+            for seq, (kind, cycle, day, body) in enumerate(rows, start=1):
+                digest = entry_hash(
+                    seq=seq, kind=kind, cycle=cycle, day=day, body=body, prev_hash=prev_hash
+                )
+                session.add(AuditEntry(
+                    seq=seq, kind=kind, cycle=cycle, day=day, body=body,
+                    prev_hash=prev_hash, hash=digest,
+                ))
+                prev_hash = digest
+
+    def released_clip_keys(self) -> list[str]:
+        return sorted(self.store.list(f"releases/{self.release_id}/clips/"))
+
+    def manifest(self) -> dict[str, Any]:
+        loaded: dict[str, Any] = json.loads(
+            self.store.get(f"releases/{self.release_id}/manifest.json")
+        )
+        return loaded
+
+    def write_manifest(self, manifest: dict[str, Any]) -> None:
+        self.store.put(
+            f"releases/{self.release_id}/manifest.json", json.dumps(manifest).encode()
+        )
+
+
+def _limits(policy: Policy) -> AudioLimits:
+    return AudioLimits(
+        min_duration_s=policy.min_duration_s,
+        max_duration_s=policy.max_duration_s,
+        min_sample_rate=policy.min_sample_rate,
+        max_sample_rate=policy.max_sample_rate,
+        output_sample_rate=policy.output_sample_rate,
+    )
+
+
+def _record(
+    database: Database,
+    store: BlobStore,
+    policy: Policy,
+    *,
+    exercise_id: str,
+    learner_id: str,
+    wav: Path,
+) -> str:
+    """What the upload path does after consent and eligibility: sanitize, store, record."""
+    clip = sanitize_audio(wav.read_bytes(), _limits(policy))
+    object_key = pending_object_key()
+    store.put(object_key, clip.flac)
+    with database.session() as session:
+        add_pending_clip(
+            session,
+            exercise_id=exercise_id,
+            learner_id=learner_id,
+            clip=ClipFacts(
+                object_key=object_key,
+                duration_s=clip.duration_s,
+                sample_rate=clip.sample_rate,
+                loudness_dbfs=clip.loudness_dbfs,
+            ),
+            max_clips_per_contributor=policy.max_clips_per_contributor,
+        )
+    return object_key
+
+
+@pytest.fixture
+def audited(client: TestClient, app: FastAPI, settings: Settings, fsdd_dir: Path) -> AuditedState:
+    return build_audited_state(app, client, settings, fsdd_dir)
+
+
+def build_audited_state(
+    app: FastAPI, client: TestClient, settings: Settings, fsdd_dir: Path
+) -> AuditedState:
+    database: Database = app.state.database
+    store: BlobStore = app.state.store
+    policy: Policy = app.state.policy
+    for learner, speaker in zip(RELEASED_LEARNERS, SPEAKERS, strict=True):
+        _record(
+            database, store, policy, exercise_id="digit-7", learner_id=learner,
+            wav=fsdd_dir / f"7_{speaker}_1.wav",
+        )
+    outcomes = release_ready_buckets(database, store, policy)
+    assert len(outcomes) == 1
+    assert outcomes[0].contributor_count == len(RELEASED_LEARNERS)
+    pending_keys = [
+        _record(
+            database, store, policy, exercise_id="digit-3", learner_id=learner,
+            wav=fsdd_dir / f"3_{speaker}_2.wav",
+        )
+        for learner, speaker in zip(PENDING_LEARNERS, SPEAKERS, strict=False)
+    ]
+    with database.session() as session:
+        assert session.execute(sa.select(sa.func.count()).select_from(Release)).scalar_one() == 1
+        assert session.execute(
+            sa.select(sa.func.count()).select_from(PendingClip)
+        ).scalar_one() == len(PENDING_LEARNERS)
+    return AuditedState(
+        app=app,
+        client=client,
+        settings=settings,
+        database=database,
+        store=store,
+        policy=policy,
+        release_id=outcomes[0].release_id,
+        pending_keys=pending_keys,
+        learner_ids=RELEASED_LEARNERS + PENDING_LEARNERS,
+    )
+
+
+@dataclass(frozen=True)
+class CliResult:
+    exit_code: int
+    stdout: str
+    stderr: str
+
+    @property
+    def report(self) -> dict[str, Any]:
+        loaded: dict[str, Any] = json.loads(self.stdout)
+        return loaded
+
+    @property
+    def finding_checks(self) -> set[str]:
+        return {finding["check"] for finding in self.report["findings"]}
+
+
+RunAudit = Callable[..., CliResult]
+
+
+@pytest.fixture
+def run_audit_cli(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[RunAudit]:
+    """``chorus audit --json [args]`` against ``settings`` (overridable per call)."""
+
+    def run(*args: str, **overrides: str) -> CliResult:
+        from core.cli import app as chorus_app
+
+        values = {
+            "CHORUS_DATABASE_URL": settings.database_url,
+            "CHORUS_STORAGE_URL": settings.storage_url,
+            "CHORUS_POLICY": settings.policy,
+        }
+        values.update({f"CHORUS_{key.upper()}": value for key, value in overrides.items()})
+        for name, value in values.items():
+            monkeypatch.setenv(name, value)
+        reset_settings_cache()
+        result = CliRunner().invoke(chorus_app, ["audit", "--json", *args])
+        stderr = result.stderr
+        if result.exception is not None:
+            stderr += f"\n{type(result.exception).__name__}: {result.exception}"
+        return CliResult(result.exit_code, result.stdout, stderr)
+
+    yield run
+    reset_settings_cache()
+
+
+@pytest.fixture
+def verify_api(audited: AuditedState, auth: Callable[[Role], dict[str, str]]) -> Callable[[], Any]:
+    """``GET /v1/audit/verify`` as the auditor; returns the JSON body (asserting 200)."""
+
+    def call() -> Any:
+        response = audited.client.get("/v1/audit/verify", headers=auth(Role.AUDITOR))
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    return call

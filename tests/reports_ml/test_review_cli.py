@@ -1,0 +1,64 @@
+"""``chorus reports import-staple``, ``retrain`` and ``models list|promote``."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from typer.testing import CliRunner
+
+from core.cli import app
+from core.db import Database
+from core.settings import reset_settings_cache
+from reports_ml.tables import AcceptedTranslation, CoursePrompt
+
+STAPLE = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "staple"
+
+
+@pytest.fixture
+def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    url = f"sqlite:///{tmp_path / 'cli.db'}"
+    monkeypatch.setenv("CHORUS_DATABASE_URL", url)
+    monkeypatch.setenv("CHORUS_MODEL_DIR", str(tmp_path / "models"))
+    reset_settings_cache()
+    yield url
+    reset_settings_cache()
+
+
+def test_import_staple_loads_prompts_and_translations(env: str) -> None:
+    runner = CliRunner()
+    staple = STAPLE / "train-split-a.en_vi.2020-01-13.gold.txt"
+    result = runner.invoke(app, ["reports", "import-staple", str(staple), "--course", "en_vi"])
+    assert result.exit_code == 0, result.output
+    assert "en_vi:" in result.output
+    assert "prompts added" in result.output
+    database = Database(env)
+    try:
+        with database.session() as session:
+            prompts = session.scalar(sa.select(sa.func.count()).select_from(CoursePrompt))
+            translations = session.scalar(
+                sa.select(sa.func.count()).select_from(AcceptedTranslation)
+            )
+    finally:
+        database.dispose()
+    assert prompts is not None
+    assert prompts > 300
+    assert translations is not None
+    assert translations > prompts
+    again = runner.invoke(app, ["reports", "import-staple", str(staple), "--course", "en_vi"])
+    assert "0 prompts added" in again.output
+
+
+def test_retrain_without_labels_and_models_commands(env: str) -> None:
+    runner = CliRunner()
+    listed = runner.invoke(app, ["reports", "models", "list"])
+    assert listed.exit_code == 0
+    assert "no model versions yet" in listed.output
+    retrained = runner.invoke(app, ["reports", "retrain", "--min-new-labels", "1"])
+    assert retrained.exit_code == 0, retrained.output
+    assert retrained.output.startswith("skipped: 0 new labels")
+    missing = runner.invoke(app, ["reports", "models", "promote", "0007"])
+    assert missing.exit_code == 2
+    assert "no model version '0007'" in missing.output

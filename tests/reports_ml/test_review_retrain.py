@@ -1,0 +1,193 @@
+"""Retraining from reviewers' decisions: promotion only without an AUC loss, rescoring, rollback,
+and serving that switches models without a restart."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from reports_ml.model import train_model
+
+from core.auth import Role
+from core.db import Database
+from reports_ml.jobs import held_back, promote_version, retrain_reports_model
+from reports_ml.models import ReportRecord
+from reports_ml.registry import ModelRegistry, SavableModel, ServingModel
+from reports_ml.review import answer_key
+from reports_ml.simulate import simulate_course
+from reports_ml.staple import load_staple
+from reports_ml.tables import AcceptedTranslation, CoursePrompt, Report
+
+STAPLE_PT = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "staple" / (
+    "dev.en_pt.2020-02-20.gold.txt"
+)
+
+
+def _simulated(prompts: int = 40, seed: int = 7) -> list[ReportRecord]:
+    return simulate_course("en_pt", load_staple(STAPLE_PT)[:prompts], seed=seed)
+
+
+def _store(database: Database, records: Sequence[ReportRecord], *, decided: bool) -> None:
+    """Put simulated reports in the review tables, decided by their gold label or left open."""
+    with database.session() as session:
+        known = set(session.scalars(sa.select(CoursePrompt.prompt_id)))
+        for record in records:
+            if record.prompt_id not in known:
+                known.add(record.prompt_id)
+                session.add(CoursePrompt(course=record.course, prompt_id=record.prompt_id,
+                                         text=record.prompt))
+                session.flush()
+                unique = {answer_key(text): text for text in reversed(record.accepted)}
+                session.execute(sa.insert(AcceptedTranslation), [
+                    {"course": record.course, "prompt_id": record.prompt_id, "position": i,
+                     "text": text, "normalized_sha256": key}
+                    for i, (key, text) in enumerate(reversed(unique.items()))
+                ])
+            session.add(Report(
+                course=record.course, prompt_id=record.prompt_id, answer=record.answer,
+                normalized_sha256=answer_key(record.answer), times_reported=record.times_reported,
+                score=0.0, scored_by="setup", decision=record.label if decided else None,
+            ))
+
+
+def _flipped(records: Sequence[ReportRecord], random_state: int) -> SavableModel:
+    """A trainer that learns from inverted labels: a model that ranks worse."""
+    inverted = [r.model_copy(update={"label": not r.label}) for r in records]
+    model: SavableModel = train_model(inverted, random_state=random_state, holdout_fraction=0.0)
+    return model
+
+
+@pytest.fixture
+def database(client: TestClient, app: FastAPI) -> Database:
+    db: Database = app.state.database
+    return db
+
+
+@pytest.fixture
+def serving(app: FastAPI) -> ServingModel:
+    holder: ServingModel = app.state.serving_model
+    return holder
+
+
+def _open_scores(database: Database) -> dict[str, tuple[float, str]]:
+    with database.session() as session:
+        rows = session.execute(
+            sa.select(Report.id, Report.score, Report.scored_by).where(Report.decision.is_(None))
+        ).all()
+    return {report_id: (score, by) for report_id, score, by in rows}
+
+
+def test_the_evaluation_slice_is_by_prompt_and_stable() -> None:
+    records = _simulated()
+    prompts = {r.prompt_id for r in records if held_back(r.course, r.prompt_id)}
+    assert 0 < len(prompts) < len({r.prompt_id for r in records}) / 2
+    assert prompts == {r.prompt_id for r in records if held_back("en_pt", r.prompt_id)}
+
+
+def test_first_model_beats_the_count_heuristic_and_is_promoted(
+    database: Database, serving: ServingModel, client: TestClient,
+    auth: Callable[[Role], dict[str, str]],
+) -> None:
+    records = _simulated()
+    _store(database, records[:-30], decided=True)
+    _store(database, records[-30:], decided=False)
+    assert serving.current().kind == "heuristic"
+
+    outcome = retrain_reports_model(database, serving, min_new_labels=10)
+
+    assert outcome.status == "promoted", outcome.reason
+    assert outcome.compared_with == "heuristic"
+    assert outcome.auc is not None
+    assert outcome.compared_auc is not None
+    assert outcome.auc > outcome.compared_auc
+    assert outcome.rescored == 30
+    assert {by for _, by in _open_scores(database).values()} == {outcome.version}
+    # The running app serves the new model without a restart.
+    queue = client.get("/v1/reports/queue", params={"course": "en_pt", "limit": 5},
+                       headers=auth(Role.CONTRIBUTOR)).json()
+    assert queue["scorer"] == {"kind": "model", "version": outcome.version,
+                               "note": f"ranked by model version {outcome.version}"}
+    scores = [item["score"] for item in queue["items"]]
+    assert scores == sorted(scores, reverse=True)
+
+    # Too few new labels since then: the next run does nothing.
+    again = retrain_reports_model(database, serving, min_new_labels=10)
+    assert again.status == "skipped"
+    assert "0 new labels" in again.reason
+
+
+def test_a_model_with_worse_auc_is_not_promoted(
+    database: Database, serving: ServingModel,
+) -> None:
+    records = _simulated()
+    _store(database, records[:-30], decided=True)
+    _store(database, records[-30:], decided=False)
+    first = retrain_reports_model(database, serving, min_new_labels=1)
+    assert first.status == "promoted"
+    before = _open_scores(database)
+
+    registry = serving.registry
+    registry.record_training(0)  # pretend the labels are new, so the run trains again
+    worse = retrain_reports_model(database, serving, min_new_labels=1, trainer=_flipped)
+
+    assert worse.status == "kept_current", worse.reason
+    assert worse.auc is not None
+    assert worse.compared_auc is not None
+    assert worse.auc < worse.compared_auc
+    assert worse.compared_with == first.version
+    assert registry.promoted_version() == first.version
+    assert serving.current().version == first.version
+    assert _open_scores(database) == before  # nothing rescored
+    listed = {v.version: v for v in registry.versions()}
+    assert set(listed) == {first.version, worse.version}  # the rejected version is kept
+    assert worse.version is not None
+    assert not listed[worse.version].promoted_on_training
+
+    # An operator may still promote it (and roll back): serving and scores follow.
+    assert promote_version(database, serving, worse.version) == 30
+    assert serving.current().version == worse.version
+    assert {by for _, by in _open_scores(database).values()} == {worse.version}
+    assert first.version is not None
+    promote_version(database, serving, first.version)
+    assert serving.current().version == first.version
+    assert {by for _, by in _open_scores(database).values()} == {first.version}
+
+
+def test_retraining_needs_both_kinds_of_labels(
+    database: Database, serving: ServingModel,
+) -> None:
+    records = [r for r in _simulated() if not r.label][:50]
+    _store(database, records, decided=True)
+    outcome = retrain_reports_model(database, serving, min_new_labels=1)
+    assert outcome.status == "skipped"
+    assert "both accepted and rejected" in outcome.reason
+    assert serving.registry.versions() == []
+
+
+def test_serving_swaps_on_promotion_and_survives_a_broken_version(tmp_path: Path) -> None:
+    records = _simulated(prompts=20)
+    registry = ModelRegistry(tmp_path / "models")
+    serving = ServingModel(registry)
+    assert serving.current().kind == "heuristic"
+    info = {"created": "2026-01-01T00:00:00+00:00", "trained_on": len(records), "held_back": 0}
+    one = registry.add(train_model(records, random_state=0, holdout_fraction=0.0), info).version
+    two = registry.add(_flipped(records, 0), info).version
+    registry.promote(one)
+    first = serving.current()
+    assert first.version == one
+    assert serving.current() is first  # loaded once, reused
+    registry.promote(two)
+    assert serving.current().version == two
+    # A version whose files are damaged is skipped: the previous model keeps serving.
+    three = registry.add(train_model(records, random_state=1, holdout_fraction=0.0), info).version
+    for path in (registry.versions_dir / three).iterdir():
+        if path.name != "version.json":
+            path.write_bytes(b"damaged")
+    registry.promote(three)
+    assert serving.current().version == two
+    with pytest.raises(Exception, match="no model version"):
+        registry.promote("0099")
