@@ -25,6 +25,7 @@ _NAMING = {
     "pk": "pk_%(table_name)s",
 }
 
+_MIGRATION_LOCK = 0x43484D47  # "CHMG"
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
 
@@ -153,6 +154,11 @@ def upgrade(url: str, revision: str = "heads") -> None:
     engine = make_engine(url)
     try:
         with translate_db_errors(), engine.begin() as connection:
+            if connection.dialect.name == "postgresql":
+                # Replicas starting together take turns; the later ones find the schema current.
+                connection.execute(
+                    sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK}
+                )
             config = alembic_config(url)
             config.attributes["connection"] = connection
             command.upgrade(config, revision)

@@ -69,8 +69,7 @@ def held_back(course: str, prompt_id: str) -> bool:
 def _train_model(records: Sequence[ReportRecord], random_state: int) -> SavableModel:
     from reports_ml.model import train_model
 
-    # The held-back slice is this job's own; no second hold-out inside the trainer.
-    model: SavableModel = train_model(records, random_state=random_state, holdout_fraction=0.0)
+    model: SavableModel = train_model(records, random_state=random_state)
     return model
 
 

@@ -6,6 +6,8 @@ PostgreSQL).
 
 from __future__ import annotations
 
+import contextlib
+import secrets
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -17,7 +19,9 @@ from fastapi.testclient import TestClient
 
 from core.app import create_app
 from core.auth import Role, create_key
+from core.devservers import SeaweedServer, provision_postgres_database
 from core.settings import Settings, reset_settings_cache
+from core.storage import BlobStore, FileBlobStore, open_store
 
 # --- paths and data ------------------------------------------------------------------------
 
@@ -131,3 +135,50 @@ def auth(role_keys: dict[Role, str]) -> Callable[[Role], dict[str, str]]:
 
 
 # --- servers (SeaweedFS, PostgreSQL) -------------------------------------------------------
+# Tests that use these fixtures are marked ``s3`` / ``postgres`` automatically (see the hook).
+
+S3_FIXTURES = frozenset({"seaweed", "s3_store_url"})
+POSTGRES_FIXTURES = frozenset({"postgres_url"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        names = set(getattr(item, "fixturenames", ()))
+        if names & S3_FIXTURES:
+            item.add_marker(pytest.mark.s3)
+        if names & POSTGRES_FIXTURES:
+            item.add_marker(pytest.mark.postgres)
+
+
+@pytest.fixture(scope="session")
+def seaweed() -> Iterator[SeaweedServer]:
+    """One SeaweedFS (S3 on a free loopback port) for the whole session."""
+    with SeaweedServer() as server:
+        yield server
+
+
+@pytest.fixture
+def s3_store_url(seaweed: SeaweedServer) -> Iterator[str]:
+    """A storage URL for a fresh bucket (created on ``open_store``), removed afterwards."""
+    if not seaweed.running:  # a fault test stopped it and failed before starting it again
+        seaweed.start()
+    bucket = f"chorus-test-{secrets.token_hex(6)}"
+    yield seaweed.storage_url(bucket)
+    if seaweed.running:
+        with contextlib.suppress(Exception):  # never created, or the server is gone
+            seaweed.delete_bucket(bucket)
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A fresh PostgreSQL database for the session (see core.devservers for the server)."""
+    with provision_postgres_database(prefix="chorus_test") as url:
+        yield url
+
+
+@pytest.fixture(params=["file", pytest.param("s3", marks=pytest.mark.s3)])
+def blob_store(request: pytest.FixtureRequest, tmp_path: Path) -> BlobStore:
+    """The store on each real back end: files under ``tmp_path``, then a SeaweedFS bucket."""
+    if request.param == "file":
+        return FileBlobStore(tmp_path / "blobs")
+    return open_store(request.getfixturevalue("s3_store_url"))

@@ -79,3 +79,17 @@ def test_migrations_folder_is_shipped_with_the_package() -> None:
     assert (MIGRATIONS_DIR / "env.py").is_file()
     assert any(MIGRATIONS_DIR.glob("versions/0001_*.py"))
     assert _TABLE_MODULES
+
+
+@pytest.mark.postgres
+def test_replicas_migrating_one_database_at_once_both_succeed() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from core.devservers import provision_postgres_database
+
+    with provision_postgres_database(prefix="chorus_migrate_race") as url:
+        with ThreadPoolExecutor(max_workers=3) as pool:
+            results = list(pool.map(lambda _: upgrade(url), range(3)))
+        assert results == [None, None, None]
+        head = ScriptDirectory.from_config(alembic_config(url)).get_current_head()
+        assert current_revisions(url) == {head}

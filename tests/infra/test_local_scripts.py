@@ -241,6 +241,7 @@ def test_postgres_script_starts_an_embedded_server_when_none_answers(tmp_path: P
 @pytest.mark.e2e
 @pytest.mark.s3
 @pytest.mark.postgres
+@pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_run_scaled_serves_two_ready_processes_and_stops_them(tmp_path: Path) -> None:
     s3_port, master_port, volume_port, filer_port, first, second = _free_seaweed_ports(6)

@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from core.errors import ConfigurationError
 from core.settings import Settings
+from core.storage_s3 import S3BlobStore
 from ingest.consent import load_public_key
 from policies.policy import load_policy
 
@@ -201,7 +202,8 @@ def test_database_and_store_are_external_services_the_urls_point_at() -> None:
     assert s3["spec"]["type"] == "ExternalName"
     storage_url = _find("ConfigMap", "chorus-settings")["data"]["CHORUS_STORAGE_URL"]
     assert storage_url.startswith("s3://")
-    assert f"endpoint_url=http://chorus-s3:{s3['spec']['ports'][0]['port']}" in storage_url
+    store = S3BlobStore.from_url(storage_url)
+    assert store.endpoint_url == f"http://chorus-s3:{s3['spec']['ports'][0]['port']}"
     database_url = _find("Secret", "chorus-secrets")["stringData"]["database-url"]
     assert database_url.startswith("postgresql+psycopg://")
     assert f"@chorus-postgres:{postgres['spec']['ports'][0]['port']}/" in database_url
@@ -315,7 +317,17 @@ def test_compose_settings_are_settings_fields_and_match_the_mounts() -> None:
     }
     settings = _settings_from(resolved)
     assert settings.database_url.startswith("postgresql+psycopg://chorus:pw@postgres:5432/")
-    assert "endpoint_url=http://seaweedfs:8333" in settings.storage_url
+    store = S3BlobStore.from_url(settings.storage_url)
+    assert (store.bucket, store.endpoint_url) == ("chorus", "http://seaweedfs:8333")
+
+
+def test_the_documented_aws_storage_url_means_aws_s3() -> None:
+    readme = (INFRA / "README.md").read_text(encoding="utf-8")
+    url = re.search(r"CHORUS_STORAGE_URL='(s3://[^']+)'", readme)
+    assert url is not None
+    store = S3BlobStore.from_url(url.group(1))
+    assert store.endpoint_url is None
+    assert store.region == "eu-west-1"
 
 
 def test_compose_references_files_that_exist() -> None:

@@ -3,6 +3,7 @@ and serving that switches models without a restart."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -27,7 +28,8 @@ STAPLE_PT = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "st
 )
 
 
-def _simulated(prompts: int = 40, seed: int = 7) -> list[ReportRecord]:
+@functools.cache
+def _simulated(prompts: int = 30, seed: int = 7) -> list[ReportRecord]:
     return simulate_course("en_pt", load_staple(STAPLE_PT)[:prompts], seed=seed)
 
 
@@ -57,7 +59,7 @@ def _store(database: Database, records: Sequence[ReportRecord], *, decided: bool
 def _flipped(records: Sequence[ReportRecord], random_state: int) -> SavableModel:
     """A trainer that learns from inverted labels: a model that ranks worse."""
     inverted = [r.model_copy(update={"label": not r.label}) for r in records]
-    model: SavableModel = train_model(inverted, random_state=random_state, holdout_fraction=0.0)
+    model: SavableModel = train_model(inverted, random_state=random_state)
     return model
 
 
@@ -169,21 +171,23 @@ def test_retraining_needs_both_kinds_of_labels(
 
 
 def test_serving_swaps_on_promotion_and_survives_a_broken_version(tmp_path: Path) -> None:
-    records = _simulated(prompts=20)
+    records = _simulated()
     registry = ModelRegistry(tmp_path / "models")
     serving = ServingModel(registry)
     assert serving.current().kind == "heuristic"
     info = {"created": "2026-01-01T00:00:00+00:00", "trained_on": len(records), "held_back": 0}
-    one = registry.add(train_model(records, random_state=0, holdout_fraction=0.0), info).version
-    two = registry.add(_flipped(records, 0), info).version
+    model = train_model(records, random_state=0)
+    one = registry.add(model, info).version
+    two = registry.add(model, info).version
     registry.promote(one)
     first = serving.current()
     assert first.version == one
     assert serving.current() is first  # loaded once, reused
     registry.promote(two)
     assert serving.current().version == two
+    assert serving.current().score(records[:3]).shape == (3,)
     # A version whose files are damaged is skipped: the previous model keeps serving.
-    three = registry.add(train_model(records, random_state=1, holdout_fraction=0.0), info).version
+    three = registry.add(model, info).version
     for path in (registry.versions_dir / three).iterdir():
         if path.name != "version.json":
             path.write_bytes(b"damaged")
