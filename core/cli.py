@@ -121,6 +121,9 @@ def _register_domains() -> None:
         for command_name in getattr(module, "ROOT_COMMANDS", ()):
             app.command(command_name)(getattr(module, command_name.replace("-", "_")))
     app.add_typer(reports_cli.app, name="reports")
+    from core.demo import demo
+
+    app.command("demo")(demo)
 
 
 _register_domains()

@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 __all__ = [
     "EmbeddedPostgres",
     "SeaweedServer",
+    "ephemeral_port_range",
     "free_ports",
     "postgres_admin_url",
     "provision_postgres_database",
@@ -61,7 +62,7 @@ def free_ports(count: int) -> list[int]:
     Ports outside the range the kernel hands to outgoing connections stay free while a
     stopped server is down, so it can start again on them.
     """
-    low, _high = _ephemeral_range()
+    low, _high = ephemeral_port_range()
     ports: list[int] = []
     held: list[socket.socket] = []
     candidates = list(range(10000, low)) if low > 12000 else []
@@ -83,7 +84,8 @@ def free_ports(count: int) -> list[int]:
     return ports
 
 
-def _ephemeral_range() -> tuple[int, int]:
+def ephemeral_port_range() -> tuple[int, int]:
+    """The ports the kernel hands to outgoing connections (inclusive)."""
     try:
         low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
         return int(low), int(high)
@@ -121,8 +123,9 @@ class SeaweedServer:
         startup_timeout_s: float = 60.0,
     ) -> None:
         self._owns_dir = data_dir is None
-        self.data_dir = Path(tempfile.mkdtemp(prefix="chorus-seaweed-")) if data_dir is None \
-            else Path(data_dir).absolute()
+        if data_dir is None:
+            data_dir = Path(tempfile.mkdtemp(prefix="chorus-seaweed-"))
+        self.data_dir = Path(data_dir).absolute()
         self.access_key = access_key
         self.secret_key = secret_key or secrets.token_hex(16)
         self.region = REGION

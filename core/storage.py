@@ -1,7 +1,8 @@
 """Blob storage: the ``BlobStore`` protocol, the file store, and ``open_store(url)``.
 
 Keys are relative, ``/``-separated strings (``pending/3f…``, ``releases/<id>/clips/<n>.flac``);
-``validate_key`` refuses anything that could escape the store or alias another key.
+``validate_key`` refuses anything that could escape the store or alias another key. A key may
+not also be the folder of other keys (``a`` and ``a/b``): the file store refuses that.
 
 Invariants upheld here:
 
@@ -27,7 +28,7 @@ import shutil
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import BinaryIO, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, BinaryIO, Protocol, runtime_checkable
 from urllib.parse import urlsplit
 
 from core.errors import BlobNotFound, ConfigurationError, StorageUnavailable
@@ -379,3 +380,9 @@ def _file_root(url: str) -> Path:
 def _redacted(url: str) -> str:
     """A URL fit for an error message: no query (it may carry S3 secrets)."""
     return url.split("?", 1)[0]
+
+
+if TYPE_CHECKING:
+
+    def _conforms(store: FileBlobStore) -> BlobStore:
+        return store

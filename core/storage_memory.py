@@ -9,9 +9,13 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from core.errors import BlobNotFound, StorageUnavailable
 from core.storage import DEFAULT_CHUNK_SIZE, validate_key, validate_prefix
+
+if TYPE_CHECKING:
+    from core.storage import BlobStore
 
 
 class MemoryBlobStore:
@@ -86,3 +90,9 @@ class MemoryBlobStore:
     def presigned_url(self, key: str, *, expires_s: int) -> str | None:
         validate_key(key)
         return None
+
+
+if TYPE_CHECKING:
+
+    def _conforms(store: MemoryBlobStore) -> BlobStore:
+        return store

@@ -27,6 +27,8 @@ from core.storage import DEFAULT_CHUNK_SIZE, ChunkIterator, validate_key, valida
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
+    from core.storage import BlobStore
+
 CONNECT_TIMEOUT_S = 2.0
 READ_TIMEOUT_S = 15.0
 MAX_ATTEMPTS = 2  # the first try and one retry
@@ -298,3 +300,9 @@ def _query_options(query: str) -> dict[str, str]:
             raise ConfigurationError(f"the S3 storage URL gives {name!r} twice")
         options[name] = value
     return options
+
+
+if TYPE_CHECKING:
+
+    def _conforms(store: S3BlobStore) -> BlobStore:
+        return store

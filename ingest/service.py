@@ -10,20 +10,16 @@ the two steps is removed by the orphan sweeper (``ingest.jobs``).
 from __future__ import annotations
 
 import contextlib
-import time
 
 from aggregate.buckets import ClipFacts, add_pending_clip, pending_object_key, withdraw_learner
 from core.db import Database
-from core.errors import ChorusError, DatabaseUnavailable
+from core.errors import ChorusError
 from core.storage import BlobStore
 from ingest.audio import AudioLimits, SanitizedClip
 from ingest.catalog import require_eligible
 from ingest.consent import Consent
 from policies.audit import append as append_audit
 from policies.policy import Policy
-
-_ROW_ATTEMPTS = 4
-_RETRY_WAIT_S = 0.05
 
 
 def audio_limits(policy: Policy) -> AudioLimits:
@@ -62,23 +58,14 @@ def store_clip(
         loudness_dbfs=clip.loudness_dbfs,
     )
     try:
-        for attempt in range(_ROW_ATTEMPTS):
-            try:
-                with database.session() as session:
-                    add_pending_clip(
-                        session,
-                        exercise_id=exercise_id,
-                        learner_id=consent.learner_id,
-                        clip=facts,
-                        max_clips_per_contributor=policy.max_clips_per_contributor,
-                    )
-                return
-            except DatabaseUnavailable:
-                # SQLite answers a writer that raced another with "database is locked" at
-                # once; a short wait and a fresh transaction then see the winner's row.
-                if attempt == _ROW_ATTEMPTS - 1:
-                    raise
-                time.sleep(_RETRY_WAIT_S * (attempt + 1))
+        with database.session(write=True) as session:
+            add_pending_clip(
+                session,
+                exercise_id=exercise_id,
+                learner_id=consent.learner_id,
+                clip=facts,
+                max_clips_per_contributor=policy.max_clips_per_contributor,
+            )
     except BaseException:
         _delete_quietly(store, object_key)
         raise
@@ -90,7 +77,7 @@ def withdraw(*, database: Database, store: BlobStore, consent: Consent) -> int:
     Rows go first, in one transaction with the audit entry; objects are deleted after the
     commit, and any the store fails to delete are left to the orphan sweeper.
     """
-    with database.session() as session:
+    with database.session(write=True) as session:
         object_keys = withdraw_learner(session, consent.learner_id)
         append_audit(session, kind="withdrawal", body={"clips_removed": len(object_keys)})
     for object_key in object_keys:

@@ -35,7 +35,9 @@ __all__ = [
     "MIN_NEW_LABELS",
     "RETRAIN_INTERVAL",
     "RetrainOutcome",
+    "Trainer",
     "held_back",
+    "promote_version",
     "retrain_reports_model",
     "schedule_retraining",
 ]

@@ -386,7 +386,17 @@ def test_presigned_url_serves_the_object_on_s3_only(store: BlobStore) -> None:
 
 
 def test_check_passes_on_a_working_store(store: BlobStore) -> None:
+    assert isinstance(store, BlobStore)
     store.check()
+
+
+@pytest.mark.s3
+def test_s3_check_fails_when_the_bucket_is_gone(seaweed: SeaweedServer, s3_store_url: str) -> None:
+    store = open_store(s3_store_url)
+    assert isinstance(store, S3BlobStore)
+    seaweed.delete_bucket(store.bucket)
+    with pytest.raises(StorageUnavailable, match="no bucket"):
+        store.check()
 
 
 def test_file_store_check_fails_when_its_directory_is_gone(tmp_path: Path) -> None:

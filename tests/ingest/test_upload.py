@@ -9,12 +9,16 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 import soundfile as sf
+import soxr
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from prometheus_client import REGISTRY
 
+from aggregate.tables import Bucket
+from core.auth import Role
 from tests.ingest.conftest import NOTHING, RARE_EXERCISE, Mint, Stored, Upload
 from tests.ingest.samples import (
     flac_claiming_length,
@@ -58,9 +62,6 @@ def test_stereo_48k_is_downmixed_and_resampled(
     wav_bytes: bytes, upload: Upload, mint: Mint, app: FastAPI
 ) -> None:
     mono, rate = sf.read(io.BytesIO(wav_bytes), dtype="float32")
-    import numpy as np
-    import soxr
-
     stereo = np.stack([mono, -mono * 0.5], axis=1)
     buffer = io.BytesIO()
     sf.write(buffer, soxr.resample(stereo, rate, 48000), 48000, format="WAV")
@@ -119,8 +120,6 @@ def test_unknown_or_rare_exercise_is_422(
     response = upload(mint(), wav_bytes, {"exercise_id": exercise_id})
     _problem(response, 422, "exercise_not_eligible")
     assert stored() == NOTHING
-    from aggregate.tables import Bucket
-
     with app.state.database.session() as session:
         assert session.query(Bucket).count() == 0  # not even a bucket is opened
 
@@ -312,8 +311,6 @@ def test_simultaneous_uploads_of_one_learner_meet_the_cap(
 def test_usage_catalog_needs_admin(
     client: TestClient, auth: Callable[..., dict[str, str]]
 ) -> None:
-    from core.auth import Role
-
     body = [{"exercise_id": "digit-1", "learners": 1000}]
     assert client.put("/v1/exercises/usage", json=body).status_code == 401
     assert client.put("/v1/exercises/usage", json=body, headers=auth(Role.APP)).status_code == 403
@@ -328,8 +325,6 @@ def test_usage_catalog_replacement_removes_old_exercises(
     upload: Upload,
     mint: Mint,
 ) -> None:
-    from core.auth import Role
-
     body = [{"exercise_id": "digit-1", "learners": 1000}]
     client.put("/v1/exercises/usage", json=body, headers=auth(Role.ADMIN))
     _problem(upload(mint(), wav_bytes, {"exercise_id": "digit-7"}), 422, "exercise_not_eligible")

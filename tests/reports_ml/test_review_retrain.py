@@ -11,11 +11,11 @@ import pytest
 import sqlalchemy as sa
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from reports_ml.model import train_model
 
 from core.auth import Role
 from core.db import Database
-from reports_ml.jobs import held_back, promote_version, retrain_reports_model
+from reports_ml.jobs import Trainer, held_back, promote_version, retrain_reports_model
+from reports_ml.model import ReportModel
 from reports_ml.models import ReportRecord
 from reports_ml.registry import ModelRegistry, SavableModel, ServingModel
 from reports_ml.review import answer_key
@@ -56,11 +56,14 @@ def _store(database: Database, records: Sequence[ReportRecord], *, decided: bool
             ))
 
 
+def _small(records: Sequence[ReportRecord], random_state: int) -> SavableModel:
+    """The real model with a small hashing space, so these tests train in about a second."""
+    return ReportModel(hash_bits=12, random_state=random_state).fit(records)
+
+
 def _flipped(records: Sequence[ReportRecord], random_state: int) -> SavableModel:
     """A trainer that learns from inverted labels: a model that ranks worse."""
-    inverted = [r.model_copy(update={"label": not r.label}) for r in records]
-    model: SavableModel = train_model(inverted, random_state=random_state)
-    return model
+    return _small([r.model_copy(update={"label": not r.label}) for r in records], random_state)
 
 
 @pytest.fixture
@@ -90,16 +93,21 @@ def test_the_evaluation_slice_is_by_prompt_and_stable() -> None:
     assert prompts == {r.prompt_id for r in records if held_back("en_pt", r.prompt_id)}
 
 
+@pytest.mark.parametrize(
+    "trainer",
+    [_small, pytest.param(None, marks=pytest.mark.slow, id="default-trainer")],
+)
 def test_first_model_beats_the_count_heuristic_and_is_promoted(
     database: Database, serving: ServingModel, client: TestClient,
-    auth: Callable[[Role], dict[str, str]],
+    auth: Callable[[Role], dict[str, str]], trainer: Trainer | None,
 ) -> None:
     records = _simulated()
     _store(database, records[:-30], decided=True)
     _store(database, records[-30:], decided=False)
     assert serving.current().kind == "heuristic"
 
-    outcome = retrain_reports_model(database, serving, min_new_labels=10)
+    trained = {"trainer": trainer} if trainer is not None else {}
+    outcome = retrain_reports_model(database, serving, min_new_labels=10, **trained)
 
     assert outcome.status == "promoted", outcome.reason
     assert outcome.compared_with == "heuristic"
@@ -128,7 +136,7 @@ def test_a_model_with_worse_auc_is_not_promoted(
     records = _simulated()
     _store(database, records[:-30], decided=True)
     _store(database, records[-30:], decided=False)
-    first = retrain_reports_model(database, serving, min_new_labels=1)
+    first = retrain_reports_model(database, serving, min_new_labels=1, trainer=_small)
     assert first.status == "promoted"
     before = _open_scores(database)
 
@@ -164,7 +172,7 @@ def test_retraining_needs_both_kinds_of_labels(
 ) -> None:
     records = [r for r in _simulated() if not r.label][:50]
     _store(database, records, decided=True)
-    outcome = retrain_reports_model(database, serving, min_new_labels=1)
+    outcome = retrain_reports_model(database, serving, min_new_labels=1, trainer=_small)
     assert outcome.status == "skipped"
     assert "both accepted and rejected" in outcome.reason
     assert serving.registry.versions() == []
@@ -176,7 +184,7 @@ def test_serving_swaps_on_promotion_and_survives_a_broken_version(tmp_path: Path
     serving = ServingModel(registry)
     assert serving.current().kind == "heuristic"
     info = {"created": "2026-01-01T00:00:00+00:00", "trained_on": len(records), "held_back": 0}
-    model = train_model(records, random_state=0)
+    model = _small(records, 0)
     one = registry.add(model, info).version
     two = registry.add(model, info).version
     registry.promote(one)

@@ -1,0 +1,290 @@
+"""Fixtures of the end-to-end tests: real ``chorus serve`` processes under upload load.
+
+``UploadLoad`` drives uploads of real FSDD recordings from threads against one or more servers
+and keeps every answer; ``census`` then tells, per acknowledged (201) upload, where its clip
+is: a pending row with its object, or (counted only) a released batch.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+import soundfile as sf
+import sqlalchemy as sa
+
+from aggregate.buckets import contributor_tag
+from aggregate.tables import Bucket, PendingClip, Release, ReleasedClip
+from core.db import Database
+from core.devservers import provision_postgres_database
+from core.storage import BlobStore
+from ingest.catalog import replace_usage
+from ingest.consent import mint_token
+from ingest.models import ExerciseUsageCreate
+from tests.conftest import ConsentKeys
+from tests.e2e.procs import ChorusProcess
+
+EXERCISES = ("digit-0", "digit-1", "digit-2", "digit-3")
+SMALL_POLICY = """\
+name = "e2e"
+version = 1
+k = 3
+max_clips_per_contributor = 1
+min_exercise_learners = 10
+min_contributor_age = 16
+accepted_consent_versions = ["speech-research-v1"]
+release_interval = "hourly"
+retention_cycles = 1000
+"""
+
+
+@pytest.fixture(scope="session")
+def fsdd_wavs(fsdd_dir: Path) -> list[bytes]:
+    """Forty real FSDD recordings (WAV, 8 kHz) long enough for the policy's minimum."""
+    files = sorted(fsdd_dir.glob("*.wav"))[::75]
+    wavs = [path.read_bytes() for path in files if sf.info(path).duration >= 0.4]
+    assert len(wavs) >= 20
+    return wavs
+
+
+@pytest.fixture
+def policy_file(tmp_path: Path) -> Path:
+    path = tmp_path / "policy.toml"
+    path.write_text(SMALL_POLICY)
+    return path
+
+
+@pytest.fixture
+def fresh_postgres_url() -> Iterator[str]:
+    """A new, empty PostgreSQL database for one test, dropped afterwards."""
+    with provision_postgres_database(prefix="chorus_e2e") as url:
+        yield url
+
+
+def prepare_database(url: str) -> Database:
+    """Migrate ``url`` and load a usage catalog where every test exercise is eligible."""
+    database = Database(url)
+    database.upgrade()
+    with database.session() as session:
+        replace_usage(session, [ExerciseUsageCreate(exercise_id=e, learners=500)
+                                for e in EXERCISES])
+    return database
+
+
+ServerFactory = Callable[..., ChorusProcess]
+
+
+@pytest.fixture
+def chorus_server(
+    tmp_path: Path, consent_keys: ConsentKeys, policy_file: Path
+) -> Iterator[ServerFactory]:
+    """``chorus_server(database_url=…, storage_url=…, **CHORUS_overrides)``: not yet started."""
+    made: list[ChorusProcess] = []
+
+    def factory(*, database_url: str, storage_url: str, **overrides: str) -> ChorusProcess:
+        index = len(made)
+        env = {
+            "CHORUS_DATABASE_URL": database_url,
+            "CHORUS_STORAGE_URL": storage_url,
+            "CHORUS_POLICY": str(policy_file),
+            "CHORUS_CONSENT_PUBLIC_KEY": consent_keys.public_pem,
+            "CHORUS_SCHEDULER_ENABLED": "false",
+            "CHORUS_DECODER_WORKERS": "1",
+            "CHORUS_MODEL_DIR": str(tmp_path / "models"),
+            **{f"CHORUS_{name.upper()}": value for name, value in overrides.items()},
+        }
+        server = ChorusProcess(env, tmp_path / f"serve-{index}.log")
+        made.append(server)
+        return server
+
+    yield factory
+    for server in made:
+        server.stop()
+
+
+# --- load ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Answer:
+    """One upload's outcome: HTTP status (0 for a transport error) and problem code."""
+
+    server: int
+    learner_id: str
+    exercise_id: str
+    status: int
+    code: str
+    at: float
+
+
+@dataclass
+class UploadLoad:
+    """Threads uploading real clips round-robin to ``urls`` until stopped."""
+
+    urls: Sequence[str]
+    wavs: Sequence[bytes]
+    consent_keys: ConsentKeys
+    threads: int = 4
+    learners: int | None = None  # a pool to draw from; None: a fresh learner per upload
+    seed: int = 0
+    answers: list[Answer] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _workers: list[threading.Thread] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _serial: int = 0
+
+    def start(self) -> UploadLoad:
+        for index in range(self.threads):
+            worker = threading.Thread(target=self._run, args=(index,), daemon=True)
+            worker.start()
+            self._workers.append(worker)
+        return self
+
+    def stop(self) -> list[Answer]:
+        self._stop.set()
+        for worker in self._workers:
+            worker.join(60)
+            assert not worker.is_alive(), "an upload thread hung"
+        return self.answers
+
+    def _next_learner(self, rng: random.Random) -> str:
+        with self._lock:
+            self._serial += 1
+            serial = self._serial
+        if self.learners is None:
+            return f"e2e-learner-{self.seed}-{serial}"
+        return f"e2e-learner-{self.seed}-{rng.randrange(self.learners)}"
+
+    def _run(self, index: int) -> None:
+        rng = random.Random(self.seed * 1000 + index)
+        with httpx.Client(timeout=30) as client:
+            turn = index
+            while not self._stop.is_set():
+                server = turn % len(self.urls)
+                turn += 1
+                learner = self._next_learner(rng)
+                exercise = rng.choice(EXERCISES)
+                status, code = self._upload(client, self.urls[server], learner, exercise, rng)
+                with self._lock:
+                    self.answers.append(
+                        Answer(server, learner, exercise, status, code, time.monotonic())
+                    )
+                if status == 0:
+                    time.sleep(0.05)  # a dead server: do not spin
+
+    def _upload(
+        self, client: httpx.Client, url: str, learner: str, exercise: str, rng: random.Random
+    ) -> tuple[int, str]:
+        token = mint_token(self.consent_keys.private_key, learner_id=learner)
+        try:
+            response = client.post(
+                f"{url}/v1/clips",
+                files=[
+                    ("metadata", (None, json.dumps({"exercise_id": exercise}).encode(),
+                                  "application/json")),
+                    ("audio", ("clip.wav", rng.choice(self.wavs), "audio/wav")),
+                ],
+                headers={"Authorization": f"Bearer {token}"},
+            )
+        except httpx.TransportError as exc:
+            return 0, type(exc).__name__
+        code = ""
+        if response.status_code != 201:
+            try:
+                code = str(response.json().get("code", ""))
+            except ValueError:
+                code = response.text[:80]
+        return response.status_code, code
+
+
+def acknowledged(answers: Sequence[Answer]) -> list[Answer]:
+    return [answer for answer in answers if answer.status == 201]
+
+
+def outcomes(answers: Sequence[Answer]) -> Counter[tuple[int, str]]:
+    return Counter((answer.status, answer.code) for answer in answers)
+
+
+# --- where the clips are ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Census:
+    pending_rows: int
+    released_rows: int
+    pending_objects: set[str]
+    pending_row_keys: set[str]
+    released_objects: int
+    releases: int
+    release_bucket_ids: list[str]
+    unmatched: list[Answer]  # acknowledged uploads with no pending row of their own
+
+    @property
+    def rows(self) -> int:
+        return self.pending_rows + self.released_rows
+
+
+def take_census(database: Database, store: BlobStore, acks: Sequence[Answer]) -> Census:
+    """Rows and objects, and which acknowledged uploads have their own pending row.
+
+    A pending row is found by its contributor tag, HMAC(bucket key, learner id), in a bucket of
+    the upload's exercise that still holds its key; a released bucket has lost its key, so its
+    clips can only be counted.
+    """
+    with database.session() as session:
+        keyed = session.execute(
+            sa.select(Bucket.id, Bucket.exercise_id, Bucket.bucket_key).where(
+                Bucket.bucket_key.is_not(None)
+            )
+        ).all()
+        pending = session.execute(
+            sa.select(PendingClip.bucket_id, PendingClip.contributor_tag, PendingClip.object_key)
+        ).all()
+        released_rows = session.execute(
+            sa.select(sa.func.count()).select_from(ReleasedClip)
+        ).scalar_one()
+        release_bucket_ids = list(session.execute(sa.select(Release.bucket_id)).scalars())
+    by_slot = {(bucket_id, tag): key for bucket_id, tag, key in pending}
+    unmatched: list[Answer] = []
+    for ack in acks:
+        found = None
+        for bucket_id, exercise_id, bucket_key in keyed:
+            if exercise_id == ack.exercise_id:
+                found = by_slot.pop((bucket_id, contributor_tag(bucket_key, ack.learner_id)),
+                                    None) or found
+        if found is None:
+            unmatched.append(ack)
+    released_objects = sum(1 for key in store.list("releases/") if key.endswith(".flac"))
+    return Census(
+        pending_rows=len(pending),
+        released_rows=released_rows,
+        pending_objects=set(store.list("pending/")),
+        pending_row_keys={key for _b, _t, key in pending},
+        released_objects=released_objects,
+        releases=len(release_bucket_ids),
+        release_bucket_ids=release_bucket_ids,
+        unmatched=unmatched,
+    )
+
+
+def assert_every_ack_pending_and_stored(
+    census: Census, acks: Sequence[Answer], *, unacknowledged_attempts: int = 0
+) -> None:
+    """No release ran: each 201 has its own pending row, and every row its object.
+
+    ``unacknowledged_attempts`` uploads ended without an answer (a killed server): each of
+    those may or may not have been stored.
+    """
+    assert not census.unmatched, f"{len(census.unmatched)} acknowledged clips are missing"
+    assert census.releases == 0
+    assert len(acks) <= census.pending_rows <= len(acks) + unacknowledged_attempts
+    missing_objects = census.pending_row_keys - census.pending_objects
+    assert not missing_objects, f"{len(missing_objects)} pending rows have no object"

@@ -1,0 +1,103 @@
+"""``chorus demo`` from nothing: real server on loopback, real FSDD clips (or synthesized ones)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import soundfile as sf
+from typer.testing import CliRunner
+
+from core.cli import app as cli_app
+from core.demo import DemoOutcome, run_demo, synthesized_wav
+
+pytestmark = pytest.mark.e2e
+
+EXPECTED_REFUSALS = {
+    "a child's recording": (403, "minor"),
+    "a rare exercise": (422, "exercise_not_eligible"),
+    "a forged consent token": (401, "consent_invalid"),
+    "a second clip for the same bucket": (409, "contribution_limit"),
+}
+K = 5
+
+
+def _assert_tour_succeeded(outcome: DemoOutcome) -> None:
+    assert outcome.releases, "no batch was released"
+    assert all(release["contributor_count"] >= K for release in outcome.releases)
+    released = {release["exercise_id"] for release in outcome.releases}
+    # Digits 0–4 are recorded by all six learners; the others by three, below k.
+    assert released == {f"digit-{d}" for d in range(5)}
+    refusals = {r.what: (r.status, r.code) for r in outcome.refusals}
+    assert refusals == EXPECTED_REFUSALS
+    assert outcome.audit_ok
+    assert outcome.audit_checks >= 9
+    assert outcome.downloaded_clips >= K
+    assert outcome.queue, "the review queue is empty"
+    top = outcome.queue[0]
+    assert top["times_reported"] == 3  # the answer three learners sent ranks first
+    assert [item["score"] for item in outcome.queue] == sorted(
+        (item["score"] for item in outcome.queue), reverse=True
+    )
+
+
+def test_demo_on_fsdd_releases_refuses_audits_and_ranks(
+    tmp_path: Path, shared_data: Path
+) -> None:
+    lines: list[str] = []
+    outcome = run_demo(
+        folder=tmp_path / "demo",
+        fsdd=shared_data / "fsdd",
+        staple=shared_data / "staple" / "dev.en_hu.2020-02-20.gold.txt",
+        echo=lines.append,
+    )
+
+    assert outcome.audio_source == "fsdd"
+    _assert_tour_succeeded(outcome)
+    assert outcome.course_prompts == 500
+    assert outcome.seconds < 60
+    # The researcher's download is a real batch: manifest and the service's own FLAC clips.
+    batch = tmp_path / "demo" / "downloads" / str(outcome.downloaded_release)
+    manifest = json.loads(next(batch.rglob("manifest.json")).read_text())
+    clips = sorted(batch.rglob("*.flac"))
+    assert len(clips) == manifest["clip_count"] == outcome.downloaded_clips
+    info = sf.info(str(clips[0]))
+    assert (info.format, info.samplerate, info.channels) == ("FLAC", 16000, 1)
+    # Role keys are written once, private to the user; the output says where to look.
+    role_keys = tmp_path / "demo" / "keys" / "role-keys.txt"
+    assert role_keys.stat().st_mode & 0o077 == 0
+    assert set(outcome.role_keys) == {"app", "researcher", "auditor", "contributor", "admin"}
+    text = "\n".join(lines)
+    for expected in ("403 minor", "422 exercise_not_eligible", "401 consent_invalid",
+                     "audit: clean", "/review", "chorus audit", str(role_keys)):
+        assert expected in text
+
+
+def test_demo_synthesizes_audio_when_fsdd_is_absent(tmp_path: Path, shared_data: Path) -> None:
+    lines: list[str] = []
+    outcome = run_demo(
+        folder=tmp_path / "demo",
+        fsdd=tmp_path / "no-such-fsdd",
+        staple=shared_data / "staple" / "dev.en_hu.2020-02-20.gold.txt",
+        echo=lines.append,
+    )
+
+    assert outcome.audio_source == "synthesized"
+    assert any("synthesizing" in line for line in lines)
+    _assert_tour_succeeded(outcome)
+    flac = next((tmp_path / "demo" / "downloads").rglob("*.flac"))
+    assert flac.read_bytes()[:4] == b"fLaC"
+
+
+def test_synthesized_clips_differ_by_learner_and_exercise() -> None:
+    clips = {synthesized_wav(speaker, digit) for speaker in range(6) for digit in range(10)}
+    assert len(clips) == 60
+
+
+def test_demo_command_refuses_to_overwrite_a_previous_demo(tmp_path: Path) -> None:
+    (tmp_path / "chorus.db").write_bytes(b"")
+    result = CliRunner().invoke(cli_app, ["demo", "--dir", str(tmp_path)])
+    assert result.exit_code == 2
+    assert "--reset" in result.output
+    assert (tmp_path / "chorus.db").exists()

@@ -1,0 +1,189 @@
+"""Faults under upload load: the store down, database connections killed, a replica killed.
+
+In every case a client sees either 201 or a 503 with a stable code, never a 500; every 201 is
+durable (its pending row and its object exist); and the service recovers by itself.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import psycopg
+import pytest
+from sqlalchemy.engine import make_url
+
+from core.devservers import SeaweedServer
+from core.storage import open_store
+from ingest.jobs import OrphanSweeper
+from tests.conftest import ConsentKeys
+from tests.e2e.conftest import (
+    ServerFactory,
+    UploadLoad,
+    acknowledged,
+    assert_every_ack_pending_and_stored,
+    outcomes,
+    prepare_database,
+    take_census,
+)
+
+pytestmark = pytest.mark.e2e
+
+
+def _between(answers: list, start: float, end: float) -> list:
+    return [a for a in answers if start <= a.at <= end]
+
+
+def _wait_ready(url: str, timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while httpx.get(f"{url}/readyz", timeout=5).status_code != 200:
+        assert time.monotonic() < deadline, "the service did not become ready again"
+        time.sleep(0.2)
+
+
+@pytest.fixture
+def own_seaweed(tmp_path: Path) -> Iterator[SeaweedServer]:
+    """A SeaweedFS of this test alone, so stopping it disturbs no other test."""
+    with SeaweedServer(tmp_path / "seaweed") as server:
+        yield server
+
+
+def test_store_down_and_back_answers_503_and_loses_nothing(
+    chorus_server: ServerFactory,
+    own_seaweed: SeaweedServer,
+    fresh_postgres_url: str,
+    fsdd_wavs: list[bytes],
+    consent_keys: ConsentKeys,
+) -> None:
+    storage_url = own_seaweed.storage_url("chorus-faults")
+    database = prepare_database(fresh_postgres_url)
+    server = chorus_server(database_url=fresh_postgres_url, storage_url=storage_url).start()
+    load = UploadLoad([server.url], fsdd_wavs, consent_keys, threads=4, seed=2).start()
+
+    time.sleep(3)
+    down_at = time.monotonic()
+    own_seaweed.stop()
+    time.sleep(2)
+    assert httpx.get(f"{server.url}/readyz", timeout=30).json()["code"] == "storage_unavailable"
+    time.sleep(3)
+    up_at = time.monotonic()
+    own_seaweed.start()
+    _wait_ready(server.url)
+    recovered_at = time.monotonic()
+    time.sleep(3)
+    answers = load.stop()
+
+    seen = outcomes(answers)
+    assert set(seen) <= {(201, ""), (503, "storage_unavailable")}, seen
+    outage = _between(answers, down_at + 1, up_at)
+    assert outage, "uploads were answered while the store was down"
+    assert {(a.status, a.code) for a in outage} == {(503, "storage_unavailable")}
+    assert any(a.status == 201 for a in _between(answers, recovered_at, time.monotonic()))
+
+    store = open_store(storage_url)
+    acks = acknowledged(answers)
+    census = take_census(database, store, acks)
+    assert_every_ack_pending_and_stored(census, acks)
+    # A write the store took whose answer was lost has no row: two sweeps remove it.
+    sweeper = OrphanSweeper(database=database, store=store)
+    sweeper.run()
+    sweeper.run()
+    assert set(store.list("pending/")) == census.pending_row_keys
+    database.dispose()
+
+
+def _terminate_backends(database_url: str, stop: threading.Event, kills: list[int]) -> None:
+    """Kill every other connection to this test's database, twice a second, until ``stop``."""
+    url = make_url(database_url).set(drivername="postgresql")
+    with psycopg.connect(url.render_as_string(hide_password=False), autocommit=True) as conn:
+        while not stop.wait(0.5):
+            killed = conn.execute(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            ).fetchone()
+            kills.append(int(killed[0]) if killed else 0)
+
+
+def test_killed_database_connections_answer_503_and_recover(
+    chorus_server: ServerFactory,
+    fresh_postgres_url: str,
+    s3_store_url: str,
+    fsdd_wavs: list[bytes],
+    consent_keys: ConsentKeys,
+) -> None:
+    database = prepare_database(fresh_postgres_url)
+    database.dispose()  # its pooled connections would only be killed too
+    server = chorus_server(database_url=fresh_postgres_url, storage_url=s3_store_url).start()
+    load = UploadLoad([server.url], fsdd_wavs, consent_keys, threads=4, seed=3).start()
+
+    time.sleep(2)
+    stop, kills = threading.Event(), []
+    killer = threading.Thread(target=_terminate_backends, args=(fresh_postgres_url, stop, kills))
+    killer.start()
+    time.sleep(6)
+    stop.set()
+    killer.join(10)
+    calm_at = time.monotonic()
+    _wait_ready(server.url)
+    time.sleep(3)
+    answers = load.stop()
+
+    assert sum(kills) >= 5, kills
+    seen = outcomes(answers)
+    assert set(seen) <= {(201, ""), (503, "database_unavailable")}, seen
+    after = _between(answers, calm_at + 1, time.monotonic())
+    assert after, "uploads were answered after the kills stopped"
+    assert all(a.status == 201 for a in after), outcomes(after)
+
+    acks = acknowledged(answers)
+    census = take_census(database, open_store(s3_store_url), acks)
+    # A commit whose answer was lost may have stored a clip its client saw refused.
+    refused = seen[(503, "database_unavailable")]
+    assert_every_ack_pending_and_stored(census, acks, unacknowledged_attempts=refused)
+    database.dispose()
+
+
+def test_a_replica_killed_under_load_kept_every_clip_it_acknowledged(
+    chorus_server: ServerFactory,
+    fresh_postgres_url: str,
+    s3_store_url: str,
+    fsdd_wavs: list[bytes],
+    consent_keys: ConsentKeys,
+) -> None:
+    database = prepare_database(fresh_postgres_url)
+    server = chorus_server(database_url=fresh_postgres_url, storage_url=s3_store_url).start()
+    load = UploadLoad([server.url], fsdd_wavs, consent_keys, threads=6, seed=4).start()
+    time.sleep(4)
+    server.kill()
+    killed_at = time.monotonic()
+    time.sleep(1)
+    answers = load.stop()
+
+    seen = outcomes(answers)
+    assert set(seen) <= {(201, ""), (0, "ConnectError"), (0, "RemoteProtocolError"),
+                         (0, "ReadError")}, seen
+    acks = acknowledged(answers)
+    assert len(acks) >= 20, seen
+    cut_off = [a for a in answers if a.status == 0 and a.at - killed_at < 0.5]
+    store = open_store(s3_store_url)
+    census = take_census(database, store, acks)
+    assert_every_ack_pending_and_stored(census, acks, unacknowledged_attempts=len(cut_off))
+
+    # A fresh process on the same database and store serves again, and the sweeper removes
+    # any object whose row the killed process never wrote.
+    replacement = chorus_server(database_url=fresh_postgres_url, storage_url=s3_store_url)
+    replacement.start()
+    more = UploadLoad([replacement.url], fsdd_wavs, consent_keys, threads=2, seed=5).start()
+    time.sleep(2)
+    later = more.stop()
+    assert later and all(a.status == 201 for a in later), outcomes(later)
+    sweeper = OrphanSweeper(database=database, store=store)
+    sweeper.run()
+    sweeper.run()
+    final = take_census(database, store, [*acks, *acknowledged(later)])
+    assert not final.unmatched
+    assert final.pending_objects == final.pending_row_keys
+    database.dispose()
