@@ -35,6 +35,7 @@ import os
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TextIO
 
 import sqlalchemy as sa
@@ -387,7 +388,7 @@ def _write_manifest(
             _write_clip_entries(out, iter_released_clips(database, claim.release_id,
                                                          batch_size=batch_size))
             out.write("]}")
-        store.put_file(manifest_key(claim.release_id), path)
+        store.put_file(manifest_key(claim.release_id), Path(path))
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)

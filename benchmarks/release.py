@@ -116,7 +116,7 @@ def _store(kind: str, workdir: Path) -> Iterator[str]:
     from core.devservers import SeaweedServer
 
     with SeaweedServer(workdir / "seaweed") as server:
-        yield server.s3_url("bench")
+        yield server.storage_url("bench")
 
 
 def bench(kind: str, *, buckets: int, clips: int, batch_size: int, database: str | None) -> dict[

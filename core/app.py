@@ -14,7 +14,7 @@ from aggregate.jobs import schedule_release_job
 from aggregate.routes import router as aggregate_router
 from core.db import Database
 from core.errors import ChorusError
-from core.handlers import install_error_handlers, problem_response
+from core.handlers import PROBLEM_RESPONSES, install_error_handlers, problem_response
 from core.logs import AccessLogMiddleware
 from core.metrics import render_metrics
 from core.scheduler import build_scheduler, interval_trigger
@@ -86,6 +86,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         summary="Consent-gated speech collection released only in k-anonymous batches",
         lifespan=lifespan,
+        responses=PROBLEM_RESPONSES,
     )
     app.state.settings = settings
     app.state.database = database

@@ -14,6 +14,7 @@ Every error a user can see has a stable ``code``; routes never raise ``HTTPExcep
     ├── Conflict                     409 conflict
     │   ├── ContributionLimit        409 contribution_limit
     │   └── AlreadyDecided           409 already_decided
+    ├── UploadTimeout                408 upload_timeout
     ├── PayloadTooLarge              413 payload_too_large
     ├── UnsupportedAudio             415 unsupported_audio
     ├── InvalidInput                 422 invalid_input
@@ -100,6 +101,12 @@ class ContributionLimit(Conflict):
 class AlreadyDecided(Conflict):
     code = "already_decided"
     title = "This report already has a decision"
+
+
+class UploadTimeout(ChorusError):
+    status = 408
+    code = "upload_timeout"
+    title = "The upload arrived too slowly"
 
 
 class PayloadTooLarge(ChorusError):

@@ -14,6 +14,29 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from core.errors import ChorusError, DatabaseUnavailable, problem_body
 
 PROBLEM_JSON = "application/problem+json"
+# Declared on every operation (see create_app), so the published schema names what errors look like.
+PROBLEM_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["type", "title", "status", "detail", "code"],
+    "properties": {
+        "type": {"type": "string"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string"},
+        "code": {"type": "string", "description": "stable machine-readable error code"},
+        "instance": {"type": "string"},
+    },
+}
+PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {
+        "description": description,
+        "content": {PROBLEM_JSON: {"schema": PROBLEM_SCHEMA}},
+    }
+    for status, description in (
+        ("4XX", "the request was refused (RFC 9457 problem document)"),
+        ("5XX", "the service or a dependency failed (RFC 9457 problem document)"),
+    )
+}
 _logger = logging.getLogger("chorus.errors")
 _HTTP_CODES = {
     400: "bad_request",

@@ -46,6 +46,9 @@ class SanitizedClip:
 def sanitize_audio(data: bytes, limits: AudioLimits) -> SanitizedClip:
     """Decode ``data`` within ``limits`` and re-encode it; raises UnsupportedAudio/InvalidAudio."""
     samples, sample_rate = _decode_within_limits(data, limits)
+    # Clip before mixing and resampling: a float stream may hold finite values near 3.4e38
+    # whose sum overflows to inf, which resampling turns into NaN and the encoder refuses.
+    samples = np.clip(samples, -1.0, 1.0)
     mono = samples.mean(axis=1) if samples.shape[1] > 1 else samples[:, 0]
     if sample_rate != limits.output_sample_rate:
         mono = soxr.resample(mono, sample_rate, limits.output_sample_rate, quality="HQ")

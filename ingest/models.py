@@ -33,7 +33,8 @@ def parse_clip_metadata(raw: bytes) -> ParsedMetadata:
     """Parse the ``metadata`` part; errors name the field, never a value."""
     try:
         document = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError):
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        # RecursionError: nesting deeper than the parser's stack, which 16 KiB allows.
         raise InvalidMetadata("the metadata part is not valid JSON") from None
     if not isinstance(document, dict):
         raise InvalidMetadata("the metadata part must be a JSON object")
@@ -60,7 +61,8 @@ class ExerciseUsageCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     exercise_id: ExerciseId
-    learners: int = Field(ge=0)
+    # The column is a 32-bit INTEGER: larger values would fail in the database, not here.
+    learners: int = Field(ge=0, le=2**31 - 1)
     language: str | None = Field(default=None, max_length=35)
 
 

@@ -7,12 +7,15 @@ oversized body is refused before it is read in full and nothing is spooled to di
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
+
 from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 
 from core.db import Database
 from core.deps import AdminRole, DatabaseDep, SessionDep, StoreDep
-from core.errors import ChorusError
+from core.errors import ChorusError, UploadTimeout
 from ingest import metrics, service
 from ingest.catalog import count_eligible, replace_usage
 from ingest.consent import bearer_token, check_age, verify_consent
@@ -29,6 +32,9 @@ from ingest.multipart import MultipartUpload, check_content_length
 from policies.policy import Policy
 
 router = APIRouter(tags=["ingest"])
+# A body must keep arriving (idle) and be complete (total) within these; read at call time.
+UPLOAD_IDLE_TIMEOUT_S = 15.0
+UPLOAD_TOTAL_TIMEOUT_S = 120.0
 
 _UPLOAD_BODY = {
     "requestBody": {
@@ -84,7 +90,7 @@ async def upload_clip(
             request.headers.get("content-type"), max_upload_bytes=policy.max_upload_bytes
         )
         parsed: ParsedMetadata | None = None
-        async for chunk in request.stream():
+        async for chunk in _body_chunks(request):
             upload.feed(chunk)
             if parsed is None and upload.metadata is not None:
                 parsed = await _admit_metadata(upload.metadata, database, policy)
@@ -108,6 +114,29 @@ async def upload_clip(
         raise
     metrics.UPLOADS.labels(outcome="accepted").inc()
     return ClipAcceptedRead()
+
+
+async def _body_chunks(request: Request) -> AsyncIterator[bytes]:
+    """The body as it arrives; a client that pauses or dawdles too long is cut off (408).
+
+    uvicorn has no request-body timeout of its own, so without this a client trickling bytes
+    would hold its connection and buffers for ever.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + UPLOAD_TOTAL_TIMEOUT_S
+    chunks = request.stream().__aiter__()
+    while True:
+        wait_s = min(UPLOAD_IDLE_TIMEOUT_S, deadline - loop.time())
+        try:
+            chunk = await asyncio.wait_for(anext(chunks), timeout=max(wait_s, 0.0))
+        except StopAsyncIteration:
+            return
+        except TimeoutError:
+            raise UploadTimeout(
+                f"send the upload within {UPLOAD_TOTAL_TIMEOUT_S:.0f} s, pausing at most "
+                f"{UPLOAD_IDLE_TIMEOUT_S:.0f} s"
+            ) from None
+        yield chunk
 
 
 async def _admit_metadata(raw: bytes, database: Database, policy: Policy) -> ParsedMetadata:

@@ -3,8 +3,9 @@
 Upholds P3 (the learner id goes only into ``add_pending_clip``, which keeps a keyed tag), P4
 (a random object key, no time anywhere, no per-clip log line), P6's cap (``ContributionLimit``
 from the unique slot constraint) and P9 (withdrawal removes every pending clip of the learner).
-An object whose row cannot be written is deleted at once; one that survives a crash between
-the two steps is removed by the orphan sweeper (``ingest.jobs``).
+An object whose row is refused is deleted at once; one whose row write ended with the database
+unreachable (the commit may have landed) or that survives a crash between the two steps is
+removed by the orphan sweeper (``ingest.jobs``) if no row refers to it.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import contextlib
 
 from aggregate.buckets import ClipFacts, add_pending_clip, pending_object_key, withdraw_learner
 from core.db import Database
-from core.errors import ChorusError
+from core.errors import ChorusError, DatabaseUnavailable
 from core.storage import BlobStore
 from ingest.audio import AudioLimits, SanitizedClip
 from ingest.catalog import require_eligible
@@ -66,6 +67,10 @@ def store_clip(
                 clip=facts,
                 max_clips_per_contributor=policy.max_clips_per_contributor,
             )
+    except DatabaseUnavailable:
+        # The commit may have landed although its answer was lost; deleting the object could
+        # leave a row without its clip. If no row refers to it, the orphan sweeper removes it.
+        raise
     except BaseException:
         _delete_quietly(store, object_key)
         raise

@@ -50,7 +50,7 @@ def get_releases(
     request: Request,
     _role: AuditorRole,
     session: SessionDep,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=2**62)] = 0,  # bounded: SQL integers are 64-bit
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> AuditReleasePage:
     """Every release with its contributor count, clip count and the k in force."""
@@ -78,7 +78,9 @@ def get_releases(
 def get_log(
     _role: AuditorRole,
     session: SessionDep,
-    after: Annotated[int, Query(ge=0, description="return entries after this sequence")] = 0,
+    after: Annotated[
+        int, Query(ge=0, le=2**62, description="return entries after this sequence")
+    ] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> AuditLogPage:
     """Audit entries in chain order, with the verification status of the whole chain."""

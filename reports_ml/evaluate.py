@@ -20,8 +20,8 @@ from sklearn import metrics
 
 from core.errors import InvalidInput
 from reports_ml.features import FeatureSet
-from reports_ml.models import ReportRecord
 from reports_ml.model import ReportModel, split_by_prompt
+from reports_ml.models import ReportRecord
 
 __all__ = [
     "Evaluation",

@@ -28,7 +28,7 @@ from core.db import Database
 from core.scheduler import interval_trigger
 from reports_ml.models import ReportRecord
 from reports_ml.registry import SavableModel, ServingModel
-from reports_ml.review import labelled_records, rescore_open
+from reports_ml.review_records import labelled_records, rescore_open
 from reports_ml.scoring import ModelScorer, Scorer
 
 __all__ = [
@@ -135,7 +135,7 @@ def retrain_reports_model(
             labels, version, auc, current.version, compared_auc,
         )
     registry.promote(version)
-    with database.session() as session:
+    with database.session(write=True) as session:
         rescored = rescore_open(session, ModelScorer(version=version, model=candidate))
     _logger.info("new model promoted", extra={"version": version, "auc": auc})
     return RetrainOutcome(
@@ -150,7 +150,7 @@ def promote_version(database: Database, serving: ServingModel, version: str) -> 
     registry = serving.registry
     model = registry.load(version)
     registry.promote(version)
-    with database.session() as session:
+    with database.session(write=True) as session:
         return rescore_open(session, ModelScorer(version=version, model=model))
 
 

@@ -13,17 +13,19 @@ import binascii
 import hashlib
 import json
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
-from typing import Any, TypeVar, cast
+from collections.abc import Sequence
+from typing import Any, cast
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import CursorResult
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from core.errors import AlreadyDecided, InvalidInput, NotFound
+from core.db import Base
+from core.errors import AlreadyDecided, ConfigurationError, InvalidInput, NotFound
+from core.ids import new_id
 from reports_ml.diff import nearest_accepted, word_diff
-from reports_ml.models import ReportRecord
 from reports_ml.review_models import (
     CoursePromptsRead,
     CourseRead,
@@ -34,6 +36,14 @@ from reports_ml.review_models import (
     ReportIntakeRead,
     ThankYouRead,
 )
+from reports_ml.review_records import (
+    CHUNK,
+    accepted_lists,
+    chunks,
+    open_reports,
+    prompt_texts,
+    rescore,
+)
 from reports_ml.scoring import Scorer
 from reports_ml.tables import (
     AcceptedTranslation,
@@ -43,10 +53,6 @@ from reports_ml.tables import (
     ThankYouNotice,
 )
 from reports_ml.text import normalize_answer
-
-PromptKey = tuple[str, str]
-_T = TypeVar("_T")
-_RESCORE_CHUNK = 500
 
 
 def answer_key(text: str) -> str:
@@ -91,7 +97,7 @@ def put_prompts(
         )
     ):
         reviewed[prompt_id].add(key)
-    for chunk in _chunks(ids, _RESCORE_CHUNK):
+    for chunk in chunks(ids, CHUNK):
         session.execute(
             sa.delete(AcceptedTranslation).where(
                 AcceptedTranslation.course == course,
@@ -114,12 +120,12 @@ def put_prompts(
     if rows:
         session.execute(sa.insert(AcceptedTranslation), rows)
     closed = 0
-    open_reports = _open_reports(session, course=course, prompt_ids=set(ids))
-    for report in open_reports:
+    waiting = open_reports(session, course=course, prompt_ids=set(ids))
+    for report in waiting:
         if report.normalized_sha256 in keys_by_prompt[report.prompt_id]:
             _close(session, report, accept=True, add_translation=False)
             closed += 1
-    _rescore(session, scorer, [r for r in open_reports if r.decision is None])
+    rescore(session, scorer, [r for r in waiting if r.decision is None])
     return CoursePromptsRead(
         course=course,
         created=sum(1 for i in ids if i not in existing),
@@ -172,46 +178,75 @@ def submit_report(
             .values(times_reported=Report.times_reported + 1)
         )
         session.refresh(row)
-    _rescore(session, scorer, [row])
+    rescore(session, scorer, [row])
     return ReportIntakeRead(
         status="queued", report_id=row.id, times_reported=row.times_reported
     ), created
 
 
 def _find_or_open(session: Session, *, report: ReportCreate, key: str) -> tuple[Report, bool]:
-    where = (
-        Report.course == report.course,
-        Report.prompt_id == report.prompt_id,
-        Report.normalized_sha256 == key,
+    """The report of this answer, opened if new; whether it was opened by this request.
+
+    The INSERT ... ON CONFLICT DO NOTHING is the transaction's first write, so racing requests
+    with the same answer queue on the write lock (SQLite) or the unique index (PostgreSQL) and
+    all but one join the report instead of failing.
+    """
+    report_id = new_id()
+    created = _insert_if_new(
+        session,
+        Report,
+        {
+            "id": report_id, "course": report.course, "prompt_id": report.prompt_id,
+            "answer": report.answer, "normalized_sha256": key, "times_reported": 1,
+            "score": 0.0, "scored_by": "pending",
+        },
+        ["course", "prompt_id", "normalized_sha256"],
     )
-    row = session.scalars(sa.select(Report).where(*where)).one_or_none()
-    if row is not None:
-        return row, False
-    try:
-        with session.begin_nested():
-            row = Report(
-                course=report.course, prompt_id=report.prompt_id, answer=report.answer,
-                normalized_sha256=key, times_reported=1, score=0.0, scored_by="pending",
-            )
-            session.add(row)
-            session.flush()
-            session.add(ReportReporter(report_id=row.id, reporter_id=report.reporter_id))
-            session.flush()
-        return row, True
-    except IntegrityError:
-        # Another request opened the same report first: join it.
-        return session.scalars(sa.select(Report).where(*where)).one(), False
+    row = session.scalars(
+        sa.select(Report)
+        .where(
+            Report.course == report.course,
+            Report.prompt_id == report.prompt_id,
+            Report.normalized_sha256 == key,
+        )
+        .execution_options(populate_existing=True)
+    ).one()
+    if created:
+        _add_reporter(session, row.id, report.reporter_id)
+    return row, created
 
 
 def _add_reporter(session: Session, report_id: str, reporter_id: str) -> bool:
     """True when this reporter had not sent this answer before."""
-    try:
-        with session.begin_nested():
-            session.add(ReportReporter(report_id=report_id, reporter_id=reporter_id))
-            session.flush()
-    except IntegrityError:
-        return False
-    return True
+    return _insert_if_new(
+        session,
+        ReportReporter,
+        {"report_id": report_id, "reporter_id": reporter_id},
+        ["report_id", "reporter_id"],
+    )
+
+
+def _insert_if_new(
+    session: Session, table: type[Base], values: dict[str, Any], keys: list[str]
+) -> bool:
+    """INSERT unless a row with the same ``keys`` exists; True when a row was inserted."""
+    dialect = session.get_bind().dialect.name
+    target = cast(sa.Table, table.__table__)
+    columns = target.c
+    if dialect == "sqlite":
+        statement: sa.Executable = (
+            sqlite_insert(target).values(**values)
+            .on_conflict_do_nothing(index_elements=keys).returning(columns[keys[0]])
+        )
+    elif dialect == "postgresql":
+        statement = (
+            postgresql_insert(target).values(**values)
+            .on_conflict_do_nothing(index_elements=keys).returning(columns[keys[0]])
+        )
+    else:
+        raise ConfigurationError(f"unsupported database {dialect!r}")
+    # RETURNING yields a row only when one was inserted (rowcount is not reliable here).
+    return session.execute(statement).first() is not None
 
 
 def _is_accepted(session: Session, course: str, prompt_id: str, key: str) -> bool:
@@ -260,8 +295,8 @@ def queue(
     rows = list(session.scalars(query.order_by(Report.score.desc(), Report.id).limit(limit + 1)))
     more = len(rows) > limit
     rows = rows[:limit]
-    prompts = _prompt_texts(session, rows)
-    accepted = _accepted_lists(session, {(r.course, r.prompt_id) for r in rows})
+    prompts = prompt_texts(session, rows)
+    accepted = accepted_lists(session, {(r.course, r.prompt_id) for r in rows})
     items = []
     for row in rows:
         translations = [text for text, _ in accepted.get((row.course, row.prompt_id), [])]
@@ -303,8 +338,8 @@ def decide(session: Session, *, report_id: str, accept: bool, scorer: Scorer) ->
     notices = _close(session, report, accept=accept, add_translation=accept)
     rescored = 0
     if accept:
-        others = _open_reports(session, course=report.course, prompt_ids={report.prompt_id})
-        rescored = _rescore(session, scorer, others)
+        others = open_reports(session, course=report.course, prompt_ids={report.prompt_id})
+        rescored = rescore(session, scorer, others)
     return DecisionRead(
         report_id=report.id, accepted=accept, rescored=rescored, thank_you_notices=notices
     )
@@ -372,110 +407,3 @@ def acknowledge(session: Session, *, notice_id: str) -> None:
     )
     if result.rowcount != 1:
         raise NotFound("no such thank-you notice")
-
-
-# --- scoring ---------------------------------------------------------------------------------
-
-
-def rescore_open(session: Session, scorer: Scorer) -> int:
-    """Score every open report again (after a model change); returns how many."""
-    return _rescore(session, scorer, _open_reports(session))
-
-
-def labelled_records(session: Session) -> list[ReportRecord]:
-    """Every decided report as a training record; a report never sees its own answer accepted."""
-    rows = list(session.scalars(sa.select(Report).where(Report.decision.is_not(None))))
-    return _records(session, rows, labelled=True)
-
-
-def _open_reports(
-    session: Session, *, course: str | None = None, prompt_ids: set[str] | None = None
-) -> list[Report]:
-    query = sa.select(Report).where(Report.decision.is_(None))
-    if course is not None:
-        query = query.where(Report.course == course)
-    if prompt_ids is None:
-        return list(session.scalars(query))
-    found: list[Report] = []
-    for chunk in _chunks(sorted(prompt_ids), _RESCORE_CHUNK):
-        found.extend(session.scalars(query.where(Report.prompt_id.in_(chunk))))
-    return found
-
-
-def _rescore(session: Session, scorer: Scorer, reports: Sequence[Report]) -> int:
-    for chunk in _chunks(list(reports), _RESCORE_CHUNK):
-        scores = scorer.score(_records(session, chunk, labelled=False))
-        for report, score in zip(chunk, scores, strict=True):
-            report.score = float(score)
-            report.scored_by = scorer.version
-    session.flush()
-    return len(reports)
-
-
-def _records(session: Session, rows: Sequence[Report], *, labelled: bool) -> list[ReportRecord]:
-    prompts = _prompt_texts(session, rows)
-    accepted = _accepted_lists(session, {(r.course, r.prompt_id) for r in rows})
-    shared: dict[tuple[str, ...], tuple[str, ...]] = {}
-    records = []
-    for row in rows:
-        translations = tuple(
-            text for text, source in accepted.get((row.course, row.prompt_id), [])
-            if source != row.id
-        )
-        records.append(
-            ReportRecord(
-                report_id=row.id, course=row.course, prompt_id=row.prompt_id,
-                prompt=prompts[(row.course, row.prompt_id)], answer=row.answer,
-                accepted=shared.setdefault(translations, translations),
-                times_reported=row.times_reported,
-                label=row.decision if labelled else None,
-            )
-        )
-    return records
-
-
-def _prompt_texts(session: Session, rows: Iterable[Report]) -> dict[PromptKey, str]:
-    texts: dict[PromptKey, str] = {}
-    by_course: dict[str, set[str]] = defaultdict(set)
-    for row in rows:
-        by_course[row.course].add(row.prompt_id)
-    for course, prompt_ids in by_course.items():
-        for chunk in _chunks(sorted(prompt_ids), _RESCORE_CHUNK):
-            for prompt_id, text in session.execute(
-                sa.select(CoursePrompt.prompt_id, CoursePrompt.text).where(
-                    CoursePrompt.course == course, CoursePrompt.prompt_id.in_(chunk)
-                )
-            ):
-                texts[(course, prompt_id)] = text
-    return texts
-
-
-def _accepted_lists(
-    session: Session, keys: set[PromptKey]
-) -> dict[PromptKey, list[tuple[str, str | None]]]:
-    """Accepted translations (text, source report) per prompt, in list order."""
-    lists: dict[PromptKey, list[tuple[str, str | None]]] = defaultdict(list)
-    by_course: dict[str, set[str]] = defaultdict(set)
-    for course, prompt_id in keys:
-        by_course[course].add(prompt_id)
-    for course, prompt_ids in by_course.items():
-        for chunk in _chunks(sorted(prompt_ids), _RESCORE_CHUNK):
-            for prompt_id, text, source in session.execute(
-                sa.select(
-                    AcceptedTranslation.prompt_id,
-                    AcceptedTranslation.text,
-                    AcceptedTranslation.source_report_id,
-                )
-                .where(
-                    AcceptedTranslation.course == course,
-                    AcceptedTranslation.prompt_id.in_(chunk),
-                )
-                .order_by(AcceptedTranslation.prompt_id, AcceptedTranslation.position)
-            ):
-                lists[(course, prompt_id)].append((text, source))
-    return lists
-
-
-def _chunks(items: Sequence[_T], size: int) -> Iterable[Sequence[_T]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]

@@ -54,7 +54,7 @@ def import_staple(
         ]
     except ChorusError as exc:
         _fail(exc.detail)
-    with _service() as (database, serving), database.session() as session:
+    with _service() as (database, serving), database.session(write=True) as session:
         result = put_prompts(session, course=course, prompts=prompts, scorer=serving.current())
     typer.echo(
         f"{course}: {result.created} prompts added, {result.updated} updated, "

@@ -88,7 +88,7 @@ def put_course_prompts(
     serving: ServingDep,
 ) -> CoursePromptsRead:
     """Add or update a course's prompts with their accepted translations."""
-    with database.session() as session:
+    with database.session(write=True) as session:
         return review.put_prompts(
             session, course=course, prompts=prompts, scorer=serving.current()
         )
@@ -101,7 +101,11 @@ def get_courses(_role: ReviewerRole, database: DatabaseDep) -> list[CourseRead]:
         return review.list_courses(session)
 
 
-@router.post("/v1/reports", tags=["reports"])
+@router.post(
+    "/v1/reports",
+    tags=["reports"],
+    responses={201: {"model": ReportIntakeRead, "description": "a new report was opened"}},
+)
 def post_report(
     body: ReportCreate,
     response: Response,
@@ -110,7 +114,7 @@ def post_report(
     serving: ServingDep,
 ) -> ReportIntakeRead:
     """A learner's report: 201 when it opens a report, 200 when it joins one or was decided."""
-    with database.session() as session:
+    with database.session(write=True) as session:
         answer, created = review.submit_report(session, report=body, scorer=serving.current())
     response.status_code = 201 if created else 200
     return answer
@@ -147,7 +151,7 @@ def post_decision(
     serving: ServingDep,
 ) -> DecisionRead:
     """Accept or reject a report, once; a second decision is 409 ``already_decided``."""
-    with database.session() as session:
+    with database.session(write=True) as session:
         return review.decide(
             session, report_id=report_id, accept=body.accept, scorer=serving.current()
         )
@@ -171,7 +175,7 @@ def post_outbox_ack(
     database: DatabaseDep,
 ) -> Response:
     """The notice was sent: it is deleted, and the reporter id with it."""
-    with database.session() as session:
+    with database.session(write=True) as session:
         review.acknowledge(session, notice_id=notice_id)
     return Response(status_code=204)
 

@@ -126,7 +126,9 @@ def simulate_reports(
     """Simulated reports of every course (see module docstring), grouped per prompt."""
     records: list[ReportRecord] = []
     for course, prompts in prompts_by_course.items():
-        records.extend(simulate_course(course, prompts, seed=seed, params=params, progress=progress))
+        records.extend(
+            simulate_course(course, prompts, seed=seed, params=params, progress=progress),
+        )
     return records
 
 
@@ -196,14 +198,17 @@ class _PromptSimulation:
         popularity = 1.0 / np.arange(1, n_common + 1)
         from_common = rng.random(n_mistakes) < (params.common_share if common else 0.0)
         fresh = iter(self._mistaken_answers(int(n_mistakes - from_common.sum())))
-        picks = rng.choice(max(n_common, 1), size=n_mistakes, p=popularity / popularity.sum()
-                           if common else None)
-        for use_common, pick in zip(from_common.tolist(), picks.tolist()):
+        picks = rng.choice(
+            max(n_common, 1), size=n_mistakes, p=popularity / popularity.sum() if common else None,
+        )
+        for use_common, pick in zip(from_common.tolist(), picks.tolist(), strict=True):
             text = common[pick] if use_common else next(fresh)
             form = normalize_answer(text)
             if form and form not in self.accepted_forms:
                 self._add(reports, form, text + self.prompt.translations[0].text[-1:])
-        return [self._record(form, str(text), int(count)) for form, (text, count) in reports.items()]
+        return [
+            self._record(form, str(text), int(count)) for form, (text, count) in reports.items()
+        ]
 
     def _mistaken_answers(self, count: int) -> list[str]:
         """``count`` answers, each a gold translation (picked by weight) with mistakes."""
@@ -213,7 +218,9 @@ class _PromptSimulation:
         bases = np.searchsorted(self.cumulative, self.rng.random(count) * self.cumulative[-1])
         seconds = self.rng.random(count) < self.params.second_mistake
         answers = []
-        for base, pair, second in zip(bases.tolist(), drawn_kinds.tolist(), seconds.tolist()):
+        for base, pair, second in zip(
+            bases.tolist(), drawn_kinds.tolist(), seconds.tolist(), strict=True,
+        ):
             tokens = list(self.gold_tokens[min(base, len(self.gold_tokens) - 1)])
             for kind_index in pair[: 1 + int(second)]:
                 tokens = self._mistake(kinds[kind_index], tokens)
@@ -228,7 +235,8 @@ class _PromptSimulation:
             entry[1] = int(entry[1]) + 1
 
     def _surface(self, text: str) -> str:
-        if text and not text[-1].isalnum() and self.rnd.random() < self.params.drop_final_punctuation:
+        ends_in_punctuation = bool(text) and not text[-1].isalnum()
+        if ends_in_punctuation and self.rnd.random() < self.params.drop_final_punctuation:
             text = text[:-1]
         if self.rnd.random() < self.params.capitalize:
             text = text[:1].upper() + text[1:]
@@ -306,7 +314,8 @@ class _PromptSimulation:
         return [*tokens[:position], tokens[position + 1], tokens[position], *tokens[position + 2 :]]
 
     def _wrong_inflection(self, tokens: list[str]) -> list[str]:
-        candidates = [i for i, word in enumerate(tokens) if len(self.words.by_stem.get(word[:4], ())) > 1]
+        by_stem = self.words.by_stem
+        candidates = [i for i, word in enumerate(tokens) if len(by_stem.get(word[:4], ())) > 1]
         if not candidates:
             return self._typo(tokens)
         position = self.rnd.choice(candidates)

@@ -101,7 +101,9 @@ def _parse_block(where: Path, block: list[tuple[int, str]]) -> Prompt:
 def _parse_translation(where: Path, number: int, line: str) -> Translation:
     text, bar, weight_text = line.rpartition("|")
     if not bar or not text.strip():
-        raise InvalidInput(f"{where}:{number}: expected '<translation>|<weight>', got {line[:80]!r}")
+        raise InvalidInput(
+            f"{where}:{number}: expected '<translation>|<weight>', got {line[:80]!r}",
+        )
     try:
         weight = float(weight_text)
     except ValueError:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from core.storage import BlobStore
 from aggregate.buckets import ClipFacts, add_pending_clip, pending_object_key
 from aggregate.tables import Bucket, PendingClip, ReleasedClip
 from core.db import Database
+from core.devservers import provision_postgres_database
 
 SPEAKERS = ("george", "jackson", "lucas", "nicolas", "theo", "yweweler")
 
@@ -164,22 +164,9 @@ def assert_each_released_once(census: Census, clips: list[FlacClip]) -> None:
     assert census.released_rows == sum(census.released.values())
 
 
+
 @pytest.fixture
-def postgres_database_url() -> Iterator[str]:
-    """A fresh, empty PostgreSQL database for one test, dropped afterwards."""
-    import psycopg
-
-    from core.ids import new_id
-
-    admin = os.environ.get("CHORUS_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
-    name = f"chorus_agg_{new_id()[:12]}"
-    try:
-        connection = psycopg.connect(admin, autocommit=True, connect_timeout=5)
-    except psycopg.OperationalError as exc:
-        pytest.fail(f"PostgreSQL is not reachable at {admin}: {exc}")
-    with connection:
-        connection.execute(f'CREATE DATABASE "{name}"')
-    base = admin.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1)
-    yield f"{base}/{name}"
-    with psycopg.connect(admin, autocommit=True) as connection:
-        connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+def fresh_postgres_url() -> Iterator[str]:
+    """A new, empty PostgreSQL database for one test, dropped afterwards."""
+    with provision_postgres_database(prefix="chorus_aggregate") as url:
+        yield url

@@ -4,19 +4,21 @@ from __future__ import annotations
 
 import io
 import json
+import socket
 import tarfile
+import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 import soundfile as sf
+import uvicorn
 from core.storage import open_store
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
-import aggregate.cli
 from aggregate.jobs import run_release_cycle
 from core.auth import Role
 from core.cli import app as chorus
@@ -77,22 +79,29 @@ def released(app: FastAPI, client: TestClient, seed: Seed) -> str:
 
 
 @pytest.fixture
-def in_process_http(
-    client: TestClient, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Point the researcher commands at the test app instead of a network server."""
-
-    def http_client(url: str, key: str) -> httpx.Client:
-        return httpx.Client(
-            transport=client._transport, base_url="http://testserver",
-            headers={"X-API-Key": key},
-        )
-
-    monkeypatch.setattr(aggregate.cli, "http_client", http_client)
+def live_url(client: TestClient, app: FastAPI, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """The test app served over real HTTP on a free loopback port (lifespan already entered)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="off", log_config=None)
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert server.started
+    url = f"http://127.0.0.1:{port}"
+    monkeypatch.setenv("CHORUS_URL", url)
+    yield url
+    server.should_exit = True
+    thread.join(timeout=10)
 
 
 def test_releases_list_show_and_download(
-    released: str, in_process_http: None, role_keys: dict[Role, str], tmp_path: Path
+    released: str, live_url: str, role_keys: dict[Role, str], tmp_path: Path
 ) -> None:
     key = ["--key", role_keys[Role.RESEARCHER]]
     result = runner.invoke(chorus, ["releases", "list", *key], env={"COLUMNS": "200"})
@@ -124,7 +133,7 @@ def test_releases_list_show_and_download(
 
 
 def test_releases_commands_report_problems_in_one_line(
-    released: str, in_process_http: None, role_keys: dict[Role, str], tmp_path: Path
+    released: str, live_url: str, role_keys: dict[Role, str], tmp_path: Path
 ) -> None:
     result = runner.invoke(chorus, ["releases", "show", "f" * 32, "--key",
                                     role_keys[Role.RESEARCHER]])

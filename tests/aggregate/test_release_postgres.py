@@ -31,8 +31,8 @@ pytestmark = pytest.mark.postgres
 
 
 @pytest.fixture
-def database(postgres_database_url: str) -> Iterator[Database]:
-    db = Database(postgres_database_url)
+def database(fresh_postgres_url: str) -> Iterator[Database]:
+    db = Database(fresh_postgres_url)
     db.upgrade()
     yield db
     db.dispose()

@@ -115,13 +115,15 @@ def chorus_server(
 
 @dataclass(frozen=True)
 class Answer:
-    """One upload's outcome: HTTP status (0 for a transport error) and problem code."""
+    """One upload's outcome: HTTP status (0 for a transport error) and problem code; when it
+    was sent and answered (``time.monotonic()``)."""
 
     server: int
     learner_id: str
     exercise_id: str
     status: int
     code: str
+    sent: float
     at: float
 
 
@@ -172,10 +174,11 @@ class UploadLoad:
                 turn += 1
                 learner = self._next_learner(rng)
                 exercise = rng.choice(EXERCISES)
+                sent = time.monotonic()
                 status, code = self._upload(client, self.urls[server], learner, exercise, rng)
                 with self._lock:
                     self.answers.append(
-                        Answer(server, learner, exercise, status, code, time.monotonic())
+                        Answer(server, learner, exercise, status, code, sent, time.monotonic())
                     )
                 if status == 0:
                     time.sleep(0.05)  # a dead server: do not spin
@@ -255,12 +258,11 @@ def take_census(database: Database, store: BlobStore, acks: Sequence[Answer]) ->
     by_slot = {(bucket_id, tag): key for bucket_id, tag, key in pending}
     unmatched: list[Answer] = []
     for ack in acks:
-        found = None
         for bucket_id, exercise_id, bucket_key in keyed:
-            if exercise_id == ack.exercise_id:
-                found = by_slot.pop((bucket_id, contributor_tag(bucket_key, ack.learner_id)),
-                                    None) or found
-        if found is None:
+            slot = (bucket_id, contributor_tag(bucket_key, ack.learner_id))
+            if exercise_id == ack.exercise_id and by_slot.pop(slot, None) is not None:
+                break
+        else:
             unmatched.append(ack)
     released_objects = sum(1 for key in store.list("releases/") if key.endswith(".flac"))
     return Census(

@@ -6,6 +6,7 @@ file next to the test's temporary files, which a failing test quotes.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -34,6 +35,24 @@ def rss_kib(pid: int) -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1])
     raise ValueError(f"no VmRSS for pid {pid}")
+
+
+def descendants(pid: int) -> list[int]:
+    """Every live process below ``pid``, children first."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            # The command name may hold spaces; the fields after its ')' do not.
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            parents[int(stat.parent.name)] = int(fields[1])
+    found: list[int] = []
+    frontier = [pid]
+    while frontier:
+        parent = frontier.pop()
+        children = [child for child, ppid in parents.items() if ppid == parent]
+        found.extend(children)
+        frontier.extend(children)
+    return found
 
 
 class ChorusProcess:
@@ -93,11 +112,20 @@ class ChorusProcess:
         raise RuntimeError(f"chorus serve was not ready in {timeout_s:.0f} s:\n{self.log_tail()}")
 
     def kill(self) -> None:
-        """SIGKILL, as a crash or an OOM kill would."""
-        if self.running:
-            assert self.process is not None
-            self.process.send_signal(signal.SIGKILL)
-            self.process.wait(10)
+        """SIGKILL the API process, as a crash or an OOM kill would.
+
+        Its decoder workers outlive it (a container runtime would take them down with it), so
+        they are killed afterwards, by the pids they had.
+        """
+        if not self.running:
+            return
+        assert self.process is not None
+        left_behind = descendants(self.process.pid)
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(10)
+        for pid in left_behind:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
     def stop(self, *, grace_s: float = 15.0) -> None:
         """SIGTERM (uvicorn's graceful shutdown), SIGKILL after ``grace_s``."""

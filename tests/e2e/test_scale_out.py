@@ -48,6 +48,15 @@ def _settled(database: Database, k: int, store_pending: int) -> bool:
     return releasing == 0 and not ready and rows == store_pending
 
 
+def _released_by(log_path: Path) -> int:
+    """Buckets a replica's release job reported releasing (its JSON log lines)."""
+    released = 0
+    for line in log_path.read_text(errors="replace").splitlines():
+        if line.startswith("{") and '"release cycle"' in line:
+            released += int(json.loads(line).get("released", 0))
+    return released
+
+
 def test_two_replicas_release_every_acknowledged_clip_exactly_once(
     chorus_server: ServerFactory,
     fresh_postgres_url: str,
@@ -65,6 +74,7 @@ def test_two_replicas_release_every_acknowledged_clip_exactly_once(
             storage_url=s3_store_url,
             scheduler_enabled="true",
             release_interval=str(RELEASE_INTERVAL_S),
+            log_level="INFO",
         )
         for _ in range(2)
     ]
@@ -92,6 +102,9 @@ def test_two_replicas_release_every_acknowledged_clip_exactly_once(
         assert replica.running, replica.log_tail()
 
     census = take_census(database, store, acks)
+    print("scale-out:", dict(seen), "releases", census.releases,
+          "released", census.released_rows, "pending", census.pending_rows,
+          "releases per replica", [_released_by(r.log_path) for r in replicas])
     # Exactly one place each: released rows and pending rows add up to the 201s ...
     assert census.rows == len(acks), (census.rows, len(acks))
     # ... each pending row is one acknowledged upload's own, and its object is there ...

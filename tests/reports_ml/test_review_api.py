@@ -359,3 +359,29 @@ def test_console_shell_is_public_but_holds_no_data(
     # Without a key the data routes refuse.
     assert client.get("/v1/courses").status_code == 401
     assert client.get("/v1/reports/queue", params={"course": "en_pt"}).status_code == 401
+
+
+def test_concurrent_identical_reports_join_one_report(
+    client: TestClient, auth: Auth, course: None
+) -> None:
+    threads = 8
+    barrier = threading.Barrier(threads)
+    statuses: list[int] = []
+    lock = threading.Lock()
+
+    def send(number: int) -> None:
+        barrier.wait()
+        status = report(client, auth, "Bem, o que o patrão disse?", reporter=f"r{number}")
+        with lock:
+            statuses.append(status.status_code)
+
+    workers = [threading.Thread(target=send, args=(n,)) for n in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=60)
+    assert sorted(statuses) == [200] * (threads - 1) + [201]
+    items = queue(client, auth)["items"]
+    assert [(item["answer"], item["times_reported"]) for item in items] == [
+        ("Bem, o que o patrão disse?", threads)
+    ]

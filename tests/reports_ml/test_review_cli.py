@@ -62,3 +62,32 @@ def test_retrain_without_labels_and_models_commands(env: str) -> None:
     missing = runner.invoke(app, ["reports", "models", "promote", "0007"])
     assert missing.exit_code == 2
     assert "no model version '0007'" in missing.output
+
+
+def test_models_list_marks_the_promoted_version_and_promote_switches(
+    env: str, tmp_path: Path
+) -> None:
+    from reports_ml.model import ReportModel
+    from reports_ml.registry import ModelRegistry
+    from reports_ml.simulate import simulate_course
+    from reports_ml.staple import load_staple
+
+    records = simulate_course(
+        "en_pt", load_staple(STAPLE / "dev.en_pt.2020-02-20.gold.txt")[:10], seed=1
+    )
+    registry = ModelRegistry(tmp_path / "models")
+    model = ReportModel(hash_bits=12).fit(records)
+    info = {"created": "2026-01-02T03:04:05+00:00", "trained_on": len(records), "held_back": 0,
+            "auc": 0.81234}
+    first = registry.add(model, info).version
+    second = registry.add(model, info).version
+    registry.promote(second)
+    runner = CliRunner()
+    listed = runner.invoke(app, ["reports", "models", "list"]).output.splitlines()
+    assert listed[1].startswith(f"  {first} ")
+    assert listed[2].startswith(f"* {second} ")
+    assert "0.8123" in listed[1]
+    promoted = runner.invoke(app, ["reports", "models", "promote", first])
+    assert promoted.exit_code == 0, promoted.output
+    assert f"version {first} promoted; 0 open reports rescored" in promoted.output
+    assert registry.promoted_version() == first

@@ -203,3 +203,17 @@ def test_serving_swaps_on_promotion_and_survives_a_broken_version(tmp_path: Path
     assert serving.current().version == two
     with pytest.raises(Exception, match="no model version"):
         registry.promote("0099")
+
+
+def test_the_scheduled_job_runs_a_retraining(database: Database, serving: ServingModel) -> None:
+    from apscheduler.schedulers.background import BackgroundScheduler
+
+    from reports_ml.jobs import schedule_retraining
+
+    scheduler = BackgroundScheduler(timezone="UTC")
+    schedule_retraining(scheduler, database=database, serving=serving, min_new_labels=1)
+    job = scheduler.get_job("reports-retrain")
+    assert job is not None
+    job.func()  # no labels yet: the run skips quietly, nothing is stored
+    assert serving.registry.versions() == []
+    assert serving.registry.promoted_version() is None

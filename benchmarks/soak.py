@@ -1,0 +1,354 @@
+"""Soak: a bounded loopback upload load at ~80 % of measured capacity, watched over time.
+
+One ``chorus serve`` on the embedded default (SQLite + file store under a temporary folder,
+demo policy, the release scheduler on) takes real FSDD recordings, each from a distinct
+learner. First a closed-loop burst measures capacity (uploads/s at a fixed concurrency); then
+an open-loop load sends uploads at ``--load`` × that rate on a fixed schedule, whether or not
+earlier ones have been answered, for ``--duration`` seconds. Latency counts from each upload's
+scheduled time, so a server falling behind shows up as latency, not as a slower load.
+
+Reported per ``--window``: uploads, errors (anything but 201, transport errors included), p50
+and p99 latency, and the server's resident memory (VmRSS from /proc: the API process, and the
+API process with its decoder workers) at the window's end.
+
+    .venv/bin/python benchmarks/soak.py [--duration 600] [--window 30] [--out soak.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+FSDD = REPO_ROOT / ".." / "shared" / "data" / "fsdd" / "recordings"
+EXERCISES = [f"digit-{d}" for d in range(10)]
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+from ingest.consent import generate_keypair, load_private_key, mint_token  # noqa: E402
+from tests.e2e.procs import ChorusProcess, descendants, rss_kib  # noqa: E402
+
+
+@dataclass
+class Sample:
+    offset_s: float  # scheduled send time, from the start of the phase
+    latency_ms: float
+    ok: bool
+
+
+@dataclass
+class Window:
+    index: int
+    uploads: int
+    errors: int
+    p50_ms: float
+    p99_ms: float
+    rss_kib: int
+    rss_total_kib: int
+
+    @property
+    def error_rate(self) -> float:
+        return self.errors / self.uploads if self.uploads else 0.0
+
+
+@dataclass
+class SoakResult:
+    capacity_rps: float
+    target_rps: float
+    duration_s: float
+    window_s: float
+    windows: list[Window] = field(default_factory=list)
+    rss_start_kib: int = 0
+    rss_warm_kib: int = 0
+    rss_end_kib: int = 0
+    rss_total_start_kib: int = 0
+    rss_total_end_kib: int = 0
+    releases: int = 0
+
+    @property
+    def uploads(self) -> int:
+        return sum(w.uploads for w in self.windows)
+
+    @property
+    def errors(self) -> int:
+        return sum(w.errors for w in self.windows)
+
+    @property
+    def error_rate(self) -> float:
+        return self.errors / self.uploads if self.uploads else 0.0
+
+    @property
+    def achieved_rps(self) -> float:
+        return self.uploads / self.duration_s
+
+
+def rss_total_kib(pid: int) -> int:
+    """VmRSS of ``pid`` and every process below it (shared pages counted in each)."""
+    total = 0
+    for member in (pid, *descendants(pid)):
+        try:
+            total += rss_kib(member)
+        except (OSError, ValueError):
+            continue  # a decoder worker being replaced
+    return total
+
+
+def load_clips(count: int = 60) -> list[bytes]:
+    files = sorted(FSDD.glob("*.wav"))[::37]
+    clips = [path.read_bytes() for path in files if path.stat().st_size > 8000]
+    if len(clips) < 10:
+        raise SystemExit(f"too few FSDD recordings in {FSDD}")
+    return clips[:count]
+
+
+def prepare_service(workdir: Path, *, release_interval: int) -> tuple[dict[str, str], str]:
+    """Environment of the embedded default with a usage catalog; returns (env, private PEM)."""
+    from core.db import Database
+    from ingest.catalog import replace_usage
+    from ingest.models import ExerciseUsageCreate
+
+    private_pem, public_pem = generate_keypair()
+    (workdir / "consent-public.pem").write_text(public_pem)
+    env = {
+        "CHORUS_DATABASE_URL": f"sqlite:///{workdir / 'chorus.db'}",
+        "CHORUS_STORAGE_URL": f"file://{workdir / 'blobs'}",
+        "CHORUS_POLICY": "demo",
+        "CHORUS_CONSENT_PUBLIC_KEY": str(workdir / "consent-public.pem"),
+        "CHORUS_SCHEDULER_ENABLED": "true",
+        "CHORUS_RELEASE_INTERVAL": str(release_interval),
+        "CHORUS_MODEL_DIR": str(workdir / "models"),
+    }
+    database = Database(env["CHORUS_DATABASE_URL"])
+    database.upgrade()
+    with database.session() as session:
+        replace_usage(
+            session, [ExerciseUsageCreate(exercise_id=e, learners=10_000) for e in EXERCISES]
+        )
+    database.dispose()
+    return env, private_pem
+
+
+class Uploader:
+    """Uploads clips, each as a new learner, and keeps what happened."""
+
+    def __init__(self, client: httpx.AsyncClient, clips: list[bytes], private_pem: str) -> None:
+        self.client = client
+        self.clips = clips
+        self.key = load_private_key(private_pem)
+        self.serial = 0
+
+    def _request(self) -> tuple[str, bytes, str]:
+        self.serial += 1
+        token = mint_token(self.key, learner_id=f"soak-{self.serial}")
+        metadata = json.dumps({"exercise_id": EXERCISES[self.serial % len(EXERCISES)]})
+        return token, self.clips[self.serial % len(self.clips)], metadata
+
+    async def upload(self, scheduled: float) -> Sample:
+        token, clip, metadata = self._request()
+        try:
+            response = await self.client.post(
+                "/v1/clips",
+                files=[
+                    ("metadata", (None, metadata.encode(), "application/json")),
+                    ("audio", ("clip.wav", clip, "audio/wav")),
+                ],
+                headers={"Authorization": f"Bearer {token}"},
+            )
+            ok = response.status_code == 201
+        except httpx.TransportError:
+            ok = False
+        return Sample(0.0, (time.perf_counter() - scheduled) * 1000, ok)
+
+
+async def measure_capacity(uploader: Uploader, *, seconds: float, concurrency: int) -> float:
+    """Closed loop: ``concurrency`` uploads always in flight; returns answered uploads/s."""
+    done = 0
+    deadline = time.perf_counter() + seconds
+
+    async def worker() -> None:
+        nonlocal done
+        while time.perf_counter() < deadline:
+            sample = await uploader.upload(time.perf_counter())
+            if not sample.ok:
+                raise RuntimeError("an upload failed while measuring capacity")
+            done += 1
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return done / (time.perf_counter() - started)
+
+
+async def open_loop(
+    uploader: Uploader, *, rate: float, duration_s: float, window_s: float, server_pid: int
+) -> tuple[list[Sample], list[tuple[int, int]]]:
+    """Send at ``rate``/s on a fixed schedule; sample RSS at the end of each window."""
+    samples: list[Sample] = []
+    rss: list[tuple[int, int]] = []
+    tasks: set[asyncio.Task[None]] = set()
+    start = time.perf_counter()
+
+    async def one(offset: float) -> None:
+        sample = await uploader.upload(start + offset)
+        sample.offset_s = offset
+        samples.append(sample)
+
+    async def watch_memory() -> None:
+        for index in range(1, int(np.ceil(duration_s / window_s)) + 1):
+            await asyncio.sleep(max(0.0, start + min(index * window_s, duration_s)
+                                    - time.perf_counter()))
+            rss.append((rss_kib(server_pid), rss_total_kib(server_pid)))
+
+    watcher = asyncio.create_task(watch_memory())
+    count = int(duration_s * rate)
+    for index in range(count):
+        offset = index / rate
+        delay = start + offset - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        task = asyncio.create_task(one(offset))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+    await asyncio.gather(*tasks)
+    await watcher
+    return samples, rss
+
+
+def summarize(
+    samples: list[Sample], rss: list[tuple[int, int]], *, window_s: float
+) -> list[Window]:
+    windows = []
+    for index, (rss_main, rss_all) in enumerate(rss):
+        inside = [s for s in samples if index * window_s <= s.offset_s < (index + 1) * window_s]
+        latencies = [s.latency_ms for s in inside] or [0.0]
+        windows.append(Window(
+            index=index,
+            uploads=len(inside),
+            errors=sum(not s.ok for s in inside),
+            p50_ms=float(np.percentile(latencies, 50)),
+            p99_ms=float(np.percentile(latencies, 99)),
+            rss_kib=rss_main,
+            rss_total_kib=rss_all,
+        ))
+    return windows
+
+
+def count_releases(env: dict[str, str]) -> int:
+    import sqlalchemy as sa
+
+    from aggregate.tables import Release
+    from core.db import Database
+
+    database = Database(env["CHORUS_DATABASE_URL"])
+    try:
+        with database.session() as session:
+            return session.execute(sa.select(sa.func.count()).select_from(Release)).scalar_one()
+    finally:
+        database.dispose()
+
+
+async def _drive(server: ChorusProcess, clips: list[bytes], private_pem: str,
+                 args: argparse.Namespace, result: SoakResult) -> None:
+    limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
+    async with httpx.AsyncClient(base_url=server.url, limits=limits, timeout=60) as client:
+        uploader = Uploader(client, clips, private_pem)
+        result.capacity_rps = await measure_capacity(
+            uploader, seconds=args.capacity_seconds, concurrency=args.concurrency
+        )
+        result.target_rps = result.capacity_rps * args.load
+        result.rss_warm_kib = rss_kib(server.pid)
+        samples, rss = await open_loop(
+            uploader, rate=result.target_rps, duration_s=args.duration,
+            window_s=args.window, server_pid=server.pid,
+        )
+    result.windows = summarize(samples, rss, window_s=args.window)
+
+
+def run_soak(args: argparse.Namespace) -> SoakResult:
+    result = SoakResult(0.0, 0.0, args.duration, args.window)
+    clips = load_clips()
+    with tempfile.TemporaryDirectory(prefix="chorus-soak-") as tmp:
+        workdir = Path(tmp)
+        env, private_pem = prepare_service(workdir, release_interval=args.release_interval)
+        with ChorusProcess(env, workdir / "serve.log") as server:
+            result.rss_start_kib = rss_kib(server.pid)
+            result.rss_total_start_kib = rss_total_kib(server.pid)
+            asyncio.run(_drive(server, clips, private_pem, args, result))
+            result.rss_end_kib = rss_kib(server.pid)
+            result.rss_total_end_kib = rss_total_kib(server.pid)
+            if not server.running:
+                raise RuntimeError(f"the server died:\n{server.log_tail()}")
+        result.releases = count_releases(env)
+    return result
+
+
+def markdown(result: SoakResult, args: argparse.Namespace) -> str:
+    mib = 1024
+    lines = [
+        f"capacity {result.capacity_rps:.1f} uploads/s (closed loop, concurrency "
+        f"{args.concurrency}, {args.capacity_seconds:.0f} s); open loop at {args.load:.0%}: "
+        f"{result.target_rps:.1f}/s for {result.duration_s:.0f} s; cpus {os.cpu_count()}",
+        "",
+        "| window | uploads | errors | error rate | p50 (ms) | p99 (ms) | RSS API (MiB) "
+        "| RSS API + decoders (MiB) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for w in result.windows:
+        start = w.index * result.window_s
+        end = min(start + result.window_s, result.duration_s)
+        lines.append(
+            f"| {start:.0f}–{end:.0f} s | {w.uploads} | {w.errors} | {w.error_rate:.2%} | "
+            f"{w.p50_ms:.0f} | {w.p99_ms:.0f} | {w.rss_kib / mib:.1f} | "
+            f"{w.rss_total_kib / mib:.1f} |"
+        )
+    lines += [
+        "",
+        f"total: {result.uploads} uploads at {result.achieved_rps:.1f}/s, {result.errors} errors "
+        f"({result.error_rate:.2%}); releases during the run: {result.releases}",
+        f"API RSS: {result.rss_start_kib / mib:.1f} MiB at start, "
+        f"{result.rss_warm_kib / mib:.1f} MiB after the capacity burst, "
+        f"{result.rss_end_kib / mib:.1f} MiB at the end; with decoder workers "
+        f"{result.rss_total_start_kib / mib:.1f} → {result.rss_total_end_kib / mib:.1f} MiB",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--duration", type=float, default=600.0, help="open-loop seconds")
+    parser.add_argument("--window", type=float, default=30.0, help="seconds per table row")
+    parser.add_argument("--load", type=float, default=0.8, help="fraction of capacity")
+    parser.add_argument("--capacity-seconds", type=float, default=15.0)
+    parser.add_argument("--concurrency", type=int, default=8, help="closed-loop burst")
+    parser.add_argument("--release-interval", type=int, default=60,
+                        help="seconds between release cycles in the server")
+    parser.add_argument("--out", type=Path, help="also write the Markdown table here")
+    return parser.parse_args(argv)
+
+
+def _stop(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)  # unwinds, so the server is stopped too
+
+
+def main() -> None:
+    signal.signal(signal.SIGTERM, _stop)
+    args = parse_args()
+    result = run_soak(args)
+    text = markdown(result, args)
+    print(text, end="")
+    if args.out is not None:
+        args.out.write_text(text)
+
+
+if __name__ == "__main__":
+    main()
