@@ -108,13 +108,24 @@ def add_pending_clip(
     insert is undone and the clip joins the exercise's next open bucket instead.
     """
     for _attempt in range(5):
-        bucket = get_or_open_bucket(session, exercise_id)
-        assert bucket.bucket_key is not None
-        tag = contributor_tag(bucket.bucket_key, learner_id)
+        # The common case, an open bucket, as one plain row (share-locked on PostgreSQL like
+        # ``get_open_bucket``); opening a bucket takes the ORM path.
+        found = session.execute(
+            sa.select(Bucket.id, Bucket.bucket_key)
+            .where(Bucket.exercise_id == exercise_id, Bucket.state == "open")
+            .with_for_update(read=True)
+        ).first()
+        if found is None:
+            bucket = get_or_open_bucket(session, exercise_id)
+            bucket_id, bucket_key = bucket.id, bucket.bucket_key
+        else:
+            bucket_id, bucket_key = found
+        assert bucket_key is not None
+        tag = contributor_tag(bucket_key, learner_id)
         try:
             if _insert_pending(
                 session,
-                bucket_id=bucket.id,
+                bucket_id=bucket_id,
                 tag=tag,
                 clip=clip,
                 max_clips_per_contributor=max_clips_per_contributor,
@@ -138,8 +149,10 @@ def _insert_pending(
             raise ContributionLimit()
         try:
             with session.begin_nested():
-                session.add(
-                    PendingClip(
+                # A plain INSERT: no unit-of-work flush for a row nothing reads back.
+                session.execute(
+                    sa.insert(PendingClip).values(
+                        id=new_id(),
                         bucket_id=bucket_id,
                         contributor_tag=tag,
                         slot=used,
@@ -149,7 +162,6 @@ def _insert_pending(
                         loudness_dbfs=clip.loudness_dbfs,
                     )
                 )
-                session.flush()
                 if not _still_open(session, bucket_id):
                     raise _BucketClosed()
             return True

@@ -42,7 +42,11 @@ class PendingClip(Base):
     __tablename__ = "pending_clips"
     # One row per (bucket, contributor, slot) with slot < max_clips_per_contributor: the unique
     # constraint enforces the contribution cap even under concurrent uploads (P6).
-    __table_args__ = (sa.UniqueConstraint("bucket_id", "contributor_tag", "slot"),)
+    # The (bucket, id) index lets a release walk a 100,000-clip bucket in keyset batches.
+    __table_args__ = (
+        sa.UniqueConstraint("bucket_id", "contributor_tag", "slot"),
+        sa.Index("ix_pending_clips_bucket_id_id", "bucket_id", "id"),
+    )
 
     id: Mapped[str] = mapped_column(sa.String(32), primary_key=True, default=new_id)
     bucket_id: Mapped[str] = mapped_column(

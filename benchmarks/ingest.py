@@ -3,7 +3,9 @@
 Both servers run as one uvicorn worker in a subprocess on loopback, write to the same kind of
 store (a file store under a temporary folder) and are driven by the same async httpx load
 generator at a fixed concurrency, with 4-second clips made of real FSDD recordings. Rounds
-alternate between the two servers to spread out machine noise.
+alternate between the two servers to spread out machine noise; warm-up uploads are not counted.
+Besides throughput and latency it reports the CPU time each server (its process and every
+descendant, such as decoder workers) and the load generator spent per upload, read from /proc.
 
     .venv/bin/python benchmarks/ingest.py [--requests 300] [--concurrency 8] [--rounds 2]
 """
@@ -122,7 +124,7 @@ def _free_port() -> int:
 
 
 @contextmanager
-def serve(target: str, env: dict[str, str]) -> Iterator[str]:
+def serve(target: str, env: dict[str, str]) -> Iterator[tuple[str, int]]:
     port = _free_port()
     process = subprocess.Popen(
         [
@@ -144,10 +146,35 @@ def serve(target: str, env: dict[str, str]) -> Iterator[str]:
                 time.sleep(0.2)
         else:
             raise RuntimeError(f"{target} did not start")
-        yield url
+        yield url, process.pid
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU time of ``pid`` and all its descendants, reaped ones included (Linux /proc)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    children: dict[int, list[int]] = {}
+    stats: dict[int, list[str]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        stats[int(entry.name)] = fields
+        children.setdefault(int(fields[1]), []).append(int(entry.name))
+    total, todo = 0, [pid]
+    while todo:
+        current = todo.pop()
+        fields = stats.get(current)
+        if fields is not None:
+            # utime, stime, cutime, cstime (fields 14-17 of stat; index 11-14 after the name)
+            total += sum(int(value) for value in fields[11:15])
+        todo.extend(children.get(current, []))
+    return total / tick
 
 
 @dataclass(frozen=True)
@@ -156,6 +183,8 @@ class RunResult:
     seconds: float
     latencies_ms: list[float]
     failures: int
+    server_cpu_s: float = 0.0
+    client_cpu_s: float = 0.0
 
     @property
     def throughput(self) -> float:
@@ -163,6 +192,23 @@ class RunResult:
 
     def percentile(self, q: float) -> float:
         return float(np.percentile(self.latencies_ms, q))
+
+
+def measure(
+    server: tuple[str, int], clips: list[bytes], tokens: list[str], concurrency: int
+) -> RunResult:
+    """One round against ``server`` with the CPU time of both sides."""
+    url, pid = server
+    server_before, client_before = tree_cpu_seconds(pid), time.process_time()
+    result = asyncio.run(drive(url, clips, tokens, concurrency))
+    return RunResult(
+        result.requests,
+        result.seconds,
+        result.latencies_ms,
+        result.failures,
+        server_cpu_s=tree_cpu_seconds(pid) - server_before,
+        client_cpu_s=time.process_time() - client_before,
+    )
 
 
 async def drive(url: str, clips: list[bytes], tokens: list[str], concurrency: int) -> RunResult:
@@ -227,15 +273,15 @@ def main() -> None:
             return [mint_token(key, learner_id=f"bench-{next(learner)}") for _ in range(count)]
 
         with (
-            serve("benchmarks.ingest:create_bare_app", bare_env) as bare_url,
-            serve("core.app:create_app_from_env", full_env) as full_url,
+            serve("benchmarks.ingest:create_bare_app", bare_env) as bare,
+            serve("core.app:create_app_from_env", full_env) as full,
         ):
-            for url in (bare_url, full_url):
+            for url, _pid in (bare, full):
                 asyncio.run(drive(url, clips, tokens(args.warmup), args.concurrency))
             for _ in range(args.rounds):
-                for name, url in (("bare", bare_url), ("full", full_url)):
+                for name, server in (("bare", bare), ("full", full)):
                     batch = tokens(args.requests)
-                    results[name].append(asyncio.run(drive(url, clips, batch, args.concurrency)))
+                    results[name].append(measure(server, clips, batch, args.concurrency))
         stored = len(list(Path(full_dir, "blobs", "pending").glob("*.flac")))
 
     report(results, args, clip_bytes=len(clips[0]), stored=stored)
@@ -247,25 +293,35 @@ def report(
     summary: dict[str, dict[str, float]] = {}
     for name, runs in results.items():
         latencies = [ms for run in runs for ms in run.latencies_ms]
+        uploads = sum(run.requests for run in runs)
         summary[name] = {
             "throughput_rps": statistics.median(run.throughput for run in runs),
             "p50_ms": float(np.percentile(latencies, 50)),
             "p99_ms": float(np.percentile(latencies, 99)),
             "failures": float(sum(run.failures for run in runs)),
+            "server_cpu_ms": 1000 * sum(run.server_cpu_s for run in runs) / uploads,
+            "client_cpu_ms": 1000 * sum(run.client_cpu_s for run in runs) / uploads,
         }
     ratio = summary["full"]["throughput_rps"] / summary["bare"]["throughput_rps"]
     print(
         f"{args.rounds} rounds x {args.requests} uploads, concurrency {args.concurrency}, "
         f"4 s clips ({clip_bytes} B WAV), cpus {os.cpu_count()}, full pipeline stored {stored}"
     )
-    print("| endpoint | throughput (req/s) | p50 (ms) | p99 (ms) | failures |")
-    print("|---|---|---|---|---|")
+    print(
+        "| endpoint | throughput (req/s) | p50 (ms) | p99 (ms) | failures "
+        "| server CPU (ms/upload) | load generator CPU (ms/upload) |"
+    )
+    print("|---|---|---|---|---|---|---|")
     for name in ("bare", "full"):
         row = summary[name]
         print(
             f"| {name} | {row['throughput_rps']:.1f} | {row['p50_ms']:.1f} | "
-            f"{row['p99_ms']:.1f} | {int(row['failures'])} |"
+            f"{row['p99_ms']:.1f} | {int(row['failures'])} | {row['server_cpu_ms']:.1f} | "
+            f"{row['client_cpu_ms']:.1f} |"
         )
+    for name, runs in results.items():
+        rounds = ", ".join(f"{run.throughput:.1f}" for run in runs)
+        print(f"{name} rounds (req/s): {rounds}")
     print(f"full / bare throughput: {ratio:.1%} (target >= 80%)")
 
 

@@ -22,6 +22,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -30,6 +31,9 @@ import soundfile as sf
 REPO_ROOT = Path(__file__).resolve().parents[1]
 FSDD = REPO_ROOT.parent / "shared" / "data" / "fsdd" / "recordings"
 SAMPLE = "7_jackson_32.wav"
+# Sibling benchmark scripts (ingest.py, …) would shadow the packages of the same name.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+sys.path.insert(0, str(REPO_ROOT))
 
 
 def _flac_sample() -> tuple[bytes, float, int]:
@@ -53,12 +57,13 @@ def seed(database_url: str, store_url: str, *, buckets: int, clips: int) -> None
     database = Database(database_url)
     database.upgrade()
     store = open_store(store_url)
+    pool = ThreadPoolExecutor(max_workers=16)  # seeding is fsync-bound, not timed
     for b in range(buckets):
         bucket_id = new_id()
         rows = []
-        for _ in range(clips):
-            key = pending_object_key()
-            store.put(key, data)
+        keys = [pending_object_key() for _ in range(clips)]
+        list(pool.map(lambda key: store.put(key, data), keys))
+        for key in keys:
             rows.append(
                 {
                     "id": new_id(),
@@ -81,6 +86,7 @@ def seed(database_url: str, store_url: str, *, buckets: int, clips: int) -> None
             session.flush()
             for start in range(0, len(rows), 5000):
                 session.execute(sa.insert(PendingClip), rows[start : start + 5000])
+    pool.shutdown()
     database.dispose()
 
 
@@ -132,9 +138,11 @@ def bench(kind: str, *, buckets: int, clips: int, batch_size: int, database: str
             result = subprocess.run(
                 [sys.executable, __file__, "--measure", database_url, store_url,
                  "--batch-size", str(batch_size)],
-                capture_output=True, text=True, check=True, cwd=REPO_ROOT,
+                capture_output=True, text=True, check=False, cwd=REPO_ROOT,
                 env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
             )
+            if result.returncode != 0:
+                raise SystemExit(f"the measured release failed:\n{result.stderr}")
         figures = json.loads(result.stdout.strip().splitlines()[-1])
     figures.update(
         store=kind,

@@ -1,15 +1,17 @@
 """Soak: a bounded loopback upload load at ~80 % of measured capacity, watched over time.
 
 One ``chorus serve`` on the embedded default (SQLite + file store under a temporary folder,
-demo policy, the release scheduler on) takes real FSDD recordings, each from a distinct
-learner. First a closed-loop burst measures capacity (uploads/s at a fixed concurrency); then
-an open-loop load sends uploads at ``--load`` × that rate on a fixed schedule, whether or not
-earlier ones have been answered, for ``--duration`` seconds. Latency counts from each upload's
-scheduled time, so a server falling behind shows up as latency, not as a slower load.
+demo policy, a release cycle every ``--release-interval`` seconds) takes real FSDD recordings,
+each from a distinct learner. First a closed-loop burst, long enough to span release cycles,
+measures capacity (uploads/s at a fixed concurrency); then an open-loop load sends uploads at
+``--load`` × that rate on a fixed schedule, whether or not earlier ones have been answered, for
+``--duration`` seconds. Latency counts from each upload's scheduled time, so a server falling
+behind shows up as latency, not as a slower load; an upload due while ``--max-in-flight`` are
+unanswered is shed and counted as an error.
 
-Reported per ``--window``: uploads, errors (anything but 201, transport errors included), p50
-and p99 latency, and the server's resident memory (VmRSS from /proc: the API process, and the
-API process with its decoder workers) at the window's end.
+Reported per ``--window``: uploads, errors (anything but 201: refusals, transport errors and
+shed uploads), p50 and p99 latency, and the server's resident memory (VmRSS from /proc: the API
+process, and the API process with its decoder workers) at the window's end.
 
     .venv/bin/python benchmarks/soak.py [--duration 600] [--window 30] [--out soak.md]
 """
@@ -24,6 +26,7 @@ import signal
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -45,13 +48,15 @@ class Sample:
     offset_s: float  # scheduled send time, from the start of the phase
     latency_ms: float
     ok: bool
+    shed: bool = False  # not sent: ``max_in_flight`` uploads were still unanswered
 
 
 @dataclass
 class Window:
     index: int
     uploads: int
-    errors: int
+    errors: int  # answers other than 201, transport errors and shed uploads
+    shed: int
     p50_ms: float
     p99_ms: float
     rss_kib: int
@@ -75,6 +80,7 @@ class SoakResult:
     rss_total_start_kib: int = 0
     rss_total_end_kib: int = 0
     releases: int = 0
+    failed_release_cycles: int = 0
 
     @property
     def uploads(self) -> int:
@@ -190,9 +196,14 @@ async def measure_capacity(uploader: Uploader, *, seconds: float, concurrency: i
 
 
 async def open_loop(
-    uploader: Uploader, *, rate: float, duration_s: float, window_s: float, server_pid: int
+    uploader: Uploader, *, rate: float, duration_s: float, window_s: float, server_pid: int,
+    max_in_flight: int,
 ) -> tuple[list[Sample], list[tuple[int, int]]]:
-    """Send at ``rate``/s on a fixed schedule; sample RSS at the end of each window."""
+    """Send at ``rate``/s on a fixed schedule; sample RSS at the end of each window.
+
+    An upload due while ``max_in_flight`` are unanswered is not sent and counts as an error
+    (shed): a backlog without bound would measure the load generator, not the server.
+    """
     samples: list[Sample] = []
     rss: list[tuple[int, int]] = []
     tasks: set[asyncio.Task[None]] = set()
@@ -208,6 +219,10 @@ async def open_loop(
             await asyncio.sleep(max(0.0, start + min(index * window_s, duration_s)
                                     - time.perf_counter()))
             rss.append((rss_kib(server_pid), rss_total_kib(server_pid)))
+            failed = sum(not sample.ok for sample in samples)
+            print(f"[{time.perf_counter() - start:5.0f} s] answered {len(samples)}, "
+                  f"failed {failed}, in flight {len(tasks)}, RSS {rss[-1][0] // 1024} MiB",
+                  file=sys.stderr, flush=True)
 
     watcher = asyncio.create_task(watch_memory())
     count = int(duration_s * rate)
@@ -216,6 +231,9 @@ async def open_loop(
         delay = start + offset - time.perf_counter()
         if delay > 0:
             await asyncio.sleep(delay)
+        if len(tasks) >= max_in_flight:
+            samples.append(Sample(offset, 0.0, ok=False, shed=True))
+            continue
         task = asyncio.create_task(one(offset))
         tasks.add(task)
         task.add_done_callback(tasks.discard)
@@ -230,11 +248,12 @@ def summarize(
     windows = []
     for index, (rss_main, rss_all) in enumerate(rss):
         inside = [s for s in samples if index * window_s <= s.offset_s < (index + 1) * window_s]
-        latencies = [s.latency_ms for s in inside] or [0.0]
+        latencies = [s.latency_ms for s in inside if not s.shed] or [0.0]
         windows.append(Window(
             index=index,
             uploads=len(inside),
             errors=sum(not s.ok for s in inside),
+            shed=sum(s.shed for s in inside),
             p50_ms=float(np.percentile(latencies, 50)),
             p99_ms=float(np.percentile(latencies, 99)),
             rss_kib=rss_main,
@@ -259,7 +278,8 @@ def count_releases(env: dict[str, str]) -> int:
 
 async def _drive(server: ChorusProcess, clips: list[bytes], private_pem: str,
                  args: argparse.Namespace, result: SoakResult) -> None:
-    limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
+    limits = httpx.Limits(max_connections=args.max_in_flight,
+                          max_keepalive_connections=args.max_in_flight)
     async with httpx.AsyncClient(base_url=server.url, limits=limits, timeout=60) as client:
         uploader = Uploader(client, clips, private_pem)
         result.capacity_rps = await measure_capacity(
@@ -269,7 +289,7 @@ async def _drive(server: ChorusProcess, clips: list[bytes], private_pem: str,
         result.rss_warm_kib = rss_kib(server.pid)
         samples, rss = await open_loop(
             uploader, rate=result.target_rps, duration_s=args.duration,
-            window_s=args.window, server_pid=server.pid,
+            window_s=args.window, server_pid=server.pid, max_in_flight=args.max_in_flight,
         )
     result.windows = summarize(samples, rss, window_s=args.window)
 
@@ -281,6 +301,7 @@ def run_soak(args: argparse.Namespace) -> SoakResult:
         workdir = Path(tmp)
         env, private_pem = prepare_service(workdir, release_interval=args.release_interval)
         with ChorusProcess(env, workdir / "serve.log") as server:
+            signal.signal(signal.SIGTERM, _stopping(server))
             result.rss_start_kib = rss_kib(server.pid)
             result.rss_total_start_kib = rss_total_kib(server.pid)
             asyncio.run(_drive(server, clips, private_pem, args, result))
@@ -288,6 +309,7 @@ def run_soak(args: argparse.Namespace) -> SoakResult:
             result.rss_total_end_kib = rss_total_kib(server.pid)
             if not server.running:
                 raise RuntimeError(f"the server died:\n{server.log_tail()}")
+        result.failed_release_cycles = server.log_tail(10**7).count('"release cycle failed"')
         result.releases = count_releases(env)
     return result
 
@@ -299,22 +321,24 @@ def markdown(result: SoakResult, args: argparse.Namespace) -> str:
         f"{args.concurrency}, {args.capacity_seconds:.0f} s); open loop at {args.load:.0%}: "
         f"{result.target_rps:.1f}/s for {result.duration_s:.0f} s; cpus {os.cpu_count()}",
         "",
-        "| window | uploads | errors | error rate | p50 (ms) | p99 (ms) | RSS API (MiB) "
-        "| RSS API + decoders (MiB) |",
-        "|---|---|---|---|---|---|---|---|",
+        "| window | uploads | errors | of which shed | error rate | p50 (ms) | p99 (ms) "
+        "| RSS API (MiB) | RSS API + decoders (MiB) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for w in result.windows:
         start = w.index * result.window_s
         end = min(start + result.window_s, result.duration_s)
         lines.append(
-            f"| {start:.0f}–{end:.0f} s | {w.uploads} | {w.errors} | {w.error_rate:.2%} | "
+            f"| {start:.0f}–{end:.0f} s | {w.uploads} | {w.errors} | {w.shed} | "
+            f"{w.error_rate:.2%} | "
             f"{w.p50_ms:.0f} | {w.p99_ms:.0f} | {w.rss_kib / mib:.1f} | "
             f"{w.rss_total_kib / mib:.1f} |"
         )
     lines += [
         "",
         f"total: {result.uploads} uploads at {result.achieved_rps:.1f}/s, {result.errors} errors "
-        f"({result.error_rate:.2%}); releases during the run: {result.releases}",
+        f"({result.error_rate:.2%}); releases: {result.releases}, failed release cycles "
+        f"(retried by the next): {result.failed_release_cycles}",
         f"API RSS: {result.rss_start_kib / mib:.1f} MiB at start, "
         f"{result.rss_warm_kib / mib:.1f} MiB after the capacity burst, "
         f"{result.rss_end_kib / mib:.1f} MiB at the end; with decoder workers "
@@ -328,20 +352,28 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--duration", type=float, default=600.0, help="open-loop seconds")
     parser.add_argument("--window", type=float, default=30.0, help="seconds per table row")
     parser.add_argument("--load", type=float, default=0.8, help="fraction of capacity")
-    parser.add_argument("--capacity-seconds", type=float, default=15.0)
+    parser.add_argument("--capacity-seconds", type=float, default=30.0,
+                        help="closed-loop burst; spans release cycles, so it includes them")
     parser.add_argument("--concurrency", type=int, default=8, help="closed-loop burst")
-    parser.add_argument("--release-interval", type=int, default=60,
+    parser.add_argument("--max-in-flight", type=int, default=64,
+                        help="unanswered uploads beyond which a due upload is shed")
+    parser.add_argument("--release-interval", type=int, default=15,
                         help="seconds between release cycles in the server")
     parser.add_argument("--out", type=Path, help="also write the Markdown table here")
     return parser.parse_args(argv)
 
 
-def _stop(signum: int, _frame: object) -> None:
-    raise SystemExit(128 + signum)  # unwinds, so the server is stopped too
+def _stopping(server: ChorusProcess) -> Callable[[int, object], None]:
+    """A SIGTERM handler that stops the server first, then unwinds."""
+
+    def stop(signum: int, _frame: object) -> None:
+        server.stop()
+        raise SystemExit(128 + signum)
+
+    return stop
 
 
 def main() -> None:
-    signal.signal(signal.SIGTERM, _stop)
     args = parse_args()
     result = run_soak(args)
     text = markdown(result, args)

@@ -15,6 +15,7 @@ from aggregate.routes import router as aggregate_router
 from core.db import Database
 from core.errors import ChorusError
 from core.handlers import PROBLEM_RESPONSES, install_error_handlers, problem_response
+from core.limits import BodyLimitMiddleware
 from core.logs import AccessLogMiddleware
 from core.metrics import render_metrics
 from core.scheduler import build_scheduler, interval_trigger
@@ -95,6 +96,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.serving_model = ServingModel(ModelRegistry(settings.model_dir))
     app.state.consent_public_key = load_public_key(settings.consent_public_key)
     install_error_handlers(app)
+    # Uploads stream against the policy's own cap; every other body is JSON of bounded size.
+    app.add_middleware(BodyLimitMiddleware, exempt_paths=("/v1/clips",))
     app.add_middleware(AccessLogMiddleware, quiet_paths=QUIET_PATHS)
 
     app.include_router(ingest_router)

@@ -3,6 +3,11 @@
 The upload route follows ARCHITECTURE §3 steps 1–7 in order and stores nothing on any refusal.
 It reads the multipart body itself, as a bounded stream (``ingest.multipart``), so an
 oversized body is refused before it is read in full and nothing is spooled to disk.
+
+Only cheap work runs on the event loop (token check, multipart parsing, the in-memory
+eligibility answer). Decoding is awaited on the decoder's process pool; the object write and
+the row's transaction go to the thread pool in one hop, so uploads overlap one another's
+waits for fsync, the decoder and the database.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from core.db import Database
 from core.deps import AdminRole, DatabaseDep, SessionDep, StoreDep
 from core.errors import ChorusError, UploadTimeout
 from ingest import metrics, service
-from ingest.catalog import count_eligible, replace_usage
+from ingest.catalog import count_eligible, eligibility_cache, replace_usage
 from ingest.consent import bearer_token, check_age, verify_consent
 from ingest.deps import ConsentKeyDep, DecoderDep, PolicyDep
 from ingest.models import (
@@ -98,7 +103,7 @@ async def upload_clip(
         if parsed is None:
             parsed = await _admit_metadata(parts.metadata, database, policy)
         clip = await decoder.sanitize(parts.audio, service.audio_limits(policy))
-        # 6–7: contribution cap, object, then row.
+        # 6–7: contribution cap, object, then row (whose transaction re-checks step 4).
         await run_in_threadpool(
             lambda: service.store_clip(
                 database=database,
@@ -107,6 +112,7 @@ async def upload_clip(
                 consent=consent,
                 exercise_id=parsed.metadata.exercise_id,
                 clip=clip,
+                verify_exercise=True,
             )
         )
     except ChorusError as exc:
@@ -144,12 +150,20 @@ async def _admit_metadata(raw: bytes, database: Database, policy: Policy) -> Par
     parsed = parse_clip_metadata(raw)
     if parsed.dropped_fields:
         metrics.METADATA_FIELDS_DROPPED.inc(parsed.dropped_fields)
-    await run_in_threadpool(
-        service.check_exercise,
-        database,
-        policy=policy,
-        exercise_id=parsed.metadata.exercise_id,
-    )
+    exercise_id = parsed.metadata.exercise_id
+    cache = eligibility_cache(database)
+    min_learners = policy.min_exercise_learners
+    eligible = cache.cached(exercise_id, min_learners=min_learners)
+    if eligible is None:
+        eligible = await run_in_threadpool(
+            lambda: cache.is_eligible(exercise_id, min_learners=min_learners)
+        )
+    if not eligible:
+        # A refusal is always read from the catalog itself, never from the copy.
+        await run_in_threadpool(
+            service.check_exercise, database, policy=policy, exercise_id=exercise_id
+        )
+        cache.invalidate()  # the catalog admits it now: the copy is out of date
     return parsed
 
 
@@ -182,10 +196,11 @@ def put_exercise_usage(
     entries: list[ExerciseUsageCreate],
     _role: AdminRole,
     session: SessionDep,
+    database: DatabaseDep,
     policy: PolicyDep,
 ) -> UsageReplacedRead:
     exercises = replace_usage(session, entries)
-    return UsageReplacedRead(
-        exercises=exercises,
-        eligible=count_eligible(session, min_learners=policy.min_exercise_learners),
-    )
+    eligible = count_eligible(session, min_learners=policy.min_exercise_learners)
+    session.commit()
+    eligibility_cache(database).invalidate()
+    return UsageReplacedRead(exercises=exercises, eligible=eligible)

@@ -182,7 +182,7 @@ class FeatureExtractor:
     Not thread-safe for concurrent calls (it updates its caches); use one per worker.
     """
 
-    def __init__(self, feature_set: FeatureSet = "full", *, hash_bits: int = 20) -> None:
+    def __init__(self, feature_set: FeatureSet = "full", *, hash_bits: int = 18) -> None:
         if feature_set not in ("full", "ngram"):
             raise ValueError(f"unknown feature set {feature_set!r}")
         self.feature_set: FeatureSet = feature_set

@@ -103,7 +103,10 @@ def retrain_reports_model(
         )
     evaluation = [r for r in records if held_back(r.course, r.prompt_id)]
     training = [r for r in records if not held_back(r.course, r.prompt_id)]
-    training += [r for r in seed_records if r.label is not None]
+    # Seed records of held-back prompts would leak into the evaluation: leave them out.
+    training += [
+        r for r in seed_records if r.label is not None and not held_back(r.course, r.prompt_id)
+    ]
     for part, name in ((evaluation, "held-back"), (training, "training")):
         if len({r.label for r in part}) < 2:
             return RetrainOutcome(

@@ -89,7 +89,7 @@ def put_prompts(
             row.text = prompt.text
         keys_by_prompt[prompt.prompt_id] = set()
     session.flush()
-    reviewed = defaultdict(set)
+    reviewed: defaultdict[str, set[str]] = defaultdict(set)
     for prompt_id, key in session.execute(
         sa.select(AcceptedTranslation.prompt_id, AcceptedTranslation.normalized_sha256).where(
             AcceptedTranslation.course == course,

@@ -17,12 +17,12 @@ import numpy as np
 import pytest
 import soundfile as sf
 import sqlalchemy as sa
-from core.storage import BlobStore
 
 from aggregate.buckets import ClipFacts, add_pending_clip, pending_object_key
 from aggregate.tables import Bucket, PendingClip, ReleasedClip
 from core.db import Database
 from core.devservers import provision_postgres_database
+from core.storage import BlobStore
 
 SPEAKERS = ("george", "jackson", "lucas", "nicolas", "theo", "yweweler")
 

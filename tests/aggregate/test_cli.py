@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 import soundfile as sf
 import uvicorn
-from core.storage import open_store
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
@@ -24,6 +23,7 @@ from core.auth import Role
 from core.cli import app as chorus
 from core.db import Database
 from core.settings import Settings, reset_settings_cache
+from core.storage import open_store
 from tests.aggregate.conftest import Seed
 
 runner = CliRunner()

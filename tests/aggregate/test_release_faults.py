@@ -8,17 +8,18 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from core.storage import BlobStore, open_store
 
 from aggregate.release import STEPS, release_ready_buckets
 from aggregate.tables import Bucket, Release
 from core.db import Database
 from core.errors import BlobNotFound, StorageUnavailable
+from core.storage import BlobStore, open_store
 from policies.audit import verify_chain
 from policies.policy import Policy, load_policy
 from policies.tables import AuditEntry
@@ -134,11 +135,13 @@ class FailingStore:
     def __init__(self, inner: BlobStore, copies_ok: int) -> None:
         self._inner = inner
         self.copies_left = copies_ok
+        self._lock = threading.Lock()
 
     def copy(self, source: str, destination: str) -> None:
-        if self.copies_left <= 0:
-            raise StorageUnavailable("storage went away")
-        self.copies_left -= 1
+        with self._lock:
+            if self.copies_left <= 0:
+                raise StorageUnavailable("storage went away")
+            self.copies_left -= 1
         self._inner.copy(source, destination)
 
     def __getattr__(self, name: str) -> object:

@@ -79,7 +79,9 @@ def _start(settings: Settings, consent_keys: ConsentKeys) -> Iterator[LiveApp]:
 
 
 @pytest.fixture(scope="module")
-def live_app(tmp_path_factory: pytest.TempPathFactory, consent_keys: ConsentKeys) -> Iterator[LiveApp]:
+def live_app(
+    tmp_path_factory: pytest.TempPathFactory, consent_keys: ConsentKeys
+) -> Iterator[LiveApp]:
     """One app (lifespan entered, decoder pool running) shared by a whole test module."""
     folder = tmp_path_factory.mktemp("hostile-app")
     yield from _start(hostile_settings(folder, consent_keys), consent_keys)

@@ -14,7 +14,9 @@ import io
 import json
 import os
 import time
+import warnings
 
+import numpy as np
 import pytest
 import soundfile as sf
 from hypothesis import HealthCheck, given, settings
@@ -61,6 +63,20 @@ def test_every_base_file_is_sanitized_cleanly() -> None:
         clip = sanitize_audio(data, LIMITS)
         _assert_clean(clip)
         assert clip.duration_s > LIMITS.min_duration_s, name
+
+
+@pytest.mark.parametrize("channels", [1, 2])
+def test_float_samples_near_the_float32_limit_are_clipped(channels: int) -> None:
+    # Found by the fuzzer: finite samples near 3.4e38 overflowed when mixed and resampled,
+    # and the FLAC encoder then failed with an undocumented error (a 500 through the API).
+    samples = np.zeros((48000, channels), dtype=np.float32)
+    samples[1000:1010] = 3e38
+    buffer = io.BytesIO()
+    sf.write(buffer, samples, 48000, format="WAV", subtype="FLOAT")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        clip = sanitize_audio(buffer.getvalue(), LIMITS)
+    _assert_clean(clip)
 
 
 @settings(max_examples=CI_EXAMPLES, **FUZZ_SETTINGS)  # type: ignore[arg-type]

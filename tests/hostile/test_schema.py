@@ -10,16 +10,15 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import schemathesis
 from fastapi import FastAPI
-from fastapi.routing import APIRoute
 from fastapi.dependencies.models import Dependant
-from starlette.routing import BaseRoute
+from fastapi.routing import APIRoute
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import (
     content_type_conformance,
@@ -27,6 +26,7 @@ from schemathesis.checks import (
     response_schema_conformance,
     status_code_conformance,
 )
+from starlette.routing import BaseRoute
 
 from core.app import create_app
 from core.auth import Role
@@ -130,7 +130,5 @@ def test_every_operation_is_authorized_with_a_real_credential(
 def test_no_server_error_and_responses_match_schema(
     case: Any, live_server: LiveServer, route_headers: dict[tuple[str, str], dict[str, str]]
 ) -> None:
-    headers: Callable[[], dict[str, str]] = lambda: route_headers.get(
-        (case.operation.method.upper(), case.operation.path), {}
-    )
-    case.call_and_validate(base_url=live_server.url, headers=headers(), checks=CHECKS)
+    headers = route_headers.get((case.operation.method.upper(), case.operation.path), {})
+    case.call_and_validate(base_url=live_server.url, headers=headers, checks=CHECKS)

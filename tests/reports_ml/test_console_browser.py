@@ -2,11 +2,13 @@
 
 Needs the Debian ``chromium`` package (``apt-get install -y chromium``); Playwright drives it
 through ``executable_path``, never a browser of its own. Screenshots of the console (laptop and
-phone widths) are written to tests/artifacts/ and docs/.
+phone widths) are written to tests/artifacts/, and also to docs/ when
+CHORUS_UPDATE_DOC_SCREENSHOTS=1 (so a test run leaves the tree clean).
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import threading
@@ -31,7 +33,9 @@ CHROMIUM_ARGS = [
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
 ]
 REPO = Path(__file__).resolve().parents[2]
-SCREENSHOTS = (REPO / "tests" / "artifacts", REPO / "docs")
+SCREENSHOTS = (REPO / "tests" / "artifacts",) + (
+    (REPO / "docs",) if os.environ.get("CHORUS_UPDATE_DOC_SCREENSHOTS") == "1" else ()
+)
 
 PROMPTS = [
     {"prompt_id": "boss", "text": "well, what did the boss say?",

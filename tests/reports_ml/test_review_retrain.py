@@ -217,3 +217,26 @@ def test_the_scheduled_job_runs_a_retraining(database: Database, serving: Servin
     job.func()  # no labels yet: the run skips quietly, nothing is stored
     assert serving.registry.versions() == []
     assert serving.registry.promoted_version() is None
+
+
+def test_seed_records_join_training_but_never_the_held_back_prompts(
+    database: Database, serving: ServingModel,
+) -> None:
+    records = _simulated()
+    _store(database, records, decided=True)
+    seed = _simulated(prompts=60, seed=11)[-900:]
+    seen: list[ReportRecord] = []
+
+    def recording(training: Sequence[ReportRecord], random_state: int) -> SavableModel:
+        seen.extend(training)
+        return _small(training, random_state)
+
+    outcome = retrain_reports_model(
+        database, serving, min_new_labels=1, seed_records=seed, trainer=recording
+    )
+    assert outcome.status in {"promoted", "kept_current"}, outcome.reason
+    seed_ids = {r.report_id for r in seed}
+    used = [r for r in seen if r.report_id in seed_ids]
+    assert used, "seed records were not used"
+    assert not any(held_back(r.course, r.prompt_id) for r in seen)
+    assert len(used) == sum(not held_back(r.course, r.prompt_id) for r in seed)

@@ -113,6 +113,9 @@ def upgrade() -> None:
             name=op.f("uq_pending_clips_bucket_id"),
         ),
     )
+    op.create_index(
+        "ix_pending_clips_bucket_id_id", "pending_clips", ["bucket_id", "id"], unique=False
+    )
     op.create_table(
         "released_clips",
         sa.Column("id", sa.String(length=32), nullable=False),
@@ -146,6 +149,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_index("ix_released_clips_release_position", table_name="released_clips")
     op.drop_table("released_clips")
+    op.drop_index("ix_pending_clips_bucket_id_id", table_name="pending_clips")
     op.drop_table("pending_clips")
     op.drop_index("ix_releases_exercise", table_name="releases")
     op.drop_table("releases")
