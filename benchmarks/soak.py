@@ -352,7 +352,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--duration", type=float, default=600.0, help="open-loop seconds")
     parser.add_argument("--window", type=float, default=30.0, help="seconds per table row")
     parser.add_argument("--load", type=float, default=0.8, help="fraction of capacity")
-    parser.add_argument("--capacity-seconds", type=float, default=30.0,
+    parser.add_argument("--capacity-seconds", type=float, default=60.0,
                         help="closed-loop burst; spans release cycles, so it includes them")
     parser.add_argument("--concurrency", type=int, default=8, help="closed-loop burst")
     parser.add_argument("--max-in-flight", type=int, default=64,

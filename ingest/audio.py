@@ -112,6 +112,9 @@ def _check_header(handle: sf.SoundFile, sample_rate: int, limits: AudioLimits) -
 
 def _encode_flac(mono: np.ndarray, sample_rate: int) -> bytes:
     buffer = io.BytesIO()
+    # 16-bit samples made here (as libsndfile would: scale by 32767, round) cost a third of
+    # libsndfile's own float conversion; ``mono`` is already clipped to [-1, 1].
+    pcm = np.rint(mono * 32767.0).astype(np.int16)
     # The fastest FLAC level: a few percent larger files for a third less encoding time.
-    sf.write(buffer, mono, sample_rate, format="FLAC", subtype="PCM_16", compression_level=0.0)
+    sf.write(buffer, pcm, sample_rate, format="FLAC", subtype="PCM_16", compression_level=0.0)
     return buffer.getvalue()

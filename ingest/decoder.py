@@ -3,8 +3,10 @@
 A native decoder that crashes takes only its worker down: the broken pool is replaced and the
 request answers 503 ``decoder_unavailable``. A decode that overruns its time limit is treated
 the same way (its workers are stopped, since a process pool cannot cancel a running task).
-Workers start from a forkserver with the audio modules preloaded, and each is replaced after
-``max_tasks_per_child`` decodes so no worker lives long on untrusted input.
+Workers start from a forkserver with the audio modules preloaded, and the pool is swapped for a
+fresh one after ``workers × max_tasks_per_child`` decodes so no worker lives long on untrusted
+input. (The executor's own ``max_tasks_per_child`` is not used: on Python 3.11 a pool whose
+worker retires while decodes are queued stops running them.)
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ class DecoderPool:
         self.task = task
         self._lock = threading.Lock()
         self._executor: ProcessPoolExecutor | None = None
+        self._submitted = 0
         self.replacements = 0
 
     def start(self) -> None:
@@ -79,11 +82,23 @@ class DecoderPool:
             if "shutdown" not in str(exc):
                 raise
             raise DecoderUnavailable("the audio decoder is restarting; retry") from None
+        except asyncio.CancelledError:
+            # Another request's timeout replaced the pool and cancelled this queued decode;
+            # unless this request itself is being cancelled, it answers 503, not a 500.
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise
+            raise DecoderUnavailable("the audio decoder is restarting; retry") from None
 
     def _current(self) -> ProcessPoolExecutor:
         with self._lock:
             if self._executor is None:
                 raise DecoderUnavailable("the audio decoder is not running")
+            self._submitted += 1
+            if self._submitted > self.workers * self.max_tasks_per_child:
+                retired, self._executor = self._executor, self._new_executor()
+                self._submitted = 1
+                retired.shutdown(wait=False)  # its queued decodes finish, then its workers exit
             return self._executor
 
     def _replace(self, broken: ProcessPoolExecutor, *, kill: bool) -> None:
@@ -100,11 +115,7 @@ class DecoderPool:
     def _new_executor(self) -> ProcessPoolExecutor:
         context = multiprocessing.get_context("forkserver")
         context.set_forkserver_preload(["ingest.audio"])
-        executor = ProcessPoolExecutor(
-            max_workers=self.workers,
-            mp_context=context,
-            max_tasks_per_child=self.max_tasks_per_child,
-        )
+        executor = ProcessPoolExecutor(max_workers=self.workers, mp_context=context)
         for _ in range(self.workers):
             executor.submit(_warm_up)
         return executor

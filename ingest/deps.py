@@ -1,4 +1,8 @@
-"""Dependencies of the ingest routes, as ``Annotated`` aliases."""
+"""Dependencies of the ingest routes, as ``Annotated`` aliases.
+
+They only read ``app.state``, so they are ``async``: FastAPI runs a plain ``def`` dependency in
+the thread pool, a hop per dependency per upload that costs more than the lookup itself.
+"""
 
 from __future__ import annotations
 
@@ -7,17 +11,19 @@ from typing import Annotated
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from fastapi import Depends, Request
 
+from core.db import Database
 from core.errors import Unavailable
+from core.storage import BlobStore
 from ingest.decoder import DecoderPool
 from policies.policy import Policy
 
 
-def get_policy(request: Request) -> Policy:
+async def get_policy(request: Request) -> Policy:
     policy: Policy = request.app.state.policy
     return policy
 
 
-def get_consent_key(request: Request) -> Ed25519PublicKey:
+async def get_consent_key(request: Request) -> Ed25519PublicKey:
     """The consent public key; without one the consent routes answer 503 and store nothing."""
     key: Ed25519PublicKey | None = getattr(request.app.state, "consent_public_key", None)
     if key is None:
@@ -25,13 +31,25 @@ def get_consent_key(request: Request) -> Ed25519PublicKey:
     return key
 
 
-def get_decoder(request: Request) -> DecoderPool:
+async def get_decoder(request: Request) -> DecoderPool:
     decoder: DecoderPool | None = getattr(request.app.state, "decoder", None)
     if decoder is None:
         raise Unavailable("the audio decoder is not running")
     return decoder
 
 
+async def get_database(request: Request) -> Database:
+    database: Database = request.app.state.database
+    return database
+
+
+async def get_store(request: Request) -> BlobStore:
+    store: BlobStore = request.app.state.store
+    return store
+
+
 PolicyDep = Annotated[Policy, Depends(get_policy)]
 ConsentKeyDep = Annotated[Ed25519PublicKey, Depends(get_consent_key)]
 DecoderDep = Annotated[DecoderPool, Depends(get_decoder)]
+UploadDatabaseDep = Annotated[Database, Depends(get_database)]
+UploadStoreDep = Annotated[BlobStore, Depends(get_store)]

@@ -24,7 +24,13 @@ from core.errors import ChorusError, UploadTimeout
 from ingest import metrics, service
 from ingest.catalog import count_eligible, eligibility_cache, replace_usage
 from ingest.consent import bearer_token, check_age, verify_consent
-from ingest.deps import ConsentKeyDep, DecoderDep, PolicyDep
+from ingest.deps import (
+    ConsentKeyDep,
+    DecoderDep,
+    PolicyDep,
+    UploadDatabaseDep,
+    UploadStoreDep,
+)
 from ingest.models import (
     ClipAcceptedRead,
     ExerciseUsageCreate,
@@ -75,8 +81,8 @@ async def upload_clip(
     request: Request,
     public_key: ConsentKeyDep,
     policy: PolicyDep,
-    database: DatabaseDep,
-    store: StoreDep,
+    database: UploadDatabaseDep,
+    store: UploadStoreDep,
     decoder: DecoderDep,
 ) -> ClipAcceptedRead:
     try:

@@ -21,14 +21,14 @@ grow with every accepted list it sees and are kept when a model is saved.
 from __future__ import annotations
 
 import math
+import multiprocessing
 import operator
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal, cast
 
 import numpy as np
-from joblib import Parallel, delayed
 from rapidfuzz import process
 from rapidfuzz.distance import Levenshtein, Prefix
 from scipy import sparse
@@ -165,17 +165,6 @@ class Features:
     dense_names: tuple[str, ...]
 
 
-class _Report(NamedTuple):
-    """A report reduced to what features read (cheap to send to worker processes)."""
-
-    course: str
-    prompt_id: str
-    prompt: str
-    answer: str
-    accepted: tuple[str, ...]
-    times_reported: int
-
-
 class FeatureExtractor:
     """Turns reports into ``Features``; ``feature_set="ngram"`` gives only answer n-grams.
 
@@ -233,12 +222,14 @@ class FeatureExtractor:
         """Features of ``reports`` in their order.
 
         Accepted lists are absorbed first, so the course vocabularies include every prompt of
-        the batch. With ``n_jobs > 1`` large batches are split by prompt over worker processes.
+        the batch. With ``n_jobs > 1`` large batches are split by prompt over forked worker
+        processes (where the platform forks; otherwise one process does all).
         """
         if self.feature_set == "full":
             self.observe(reports)
         groups = _groups_by_prompt(reports)
-        if n_jobs > 1 and len(reports) >= _MIN_PARALLEL_REPORTS:
+        parallel = n_jobs > 1 and "fork" in multiprocessing.get_all_start_methods()
+        if parallel and len(reports) >= _MIN_PARALLEL_REPORTS:
             return self._transform_parallel(reports, groups, n_jobs, progress)
         hashed: list[list[str]] = [[] for _ in reports]
         dense = np.zeros((len(reports), len(self.dense_names)))
@@ -257,22 +248,22 @@ class FeatureExtractor:
         self, reports: Sequence[ReportLike], groups: list[list[int]], n_jobs: int,
         progress: Callable[[int], None] | None,
     ) -> Features:
+        # Forked workers inherit the reports and the warm prompt indexes; only the chunks'
+        # positions go out and their features come back.
+        global _FORKED
         chunks = _balanced_chunks(groups, 4 * n_jobs)
-        # Plain tuples pickle an order of magnitude faster than pydantic records.
-        payloads = [
-            [_Report(r.course, r.prompt_id, r.prompt, r.answer, tuple(r.accepted), r.times_reported)
-             for r in (reports[i] for i in chunk)]
-            for chunk in chunks
-        ]
         parts: list[Features] = []
-        runner = Parallel(n_jobs=n_jobs, return_as="generator")
-        for part, chunk in zip(
-            runner(delayed(_transform_serial)(self, payload) for payload in payloads), chunks,
-            strict=True,
-        ):
-            parts.append(part)
-            if progress is not None:
-                progress(len(chunk))
+        _FORKED = (self, reports)
+        try:
+            with multiprocessing.get_context("fork").Pool(n_jobs) as pool:
+                for part, chunk in zip(
+                    pool.imap(_transform_forked, chunks), chunks, strict=True,
+                ):
+                    parts.append(part)
+                    if progress is not None:
+                        progress(len(chunk))
+        finally:
+            _FORKED = None
         order = np.argsort(np.concatenate([np.asarray(chunk) for chunk in chunks]), kind="stable")
         hashed = sparse.vstack([part.hashed for part in parts], format="csr")[order]
         dense = np.concatenate([part.dense for part in parts])[order]
@@ -302,8 +293,13 @@ class FeatureExtractor:
         return names, _dense_block(reports, forms, tokens, index, nearest, np.array(counts))
 
 
-def _transform_serial(extractor: FeatureExtractor, reports: list[_Report]) -> Features:
-    return extractor.transform(reports)
+_FORKED: tuple[FeatureExtractor, Sequence[ReportLike]] | None = None
+
+
+def _transform_forked(chunk: list[int]) -> Features:
+    assert _FORKED is not None, "runs only in a worker forked by _transform_parallel"
+    extractor, reports = _FORKED
+    return extractor.transform([reports[i] for i in chunk])
 
 
 def _balanced_chunks(groups: list[list[int]], n_chunks: int) -> list[list[int]]:
@@ -411,7 +407,8 @@ def _edit_features(
                 chars_substituted += 1
         near_tokens = index.tokens[word_index] if word_index >= 0 else []
         near_coded = index.coded[word_index] if word_index >= 0 else ""
-        for tag, source, target in Levenshtein.editops(coded, near_coded).as_list():
+        word_edits = Levenshtein.editops(coded, near_coded).as_list()
+        for tag, source, target in cast(list[tuple[str, int, int]], word_edits):
             if tag == "delete":
                 new_words.append(tokens[source])
                 names.append("+=" + tokens[source])

@@ -230,7 +230,8 @@ def split_by_prompt(
     rng = np.random.default_rng(random_state)
     n_held = round(len(prompts) * holdout_fraction)
     held = {prompts[i] for i in rng.permutation(len(prompts))[:n_held].tolist()}
-    train, test = [], []
+    train: list[int] = []
+    test: list[int] = []
     for i, record in enumerate(records):
         (test if (record.course, record.prompt_id) in held else train).append(i)
     return train, test

@@ -39,7 +39,7 @@ from __future__ import annotations
 import hashlib
 import random
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -117,7 +117,7 @@ class _CourseWords:
 
 
 def simulate_reports(
-    prompts_by_course: dict[str, Sequence[Prompt]],
+    prompts_by_course: Mapping[str, Sequence[Prompt]],
     *,
     seed: int = 0,
     params: SimulationParams | None = None,

@@ -124,7 +124,7 @@ def iter_records(path: Path | str) -> Iterator[ReportRecord]:
     """
     where = Path(path)
     seen: dict[str, int] = {}
-    context = {"shared_accepted": {}}
+    context: dict[str, Any] = {"shared_accepted": {}}
     try:
         with where.open(encoding="utf-8-sig") as stream:
             for number, line in enumerate(stream, start=1):
