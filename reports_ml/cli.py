@@ -197,10 +197,13 @@ def evaluate(
 
 
 def _print_evaluation(result: Evaluation) -> None:
+    from reports_ml.evaluate import METHOD_LABELS
+
     methods = list(result.overall.auc)
     table = Table(title=f"ROC AUC ({result.split})")
-    for column in ("course", "reports", "correct", *methods):
-        table.add_column(column, justify="left" if column == "course" else "right")
+    table.add_column("course")
+    for column in ("reports", "correct", *(METHOD_LABELS.get(m, m) for m in methods)):
+        table.add_column(column, justify="right")
     for group in [*result.courses, result.overall]:
         table.add_row(
             group.name, str(group.n_reports), str(group.n_correct),

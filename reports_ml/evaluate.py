@@ -24,6 +24,7 @@ from reports_ml.model import ReportModel, split_by_prompt
 from reports_ml.models import ReportRecord
 
 __all__ = [
+    "METHOD_LABELS",
     "Evaluation",
     "GroupResult",
     "count_baseline_scores",
@@ -37,7 +38,8 @@ __all__ = [
 ]
 
 Progress = Callable[[int], None]
-_METHOD_LABELS = {"model": "model", "ngram": "n-gram only", "count": "count baseline"}
+METHOD_LABELS = {"model": "model", "ngram": "n-gram only", "count": "count baseline"}
+"""How each ranking method is named in tables and plots."""
 
 
 def roc_auc_score(labels: ArrayLike, scores: ArrayLike) -> float:
@@ -230,7 +232,7 @@ def plot_auc_by_course(evaluations: Sequence[Evaluation], path: Path | str) -> P
             if not points:
                 continue
             axis.scatter([p[0] for p in points], [p[1] for p in points], marker=marker, s=70,
-                         color=colour, label=_METHOD_LABELS[method], zorder=3)
+                         color=colour, label=METHOD_LABELS[method], zorder=3)
             if method == "model":
                 for x, y, name in points:
                     axis.annotate(name, (x, y), textcoords="offset points", xytext=(7, 5),

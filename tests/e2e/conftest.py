@@ -79,6 +79,14 @@ def prepare_database(url: str) -> Database:
     return database
 
 
+@pytest.fixture
+def e2e_database(fresh_postgres_url: str) -> Iterator[Database]:
+    """The fresh database, migrated, with the catalog; its connections closed afterwards."""
+    database = prepare_database(fresh_postgres_url)
+    yield database
+    database.dispose()
+
+
 ServerFactory = Callable[..., ChorusProcess]
 
 

@@ -37,7 +37,6 @@ from tests.e2e.conftest import (
     acknowledged,
     assert_every_ack_pending_and_stored,
     outcomes,
-    prepare_database,
     take_census,
 )
 
@@ -67,11 +66,12 @@ def test_store_down_and_back_answers_503_and_loses_nothing(
     chorus_server: ServerFactory,
     own_seaweed: SeaweedServer,
     fresh_postgres_url: str,
+    e2e_database: Database,
     fsdd_wavs: list[bytes],
     consent_keys: ConsentKeys,
 ) -> None:
     storage_url = own_seaweed.storage_url("chorus-faults")
-    database = prepare_database(fresh_postgres_url)
+    database = e2e_database
     server = chorus_server(database_url=fresh_postgres_url, storage_url=storage_url).start()
     load = UploadLoad([server.url], fsdd_wavs, consent_keys, threads=4, seed=2).start()
 
@@ -107,7 +107,6 @@ def test_store_down_and_back_answers_503_and_loses_nothing(
     sweeper.run()
     sweeper.run()
     assert set(store.list("pending/")) == census.pending_row_keys
-    database.dispose()
 
 
 def _terminate_backends(database_url: str, stop: threading.Event, kills: list[int]) -> None:
@@ -125,11 +124,12 @@ def _terminate_backends(database_url: str, stop: threading.Event, kills: list[in
 def test_killed_database_connections_answer_503_and_recover(
     chorus_server: ServerFactory,
     fresh_postgres_url: str,
+    e2e_database: Database,
     s3_store_url: str,
     fsdd_wavs: list[bytes],
     consent_keys: ConsentKeys,
 ) -> None:
-    database = prepare_database(fresh_postgres_url)
+    database = e2e_database
     database.dispose()  # its pooled connections would only be killed too
     server = chorus_server(database_url=fresh_postgres_url, storage_url=s3_store_url).start()
     load = UploadLoad([server.url], fsdd_wavs, consent_keys, threads=4, seed=3).start()
@@ -164,17 +164,17 @@ def test_killed_database_connections_answer_503_and_recover(
     sweeper.run()
     sweeper.run()
     assert set(store.list("pending/")) == census.pending_row_keys
-    database.dispose()
 
 
 def test_a_replica_killed_under_load_kept_every_clip_it_acknowledged(
     chorus_server: ServerFactory,
     fresh_postgres_url: str,
+    e2e_database: Database,
     s3_store_url: str,
     fsdd_wavs: list[bytes],
     consent_keys: ConsentKeys,
 ) -> None:
-    database = prepare_database(fresh_postgres_url)
+    database = e2e_database
     server = chorus_server(database_url=fresh_postgres_url, storage_url=s3_store_url).start()
     load = UploadLoad([server.url], fsdd_wavs, consent_keys, threads=6, seed=4).start()
     time.sleep(4)
@@ -211,7 +211,6 @@ def test_a_replica_killed_under_load_kept_every_clip_it_acknowledged(
     final = take_census(database, store, [*acks, *acknowledged(later)])
     assert not final.unmatched
     assert final.pending_objects == final.pending_row_keys
-    database.dispose()
 
 
 class _CommitAnswerLost(Database):

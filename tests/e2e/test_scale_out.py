@@ -27,7 +27,6 @@ from tests.e2e.conftest import (
     UploadLoad,
     acknowledged,
     outcomes,
-    prepare_database,
     take_census,
 )
 
@@ -60,12 +59,13 @@ def _released_by(log_path: Path) -> int:
 def test_two_replicas_release_every_acknowledged_clip_exactly_once(
     chorus_server: ServerFactory,
     fresh_postgres_url: str,
+    e2e_database: Database,
     s3_store_url: str,
     policy_file: Path,
     fsdd_wavs: list[bytes],
     consent_keys: ConsentKeys,
 ) -> None:
-    database = prepare_database(fresh_postgres_url)
+    database = e2e_database
     store = open_store(s3_store_url)
     policy = load_policy(str(policy_file))
     replicas = [
@@ -125,4 +125,3 @@ def test_two_replicas_release_every_acknowledged_clip_exactly_once(
 
     report = run_audit(database=database, store=store, policy=policy)
     assert report.ok, [finding for finding in report.findings]
-    database.dispose()

@@ -24,7 +24,7 @@ def test_normalize_answer_groups_case_punctuation_and_spacing(typed: str, groupe
 
 
 def test_normalize_answer_keeps_accents_and_composes() -> None:
-    decomposed = "nu\u031b\u0301o\u031bc"  # "nước" typed with combining marks
+    decomposed = "nu\u031bo\u031b\u0301c"  # "nước" typed with combining marks
     assert normalize_answer(decomposed) == "nước"
     assert normalize_answer("vo") != normalize_answer("vó")
     assert normalize_answer("İstanbul") == normalize_answer("i̇stanbul")

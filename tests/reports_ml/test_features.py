@@ -1,0 +1,164 @@
+"""Features on hand-made reports in several languages and scripts."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from reports_ml.features import DENSE_FEATURES, FeatureExtractor, featurize, nearest_accepted
+from reports_ml.models import ReportRecord
+
+HU_ACCEPTED = (
+    "rá gondolok éjjel nappal.", "éjjel nappal rá gondolok.", "én rá gondolok éjjel nappal.",
+)
+
+
+def _report(
+    answer: str, accepted: tuple[str, ...], *, course: str = "en_hu", prompt_id: str = "p1",
+    prompt: str = "i think about her night and day.", times_reported: int = 1,
+) -> ReportRecord:
+    return ReportRecord(
+        report_id=f"{course}-{prompt_id}-{answer}", course=course, prompt_id=prompt_id,
+        prompt=prompt, answer=answer, accepted=accepted, times_reported=times_reported,
+    )
+
+
+def _features(*reports: ReportRecord) -> list[dict[str, float]]:
+    features = featurize(list(reports))
+    return [dict(zip(DENSE_FEATURES, row.tolist(), strict=True)) for row in features.dense]
+
+
+def _count(value: float) -> int:
+    """Counts are stored as log1p(count)."""
+    return round(math.expm1(value))
+
+
+def test_answer_on_the_list_up_to_case_and_punctuation() -> None:
+    (row,) = _features(_report("Éjjel-nappal rá gondolok!", HU_ACCEPTED, times_reported=4))
+    assert row["same_up_to_punctuation_case"] == 1.0
+    assert row["char_distance"] == 0.0
+    assert row["word_distance"] == 0.0
+    assert row["log_times_reported"] == pytest.approx(math.log1p(4))
+
+
+def test_reordered_words_of_an_accepted_translation() -> None:
+    (row,) = _features(_report("gondolok rá éjjel nappal", HU_ACCEPTED))
+    assert row["same_words_reordered"] == 1.0
+    assert row["same_up_to_punctuation_case"] == 0.0
+    assert _count(row["new_words_unknown"]) == 0
+    assert row["words_in_prompt_ratio"] == 1.0
+
+
+def test_typo_is_an_unknown_word_close_to_a_known_one() -> None:
+    (row,) = _features(_report("rá gondolak éjjel nappal", HU_ACCEPTED))
+    assert _count(row["words_substituted"]) == 1
+    assert _count(row["new_words_unknown"]) == 1
+    assert _count(row["new_words_near_known"]) == 1
+    assert _count(row["chars_substituted"]) == 1
+    assert _count(row["char_distance"]) == 1
+    assert row["words_in_prompt_ratio"] == pytest.approx(3 / 4)
+
+
+def test_dropping_an_optional_word_differs_from_dropping_a_required_one() -> None:
+    accepted = ("én rá gondolok éjjel és nappal.", "rá gondolok éjjel nappal.")
+    optional, required = _features(
+        _report("rá gondolok éjjel és nappal", accepted),  # "én" is left out by the second
+        _report("rá éjjel nappal", accepted),  # "gondolok" is in both
+    )
+    assert _count(optional["words_missing"]) == 1
+    assert _count(optional["missing_words_optional"]) == 1
+    assert _count(optional["missing_words_required"]) == 0
+    assert _count(required["words_missing"]) == 1
+    assert _count(required["missing_words_required"]) == 1
+    assert _count(required["missing_words_optional"]) == 0
+
+
+def test_missing_accents_portuguese() -> None:
+    (row,) = _features(_report(
+        "Voce esta aqui", ("você está aqui.", "tu estás aqui."), course="en_pt",
+        prompt="you are here.",
+    ))
+    assert row["same_up_to_accents"] == 1.0
+    assert _count(row["new_words_unknown"]) == 2
+    assert _count(row["new_words_near_known"]) == 2
+
+
+def test_untranslated_english_word_vietnamese() -> None:
+    (row,) = _features(_report(
+        "đức là một nước ở europe", ("đức là một nước ở châu âu.",), course="en_vi",
+        prompt="germany is a country in europe.",
+    ))
+    assert _count(row["new_words_in_source"]) == 1
+    assert _count(row["words_missing"]) + _count(row["words_substituted"]) == 2
+
+
+def test_spacing_only_vietnamese_and_word_from_elsewhere_in_the_course() -> None:
+    spacing, elsewhere, _other_prompt = _features(
+        _report("đức là mộtnước ở châu âu", ("đức là một nước ở châu âu.",), course="en_vi"),
+        _report("đức là một con mèo ở châu âu", ("đức là một nước ở châu âu.",),
+                course="en_vi", prompt_id="p2"),
+        _report("tôi có một con mèo", ("tôi có một con mèo.",), course="en_vi", prompt_id="p3"),
+    )
+    assert spacing["same_up_to_spacing"] == 1.0
+    assert _count(elsewhere["new_words_in_course"]) == 2  # "con" and "mèo" from prompt p3
+    assert _count(elsewhere["new_words_unknown"]) == 0
+
+
+def test_japanese_without_spaces_is_compared_by_characters() -> None:
+    (row,) = _features(_report(
+        "私は学生だ。", ("私は学生です。", "わたしは学生です。"), course="en_ja",
+        prompt="i am a student.",
+    ))
+    assert row["same_up_to_punctuation_case"] == 0.0
+    assert _count(row["answer_words"]) == 5
+    assert _count(row["word_distance"]) == 2  # だ for で, す missing
+    assert _count(row["new_words_unknown"]) == 1
+
+
+@pytest.mark.parametrize(
+    ("answer", "accepted", "accents"),
+    [
+        ("انا طالب", ("أنا طالب.",), 1.0),  # Arabic: hamza left out
+        ("मैं छात्र हूं", ("मैं छात्र हूँ।",), 0.0),  # Devanagari: anusvara for chandrabindu
+    ],
+)
+def test_scripts_without_case(answer: str, accepted: tuple[str, ...], accents: float) -> None:
+    (row,) = _features(_report(answer, accepted, course="en_xx", prompt="i am a student."))
+    assert row["same_up_to_accents"] == accents
+    assert _count(row["words_substituted"]) == 1
+    assert _count(row["word_distance"]) == 1
+
+
+def test_empty_accepted_list_is_scored_without_error() -> None:
+    (row,) = _features(_report("szia", ()))
+    assert _count(row["words_extra"]) == 1
+    assert row["accepted_count"] == 0.0
+
+
+def test_batch_and_single_features_agree() -> None:
+    reports = [
+        _report(answer, HU_ACCEPTED, times_reported=i + 1)
+        for i, answer in enumerate(["rá gondolok", "éjjel nappal rá gondolok", "én gondolak"])
+    ]
+    extractor = FeatureExtractor()
+    batch = extractor.transform(reports)
+    for i, report in enumerate(reports):
+        single = extractor.transform([report])
+        assert np.array_equal(single.dense[0], batch.dense[i])
+        assert (single.hashed[0] != batch.hashed[i]).nnz == 0
+
+
+def test_ngram_features_hash_words_and_bigrams_only() -> None:
+    extractor = FeatureExtractor("ngram", hash_bits=12)
+    features = extractor.transform([_report("rá gondolok", HU_ACCEPTED)])
+    assert features.dense.shape == (1, 0)
+    assert features.hashed.shape == (1, 4096)
+    assert features.hashed.sum() == 5  # 2 words + 3 bigrams with sentence boundaries
+
+
+def test_nearest_accepted_counts_words() -> None:
+    assert nearest_accepted("Gondolok rá éjjel és nappal", HU_ACCEPTED) == 0
+    assert nearest_accepted("én rá gondolok éjjel", HU_ACCEPTED) == 2
+    assert nearest_accepted("szia", ()) is None

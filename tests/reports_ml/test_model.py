@@ -1,0 +1,136 @@
+"""Train, save, load and score: the model file, its card and its refusal of other versions."""
+
+from __future__ import annotations
+
+import functools
+import re
+from pathlib import Path
+
+import joblib
+import numpy as np
+import pytest
+
+from core.errors import InvalidInput
+from reports_ml.evaluate import roc_auc_score
+from reports_ml.model import (
+    FORMAT_VERSION,
+    ReportModel,
+    card_path,
+    split_by_prompt,
+    train_model,
+    training_data_sha256,
+)
+from reports_ml.models import ModelCard, ReportRecord
+from reports_ml.simulate import simulate_reports
+from reports_ml.staple import load_staple
+
+STAPLE = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "staple"
+
+
+@functools.cache
+def _records() -> tuple[ReportRecord, ...]:
+    prompts = {
+        "en_pt": load_staple(STAPLE / "dev.en_pt.2020-02-20.gold.txt")[:60],
+        "en_vi": load_staple(STAPLE / "train-split-a.en_vi.2020-01-13.gold.txt")[:60],
+    }
+    return tuple(simulate_reports(prompts, seed=21))
+
+
+@functools.cache
+def _split() -> tuple[list[ReportRecord], list[ReportRecord]]:
+    records = _records()
+    train, test = split_by_prompt(records, 0.3, random_state=0)
+    return [records[i] for i in train], [records[i] for i in test]
+
+
+@functools.cache
+def _trained() -> ReportModel:
+    return train_model(_split()[0], random_state=0)
+
+
+def test_train_save_load_score_round_trip(tmp_path: Path) -> None:
+    train, test = _split()
+    model = _trained()
+    before = model.score(test)
+    path = model.save(tmp_path / "models" / "scorer.joblib")
+    loaded = ReportModel.load(path)
+    after = loaded.score(test)
+    assert np.array_equal(before, after)
+    assert ((after >= 0) & (after <= 1)).all()
+    assert [loaded.score_one(r) for r in test[:5]] == pytest.approx(after[:5].tolist(), abs=1e-12)
+
+    card = ModelCard.model_validate_json(card_path(path).read_text(encoding="utf-8"))
+    assert card.format_version == FORMAT_VERSION
+    assert card.feature_set == "full"
+    assert card.n_reports == len(train)
+    assert card.n_correct == sum(bool(r.label) for r in train)
+    assert set(card.courses) == {"en_pt", "en_vi"}
+    assert card.training_data_sha256 == training_data_sha256(train)
+    assert "new_words_unknown" in card.feature_names
+
+
+def test_model_ranks_held_out_prompts_better_than_counting() -> None:
+    _, test = _split()
+    labels = np.array([bool(r.label) for r in test])
+    counts = np.array([r.times_reported for r in test])
+    assert roc_auc_score(labels, _trained().score(test)) > roc_auc_score(labels, counts) + 0.1
+
+
+def test_no_prompt_is_in_both_parts_of_a_split() -> None:
+    train, test = _split()
+    assert {r.prompt_id for r in train}.isdisjoint({r.prompt_id for r in test})
+    assert len(train) + len(test) == len(_records())
+
+
+def test_loading_a_model_of_another_format_version_fails_clearly(tmp_path: Path) -> None:
+    path = tmp_path / "old.joblib"
+    joblib.dump({"kind": "chorus-report-scorer", "format_version": 0, "model": _trained()}, path)
+    with pytest.raises(InvalidInput) as caught:
+        ReportModel.load(path)
+    assert "model format version 0" in caught.value.detail
+    assert f"reads version {FORMAT_VERSION}" in caught.value.detail
+    assert "chorus reports train" in caught.value.detail
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [(b"not a pickle", "not a report model file"), (None, "no model file there")],
+)
+def test_loading_something_else_fails_clearly(
+    tmp_path: Path, content: bytes | None, message: str,
+) -> None:
+    path = tmp_path / "model.joblib"
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(InvalidInput, match=message):
+        ReportModel.load(path)
+
+
+def test_a_pickled_dict_that_is_not_a_model_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "model.joblib"
+    joblib.dump({"weights": [1, 2, 3]}, path)
+    with pytest.raises(InvalidInput, match="not a report model file"):
+        ReportModel.load(path)
+
+
+def test_training_needs_both_classes_and_scoring_needs_training() -> None:
+    wrong_only = [r for r in _records() if not r.label][:50]
+    with pytest.raises(InvalidInput, match="needs correct and incorrect"):
+        ReportModel().fit(wrong_only)
+    with pytest.raises(InvalidInput, match="not trained"):
+        ReportModel().score(wrong_only)
+
+
+def test_unlabelled_records_are_left_out_of_training(tmp_path: Path) -> None:
+    train, _ = _split()
+    unlabelled = [r.model_copy(update={"label": None}) for r in train[:100]]
+    model = train_model([*train[100:], *unlabelled])
+    assert model.card is not None
+    assert model.card.n_reports == len(train) - 100
+
+
+def test_training_data_hash_follows_labels() -> None:
+    train, _ = _split()
+    flipped = [train[0].model_copy(update={"label": not train[0].label}), *train[1:]]
+    assert training_data_sha256(train) != training_data_sha256(flipped)
+    assert re.fullmatch("[0-9a-f]{64}", training_data_sha256(train))
