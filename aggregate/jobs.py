@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 
 import sqlalchemy as sa
 from apscheduler.schedulers.base import BaseScheduler
-from core.storage import BlobStore
 
 from aggregate.buckets import distinct_contributors
 from aggregate.release import (
@@ -34,6 +33,7 @@ from aggregate.tables import Bucket, PendingClip, ReleaseCycle
 from core.db import Database
 from core.errors import ChorusError
 from core.scheduler import INTERVALS, interval_trigger
+from core.storage import BlobStore
 from policies.policy import Policy
 
 JOB_ID = "chorus-release"
@@ -64,13 +64,20 @@ def run_release_cycle(
     checkpoint: Checkpoint = no_checkpoint,
 ) -> CycleReport:
     now = now or dt.datetime.now(dt.UTC)
-    with database.session() as session:
+    with database.session(write=True) as session:
         advanced = advance_cycle(session, interval_s=interval_s, now=now)
-    released = release_ready_buckets(
-        database, store, policy, today=now.date(), batch_size=batch_size, checkpoint=checkpoint
-    )
+    release_failure: ChorusError | None = None
+    try:
+        released = release_ready_buckets(
+            database, store, policy, today=now.date(), batch_size=batch_size, checkpoint=checkpoint
+        )
+    except ChorusError as exc:
+        # A bucket that failed to release must not hold back retention (P10) for everyone.
+        released, release_failure = [], exc
     purged = purge_expired_buckets(database, store, policy, batch_size=batch_size)
-    with database.session() as session:
+    if release_failure is not None:
+        raise release_failure
+    with database.session(write=True) as session:
         cycle = current_cycle(session)
     if released or purged or advanced is not None:
         _logger.info(
@@ -104,7 +111,7 @@ def preview_release_cycle(
 ) -> CyclePreview:
     """What ``run_release_cycle`` would do now, changing nothing (``chorus release --dry-run``)."""
     now = now or dt.datetime.now(dt.UTC)
-    with database.session() as session:
+    with database.session(write=True) as session:
         row = session.get(ReleaseCycle, 1)
         cycle = row.current if row is not None else 0
         last = row.advanced_at if row is not None else None

@@ -292,7 +292,7 @@ def _plan_and_copy(
     stats = BatchStatistics()
     after = ""
     while True:
-        with database.session() as session:
+        with database.session(write=True) as session:
             rows = session.execute(
                 sa.select(
                     PendingClip.id,
@@ -349,7 +349,7 @@ def iter_released_clips(
     """A release's clips in their shuffled order, read in batches (keyset on position, id)."""
     last: tuple[int, str] | None = None
     while True:
-        with database.session() as session:
+        with database.session(write=True) as session:
             query = sa.select(ReleasedClip).where(ReleasedClip.release_id == release_id)
             if last is not None:
                 query = query.where(
@@ -469,7 +469,7 @@ def drain_pending(
     """Delete a closed bucket's pending objects, then their rows; returns how many."""
     deleted = 0
     while True:
-        with database.session() as session:
+        with database.session(write=True) as session:
             rows = session.execute(
                 sa.select(PendingClip.id, PendingClip.object_key)
                 .where(PendingClip.bucket_id == bucket_id)
@@ -480,7 +480,7 @@ def drain_pending(
             return deleted
         _in_parallel(store.delete, [row.object_key for row in rows])
         checkpoint("cleaned")
-        with database.session() as session:
+        with database.session(write=True) as session:
             session.execute(
                 sa.delete(PendingClip).where(PendingClip.id.in_([row.id for row in rows]))
             )
@@ -510,7 +510,7 @@ def release_bucket(
         if not acquired:
             return None
         try:
-            with database.session() as session:
+            with database.session(write=True) as session:
                 claim = _claim(session, bucket_id, policy=policy, today=today)
         except DBAPIError as exc:
             if getattr(exc.orig, "sqlstate", None) == _LOCK_NOT_AVAILABLE:
@@ -531,7 +531,7 @@ def release_bucket(
 
 def _is_closed(database: Database, bucket_id: str) -> bool:
     """Released or purged: its pending leftovers may go. Never true for an open bucket."""
-    with database.session() as session:
+    with database.session(write=True) as session:
         state = session.execute(
             sa.select(Bucket.state).where(Bucket.id == bucket_id)
         ).scalar_one_or_none()
@@ -550,12 +550,12 @@ def _release_claimed(
         stats = _plan_and_copy(
             database, store, claim, batch_size=batch_size, checkpoint=checkpoint
         )
-        with database.session() as session:
+        with database.session(write=True) as session:
             stats.contributor_count = distinct_contributors(session, claim.bucket_id)
         _write_manifest(database, store, claim, stats, batch_size=batch_size)
         checkpoint("manifest")
         try:
-            with database.session() as session:
+            with database.session(write=True) as session:
                 finished = _finalize(session, claim, stats)
         except _UnplannedClips:
             continue
@@ -582,7 +582,7 @@ def release_ready_buckets(
     checkpoint: Checkpoint = no_checkpoint,
 ) -> list[ReleaseOutcome]:
     """Finish what killed runs left, then release every bucket that reached k."""
-    with database.session() as session:
+    with database.session(write=True) as session:
         candidates = unfinished_bucket_ids(session) + ready_bucket_ids(session, k=policy.k)
     outcomes: list[ReleaseOutcome] = []
     failures: list[ChorusError] = []

@@ -12,7 +12,6 @@ import datetime as dt
 from dataclasses import dataclass
 
 import sqlalchemy as sa
-from core.storage import BlobStore
 from sqlalchemy.orm import Session
 
 from aggregate.buckets import distinct_contributors
@@ -25,6 +24,7 @@ from aggregate.release import (
 )
 from aggregate.tables import Bucket, PendingClip, ReleaseCycle
 from core.db import Database
+from core.storage import BlobStore
 from policies.audit import append as append_audit
 from policies.policy import Policy
 
@@ -139,7 +139,7 @@ def purge_bucket(
     with bucket_claim(database, bucket_id) as acquired:
         if not acquired:
             return None
-        with database.session() as session:
+        with database.session(write=True) as session:
             outcome = _close_for_purge(session, bucket_id, policy=policy)
         if outcome is not None:
             drain_pending(
@@ -155,7 +155,7 @@ def purge_expired_buckets(
     *,
     batch_size: int = DEFAULT_BATCH,
 ) -> list[PurgeOutcome]:
-    with database.session() as session:
+    with database.session(write=True) as session:
         candidates = expired_bucket_ids(session, policy=policy)
     outcomes = []
     for bucket_id in candidates:

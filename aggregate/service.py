@@ -15,7 +15,6 @@ import tarfile
 from collections.abc import Iterator
 
 import sqlalchemy as sa
-from core.storage import BlobStore
 from sqlalchemy.orm import Session
 
 from aggregate.release import iter_released_clips, release_prefix
@@ -23,6 +22,7 @@ from aggregate.statistics import BatchStatistics, merge_all
 from aggregate.tables import Bucket, Release, ReleasedClip
 from core.db import Database
 from core.errors import InvalidInput, NotFound
+from core.storage import BlobStore
 
 MAX_PAGE = 200
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ _NAMING = {
 
 _MIGRATION_LOCK = 0x43484D47  # "CHMG"
 WRITE_OPTION = "chorus_write"
+WRITER_QUEUE_TIMEOUT_S = 10.0
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
 
@@ -104,6 +106,9 @@ class Database:
         self.url = url
         self.engine = make_engine(url)
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
+        # SQLite has one writer: this process's writers queue here, in turn, instead of in
+        # SQLite's busy handler, which sleeps up to 100 ms between tries and can starve one.
+        self._sqlite_writer = threading.Lock() if self.engine.dialect.name == "sqlite" else None
 
     @property
     def is_postgres(self) -> bool:
@@ -116,6 +121,9 @@ class Database:
         ``write=True`` marks a read-then-write transaction; on SQLite it takes the write lock
         at BEGIN so concurrent writers queue instead of failing.
         """
+        lock = self._sqlite_writer if write else None
+        if lock is not None and not lock.acquire(timeout=WRITER_QUEUE_TIMEOUT_S):
+            raise DatabaseUnavailable("the database is busy; try again")
         session = self.sessions()
         try:
             with translate_db_errors():
@@ -128,6 +136,8 @@ class Database:
             raise
         finally:
             session.close()
+            if lock is not None:
+                lock.release()
 
     def check(self) -> None:
         """Readiness probe: raises DatabaseUnavailable when the database does not answer."""

@@ -11,9 +11,6 @@ removed by the orphan sweeper (``ingest.jobs``) if no row refers to it.
 from __future__ import annotations
 
 import contextlib
-import threading
-import weakref
-from collections.abc import Iterator
 
 from aggregate.buckets import ClipFacts, add_pending_clip, pending_object_key, withdraw_learner
 from core.db import Database
@@ -24,11 +21,6 @@ from ingest.catalog import require_eligible
 from ingest.consent import Consent
 from policies.audit import append as append_audit
 from policies.policy import Policy
-
-# How long a writer waits for the others of this process; SQLite's own busy timeout is 10 s.
-WRITER_QUEUE_TIMEOUT_S = 10.0
-_WRITER_LOCKS: weakref.WeakKeyDictionary[Database, threading.Lock] = weakref.WeakKeyDictionary()
-_WRITER_LOCKS_GUARD = threading.Lock()
 
 
 def audio_limits(policy: Policy) -> AudioLimits:
@@ -46,24 +38,6 @@ def check_exercise(database: Database, *, policy: Policy, exercise_id: str) -> N
         require_eligible(
             session, exercise_id=exercise_id, min_learners=policy.min_exercise_learners
         )
-
-
-@contextlib.contextmanager
-def writer_turn(database: Database) -> Iterator[None]:
-    """Queue behind this process's other writers when the database is SQLite (one writer)."""
-    if database.is_postgres:
-        yield
-        return
-    with _WRITER_LOCKS_GUARD:
-        lock = _WRITER_LOCKS.get(database)
-        if lock is None:
-            lock = _WRITER_LOCKS[database] = threading.Lock()
-    if not lock.acquire(timeout=WRITER_QUEUE_TIMEOUT_S):
-        raise DatabaseUnavailable()
-    try:
-        yield
-    finally:
-        lock.release()
 
 
 def store_clip(
@@ -89,7 +63,7 @@ def store_clip(
         loudness_dbfs=clip.loudness_dbfs,
     )
     try:
-        with writer_turn(database), database.session(write=True) as session:
+        with database.session(write=True) as session:
             if verify_exercise:
                 require_eligible(
                     session, exercise_id=exercise_id, min_learners=policy.min_exercise_learners
@@ -116,7 +90,7 @@ def withdraw(*, database: Database, store: BlobStore, consent: Consent) -> int:
     Rows go first, in one transaction with the audit entry; objects are deleted after the
     commit, and any the store fails to delete are left to the orphan sweeper.
     """
-    with writer_turn(database), database.session(write=True) as session:
+    with database.session(write=True) as session:
         object_keys = withdraw_learner(session, consent.learner_id)
         append_audit(session, kind="withdrawal", body={"clips_removed": len(object_keys)})
     for object_key in object_keys:

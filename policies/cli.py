@@ -57,9 +57,9 @@ def audit(
 
 def _run(*, canaries: list[str], log_dirs: list[Path]) -> AuditReport:
     import sqlalchemy as sa
-    from core.storage import open_store
 
     from core.db import Database
+    from core.storage import open_store
     from policies.policy import load_policy
 
     settings = get_settings()

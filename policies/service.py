@@ -66,7 +66,7 @@ def record_policy_load(database: Database, policy: Policy, *, attempts: int = 3)
     """
     for attempt in range(1, attempts + 1):
         try:
-            with database.session() as session:
+            with database.session(write=True) as session:
                 appended = record_policy_load_in(session, policy) is not None
         except (IntegrityError, OperationalError):
             if attempt == attempts:

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from core.storage import BlobStore, open_store
 
 from aggregate.jobs import preview_release_cycle, run_release_cycle
 from aggregate.retention import advance_cycle, current_cycle
 from aggregate.tables import Bucket, PendingClip
 from core.db import Database
+from core.storage import BlobStore, open_store
 from policies.audit import verify_chain
 from policies.policy import Policy, load_policy
 from policies.tables import AuditEntry
@@ -102,3 +102,31 @@ def test_a_bucket_that_reaches_k_in_its_last_cycle_is_released_not_purged(
     )
     assert [r.clip_count for r in report.released] == [5]
     assert report.purged == []
+
+
+def test_a_failing_release_does_not_hold_back_retention(
+    database: Database, store: BlobStore, seed: Seed, policy: Policy,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import aggregate.jobs
+    from core.errors import StorageUnavailable
+
+    seed(database, store, digit=2, speakers=3)  # below k: purged after retention_cycles
+    first = run_release_cycle(
+        database=database, store=store, policy=policy, interval_s=HOUR, now=T0
+    )
+    assert first.purged == []
+
+    def broken_release(*_args: object, **_kwargs: object) -> list[object]:
+        raise StorageUnavailable()
+
+    monkeypatch.setattr(aggregate.jobs, "release_ready_buckets", broken_release)
+    with pytest.raises(StorageUnavailable):
+        run_release_cycle(
+            database=database, store=store, policy=policy, interval_s=HOUR,
+            now=T0 + dt.timedelta(hours=1),
+        )
+    with database.session() as session:
+        states = session.execute(sa.select(Bucket.state)).scalars().all()
+    assert states == ["purged"]
+    assert list(store.list("pending/")) == []

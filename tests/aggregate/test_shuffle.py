@@ -9,11 +9,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from core.storage import BlobStore, open_store
 from scipy.stats import kendalltau
 
 from aggregate.release import release_ready_buckets
 from core.db import Database
+from core.storage import BlobStore, open_store
 from policies.policy import load_policy
 from tests.aggregate.conftest import SPEAKERS, ClipSource, seed_clip
 
