@@ -220,10 +220,11 @@ def plot_auc_by_course(evaluations: Sequence[Evaluation], path: Path | str) -> P
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter, NullFormatter
 
     markers = {"model": ("o", "tab:blue"), "ngram": ("^", "tab:orange"), "count": ("s", "tab:gray")}
     figure, axes = plt.subplots(
-        1, len(evaluations), figsize=(6.2 * len(evaluations), 4.8), squeeze=False, sharey=True,
+        1, len(evaluations), figsize=(6.2 * len(evaluations), 5.0), squeeze=False, sharey=True,
     )
     for axis, evaluation in zip(axes[0], evaluations, strict=True):
         for method, (marker, colour) in markers.items():
@@ -235,18 +236,24 @@ def plot_auc_by_course(evaluations: Sequence[Evaluation], path: Path | str) -> P
                          color=colour, label=METHOD_LABELS[method], zorder=3)
             if method == "model":
                 for x, y, name in points:
-                    axis.annotate(name, (x, y), textcoords="offset points", xytext=(7, 5),
-                                  fontsize=10)
-        axis.axhline(0.5, color="black", linewidth=0.8, linestyle=":", label="random")
+                    axis.annotate(name, (x, y), textcoords="offset points", xytext=(0, 9),
+                                  ha="center", fontsize=10)
+        axis.axhline(0.5, color="black", linewidth=0.8, linestyle=":", label="random ranking")
         axis.set_xscale("log")
+        axis.margins(x=0.2)
+        # Ticks at the courses' sizes: a few courses rarely span a decade of the log scale.
+        axis.set_xticks(sorted({r.n_reports for r in evaluation.courses}))
+        axis.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:,.0f}"))
+        axis.xaxis.set_minor_formatter(NullFormatter())
         axis.set_xlabel("reports in course (log scale)")
         axis.set_title(evaluation.split)
         axis.grid(True, which="both", alpha=0.3)
-        axis.legend(loc="lower right", fontsize=9)
     axes[0][0].set_ylabel("ROC AUC")
     axes[0][0].set_ylim(0.4, 1.0)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    figure.legend(handles, labels, loc="lower center", ncol=len(labels), frameon=False)
     figure.suptitle("Report ranking quality per course")
-    figure.tight_layout()
+    figure.tight_layout(rect=(0, 0.07, 1, 1))
     target = Path(path)
     figure.savefig(target, dpi=110)
     plt.close(figure)

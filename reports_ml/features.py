@@ -26,6 +26,7 @@ import operator
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from itertools import chain
 from typing import Any, Literal, cast
 
 import numpy as np
@@ -35,7 +36,13 @@ from scipy import sparse
 from sklearn.feature_extraction import FeatureHasher
 
 from reports_ml.models import ReportLike
-from reports_ml.text import normalize_answer, strip_accents, tokenize
+from reports_ml.text import (
+    normalize_answer,
+    normalize_answers,
+    strip_accents,
+    strip_accents_all,
+    tokenize,
+)
 
 __all__ = [
     "DENSE_FEATURES",
@@ -88,7 +95,8 @@ DENSE_FEATURES = (
 _START, _END = "\x01", "\x02"
 _NEAR_KNOWN = 0.34  # normalized edit distance of a typo to the word meant (about 1 in 3)
 _MAX_CDIST_CELLS = 2_000_000
-_MAX_CACHED_PROMPTS = 50_000
+# LRU bound: an index takes ~65 KiB for ~45 accepted translations, so at most ~650 MB.
+_MAX_CACHED_PROMPTS = 10_000
 _MIN_PARALLEL_REPORTS = 20_000
 
 
@@ -117,19 +125,21 @@ class PromptIndex:
 
     def __init__(self, accepted: tuple[str, ...], prompt: str) -> None:
         self.accepted = accepted
-        self.forms = list(dict.fromkeys(f for f in map(normalize_answer, accepted) if f))
+        self.forms = list(dict.fromkeys(f for f in normalize_answers(accepted) if f))
         self.form_set = frozenset(self.forms)
-        self.tokens = [tokenize(form) for form in self.forms]
-        self.vocabulary = list(dict.fromkeys(w for tokens in self.tokens for w in tokens))
-        self.code_of = {word: _code(i) for i, word in enumerate(self.vocabulary)}
-        self.coded = ["".join(self.code_of[w] for w in tokens) for tokens in self.tokens]
-        self.form_lengths = np.array([len(form) for form in self.forms], dtype=float)
-        self.token_counts = np.array([len(tokens) for tokens in self.tokens], dtype=float)
-        self.bigrams = frozenset(g for coded in self.coded for g in _bigrams(coded))
-        in_forms = Counter(w for tokens in self.tokens for w in set(tokens))
+        self.tokens = list(map(tokenize, self.forms))
+        self.vocabulary = list(dict.fromkeys(chain.from_iterable(self.tokens)))
+        self.code_of = dict(zip(self.vocabulary, map(_code, range(len(self.vocabulary))),
+                                strict=True))
+        code = self.code_of.__getitem__
+        self.coded = ["".join(map(code, tokens)) for tokens in self.tokens]
+        self.form_lengths = np.array(list(map(len, self.forms)), dtype=float)
+        self.token_counts = np.array(list(map(len, self.tokens)), dtype=float)
+        self.bigrams = frozenset(chain.from_iterable(map(_bigrams, self.coded)))
+        in_forms = Counter(chain.from_iterable(map(set, self.tokens)))
         self.optional = frozenset(w for w, n in in_forms.items() if n < len(self.forms))
         self.no_space = frozenset(form.replace(" ", "") for form in self.forms)
-        self.no_accent = frozenset(strip_accents(form) for form in self.forms)
+        self.no_accent = frozenset(strip_accents_all(self.forms))
         self.sorted_words = frozenset(" ".join(sorted(tokens)) for tokens in self.tokens)
         self.source_words = frozenset(tokenize(normalize_answer(prompt)))
 
@@ -202,12 +212,15 @@ class FeatureExtractor:
         key = (report.course, report.prompt_id)
         index = self._prompts.get(key)
         accepted = report.accepted
-        if index is None or (index.accepted is not accepted and index.accepted != tuple(accepted)):
-            index = PromptIndex(tuple(accepted), report.prompt)
-            self._courses.setdefault(report.course, _CourseVocabulary()).add(index)
-            self._prompts[key] = index
-            if len(self._prompts) > _MAX_CACHED_PROMPTS:
-                self._prompts.popitem(last=False)
+        if index is not None and (index.accepted is accepted or index.accepted == tuple(accepted)):
+            self._prompts.move_to_end(key)
+            return index
+        index = PromptIndex(tuple(accepted), report.prompt)
+        self._courses.setdefault(report.course, _CourseVocabulary()).add(index)
+        self._prompts[key] = index
+        self._prompts.move_to_end(key)
+        if len(self._prompts) > _MAX_CACHED_PROMPTS:
+            self._prompts.popitem(last=False)  # the least recently used
         return index
 
     def observe(self, reports: Sequence[ReportLike]) -> None:
@@ -225,9 +238,10 @@ class FeatureExtractor:
         the batch. With ``n_jobs > 1`` large batches are split by prompt over forked worker
         processes (where the platform forks; otherwise one process does all).
         """
-        if self.feature_set == "full":
-            self.observe(reports)
         groups = _groups_by_prompt(reports)
+        if self.feature_set == "full":
+            for members in groups:
+                self.prompt_index(reports[members[0]])
         parallel = n_jobs > 1 and "fork" in multiprocessing.get_all_start_methods()
         if parallel and len(reports) >= _MIN_PARALLEL_REPORTS:
             return self._transform_parallel(reports, groups, n_jobs, progress)
@@ -335,7 +349,7 @@ def _groups_by_prompt(reports: Sequence[ReportLike]) -> list[list[int]]:
     for i, report in enumerate(reports):
         variants = by_prompt.setdefault((report.course, report.prompt_id), [])
         for accepted, members in variants:
-            if accepted is report.accepted or accepted == report.accepted:
+            if accepted is report.accepted or tuple(accepted) == tuple(report.accepted):
                 members.append(i)
                 break
         else:

@@ -13,14 +13,15 @@ No outside NLP resources are used, so nothing here is tied to a language.
 from __future__ import annotations
 
 import re
-import sys
 import unicodedata
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import cache
 
 __all__ = [
     "normalize_answer",
+    "normalize_answers",
     "strip_accents",
+    "strip_accents_all",
     "tokenize",
 ]
 
@@ -52,9 +53,14 @@ def _character_class(codes: list[int]) -> str:
     return "[" + "".join(parts) + "]"
 
 
+# Planes 0-3 and 14 hold every assigned character that is not private use (planes 4-13 are
+# unassigned, 15-16 private use): scanning only them keeps building the tables quick.
+_SCANNED = (range(0x40000), range(0xE0000, 0xF0000))
+
+
 def _codes_where(wanted: Callable[[str], bool]) -> tuple[list[int], list[int]]:
     """Code points with ``wanted(char)``: those in the Basic Multilingual Plane, and the rest."""
-    codes = [code for code in range(sys.maxunicode + 1) if wanted(chr(code))]
+    codes = [code for block in _SCANNED for code in block if wanted(chr(code))]
     return [c for c in codes if c <= 0xFFFF], [c for c in codes if c > 0xFFFF]
 
 
@@ -86,13 +92,28 @@ def normalize_answer(text: str) -> str:
     >>> normalize_answer("  Éjjel-nappal  rá gondolok! ")
     'éjjel nappal rá gondolok'
     """
+    return unicodedata.normalize("NFC", " ".join(_fold(text).split()))
+
+
+def normalize_answers(texts: Sequence[str]) -> list[str]:
+    """``normalize_answer`` of each text; much faster than one call per text for long lists."""
+    lines = _fold("\n".join(texts)).split("\n")
+    if len(lines) != len(texts):  # a text held a newline itself
+        return [normalize_answer(text) for text in texts]
+    # Newline neither composes nor changes case, so the whole list is normalized at once.
+    return unicodedata.normalize("NFC", "\n".join(" ".join(line.split()) for line in lines)).split(
+        "\n",
+    )
+
+
+def _fold(text: str) -> str:
     folded = unicodedata.normalize("NFC", text).casefold()
     bmp, beyond = _punctuation()
     spaced = bmp.sub(" ", folded)
     if _BEYOND_BMP.search(spaced) is not None:
         spaced = beyond.sub(" ", spaced)
-    # casefold can decompose (e.g. U+0130), so normalize once more after it.
-    return unicodedata.normalize("NFC", " ".join(spaced.split()))
+    # casefold can decompose (e.g. U+0130): callers compose again after collapsing spaces.
+    return spaced
 
 
 def tokenize(normalized: str) -> list[str]:
@@ -100,6 +121,12 @@ def tokenize(normalized: str) -> list[str]:
     if _HAS_CHARACTER_SCRIPT.search(normalized) is None:
         return normalized.split()
     return _CHARACTER_SCRIPT_TOKEN.findall(normalized)
+
+
+def strip_accents_all(texts: Sequence[str]) -> list[str]:
+    """``strip_accents`` of each text, done on the whole list at once."""
+    stripped = strip_accents("\n".join(texts)).split("\n")
+    return stripped if len(stripped) == len(texts) else [strip_accents(text) for text in texts]
 
 
 def strip_accents(text: str) -> str:

@@ -1,5 +1,6 @@
-"""A short soak: open-loop uploads at 80 % of measured capacity answer without error, and the
-server's memory does not climb (the 10-minute run is ``benchmarks/soak.py``)."""
+"""A short soak: open-loop uploads at half the measured capacity answer without error, and the
+server's memory does not climb. The 10-minute run at 80 % is ``benchmarks/soak.py``; a 5-second
+capacity burst overestimates what the server sustains, so the short gate keeps more headroom."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ pytestmark = pytest.mark.e2e
 def test_short_soak_has_no_errors_and_no_memory_growth() -> None:
     # Uploads only: releases under load are the scale-out test's subject.
     args = parse_args(["--duration", "20", "--window", "10", "--capacity-seconds", "5",
-                       "--release-interval", "600"])
+                       "--load", "0.5", "--release-interval", "600"])
     result = run_soak(args)
     print(markdown(result, args))
 

@@ -150,6 +150,29 @@ def test_batch_and_single_features_agree() -> None:
         assert (single.hashed[0] != batch.hashed[i]).nnz == 0
 
 
+def test_worker_processes_give_the_same_features(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("reports_ml.features._MIN_PARALLEL_REPORTS", 10)
+    reports = [
+        _report(f"{answer} {i}", HU_ACCEPTED, prompt_id=f"p{i % 7}", times_reported=i % 3 + 1)
+        for i, answer in enumerate(["rá gondolok", "éjjel nappal rá", "én gondolak"] * 20)
+    ]
+    serial = FeatureExtractor().transform(reports)
+    steps: list[int] = []
+    parallel = FeatureExtractor().transform(reports, n_jobs=2, progress=steps.append)
+    assert sum(steps) == len(reports)
+    assert np.array_equal(serial.dense, parallel.dense)
+    assert (serial.hashed != parallel.hashed).nnz == 0
+
+
+def test_a_newly_accepted_answer_changes_its_features() -> None:
+    extractor = FeatureExtractor()
+    answer = "gondolok rá éjjel és nappal"
+    before = extractor.transform([_report(answer, HU_ACCEPTED)])
+    after = extractor.transform([_report(answer, (*HU_ACCEPTED, answer + "."))])
+    same = DENSE_FEATURES.index("same_up_to_punctuation_case")
+    assert (before.dense[0, same], after.dense[0, same]) == (0.0, 1.0)
+
+
 def test_ngram_features_hash_words_and_bigrams_only() -> None:
     extractor = FeatureExtractor("ngram", hash_bits=12)
     features = extractor.transform([_report("rá gondolok", HU_ACCEPTED)])

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from reports_ml.text import normalize_answer, strip_accents, tokenize
+from reports_ml.text import (
+    normalize_answer,
+    normalize_answers,
+    strip_accents,
+    strip_accents_all,
+    tokenize,
+)
 
 
 @pytest.mark.parametrize(
@@ -50,3 +56,10 @@ def test_strip_accents_removes_diacritics_but_not_indic_letters() -> None:
     assert strip_accents("você está") == "voce esta"
     assert strip_accents("أنا") == "انا"  # hamza above is a combining mark
     assert strip_accents("छात्र") == "छात्र"  # the virama builds the letter: kept
+
+
+def test_list_versions_agree_with_one_at_a_time() -> None:
+    texts = ["Éjjel-nappal  rá!", "İstanbul", "two\nlines", "", "私は。", "Você?"]
+    assert normalize_answers(texts) == [normalize_answer(t) for t in texts]
+    assert strip_accents_all(texts) == [strip_accents(t) for t in texts]
+    assert normalize_answers([]) == []
