@@ -19,7 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from core.metrics import REQUESTS
 
 ACCESS_LOGGER = "chorus.access"
-_RESERVED = set(vars(logging.LogRecord("", 0, "", 0, "", (), None)))
+_RESERVED = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"color_message"}
 
 
 class JsonFormatter(logging.Formatter):
