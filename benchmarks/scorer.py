@@ -12,7 +12,8 @@ The machine's load average is printed too: on a shared machine wall times move w
 
     .venv/bin/python benchmarks/scorer.py [--quick] [--jobs 2] [--out F.json] [--plot F.png]
 
-``--quick`` uses 120 prompts per file, 3 folds and ~100,000 reports for speed (a few minutes).
+``--quick`` uses 120 prompts per file, 3 folds and ~30,000 reports for speed (under a minute)
+and writes its figures to the temporary folder.
 """
 
 from __future__ import annotations
@@ -175,11 +176,17 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="small, fast run")
     parser.add_argument("--jobs", type=int, default=2, help="worker processes for features")
     parser.add_argument("--seed", type=int, default=1, help="seed of the quality simulation")
-    here = REPO_ROOT / "benchmarks"
-    parser.add_argument("--out", type=Path, default=here / "scorer_results.json")
-    parser.add_argument("--plot", type=Path, default=here / "scorer_auc.png")
+    parser.add_argument("--out", type=Path, help="figures as JSON (default: benchmarks/"
+                        "scorer_results.json; with --quick, in the temporary folder)")
+    parser.add_argument("--plot", type=Path, help="the per-course AUC plot (default: benchmarks/"
+                        "scorer_auc.png; with --quick, in the temporary folder)")
     parser.add_argument("--skip-speed", action="store_true", help="quality only")
     args = parser.parse_args()
+    # A quick run must not replace the recorded figures of a full one.
+    folder = Path(tempfile.gettempdir()) if args.quick else REPO_ROOT / "benchmarks"
+    suffix = "_quick" if args.quick else ""
+    args.out = args.out or folder / f"scorer_results{suffix}.json"
+    args.plot = args.plot or folder / f"scorer_auc{suffix}.png"
 
     print(f"load average at start: {_load()}")
     by_course = _load_prompts(120 if args.quick else None)

@@ -25,7 +25,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 
 from core.errors import InvalidInput
-from reports_ml.features import FeatureExtractor, Features, FeatureSet
+from reports_ml.features import DENSE_FEATURES, FeatureExtractor, Features, FeatureSet
 from reports_ml.models import ModelCard, ReportLike, ReportRecord
 
 __all__ = [
@@ -181,6 +181,12 @@ class ReportModel:
         model = payload["model"]
         if not isinstance(model, cls) or not model.is_fitted:
             raise InvalidInput(f"{source}: not a trained report model")
+        expected = DENSE_FEATURES if model.feature_set == "full" else ()
+        if tuple(model.extractor.dense_names) != expected:
+            raise InvalidInput(
+                f"{source}: the model was trained on other features than this version of Chorus "
+                "computes; train a new model with `chorus reports train`",
+            )
         return model
 
 

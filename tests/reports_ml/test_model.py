@@ -92,6 +92,14 @@ def test_loading_a_model_of_another_format_version_fails_clearly(tmp_path: Path)
     assert "chorus reports train" in caught.value.detail
 
 
+def test_loading_a_model_with_other_features_fails_clearly(tmp_path: Path) -> None:
+    model = train_model(_split()[0][:400])
+    model.extractor.dense_names = model.extractor.dense_names[:-1]
+    path = model.save(tmp_path / "model.joblib")
+    with pytest.raises(InvalidInput, match="trained on other features"):
+        ReportModel.load(path)
+
+
 @pytest.mark.parametrize(
     ("content", "message"),
     [(b"not a pickle", "not a report model file"), (None, "no model file there")],
