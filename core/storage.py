@@ -205,6 +205,8 @@ class FileBlobStore:
             with os.fdopen(fd, "wb") as handle:
                 write(handle)
                 handle.flush()
+                # A file's modification time would say when a clip arrived (P4).
+                os.utime(handle.fileno(), (0, 0))
                 os.fsync(handle.fileno())
             os.replace(temp_name, target)
         except BaseException as exc:
@@ -297,7 +299,8 @@ class FileBlobStore:
         removed = 0
         for temp in self.root.rglob(f"{TEMP_PREFIX}*"):
             with contextlib.suppress(FileNotFoundError):
-                if temp.stat().st_mtime <= cutoff:
+                # ctime: a live write resets the mtime to the epoch (P4) just before its rename.
+                if temp.stat().st_ctime <= cutoff:
                     temp.unlink()
                     removed += 1
         return removed

@@ -472,3 +472,12 @@ def test_a_stopped_seaweedfs_is_unavailable_and_recovers(
     assert store.get("clips/kept.flac") == b"kept"
     store.put("clips/after.flac", b"after")
     assert list(store.list("clips/")) == ["clips/after.flac", "clips/kept.flac"]
+
+
+def test_file_store_objects_carry_no_write_time(tmp_path: Path) -> None:
+    """P4: an object's modification time must not say when it was written."""
+    store = FileBlobStore(tmp_path / "blobs")
+    store.put("pending/a.flac", b"data")
+    store.copy("pending/a.flac", "releases/r/clips/b.flac")
+    for path in (tmp_path / "blobs").rglob("*.flac"):
+        assert path.stat().st_mtime == 0
