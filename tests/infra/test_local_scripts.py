@@ -72,6 +72,20 @@ def _answers(port: int) -> bool:
         return probe.connect_ex(("127.0.0.1", port)) == 0
 
 
+def _run_script(
+    name: str, environment: dict[str, str], cwd: Path, *, timeout: float
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(LOCAL / name)],
+        env=environment,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
 @pytest.mark.s3
 @pytest.mark.timeout(60)
 def test_seaweedfs_scripts_start_a_working_s3_store_and_stop_it(tmp_path: Path) -> None:
@@ -87,15 +101,7 @@ def test_seaweedfs_scripts_start_a_working_s3_store_and_stop_it(tmp_path: Path) 
     }
     started = time.monotonic()
     try:
-        result = subprocess.run(
-            [str(LOCAL / "start-seaweedfs.sh")],
-            env=environment,
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=45,
-            check=False,
-        )
+        result = _run_script("start-seaweedfs.sh", environment, tmp_path, timeout=45)
         assert result.returncode == 0, result.stderr
         exports = _exports(result.stdout)
         url = exports["CHORUS_STORAGE_URL"]
@@ -116,27 +122,11 @@ def test_seaweedfs_scripts_start_a_working_s3_store_and_stop_it(tmp_path: Path) 
         anonymous = httpx.get(f"http://127.0.0.1:{s3_port}/chorus/pending/probe.flac", timeout=5)
         assert anonymous.status_code == 403
         # Starting twice is refused instead of fighting over the ports.
-        again = subprocess.run(
-            [str(LOCAL / "start-seaweedfs.sh")],
-            env=environment,
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=False,
-        )
+        again = _run_script("start-seaweedfs.sh", environment, tmp_path, timeout=10)
         assert again.returncode != 0
         assert "already running" in again.stderr
     finally:
-        stopped = subprocess.run(
-            [str(LOCAL / "stop-seaweedfs.sh")],
-            env=environment,
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=20,
-            check=False,
-        )
+        stopped = _run_script("stop-seaweedfs.sh", environment, tmp_path, timeout=20)
     assert stopped.returncode == 0, stopped.stderr
     assert not (tmp_path / "seaweedfs" / "weed.pid").exists()
     assert not _answers(s3_port)
@@ -160,15 +150,7 @@ def test_postgres_script_uses_the_running_server_and_creates_the_database(
     database = f"chorus_infra_{os.getpid()}"
     environment = {**os.environ, "CHORUS_PG_DB": database, "CHORUS_PG_DIR": str(tmp_path / "pg")}
     try:
-        result = subprocess.run(
-            [str(LOCAL / "start-postgres.sh")],
-            env=environment,
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=False,
-        )
+        result = _run_script("start-postgres.sh", environment, tmp_path, timeout=30)
         assert result.returncode == 0, result.stderr
         assert "already running at 127.0.0.1:5432" in result.stdout
         url = _exports(result.stdout)["CHORUS_DATABASE_URL"]
@@ -176,15 +158,7 @@ def test_postgres_script_uses_the_running_server_and_creates_the_database(
         with psycopg.connect(url.replace("+psycopg", "")) as connection:
             assert connection.execute("SELECT current_database()").fetchone() == (database,)
         # Idempotent: a second run finds the database.
-        again = subprocess.run(
-            [str(LOCAL / "start-postgres.sh")],
-            env=environment,
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=False,
-        )
+        again = _run_script("start-postgres.sh", environment, tmp_path, timeout=30)
         assert again.returncode == 0, again.stderr
         assert not (tmp_path / "pg").exists(), "no embedded server when one is running"
     finally:
@@ -208,15 +182,7 @@ def test_postgres_script_starts_an_embedded_server_when_none_answers(tmp_path: P
         "CHORUS_PG_DIR": str(pg_parent / "pg"),
     }
     try:
-        result = subprocess.run(
-            [str(LOCAL / "start-postgres.sh")],
-            env=environment,
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+        result = _run_script("start-postgres.sh", environment, tmp_path, timeout=60)
         assert result.returncode == 0, result.stderr
         assert "an embedded server in" in result.stdout
         url = _exports(result.stdout)["CHORUS_DATABASE_URL"]
@@ -224,15 +190,7 @@ def test_postgres_script_starts_an_embedded_server_when_none_answers(tmp_path: P
         with psycopg.connect(url.replace("+psycopg", "")) as connection:
             assert connection.execute("SELECT current_database()").fetchone() == ("chorus",)
     finally:
-        stopped = subprocess.run(
-            [str(LOCAL / "stop-postgres.sh")],
-            env=environment,
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=False,
-        )
+        stopped = _run_script("stop-postgres.sh", environment, tmp_path, timeout=30)
         shutil.rmtree(pg_parent, ignore_errors=True)
     assert stopped.returncode == 0, stopped.stderr
     assert not _answers(port)
