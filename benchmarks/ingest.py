@@ -87,30 +87,14 @@ def four_second_clips(count: int) -> list[bytes]:
 
 def prepare_full_service(workdir: Path) -> tuple[dict[str, str], str]:
     """Environment for the full app, with a usage catalog; returns (env, private key PEM)."""
-    from core.db import Database
-    from ingest.catalog import replace_usage
-    from ingest.consent import generate_keypair
-    from ingest.models import ExerciseUsageCreate
+    from benchmarks.service_env import embedded_service
 
-    private_pem, public_pem = generate_keypair()
-    (workdir / "public.pem").write_text(public_pem)
-    env = {
-        "CHORUS_DATABASE_URL": f"sqlite:///{workdir / 'chorus.db'}",
-        "CHORUS_STORAGE_URL": f"file://{workdir / 'blobs'}",
-        "CHORUS_POLICY": "demo",
-        "CHORUS_CONSENT_PUBLIC_KEY": str(workdir / "public.pem"),
-        "CHORUS_SCHEDULER_ENABLED": "false",
-        "CHORUS_LOG_LEVEL": "WARNING",
-        "CHORUS_DECODER_WORKERS": os.environ.get("CHORUS_DECODER_WORKERS", "2"),
-    }
-    database = Database(env["CHORUS_DATABASE_URL"])
-    database.upgrade()
-    with database.session() as session:
-        replace_usage(
-            session, [ExerciseUsageCreate(exercise_id=e, learners=10_000) for e in EXERCISES]
-        )
-    database.dispose()
-    return env, private_pem
+    return embedded_service(
+        workdir,
+        CHORUS_SCHEDULER_ENABLED="false",
+        CHORUS_LOG_LEVEL="WARNING",
+        CHORUS_DECODER_WORKERS=os.environ.get("CHORUS_DECODER_WORKERS", "2"),
+    )
 
 
 # --- servers and load -----------------------------------------------------------------------

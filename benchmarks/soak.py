@@ -35,11 +35,11 @@ import numpy as np
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 FSDD = REPO_ROOT / ".." / "shared" / "data" / "fsdd" / "recordings"
-EXERCISES = [f"digit-{d}" for d in range(10)]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from ingest.consent import generate_keypair, load_private_key, mint_token  # noqa: E402
+from benchmarks.service_env import EXERCISES, embedded_service  # noqa: E402
+from ingest.consent import load_private_key, mint_token  # noqa: E402
 from tests.e2e.procs import ChorusProcess, descendants, rss_kib  # noqa: E402
 
 
@@ -120,29 +120,12 @@ def load_clips(count: int = 60) -> list[bytes]:
 
 def prepare_service(workdir: Path, *, release_interval: int) -> tuple[dict[str, str], str]:
     """Environment of the embedded default with a usage catalog; returns (env, private PEM)."""
-    from core.db import Database
-    from ingest.catalog import replace_usage
-    from ingest.models import ExerciseUsageCreate
-
-    private_pem, public_pem = generate_keypair()
-    (workdir / "consent-public.pem").write_text(public_pem)
-    env = {
-        "CHORUS_DATABASE_URL": f"sqlite:///{workdir / 'chorus.db'}",
-        "CHORUS_STORAGE_URL": f"file://{workdir / 'blobs'}",
-        "CHORUS_POLICY": "demo",
-        "CHORUS_CONSENT_PUBLIC_KEY": str(workdir / "consent-public.pem"),
-        "CHORUS_SCHEDULER_ENABLED": "true",
-        "CHORUS_RELEASE_INTERVAL": str(release_interval),
-        "CHORUS_MODEL_DIR": str(workdir / "models"),
-    }
-    database = Database(env["CHORUS_DATABASE_URL"])
-    database.upgrade()
-    with database.session() as session:
-        replace_usage(
-            session, [ExerciseUsageCreate(exercise_id=e, learners=10_000) for e in EXERCISES]
-        )
-    database.dispose()
-    return env, private_pem
+    return embedded_service(
+        workdir,
+        CHORUS_SCHEDULER_ENABLED="true",
+        CHORUS_RELEASE_INTERVAL=str(release_interval),
+        CHORUS_MODEL_DIR=str(workdir / "models"),
+    )
 
 
 class Uploader:

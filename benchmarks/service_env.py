@@ -1,0 +1,39 @@
+"""The embedded-default service the ingest benchmark and the soak both start."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+EXERCISES = [f"digit-{d}" for d in range(10)]
+
+
+def embedded_service(workdir: Path, **settings: str) -> tuple[dict[str, str], str]:
+    """``CHORUS_*`` environment on SQLite + file store under ``workdir``, with a usage catalog
+    admitting every exercise in EXERCISES; returns (env, consent private key PEM).
+
+    ``settings`` add or override variables, e.g. ``CHORUS_SCHEDULER_ENABLED="false"``.
+    """
+    from core.db import Database
+    from ingest.catalog import replace_usage
+    from ingest.consent import generate_keypair
+    from ingest.models import ExerciseUsageCreate
+
+    private_pem, public_pem = generate_keypair()
+    (workdir / "consent-public.pem").write_text(public_pem)
+    env = {
+        "CHORUS_DATABASE_URL": f"sqlite:///{workdir / 'chorus.db'}",
+        "CHORUS_STORAGE_URL": f"file://{workdir / 'blobs'}",
+        "CHORUS_POLICY": "demo",
+        "CHORUS_CONSENT_PUBLIC_KEY": str(workdir / "consent-public.pem"),
+        **settings,
+    }
+    database = Database(env["CHORUS_DATABASE_URL"])
+    try:
+        database.upgrade()
+        with database.session() as session:
+            replace_usage(
+                session, [ExerciseUsageCreate(exercise_id=e, learners=10_000) for e in EXERCISES]
+            )
+    finally:
+        database.dispose()
+    return env, private_pem
