@@ -24,6 +24,7 @@ from core.ids import new_id, new_secret
 PENDING_PREFIX = "pending/"
 # The Core table, for the upload's INSERT (the ORM's bulk path costs more than the statement).
 _PENDING_TABLE = cast(sa.Table, PendingClip.__table__)
+_BUCKET_TABLE = cast(sa.Table, Bucket.__table__)
 
 
 def pending_object_key() -> str:
@@ -35,9 +36,16 @@ def contributor_tag(bucket_key: bytes, learner_id: str) -> str:
     return hmac.new(bucket_key, learner_id.encode("utf-8"), hashlib.sha256).hexdigest()
 
 
-def current_cycle(session: Session) -> int:
-    row = session.get(ReleaseCycle, 1)
-    return row.current if row is not None else 0
+# An upload's transaction runs on a plain Connection (the lean path); tests and tools may pass
+# an ORM Session. Only ``execute`` and ``begin_nested`` are used, which both offer.
+Executor = Session | sa.Connection
+
+
+def current_cycle(session: Executor) -> int:
+    current = session.execute(
+        sa.select(ReleaseCycle.current).where(ReleaseCycle.id == 1)
+    ).scalar_one_or_none()
+    return current if current is not None else 0
 
 
 def get_open_bucket(session: Session, exercise_id: str) -> Bucket | None:
@@ -51,39 +59,58 @@ def get_open_bucket(session: Session, exercise_id: str) -> Bucket | None:
     ).scalar_one_or_none()
 
 
-class _BucketClosed(Exception):
-    """The bucket left ``open`` while a clip was being added; the clip goes to a fresh one."""
+# The upload's statements are built once: building a statement costs more than running it.
+_OPEN_BUCKET = (
+    sa.select(Bucket.id, Bucket.bucket_key)
+    .where(Bucket.exercise_id == sa.bindparam("exercise_id"), Bucket.state == "open")
+    .with_for_update(read=True)
+)
 
 
-def _still_open(session: Session, bucket_id: str) -> bool:
-    state = session.execute(sa.select(Bucket.state).where(Bucket.id == bucket_id)).scalar_one()
-    return state == "open"
+def _open_bucket_row(session: Executor, exercise_id: str) -> tuple[str, bytes] | None:
+    """(id, key) of the exercise's open bucket, share-locked on PostgreSQL like
+    ``get_open_bucket``."""
+    found = session.execute(_OPEN_BUCKET, {"exercise_id": exercise_id}).first()
+    if found is None or found.bucket_key is None:
+        return None
+    return found.id, found.bucket_key
 
 
-def get_or_open_bucket(session: Session, exercise_id: str) -> Bucket:
-    """The exercise's open bucket, opened now (with a fresh key) if there is none.
+def open_bucket_for(session: Executor, exercise_id: str) -> tuple[str, bytes]:
+    """(id, key) of the exercise's open bucket, opened now (with a fresh key) if there is none.
 
     Two uploads racing to open the same exercise's bucket meet the partial unique index; the
     loser reads the winner's bucket.
     """
-    bucket = get_open_bucket(session, exercise_id)
-    if bucket is not None:
-        return bucket
+    found = _open_bucket_row(session, exercise_id)
+    if found is not None:
+        return found
+    bucket_id, bucket_key = new_id(), new_secret(32)
     try:
         with session.begin_nested():
-            bucket = Bucket(
-                exercise_id=exercise_id,
-                state="open",
-                bucket_key=new_secret(32),
-                opened_cycle=current_cycle(session),
+            session.execute(
+                sa.insert(_BUCKET_TABLE).values(
+                    id=bucket_id,
+                    exercise_id=exercise_id,
+                    state="open",
+                    bucket_key=bucket_key,
+                    opened_cycle=current_cycle(session),
+                )
             )
-            session.add(bucket)
-        return bucket
+        return bucket_id, bucket_key
     except IntegrityError:
-        existing = get_open_bucket(session, exercise_id)
-        if existing is None:
+        found = _open_bucket_row(session, exercise_id)
+        if found is None:
             raise
-        return existing
+        return found
+
+
+def get_or_open_bucket(session: Session, exercise_id: str) -> Bucket:
+    """The exercise's open bucket as an ORM object, opened now if there is none."""
+    bucket_id, _key = open_bucket_for(session, exercise_id)
+    bucket = session.get(Bucket, bucket_id, populate_existing=True)
+    assert bucket is not None
+    return bucket
 
 
 @dataclass(frozen=True)
@@ -97,7 +124,7 @@ class ClipFacts:
 
 
 def add_pending_clip(
-    session: Session,
+    session: Executor,
     *,
     exercise_id: str,
     learner_id: str,
@@ -106,71 +133,75 @@ def add_pending_clip(
 ) -> None:
     """Record a stored clip in its exercise's open bucket, or raise ContributionLimit.
 
-    After the insert the bucket's state is read again inside the writing transaction: if a
-    release claimed the bucket meanwhile (possible on SQLite, which has no FOR SHARE), the
-    insert is undone and the clip joins the exercise's next open bucket instead.
+    Must run in a writing transaction (``Database.connection(write=True)`` or
+    ``session(write=True)``). The bucket cannot be claimed by a release between the read of
+    its row and the insert: SQLite's writers take the database's write lock at BEGIN, and on
+    PostgreSQL the bucket row is share-locked until commit. The slot is counted and taken in
+    one ``INSERT … SELECT``; on PostgreSQL two uploads of one learner may still count the
+    same slot, and the loser of the unique (bucket, tag, slot) constraint counts again.
     """
-    for _attempt in range(5):
-        # The common case, an open bucket, as one plain row (share-locked on PostgreSQL like
-        # ``get_open_bucket``); opening a bucket takes the ORM path.
-        found = session.execute(
-            sa.select(Bucket.id, Bucket.bucket_key)
-            .where(Bucket.exercise_id == exercise_id, Bucket.state == "open")
-            .with_for_update(read=True)
-        ).first()
-        if found is None:
-            bucket = get_or_open_bucket(session, exercise_id)
-            bucket_id, bucket_key = bucket.id, bucket.bucket_key
-        else:
-            bucket_id, bucket_key = found
-        assert bucket_key is not None
-        tag = contributor_tag(bucket_key, learner_id)
-        try:
-            if _insert_pending(
-                session,
-                bucket_id=bucket_id,
-                tag=tag,
-                clip=clip,
-                max_clips_per_contributor=max_clips_per_contributor,
-            ):
-                return
-        except _BucketClosed:
-            continue
-    raise ContributionLimit()
+    bucket_id, bucket_key = open_bucket_for(session, exercise_id)
+    tag = contributor_tag(bucket_key, learner_id)
+    row = {
+        "id": new_id(),
+        "bucket_id": bucket_id,
+        "tag": tag,
+        "object_key": clip.object_key,
+        "duration_s": clip.duration_s,
+        "sample_rate": clip.sample_rate,
+        "loudness_dbfs": clip.loudness_dbfs,
+        "max_slots": max_clips_per_contributor,
+    }
+    if not _is_postgres(session):
+        # Writers are serialized: no other upload can take a slot between count and insert.
+        inserted = len(session.execute(_INSERT_IN_FREE_SLOT, row).all())
+    else:
+        inserted = 0
+        for _attempt in range(max_clips_per_contributor + 1):
+            try:
+                with session.begin_nested():
+                    inserted = len(session.execute(_INSERT_IN_FREE_SLOT, row).all())
+                break
+            except IntegrityError:
+                continue
+    if inserted != 1:
+        raise ContributionLimit()
 
 
-def _insert_pending(
-    session: Session, *, bucket_id: str, tag: str, clip: ClipFacts, max_clips_per_contributor: int
-) -> bool:
-    for _attempt in range(3):
-        used = session.execute(
-            sa.select(sa.func.count())
-            .select_from(PendingClip)
-            .where(PendingClip.bucket_id == bucket_id, PendingClip.contributor_tag == tag)
-        ).scalar_one()
-        if used >= max_clips_per_contributor:
-            raise ContributionLimit()
-        try:
-            with session.begin_nested():
-                # A plain INSERT: no unit-of-work flush for a row nothing reads back.
-                session.execute(
-                    sa.insert(_PENDING_TABLE).values(
-                        id=new_id(),
-                        bucket_id=bucket_id,
-                        contributor_tag=tag,
-                        slot=used,
-                        object_key=clip.object_key,
-                        duration_s=clip.duration_s,
-                        sample_rate=clip.sample_rate,
-                        loudness_dbfs=clip.loudness_dbfs,
-                    )
-                )
-                if not _still_open(session, bucket_id):
-                    raise _BucketClosed()
-            return True
-        except IntegrityError:
-            continue
-    return False
+def _is_postgres(session: Executor) -> bool:
+    bind = session.get_bind() if isinstance(session, Session) else session
+    return bind.dialect.name == "postgresql"
+
+
+def _insert_in_free_slot() -> sa.Insert:
+    """One row in the next free slot of (bucket, tag), or no row when the cap is reached."""
+    table = _PENDING_TABLE
+    used = sa.func.count()
+    free_slot = (
+        sa.select(
+            sa.bindparam("id", type_=sa.String),
+            sa.bindparam("bucket_id", type_=sa.String),
+            sa.bindparam("tag", type_=sa.String),
+            used,
+            sa.bindparam("object_key", type_=sa.String),
+            sa.bindparam("duration_s", type_=sa.Float),
+            sa.bindparam("sample_rate", type_=sa.Integer),
+            sa.bindparam("loudness_dbfs", type_=sa.Float),
+        )
+        .select_from(table)
+        .where(
+            table.c.bucket_id == sa.bindparam("bucket_id"),
+            table.c.contributor_tag == sa.bindparam("tag"),
+        )
+        .having(used < sa.bindparam("max_slots", type_=sa.Integer))
+    )
+    columns = ["id", "bucket_id", "contributor_tag", "slot", "object_key"]
+    columns += ["duration_s", "sample_rate", "loudness_dbfs"]
+    # RETURNING tells whether a row went in (psycopg reports no rowcount for INSERT … SELECT).
+    return sa.insert(table).from_select(columns, free_slot).returning(table.c.slot)
+
+
+_INSERT_IN_FREE_SLOT = _insert_in_free_slot()
 
 
 def distinct_contributors(session: Session, bucket_id: str) -> int:

@@ -136,6 +136,12 @@ def serve(target: str, env: dict[str, str]) -> Iterator[tuple[str, int]]:
         process.wait(timeout=30)
 
 
+def own_cpu_seconds(pid: int) -> float:
+    """CPU time of ``pid`` itself, without its children (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def tree_cpu_seconds(pid: int) -> float:
     """CPU time of ``pid`` and all its descendants, reaped ones included (Linux /proc)."""
     tick = os.sysconf("SC_CLK_TCK")
@@ -153,10 +159,10 @@ def tree_cpu_seconds(pid: int) -> float:
     total, todo = 0, [pid]
     while todo:
         current = todo.pop()
-        fields = stats.get(current)
-        if fields is not None:
+        found = stats.get(current)
+        if found is not None:
             # utime, stime, cutime, cstime (fields 14-17 of stat; index 11-14 after the name)
-            total += sum(int(value) for value in fields[11:15])
+            total += sum(int(value) for value in found[11:15])
         todo.extend(children.get(current, []))
     return total / tick
 
@@ -168,6 +174,7 @@ class RunResult:
     latencies_ms: list[float]
     failures: int
     server_cpu_s: float = 0.0
+    api_cpu_s: float = 0.0
     client_cpu_s: float = 0.0
 
     @property
@@ -183,7 +190,8 @@ def measure(
 ) -> RunResult:
     """One round against ``server`` with the CPU time of both sides."""
     url, pid = server
-    server_before, client_before = tree_cpu_seconds(pid), time.process_time()
+    server_before, api_before = tree_cpu_seconds(pid), own_cpu_seconds(pid)
+    client_before = time.process_time()
     result = asyncio.run(drive(url, clips, tokens, concurrency))
     return RunResult(
         result.requests,
@@ -191,6 +199,7 @@ def measure(
         result.latencies_ms,
         result.failures,
         server_cpu_s=tree_cpu_seconds(pid) - server_before,
+        api_cpu_s=own_cpu_seconds(pid) - api_before,
         client_cpu_s=time.process_time() - client_before,
     )
 
@@ -284,6 +293,7 @@ def report(
             "p99_ms": float(np.percentile(latencies, 99)),
             "failures": float(sum(run.failures for run in runs)),
             "server_cpu_ms": 1000 * sum(run.server_cpu_s for run in runs) / uploads,
+            "api_cpu_ms": 1000 * sum(run.api_cpu_s for run in runs) / uploads,
             "client_cpu_ms": 1000 * sum(run.client_cpu_s for run in runs) / uploads,
         }
     ratio = summary["full"]["throughput_rps"] / summary["bare"]["throughput_rps"]
@@ -293,20 +303,38 @@ def report(
     )
     print(
         "| endpoint | throughput (req/s) | p50 (ms) | p99 (ms) | failures "
-        "| server CPU (ms/upload) | load generator CPU (ms/upload) |"
+        "| server CPU (ms/upload) | of which API process | load generator CPU (ms/upload) |"
     )
-    print("|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|")
     for name in ("bare", "full"):
         row = summary[name]
         print(
             f"| {name} | {row['throughput_rps']:.1f} | {row['p50_ms']:.1f} | "
-            f"{row['p99_ms']:.1f} | {int(row['failures'])} | {row['server_cpu_ms']:.1f} | "
-            f"{row['client_cpu_ms']:.1f} |"
+            f"{row['p99_ms']:.1f} | {int(row['failures'])} | {row['server_cpu_ms']:.2f} | "
+            f"{row['api_cpu_ms']:.2f} | {row['client_cpu_ms']:.2f} |"
         )
     for name, runs in results.items():
         rounds = ", ".join(f"{run.throughput:.1f}" for run in runs)
         print(f"{name} rounds (req/s): {rounds}")
     print(f"full / bare throughput: {ratio:.1%} (target >= 80%)")
+    api_ratio = summary["bare"]["api_cpu_ms"] / summary["full"]["api_cpu_ms"]
+    print(f"bare / full API-process CPU per upload: {api_ratio:.1%}")
+    print(bound_note(summary))
+
+
+def bound_note(summary: dict[str, dict[str, float]]) -> str:
+    """What the machine's cores allow: every process of a run shares ``os.cpu_count()`` cores,
+    so a run cannot go faster than cores / (server + load generator CPU per upload), nor than
+    one core over the API process's CPU per upload (one event loop, one interpreter)."""
+    cores = os.cpu_count() or 1
+    bounds = {}
+    for name, row in summary.items():
+        total_ms = row["server_cpu_ms"] + row["client_cpu_ms"]
+        bounds[name] = min(1000 * cores / total_ms, 1000 / row["api_cpu_ms"])
+    return (
+        f"CPU bound on {cores} cores: bare {bounds['bare']:.0f} req/s, full {bounds['full']:.0f} "
+        f"req/s, full / bare at most {bounds['full'] / bounds['bare']:.1%}"
+    )
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse
 from aggregate.jobs import schedule_release_job
 from aggregate.routes import router as aggregate_router
 from core.db import Database
-from core.errors import ChorusError
+from core.errors import ChorusError, ConfigurationError
 from core.handlers import PROBLEM_RESPONSES, install_error_handlers, problem_response
 from core.limits import BodyLimitMiddleware
 from core.logs import AccessLogMiddleware
@@ -44,6 +44,12 @@ def prepare(settings: Settings) -> tuple[Database, BlobStore, Policy]:
     load_public_key(settings.consent_public_key)
     store = open_store(settings.storage_url)
     database = Database(settings.database_url)
+    if not database.is_shared_file:
+        database.dispose()
+        raise ConfigurationError(
+            "CHORUS_DATABASE_URL: an in-memory SQLite database cannot be shared with the upload "
+            "workers; use a file (sqlite:///PATH) or PostgreSQL"
+        )
     return database, store, policy
 
 

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import os
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -99,6 +102,66 @@ def make_engine(url: str) -> Engine:
     )
 
 
+class SqliteWriterQueue:
+    """SQLite has one writer: writers wait their turn here rather than in SQLite's busy handler,
+    which sleeps up to 100 ms between tries and can starve one.
+
+    Threads of one process queue on a lock; processes sharing the database file (the API
+    process, its upload workers, a ``chorus release`` run) on an advisory lock of a file beside
+    it, polled at sub-millisecond steps. A process that dies lets go of its file lock.
+    """
+
+    def __init__(self, database_path: str | None) -> None:
+        self._threads = threading.Lock()
+        self._lock_path = f"{database_path}-writer.lock" if database_path else None
+        self._fd: int | None = None
+        self._fd_pid = 0
+
+    @contextlib.contextmanager
+    def turn(self, *, timeout_s: float = WRITER_QUEUE_TIMEOUT_S) -> Iterator[None]:
+        deadline = time.monotonic() + timeout_s
+        if not self._threads.acquire(timeout=timeout_s):
+            raise DatabaseUnavailable("the database is busy; try again")
+        try:
+            fd = self._lock_file()
+            if fd is not None:
+                self._lock_across_processes(fd, deadline)
+            try:
+                yield
+            finally:
+                if fd is not None:
+                    fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            self._threads.release()
+
+    def _lock_file(self) -> int | None:
+        if self._lock_path is None:
+            return None
+        if self._fd is None or self._fd_pid != os.getpid():
+            # Each process opens its own: a descriptor inherited across fork shares its lock.
+            self._fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+            self._fd_pid = os.getpid()
+        return self._fd
+
+    @staticmethod
+    def _lock_across_processes(fd: int, deadline: float) -> None:
+        delay = 0.0002
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise DatabaseUnavailable("the database is busy; try again") from None
+                time.sleep(delay)
+                delay = min(delay * 2, 0.005)
+
+    def close(self) -> None:
+        if self._fd is not None and self._fd_pid == os.getpid():
+            os.close(self._fd)
+        self._fd = None
+
+
 class Database:
     """An engine with its session factory; the one handle services receive."""
 
@@ -106,9 +169,18 @@ class Database:
         self.url = url
         self.engine = make_engine(url)
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
-        # SQLite has one writer: this process's writers queue here, in turn, instead of in
-        # SQLite's busy handler, which sleeps up to 100 ms between tries and can starve one.
-        self._sqlite_writer = threading.Lock() if self.engine.dialect.name == "sqlite" else None
+        self._sqlite_writer: SqliteWriterQueue | None = None
+        if self.engine.dialect.name == "sqlite":
+            path = self.engine.url.database
+            self._sqlite_writer = SqliteWriterQueue(
+                str(Path(path).resolve()) if path and path != ":memory:" else None
+            )
+
+    @property
+    def is_shared_file(self) -> bool:
+        """Whether other processes can open this database (not an in-memory SQLite one)."""
+        path = self.engine.url.database
+        return self.engine.dialect.name != "sqlite" or bool(path and path != ":memory:")
 
     @property
     def is_postgres(self) -> bool:
@@ -121,23 +193,41 @@ class Database:
         ``write=True`` marks a read-then-write transaction; on SQLite it takes the write lock
         at BEGIN so concurrent writers queue instead of failing.
         """
-        lock = self._sqlite_writer if write else None
-        if lock is not None and not lock.acquire(timeout=WRITER_QUEUE_TIMEOUT_S):
-            raise DatabaseUnavailable("the database is busy; try again")
-        session = self.sessions()
-        try:
-            with translate_db_errors():
-                if write:
-                    session.connection(execution_options={WRITE_OPTION: True})
-                yield session
-                session.commit()
-        except BaseException:
-            session.rollback()
-            raise
-        finally:
-            session.close()
-            if lock is not None:
-                lock.release()
+        with self._writer_turn(write):
+            session = self.sessions()
+            try:
+                with translate_db_errors():
+                    if write:
+                        session.connection(execution_options={WRITE_OPTION: True})
+                    yield session
+                    session.commit()
+            except BaseException:
+                session.rollback()
+                raise
+            finally:
+                session.close()
+
+    @contextlib.contextmanager
+    def connection(self, *, write: bool = False) -> Iterator[sa.Connection]:
+        """A Core connection in a transaction, like ``session`` without the ORM's unit of work.
+
+        For hot paths that only run statements (the upload's row): committed on success,
+        rolled back on error, and on SQLite ``write=True`` queues for the write lock.
+        """
+        with (
+            self._writer_turn(write),
+            translate_db_errors(),
+            self.engine.connect() as connection,
+        ):
+            if write:
+                connection = connection.execution_options(**{WRITE_OPTION: True})
+            with connection.begin():
+                yield connection
+
+    def _writer_turn(self, write: bool) -> contextlib.AbstractContextManager[None]:
+        if write and self._sqlite_writer is not None:
+            return self._sqlite_writer.turn()
+        return contextlib.nullcontext()
 
     def check(self) -> None:
         """Readiness probe: raises DatabaseUnavailable when the database does not answer."""
@@ -149,6 +239,8 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+        if self._sqlite_writer is not None:
+            self._sqlite_writer.close()
 
 
 @contextlib.contextmanager

@@ -55,10 +55,15 @@ def count_eligible(session: Session, *, min_learners: int) -> int:
     ).scalar_one()
 
 
-def require_eligible(session: Session, *, exercise_id: str, min_learners: int) -> None:
-    learners = session.execute(
-        sa.select(ExerciseUsage.learners).where(ExerciseUsage.exercise_id == exercise_id)
-    ).scalar_one_or_none()
+_LEARNERS = sa.select(ExerciseUsage.learners).where(
+    ExerciseUsage.exercise_id == sa.bindparam("exercise_id")
+)
+
+
+def require_eligible(
+    session: Session | sa.Connection, *, exercise_id: str, min_learners: int
+) -> None:
+    learners = session.execute(_LEARNERS, {"exercise_id": exercise_id}).scalar_one_or_none()
     if learners is None or learners < min_learners:
         raise ExerciseNotEligible(
             f"the exercise is unknown or used by fewer than {min_learners} learners"

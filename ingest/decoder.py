@@ -1,8 +1,13 @@
 """A pool of worker processes that decodes untrusted audio away from the API process.
 
-A native decoder that crashes takes only its worker down: the broken pool is replaced and the
-request answers 503 ``decoder_unavailable``. A decode that overruns its time limit is treated
-the same way (its workers are stopped, since a process pool cannot cancel a running task).
+An upload's worker also stores the result (``ingest.service.sanitize_and_store``), so the API
+process only hands over the checked bytes and awaits the outcome. A native decoder that crashes
+takes only its worker down: the broken pool is replaced and the request answers 503
+``decoder_unavailable``. A decode that overruns its time limit is treated the same way: the
+worker's own alarm ends it (or, for a bare ``sanitize``, the pool's workers are stopped, since a
+process pool cannot cancel a running task). If a worker dies, the pool's other in-flight
+uploads answer 503 too; one that had already committed its row keeps it (the client may retry,
+within the contribution cap), and an object without a row is left to the orphan sweeper.
 Workers start from a forkserver with the audio modules preloaded, and the pool is swapped for a
 fresh one after ``workers × max_tasks_per_child`` decodes so no worker lives long on untrusted
 input. (The executor's own ``max_tasks_per_child`` is not used: on Python 3.11 a pool whose
@@ -18,11 +23,16 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from typing import Any, TypeVar
 
 from core.errors import DecoderUnavailable
 from ingest.audio import AudioLimits, SanitizedClip, sanitize_audio
+from ingest.service import SanitizeTask, UploadJob, sanitize_and_store
 
-SanitizeTask = Callable[[bytes, AudioLimits], SanitizedClip]
+T = TypeVar("T")
+# How long an upload's store step (object write, row transaction) may take in its worker
+# beyond the decode; the store's and the database's own timeouts are shorter.
+STORE_ALLOWANCE_S = 40.0
 
 _logger = logging.getLogger("chorus.ingest.decoder")
 
@@ -64,11 +74,24 @@ class DecoderPool:
 
     async def sanitize(self, data: bytes, limits: AudioLimits) -> SanitizedClip:
         """Decode in a worker; UnsupportedAudio/InvalidAudio pass through from the worker."""
+        return await self._run(self.timeout_s, self.task, data, limits)
+
+    def upload_job(self, **fields: Any) -> UploadJob:
+        """An ``UploadJob`` with this pool's decode time limit."""
+        return UploadJob(decode_timeout_s=self.timeout_s, **fields)
+
+    async def sanitize_and_store(self, job: UploadJob) -> None:
+        """Decode, re-encode and store an upload in a worker; its ChorusErrors pass through."""
+        await self._run(
+            job.decode_timeout_s + STORE_ALLOWANCE_S, sanitize_and_store, job, self.task
+        )
+
+    async def _run(self, timeout_s: float, task: Callable[..., T], *args: Any) -> T:
         executor = self._current()
         loop = asyncio.get_running_loop()
         try:
-            future = loop.run_in_executor(executor, self.task, data, limits)
-            return await asyncio.wait_for(future, timeout=self.timeout_s)
+            future = loop.run_in_executor(executor, task, *args)
+            return await asyncio.wait_for(future, timeout=timeout_s)
         except BrokenProcessPool:
             _logger.warning("decoder worker died; replacing the pool")
             self._replace(executor, kill=False)
@@ -85,8 +108,8 @@ class DecoderPool:
         except asyncio.CancelledError:
             # Another request's timeout replaced the pool and cancelled this queued decode;
             # unless this request itself is being cancelled, it answers 503, not a 500.
-            task = asyncio.current_task()
-            if task is not None and task.cancelling():
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
                 raise
             raise DecoderUnavailable("the audio decoder is restarting; retry") from None
 
@@ -114,7 +137,7 @@ class DecoderPool:
 
     def _new_executor(self) -> ProcessPoolExecutor:
         context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload(["ingest.audio"])
+        context.set_forkserver_preload(["ingest.audio", "ingest.service"])
         executor = ProcessPoolExecutor(max_workers=self.workers, mp_context=context)
         for _ in range(self.workers):
             executor.submit(_warm_up)

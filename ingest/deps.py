@@ -13,7 +13,6 @@ from fastapi import Depends, Request
 
 from core.db import Database
 from core.errors import Unavailable
-from core.storage import BlobStore
 from ingest.decoder import DecoderPool
 from policies.policy import Policy
 
@@ -43,13 +42,14 @@ async def get_database(request: Request) -> Database:
     return database
 
 
-async def get_store(request: Request) -> BlobStore:
-    store: BlobStore = request.app.state.store
-    return store
+async def get_storage_url(request: Request) -> str:
+    """Where upload workers open the store (the API process's own ``CHORUS_STORAGE_URL``)."""
+    url: str = request.app.state.settings.storage_url
+    return url
 
 
 PolicyDep = Annotated[Policy, Depends(get_policy)]
 ConsentKeyDep = Annotated[Ed25519PublicKey, Depends(get_consent_key)]
 DecoderDep = Annotated[DecoderPool, Depends(get_decoder)]
 UploadDatabaseDep = Annotated[Database, Depends(get_database)]
-UploadStoreDep = Annotated[BlobStore, Depends(get_store)]
+StorageUrlDep = Annotated[str, Depends(get_storage_url)]

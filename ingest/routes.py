@@ -5,9 +5,10 @@ It reads the multipart body itself, as a bounded stream (``ingest.multipart``), 
 oversized body is refused before it is read in full and nothing is spooled to disk.
 
 Only cheap work runs on the event loop (token check, multipart parsing, the in-memory
-eligibility answer). Decoding is awaited on the decoder's process pool; the object write and
-the row's transaction go to the thread pool in one hop, so uploads overlap one another's
-waits for fsync, the decoder and the database.
+eligibility answer). The rest (decode, re-encode, object write, the row's transaction) is one
+job awaited on the upload worker pool (``ingest.decoder``), so uploads overlap one another's
+waits for fsync, the decoder and the database, and the API process's interpreter is left to
+serving requests.
 """
 
 from __future__ import annotations
@@ -28,8 +29,8 @@ from ingest.deps import (
     ConsentKeyDep,
     DecoderDep,
     PolicyDep,
+    StorageUrlDep,
     UploadDatabaseDep,
-    UploadStoreDep,
 )
 from ingest.models import (
     ClipAcceptedRead,
@@ -82,7 +83,7 @@ async def upload_clip(
     public_key: ConsentKeyDep,
     policy: PolicyDep,
     database: UploadDatabaseDep,
-    store: UploadStoreDep,
+    storage_url: StorageUrlDep,
     decoder: DecoderDep,
 ) -> ClipAcceptedRead:
     try:
@@ -108,17 +109,16 @@ async def upload_clip(
         parts = upload.parts()
         if parsed is None:
             parsed = await _admit_metadata(parts.metadata, database, policy)
-        clip = await decoder.sanitize(parts.audio, service.audio_limits(policy))
-        # 6–7: contribution cap, object, then row (whose transaction re-checks step 4).
-        await run_in_threadpool(
-            lambda: service.store_clip(
-                database=database,
-                store=store,
-                policy=policy,
-                consent=consent,
+        # 5–7 in a worker: sanitize, contribution cap, object, then row (whose transaction
+        # re-checks step 4).
+        await decoder.sanitize_and_store(
+            decoder.upload_job(
+                audio=parts.audio,
                 exercise_id=parsed.metadata.exercise_id,
-                clip=clip,
-                verify_exercise=True,
+                consent=consent,
+                policy=policy,
+                database_url=database.url,
+                storage_url=storage_url,
             )
         )
     except ChorusError as exc:

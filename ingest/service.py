@@ -1,4 +1,9 @@
-"""Upload and withdrawal logic (no HTTP): the store step of the pipeline.
+"""Upload and withdrawal logic (no HTTP): the sanitize and store steps of the pipeline.
+
+``sanitize_and_store`` is what an upload worker process runs (``ingest.decoder``): decoding,
+re-encoding, the object write and the row's transaction all happen there, so the API process's
+event loop only parses requests and checks tokens, and no thread of it competes for the
+interpreter with the store step.
 
 Upholds P3 (the learner id goes only into ``add_pending_clip``, which keeps a keyed tag), P4
 (a random object key, no time anywhere, no per-clip log line), P6's cap (``ContributionLimit``
@@ -11,12 +16,17 @@ removed by the orphan sweeper (``ingest.jobs``) if no row refers to it.
 from __future__ import annotations
 
 import contextlib
+import multiprocessing
+import signal
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from aggregate.buckets import ClipFacts, add_pending_clip, pending_object_key, withdraw_learner
 from core.db import Database
 from core.errors import ChorusError, DatabaseUnavailable
-from core.storage import BlobStore
-from ingest.audio import AudioLimits, SanitizedClip
+from core.storage import BlobStore, open_store
+from ingest.audio import AudioLimits, SanitizedClip, sanitize_audio
 from ingest.catalog import require_eligible
 from ingest.consent import Consent
 from policies.audit import append as append_audit
@@ -63,13 +73,13 @@ def store_clip(
         loudness_dbfs=clip.loudness_dbfs,
     )
     try:
-        with database.session(write=True) as session:
+        with database.connection(write=True) as connection:
             if verify_exercise:
                 require_eligible(
-                    session, exercise_id=exercise_id, min_learners=policy.min_exercise_learners
+                    connection, exercise_id=exercise_id, min_learners=policy.min_exercise_learners
                 )
             add_pending_clip(
-                session,
+                connection,
                 exercise_id=exercise_id,
                 learner_id=consent.learner_id,
                 clip=facts,
@@ -82,6 +92,69 @@ def store_clip(
     except BaseException:
         _delete_quietly(store, object_key)
         raise
+
+
+SanitizeTask = Callable[[bytes, AudioLimits], SanitizedClip]
+
+
+@dataclass(frozen=True)
+class UploadJob:
+    """An upload that passed the API process's checks (steps 1–4), for a worker to finish.
+
+    The learner id travels in ``consent`` to the worker's memory and goes no further than the
+    keyed tag (P3).
+    """
+
+    audio: bytes
+    exercise_id: str
+    consent: Consent
+    policy: Policy
+    database_url: str
+    storage_url: str
+    decode_timeout_s: float
+
+
+def sanitize_and_store(job: UploadJob, sanitize: SanitizeTask = sanitize_audio) -> None:
+    """Steps 5–7 in an upload worker process: sanitize, then object and row (``store_clip``).
+
+    A decode that overruns ``decode_timeout_s`` ends the worker process itself (the default
+    action of SIGALRM), since native decoder code cannot be interrupted; the pool then answers
+    503 and replaces the worker. The store step is not under that alarm.
+    """
+    _arm_decode_alarm(job.decode_timeout_s)
+    try:
+        clip = sanitize(job.audio, audio_limits(job.policy))
+    finally:
+        _arm_decode_alarm(0.0)
+    database, store = _worker_resources(job.database_url, job.storage_url)
+    store_clip(
+        database=database,
+        store=store,
+        policy=job.policy,
+        consent=job.consent,
+        exercise_id=job.exercise_id,
+        clip=clip,
+        verify_exercise=True,
+    )
+
+
+def _arm_decode_alarm(seconds: float) -> None:
+    """Only in a worker process's task thread: elsewhere the alarm would end the wrong process."""
+    in_worker = multiprocessing.parent_process() is not None
+    if in_worker and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGALRM, signal.SIG_DFL)
+        signal.setitimer(signal.ITIMER_REAL, seconds)
+
+
+_RESOURCES: dict[tuple[str, str], tuple[Database, BlobStore]] = {}
+
+
+def _worker_resources(database_url: str, storage_url: str) -> tuple[Database, BlobStore]:
+    """The worker process's own database engine and store client, opened on first use."""
+    key = (database_url, storage_url)
+    if key not in _RESOURCES:
+        _RESOURCES[key] = (Database(database_url), open_store(storage_url))
+    return _RESOURCES[key]
 
 
 def withdraw(*, database: Database, store: BlobStore, consent: Consent) -> int:

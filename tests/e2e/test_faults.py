@@ -223,6 +223,15 @@ class _CommitAnswerLost(Database):
     def session(self, *, write: bool = False) -> Iterator[Session]:
         with super().session(write=write) as session:
             yield session
+        self._lose_answer(write)
+
+    @contextlib.contextmanager
+    def connection(self, *, write: bool = False) -> Iterator[sa.Connection]:
+        with super().connection(write=write) as connection:
+            yield connection
+        self._lose_answer(write)
+
+    def _lose_answer(self, write: bool) -> None:
         if write and self.armed:
             self.armed = False
             raise DatabaseUnavailable()

@@ -84,7 +84,11 @@ def _published_schema() -> dict[str, Any]:
     """The OpenAPI document as the service publishes it (no server needed to build it)."""
     folder = Path(tempfile.mkdtemp(prefix="chorus-openapi-"))
     app: FastAPI = create_app(
-        Settings(database_url="sqlite://", storage_url=f"file://{folder}", policy="demo")
+        Settings(
+            database_url=f"sqlite:///{folder / 'chorus.db'}",
+            storage_url=f"file://{folder / 'blobs'}",
+            policy="demo",
+        )
     )
     return app.openapi()
 

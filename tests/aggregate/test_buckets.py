@@ -1,0 +1,108 @@
+"""The pending row's transaction: cap, bucket opening and their races, on both databases."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from aggregate.buckets import ClipFacts, add_pending_clip, contributor_tag, pending_object_key
+from aggregate.tables import Bucket, PendingClip
+from core.db import Database
+from core.errors import ContributionLimit
+
+THREADS = 8
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'chorus.sqlite3'}"
+    else:
+        url = request.getfixturevalue("fresh_postgres_url")
+    db = Database(url)
+    db.upgrade()
+    yield db
+    db.dispose()
+
+
+def _facts() -> ClipFacts:
+    return ClipFacts(pending_object_key(), duration_s=1.0, sample_rate=16000, loudness_dbfs=-20.0)
+
+
+def _race(database: Database, learners: list[str], *, cap: int) -> list[str]:
+    """Each learner id on its own thread, all starting together; returns the outcomes."""
+    barrier = threading.Barrier(len(learners))
+    outcomes: list[str] = []
+
+    def add(learner: str) -> None:
+        barrier.wait()
+        try:
+            with database.connection(write=True) as connection:
+                add_pending_clip(
+                    connection,
+                    exercise_id="digit-3",
+                    learner_id=learner,
+                    clip=_facts(),
+                    max_clips_per_contributor=cap,
+                )
+            outcomes.append("stored")
+        except ContributionLimit:
+            outcomes.append("limit")
+
+    threads = [threading.Thread(target=add, args=(learner,)) for learner in learners]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return outcomes
+
+
+def test_one_learner_racing_gets_exactly_the_cap(database: Database) -> None:
+    outcomes = _race(database, ["learner-race"] * THREADS, cap=2)
+    assert sorted(outcomes) == ["limit"] * (THREADS - 2) + ["stored"] * 2
+    with database.session() as session:
+        bucket = session.execute(sa.select(Bucket)).scalar_one()
+        assert bucket.bucket_key is not None
+        slots = session.execute(
+            sa.select(PendingClip.slot, PendingClip.contributor_tag).order_by(PendingClip.slot)
+        ).all()
+    tag = contributor_tag(bucket.bucket_key, "learner-race")
+    assert slots == [(0, tag), (1, tag)]
+
+
+def test_learners_racing_to_open_a_bucket_share_one(database: Database) -> None:
+    outcomes = _race(database, [f"learner-{n}" for n in range(THREADS)], cap=1)
+    assert outcomes == ["stored"] * THREADS
+    with database.session() as session:
+        buckets = session.execute(sa.select(Bucket.id, Bucket.state)).all()
+        rows = session.execute(sa.select(PendingClip.bucket_id, PendingClip.slot)).all()
+    assert [state for _id, state in buckets] == ["open"]
+    assert sorted(rows) == [(buckets[0].id, 0)] * THREADS
+
+
+def test_a_clip_never_joins_a_claimed_bucket(database: Database) -> None:
+    with database.connection(write=True) as connection:
+        add_pending_clip(
+            connection, exercise_id="digit-3", learner_id="a", clip=_facts(),
+            max_clips_per_contributor=1,
+        )
+    with database.session(write=True) as session:
+        session.execute(sa.update(Bucket).values(state="releasing"))
+    with database.connection(write=True) as connection:
+        add_pending_clip(
+            connection, exercise_id="digit-3", learner_id="a", clip=_facts(),
+            max_clips_per_contributor=1,
+        )
+    with database.session() as session:
+        per_bucket = dict(
+            session.execute(
+                sa.select(Bucket.state, sa.func.count(PendingClip.id))
+                .join(PendingClip, PendingClip.bucket_id == Bucket.id)
+                .group_by(Bucket.state)
+            ).all()
+        )
+    assert per_bucket == {"releasing": 1, "open": 1}
