@@ -1,13 +1,16 @@
 """The scheduled release cycle: advance the cycle, release ready buckets, purge expired ones.
 
-Run by APScheduler inside ``chorus serve`` (every replica may run it: claims and the cycle row
-make that safe) and on demand by ``chorus release``. Logs carry counts only, never a clip (P4).
+Run by APScheduler for ``chorus serve`` in the scheduler's job process (every replica may run
+it: claims and the cycle row make that safe) and on demand by ``chorus release``. Logs carry
+counts only, never a clip (P4).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
+import multiprocessing
 from dataclasses import dataclass, field
 
 import sqlalchemy as sa
@@ -32,7 +35,9 @@ from aggregate.retention import (
 from aggregate.tables import Bucket, PendingClip, ReleaseCycle
 from core.db import Database
 from core.errors import ChorusError
-from core.scheduler import INTERVALS, interval_trigger
+from core.logs import configure_logging
+from core.resources import process_resources
+from core.scheduler import INTERVALS, PROCESS_EXECUTOR, interval_trigger
 from core.storage import BlobStore
 from policies.policy import Policy
 
@@ -158,8 +163,10 @@ def _preview(session: sa.orm.Session, bucket_id: str) -> BucketPreview:
 
 
 def _release_job(
-    database: Database, store: BlobStore, policy: Policy, interval_s: float
+    database_url: str, storage_url: str, policy: Policy, interval_s: float, log_level: str
 ) -> None:
+    """One scheduled cycle, in the scheduler's job process (``core.scheduler``)."""
+    database, store = _job_resources(database_url, storage_url, log_level)
     try:
         run_release_cycle(
             database=database, store=store, policy=policy, interval_s=interval_s
@@ -169,20 +176,40 @@ def _release_job(
         _logger.warning("release cycle failed", extra={"code": exc.code})
 
 
+def _job_resources(
+    database_url: str, storage_url: str, log_level: str
+) -> tuple[Database, BlobStore]:
+    """The job process's logging (set up on its first job), database engine and store client."""
+    if multiprocessing.parent_process() is not None:
+        _configure_job_logging(log_level)
+    return process_resources(database_url, storage_url)
+
+
+@functools.cache
+def _configure_job_logging(log_level: str) -> None:
+    configure_logging(log_level)
+
+
 def schedule_release_job(
     scheduler: BaseScheduler,
     *,
-    database: Database,
-    store: BlobStore,
+    database_url: str,
+    storage_url: str,
     policy: Policy,
     interval: str,
+    log_level: str = "INFO",
 ) -> None:
-    """Add the release cycle to ``scheduler`` every ``interval`` (name or seconds)."""
+    """Add the release cycle to ``scheduler`` every ``interval`` (name or seconds).
+
+    It runs on the scheduler's process executor: copying, manifests and deletions of a cycle
+    take seconds of CPU, which on the API process's threads would stall its event loop.
+    """
     scheduler.add_job(
         _release_job,
         trigger=interval_trigger(interval),
-        args=(database, store, policy, interval_seconds(interval)),
+        args=(database_url, storage_url, policy, interval_seconds(interval), log_level),
         id=JOB_ID,
         name="release cycle",
         replace_existing=True,
+        executor=PROCESS_EXECUTOR,
     )

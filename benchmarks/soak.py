@@ -20,12 +20,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import signal
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,6 +51,7 @@ class Sample:
     latency_ms: float
     ok: bool
     shed: bool = False  # not sent: ``max_in_flight`` uploads were still unanswered
+    outcome: str = "201"  # the status code, or the problem code of a refusal, or transport/shed
 
 
 @dataclass
@@ -81,6 +84,7 @@ class SoakResult:
     rss_total_end_kib: int = 0
     releases: int = 0
     failed_release_cycles: int = 0
+    outcomes: dict[str, int] = field(default_factory=dict)
 
     @property
     def uploads(self) -> int:
@@ -129,10 +133,20 @@ def prepare_service(workdir: Path, *, release_interval: int) -> tuple[dict[str, 
 
 
 class Uploader:
-    """Uploads clips, each as a new learner, and keeps what happened."""
+    """Uploads clips, each as a new learner, and keeps what happened.
 
-    def __init__(self, client: httpx.AsyncClient, clips: list[bytes], private_pem: str) -> None:
-        self.client = client
+    Each upload borrows a client of its own from ``clients`` (one connection each): one shared
+    httpx client with a large pool costs several times more CPU per request as its pool grows,
+    and on a shared machine a load generator that slows down as a backlog forms would make
+    the backlog itself.
+    """
+
+    def __init__(
+        self, clients: list[httpx.AsyncClient], clips: list[bytes], private_pem: str
+    ) -> None:
+        self.free: asyncio.Queue[httpx.AsyncClient] = asyncio.Queue()
+        for client in clients:
+            self.free.put_nowait(client)
         self.clips = clips
         self.key = load_private_key(private_pem)
         self.serial = 0
@@ -145,8 +159,9 @@ class Uploader:
 
     async def upload(self, scheduled: float) -> Sample:
         token, clip, metadata = self._request()
+        client = await self.free.get()
         try:
-            response = await self.client.post(
+            response = await client.post(
                 "/v1/clips",
                 files=[
                     ("metadata", (None, metadata.encode(), "application/json")),
@@ -154,10 +169,16 @@ class Uploader:
                 ],
                 headers={"Authorization": f"Bearer {token}"},
             )
-            ok = response.status_code == 201
-        except httpx.TransportError:
-            ok = False
-        return Sample(0.0, (time.perf_counter() - scheduled) * 1000, ok)
+            outcome = str(response.status_code)
+            if response.status_code != 201:
+                with contextlib.suppress(ValueError):
+                    outcome += f" {response.json().get('code', '')}"
+        except httpx.TransportError as exc:
+            outcome = f"transport ({type(exc).__name__})"
+        finally:
+            self.free.put_nowait(client)
+        latency_ms = (time.perf_counter() - scheduled) * 1000
+        return Sample(0.0, latency_ms, outcome == "201", outcome=outcome)
 
 
 async def measure_capacity(uploader: Uploader, *, seconds: float, concurrency: int) -> float:
@@ -215,7 +236,7 @@ async def open_loop(
         if delay > 0:
             await asyncio.sleep(delay)
         if len(tasks) >= max_in_flight:
-            samples.append(Sample(offset, 0.0, ok=False, shed=True))
+            samples.append(Sample(offset, 0.0, ok=False, shed=True, outcome="shed"))
             continue
         task = asyncio.create_task(one(offset))
         tasks.add(task)
@@ -261,10 +282,12 @@ def count_releases(env: dict[str, str]) -> int:
 
 async def _drive(server: ChorusProcess, clips: list[bytes], private_pem: str,
                  args: argparse.Namespace, result: SoakResult) -> None:
-    limits = httpx.Limits(max_connections=args.max_in_flight,
-                          max_keepalive_connections=args.max_in_flight)
-    async with httpx.AsyncClient(base_url=server.url, limits=limits, timeout=60) as client:
-        uploader = Uploader(client, clips, private_pem)
+    async with contextlib.AsyncExitStack() as stack:
+        clients = [
+            await stack.enter_async_context(httpx.AsyncClient(base_url=server.url, timeout=60))
+            for _ in range(args.max_in_flight)
+        ]
+        uploader = Uploader(clients, clips, private_pem)
         result.capacity_rps = await measure_capacity(
             uploader, seconds=args.capacity_seconds, concurrency=args.concurrency
         )
@@ -275,6 +298,7 @@ async def _drive(server: ChorusProcess, clips: list[bytes], private_pem: str,
             window_s=args.window, server_pid=server.pid, max_in_flight=args.max_in_flight,
         )
     result.windows = summarize(samples, rss, window_s=args.window)
+    result.outcomes = dict(Counter(sample.outcome for sample in samples).most_common())
 
 
 def run_soak(args: argparse.Namespace) -> SoakResult:
@@ -322,6 +346,7 @@ def markdown(result: SoakResult, args: argparse.Namespace) -> str:
         f"total: {result.uploads} uploads at {result.achieved_rps:.1f}/s, {result.errors} errors "
         f"({result.error_rate:.2%}); releases: {result.releases}, failed release cycles "
         f"(retried by the next): {result.failed_release_cycles}",
+        "outcomes: " + ", ".join(f"{name}: {count}" for name, count in result.outcomes.items()),
         f"API RSS: {result.rss_start_kib / mib:.1f} MiB at start, "
         f"{result.rss_warm_kib / mib:.1f} MiB after the capacity burst, "
         f"{result.rss_end_kib / mib:.1f} MiB at the end; with decoder workers "

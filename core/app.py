@@ -72,10 +72,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         schedule_release_job(
             scheduler,
-            database=database,
-            store=store,
+            database_url=database.url,
+            storage_url=settings.storage_url,
             policy=policy,
             interval=settings.release_interval or policy.release_interval,
+            log_level=settings.log_level,
         )
         schedule_retraining(scheduler, database=database, serving=app.state.serving_model)
         if settings.scheduler_enabled:

@@ -25,7 +25,8 @@ from dataclasses import dataclass
 from aggregate.buckets import ClipFacts, add_pending_clip, pending_object_key, withdraw_learner
 from core.db import Database
 from core.errors import ChorusError, DatabaseUnavailable
-from core.storage import BlobStore, open_store
+from core.resources import process_resources
+from core.storage import BlobStore
 from ingest.audio import AudioLimits, SanitizedClip, sanitize_audio
 from ingest.catalog import require_eligible
 from ingest.consent import Consent
@@ -126,7 +127,7 @@ def sanitize_and_store(job: UploadJob, sanitize: SanitizeTask = sanitize_audio) 
         clip = sanitize(job.audio, audio_limits(job.policy))
     finally:
         _arm_decode_alarm(0.0)
-    database, store = _worker_resources(job.database_url, job.storage_url)
+    database, store = process_resources(job.database_url, job.storage_url)
     store_clip(
         database=database,
         store=store,
@@ -144,17 +145,6 @@ def _arm_decode_alarm(seconds: float) -> None:
     if in_worker and threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGALRM, signal.SIG_DFL)
         signal.setitimer(signal.ITIMER_REAL, seconds)
-
-
-_RESOURCES: dict[tuple[str, str], tuple[Database, BlobStore]] = {}
-
-
-def _worker_resources(database_url: str, storage_url: str) -> tuple[Database, BlobStore]:
-    """The worker process's own database engine and store client, opened on first use."""
-    key = (database_url, storage_url)
-    if key not in _RESOURCES:
-        _RESOURCES[key] = (Database(database_url), open_store(storage_url))
-    return _RESOURCES[key]
 
 
 def withdraw(*, database: Database, store: BlobStore, consent: Consent) -> int:

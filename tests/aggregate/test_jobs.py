@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from aggregate.jobs import JOB_ID, schedule_release_job
 from aggregate.tables import Bucket
 from core.db import Database
-from core.scheduler import build_scheduler
+from core.scheduler import PROCESS_EXECUTOR, build_scheduler
 from core.storage import open_store
 from policies.policy import load_policy
 from tests.aggregate.conftest import Seed
@@ -33,9 +33,16 @@ def test_the_scheduled_job_releases_a_ready_bucket(
     seed(database, store, digit=1)
     scheduler = build_scheduler()
     schedule_release_job(
-        scheduler, database=database, store=store, policy=load_policy("demo"), interval="1"
+        scheduler,
+        database_url=database.url,
+        storage_url=f"file://{tmp_path / 'blobs'}",
+        policy=load_policy("demo"),
+        interval="1",
     )
-    assert scheduler.get_job(JOB_ID) is not None
+    job = scheduler.get_job(JOB_ID)
+    assert job is not None
+    # Off the API process: a cycle's CPU must not stall the event loop.
+    assert job.executor == PROCESS_EXECUTOR
     scheduler.start()
     try:
         deadline = time.monotonic() + 15

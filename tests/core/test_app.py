@@ -41,6 +41,7 @@ def test_readyz_reports_an_unreachable_database(make_settings: Callable[..., Set
         ({"storage_url": "ftp://example/blobs"}, "storage"),
         ({"database_url": "oracle://x/y"}, "database"),
         ({"policy": "no-such-policy"}, "policy"),
+        ({"database_url": "sqlite://"}, "in-memory"),
     ],
 )
 def test_bad_configuration_is_refused(

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from ingest.decoder import DecoderPool
+from ingest.decoder import STORE_ALLOWANCE_S, DecoderPool
 from tests.ingest.conftest import NOTHING, Mint, Stored, Upload
 from tests.ingest.faulty_decoders import CRASH, HANG, crash_or_sanitize, hang_or_sanitize
 
@@ -58,7 +59,10 @@ def test_hanging_decode_times_out_and_the_next_upload_succeeds(
 ) -> None:
     pool = DecoderPool(workers=1, timeout_s=1.0, task=hang_or_sanitize)
     swap_decoder(pool)
+    started = time.monotonic()
     response = upload(mint("learner-1"), HANG + wav_bytes)
+    # The worker's own decode alarm ends it after 1 s, well before the job's overall limit.
+    assert time.monotonic() - started < 1.0 + STORE_ALLOWANCE_S / 4
     assert response.status_code == 503
     assert response.json()["code"] == "decoder_unavailable"
     assert stored() == NOTHING
