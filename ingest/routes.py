@@ -138,9 +138,10 @@ async def _body_chunks(request: Request) -> AsyncIterator[bytes]:
     deadline = loop.time() + UPLOAD_TOTAL_TIMEOUT_S
     chunks = request.stream().__aiter__()
     while True:
-        wait_s = min(UPLOAD_IDLE_TIMEOUT_S, deadline - loop.time())
         try:
-            chunk = await asyncio.wait_for(anext(chunks), timeout=max(wait_s, 0.0))
+            # A timer per chunk, not a task per chunk as ``asyncio.wait_for`` would make.
+            async with asyncio.timeout_at(min(loop.time() + UPLOAD_IDLE_TIMEOUT_S, deadline)):
+                chunk = await anext(chunks)
         except StopAsyncIteration:
             return
         except TimeoutError:
