@@ -153,10 +153,13 @@ def bucket_claim(database: Database, bucket_id: str) -> Iterator[bool]:
 
     PostgreSQL: a session advisory lock on a dedicated connection, like ``FOR UPDATE SKIP
     LOCKED`` but held across the release's many short transactions and released by the server
-    when a killed runner's connection drops. SQLite runs one runner and always yields True.
+    when a killed runner's connection drops. SQLite: one bucket at a time for all runners (the
+    job processes of several ``chorus serve`` workers, a ``chorus release``), on a file lock
+    beside the database that a killed runner's process lets go of.
     """
     if not database.is_postgres:
-        yield True
+        with database.sidecar_lock("release") as acquired:
+            yield acquired
         return
     number = _lock_number(bucket_id)
     with database.engine.connect() as connection:

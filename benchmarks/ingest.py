@@ -335,18 +335,22 @@ def report(
 
 
 def bound_note(summary: dict[str, dict[str, float]]) -> str:
-    """What the machine's cores allow: every process of a run shares ``os.cpu_count()`` cores,
-    so a run cannot go faster than cores / (server + load generator CPU per upload), nor than
-    one core over the API process's CPU per upload (one event loop, one interpreter)."""
+    """Each endpoint's CPU ceiling and how near its run came to it.
+
+    Every process of a run shares ``os.cpu_count()`` cores, so an endpoint cannot go faster than
+    cores / (server + load generator CPU per upload), nor than one core over its API process's
+    CPU per upload (one event loop, one interpreter). A run near its ceiling is CPU-bound; one
+    well below it waits on something else (fsync, hand-offs).
+    """
     cores = os.cpu_count() or 1
-    bounds = {}
+    parts = []
     for name, row in summary.items():
         total_ms = row["server_cpu_ms"] + row["client_cpu_ms"]
-        bounds[name] = min(1000 * cores / total_ms, 1000 / row["api_cpu_ms"])
-    return (
-        f"CPU bound on {cores} cores: bare {bounds['bare']:.0f} req/s, full {bounds['full']:.0f} "
-        f"req/s, full / bare at most {bounds['full'] / bounds['bare']:.1%}"
-    )
+        ceiling = min(1000 * cores / total_ms, 1000 / row["api_cpu_ms"])
+        parts.append(
+            f"{name} {ceiling:.0f} req/s (run at {row['throughput_rps'] / ceiling:.0%} of it)"
+        )
+    return f"CPU ceilings on {cores} cores: " + ", ".join(parts)
 
 
 if __name__ == "__main__":

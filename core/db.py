@@ -102,6 +102,41 @@ def make_engine(url: str) -> Engine:
     )
 
 
+class _FifoLock:
+    """A lock taken in arrival order: a thread that releases it and asks again at once (a loop
+    of short transactions) queues behind the threads already waiting, instead of winning every
+    time as it does with ``threading.Lock``."""
+
+    def __init__(self) -> None:
+        self._turns = threading.Condition()
+        self._next_ticket = 0
+        self._serving = 0
+        self._abandoned: set[int] = set()
+
+    def acquire(self, timeout: float) -> bool:
+        with self._turns:
+            ticket = self._next_ticket
+            self._next_ticket += 1
+            if self._turns.wait_for(lambda: self._serving == ticket, timeout=timeout):
+                return True
+            # Give up the place in the queue: the ticket is served and passed on at once.
+            self._abandoned.add(ticket)
+            self._skip_abandoned()
+            return False
+
+    def release(self) -> None:
+        with self._turns:
+            self._serving += 1
+            self._skip_abandoned()
+            self._turns.notify_all()
+
+    def _skip_abandoned(self) -> None:
+        while self._serving in self._abandoned:
+            self._abandoned.discard(self._serving)
+            self._serving += 1
+
+
+
 class SqliteWriterQueue:
     """SQLite has one writer: writers wait their turn here rather than in SQLite's busy handler,
     which sleeps up to 100 ms between tries and can starve one.
@@ -112,7 +147,7 @@ class SqliteWriterQueue:
     """
 
     def __init__(self, database_path: str | None) -> None:
-        self._threads = threading.Lock()
+        self._threads = _FifoLock()
         self._lock_path = f"{database_path}-writer.lock" if database_path else None
         self._fd: int | None = None
         self._fd_pid = 0
@@ -154,7 +189,7 @@ class SqliteWriterQueue:
                 if time.monotonic() >= deadline:
                     raise DatabaseUnavailable("the database is busy; try again") from None
                 time.sleep(delay)
-                delay = min(delay * 2, 0.005)
+                delay = min(delay * 2, 0.002)
 
     def close(self) -> None:
         if self._fd is not None and self._fd_pid == os.getpid():
@@ -175,6 +210,29 @@ class Database:
             self._sqlite_writer = SqliteWriterQueue(
                 str(Path(path).resolve()) if path and path != ":memory:" else None
             )
+
+    @contextlib.contextmanager
+    def sidecar_lock(self, name: str) -> Iterator[bool]:
+        """Yields whether this caller got the SQLite database's ``name`` lock (without waiting).
+
+        An exclusive ``flock`` on a file beside the database, on a descriptor of its own, so it
+        excludes other threads as well as other processes; an in-memory database has no other
+        users and always gets it.
+        """
+        path = self.engine.url.database
+        if self.engine.dialect.name != "sqlite" or not path or path == ":memory:":
+            yield True
+            return
+        fd = os.open(f"{Path(path).resolve()}-{name}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                yield False
+                return
+            yield True
+        finally:
+            os.close(fd)  # lets go of the lock
 
     @property
     def is_shared_file(self) -> bool:

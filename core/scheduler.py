@@ -8,6 +8,7 @@ process's event loop for the interpreter.
 from __future__ import annotations
 
 import multiprocessing
+import time
 
 from apscheduler.executors.pool import ProcessPoolExecutor, ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -15,6 +16,33 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 INTERVALS = {"hourly": 3600, "daily": 86_400, "weekly": 604_800}
 PROCESS_EXECUTOR = "process"
+# How long a stopping service lets a running heavy job finish before ending its process (a
+# release cycle ended midway is resumed by the next one).
+JOB_STOP_GRACE_S = 10.0
+
+
+class JobProcessExecutor(ProcessPoolExecutor):  # type: ignore[misc]
+    """APScheduler's process executor (one long-lived process), whose shutdown also ends it.
+
+    Without this a job process outlives a stopped service until its running job is done.
+    """
+
+    def __init__(self) -> None:
+        # A fresh interpreter (spawn), not a fork of a process that runs threads.
+        super().__init__(
+            max_workers=1, pool_kwargs={"mp_context": multiprocessing.get_context("spawn")}
+        )
+
+    def shutdown(self, wait: bool = True) -> None:
+        pool = self._pool
+        processes = list((pool._processes or {}).values())
+        pool.shutdown(wait=False, cancel_futures=True)
+        deadline = time.monotonic() + JOB_STOP_GRACE_S
+        for process in processes:
+            process.join(max(0.0, deadline - time.monotonic()))
+            if process.is_alive():
+                process.terminate()
+                process.join(5)
 
 
 def interval_trigger(name_or_seconds: str) -> IntervalTrigger:
@@ -26,13 +54,8 @@ def interval_trigger(name_or_seconds: str) -> IntervalTrigger:
 
 
 def build_scheduler() -> BackgroundScheduler:
-    # A fresh interpreter (spawn), not a fork of a process that runs threads; it starts on the
-    # first heavy job and stays for the next ones.
-    processes = ProcessPoolExecutor(
-        max_workers=1, pool_kwargs={"mp_context": multiprocessing.get_context("spawn")}
-    )
     return BackgroundScheduler(
-        executors={"default": ThreadPoolExecutor(10), PROCESS_EXECUTOR: processes},
+        executors={"default": ThreadPoolExecutor(10), PROCESS_EXECUTOR: JobProcessExecutor()},
         job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 3600},
         timezone="UTC",
     )

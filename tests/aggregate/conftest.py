@@ -81,7 +81,7 @@ def seed_clip(
     """What ingest does after sanitizing: store the object, then record its pending row."""
     key = pending_object_key()
     store.put(key, clip.data)
-    with database.session() as session:
+    with database.session(write=True) as session:
         add_pending_clip(
             session,
             exercise_id=exercise_id,
@@ -170,3 +170,16 @@ def fresh_postgres_url() -> Iterator[str]:
     """A new, empty PostgreSQL database for one test, dropped afterwards."""
     with provision_postgres_database(prefix="chorus_aggregate") as url:
         yield url
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def database_on_both(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
+    """A migrated database of each kind in turn: a SQLite file, then a fresh PostgreSQL one."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'chorus.db'}"
+    else:
+        url = request.getfixturevalue("fresh_postgres_url")
+    db = Database(url)
+    db.upgrade()
+    yield db
+    db.dispose()

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -17,16 +15,9 @@ from core.errors import ContributionLimit
 THREADS = 8
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'chorus.sqlite3'}"
-    else:
-        url = request.getfixturevalue("fresh_postgres_url")
-    db = Database(url)
-    db.upgrade()
-    yield db
-    db.dispose()
+@pytest.fixture
+def database(database_on_both: Database) -> Database:
+    return database_on_both
 
 
 def _facts() -> ClipFacts:

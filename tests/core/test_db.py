@@ -96,3 +96,57 @@ def test_a_writer_that_dies_releases_its_turn(counter_url: str) -> None:
         holder.kill()
         holder.join(10)
     _count_up(counter_url, 0)  # the database itself is usable: SQLite rolled the holder back
+
+
+def test_a_writer_in_a_tight_loop_does_not_starve_a_waiting_one() -> None:
+    queue = SqliteWriterQueue(None)
+    stop = threading.Event()
+    turns = 0
+
+    def hog() -> None:
+        nonlocal turns
+        while not stop.is_set():
+            with queue.turn(timeout_s=5):
+                turns += 1
+
+    hogger = threading.Thread(target=hog)
+    hogger.start()
+    try:
+        while turns < 100:
+            time.sleep(0.001)
+        started = time.monotonic()
+        for _ in range(20):
+            with queue.turn(timeout_s=2):
+                pass
+        assert time.monotonic() - started < 2
+    finally:
+        stop.set()
+        hogger.join(10)
+
+
+def test_a_waiter_that_gives_up_does_not_block_the_ones_behind_it() -> None:
+    queue = SqliteWriterQueue(None)
+    holder_in, release_holder = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with queue.turn(timeout_s=1):
+            holder_in.set()
+            release_holder.wait(10)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    assert holder_in.wait(10)
+    with pytest.raises(DatabaseUnavailable), queue.turn(timeout_s=0.1):
+        pass  # pragma: no cover - the holder has the turn
+    got_turn = threading.Event()
+
+    def wait_behind() -> None:
+        with queue.turn(timeout_s=5):
+            got_turn.set()
+
+    behind = threading.Thread(target=wait_behind)
+    behind.start()
+    release_holder.set()
+    assert got_turn.wait(5)  # the abandoned ticket was skipped
+    holder.join(10)
+    behind.join(10)

@@ -41,7 +41,7 @@ def test_object_whose_row_arrives_between_passes_is_kept(app: FastAPI) -> None:
     sweeper = OrphanSweeper(database=database, store=store)
     store.put("pending/slow.flac", b"fLaC")
     assert sweeper.run() == 0
-    with database.session() as session:
+    with database.session(write=True) as session:
         add_pending_clip(
             session,
             exercise_id="digit-1",

@@ -109,7 +109,7 @@ def _record(
     clip = sanitize_audio(wav.read_bytes(), _limits(policy))
     object_key = pending_object_key()
     store.put(object_key, clip.flac)
-    with database.session() as session:
+    with database.session(write=True) as session:
         add_pending_clip(
             session,
             exercise_id=exercise_id,

@@ -1,11 +1,14 @@
-"""Several release runners against one PostgreSQL: each bucket is released exactly once."""
+"""Several release runners against one database: each bucket is released exactly once.
+
+On PostgreSQL the runners claim buckets with advisory locks; on SQLite they take turns on a
+file lock beside the database (``Database.sidecar_lock``).
+"""
 
 from __future__ import annotations
 
 import json
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -27,15 +30,10 @@ from tests.aggregate.conftest import (
     take_census,
 )
 
-pytestmark = pytest.mark.postgres
-
 
 @pytest.fixture
-def database(fresh_postgres_url: str) -> Iterator[Database]:
-    db = Database(fresh_postgres_url)
-    db.upgrade()
-    yield db
-    db.dispose()
+def database(database_on_both: Database) -> Database:
+    return database_on_both
 
 
 @pytest.fixture
