@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -23,6 +24,8 @@ from aggregate.tables import Bucket, PendingClip, ReleasedClip
 from core.db import Database
 from core.devservers import provision_postgres_database
 from core.storage import BlobStore
+from policies.audit import verify_chain
+from policies.tables import AuditEntry
 
 SPEAKERS = ("george", "jackson", "lucas", "nicolas", "theo", "yweweler")
 
@@ -163,6 +166,18 @@ def assert_each_released_once(census: Census, clips: list[FlacClip]) -> None:
     assert census.releasing_buckets == 0
     assert census.released_rows == sum(census.released.values())
 
+
+
+def release_audit_entries(database: Database) -> list[dict[str, object]]:
+    """The bodies of the audit log's release entries, after checking the chain."""
+    with database.session() as session:
+        assert verify_chain(session).ok
+        return [
+            json.loads(body)
+            for body in session.execute(
+                sa.select(AuditEntry.body).where(AuditEntry.kind == "release")
+            ).scalars()
+        ]
 
 
 @pytest.fixture

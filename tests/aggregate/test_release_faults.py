@@ -20,12 +20,11 @@ from aggregate.tables import Bucket, Release
 from core.db import Database
 from core.errors import BlobNotFound, StorageUnavailable
 from core.storage import BlobStore, open_store
-from policies.audit import verify_chain
 from policies.policy import Policy, load_policy
-from policies.tables import AuditEntry
 from tests.aggregate.conftest import (
     Seed,
     assert_each_released_once,
+    release_audit_entries,
     take_census,
 )
 from tests.conftest import REPO_ROOT
@@ -56,17 +55,6 @@ def store(tmp_path: Path) -> BlobStore:
 def _releases(database: Database) -> list[Release]:
     with database.session() as session:
         return list(session.execute(sa.select(Release)).scalars())
-
-
-def _release_audits(database: Database) -> list[dict[str, object]]:
-    with database.session() as session:
-        assert verify_chain(session).ok
-        return [
-            json.loads(body)
-            for body in session.execute(
-                sa.select(AuditEntry.body).where(AuditEntry.kind == "release")
-            ).scalars()
-        ]
 
 
 def _checkpoints_of_a_clean_run(
@@ -119,7 +107,7 @@ def test_killed_at_any_step_the_next_run_finishes(
     assert len(releases) == 1
     assert releases[0].clip_count == 5
     assert releases[0].contributor_count == 5
-    assert len(_release_audits(database)) == 1
+    assert len(release_audit_entries(database)) == 1
     assert len(outcomes) == (1 if crash_at < 8 else 0)  # finalized before the crash: cleanup only
     with database.session() as session:
         (bucket,) = session.execute(sa.select(Bucket)).scalars()
@@ -162,7 +150,7 @@ def test_storage_unavailable_mid_release_is_finished_by_the_next_run(
     assert len(outcomes) == 1
     assert len(_releases(database)) == 2
     assert_each_released_once(take_census(database, store), clips)
-    assert len(_release_audits(database)) == 2
+    assert len(release_audit_entries(database)) == 2
 
 
 def test_a_lost_pending_original_of_an_uncopied_clip_stops_the_release(
@@ -173,7 +161,7 @@ def test_a_lost_pending_original_of_an_uncopied_clip_stops_the_release(
     with pytest.raises(BlobNotFound):
         release_ready_buckets(database, store, policy)
     assert _releases(database)[0].clip_count == 0
-    assert _release_audits(database) == []
+    assert release_audit_entries(database) == []
 
 
 _KILLER = textwrap.dedent(
@@ -225,4 +213,4 @@ def test_kill_9_mid_release_then_rerun(
     release_ready_buckets(database, store, policy)
     assert_each_released_once(take_census(database, store), clips)
     assert len(_releases(database)) == 1
-    assert len(_release_audits(database)) == 1
+    assert len(release_audit_entries(database)) == 1

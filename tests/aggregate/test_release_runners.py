@@ -6,7 +6,6 @@ file lock beside the database (``Database.sidecar_lock``).
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from pathlib import Path
@@ -18,14 +17,13 @@ from aggregate.release import release_bucket, release_ready_buckets
 from aggregate.tables import Bucket, Release
 from core.db import Database
 from core.storage import BlobStore, open_store
-from policies.audit import verify_chain
 from policies.policy import Policy, load_policy
-from policies.tables import AuditEntry
 from tests.aggregate.conftest import (
     SPEAKERS,
     ClipSource,
     Seed,
     assert_each_released_once,
+    release_audit_entries,
     seed_clip,
     take_census,
 )
@@ -44,17 +42,6 @@ def store(tmp_path: Path) -> BlobStore:
 @pytest.fixture
 def policy() -> Policy:
     return load_policy("demo")
-
-
-def _release_entries(database: Database) -> list[dict[str, object]]:
-    with database.session() as session:
-        assert verify_chain(session).ok
-        return [
-            json.loads(body)
-            for body in session.execute(
-                sa.select(AuditEntry.body).where(AuditEntry.kind == "release")
-            ).scalars()
-        ]
 
 
 def test_two_concurrent_runners_release_each_bucket_exactly_once(
@@ -83,7 +70,7 @@ def test_two_concurrent_runners_release_each_bucket_exactly_once(
     assert len(released) == 6
     assert len(set(released)) == 6  # no bucket released by both runners
     assert_each_released_once(take_census(database, store), clips)
-    entries = _release_entries(database)
+    entries = release_audit_entries(database)
     assert sorted(str(e["bucket_id"]) for e in entries) == sorted(released)
     with database.session() as session:
         assert session.execute(sa.select(sa.func.count()).select_from(Release)).scalar_one() == 6
@@ -121,7 +108,7 @@ def test_a_live_runners_bucket_is_not_taken_over(
     thread.join(timeout=60)
     assert outcome[0] is not None
     assert_each_released_once(take_census(database, store), clips)
-    assert len(_release_entries(database)) == 1
+    assert len(release_audit_entries(database)) == 1
 
 
 def test_a_crashed_runners_bucket_is_resumed(
@@ -142,7 +129,7 @@ def test_a_crashed_runners_bucket_is_resumed(
     outcomes = release_ready_buckets(database, store, policy)
     assert len(outcomes) == 1
     assert_each_released_once(take_census(database, store), clips)
-    assert len(_release_entries(database)) == 1
+    assert len(release_audit_entries(database)) == 1
 
 
 def test_uploads_during_a_release_land_in_exactly_one_bucket(
