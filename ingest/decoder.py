@@ -4,7 +4,7 @@ An upload's worker also stores the result (``ingest.service.sanitize_and_store``
 process only hands over the checked bytes and awaits the outcome. A native decoder that crashes
 takes only its worker down: the broken pool is replaced and the request answers 503
 ``decoder_unavailable``. A decode that overruns its time limit is treated the same way: the
-worker's own alarm ends it (or, for a bare ``sanitize``, the pool's workers are stopped, since a
+worker's own alarm ends it; past the job's overall limit the pool's workers are stopped (a
 process pool cannot cancel a running task). If a worker dies, the pool's other in-flight
 uploads answer 503 too; one that had already committed its row keeps it (the client may retry,
 within the contribution cap), and an object without a row is left to the orphan sweeper.
@@ -26,7 +26,7 @@ from concurrent.futures.process import BrokenProcessPool
 from typing import Any, TypeVar
 
 from core.errors import DecoderUnavailable
-from ingest.audio import AudioLimits, SanitizedClip, sanitize_audio
+from ingest.audio import sanitize_audio
 from ingest.service import SanitizeTask, UploadJob, sanitize_and_store
 
 T = TypeVar("T")
@@ -71,10 +71,6 @@ class DecoderPool:
             executor, self._executor = self._executor, None
         if executor is not None:
             executor.shutdown(wait=True, cancel_futures=True)
-
-    async def sanitize(self, data: bytes, limits: AudioLimits) -> SanitizedClip:
-        """Decode in a worker; UnsupportedAudio/InvalidAudio pass through from the worker."""
-        return await self._run(self.timeout_s, self.task, data, limits)
 
     def upload_job(self, **fields: Any) -> UploadJob:
         """An ``UploadJob`` with this pool's decode time limit."""
