@@ -204,12 +204,13 @@ class Database:
         self.url = url
         self.engine = make_engine(url)
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
-        self._sqlite_writer: SqliteWriterQueue | None = None
-        if self.engine.dialect.name == "sqlite":
-            path = self.engine.url.database
-            self._sqlite_writer = SqliteWriterQueue(
-                str(Path(path).resolve()) if path and path != ":memory:" else None
-            )
+        is_sqlite = self.engine.dialect.name == "sqlite"
+        path = self.engine.url.database
+        # The SQLite database's file, beside which its lock files live (None: not a SQLite file).
+        self._sqlite_file = (
+            str(Path(path).resolve()) if is_sqlite and path and path != ":memory:" else None
+        )
+        self._sqlite_writer = SqliteWriterQueue(self._sqlite_file) if is_sqlite else None
 
     @contextlib.contextmanager
     def sidecar_lock(self, name: str) -> Iterator[bool]:
@@ -219,11 +220,10 @@ class Database:
         excludes other threads as well as other processes; an in-memory database has no other
         users and always gets it.
         """
-        path = self.engine.url.database
-        if self.engine.dialect.name != "sqlite" or not path or path == ":memory:":
+        if self._sqlite_file is None:
             yield True
             return
-        fd = os.open(f"{Path(path).resolve()}-{name}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        fd = os.open(f"{self._sqlite_file}-{name}.lock", os.O_RDWR | os.O_CREAT, 0o600)
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -237,8 +237,7 @@ class Database:
     @property
     def is_shared_file(self) -> bool:
         """Whether other processes can open this database (not an in-memory SQLite one)."""
-        path = self.engine.url.database
-        return self.engine.dialect.name != "sqlite" or bool(path and path != ":memory:")
+        return self.engine.dialect.name != "sqlite" or self._sqlite_file is not None
 
     @property
     def is_postgres(self) -> bool:

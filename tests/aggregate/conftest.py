@@ -23,8 +23,9 @@ from aggregate.buckets import ClipFacts, add_pending_clip, pending_object_key
 from aggregate.tables import Bucket, PendingClip, ReleasedClip
 from core.db import Database
 from core.devservers import provision_postgres_database
-from core.storage import BlobStore
+from core.storage import BlobStore, open_store
 from policies.audit import verify_chain
+from policies.policy import Policy, load_policy
 from policies.tables import AuditEntry
 
 SPEAKERS = ("george", "jackson", "lucas", "nicolas", "theo", "yweweler")
@@ -178,6 +179,25 @@ def release_audit_entries(database: Database) -> list[dict[str, object]]:
                 sa.select(AuditEntry.body).where(AuditEntry.kind == "release")
             ).scalars()
         ]
+
+
+@pytest.fixture
+def database(tmp_path: Path) -> Iterator[Database]:
+    """A migrated SQLite database in the test's folder."""
+    db = Database(f"sqlite:///{tmp_path / 'chorus.db'}")
+    db.upgrade()
+    yield db
+    db.dispose()
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> BlobStore:
+    return open_store(f"file://{tmp_path / 'blobs'}")
+
+
+@pytest.fixture
+def policy() -> Policy:
+    return load_policy("demo")
 
 
 @pytest.fixture

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 import sqlalchemy as sa
 
 from aggregate.jobs import JOB_ID, schedule_release_job
@@ -16,14 +14,6 @@ from core.scheduler import PROCESS_EXECUTOR, build_scheduler
 from core.storage import open_store
 from policies.policy import load_policy
 from tests.aggregate.conftest import Seed
-
-
-@pytest.fixture
-def database(tmp_path: Path) -> Iterator[Database]:
-    db = Database(f"sqlite:///{tmp_path / 'chorus.db'}")
-    db.upgrade()
-    yield db
-    db.dispose()
 
 
 def test_the_scheduled_job_releases_a_ready_bucket(

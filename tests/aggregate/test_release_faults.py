@@ -9,7 +9,6 @@ import subprocess
 import sys
 import textwrap
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,7 +19,7 @@ from aggregate.tables import Bucket, Release
 from core.db import Database
 from core.errors import BlobNotFound, StorageUnavailable
 from core.storage import BlobStore, open_store
-from policies.policy import Policy, load_policy
+from policies.policy import Policy
 from tests.aggregate.conftest import (
     Seed,
     assert_each_released_once,
@@ -32,24 +31,6 @@ from tests.conftest import REPO_ROOT
 
 class Crash(Exception):
     """Stands in for the process dying at a step."""
-
-
-@pytest.fixture
-def policy() -> Policy:
-    return load_policy("demo")
-
-
-@pytest.fixture
-def database(tmp_path: Path) -> Iterator[Database]:
-    db = Database(f"sqlite:///{tmp_path / 'chorus.db'}")
-    db.upgrade()
-    yield db
-    db.dispose()
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> BlobStore:
-    return open_store(f"file://{tmp_path / 'blobs'}")
 
 
 def _releases(database: Database) -> list[Release]:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import threading
 import time
-from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -16,8 +15,8 @@ import sqlalchemy as sa
 from aggregate.release import release_bucket, release_ready_buckets
 from aggregate.tables import Bucket, Release
 from core.db import Database
-from core.storage import BlobStore, open_store
-from policies.policy import Policy, load_policy
+from core.storage import BlobStore
+from policies.policy import Policy
 from tests.aggregate.conftest import (
     SPEAKERS,
     ClipSource,
@@ -32,16 +31,6 @@ from tests.aggregate.conftest import (
 @pytest.fixture
 def database(database_on_both: Database) -> Database:
     return database_on_both
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> BlobStore:
-    return open_store(f"file://{tmp_path / 'blobs'}")
-
-
-@pytest.fixture
-def policy() -> Policy:
-    return load_policy("demo")
 
 
 def test_two_concurrent_runners_release_each_bucket_exactly_once(

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -14,7 +12,7 @@ from aggregate.jobs import preview_release_cycle, run_release_cycle
 from aggregate.retention import advance_cycle, current_cycle
 from aggregate.tables import Bucket, PendingClip
 from core.db import Database
-from core.storage import BlobStore, open_store
+from core.storage import BlobStore
 from policies.audit import verify_chain
 from policies.policy import Policy, load_policy
 from policies.tables import AuditEntry
@@ -27,19 +25,6 @@ T0 = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.UTC)
 @pytest.fixture
 def policy() -> Policy:
     return load_policy("demo").model_copy(update={"retention_cycles": 2})
-
-
-@pytest.fixture
-def database(tmp_path: Path) -> Iterator[Database]:
-    db = Database(f"sqlite:///{tmp_path / 'chorus.db'}")
-    db.upgrade()
-    yield db
-    db.dispose()
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> BlobStore:
-    return open_store(f"file://{tmp_path / 'blobs'}")
 
 
 def test_the_cycle_advances_at_most_once_per_interval(database: Database) -> None:

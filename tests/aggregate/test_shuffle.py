@@ -5,32 +5,16 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Iterator
-from pathlib import Path
 
-import pytest
 from scipy.stats import kendalltau
 
 from aggregate.release import release_ready_buckets
 from core.db import Database
-from core.storage import BlobStore, open_store
+from core.storage import BlobStore
 from policies.policy import load_policy
 from tests.aggregate.conftest import SPEAKERS, ClipSource, seed_clip
 
 TAKES = 10
-
-
-@pytest.fixture
-def database(tmp_path: Path) -> Iterator[Database]:
-    db = Database(f"sqlite:///{tmp_path / 'chorus.db'}")
-    db.upgrade()
-    yield db
-    db.dispose()
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> BlobStore:
-    return open_store(f"file://{tmp_path / 'blobs'}")
 
 
 def test_release_order_and_names_are_independent_of_arrival(

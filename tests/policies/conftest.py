@@ -26,7 +26,8 @@ from core.auth import Role
 from core.db import Database
 from core.settings import Settings, reset_settings_cache
 from core.storage import BlobStore
-from ingest.audio import AudioLimits, sanitize_audio
+from ingest.audio import sanitize_audio
+from ingest.service import audio_limits
 from policies.audit import GENESIS_HASH, entry_hash
 from policies.policy import Policy
 from policies.tables import AuditEntry
@@ -86,16 +87,6 @@ class AuditedState:
         )
 
 
-def _limits(policy: Policy) -> AudioLimits:
-    return AudioLimits(
-        min_duration_s=policy.min_duration_s,
-        max_duration_s=policy.max_duration_s,
-        min_sample_rate=policy.min_sample_rate,
-        max_sample_rate=policy.max_sample_rate,
-        output_sample_rate=policy.output_sample_rate,
-    )
-
-
 def _record(
     database: Database,
     store: BlobStore,
@@ -106,7 +97,7 @@ def _record(
     wav: Path,
 ) -> str:
     """What the upload path does after consent and eligibility: sanitize, store, record."""
-    clip = sanitize_audio(wav.read_bytes(), _limits(policy))
+    clip = sanitize_audio(wav.read_bytes(), audio_limits(policy))
     object_key = pending_object_key()
     store.put(object_key, clip.flac)
     with database.session(write=True) as session:
