@@ -17,9 +17,10 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from aggregate.tables import Bucket, PendingClip, ReleaseCycle
+from aggregate.tables import Bucket, PendingClip
 from core.errors import ContributionLimit
 from core.ids import new_id, new_secret
+from policies.audit import current_cycle
 
 PENDING_PREFIX = "pending/"
 # The Core table, for the upload's INSERT (the ORM's bulk path costs more than the statement).
@@ -39,13 +40,6 @@ def contributor_tag(bucket_key: bytes, learner_id: str) -> str:
 # An upload's transaction runs on a plain Connection (the lean path); tests and tools may pass
 # an ORM Session. Only ``execute`` and ``begin_nested`` are used, which both offer.
 Executor = Session | sa.Connection
-
-
-def current_cycle(session: Executor) -> int:
-    current = session.execute(
-        sa.select(ReleaseCycle.current).where(ReleaseCycle.id == 1)
-    ).scalar_one_or_none()
-    return current if current is not None else 0
 
 
 def get_open_bucket(session: Session, exercise_id: str) -> Bucket | None:

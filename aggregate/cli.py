@@ -56,13 +56,17 @@ def release(
 ) -> None:
     """Run one release cycle now: release buckets that reached k, purge expired ones."""
     from aggregate.jobs import interval_seconds, preview_release_cycle, run_release_cycle
-    from core.app import prepare
+    from core.db import Database
     from core.errors import ChorusError
     from core.settings import get_settings
+    from core.storage import open_store
+    from policies.policy import load_policy
 
     settings = get_settings()
     try:
-        database, store, policy = prepare(settings)
+        policy = load_policy(settings.policy)
+        store = open_store(settings.storage_url)
+        database = Database(settings.database_url)
         database.upgrade()
         interval_s = interval_seconds(settings.release_interval or policy.release_interval)
         try:

@@ -29,17 +29,18 @@ from aggregate.release import (
 from aggregate.retention import (
     PurgeOutcome,
     advance_cycle,
-    current_cycle,
     purge_expired_buckets,
 )
-from aggregate.tables import Bucket, PendingClip, ReleaseCycle
+from aggregate.tables import Bucket, PendingClip
 from core.db import Database
 from core.errors import ChorusError
 from core.logs import configure_logging
 from core.resources import process_resources
 from core.scheduler import INTERVALS, PROCESS_EXECUTOR, interval_trigger
 from core.storage import BlobStore
+from policies.audit import current_cycle
 from policies.policy import Policy
+from policies.tables import ReleaseCycle
 
 JOB_ID = "chorus-release"
 _logger = logging.getLogger("chorus.jobs")

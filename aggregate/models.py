@@ -68,3 +68,22 @@ class AggregateRead(BaseModel):
     statistics: StatisticsRead = Field(
         description="merged over every release; contributor_count sums the batches' counts"
     )
+
+
+class AuditReleaseRead(BaseModel):
+    id: str
+    exercise_id: str
+    language: str | None
+    release_day: dt.date
+    clip_count: int
+    contributor_count: int
+    k_in_force: int
+    policy_hash: str
+    meets_k: bool
+
+
+class AuditReleasePage(BaseModel):
+    items: list[AuditReleaseRead]
+    total: int
+    offset: int
+    limit: int

@@ -50,7 +50,7 @@ from core.db import Database
 from core.errors import BlobNotFound, ChorusError
 from core.ids import new_id
 from core.storage import BlobStore
-from ingest.tables import ExerciseUsage
+from exercises.tables import ExerciseUsage
 from policies.audit import append as append_audit
 from policies.policy import Policy
 

@@ -22,11 +22,13 @@ from aggregate.release import (
     drain_pending,
     no_checkpoint,
 )
-from aggregate.tables import Bucket, PendingClip, ReleaseCycle
+from aggregate.tables import Bucket, PendingClip
 from core.db import Database
 from core.storage import BlobStore
 from policies.audit import append as append_audit
+from policies.audit import current_cycle
 from policies.policy import Policy
+from policies.tables import ReleaseCycle
 
 # Scheduler jitter may bring two runs a little closer than one interval.
 _INTERVAL_SLACK = 0.9
@@ -54,11 +56,6 @@ def advance_cycle(session: Session, *, interval_s: float, now: dt.datetime) -> i
     row.advanced_at = now
     session.flush()
     return row.current
-
-
-def current_cycle(session: Session) -> int:
-    row = session.get(ReleaseCycle, 1)
-    return row.current if row is not None else 0
 
 
 @dataclass(frozen=True)

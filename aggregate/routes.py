@@ -1,7 +1,8 @@
-"""The researcher API: released batches, their clips and per-exercise statistics.
+"""The researcher API: released batches, their clips and per-exercise statistics; and the
+auditor's list of releases with their thresholds.
 
-P6/P11: every route needs the ``researcher`` role and reads only released batches; no route
-reaches the pending prefix.
+P6/P11: every researcher route needs the ``researcher`` role, the audit list the ``auditor``
+role; all read only released batches, and no route reaches the pending prefix.
 """
 
 from __future__ import annotations
@@ -12,11 +13,21 @@ from fastapi import APIRouter, Query
 from fastapi.responses import RedirectResponse, Response, StreamingResponse
 
 from aggregate import service
-from aggregate.models import AggregateRead, ManifestRead, ReleasePageRead, ReleaseSummaryRead
+from aggregate.models import (
+    AggregateRead,
+    AuditReleasePage,
+    AuditReleaseRead,
+    ManifestRead,
+    ReleasePageRead,
+    ReleaseSummaryRead,
+)
 from aggregate.tables import Release
-from core.deps import DatabaseDep, ResearcherRole, SessionDep, StoreDep
+from core.deps import AuditorRole, DatabaseDep, ResearcherRole, SessionDep, StoreDep
+from policies.deps import PolicyDep
 
 router = APIRouter(tags=["releases"])
+# The auditor's view of the same releases: every threshold each one met (P6, P8).
+audit_router = APIRouter(prefix="/v1/audit", tags=["audit"])
 PRESIGNED_TTL_S = 300
 
 
@@ -114,3 +125,31 @@ def get_aggregate(exercise_id: str, _role: ResearcherRole, session: SessionDep) 
         {"exercise_id": exercise_id, "release_count": count, "statistics": stats.to_json()}
     )
 
+
+@audit_router.get("/releases", response_model=AuditReleasePage)
+def get_audit_releases(
+    policy: PolicyDep,
+    _role: AuditorRole,
+    session: SessionDep,
+    offset: Annotated[int, Query(ge=0, le=2**62)] = 0,  # bounded: SQL integers are 64-bit
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> AuditReleasePage:
+    """Every release with its contributor count, clip count and the k in force."""
+    policy_k = policy.k
+    items = [
+        AuditReleaseRead(
+            id=release.id,
+            exercise_id=release.exercise_id,
+            language=release.language,
+            release_day=release.release_day,
+            clip_count=release.clip_count,
+            contributor_count=release.contributor_count,
+            k_in_force=release.k_in_force,
+            policy_hash=release.policy_hash,
+            meets_k=release.contributor_count >= max(release.k_in_force, policy_k),
+        )
+        for release in service.get_releases_for_audit(session, offset=offset, limit=limit)
+    ]
+    return AuditReleasePage(
+        items=items, total=service.count_all_releases(session), offset=offset, limit=limit
+    )

@@ -180,3 +180,19 @@ def stream_archive(
             )
             yield sink.drain()
     yield sink.drain()
+
+
+def count_all_releases(session: Session) -> int:
+    return session.execute(sa.select(sa.func.count()).select_from(Release)).scalar_one()
+
+
+def get_releases_for_audit(session: Session, *, offset: int, limit: int) -> list[Release]:
+    """Releases, newest release day first (ties by id, which says nothing about order)."""
+    return list(
+        session.execute(
+            sa.select(Release)
+            .order_by(Release.release_day.desc(), Release.id)
+            .offset(offset)
+            .limit(limit)
+        ).scalars()
+    )

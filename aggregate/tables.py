@@ -90,17 +90,3 @@ class ReleasedClip(Base):
     duration_s: Mapped[float] = mapped_column(sa.Float)
     sample_rate: Mapped[int] = mapped_column(sa.Integer)
     loudness_dbfs: Mapped[float] = mapped_column(sa.Float)
-
-
-class ReleaseCycle(Base):
-    """A single row counting completed release cycles: the coarse clock of retention (P10)."""
-
-    __tablename__ = "release_cycles"
-
-    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=False)
-    current: Mapped[int] = mapped_column(sa.Integer, default=0)
-    # When the counter last moved, so replicas running the job advance it once per interval.
-    # It dates a cycle, never a clip or a bucket (P4).
-    advanced_at: Mapped[dt.datetime | None] = mapped_column(
-        sa.DateTime(timezone=True), nullable=True
-    )

@@ -271,7 +271,7 @@ def main() -> None:
 
         with (
             serve("benchmarks.ingest:create_bare_app", bare_env) as bare,
-            serve("core.app:create_app_from_env", full_env) as full,
+            serve("chorus.app:create_app_from_env", full_env) as full,
         ):
             for url, _pid in (bare, full):
                 asyncio.run(drive(url, clips, tokens(args.warmup), args.concurrency))

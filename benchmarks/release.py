@@ -132,7 +132,7 @@ def _store(kind: str, workdir: Path) -> Iterator[str]:
     if kind == "file":
         yield f"file://{workdir / 'blobs'}"
         return
-    from core.devservers import SeaweedServer
+    from chorus.devservers import SeaweedServer
 
     with SeaweedServer(workdir / "seaweed") as server:
         yield server.storage_url("bench")

@@ -14,9 +14,9 @@ def embedded_service(workdir: Path, **settings: str) -> tuple[dict[str, str], st
     ``settings`` add or override variables, e.g. ``CHORUS_SCHEDULER_ENABLED="false"``.
     """
     from core.db import Database
-    from ingest.catalog import replace_usage
+    from exercises.catalog import replace_usage
+    from exercises.models import ExerciseUsageCreate
     from ingest.consent import generate_keypair
-    from ingest.models import ExerciseUsageCreate
 
     private_pem, public_pem = generate_keypair()
     (workdir / "consent-public.pem").write_text(public_pem)

@@ -14,12 +14,15 @@ from fastapi import Depends, Request
 from core.db import Database
 from core.errors import Unavailable
 from ingest.decoder import DecoderPool
-from policies.policy import Policy
+from policies.deps import PolicyDep
 
-
-async def get_policy(request: Request) -> Policy:
-    policy: Policy = request.app.state.policy
-    return policy
+__all__ = [
+    "ConsentKeyDep",
+    "DecoderDep",
+    "PolicyDep",
+    "StorageUrlDep",
+    "UploadDatabaseDep",
+]
 
 
 async def get_consent_key(request: Request) -> Ed25519PublicKey:
@@ -48,7 +51,6 @@ async def get_storage_url(request: Request) -> str:
     return url
 
 
-PolicyDep = Annotated[Policy, Depends(get_policy)]
 ConsentKeyDep = Annotated[Ed25519PublicKey, Depends(get_consent_key)]
 DecoderDep = Annotated[DecoderPool, Depends(get_decoder)]
 UploadDatabaseDep = Annotated[Database, Depends(get_database)]

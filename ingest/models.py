@@ -4,15 +4,11 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from core.errors import InvalidMetadata
-
-ExerciseId = Annotated[
-    str, Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$")
-]
+from exercises.models import ExerciseId
 
 
 class ClipMetadataCreate(BaseModel):
@@ -55,19 +51,3 @@ class ClipAcceptedRead(BaseModel):
 
 class WithdrawalRead(BaseModel):
     withdrawn: int = Field(description="pending clips removed")
-
-
-class ExerciseUsageCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    exercise_id: ExerciseId
-    # The column is a 32-bit INTEGER: larger values would fail in the database, not here.
-    learners: int = Field(ge=0, le=2**31 - 1)
-    language: str | None = Field(default=None, max_length=35)
-
-
-class UsageReplacedRead(BaseModel):
-    exercises: int
-    eligible: int
-
-

@@ -1,4 +1,4 @@
-"""HTTP routes of the ingest domain: upload, withdrawal, usage catalog.
+"""HTTP routes of the ingest domain: upload and withdrawal.
 
 The upload route follows ARCHITECTURE §3 steps 1–7 in order and stores nothing on any refusal.
 It reads the multipart body itself, as a bounded stream (``ingest.multipart``), so an
@@ -20,10 +20,10 @@ from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 
 from core.db import Database
-from core.deps import AdminRole, DatabaseDep, SessionDep, StoreDep
+from core.deps import DatabaseDep, StoreDep
 from core.errors import ChorusError, UploadTimeout
+from exercises.catalog import eligibility_cache
 from ingest import metrics, service
-from ingest.catalog import count_eligible, eligibility_cache, replace_usage
 from ingest.consent import bearer_token, check_age, verify_consent
 from ingest.deps import (
     ConsentKeyDep,
@@ -34,9 +34,7 @@ from ingest.deps import (
 )
 from ingest.models import (
     ClipAcceptedRead,
-    ExerciseUsageCreate,
     ParsedMetadata,
-    UsageReplacedRead,
     WithdrawalRead,
     parse_clip_metadata,
 )
@@ -192,22 +190,3 @@ def withdraw_consent(
     withdrawn = service.withdraw(database=database, store=store, consent=consent)
     metrics.WITHDRAWN_CLIPS.inc(withdrawn)
     return WithdrawalRead(withdrawn=withdrawn)
-
-
-@router.put(
-    "/v1/exercises/usage",
-    response_model=UsageReplacedRead,
-    summary="Replace the exercise usage catalog",
-)
-def put_exercise_usage(
-    entries: list[ExerciseUsageCreate],
-    _role: AdminRole,
-    session: SessionDep,
-    database: DatabaseDep,
-    policy: PolicyDep,
-) -> UsageReplacedRead:
-    exercises = replace_usage(session, entries)
-    eligible = count_eligible(session, min_learners=policy.min_exercise_learners)
-    session.commit()
-    eligibility_cache(database).invalidate()
-    return UsageReplacedRead(exercises=exercises, eligible=eligible)

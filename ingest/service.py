@@ -27,8 +27,8 @@ from core.db import Database
 from core.errors import ChorusError, DatabaseUnavailable
 from core.resources import process_resources
 from core.storage import BlobStore
+from exercises.catalog import require_eligible
 from ingest.audio import AudioLimits, SanitizedClip, sanitize_audio
-from ingest.catalog import require_eligible
 from ingest.consent import Consent
 from policies.audit import append as append_audit
 from policies.policy import Policy

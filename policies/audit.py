@@ -17,7 +17,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from policies.tables import AuditEntry
+from policies.tables import AuditEntry, ReleaseCycle
 
 GENESIS_HASH = "0" * 64
 _LOCK_KEY = 0x43484F52  # "CHOR": serializes appends across processes on PostgreSQL
@@ -32,11 +32,12 @@ def entry_hash(*, seq: int, kind: str, cycle: int, day: dt.date, body: str, prev
     return hashlib.sha256(material.encode("utf-8")).hexdigest()
 
 
-def current_cycle(session: Session) -> int:
-    from aggregate.tables import ReleaseCycle
-
-    row = session.get(ReleaseCycle, 1)
-    return row.current if row is not None else 0
+def current_cycle(session: Session | sa.Connection) -> int:
+    """The number of completed release cycles (0 before the first)."""
+    current = session.execute(
+        sa.select(ReleaseCycle.current).where(ReleaseCycle.id == 1)
+    ).scalar_one_or_none()
+    return current if current is not None else 0
 
 
 def lock_chain(session: Session) -> None:

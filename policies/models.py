@@ -28,25 +28,6 @@ class PolicyRead(BaseModel):
     retention_cycles: int
 
 
-class AuditReleaseRead(BaseModel):
-    id: str
-    exercise_id: str
-    language: str | None
-    release_day: dt.date
-    clip_count: int
-    contributor_count: int
-    k_in_force: int
-    policy_hash: str
-    meets_k: bool
-
-
-class AuditReleasePage(BaseModel):
-    items: list[AuditReleaseRead]
-    total: int
-    offset: int
-    limit: int
-
-
 class ChainStatusRead(BaseModel):
     ok: bool
     entries: int

@@ -1,4 +1,7 @@
-"""The auditor API (P8, P11): the policy, releases with their thresholds, the log, the checks.
+"""The auditor API of the policies domain (P8, P11): the policy in force and the audit log.
+
+The releases with their thresholds are served by the aggregate domain and the checks by the
+composition root, under the same ``/v1/audit`` prefix.
 
 Every route admits only the ``auditor`` role.
 """
@@ -9,18 +12,12 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 
-from core.deps import AuditorRole, DatabaseDep, SessionDep, StoreDep
+from core.deps import AuditorRole, SessionDep
 from policies import service
-from policies.checks import run_audit
 from policies.models import (
     AuditEntryRead,
     AuditLogPage,
-    AuditReleasePage,
-    AuditReleaseRead,
-    AuditVerifyRead,
     ChainStatusRead,
-    CheckRead,
-    FindingRead,
     PolicyRead,
 )
 from policies.policy import Policy
@@ -42,35 +39,6 @@ def get_policy(request: Request, _role: AuditorRole, session: SessionDep) -> Pol
         **policy.model_dump(mode="json"),
         content_hash=policy.content_hash,
         recorded_in_audit_log=recorded,
-    )
-
-
-@router.get("/releases", response_model=AuditReleasePage)
-def get_releases(
-    request: Request,
-    _role: AuditorRole,
-    session: SessionDep,
-    offset: Annotated[int, Query(ge=0, le=2**62)] = 0,  # bounded: SQL integers are 64-bit
-    limit: Annotated[int, Query(ge=1, le=500)] = 100,
-) -> AuditReleasePage:
-    """Every release with its contributor count, clip count and the k in force."""
-    policy_k = _policy(request).k
-    items = [
-        AuditReleaseRead(
-            id=release.id,
-            exercise_id=release.exercise_id,
-            language=release.language,
-            release_day=release.release_day,
-            clip_count=release.clip_count,
-            contributor_count=release.contributor_count,
-            k_in_force=release.k_in_force,
-            policy_hash=release.policy_hash,
-            meets_k=release.contributor_count >= max(release.k_in_force, policy_k),
-        )
-        for release in service.get_releases(session, offset=offset, limit=limit)
-    ]
-    return AuditReleasePage(
-        items=items, total=service.count_releases(session), offset=offset, limit=limit
     )
 
 
@@ -107,30 +75,4 @@ def get_log(
             first_broken_seq=status.first_broken_seq,
             reason=status.reason,
         ),
-    )
-
-
-@router.get("/verify", response_model=AuditVerifyRead)
-def verify(
-    request: Request, _role: AuditorRole, database: DatabaseDep, store: StoreDep
-) -> AuditVerifyRead:
-    """Run every audit check against the database and the store; list the findings."""
-    report = run_audit(database=database, store=store, policy=_policy(request))
-    return AuditVerifyRead(
-        ok=report.ok,
-        findings=[
-            FindingRead(
-                check=f.check, invariant=f.invariant, message=f.message, subject=f.subject
-            )
-            for f in report.findings
-        ],
-        checks=[
-            CheckRead(
-                name=result.name,
-                invariants=list(result.invariants),
-                description=result.description,
-                findings=len(result.findings),
-            )
-            for result in report.results
-        ],
     )

@@ -1,4 +1,4 @@
-"""What auditors read: the policy in force, releases with their thresholds, the audit log (P8).
+"""What auditors read of the policies domain: the policy in force and the audit log (P8).
 
 ``record_policy_load`` appends a ``policy_loaded`` entry whenever the service starts with a
 policy whose content hash differs from the last one recorded, so every change of threshold is
@@ -15,7 +15,6 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
-from aggregate.tables import Release
 from core.db import Database
 from policies.audit import ChainStatus, append, lock_chain, verify_chain
 from policies.policy import Policy
@@ -79,22 +78,6 @@ def record_policy_load(database: Database, policy: Policy, *, attempts: int = 3)
             )
         return appended
     return False
-
-
-def count_releases(session: Session) -> int:
-    return session.execute(sa.select(sa.func.count()).select_from(Release)).scalar_one()
-
-
-def get_releases(session: Session, *, offset: int, limit: int) -> list[Release]:
-    """Releases, newest release day first (ties by id, which says nothing about order)."""
-    return list(
-        session.execute(
-            sa.select(Release)
-            .order_by(Release.release_day.desc(), Release.id)
-            .offset(offset)
-            .limit(limit)
-        ).scalars()
-    )
 
 
 def get_entries(session: Session, *, after: int, limit: int) -> list[AuditEntry]:

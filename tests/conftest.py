@@ -17,9 +17,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from core.app import create_app
+from chorus.app import create_app
+from chorus.devservers import SeaweedServer, provision_postgres_database
 from core.auth import Role, create_key
-from core.devservers import SeaweedServer, provision_postgres_database
 from core.settings import Settings, reset_settings_cache
 from core.storage import BlobStore, FileBlobStore, open_store
 
@@ -171,7 +171,7 @@ def s3_store_url(seaweed: SeaweedServer) -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
-    """A fresh PostgreSQL database for the session (see core.devservers for the server)."""
+    """A fresh PostgreSQL database for the session (see chorus.devservers for the server)."""
     with provision_postgres_database(prefix="chorus_test") as url:
         yield url
 

@@ -21,8 +21,8 @@ import sqlalchemy as sa
 
 from aggregate.buckets import ClipFacts, add_pending_clip, pending_object_key
 from aggregate.tables import Bucket, PendingClip, ReleasedClip
+from chorus.devservers import provision_postgres_database
 from core.db import Database
-from core.devservers import provision_postgres_database
 from core.storage import BlobStore, open_store
 from policies.audit import verify_chain
 from policies.policy import Policy, load_policy

@@ -19,8 +19,8 @@ from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from aggregate.jobs import run_release_cycle
+from chorus.cli import app as chorus
 from core.auth import Role
-from core.cli import app as chorus
 from core.db import Database
 from core.settings import Settings, reset_settings_cache
 from core.storage import open_store

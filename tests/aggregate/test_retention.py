@@ -9,11 +9,11 @@ import pytest
 import sqlalchemy as sa
 
 from aggregate.jobs import preview_release_cycle, run_release_cycle
-from aggregate.retention import advance_cycle, current_cycle
+from aggregate.retention import advance_cycle
 from aggregate.tables import Bucket, PendingClip
 from core.db import Database
 from core.storage import BlobStore
-from policies.audit import verify_chain
+from policies.audit import current_cycle, verify_chain
 from policies.policy import Policy, load_policy
 from policies.tables import AuditEntry
 from tests.aggregate.conftest import Seed

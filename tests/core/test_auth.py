@@ -10,8 +10,8 @@ from fastapi import Depends, FastAPI
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
+from chorus.cli import app as cli_app
 from core.auth import Role, create_key, require_roles, revoke_key, role_of
-from core.cli import app as cli_app
 from core.db import Database
 from core.settings import Settings
 from core.tables import ApiKey

@@ -14,11 +14,11 @@ from alembic.script import ScriptDirectory
 
 import aggregate.tables
 import core.tables
-import ingest.tables
+import exercises.tables
 import policies.tables
 from core.db import MIGRATIONS_DIR, Base, alembic_config, current_revisions, make_engine, upgrade
 
-_TABLE_MODULES = (core.tables, ingest.tables, aggregate.tables, policies.tables)
+_TABLE_MODULES = (core.tables, exercises.tables, aggregate.tables, policies.tables)
 with contextlib.suppress(ImportError):
     import reports_ml.tables  # noqa: F401  (its tables join Base.metadata)
 
@@ -30,7 +30,7 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'migrations.db'}"
         return
-    from core.devservers import provision_postgres_database
+    from chorus.devservers import provision_postgres_database
 
     with provision_postgres_database(prefix="chorus_migrations") as url:
         yield url
@@ -85,7 +85,7 @@ def test_migrations_folder_is_shipped_with_the_package() -> None:
 def test_replicas_migrating_one_database_at_once_both_succeed() -> None:
     from concurrent.futures import ThreadPoolExecutor
 
-    from core.devservers import provision_postgres_database
+    from chorus.devservers import provision_postgres_database
 
     with provision_postgres_database(prefix="chorus_migrate_race") as url:
         with ThreadPoolExecutor(max_workers=3) as pool:

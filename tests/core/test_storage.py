@@ -22,7 +22,7 @@ import pytest
 import core.storage
 import core.storage_memory
 import core.storage_s3
-from core.devservers import SeaweedServer
+from chorus.devservers import SeaweedServer
 from core.errors import BlobNotFound, ConfigurationError, StorageUnavailable
 from core.storage import TEMP_PREFIX, BlobStore, FileBlobStore, open_store
 from core.storage_memory import MemoryBlobStore

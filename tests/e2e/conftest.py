@@ -24,12 +24,12 @@ import sqlalchemy as sa
 
 from aggregate.buckets import contributor_tag
 from aggregate.tables import Bucket, PendingClip, Release, ReleasedClip
+from chorus.devservers import provision_postgres_database
 from core.db import Database
-from core.devservers import provision_postgres_database
 from core.storage import BlobStore
-from ingest.catalog import replace_usage
+from exercises.catalog import replace_usage
+from exercises.models import ExerciseUsageCreate
 from ingest.consent import mint_token
-from ingest.models import ExerciseUsageCreate
 from tests.conftest import ConsentKeys
 from tests.e2e.procs import ChorusProcess
 

@@ -9,8 +9,8 @@ import pytest
 import soundfile as sf
 from typer.testing import CliRunner
 
-from core.cli import app as cli_app
-from core.demo import DemoOutcome, run_demo, synthesized_wav
+from chorus.cli import app as cli_app
+from chorus.demo import DemoOutcome, run_demo, synthesized_wav
 
 pytestmark = pytest.mark.e2e
 

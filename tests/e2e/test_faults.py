@@ -20,8 +20,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
 from aggregate.tables import PendingClip
+from chorus.devservers import SeaweedServer
 from core.db import Database
-from core.devservers import SeaweedServer
 from core.errors import DatabaseUnavailable
 from core.storage import FileBlobStore, open_store
 from ingest.audio import sanitize_audio

@@ -16,9 +16,9 @@ import sqlalchemy as sa
 
 from aggregate.release import ready_bucket_ids
 from aggregate.tables import Bucket, PendingClip
+from chorus.audit import run_audit
 from core.db import Database
 from core.storage import open_store
-from policies.checks import run_audit
 from policies.policy import load_policy
 from policies.tables import AuditEntry
 from tests.conftest import ConsentKeys

@@ -1,7 +1,7 @@
 """Fixtures of the hostile-input tests: a running app with a key per role, a real server.
 
 The app runs on the embedded default (SQLite + file store) with the demo policy; the real
-server (uvicorn on loopback, from ``core.demo``) uses a policy whose upload cap is small, so
+server (uvicorn on loopback, from ``chorus.demo``) uses a policy whose upload cap is small, so
 oversize bodies can be sent cheaply.
 """
 
@@ -15,9 +15,9 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from core.app import create_app
+from chorus.app import create_app
+from chorus.demo import BackgroundServer
 from core.auth import Role, create_key
-from core.demo import BackgroundServer
 from core.settings import Settings
 from ingest.consent import mint_token
 from tests.conftest import ConsentKeys

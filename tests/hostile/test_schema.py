@@ -28,9 +28,9 @@ from schemathesis.checks import (
 )
 from starlette.routing import BaseRoute
 
-from core.app import create_app
+from chorus.app import create_app
+from chorus.demo import BackgroundServer
 from core.auth import Role
-from core.demo import BackgroundServer
 from core.settings import Settings
 from tests.hostile.conftest import LiveApp, LiveServer
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from core.cli import app
+from chorus.cli import app
 from core.settings import reset_settings_cache
 from ingest.consent import load_public_key, verify_consent
 from policies.policy import load_policy
@@ -61,7 +61,7 @@ def cli_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def test_exercises_import_replaces_the_catalog(tmp_path: Path, cli_env: Path) -> None:
     from core.db import Database
-    from ingest.tables import ExerciseUsage
+    from exercises.tables import ExerciseUsage
 
     csv_path = tmp_path / "usage.csv"
     csv_path.write_text("exercise_id,learners,language\ndigit-1,500,en\ndigit-2,20,\n")

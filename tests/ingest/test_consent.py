@@ -150,7 +150,7 @@ def test_public_key_loading(tmp_path: Any, consent_keys: ConsentKeys) -> None:
 
 
 def test_malformed_public_key_refuses_to_start(make_settings: Callable[..., Any]) -> None:
-    from core.app import create_app
+    from chorus.app import create_app
 
     with pytest.raises(ConfigurationError, match="CHORUS_CONSENT_PUBLIC_KEY"):
         create_app(make_settings(consent_public_key="-----BEGIN PUBLIC KEY-----\nx\n"))
@@ -160,7 +160,7 @@ def test_rsa_public_key_is_refused(make_settings: Callable[..., Any]) -> None:
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import rsa
 
-    from core.app import create_app
+    from chorus.app import create_app
 
     pem = (
         rsa.generate_private_key(public_exponent=65537, key_size=2048)
@@ -177,7 +177,7 @@ def test_without_a_public_key_uploads_answer_503(
 ) -> None:
     from fastapi.testclient import TestClient
 
-    from core.app import create_app
+    from chorus.app import create_app
 
     app = create_app(make_settings(consent_public_key=None))
     token = mint_token(consent_keys.private_key, learner_id="learner-1")

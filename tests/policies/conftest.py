@@ -186,7 +186,7 @@ def run_audit_cli(
     """``chorus audit --json [args]`` against ``settings`` (overridable per call)."""
 
     def run(*args: str, **overrides: str) -> CliResult:
-        from core.cli import app as chorus_app
+        from chorus.cli import app as chorus_app
 
         values = {
             "CHORUS_DATABASE_URL": settings.database_url,

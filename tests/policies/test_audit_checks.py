@@ -56,7 +56,7 @@ def test_clean_state_passes_everywhere(
 def test_human_output_names_every_check(audited: AuditedState) -> None:
     from typer.testing import CliRunner
 
-    from core.cli import app as chorus_app
+    from chorus.cli import app as chorus_app
     from core.settings import reset_settings_cache
 
     env = {

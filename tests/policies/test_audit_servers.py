@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from core.app import create_app
-from core.devservers_postgres import provision_postgres_database
+from chorus.app import create_app
+from chorus.devservers_postgres import provision_postgres_database
 from core.settings import Settings
 from tests.policies.conftest import RunAudit, build_audited_state
 

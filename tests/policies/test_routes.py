@@ -34,7 +34,7 @@ def test_policy_shows_every_threshold_and_its_recorded_hash(
 def test_a_changed_policy_is_recorded_at_the_next_start(
     make_settings: Callable[..., Settings],
 ) -> None:
-    from core.app import create_app
+    from chorus.app import create_app
     from core.auth import create_key
 
     def start(policy: str) -> list[dict[str, object]]:

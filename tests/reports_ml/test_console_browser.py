@@ -21,7 +21,7 @@ import httpx
 import pytest
 import uvicorn
 
-from core.app import create_app
+from chorus.app import create_app
 from core.auth import Role, create_key
 from core.settings import Settings
 

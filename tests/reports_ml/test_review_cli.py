@@ -9,7 +9,7 @@ import pytest
 import sqlalchemy as sa
 from typer.testing import CliRunner
 
-from core.cli import app
+from chorus.cli import app
 from core.db import Database
 from core.settings import reset_settings_cache
 from reports_ml.tables import AcceptedTranslation, CoursePrompt

@@ -29,7 +29,7 @@ __all__ = [
 
 @pytest.fixture
 def settings(make_settings: Callable[..., Settings]) -> Iterator[Settings]:
-    from core.devservers import provision_postgres_database
+    from chorus.devservers import provision_postgres_database
 
     with provision_postgres_database(prefix="chorus_review") as url:
         yield make_settings(database_url=url)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from core.cli import app
+from chorus.cli import app
 from reports_ml.staple import load_staple, read_records
 
 STAPLE = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "staple"

@@ -28,7 +28,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING
 from urllib.parse import quote
 
-from core.devservers_postgres import (
+from chorus.devservers_postgres import (
     EmbeddedPostgres,
     postgres_admin_url,
     provision_postgres_database,

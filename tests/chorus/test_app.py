@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from core.app import create_app
+from chorus.app import create_app
 from core.errors import ConfigurationError
 from core.settings import Settings
 

@@ -9,8 +9,7 @@ import psycopg
 import pytest
 import sqlalchemy as sa
 
-from core import devservers_postgres
-from core.devservers import (
+from chorus.devservers import (
     EmbeddedPostgres,
     SeaweedServer,
     ephemeral_port_range,
@@ -18,6 +17,7 @@ from core.devservers import (
     postgres_admin_url,
     provision_postgres_database,
 )
+from chorus import devservers_postgres
 from core.storage import open_store
 
 

@@ -384,7 +384,7 @@ class _Tour:
     def release(self) -> None:
         """What ``chorus release`` does: one release cycle now."""
         from aggregate.jobs import interval_seconds, run_release_cycle
-        from core.app import prepare
+        from chorus.app import prepare
 
         database, store, policy = prepare(self.settings)
         try:
@@ -436,8 +436,8 @@ class _Tour:
 
     def audit(self) -> None:
         """What ``chorus audit`` does: every check against the database and the store."""
-        from core.app import prepare
-        from policies.checks import run_audit
+        from chorus.app import prepare
+        from chorus.audit import run_audit
 
         database, store, policy = prepare(self.settings)
         try:
@@ -531,7 +531,7 @@ def run_demo(
     keep_running: Callable[[BackgroundServer], None] | None = None,
 ) -> DemoOutcome:
     """Run the whole tour under ``folder``; raises ConfigurationError when a step goes wrong."""
-    from core.app import create_app
+    from chorus.app import create_app
 
     started = time.monotonic()
     folder = folder.resolve()

@@ -45,7 +45,7 @@ def serve(
     """Run the HTTP API (and, unless disabled, the release scheduler)."""
     import uvicorn
 
-    from core.app import prepare
+    from chorus.app import prepare
     from core.logs import configure_logging
 
     settings = get_settings()
@@ -62,7 +62,7 @@ def serve(
     except ChorusError as exc:
         fail(exc.detail)
     uvicorn.run(
-        "core.app:create_app_from_env",
+        "chorus.app:create_app_from_env",
         factory=True,
         host=host or settings.host,
         port=port if port is not None else settings.port,
@@ -110,18 +110,19 @@ def keys_create(
 
 def _register_domains() -> None:
     from aggregate import cli as aggregate_cli
+    from chorus import audit_cli
+    from exercises import cli as exercises_cli
     from ingest import cli as ingest_cli
-    from policies import cli as policies_cli
     from reports_ml import cli as reports_cli
 
     app.add_typer(ingest_cli.consent_app, name="consent")
-    app.add_typer(ingest_cli.exercises_app, name="exercises")
+    app.add_typer(exercises_cli.exercises_app, name="exercises")
     app.add_typer(aggregate_cli.releases_app, name="releases")
-    for module in (aggregate_cli, policies_cli):
+    for module in (aggregate_cli, audit_cli):
         for command_name in getattr(module, "ROOT_COMMANDS", ()):
             app.command(command_name)(getattr(module, command_name.replace("-", "_")))
     app.add_typer(reports_cli.app, name="reports")
-    from core.demo import demo
+    from chorus.demo import demo
 
     app.command("demo")(demo)
 

@@ -144,7 +144,7 @@ class EmbeddedPostgres:
             ],
         )
         for attempt in range(3):
-            from core.devservers import free_ports
+            from chorus.devservers import free_ports
 
             self.port = free_ports(1)[0]
             self._launch(account, bin_dir, data)

@@ -11,7 +11,9 @@ from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
 from aggregate.jobs import schedule_release_job
+from aggregate.routes import audit_router as aggregate_audit_router
 from aggregate.routes import router as aggregate_router
+from chorus.routes import router as verify_router
 from core.db import Database
 from core.errors import ChorusError, ConfigurationError
 from core.handlers import PROBLEM_RESPONSES, install_error_handlers, problem_response
@@ -21,6 +23,7 @@ from core.metrics import render_metrics
 from core.scheduler import build_scheduler, interval_trigger
 from core.settings import Settings, get_settings
 from core.storage import BlobStore, open_store
+from exercises.routes import router as exercises_router
 from ingest.consent import load_public_key
 from ingest.decoder import DecoderPool
 from ingest.jobs import OrphanSweeper
@@ -108,8 +111,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(AccessLogMiddleware, quiet_paths=QUIET_PATHS)
 
     app.include_router(ingest_router)
+    app.include_router(exercises_router)
     app.include_router(aggregate_router)
     app.include_router(policies_router)
+    app.include_router(aggregate_audit_router)
+    app.include_router(verify_router)
     app.include_router(reports_router)
     _add_operational_routes(app)
     return app

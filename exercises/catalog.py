@@ -27,8 +27,8 @@ from sqlalchemy.orm import Session
 
 from core.db import Database
 from core.errors import ExerciseNotEligible, InvalidInput
-from ingest.models import ExerciseUsageCreate
-from ingest.tables import ExerciseUsage
+from exercises.models import ExerciseUsageCreate
+from exercises.tables import ExerciseUsage
 
 
 def replace_usage(session: Session, entries: Iterable[ExerciseUsageCreate]) -> int:

@@ -13,9 +13,10 @@ import typer
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
+from chorus.audit import run_audit
 from core.errors import ChorusError
 from core.settings import get_settings
-from policies.checks import AuditReport, run_audit
+from policies.checks import AuditReport
 
 ROOT_COMMANDS = ("audit",)
 EXIT_CLEAN, EXIT_FINDINGS, EXIT_FAILED = 0, 1, 2

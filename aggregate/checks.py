@@ -1,0 +1,84 @@
+"""The audit checks of the aggregate domain: releases and their media (P6, P7, P8), the clip
+tables' schema and ids (P4), bucket keys (P3) and retention (P10).
+
+The composition root adds these to every other domain's checks (``chorus.audit``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import sqlalchemy as sa
+
+from aggregate.release_checks import (
+    check_pending_isolation,
+    check_release_entries,
+    check_released_media,
+    check_releases,
+)
+from aggregate.schema_checks import check_ids, check_timestamp_columns
+from aggregate.tables import Bucket
+from policies.audit import current_cycle
+from policies.checks import Check
+from policies.context import AuditContext
+from policies.findings import Finding
+
+# --- P10: retention --------------------------------------------------------------------------
+
+
+def check_retention(ctx: AuditContext) -> Iterable[Finding]:
+    """No pending bucket has waited more than retention_cycles release cycles."""
+    with ctx.database.session() as session:
+        current = current_cycle(session)
+        stale = session.execute(
+            sa.select(Bucket.id, Bucket.opened_cycle)
+            .where(Bucket.state == "open")
+            .where(Bucket.opened_cycle < current - ctx.policy.retention_cycles)
+            .order_by(Bucket.id)
+        ).all()
+    for bucket_id, opened in stale:
+        yield Finding(
+            "bucket_past_retention",
+            "P10",
+            f"bucket {bucket_id} has been pending for {current - opened} release cycles; "
+            f"the policy allows {ctx.policy.retention_cycles}",
+            bucket_id,
+        )
+
+
+# --- P3: bucket keys -------------------------------------------------------------------
+
+
+def check_bucket_keys(ctx: AuditContext) -> Iterable[Finding]:
+    """Released and purged buckets no longer hold the key that links their contributor tags."""
+    with ctx.database.session() as session:
+        kept = session.execute(
+            sa.select(Bucket.id, Bucket.state)
+            .where(Bucket.state.in_(("released", "purged")), Bucket.bucket_key.is_not(None))
+            .order_by(Bucket.id)
+        ).all()
+    for bucket_id, state in kept:
+        yield Finding(
+            "bucket_key_kept",
+            "P3",
+            f"{state} bucket {bucket_id} still holds its contributor-tag key",
+            bucket_id,
+        )
+
+
+CHECKS: tuple[Check, ...] = (
+    Check("releases", ("P6",), "k contributors per release; objects match manifests",
+          check_releases),
+    Check("released_media", ("P7",), "released clips are the service's own clean FLAC",
+          check_released_media),
+    Check("retention", ("P10",), "no pending bucket past retention", check_retention),
+    Check("timestamp_columns", ("P4",), "no time-typed column on clip or bucket tables",
+          check_timestamp_columns),
+    Check("ids", ("P4",), "ids and object names are random, not time-ordered", check_ids),
+    Check("release_entries", ("P8",), "every release is in the audit log with its counts",
+          check_release_entries),
+    Check("bucket_keys", ("P3",), "released and purged buckets hold no key",
+          check_bucket_keys),
+    Check("pending_isolation", ("P6",), "no pending clip readable under a release prefix",
+          check_pending_isolation),
+)

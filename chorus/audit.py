@@ -1,0 +1,59 @@
+"""The auditor's whole check list, composed from every domain's ``checks.py``.
+
+Each domain owns the checks of its invariants; only the composition root knows them all. The
+order here is the order of ``chorus audit``'s report and of ``GET /v1/audit/verify``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from aggregate import checks as aggregate_checks
+from core.db import Database
+from core.storage import BlobStore
+from policies import checks as policies_checks
+from policies.checks import AuditReport, Check, run_checks
+from policies.policy import Policy
+
+_REPORT_ORDER = (
+    "releases",
+    "released_media",
+    "retention",
+    "timestamp_columns",
+    "ids",
+    "audit_chain",
+    "release_entries",
+    "bucket_keys",
+    "pending_isolation",
+    "canaries",
+)
+
+
+def _compose(*domains: Sequence[Check]) -> tuple[Check, ...]:
+    by_name = {check.name: check for checks in domains for check in checks}
+    if set(by_name) != set(_REPORT_ORDER):
+        raise RuntimeError(f"audit checks and report order differ: {sorted(by_name)}")
+    return tuple(by_name[name] for name in _REPORT_ORDER)
+
+
+AUDIT_CHECKS = _compose(aggregate_checks.CHECKS, policies_checks.CHECKS)
+
+
+def run_audit(
+    *,
+    database: Database,
+    store: BlobStore,
+    policy: Policy,
+    canaries: Sequence[str] = (),
+    log_dirs: Sequence[Path] = (),
+) -> AuditReport:
+    """Run every domain's checks against the database and the store."""
+    return run_checks(
+        AUDIT_CHECKS,
+        database=database,
+        store=store,
+        policy=policy,
+        canaries=canaries,
+        log_dirs=log_dirs,
+    )
