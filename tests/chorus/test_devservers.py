@@ -9,6 +9,7 @@ import psycopg
 import pytest
 import sqlalchemy as sa
 
+from chorus import devservers_postgres
 from chorus.devservers import (
     EmbeddedPostgres,
     SeaweedServer,
@@ -17,7 +18,6 @@ from chorus.devservers import (
     postgres_admin_url,
     provision_postgres_database,
 )
-from chorus import devservers_postgres
 from core.storage import open_store
 
 
