@@ -1,9 +1,14 @@
 """Pending buckets and keyed contributor tags.
 
 Upholds P3: a learner id enters only ``contributor_tag`` = HMAC-SHA256(bucket key, learner id)
-and is never stored; each bucket has its own random key, destroyed at release or purge, after
-which its tags can no longer be linked to anyone. Upholds P6's cap: a unique (bucket, tag, slot)
-constraint with slot < max_clips_per_contributor holds even under concurrent uploads.
+and is never stored. Each bucket has its own random key, held only in memory
+(``core.keystore``: tmpfs or a Redis without persistence), never in the database, so no copy of
+the disk, WAL, dead tuple or backup can link a tag to anyone. A bucket whose key is lost
+(reboot, Redis flush) is **sealed**: it takes no new clips, is still released if its tags reach
+k, or retired by retention; the next upload opens a fresh bucket with a fresh key. Its clips
+can no longer be found by learner, exactly like released ones. The key is deleted when the
+bucket is released or purged. Upholds P6's cap: a unique (bucket, tag, slot) constraint with
+slot < max_clips_per_contributor holds even under concurrent uploads.
 """
 
 from __future__ import annotations
@@ -17,9 +22,10 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from aggregate.tables import Bucket, PendingClip
-from core.errors import ContributionLimit
+from aggregate.tables import Bucket, BucketState, PendingClip, ReleasedClip
+from core.errors import ContributionLimit, Unavailable
 from core.ids import new_id, new_secret
+from core.keystore import KeyStore
 from policies.audit import current_cycle
 
 PENDING_PREFIX = "pending/"
@@ -42,69 +48,58 @@ def contributor_tag(bucket_key: bytes, learner_id: str) -> str:
 Executor = Session | sa.Connection
 
 
-def get_open_bucket(session: Session, exercise_id: str) -> Bucket | None:
-    """The exercise's open bucket; on PostgreSQL its row stays share-locked until commit, so a
-    release cannot claim the bucket while this upload is still adding to it (P6)."""
-    return session.execute(
-        sa.select(Bucket)
-        .where(Bucket.exercise_id == exercise_id, Bucket.state == "open")
-        .with_for_update(read=True)
-        .execution_options(populate_existing=True)
-    ).scalar_one_or_none()
-
-
 # The upload's statements are built once: building a statement costs more than running it.
 _OPEN_BUCKET = (
-    sa.select(Bucket.id, Bucket.bucket_key)
-    .where(Bucket.exercise_id == sa.bindparam("exercise_id"), Bucket.state == "open")
+    sa.select(Bucket.id)
+    .where(Bucket.exercise_id == sa.bindparam("exercise_id"), Bucket.state == BucketState.OPEN)
     .with_for_update(read=True)
 )
+_SEAL = (
+    sa.update(_BUCKET_TABLE)
+    .where(
+        _BUCKET_TABLE.c.id == sa.bindparam("bucket_id"),
+        _BUCKET_TABLE.c.state == BucketState.OPEN,
+    )
+    .values(state=BucketState.SEALED)
+)
+_OPEN_ATTEMPTS = 3
 
 
-def _open_bucket_row(session: Executor, exercise_id: str) -> tuple[str, bytes] | None:
-    """(id, key) of the exercise's open bucket, share-locked on PostgreSQL like
-    ``get_open_bucket``."""
-    found = session.execute(_OPEN_BUCKET, {"exercise_id": exercise_id}).first()
-    if found is None or found.bucket_key is None:
-        return None
-    return found.id, found.bucket_key
+def key_name(bucket_id: str) -> str:
+    return f"bucket:{bucket_id}"
 
 
-def open_bucket_for(session: Executor, exercise_id: str) -> tuple[str, bytes]:
+def open_bucket_for(session: Executor, exercise_id: str, *, keys: KeyStore) -> tuple[str, bytes]:
     """(id, key) of the exercise's open bucket, opened now (with a fresh key) if there is none.
 
-    Two uploads racing to open the same exercise's bucket meet the partial unique index; the
-    loser reads the winner's bucket.
+    The open bucket's row stays share-locked on PostgreSQL until commit, so a release cannot
+    claim it while this upload is still adding to it (P6). An open bucket whose key is gone is
+    sealed first. Two uploads racing to open the same exercise's bucket meet the partial unique
+    index; the loser reads the winner's bucket, whose key the winner stored before inserting.
     """
-    found = _open_bucket_row(session, exercise_id)
-    if found is not None:
-        return found
-    bucket_id, bucket_key = new_id(), new_secret(32)
-    try:
-        with session.begin_nested():
-            session.execute(
-                sa.insert(_BUCKET_TABLE).values(
-                    id=bucket_id,
-                    exercise_id=exercise_id,
-                    state="open",
-                    bucket_key=bucket_key,
-                    opened_cycle=current_cycle(session),
+    for _attempt in range(_OPEN_ATTEMPTS):
+        bucket_id = session.execute(_OPEN_BUCKET, {"exercise_id": exercise_id}).scalar()
+        if bucket_id is not None:
+            key = keys.get(key_name(bucket_id))
+            if key is not None:
+                return bucket_id, key
+            session.execute(_SEAL, {"bucket_id": bucket_id})
+        bucket_id = new_id()
+        key = keys.put_if_absent(key_name(bucket_id), new_secret(32))
+        try:
+            with session.begin_nested():
+                session.execute(
+                    sa.insert(_BUCKET_TABLE).values(
+                        id=bucket_id,
+                        exercise_id=exercise_id,
+                        state=BucketState.OPEN,
+                        opened_cycle=current_cycle(session),
+                    )
                 )
-            )
-        return bucket_id, bucket_key
-    except IntegrityError:
-        found = _open_bucket_row(session, exercise_id)
-        if found is None:
-            raise
-        return found
-
-
-def get_or_open_bucket(session: Session, exercise_id: str) -> Bucket:
-    """The exercise's open bucket as an ORM object, opened now if there is none."""
-    bucket_id, _key = open_bucket_for(session, exercise_id)
-    bucket = session.get(Bucket, bucket_id, populate_existing=True)
-    assert bucket is not None
-    return bucket
+            return bucket_id, key
+        except IntegrityError:
+            keys.delete(key_name(bucket_id))
+    raise Unavailable("the exercise's bucket kept changing; try again")
 
 
 @dataclass(frozen=True)
@@ -124,6 +119,7 @@ def add_pending_clip(
     learner_id: str,
     clip: ClipFacts,
     max_clips_per_contributor: int,
+    keys: KeyStore,
 ) -> None:
     """Record a stored clip in its exercise's open bucket, or raise ContributionLimit.
 
@@ -134,7 +130,7 @@ def add_pending_clip(
     one ``INSERT … SELECT``; on PostgreSQL two uploads of one learner may still count the
     same slot, and the loser of the unique (bucket, tag, slot) constraint counts again.
     """
-    bucket_id, bucket_key = open_bucket_for(session, exercise_id)
+    bucket_id, bucket_key = open_bucket_for(session, exercise_id, keys=keys)
     tag = contributor_tag(bucket_key, learner_id)
     row = {
         "id": new_id(),
@@ -206,27 +202,44 @@ def distinct_contributors(session: Session, bucket_id: str) -> int:
     ).scalar_one()
 
 
-def withdraw_learner(session: Session, learner_id: str) -> list[str]:
-    """Delete the learner's pending rows in every open bucket (P9).
+# Buckets whose pending clips a withdrawal must still find: everything not yet closed.
+_WITHDRAWABLE = (BucketState.OPEN, BucketState.SEALED, BucketState.RELEASING)
 
-    Returns the object keys to delete from the store once the transaction has committed.
+
+def withdraw_learner(session: Session, learner_id: str, *, keys: KeyStore) -> list[str]:
+    """Delete the learner's pending rows in every bucket not yet closed (P9).
+
+    Open, sealed and releasing buckets are searched with their keys (a bucket whose key is
+    lost cannot be searched by anyone: its tags link to no one). A releasing bucket's planned
+    released copy of the clip goes too, so its release cannot contain it (the release re-counts
+    its contributors before it finishes). Each bucket row is locked first, so an upload that
+    holds it share-locked commits before the delete looks, and one that comes later sees the
+    withdrawn token. Returns the object keys (pending and released copies) to delete from the
+    store once the transaction has committed.
     """
     object_keys: list[str] = []
     buckets = session.execute(
-        sa.select(Bucket.id, Bucket.bucket_key).where(Bucket.state == "open")
-    ).all()
-    for bucket_id, bucket_key in buckets:
+        sa.select(Bucket.id).where(Bucket.state.in_(_WITHDRAWABLE)).order_by(Bucket.id)
+    ).scalars().all()
+    for bucket_id in buckets:
+        bucket_key = keys.get(key_name(bucket_id))
         if bucket_key is None:
             continue
+        session.execute(sa.select(Bucket.id).where(Bucket.id == bucket_id).with_for_update())
         tag = contributor_tag(bucket_key, learner_id)
-        keys = (
-            session.execute(
-                sa.delete(PendingClip)
-                .where(PendingClip.bucket_id == bucket_id, PendingClip.contributor_tag == tag)
-                .returning(PendingClip.object_key)
+        removed = session.execute(
+            sa.delete(PendingClip)
+            .where(PendingClip.bucket_id == bucket_id, PendingClip.contributor_tag == tag)
+            .returning(PendingClip.object_key, PendingClip.release_clip_id)
+        ).all()
+        object_keys.extend(row.object_key for row in removed)
+        planned = [row.release_clip_id for row in removed if row.release_clip_id is not None]
+        if planned:
+            object_keys.extend(
+                session.execute(
+                    sa.delete(ReleasedClip)
+                    .where(ReleasedClip.id.in_(planned))
+                    .returning(ReleasedClip.object_key)
+                ).scalars()
             )
-            .scalars()
-            .all()
-        )
-        object_keys.extend(keys)
     return object_keys

@@ -17,7 +17,7 @@ from aggregate.release_checks import (
     check_releases,
 )
 from aggregate.schema_checks import check_ids, check_timestamp_columns
-from aggregate.tables import Bucket
+from aggregate.tables import PENDING_STATES, Bucket
 from policies.audit import current_cycle
 from policies.checks import Check
 from policies.context import AuditContext
@@ -32,7 +32,7 @@ def check_retention(ctx: AuditContext) -> Iterable[Finding]:
         current = current_cycle(session)
         stale = session.execute(
             sa.select(Bucket.id, Bucket.opened_cycle)
-            .where(Bucket.state == "open")
+            .where(Bucket.state.in_(PENDING_STATES))
             .where(Bucket.opened_cycle < current - ctx.policy.retention_cycles)
             .order_by(Bucket.id)
         ).all()
@@ -46,24 +46,35 @@ def check_retention(ctx: AuditContext) -> Iterable[Finding]:
         )
 
 
-# --- P3: bucket keys -------------------------------------------------------------------
+# --- P3: bucket keys -------------------------------------------------------------------------
+
+# Tables that hold contributor tags or clip facts: none may hold a key to link the tags.
+_KEYLESS_TABLES = ("buckets", "pending_clips", "releases", "released_clips")
+_BINARY_TYPES = ("BLOB", "BYTEA", "BINARY", "VARBINARY")
 
 
 def check_bucket_keys(ctx: AuditContext) -> Iterable[Finding]:
-    """Released and purged buckets no longer hold the key that links their contributor tags."""
-    with ctx.database.session() as session:
-        kept = session.execute(
-            sa.select(Bucket.id, Bucket.state)
-            .where(Bucket.state.in_(("released", "purged")), Bucket.bucket_key.is_not(None))
-            .order_by(Bucket.id)
-        ).all()
-    for bucket_id, state in kept:
-        yield Finding(
-            "bucket_key_kept",
-            "P3",
-            f"{state} bucket {bucket_id} still holds its contributor-tag key",
-            bucket_id,
-        )
+    """No clip or bucket table has a column that could hold a bucket key (P3): the keys live
+    only in memory, so a copy of the database cannot link a contributor tag to anyone."""
+    inspector = sa.inspect(ctx.engine)
+    present = set(inspector.get_table_names())
+    for table in _KEYLESS_TABLES:
+        if table not in present:
+            continue
+        for column in inspector.get_columns(table):
+            type_name = str(column["type"]).upper()
+            named_key = "key" in column["name"].lower() and column["name"] not in (
+                "object_key",
+                "manifest_key",
+            )
+            if named_key or any(binary in type_name for binary in _BINARY_TYPES):
+                yield Finding(
+                    "bucket_key_kept",
+                    "P3",
+                    f"column {table}.{column['name']} ({type_name}) could hold a bucket key; "
+                    "bucket keys must never reach the database",
+                    f"{table}.{column['name']}",
+                )
 
 
 CHECKS: tuple[Check, ...] = (
@@ -77,7 +88,7 @@ CHECKS: tuple[Check, ...] = (
     Check("ids", ("P4",), "ids and object names are random, not time-ordered", check_ids),
     Check("release_entries", ("P8",), "every release is in the audit log with its counts",
           check_release_entries),
-    Check("bucket_keys", ("P3",), "released and purged buckets hold no key",
+    Check("bucket_keys", ("P3",), "no bucket key is stored in the database",
           check_bucket_keys),
     Check("pending_isolation", ("P6",), "no pending clip readable under a release prefix",
           check_pending_isolation),

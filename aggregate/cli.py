@@ -58,6 +58,7 @@ def release(
     from aggregate.jobs import interval_seconds, preview_release_cycle, run_release_cycle
     from core.db import Database
     from core.errors import ChorusError
+    from core.keystore import open_key_store
     from core.settings import get_settings
     from core.storage import open_store
     from policies.policy import load_policy
@@ -66,6 +67,7 @@ def release(
     try:
         policy = load_policy(settings.policy)
         store = open_store(settings.storage_url)
+        keys = open_key_store(settings.key_store_url, database_url=settings.database_url)
         database = Database(settings.database_url)
         database.upgrade()
         interval_s = interval_seconds(settings.release_interval or policy.release_interval)
@@ -77,7 +79,8 @@ def release(
                 _print_preview(preview, k=policy.k)
             else:
                 report = run_release_cycle(
-                    database=database, store=store, policy=policy, interval_s=interval_s
+                    database=database, store=store, keys=keys, policy=policy,
+                    interval_s=interval_s,
                 )
                 _print_report(report)
         finally:

@@ -31,11 +31,12 @@ from aggregate.retention import (
     advance_cycle,
     purge_expired_buckets,
 )
-from aggregate.tables import Bucket, PendingClip
+from aggregate.tables import PENDING_STATES, Bucket, PendingClip
 from core.db import Database
 from core.errors import ChorusError
+from core.keystore import KeyStore
 from core.logs import configure_logging
-from core.resources import process_resources
+from core.resources import Resources, process_resources
 from core.scheduler import INTERVALS, PROCESS_EXECUTOR, interval_trigger
 from core.storage import BlobStore
 from policies.audit import current_cycle
@@ -63,6 +64,7 @@ def run_release_cycle(
     *,
     database: Database,
     store: BlobStore,
+    keys: KeyStore,
     policy: Policy,
     interval_s: float,
     now: dt.datetime | None = None,
@@ -75,12 +77,18 @@ def run_release_cycle(
     release_failure: ChorusError | None = None
     try:
         released = release_ready_buckets(
-            database, store, policy, today=now.date(), batch_size=batch_size, checkpoint=checkpoint
+            database,
+            store,
+            policy,
+            keys=keys,
+            today=now.date(),
+            batch_size=batch_size,
+            checkpoint=checkpoint,
         )
     except ChorusError as exc:
         # A bucket that failed to release must not hold back retention (P10) for everyone.
         released, release_failure = [], exc
-    purged = purge_expired_buckets(database, store, policy, batch_size=batch_size)
+    purged = purge_expired_buckets(database, store, policy, keys=keys, batch_size=batch_size)
     if release_failure is not None:
         raise release_failure
     with database.session(write=True) as session:
@@ -131,7 +139,7 @@ def preview_release_cycle(
             b
             for b in session.execute(
                 sa.select(Bucket.id).where(
-                    Bucket.state == "open", Bucket.opened_cycle <= oldest_kept
+                    Bucket.state.in_(PENDING_STATES), Bucket.opened_cycle <= oldest_kept
                 )
             ).scalars()
             if distinct_contributors(session, b) < policy.k
@@ -164,13 +172,22 @@ def _preview(session: sa.orm.Session, bucket_id: str) -> BucketPreview:
 
 
 def _release_job(
-    database_url: str, storage_url: str, policy: Policy, interval_s: float, log_level: str
+    database_url: str,
+    storage_url: str,
+    key_store_url: str,
+    policy: Policy,
+    interval_s: float,
+    log_level: str,
 ) -> None:
     """One scheduled cycle, in the scheduler's job process (``core.scheduler``)."""
-    database, store = _job_resources(database_url, storage_url, log_level)
+    resources = _job_resources(database_url, storage_url, key_store_url, log_level)
     try:
         run_release_cycle(
-            database=database, store=store, policy=policy, interval_s=interval_s
+            database=resources.database,
+            store=resources.store,
+            keys=resources.keys,
+            policy=policy,
+            interval_s=interval_s,
         )
     except ChorusError as exc:
         # The next run finishes whatever this one left; nothing about clips is logged.
@@ -178,12 +195,12 @@ def _release_job(
 
 
 def _job_resources(
-    database_url: str, storage_url: str, log_level: str
-) -> tuple[Database, BlobStore]:
-    """The job process's logging (set up on its first job), database engine and store client."""
+    database_url: str, storage_url: str, key_store_url: str, log_level: str
+) -> Resources:
+    """The job process's logging (set up on its first job), database, store and key store."""
     if multiprocessing.parent_process() is not None:
         _configure_job_logging(log_level)
-    return process_resources(database_url, storage_url)
+    return process_resources(database_url, storage_url, key_store_url)
 
 
 @functools.cache
@@ -196,6 +213,7 @@ def schedule_release_job(
     *,
     database_url: str,
     storage_url: str,
+    key_store_url: str,
     policy: Policy,
     interval: str,
     log_level: str = "INFO",
@@ -208,7 +226,14 @@ def schedule_release_job(
     scheduler.add_job(
         _release_job,
         trigger=interval_trigger(interval),
-        args=(database_url, storage_url, policy, interval_seconds(interval), log_level),
+        args=(
+            database_url,
+            storage_url,
+            key_store_url,
+            policy,
+            interval_seconds(interval),
+            log_level,
+        ),
         id=JOB_ID,
         name="release cycle",
         replace_existing=True,

@@ -1,21 +1,27 @@
 """Releasing a bucket that reached k: ``open → releasing → released``, safe to kill at any step.
 
-Upholds P6 (only a bucket with clips of ≥ k distinct contributors is released, and readers see a
-release only once its bucket is ``released``), P3 (the bucket key is destroyed in the same
-transaction that marks the bucket released) and P4 (released clips get fresh random names and a
-random order; the batch carries only its release day).
+Upholds P6 (only a bucket with clips of ≥ k distinct contributors is released, re-counted just
+before it is marked released, and readers see a release only once its bucket is ``released``),
+P5 (a bucket whose exercise has fallen below ``min_exercise_learners`` is retired, not
+released), P3 (the bucket key, held only in memory, is deleted once the bucket is released) and
+P4 (released clips get names and positions from a fresh random source, never derived from a
+pending id or a key; the batch carries only its release day).
 
 Steps, each safe to repeat, so a run killed anywhere is finished by the next one:
 
-1. claim — one short transaction turns a ready ``open`` bucket into ``releasing`` and creates
-   its Release row; new uploads then open a fresh bucket for the exercise.
-2. plan + copy — pending rows are read in batches; each clip's released id and sort position
-   are derived from the still-secret bucket key (HMAC), so a resumed run recomputes the same
-   plan; missing ``released_clips`` rows are inserted, then the pending object is copied to
-   ``releases/<release>/clips/<clip>.flac`` (a copy overwrites with the same bytes).
+1. claim — one short transaction turns a ready ``open`` or ``sealed`` bucket into
+   ``releasing`` and creates its Release row; new uploads then open a fresh bucket.
+2. plan + copy — pending rows are read in batches; a clip not yet planned gets a fresh random
+   released id and sort position, written to its ``released_clips`` row and to the pending
+   row's ``release_clip_id`` in one transaction, so a resumed run copies it under the same
+   name; then the pending object is copied to ``releases/<release>/clips/<clip>.flac`` (a copy
+   overwrites with the same bytes). Released copies whose pending clip was withdrawn meanwhile
+   are removed before the manifest.
 3. manifest — written last among the release's objects, streamed through a temporary file.
-4. finalize — one transaction checks that every pending row is planned, marks the bucket
-   ``released``, nulls its key and appends the ``release`` audit entry (P8).
+4. finalize — one transaction checks that every pending row is planned and that ≥ k distinct
+   contributors remain, marks the bucket ``released`` and appends the ``release`` audit entry
+   (P8); then the bucket key is deleted from the key store. A bucket that fell below k through
+   withdrawals is not released: its release is undone and the bucket is sealed.
 5. clean — pending objects are deleted, then their rows, batch by batch; a re-run deletes what
    a killed one left.
 
@@ -28,27 +34,36 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import hashlib
-import hmac
 import json
 import logging
 import os
+import secrets
 import tempfile
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO, TypeVar
+from typing import Any, Literal, TextIO, TypeVar, cast
 
 import sqlalchemy as sa
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
-from aggregate.buckets import distinct_contributors
+from aggregate.buckets import distinct_contributors, key_name
 from aggregate.statistics import BatchStatistics
-from aggregate.tables import Bucket, PendingClip, Release, ReleasedClip
+from aggregate.tables import (
+    CLOSED_STATES,
+    PENDING_STATES,
+    Bucket,
+    BucketState,
+    PendingClip,
+    Release,
+    ReleasedClip,
+)
 from core.db import Database
 from core.errors import BlobNotFound, ChorusError
 from core.ids import new_id
+from core.keystore import KeyStore
 from core.storage import BlobStore
 from exercises.tables import ExerciseUsage
 from policies.audit import append as append_audit
@@ -110,12 +125,12 @@ class _UnplannedClips(ChorusError):
 
 
 def ready_bucket_ids(session: Session, *, k: int) -> list[str]:
-    """Open buckets holding clips of at least ``k`` distinct contributors."""
+    """Open or sealed buckets holding clips of at least ``k`` distinct contributors."""
     return list(
         session.execute(
             sa.select(PendingClip.bucket_id)
             .join(Bucket, Bucket.id == PendingClip.bucket_id)
-            .where(Bucket.state == "open")
+            .where(Bucket.state.in_(PENDING_STATES))
             .group_by(PendingClip.bucket_id)
             .having(sa.func.count(sa.distinct(PendingClip.contributor_tag)) >= k)
             .order_by(PendingClip.bucket_id)
@@ -126,12 +141,12 @@ def ready_bucket_ids(session: Session, *, k: int) -> list[str]:
 def unfinished_bucket_ids(session: Session) -> list[str]:
     """Buckets a killed run left behind: ``releasing``, or done but with pending leftovers."""
     releasing = session.execute(
-        sa.select(Bucket.id).where(Bucket.state == "releasing").order_by(Bucket.id)
+        sa.select(Bucket.id).where(Bucket.state == BucketState.RELEASING).order_by(Bucket.id)
     ).scalars()
     leftovers = session.execute(
         sa.select(Bucket.id)
         .where(
-            Bucket.state.in_(("released", "purged")),
+            Bucket.state.in_(CLOSED_STATES),
             sa.exists().where(PendingClip.bucket_id == Bucket.id),
         )
         .order_by(Bucket.id)
@@ -197,21 +212,34 @@ class _Claim:
     release_day: dt.date
     k_in_force: int
     policy_hash: str
-    bucket_key: bytes
 
 
-def _claim(session: Session, bucket_id: str, *, policy: Policy, today: dt.date) -> _Claim | None:
+@dataclass(frozen=True)
+class _Retire:
+    """A ready bucket whose exercise is no longer common enough to release (P5)."""
+
+    bucket_id: str
+    exercise_id: str
+    learners: int | None
+
+
+def _claim(
+    session: Session, bucket_id: str, *, policy: Policy, today: dt.date
+) -> _Claim | _Retire | None:
     bucket = _lock_bucket(session, bucket_id)
     if bucket is None:
         return None
-    if bucket.state == "open":
+    if bucket.state in PENDING_STATES:
         if distinct_contributors(session, bucket_id) < policy.k:
             return None
-        language = session.execute(
-            sa.select(ExerciseUsage.language).where(
+        usage = session.execute(
+            sa.select(ExerciseUsage.learners, ExerciseUsage.language).where(
                 ExerciseUsage.exercise_id == bucket.exercise_id
             )
-        ).scalar_one_or_none()
+        ).first()
+        if usage is None or usage.learners < policy.min_exercise_learners:
+            return _retire(session, bucket, policy=policy, usage=usage)
+        language = usage.language
         release = Release(
             id=new_id(),
             bucket_id=bucket.id,
@@ -227,18 +255,16 @@ def _claim(session: Session, bucket_id: str, *, policy: Policy, today: dt.date) 
         )
         release.manifest_key = manifest_key(release.id)
         session.add(release)
-        bucket.state = "releasing"
+        bucket.state = BucketState.RELEASING
         bucket.release_id = release.id
         session.flush()
-    elif bucket.state == "releasing" and bucket.release_id is not None:
+    elif bucket.state == BucketState.RELEASING and bucket.release_id is not None:
         found = session.get(Release, bucket.release_id)
         if found is None:
             raise ChorusError(f"bucket {bucket.id} is releasing without its release row")
         release = found
     else:
         return None
-    if bucket.bucket_key is None:
-        raise ChorusError(f"bucket {bucket.id} is releasing without its key")
     return _Claim(
         bucket_id=bucket.id,
         release_id=release.id,
@@ -247,18 +273,43 @@ def _claim(session: Session, bucket_id: str, *, policy: Policy, today: dt.date) 
         release_day=release.release_day,
         k_in_force=release.k_in_force,
         policy_hash=release.policy_hash,
-        bucket_key=bucket.bucket_key,
     )
 
 
+def _retire(session: Session, bucket: Bucket, *, policy: Policy, usage: Any) -> _Retire:
+    """Close a bucket whose exercise fell below ``min_exercise_learners``: purged, audited."""
+    contributors = distinct_contributors(session, bucket.id)
+    clips = session.execute(
+        sa.select(sa.func.count()).select_from(PendingClip).where(
+            PendingClip.bucket_id == bucket.id
+        )
+    ).scalar_one()
+    bucket.state = BucketState.PURGED
+    learners = None if usage is None else int(usage.learners)
+    append_audit(
+        session,
+        kind="purge",
+        body={
+            "bucket_id": bucket.id,
+            "exercise_id": bucket.exercise_id,
+            "clip_count": clips,
+            "contributor_count": contributors,
+            "reason": "exercise_below_min_learners",
+            "exercise_learners": learners,
+            "min_exercise_learners": policy.min_exercise_learners,
+            "k": policy.k,
+            "policy_hash": policy.content_hash,
+        },
+    )
+    return _Retire(bucket_id=bucket.id, exercise_id=bucket.exercise_id, learners=learners)
+
+
 def _plan(claim: _Claim, row: Any) -> _PlannedClip:
-    """The released name and sort position of a pending clip: fixed by the secret bucket key,
-    so a resumed run derives the same plan, and unlinkable once the key is destroyed (P3, P4)."""
-    digest = hmac.new(claim.bucket_key, f"release:{row.id}".encode(), hashlib.sha256).digest()
-    clip_id = digest[:16].hex()
+    """Where a planned pending clip is copied: under the random id its plan gave it."""
+    clip_id = str(row.release_clip_id)
     return _PlannedClip(
         clip_id=clip_id,
-        position=int.from_bytes(digest[16:20], "big") >> 1,  # 31 random bits
+        position=0,
         source_key=row.object_key,
         object_key=clip_key(claim.release_id, clip_id),
         duration_s=row.duration_s,
@@ -275,13 +326,95 @@ def _in_parallel(action: Callable[[T], object], items: list[T]) -> None:
             pass
 
 
-def _copy(store: BlobStore, planned: _PlannedClip) -> None:
+def _copy(store: BlobStore, planned: _PlannedClip, missing: list[_PlannedClip]) -> None:
     try:
         store.copy(planned.source_key, planned.object_key)
     except BlobNotFound:
-        # Only a clip already copied may have lost its pending original.
+        # Only a clip already copied may have lost its pending original, or one withdrawn
+        # meanwhile (its row is gone too; ``_prune_withdrawn`` removes its plan).
         if not store.exists(planned.object_key):
-            raise
+            missing.append(planned)
+
+
+def _require_withdrawn(database: Database, missing: list[_PlannedClip]) -> None:
+    """A pending original may be missing only if its clip was withdrawn while we copied."""
+    if not missing:
+        return
+    with database.session(write=True) as session:
+        still_pending = session.execute(
+            sa.select(sa.func.count()).select_from(PendingClip).where(
+                PendingClip.object_key.in_([planned.source_key for planned in missing])
+            )
+        ).scalar_one()
+    if still_pending:
+        raise BlobNotFound(f"{still_pending} pending original(s) of this release are missing")
+
+
+_ROW_COLUMNS = (
+    PendingClip.id,
+    PendingClip.object_key,
+    PendingClip.duration_s,
+    PendingClip.sample_rate,
+    PendingClip.loudness_dbfs,
+    PendingClip.release_clip_id,
+)
+
+
+def _plan_batch(session: Session, claim: _Claim, rows: list[Any]) -> list[_PlannedClip]:
+    """Give every unplanned row a fresh random released id and position (P4): nothing about
+    the released clip is derived from the pending row, its id, its tag or any key."""
+    fresh = [row for row in rows if row.release_clip_id is None]
+    if fresh:
+        names = {row.id: new_id() for row in fresh}
+        session.execute(
+            sa.insert(ReleasedClip),
+            [
+                {
+                    "id": names[row.id],
+                    "release_id": claim.release_id,
+                    "position": secrets.randbits(31),
+                    "object_key": clip_key(claim.release_id, names[row.id]),
+                    "duration_s": row.duration_s,
+                    "sample_rate": row.sample_rate,
+                    "loudness_dbfs": row.loudness_dbfs,
+                }
+                for row in fresh
+            ],
+        )
+        pending = cast(sa.Table, PendingClip.__table__)
+        session.execute(
+            sa.update(pending)
+            .where(pending.c.id == sa.bindparam("pending_id"))
+            .values(release_clip_id=sa.bindparam("clip_id")),
+            [{"pending_id": row.id, "clip_id": name} for row, name in
+             ((row, names[row.id]) for row in fresh)],
+        )
+        rows = [
+            row if row.release_clip_id is not None else _with_name(row, names[row.id])
+            for row in rows
+        ]
+    return [_plan(claim, row) for row in rows]
+
+
+@dataclass(frozen=True)
+class _NamedRow:
+    id: str
+    object_key: str
+    duration_s: float
+    sample_rate: int
+    loudness_dbfs: float
+    release_clip_id: str
+
+
+def _with_name(row: Any, name: str) -> _NamedRow:
+    return _NamedRow(
+        id=row.id,
+        object_key=row.object_key,
+        duration_s=row.duration_s,
+        sample_rate=row.sample_rate,
+        loudness_dbfs=row.loudness_dbfs,
+        release_clip_id=name,
+    )
 
 
 def _plan_and_copy(
@@ -297,44 +430,18 @@ def _plan_and_copy(
     while True:
         with database.session(write=True) as session:
             rows = session.execute(
-                sa.select(
-                    PendingClip.id,
-                    PendingClip.object_key,
-                    PendingClip.duration_s,
-                    PendingClip.sample_rate,
-                    PendingClip.loudness_dbfs,
-                )
+                sa.select(*_ROW_COLUMNS)
                 .where(PendingClip.bucket_id == claim.bucket_id, PendingClip.id > after)
                 .order_by(PendingClip.id)
                 .limit(batch_size)
             ).all()
             if not rows:
                 break
-            plan = [_plan(claim, row) for row in rows]
-            known = set(
-                session.execute(
-                    sa.select(ReleasedClip.id).where(
-                        ReleasedClip.id.in_([p.clip_id for p in plan])
-                    )
-                ).scalars()
-            )
-            missing = [
-                {
-                    "id": p.clip_id,
-                    "release_id": claim.release_id,
-                    "position": p.position,
-                    "object_key": p.object_key,
-                    "duration_s": p.duration_s,
-                    "sample_rate": p.sample_rate,
-                    "loudness_dbfs": p.loudness_dbfs,
-                }
-                for p in plan
-                if p.clip_id not in known
-            ]
-            if missing:
-                session.execute(sa.insert(ReleasedClip), missing)
+            plan = _plan_batch(session, claim, list(rows))
         checkpoint("planned")
-        _in_parallel(lambda planned: _copy(store, planned), plan)
+        missing: list[_PlannedClip] = []
+        _in_parallel(lambda planned: _copy(store, planned, missing), plan)
+        _require_withdrawn(database, missing)
         for planned in plan:
             stats.add(
                 duration_s=planned.duration_s,
@@ -344,6 +451,33 @@ def _plan_and_copy(
         checkpoint("copied")
         after = rows[-1].id
     return stats
+
+
+def _prune_withdrawn(database: Database, store: BlobStore, claim: _Claim) -> None:
+    """Remove released copies that no pending clip stands behind any more (withdrawn while the
+    release ran, or planned by an older run): their rows, then their objects."""
+    planned = sa.select(PendingClip.release_clip_id).where(
+        PendingClip.bucket_id == claim.bucket_id, PendingClip.release_clip_id.is_not(None)
+    )
+    with database.session(write=True) as session:
+        stale = list(
+            session.execute(
+                sa.delete(ReleasedClip)
+                .where(ReleasedClip.release_id == claim.release_id)
+                .where(ReleasedClip.id.not_in(planned))
+                .returning(ReleasedClip.object_key)
+            ).scalars()
+        )
+        kept = set(
+            session.execute(
+                sa.select(ReleasedClip.object_key).where(
+                    ReleasedClip.release_id == claim.release_id
+                )
+            ).scalars()
+        )
+    clips_prefix = f"{release_prefix(claim.release_id)}clips/"
+    stray = [key for key in store.list(clips_prefix) if key not in kept]
+    _in_parallel(store.delete, [*stale, *stray])
 
 
 def iter_released_clips(
@@ -420,11 +554,24 @@ def _write_clip_entries(out: TextIO, clips: Iterator[ReleasedClip]) -> None:
         out.write(("," if index else "") + json.dumps(entry, separators=(",", ":")))
 
 
-def _finalize(session: Session, claim: _Claim, stats: BatchStatistics) -> bool:
-    """Mark released, destroy the key, audit; False when the bucket was not ours to finish."""
+Finalized = Literal["released", "not_ours", "below_k"]
+
+
+def _finalize(
+    session: Session, claim: _Claim, stats: BatchStatistics
+) -> tuple[Finalized, list[str]]:
+    """Mark released and audit; or, when withdrawals left fewer than k contributors, undo the
+    release and seal the bucket (returning the released copies to delete)."""
     bucket = _lock_bucket(session, claim.bucket_id)
-    if bucket is None or bucket.state != "releasing" or bucket.release_id != claim.release_id:
-        return False
+    if (
+        bucket is None
+        or bucket.state != BucketState.RELEASING
+        or bucket.release_id != claim.release_id
+    ):
+        return "not_ours", []
+    stats.contributor_count = distinct_contributors(session, claim.bucket_id)
+    if stats.contributor_count < claim.k_in_force:
+        return "below_k", _undo_claim(session, bucket, claim)
     pending = session.execute(
         sa.select(sa.func.count()).select_from(PendingClip).where(
             PendingClip.bucket_id == claim.bucket_id
@@ -442,8 +589,7 @@ def _finalize(session: Session, claim: _Claim, stats: BatchStatistics) -> bool:
     release.clip_count = stats.clip_count
     release.contributor_count = stats.contributor_count
     release.statistics = json.dumps(stats.to_json(), separators=(",", ":"))
-    bucket.state = "released"
-    bucket.bucket_key = None
+    bucket.state = BucketState.RELEASED
     append_audit(
         session,
         kind="release",
@@ -458,7 +604,28 @@ def _finalize(session: Session, claim: _Claim, stats: BatchStatistics) -> bool:
             "release_day": claim.release_day.isoformat(),
         },
     )
-    return True
+    return "released", []
+
+
+def _undo_claim(session: Session, bucket: Bucket, claim: _Claim) -> list[str]:
+    """Put a claimed bucket that fell below k back among the pending ones, sealed: a fresh
+    bucket may have opened for its exercise meanwhile. Returns the copies to delete."""
+    copies = list(
+        session.execute(
+            sa.delete(ReleasedClip)
+            .where(ReleasedClip.release_id == claim.release_id)
+            .returning(ReleasedClip.object_key)
+        ).scalars()
+    )
+    session.execute(
+        sa.update(PendingClip)
+        .where(PendingClip.bucket_id == claim.bucket_id)
+        .values(release_clip_id=None)
+    )
+    session.execute(sa.delete(Release).where(Release.id == claim.release_id))
+    bucket.state = BucketState.SEALED
+    bucket.release_id = None
+    return [*copies, manifest_key(claim.release_id)]
 
 
 def drain_pending(
@@ -499,14 +666,16 @@ def release_bucket(
     policy: Policy,
     bucket_id: str,
     *,
+    keys: KeyStore,
     today: dt.date | None = None,
     batch_size: int = DEFAULT_BATCH,
     checkpoint: Checkpoint = no_checkpoint,
 ) -> ReleaseOutcome | None:
-    """Release (or finish releasing, or clean up after) one bucket.
+    """Release (or finish releasing, or clean up after, or retire) one bucket.
 
     Returns the outcome when this call brought the bucket to ``released``; None when the bucket
-    was not ready, was taken by another runner, or only needed cleaning.
+    was not ready, was taken by another runner, fell below k, was retired (P5) or only needed
+    cleaning. The bucket's key is deleted from ``keys`` once the bucket is closed.
     """
     today = today or dt.datetime.now(dt.UTC).date()
     with bucket_claim(database, bucket_id) as acquired:
@@ -520,12 +689,13 @@ def release_bucket(
                 return None  # uploads kept the row busy; the next run tries again
             raise
         outcome: ReleaseOutcome | None = None
-        if claim is not None:
+        if isinstance(claim, _Claim):
             checkpoint("claimed")
             outcome = _release_claimed(
                 database, store, claim, batch_size=batch_size, checkpoint=checkpoint
             )
         if _is_closed(database, bucket_id):
+            keys.delete(key_name(bucket_id))
             drain_pending(
                 database, store, bucket_id, batch_size=batch_size, checkpoint=checkpoint
             )
@@ -538,7 +708,7 @@ def _is_closed(database: Database, bucket_id: str) -> bool:
         state = session.execute(
             sa.select(Bucket.state).where(Bucket.id == bucket_id)
         ).scalar_one_or_none()
-    return state in ("released", "purged")
+    return state in CLOSED_STATES
 
 
 def _release_claimed(
@@ -553,16 +723,18 @@ def _release_claimed(
         stats = _plan_and_copy(
             database, store, claim, batch_size=batch_size, checkpoint=checkpoint
         )
+        _prune_withdrawn(database, store, claim)
         with database.session(write=True) as session:
             stats.contributor_count = distinct_contributors(session, claim.bucket_id)
         _write_manifest(database, store, claim, stats, batch_size=batch_size)
         checkpoint("manifest")
         try:
             with database.session(write=True) as session:
-                finished = _finalize(session, claim, stats)
+                finished, undone = _finalize(session, claim, stats)
         except _UnplannedClips:
             continue
-        if not finished:
+        _in_parallel(store.delete, undone)
+        if finished != "released":
             return None
         checkpoint("finalized")
         return ReleaseOutcome(
@@ -580,6 +752,7 @@ def release_ready_buckets(
     store: BlobStore,
     policy: Policy,
     *,
+    keys: KeyStore,
     today: dt.date | None = None,
     batch_size: int = DEFAULT_BATCH,
     checkpoint: Checkpoint = no_checkpoint,
@@ -596,6 +769,7 @@ def release_ready_buckets(
                 store,
                 policy,
                 bucket_id,
+                keys=keys,
                 today=today,
                 batch_size=batch_size,
                 checkpoint=checkpoint,

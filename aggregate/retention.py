@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from aggregate.buckets import distinct_contributors
+from aggregate.buckets import distinct_contributors, key_name
 from aggregate.release import (
     DEFAULT_BATCH,
     Checkpoint,
@@ -22,8 +22,9 @@ from aggregate.release import (
     drain_pending,
     no_checkpoint,
 )
-from aggregate.tables import Bucket, PendingClip
+from aggregate.tables import PENDING_STATES, Bucket, BucketState, PendingClip
 from core.db import Database
+from core.keystore import KeyStore
 from core.storage import BlobStore
 from policies.audit import append as append_audit
 from policies.audit import current_cycle
@@ -67,11 +68,11 @@ class PurgeOutcome:
 
 
 def expired_bucket_ids(session: Session, *, policy: Policy) -> list[str]:
-    """Open buckets below k that opened ``retention_cycles`` or more cycles ago."""
+    """Open or sealed buckets below k that opened ``retention_cycles`` or more cycles ago."""
     oldest_kept = current_cycle(session) - policy.retention_cycles
     candidates = session.execute(
         sa.select(Bucket.id)
-        .where(Bucket.state == "open", Bucket.opened_cycle <= oldest_kept)
+        .where(Bucket.state.in_(PENDING_STATES), Bucket.opened_cycle <= oldest_kept)
         .order_by(Bucket.id)
     ).scalars()
     return [b for b in candidates if distinct_contributors(session, b) < policy.k]
@@ -86,7 +87,7 @@ def _close_for_purge(session: Session, bucket_id: str, *, policy: Policy) -> Pur
     cycle = current_cycle(session)
     if (
         bucket is None
-        or bucket.state != "open"
+        or bucket.state not in PENDING_STATES
         or bucket.opened_cycle > cycle - policy.retention_cycles
     ):
         return None
@@ -98,8 +99,7 @@ def _close_for_purge(session: Session, bucket_id: str, *, policy: Policy) -> Pur
             PendingClip.bucket_id == bucket_id
         )
     ).scalar_one()
-    bucket.state = "purged"
-    bucket.bucket_key = None
+    bucket.state = BucketState.PURGED
     append_audit(
         session,
         kind="purge",
@@ -129,16 +129,18 @@ def purge_bucket(
     policy: Policy,
     bucket_id: str,
     *,
+    keys: KeyStore,
     batch_size: int = DEFAULT_BATCH,
     checkpoint: Checkpoint = no_checkpoint,
 ) -> PurgeOutcome | None:
-    """Close an expired bucket (key destroyed, audited), then delete its clips."""
+    """Close an expired bucket (audited), destroy its key, then delete its clips."""
     with bucket_claim(database, bucket_id) as acquired:
         if not acquired:
             return None
         with database.session(write=True) as session:
             outcome = _close_for_purge(session, bucket_id, policy=policy)
         if outcome is not None:
+            keys.delete(key_name(bucket_id))
             drain_pending(
                 database, store, bucket_id, batch_size=batch_size, checkpoint=checkpoint
             )
@@ -150,13 +152,16 @@ def purge_expired_buckets(
     store: BlobStore,
     policy: Policy,
     *,
+    keys: KeyStore,
     batch_size: int = DEFAULT_BATCH,
 ) -> list[PurgeOutcome]:
     with database.session(write=True) as session:
         candidates = expired_bucket_ids(session, policy=policy)
     outcomes = []
     for bucket_id in candidates:
-        outcome = purge_bucket(database, store, policy, bucket_id, batch_size=batch_size)
+        outcome = purge_bucket(
+            database, store, policy, bucket_id, keys=keys, batch_size=batch_size
+        )
         if outcome is not None:
             outcomes.append(outcome)
     return outcomes

@@ -127,7 +127,11 @@ def _ids_in_insertion_order(engine: Engine, table: str) -> list[str] | None:
         return None
     quoted = engine.dialect.identifier_preparer.quote(table)
     with engine.connect() as connection:
-        rows = connection.exec_driver_sql(
-            f"SELECT id FROM {quoted} ORDER BY {order}"  # noqa: S608
-        ).all()
+        try:
+            rows = connection.exec_driver_sql(
+                f"SELECT id FROM {quoted} ORDER BY {order}"  # noqa: S608
+            ).all()
+        except sa.exc.OperationalError:
+            # A SQLite table WITHOUT ROWID keeps rows in key order only: nothing to read.
+            return None
     return [str(row[0]) for row in rows]

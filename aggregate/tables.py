@@ -1,12 +1,15 @@
 """Buckets, pending clips and releases.
 
-Upholds P3 (only keyed contributor tags; the bucket key is nulled on release or purge) and P4
-(random ids, no timestamp columns: buckets count release cycles, releases carry only a day).
+Upholds P3 (only keyed contributor tags; the key itself is never in the database, see
+``core.keystore``) and P4 (random ids, no timestamp columns: buckets count release cycles,
+releases carry only a day; the pending tables are ``WITHOUT ROWID`` on SQLite, so no hidden
+row number counts arrivals).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from enum import StrEnum
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column
@@ -14,7 +17,22 @@ from sqlalchemy.orm import Mapped, mapped_column
 from core.db import Base
 from core.ids import new_id
 
-BUCKET_STATES = ("open", "releasing", "released", "purged")
+
+class BucketState(StrEnum):
+    """``open`` takes clips; ``sealed`` lost its key and takes none, but may still be released;
+    ``releasing`` is claimed by a release; ``released`` and ``purged`` are closed."""
+
+    OPEN = "open"
+    SEALED = "sealed"
+    RELEASING = "releasing"
+    RELEASED = "released"
+    PURGED = "purged"
+
+
+BUCKET_STATES = tuple(state.value for state in BucketState)
+CLOSED_STATES = (BucketState.RELEASED, BucketState.PURGED)
+# Buckets that hold clips waiting for k: released when they reach it, purged by retention.
+PENDING_STATES = (BucketState.OPEN, BucketState.SEALED)
 
 
 class Bucket(Base):
@@ -28,12 +46,12 @@ class Bucket(Base):
             postgresql_where=sa.text("state = 'open'"),
         ),
         sa.Index("ix_buckets_state", "state"),
+        {"sqlite_with_rowid": False},
     )
 
     id: Mapped[str] = mapped_column(sa.String(32), primary_key=True, default=new_id)
     exercise_id: Mapped[str] = mapped_column(sa.String(200))
-    state: Mapped[str] = mapped_column(sa.String(16), default="open")
-    bucket_key: Mapped[bytes | None] = mapped_column(sa.LargeBinary(64), nullable=True)
+    state: Mapped[str] = mapped_column(sa.String(16), default=BucketState.OPEN)
     opened_cycle: Mapped[int] = mapped_column(sa.Integer)
     release_id: Mapped[str | None] = mapped_column(sa.String(32), nullable=True)
 
@@ -46,6 +64,7 @@ class PendingClip(Base):
     __table_args__ = (
         sa.UniqueConstraint("bucket_id", "contributor_tag", "slot"),
         sa.Index("ix_pending_clips_bucket_id_id", "bucket_id", "id"),
+        {"sqlite_with_rowid": False},
     )
 
     id: Mapped[str] = mapped_column(sa.String(32), primary_key=True, default=new_id)
@@ -58,6 +77,9 @@ class PendingClip(Base):
     duration_s: Mapped[float] = mapped_column(sa.Float)
     sample_rate: Mapped[int] = mapped_column(sa.Integer)
     loudness_dbfs: Mapped[float] = mapped_column(sa.Float)
+    # While its bucket is releasing: the fresh random id this clip is released under, so a
+    # resumed release copies it under the same name. Gone with the row once the release is done.
+    release_clip_id: Mapped[str | None] = mapped_column(sa.String(32), nullable=True)
 
 
 class Release(Base):

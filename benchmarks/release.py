@@ -51,7 +51,7 @@ def seed(database_url: str, store_url: str, *, buckets: int, clips: int) -> None
     from aggregate.buckets import pending_object_key
     from aggregate.tables import Bucket, PendingClip
     from core.db import Database
-    from core.ids import new_id, new_secret
+    from core.ids import new_id
     from core.storage import open_store
 
     data, duration, rate = _flac_sample()
@@ -80,8 +80,10 @@ def seed(database_url: str, store_url: str, *, buckets: int, clips: int) -> None
         with database.session() as session:
             session.add(
                 Bucket(
-                    id=bucket_id, exercise_id=f"bench-{b}", state="open",
-                    bucket_key=new_secret(32), opened_cycle=0,
+                    id=bucket_id,
+                    exercise_id=f"bench-{b}",
+                    state="open",
+                    opened_cycle=0,
                 )
             )
             session.flush()
@@ -107,6 +109,7 @@ def run_release(database_url: str, store_url: str, batch_size: int) -> dict[str,
     """In the measuring subprocess: one release run, timed, with its memory figures."""
     from aggregate.release import release_ready_buckets
     from core.db import Database
+    from core.keystore import MemoryKeyStore
     from core.storage import open_store
     from policies.policy import load_policy
 
@@ -115,7 +118,9 @@ def run_release(database_url: str, store_url: str, batch_size: int) -> dict[str,
     policy = load_policy("demo")
     baseline_mb = _peak_rss_mb()
     started = time.perf_counter()
-    outcomes = release_ready_buckets(database, store, policy, batch_size=batch_size)
+    outcomes = release_ready_buckets(
+        database, store, policy, keys=MemoryKeyStore(), batch_size=batch_size
+    )
     seconds = time.perf_counter() - started
     database.dispose()
     return {
@@ -138,9 +143,9 @@ def _store(kind: str, workdir: Path) -> Iterator[str]:
         yield server.storage_url("bench")
 
 
-def bench(kind: str, *, buckets: int, clips: int, batch_size: int, database: str | None) -> dict[
-    str, object
-]:
+def bench(
+    kind: str, *, buckets: int, clips: int, batch_size: int, database: str | None
+) -> dict[str, object]:
     with tempfile.TemporaryDirectory(prefix="chorus-bench-") as tmp:
         workdir = Path(tmp)
         database_url = database or f"sqlite:///{workdir / 'chorus.db'}"
@@ -149,9 +154,19 @@ def bench(kind: str, *, buckets: int, clips: int, batch_size: int, database: str
             seed(database_url, store_url, buckets=buckets, clips=clips)
             seeding = time.perf_counter() - t0
             result = subprocess.run(
-                [sys.executable, __file__, "--measure", database_url, store_url,
-                 "--batch-size", str(batch_size)],
-                capture_output=True, text=True, check=False, cwd=REPO_ROOT,
+                [
+                    sys.executable,
+                    __file__,
+                    "--measure",
+                    database_url,
+                    store_url,
+                    "--batch-size",
+                    str(batch_size),
+                ],
+                capture_output=True,
+                text=True,
+                check=False,
+                cwd=REPO_ROOT,
                 env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
             )
             if result.returncode != 0:
@@ -173,16 +188,22 @@ def main() -> None:
     parser.add_argument("--store", choices=("file", "seaweed", "both"), default="both")
     parser.add_argument("--batch-size", type=int, default=1000)
     parser.add_argument("--database", help="a database URL (default: a fresh SQLite file)")
-    parser.add_argument("--measure", nargs=2, metavar=("DATABASE_URL", "STORE_URL"),
-                        help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--measure", nargs=2, metavar=("DATABASE_URL", "STORE_URL"), help=argparse.SUPPRESS
+    )
     args = parser.parse_args()
     if args.measure:
         print(json.dumps(run_release(*args.measure, args.batch_size)))
         return
     kinds = ("file", "seaweed") if args.store == "both" else (args.store,)
     for kind in kinds:
-        figures = bench(kind, buckets=args.buckets, clips=args.clips,
-                        batch_size=args.batch_size, database=args.database)
+        figures = bench(
+            kind,
+            buckets=args.buckets,
+            clips=args.clips,
+            batch_size=args.batch_size,
+            database=args.database,
+        )
         print(json.dumps(figures), flush=True)
 
 

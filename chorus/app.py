@@ -17,6 +17,7 @@ from chorus.routes import router as verify_router
 from core.db import Database
 from core.errors import ChorusError, ConfigurationError
 from core.handlers import PROBLEM_RESPONSES, install_error_handlers, problem_response
+from core.keystore import open_key_store
 from core.limits import BodyLimitMiddleware
 from core.logs import AccessLogMiddleware
 from core.metrics import render_metrics
@@ -46,6 +47,12 @@ def prepare(settings: Settings) -> tuple[Database, BlobStore, Policy]:
     # A malformed consent key refuses to start; a missing one leaves the consent routes at 503.
     load_public_key(settings.consent_public_key)
     store = open_store(settings.storage_url)
+    if settings.key_store_url.startswith("memory:"):
+        raise ConfigurationError(
+            "CHORUS_KEY_STORE_URL: memory:// keys cannot be shared with the upload workers and "
+            "the release job; use tmpfs:///dev/shm or redis://"
+        )
+    open_key_store(settings.key_store_url, database_url=settings.database_url)
     database = Database(settings.database_url)
     if not database.is_shared_file:
         database.dispose()
@@ -77,6 +84,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             scheduler,
             database_url=database.url,
             storage_url=settings.storage_url,
+            key_store_url=settings.key_store_url,
             policy=policy,
             interval=settings.release_interval or policy.release_interval,
             log_level=settings.log_level,
@@ -102,6 +110,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.database = database
     app.state.store = store
+    app.state.keys = open_key_store(settings.key_store_url, database_url=settings.database_url)
     app.state.policy = policy
     app.state.serving_model = ServingModel(ModelRegistry(settings.model_dir))
     app.state.consent_public_key = load_public_key(settings.consent_public_key)

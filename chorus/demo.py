@@ -385,12 +385,15 @@ class _Tour:
         """What ``chorus release`` does: one release cycle now."""
         from aggregate.jobs import interval_seconds, run_release_cycle
         from chorus.app import prepare
+        from core.keystore import open_key_store
 
         database, store, policy = prepare(self.settings)
+        keys = open_key_store(self.settings.key_store_url, database_url=database.url)
         try:
             report = run_release_cycle(
                 database=database,
                 store=store,
+                keys=keys,
                 policy=policy,
                 interval_s=interval_seconds(policy.release_interval),
             )

@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from core.auth import Role, require_roles
 from core.db import Database
+from core.keystore import KeyStore
 from core.settings import Settings
 from core.storage import BlobStore
 
@@ -30,6 +31,11 @@ def get_session(request: Request) -> Iterator[Session]:
         yield session
 
 
+def get_key_store(request: Request) -> KeyStore:
+    keys: KeyStore = request.app.state.keys
+    return keys
+
+
 def get_store(request: Request) -> BlobStore:
     store: BlobStore = request.app.state.store
     return store
@@ -39,6 +45,7 @@ SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 DatabaseDep = Annotated[Database, Depends(get_database)]
 SessionDep = Annotated[Session, Depends(get_session)]
 StoreDep = Annotated[BlobStore, Depends(get_store)]
+KeyStoreDep = Annotated[KeyStore, Depends(get_key_store)]
 
 AppRole = Annotated[Role, Depends(require_roles(Role.APP))]
 ResearcherRole = Annotated[Role, Depends(require_roles(Role.RESEARCHER))]

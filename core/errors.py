@@ -77,6 +77,11 @@ class MinorRefused(Forbidden):
     title = "Contributions from minors are not accepted"
 
 
+class ConsentWithdrawn(Forbidden):
+    code = "consent_withdrawn"
+    title = "This consent token was withdrawn"
+
+
 class NotFound(ChorusError):
     status = 404
     code = "not_found"

@@ -18,6 +18,10 @@ class Settings(BaseSettings):
 
     database_url: str = "sqlite:///./var/chorus.db"
     storage_url: str = "file://./var/blobs"
+    key_store_url: str = Field(
+        default="tmpfs:///dev/shm",
+        description="where bucket keys live, never on disk: tmpfs://PATH, redis://… or memory://",
+    )
     policy: str = Field(
         default="demo", description="built-in policy name (default, demo) or a TOML file path"
     )
@@ -35,7 +39,7 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
 
-    @field_validator("database_url", "storage_url")
+    @field_validator("database_url", "storage_url", "key_store_url")
     @classmethod
     def _not_blank(cls, value: str) -> str:
         if not value.strip():

@@ -12,6 +12,7 @@ only the public key.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +39,10 @@ class Consent:
     consent_version: str
     age: int | None
     child: bool
+    # SHA-256 of the token itself and its expiry: what a withdrawal keeps to refuse the token
+    # until then (P9), never the learner id.
+    token_hash: str = ""
+    expires_at: int = 0
 
     def __repr__(self) -> str:  # never print the learner id by accident
         return f"Consent(version={self.consent_version!r})"
@@ -99,7 +104,10 @@ def verify_consent(token: str, *, public_key: Ed25519PublicKey, policy: Policy) 
         raise ConsentScopeInvalid("the consent version is not accepted by the policy")
     age = claims.get("age")
     child = claims.get("child", False)
+    expires_at = claims.get("exp")
     return Consent(
+        token_hash=hashlib.sha256(token.encode("utf-8")).hexdigest(),
+        expires_at=int(expires_at) if isinstance(expires_at, int | float) else 0,
         learner_id=learner_id,
         consent_version=version,
         age=age if isinstance(age, int) and not isinstance(age, bool) else None,

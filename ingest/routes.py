@@ -20,7 +20,7 @@ from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 
 from core.db import Database
-from core.deps import DatabaseDep, StoreDep
+from core.deps import DatabaseDep, KeyStoreDep, StoreDep
 from core.errors import ChorusError, UploadTimeout
 from exercises.catalog import eligibility_cache
 from ingest import metrics, service
@@ -117,6 +117,7 @@ async def upload_clip(
                 policy=policy,
                 database_url=database.url,
                 storage_url=storage_url,
+                key_store_url=request.app.state.settings.key_store_url,
             )
         )
     except ChorusError as exc:
@@ -183,10 +184,11 @@ def withdraw_consent(
     policy: PolicyDep,
     database: DatabaseDep,
     store: StoreDep,
+    keys: KeyStoreDep,
 ) -> WithdrawalRead:
     consent = verify_consent(
         bearer_token(request.headers.get("authorization")), public_key=public_key, policy=policy
     )
-    withdrawn = service.withdraw(database=database, store=store, consent=consent)
+    withdrawn = service.withdraw(database=database, store=store, keys=keys, consent=consent)
     metrics.WITHDRAWN_CLIPS.inc(withdrawn)
     return WithdrawalRead(withdrawn=withdrawn)

@@ -19,17 +19,29 @@ import contextlib
 import multiprocessing
 import signal
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from aggregate.buckets import ClipFacts, add_pending_clip, pending_object_key, withdraw_learner
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from aggregate.buckets import (
+    PENDING_PREFIX,
+    ClipFacts,
+    add_pending_clip,
+    pending_object_key,
+    withdraw_learner,
+)
 from core.db import Database
-from core.errors import ChorusError, DatabaseUnavailable
+from core.errors import ChorusError, ConsentWithdrawn, DatabaseUnavailable
+from core.keystore import KeyStore
 from core.resources import process_resources
 from core.storage import BlobStore
 from exercises.catalog import require_eligible
 from ingest.audio import AudioLimits, SanitizedClip, sanitize_audio
 from ingest.consent import Consent
+from ingest.tables import WithdrawnToken
 from policies.audit import append as append_audit
 from policies.policy import Policy
 
@@ -59,6 +71,7 @@ def store_clip(
     consent: Consent,
     exercise_id: str,
     clip: SanitizedClip,
+    keys: KeyStore,
     verify_exercise: bool = False,
 ) -> None:
     """Write the object under a random key, then its pending row; undo the object on failure.
@@ -85,7 +98,11 @@ def store_clip(
                 learner_id=consent.learner_id,
                 clip=facts,
                 max_clips_per_contributor=policy.max_clips_per_contributor,
+                keys=keys,
             )
+            # Read after the bucket row is locked: a withdrawal that committed meanwhile is seen.
+            if _is_withdrawn(connection, consent):
+                raise ConsentWithdrawn("the learner withdrew this consent; nothing was stored")
     except DatabaseUnavailable:
         # The commit may have landed although its answer was lost; deleting the object could
         # leave a row without its clip. If no row refers to it, the orphan sweeper removes it.
@@ -112,6 +129,7 @@ class UploadJob:
     policy: Policy
     database_url: str
     storage_url: str
+    key_store_url: str
     decode_timeout_s: float
 
 
@@ -127,10 +145,11 @@ def sanitize_and_store(job: UploadJob, sanitize: SanitizeTask = sanitize_audio) 
         clip = sanitize(job.audio, audio_limits(job.policy))
     finally:
         _arm_decode_alarm(0.0)
-    database, store = process_resources(job.database_url, job.storage_url)
+    resources = process_resources(job.database_url, job.storage_url, job.key_store_url)
     store_clip(
-        database=database,
-        store=store,
+        database=resources.database,
+        store=resources.store,
+        keys=resources.keys,
         policy=job.policy,
         consent=job.consent,
         exercise_id=job.exercise_id,
@@ -147,18 +166,40 @@ def _arm_decode_alarm(seconds: float) -> None:
         signal.setitimer(signal.ITIMER_REAL, seconds)
 
 
-def withdraw(*, database: Database, store: BlobStore, consent: Consent) -> int:
-    """Remove the learner's pending clips from every open bucket; returns how many (P9).
+_IS_WITHDRAWN = sa.select(WithdrawnToken.token_hash).where(
+    WithdrawnToken.token_hash == sa.bindparam("token_hash")
+)
+
+
+def _is_withdrawn(connection: sa.Connection, consent: Consent) -> bool:
+    found = connection.execute(_IS_WITHDRAWN, {"token_hash": consent.token_hash}).first()
+    return found is not None
+
+
+def withdraw(*, database: Database, store: BlobStore, keys: KeyStore, consent: Consent) -> int:
+    """Remove the learner's pending clips from every bucket not yet closed; returns how many
+    (P9). The token is refused from now until it expires (its hash is kept, not the learner).
 
     Rows go first, in one transaction with the audit entry; objects are deleted after the
     commit, and any the store fails to delete are left to the orphan sweeper.
     """
     with database.session(write=True) as session:
-        object_keys = withdraw_learner(session, consent.learner_id)
-        append_audit(session, kind="withdrawal", body={"clips_removed": len(object_keys)})
+        _forget_expired_tokens(session)
+        if session.get(WithdrawnToken, consent.token_hash) is None:
+            session.add(
+                WithdrawnToken(token_hash=consent.token_hash, expires_at=consent.expires_at)
+            )
+        object_keys = withdraw_learner(session, consent.learner_id, keys=keys)
+        pending = [key for key in object_keys if key.startswith(PENDING_PREFIX)]
+        append_audit(session, kind="withdrawal", body={"clips_removed": len(pending)})
     for object_key in object_keys:
         _delete_quietly(store, object_key)
-    return len(object_keys)
+    return len(pending)
+
+
+def _forget_expired_tokens(session: Session) -> None:
+    """A token past its expiry is refused by its signature check; its hash need not stay."""
+    session.execute(sa.delete(WithdrawnToken).where(WithdrawnToken.expires_at < time.time()))
 
 
 def _delete_quietly(store: BlobStore, object_key: str) -> None:

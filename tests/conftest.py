@@ -7,7 +7,9 @@ PostgreSQL).
 from __future__ import annotations
 
 import contextlib
+import os
 import secrets
+import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -22,6 +24,7 @@ from chorus.devservers import SeaweedServer, provision_postgres_database
 from core.auth import Role, create_key
 from core.settings import Settings, reset_settings_cache
 from core.storage import BlobStore, FileBlobStore, open_store
+from tests.keys import TEST_KEY_STORE_FOLDER, TEST_KEY_STORE_URL
 
 # --- paths and data ------------------------------------------------------------------------
 
@@ -41,6 +44,19 @@ def shared_data() -> Path:
 @pytest.fixture(scope="session")
 def fsdd_dir(shared_data: Path) -> Path:
     return shared_data / "fsdd" / "recordings"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _test_key_store() -> Iterator[None]:
+    """Bucket keys of the whole run in one tmpfs folder, removed at the end (see tests/keys.py)."""
+    previous = os.environ.get("CHORUS_KEY_STORE_URL")
+    os.environ["CHORUS_KEY_STORE_URL"] = TEST_KEY_STORE_URL
+    yield
+    if previous is None:
+        os.environ.pop("CHORUS_KEY_STORE_URL", None)
+    else:
+        os.environ["CHORUS_KEY_STORE_URL"] = previous
+    shutil.rmtree(TEST_KEY_STORE_FOLDER, ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)

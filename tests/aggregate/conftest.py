@@ -27,6 +27,7 @@ from core.storage import BlobStore, open_store
 from policies.audit import verify_chain
 from policies.policy import Policy, load_policy
 from policies.tables import AuditEntry
+from tests.keys import catalog_exercise, keys_for
 
 SPEAKERS = ("george", "jackson", "lucas", "nicolas", "theo", "yweweler")
 
@@ -79,15 +80,22 @@ Seed = Callable[..., list[FlacClip]]
 
 
 def seed_clip(
-    database: Database, store: BlobStore, *, exercise_id: str, learner_id: str, clip: FlacClip,
+    database: Database,
+    store: BlobStore,
+    *,
+    exercise_id: str,
+    learner_id: str,
+    clip: FlacClip,
     max_clips_per_contributor: int = 1,
 ) -> str:
     """What ingest does after sanitizing: store the object, then record its pending row."""
     key = pending_object_key()
     store.put(key, clip.data)
     with database.session(write=True) as session:
+        catalog_exercise(session, exercise_id)
         add_pending_clip(
             session,
+            keys=keys_for(session),
             exercise_id=exercise_id,
             learner_id=learner_id,
             clip=ClipFacts(key, clip.duration_s, clip.sample_rate, clip.loudness_dbfs),
@@ -115,8 +123,12 @@ def seed(fsdd_flac: ClipSource) -> Seed:
             for take in range(takes):
                 clip = fsdd_flac(digit, speaker, take)
                 seed_clip(
-                    database, store, exercise_id=exercise_id or f"digit-{digit}",
-                    learner_id=f"learner-{speaker}", clip=clip, max_clips_per_contributor=takes,
+                    database,
+                    store,
+                    exercise_id=exercise_id or f"digit-{digit}",
+                    learner_id=f"learner-{speaker}",
+                    clip=clip,
+                    max_clips_per_contributor=takes,
                 )
                 clips.append(clip)
         return clips
@@ -166,7 +178,6 @@ def assert_each_released_once(census: Census, clips: list[FlacClip]) -> None:
     assert census.pending_rows == 0
     assert census.releasing_buckets == 0
     assert census.released_rows == sum(census.released.values())
-
 
 
 def release_audit_entries(database: Database) -> list[dict[str, object]]:

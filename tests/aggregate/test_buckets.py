@@ -7,10 +7,17 @@ import threading
 import pytest
 import sqlalchemy as sa
 
-from aggregate.buckets import ClipFacts, add_pending_clip, contributor_tag, pending_object_key
+from aggregate.buckets import (
+    ClipFacts,
+    add_pending_clip,
+    contributor_tag,
+    key_name,
+    pending_object_key,
+)
 from aggregate.tables import Bucket, PendingClip
 from core.db import Database
 from core.errors import ContributionLimit
+from tests.keys import keys_for
 
 THREADS = 8
 
@@ -35,6 +42,7 @@ def _race(database: Database, learners: list[str], *, cap: int) -> list[str]:
             with database.connection(write=True) as connection:
                 add_pending_clip(
                     connection,
+                    keys=keys_for(connection),
                     exercise_id="digit-3",
                     learner_id=learner,
                     clip=_facts(),
@@ -57,11 +65,12 @@ def test_one_learner_racing_gets_exactly_the_cap(database: Database) -> None:
     assert sorted(outcomes) == ["limit"] * (THREADS - 2) + ["stored"] * 2
     with database.session() as session:
         bucket = session.execute(sa.select(Bucket)).scalar_one()
-        assert bucket.bucket_key is not None
+        bucket_key = keys_for(database).get(key_name(bucket.id))
+        assert bucket_key is not None
         slots = session.execute(
             sa.select(PendingClip.slot, PendingClip.contributor_tag).order_by(PendingClip.slot)
         ).all()
-    tag = contributor_tag(bucket.bucket_key, "learner-race")
+    tag = contributor_tag(bucket_key, "learner-race")
     assert slots == [(0, tag), (1, tag)]
 
 
@@ -78,14 +87,22 @@ def test_learners_racing_to_open_a_bucket_share_one(database: Database) -> None:
 def test_a_clip_never_joins_a_claimed_bucket(database: Database) -> None:
     with database.connection(write=True) as connection:
         add_pending_clip(
-            connection, exercise_id="digit-3", learner_id="a", clip=_facts(),
+            connection,
+            keys=keys_for(connection),
+            exercise_id="digit-3",
+            learner_id="a",
+            clip=_facts(),
             max_clips_per_contributor=1,
         )
     with database.session(write=True) as session:
         session.execute(sa.update(Bucket).values(state="releasing"))
     with database.connection(write=True) as connection:
         add_pending_clip(
-            connection, exercise_id="digit-3", learner_id="a", clip=_facts(),
+            connection,
+            keys=keys_for(connection),
+            exercise_id="digit-3",
+            learner_id="a",
+            clip=_facts(),
             max_clips_per_contributor=1,
         )
     with database.session() as session:

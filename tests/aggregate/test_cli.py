@@ -25,6 +25,7 @@ from core.db import Database
 from core.settings import Settings, reset_settings_cache
 from core.storage import open_store
 from tests.aggregate.conftest import Seed
+from tests.keys import keys_for
 
 runner = CliRunner()
 
@@ -72,7 +73,10 @@ def test_release_dry_run_changes_nothing_then_release_releases(
 def released(app: FastAPI, client: TestClient, seed: Seed) -> str:
     seed(app.state.database, app.state.store, digit=9)
     report = run_release_cycle(
-        database=app.state.database, store=app.state.store, policy=app.state.policy,
+        database=app.state.database,
+        keys=keys_for(app.state.database),
+        store=app.state.store,
+        policy=app.state.policy,
         interval_s=3600,
     )
     return report.released[0].release_id
@@ -135,8 +139,9 @@ def test_releases_list_show_and_download(
 def test_releases_commands_report_problems_in_one_line(
     released: str, live_url: str, role_keys: dict[Role, str], tmp_path: Path
 ) -> None:
-    result = runner.invoke(chorus, ["releases", "show", "f" * 32, "--key",
-                                    role_keys[Role.RESEARCHER]])
+    result = runner.invoke(
+        chorus, ["releases", "show", "f" * 32, "--key", role_keys[Role.RESEARCHER]]
+    )
     assert result.exit_code == 2
     assert "not_found" in result.output
     result = runner.invoke(chorus, ["releases", "list", "--key", role_keys[Role.APP]])

@@ -26,6 +26,7 @@ def test_the_scheduled_job_releases_a_ready_bucket(
         scheduler,
         database_url=database.url,
         storage_url=f"file://{tmp_path / 'blobs'}",
+        key_store_url="memory://",
         policy=load_policy("demo"),
         interval="1",
     )

@@ -18,6 +18,7 @@ import sqlalchemy as sa
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
+from aggregate.buckets import key_name
 from aggregate.jobs import CycleReport, run_release_cycle
 from aggregate.tables import Bucket, PendingClip
 from core.auth import Role
@@ -26,6 +27,7 @@ from policies.audit import verify_chain
 from policies.tables import AuditEntry
 from tests.aggregate.conftest import SPEAKERS
 from tests.conftest import ConsentKeys
+from tests.keys import keys_for
 
 Auth = Callable[[Role], dict[str, str]]
 
@@ -59,8 +61,14 @@ def upload(
         return client.post(
             "/v1/clips",
             files=[
-                ("metadata", (None, json.dumps({"exercise_id": f"digit-{digit}"}).encode(),
-                              "application/json")),
+                (
+                    "metadata",
+                    (
+                        None,
+                        json.dumps({"exercise_id": f"digit-{digit}"}).encode(),
+                        "application/json",
+                    ),
+                ),
                 ("audio", ("clip.wav", audio, "audio/wav")),
             ],
             headers={"Authorization": f"Bearer {token}"},
@@ -72,6 +80,7 @@ def upload(
 def release_now(app: FastAPI) -> CycleReport:
     return run_release_cycle(
         database=app.state.database,
+        keys=keys_for(app.state.database),
         store=app.state.store,
         policy=app.state.policy,
         interval_s=3600,
@@ -83,7 +92,9 @@ def pending_objects(app: FastAPI) -> list[str]:
 
 
 def test_below_k_nothing_is_released_and_at_k_a_batch_appears(
-    app: FastAPI, client: TestClient, upload: Callable[..., httpx.Response],
+    app: FastAPI,
+    client: TestClient,
+    upload: Callable[..., httpx.Response],
     researcher: dict[str, str],
 ) -> None:
     for speaker in SPEAKERS[:4]:
@@ -129,10 +140,12 @@ def test_below_k_nothing_is_released_and_at_k_a_batch_appears(
             sa.select(Bucket).where(Bucket.release_id == release_id)
         ).scalar_one()
         assert bucket.state == "released"
-        assert bucket.bucket_key is None
-        entries = session.execute(
-            sa.select(AuditEntry).where(AuditEntry.kind == "release")
-        ).scalars().all()
+        assert keys_for(app.state.database).get(key_name(bucket.id)) is None
+        entries = (
+            session.execute(sa.select(AuditEntry).where(AuditEntry.kind == "release"))
+            .scalars()
+            .all()
+        )
         assert len(entries) == 1
         body = json.loads(entries[0].body)
         assert body["release_id"] == release_id
@@ -151,7 +164,9 @@ def test_below_k_nothing_is_released_and_at_k_a_batch_appears(
 
 
 def test_one_learner_cannot_fill_a_bucket(
-    app: FastAPI, client: TestClient, upload: Callable[..., httpx.Response],
+    app: FastAPI,
+    client: TestClient,
+    upload: Callable[..., httpx.Response],
     researcher: dict[str, str],
 ) -> None:
     codes = [upload(7, "theo", take).status_code for take in (0, 10, 20, 30, 40)]
@@ -166,7 +181,9 @@ def test_one_learner_cannot_fill_a_bucket(
 
 
 def test_archive_is_the_whole_batch_as_tar(
-    app: FastAPI, client: TestClient, upload: Callable[..., httpx.Response],
+    app: FastAPI,
+    client: TestClient,
+    upload: Callable[..., httpx.Response],
     researcher: dict[str, str],
 ) -> None:
     for speaker in SPEAKERS[:5]:
@@ -191,7 +208,10 @@ def test_archive_is_the_whole_batch_as_tar(
 
 
 def test_researcher_routes_admit_only_researchers_and_404_unknown_ids(
-    app: FastAPI, client: TestClient, upload: Callable[..., httpx.Response], auth: Auth,
+    app: FastAPI,
+    client: TestClient,
+    upload: Callable[..., httpx.Response],
+    auth: Auth,
     researcher: dict[str, str],
 ) -> None:
     for speaker in SPEAKERS[:5]:
@@ -214,7 +234,9 @@ def test_researcher_routes_admit_only_researchers_and_404_unknown_ids(
 
 
 def test_pending_clips_are_reachable_by_no_route(
-    app: FastAPI, client: TestClient, upload: Callable[..., httpx.Response],
+    app: FastAPI,
+    client: TestClient,
+    upload: Callable[..., httpx.Response],
     researcher: dict[str, str],
 ) -> None:
     for speaker in SPEAKERS[:4]:
@@ -229,7 +251,9 @@ def test_pending_clips_are_reachable_by_no_route(
 
 
 def test_releases_are_paged_with_a_cursor(
-    app: FastAPI, client: TestClient, upload: Callable[..., httpx.Response],
+    app: FastAPI,
+    client: TestClient,
+    upload: Callable[..., httpx.Response],
     researcher: dict[str, str],
 ) -> None:
     for digit in (0, 1, 6):
@@ -253,7 +277,9 @@ class Stop(Exception):
 
 
 def test_a_release_in_progress_is_invisible_until_finalized(
-    app: FastAPI, client: TestClient, upload: Callable[..., httpx.Response],
+    app: FastAPI,
+    client: TestClient,
+    upload: Callable[..., httpx.Response],
     researcher: dict[str, str],
 ) -> None:
     for speaker in SPEAKERS[:5]:
@@ -265,8 +291,12 @@ def test_a_release_in_progress_is_invisible_until_finalized(
 
     with pytest.raises(Stop):
         run_release_cycle(
-            database=app.state.database, store=app.state.store, policy=app.state.policy,
-            interval_s=3600, checkpoint=stop_before_finalize,
+            database=app.state.database,
+            keys=keys_for(app.state.database),
+            store=app.state.store,
+            policy=app.state.policy,
+            interval_s=3600,
+            checkpoint=stop_before_finalize,
         )
     copied = [k for k in app.state.store.list("releases/") if k.endswith(".flac")]
     assert len(copied) == 5  # the objects are there, yet nobody can read them
@@ -282,5 +312,7 @@ def test_a_release_in_progress_is_invisible_until_finalized(
         assert client.get(path, headers=researcher).status_code == 404, path
 
     assert release_now(app).released[0].release_id == release_id
-    assert client.get(f"/v1/releases/{release_id}/clips/{clip_id}",
-                      headers=researcher).status_code == 200
+    assert (
+        client.get(f"/v1/releases/{release_id}/clips/{clip_id}", headers=researcher).status_code
+        == 200
+    )

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from aggregate.buckets import key_name
 from aggregate.release import STEPS, release_ready_buckets
 from aggregate.tables import Bucket, Release
 from core.db import Database
@@ -27,6 +28,7 @@ from tests.aggregate.conftest import (
     take_census,
 )
 from tests.conftest import REPO_ROOT
+from tests.keys import keys_for
 
 
 class Crash(Exception):
@@ -38,15 +40,15 @@ def _releases(database: Database) -> list[Release]:
         return list(session.execute(sa.select(Release)).scalars())
 
 
-def _checkpoints_of_a_clean_run(
-    tmp_path: Path, seed: Seed, policy: Policy
-) -> list[str]:
+def _checkpoints_of_a_clean_run(tmp_path: Path, seed: Seed, policy: Policy) -> list[str]:
     database = Database(f"sqlite:///{tmp_path / 'probe.db'}")
     database.upgrade()
     store = open_store(f"file://{tmp_path / 'probe-blobs'}")
     seed(database, store, digit=8)
     steps: list[str] = []
-    release_ready_buckets(database, store, policy, batch_size=2, checkpoint=steps.append)
+    release_ready_buckets(
+        database, store, policy, keys=keys_for(database), batch_size=2, checkpoint=steps.append
+    )
     database.dispose()
     return steps
 
@@ -56,8 +58,18 @@ def test_a_clean_run_passes_every_step(tmp_path: Path, seed: Seed, policy: Polic
     assert set(steps) == set(STEPS)
     # 5 clips in batches of 2: three plan/copy rounds, then manifest, finalize, three cleanups.
     assert steps == [
-        "claimed", "planned", "copied", "planned", "copied", "planned", "copied",
-        "manifest", "finalized", "cleaned", "cleaned", "cleaned",
+        "claimed",
+        "planned",
+        "copied",
+        "planned",
+        "copied",
+        "planned",
+        "copied",
+        "manifest",
+        "finalized",
+        "cleaned",
+        "cleaned",
+        "cleaned",
     ]
 
 
@@ -75,14 +87,16 @@ def test_killed_at_any_step_the_next_run_finishes(
             raise Crash(step)
 
     with pytest.raises(Crash):
-        release_ready_buckets(database, store, policy, batch_size=2, checkpoint=crash)
+        release_ready_buckets(
+            database, store, policy, keys=keys_for(database), batch_size=2, checkpoint=crash
+        )
 
     # Meanwhile nothing is half-visible: a release exists for readers only once finalized.
     census = take_census(database, store)
     for clip in clips:
         assert census.places(clip) >= 1, "a clip was lost"
 
-    outcomes = release_ready_buckets(database, store, policy, batch_size=2)
+    outcomes = release_ready_buckets(database, store, policy, keys=keys_for(database), batch_size=2)
     assert_each_released_once(take_census(database, store), clips)
     releases = _releases(database)
     assert len(releases) == 1
@@ -93,7 +107,7 @@ def test_killed_at_any_step_the_next_run_finishes(
     with database.session() as session:
         (bucket,) = session.execute(sa.select(Bucket)).scalars()
         assert bucket.state == "released"
-        assert bucket.bucket_key is None
+        assert keys_for(database).get(key_name(bucket.id)) is None
     manifest = json.loads(store.get(releases[0].manifest_key))
     assert len(manifest["clips"]) == 5
 
@@ -123,11 +137,11 @@ def test_storage_unavailable_mid_release_is_finished_by_the_next_run(
     clips = seed(database, store, digit=6) + seed(database, store, digit=9)
     flaky = FailingStore(store, copies_ok=7)  # the first bucket's 5, then 2 of the second
     with pytest.raises(StorageUnavailable):
-        release_ready_buckets(database, flaky, policy, batch_size=3)  # type: ignore[arg-type]
+        release_ready_buckets(database, flaky, policy, keys=keys_for(database), batch_size=3)  # type: ignore[arg-type]
     census = take_census(database, store)
     assert census.releasing_buckets == 1
     assert sum(census.released.values()) == 7
-    outcomes = release_ready_buckets(database, store, policy, batch_size=3)
+    outcomes = release_ready_buckets(database, store, policy, keys=keys_for(database), batch_size=3)
     assert len(outcomes) == 1
     assert len(_releases(database)) == 2
     assert_each_released_once(take_census(database, store), clips)
@@ -140,7 +154,7 @@ def test_a_lost_pending_original_of_an_uncopied_clip_stops_the_release(
     seed(database, store, digit=1)
     store.delete(next(iter(store.list("pending/"))))
     with pytest.raises(BlobNotFound):
-        release_ready_buckets(database, store, policy)
+        release_ready_buckets(database, store, policy, keys=keys_for(database))
     assert _releases(database)[0].clip_count == 0
     assert release_audit_entries(database) == []
 
@@ -152,6 +166,7 @@ _KILLER = textwrap.dedent(
     from core.db import Database
     from core.storage import open_store
     from policies.policy import load_policy
+    from tests.keys import keys_for
 
     db_url, store_url, step, nth = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
     seen = 0
@@ -164,7 +179,7 @@ _KILLER = textwrap.dedent(
                 os.kill(os.getpid(), signal.SIGKILL)
 
     release_ready_buckets(
-        Database(db_url), open_store(store_url), load_policy("demo"),
+        Database(db_url), open_store(store_url), load_policy("demo"), keys=keys_for(db_url),
         batch_size=2, checkpoint=checkpoint,
     )
     """
@@ -173,17 +188,30 @@ _KILLER = textwrap.dedent(
 
 @pytest.mark.parametrize(("step", "nth"), [("copied", 2), ("finalized", 1)])
 def test_kill_9_mid_release_then_rerun(
-    step: str, nth: int, tmp_path: Path, database: Database, store: BlobStore, seed: Seed,
+    step: str,
+    nth: int,
+    tmp_path: Path,
+    database: Database,
+    store: BlobStore,
+    seed: Seed,
     policy: Policy,
 ) -> None:
     clips = seed(database, store, digit=4)
     result = subprocess.run(
-        [sys.executable, "-c", _KILLER, database.url, f"file://{tmp_path / 'blobs'}", step,
-         str(nth)],
+        [
+            sys.executable,
+            "-c",
+            _KILLER,
+            database.url,
+            f"file://{tmp_path / 'blobs'}",
+            step,
+            str(nth),
+        ],
         cwd=REPO_ROOT,
-        env={**os.environ, "PYTHONPATH": os.pathsep.join(
-            [str(REPO_ROOT), os.environ.get("PYTHONPATH", "")]
-        )},
+        env={
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")]),
+        },
         capture_output=True,
         timeout=60,
         check=False,
@@ -191,7 +219,7 @@ def test_kill_9_mid_release_then_rerun(
     assert result.returncode == -signal.SIGKILL, result.stderr.decode()
     census = take_census(database, store)
     assert census.pending_rows == 5  # the kill left work behind
-    release_ready_buckets(database, store, policy)
+    release_ready_buckets(database, store, policy, keys=keys_for(database))
     assert_each_released_once(take_census(database, store), clips)
     assert len(_releases(database)) == 1
     assert len(release_audit_entries(database)) == 1

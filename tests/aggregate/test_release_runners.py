@@ -26,6 +26,7 @@ from tests.aggregate.conftest import (
     seed_clip,
     take_census,
 )
+from tests.keys import keys_for
 
 
 @pytest.fixture
@@ -44,7 +45,9 @@ def test_two_concurrent_runners_release_each_bucket_exactly_once(
     def runner() -> None:
         try:
             start.wait()
-            outcomes = release_ready_buckets(database, store, policy, batch_size=2)
+            outcomes = release_ready_buckets(
+                database, store, policy, keys=keys_for(database), batch_size=2
+            )
             results.append([o.bucket_id for o in outcomes])
         except BaseException as exc:  # surfaced below
             errors.append(exc)
@@ -82,15 +85,22 @@ def test_a_live_runners_bucket_is_not_taken_over(
 
     def first_runner() -> None:
         outcome.append(
-            release_bucket(database, store, policy, bucket_id, batch_size=2,
-                           checkpoint=slow_checkpoint)
+            release_bucket(
+                database,
+                store,
+                policy,
+                bucket_id,
+                keys=keys_for(database),
+                batch_size=2,
+                checkpoint=slow_checkpoint,
+            )
         )
 
     thread = threading.Thread(target=first_runner)
     thread.start()
     assert paused.wait(timeout=60)
     # The bucket is 'releasing' and its claim is held: a second runner leaves it alone.
-    assert release_ready_buckets(database, store, policy) == []
+    assert release_ready_buckets(database, store, policy, keys=keys_for(database)) == []
     with database.session() as session:
         assert session.get(Bucket, bucket_id).state == "releasing"  # type: ignore[union-attr]
     resume.set()
@@ -113,9 +123,9 @@ def test_a_crashed_runners_bucket_is_resumed(
             raise Crash
 
     with pytest.raises(Crash):
-        release_ready_buckets(database, store, policy, checkpoint=crash)
+        release_ready_buckets(database, store, policy, keys=keys_for(database), checkpoint=crash)
     # The crashed runner's claim died with it; the next run finishes the same release.
-    outcomes = release_ready_buckets(database, store, policy)
+    outcomes = release_ready_buckets(database, store, policy, keys=keys_for(database))
     assert len(outcomes) == 1
     assert_each_released_once(take_census(database, store), clips)
     assert len(release_audit_entries(database)) == 1
@@ -139,7 +149,9 @@ def test_uploads_during_a_release_land_in_exactly_one_bucket(
     thread = threading.Thread(target=uploader)
     thread.start()
     while not done.is_set():
-        release_ready_buckets(database, store, policy, batch_size=2, checkpoint=slow)
+        release_ready_buckets(
+            database, store, policy, keys=keys_for(database), batch_size=2, checkpoint=slow
+        )
     thread.join(timeout=60)
     census = take_census(database, store)
     for clip in clips + late:

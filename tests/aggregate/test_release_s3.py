@@ -16,6 +16,7 @@ from aggregate.jobs import run_release_cycle
 from core.auth import Role
 from core.settings import Settings
 from tests.aggregate.conftest import Seed, assert_each_released_once, take_census
+from tests.keys import keys_for
 
 
 @pytest.fixture
@@ -28,7 +29,10 @@ def test_a_release_on_s3_serves_presigned_redirects_and_a_streamed_archive(
 ) -> None:
     clips = seed(app.state.database, app.state.store, digit=6)
     (outcome,) = run_release_cycle(
-        database=app.state.database, store=app.state.store, policy=app.state.policy,
+        database=app.state.database,
+        keys=keys_for(app.state.database),
+        store=app.state.store,
+        policy=app.state.policy,
         interval_s=3600,
     ).released
     assert_each_released_once(take_census(app.state.database, app.state.store), clips)
@@ -36,7 +40,8 @@ def test_a_release_on_s3_serves_presigned_redirects_and_a_streamed_archive(
     manifest = client.get(f"/v1/releases/{outcome.release_id}", headers=researcher).json()
     clip_id = manifest["clips"][0]["clip_id"]
     response = client.get(
-        f"/v1/releases/{outcome.release_id}/clips/{clip_id}", headers=researcher,
+        f"/v1/releases/{outcome.release_id}/clips/{clip_id}",
+        headers=researcher,
         follow_redirects=False,
     )
     assert response.status_code == 307

@@ -15,8 +15,9 @@ import sqlalchemy as sa
 from aggregate.release import release_ready_buckets
 from aggregate.tables import Bucket, PendingClip
 from core.db import Database
-from core.ids import new_id, new_secret
+from core.ids import new_id
 from policies.policy import load_policy
+from tests.keys import keys_for
 
 
 class CountingStore:
@@ -45,21 +46,34 @@ def _release_one_bucket(tmp_path: Path, clips: int) -> tuple[CountingStore, int]
     database.upgrade()
     bucket_id = new_id()
     with database.session() as session:
-        session.add(Bucket(id=bucket_id, exercise_id=f"big-{clips}", state="open",
-                           bucket_key=new_secret(32), opened_cycle=0))
+        session.add(Bucket(id=bucket_id, exercise_id=f"big-{clips}", state="open", opened_cycle=0))
         session.flush()
         for start in range(0, clips, 10_000):
-            session.execute(sa.insert(PendingClip), [
-                {"id": new_id(), "bucket_id": bucket_id, "contributor_tag": new_id() * 2,
-                 "slot": 0, "object_key": f"pending/{new_id()}.flac", "duration_s": 0.5,
-                 "sample_rate": 16000, "loudness_dbfs": -20.0}
-                for _ in range(min(10_000, clips - start))
-            ])
+            session.execute(
+                sa.insert(PendingClip),
+                [
+                    {
+                        "id": new_id(),
+                        "bucket_id": bucket_id,
+                        "contributor_tag": new_id() * 2,
+                        "slot": 0,
+                        "object_key": f"pending/{new_id()}.flac",
+                        "duration_s": 0.5,
+                        "sample_rate": 16000,
+                        "loudness_dbfs": -20.0,
+                    }
+                    for _ in range(min(10_000, clips - start))
+                ],
+            )
     store = CountingStore()
     tracemalloc.start()
     try:
         (outcome,) = release_ready_buckets(
-            database, store, load_policy("demo"), batch_size=500  # type: ignore[arg-type]
+            database,
+            store,
+            load_policy("demo"),
+            keys=keys_for(database),
+            batch_size=500,  # type: ignore[arg-type]
         )
         peak = tracemalloc.get_traced_memory()[1]
     finally:

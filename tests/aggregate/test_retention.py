@@ -8,6 +8,7 @@ import json
 import pytest
 import sqlalchemy as sa
 
+from aggregate.buckets import key_name
 from aggregate.jobs import preview_release_cycle, run_release_cycle
 from aggregate.retention import advance_cycle
 from aggregate.tables import Bucket, PendingClip
@@ -17,6 +18,7 @@ from policies.audit import current_cycle, verify_chain
 from policies.policy import Policy, load_policy
 from policies.tables import AuditEntry
 from tests.aggregate.conftest import Seed
+from tests.keys import keys_for
 
 HOUR = 3600.0
 T0 = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.UTC)
@@ -45,7 +47,11 @@ def test_a_bucket_below_k_is_purged_after_retention_cycles(
 
     def cycle(hours: int) -> list[str]:
         report = run_release_cycle(
-            database=database, store=store, policy=policy, interval_s=HOUR,
+            database=database,
+            keys=keys_for(database),
+            store=store,
+            policy=policy,
+            interval_s=HOUR,
             now=T0 + dt.timedelta(hours=hours),
         )
         return [p.exercise_id for p in report.purged]
@@ -62,7 +68,7 @@ def test_a_bucket_below_k_is_purged_after_retention_cycles(
     with database.session() as session:
         bucket = session.execute(sa.select(Bucket)).scalar_one()
         assert bucket.state == "purged"
-        assert bucket.bucket_key is None
+        assert keys_for(database).get(key_name(bucket.id)) is None
         pending_rows = sa.select(sa.func.count()).select_from(PendingClip)
         assert session.execute(pending_rows).scalar_one() == 0
         (entry,) = session.execute(
@@ -79,10 +85,21 @@ def test_a_bucket_that_reaches_k_in_its_last_cycle_is_released_not_purged(
     database: Database, store: BlobStore, seed: Seed, policy: Policy
 ) -> None:
     seed(database, store, digit=5, speakers=4)
-    run_release_cycle(database=database, store=store, policy=policy, interval_s=HOUR, now=T0)
+    run_release_cycle(
+        database=database,
+        keys=keys_for(database),
+        store=store,
+        policy=policy,
+        interval_s=HOUR,
+        now=T0,
+    )
     seed(database, store, digit=5, speakers=5, first_speaker=4)
     report = run_release_cycle(
-        database=database, store=store, policy=policy, interval_s=HOUR,
+        database=database,
+        keys=keys_for(database),
+        store=store,
+        policy=policy,
+        interval_s=HOUR,
         now=T0 + dt.timedelta(hours=1),
     )
     assert [r.clip_count for r in report.released] == [5]
@@ -90,7 +107,10 @@ def test_a_bucket_that_reaches_k_in_its_last_cycle_is_released_not_purged(
 
 
 def test_a_failing_release_does_not_hold_back_retention(
-    database: Database, store: BlobStore, seed: Seed, policy: Policy,
+    database: Database,
+    store: BlobStore,
+    seed: Seed,
+    policy: Policy,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     import aggregate.jobs
@@ -98,7 +118,12 @@ def test_a_failing_release_does_not_hold_back_retention(
 
     seed(database, store, digit=2, speakers=3)  # below k: purged after retention_cycles
     first = run_release_cycle(
-        database=database, store=store, policy=policy, interval_s=HOUR, now=T0
+        database=database,
+        keys=keys_for(database),
+        store=store,
+        policy=policy,
+        interval_s=HOUR,
+        now=T0,
     )
     assert first.purged == []
 
@@ -108,7 +133,11 @@ def test_a_failing_release_does_not_hold_back_retention(
     monkeypatch.setattr(aggregate.jobs, "release_ready_buckets", broken_release)
     with pytest.raises(StorageUnavailable):
         run_release_cycle(
-            database=database, store=store, policy=policy, interval_s=HOUR,
+            database=database,
+            keys=keys_for(database),
+            store=store,
+            policy=policy,
+            interval_s=HOUR,
             now=T0 + dt.timedelta(hours=1),
         )
     with database.session() as session:

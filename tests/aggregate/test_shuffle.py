@@ -13,6 +13,7 @@ from core.db import Database
 from core.storage import BlobStore
 from policies.policy import load_policy
 from tests.aggregate.conftest import SPEAKERS, ClipSource, seed_clip
+from tests.keys import keys_for
 
 TAKES = 10
 
@@ -28,12 +29,20 @@ def test_release_order_and_names_are_independent_of_arrival(
         for take in range(TAKES):
             for speaker in SPEAKERS:
                 clip = fsdd_flac(digit, speaker, take)
-                key = seed_clip(database, store, exercise_id=f"digit-{digit}",
-                                learner_id=speaker, clip=clip, max_clips_per_contributor=TAKES)
+                key = seed_clip(
+                    database,
+                    store,
+                    exercise_id=f"digit-{digit}",
+                    learner_id=speaker,
+                    clip=clip,
+                    max_clips_per_contributor=TAKES,
+                )
                 pending_names.add(key.removeprefix("pending/").removesuffix(".flac"))
                 arrival.setdefault(digit, []).append(clip.digest)
 
-    outcomes = release_ready_buckets(database, store, policy, batch_size=16)
+    outcomes = release_ready_buckets(
+        database, store, policy, keys=keys_for(database), batch_size=16
+    )
     assert len(outcomes) == 4
     for outcome in outcomes:
         digit = int(outcome.exercise_id.removeprefix("digit-"))

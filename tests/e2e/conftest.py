@@ -22,7 +22,7 @@ import pytest
 import soundfile as sf
 import sqlalchemy as sa
 
-from aggregate.buckets import contributor_tag
+from aggregate.buckets import contributor_tag, key_name
 from aggregate.tables import Bucket, PendingClip, Release, ReleasedClip
 from chorus.devservers import provision_postgres_database
 from core.db import Database
@@ -32,6 +32,7 @@ from exercises.models import ExerciseUsageCreate
 from ingest.consent import mint_token
 from tests.conftest import ConsentKeys
 from tests.e2e.procs import ChorusProcess
+from tests.keys import keys_for
 
 EXERCISES = ("digit-0", "digit-1", "digit-2", "digit-3")
 SMALL_POLICY = """\
@@ -75,8 +76,9 @@ def prepare_database(url: str) -> Database:
     database = Database(url)
     database.upgrade()
     with database.session() as session:
-        replace_usage(session, [ExerciseUsageCreate(exercise_id=e, learners=500)
-                                for e in EXERCISES])
+        replace_usage(
+            session, [ExerciseUsageCreate(exercise_id=e, learners=500) for e in EXERCISES]
+        )
     return database
 
 
@@ -211,10 +213,14 @@ class UploadLoad:
             response = client.post(
                 f"{url}/v1/clips",
                 files=[
-                    ("metadata", (None, json.dumps({"exercise_id": exercise}).encode(),
-                                  "application/json")),
-                    ("audio", ("clip.wav", _one_of_a_kind(rng.choice(self.wavs), rng),
-                               "audio/wav")),
+                    (
+                        "metadata",
+                        (None, json.dumps({"exercise_id": exercise}).encode(), "application/json"),
+                    ),
+                    (
+                        "audio",
+                        ("clip.wav", _one_of_a_kind(rng.choice(self.wavs), rng), "audio/wav"),
+                    ),
                 ],
                 headers={"Authorization": f"Bearer {token}"},
             )
@@ -264,11 +270,13 @@ def take_census(database: Database, store: BlobStore, acks: Sequence[Answer]) ->
     clips can only be counted.
     """
     with database.session() as session:
-        keyed = session.execute(
-            sa.select(Bucket.id, Bucket.exercise_id, Bucket.bucket_key).where(
-                Bucket.bucket_key.is_not(None)
-            )
-        ).all()
+        buckets = session.execute(sa.select(Bucket.id, Bucket.exercise_id)).all()
+        keys = keys_for(database)
+        keyed = [
+            (bucket_id, exercise_id, key)
+            for bucket_id, exercise_id in buckets
+            if (key := keys.get(key_name(bucket_id))) is not None
+        ]
         pending = session.execute(
             sa.select(PendingClip.bucket_id, PendingClip.contributor_tag, PendingClip.object_key)
         ).all()

@@ -39,6 +39,7 @@ from tests.e2e.conftest import (
     outcomes,
     take_census,
 )
+from tests.keys import keys_for
 
 pytestmark = pytest.mark.e2e
 
@@ -185,8 +186,12 @@ def test_a_replica_killed_under_load_kept_every_clip_it_acknowledged(
 
     seen = outcomes(answers)
     print("replica killed:", dict(seen))
-    assert set(seen) <= {(201, ""), (0, "ConnectError"), (0, "RemoteProtocolError"),
-                         (0, "ReadError")}, seen
+    assert set(seen) <= {
+        (201, ""),
+        (0, "ConnectError"),
+        (0, "RemoteProtocolError"),
+        (0, "ReadError"),
+    }, seen
     acks = acknowledged(answers)
     assert len(acks) >= 20, seen
     # Uploads the kill cut off; later ones found nobody listening and stored nothing.
@@ -244,12 +249,20 @@ def test_a_commit_whose_answer_was_lost_keeps_its_object(
     database.upgrade()
     store = FileBlobStore(tmp_path / "blobs")
     policy = load_policy(str(policy_file))
-    consent = Consent(learner_id="learner-1", consent_version="speech-research-v1", age=30,
-                      child=False)
+    consent = Consent(
+        learner_id="learner-1", consent_version="speech-research-v1", age=30, child=False
+    )
 
     with pytest.raises(DatabaseUnavailable):
-        store_clip(database=database, store=store, policy=policy, consent=consent,
-                   exercise_id="digit-0", clip=sanitize_audio(fsdd_wavs[0], audio_limits(policy)))
+        store_clip(
+            database=database,
+            store=store,
+            policy=policy,
+            consent=consent,
+            exercise_id="digit-0",
+            clip=sanitize_audio(fsdd_wavs[0], audio_limits(policy)),
+            keys=keys_for(database),
+        )
 
     with database.session() as session:
         (object_key,) = session.execute(sa.select(PendingClip.object_key)).scalars()

@@ -9,6 +9,7 @@ from fastapi import FastAPI
 
 from ingest.jobs import OrphanSweeper
 from tests.ingest.conftest import Mint, Stored, Upload
+from tests.keys import keys_for
 
 
 @pytest.mark.usefixtures("catalog")
@@ -44,6 +45,7 @@ def test_object_whose_row_arrives_between_passes_is_kept(app: FastAPI) -> None:
     with database.session(write=True) as session:
         add_pending_clip(
             session,
+            keys=keys_for(session),
             exercise_id="digit-1",
             learner_id="learner-1",
             clip=ClipFacts("pending/slow.flac", 1.0, 16000, -20.0),
@@ -72,6 +74,7 @@ def test_a_failed_row_removes_the_object_at_once(
         "consent": consent,
         "exercise_id": "digit-1",
         "clip": clip,
+        "keys": keys_for(app.state.database),
     }
     service.store_clip(**kwargs)  # type: ignore[arg-type]
     with pytest.raises(ContributionLimit):

@@ -37,8 +37,16 @@ def test_withdrawal_removes_the_learners_clips_in_every_bucket(
 
     again = client.post("/v1/consent/withdrawals", headers={"Authorization": f"Bearer {token}"})
     assert again.json() == {"withdrawn": 0}
-    # Having withdrawn, the learner may contribute again later with a new consent.
-    assert upload(token, wav_bytes, {"exercise_id": "digit-1"}).status_code == 201
+    # The withdrawn token stores nothing more (until it expires) ...
+    refused = upload(token, wav_bytes, {"exercise_id": "digit-1"})
+    assert refused.status_code == 403
+    assert refused.json()["code"] == "consent_withdrawn"
+    assert stored() == Stored(objects=1, rows=1)
+    # ... but having withdrawn, the learner may contribute again later with a new consent.
+    assert (
+        upload(mint("leaving", ttl_s=1800), wav_bytes, {"exercise_id": "digit-1"}).status_code
+        == 201
+    )
 
     with app.state.database.session() as session:
         entries = session.query(AuditEntry).filter(AuditEntry.kind == "withdrawal").all()
@@ -47,9 +55,7 @@ def test_withdrawal_removes_the_learners_clips_in_every_bucket(
         assert verify_chain(session).ok
 
 
-@pytest.mark.parametrize(
-    ("claims", "status"), [({"ttl_s": -600}, 401), ({"scope": "other"}, 403)]
-)
+@pytest.mark.parametrize(("claims", "status"), [({"ttl_s": -600}, 401), ({"scope": "other"}, 403)])
 def test_withdrawal_needs_a_valid_token(
     claims: dict[str, object],
     status: int,

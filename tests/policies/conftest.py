@@ -31,6 +31,7 @@ from ingest.service import audio_limits
 from policies.audit import GENESIS_HASH, entry_hash
 from policies.policy import Policy
 from policies.tables import AuditEntry
+from tests.keys import catalog_exercise, keys_for
 
 RELEASED_LEARNERS = [f"learner-{n:03d}" for n in range(6)]
 PENDING_LEARNERS = [f"learner-{n:03d}" for n in range(100, 103)]
@@ -56,9 +57,9 @@ class AuditedState:
     def rehash_chain(self) -> None:
         """Renumber and rehash the whole audit chain, as an intruder covering tracks would."""
         with self.database.session() as session:
-            entries = session.execute(
-                sa.select(AuditEntry).order_by(AuditEntry.seq)
-            ).scalars().all()
+            entries = (
+                session.execute(sa.select(AuditEntry).order_by(AuditEntry.seq)).scalars().all()
+            )
             rows = [(e.kind, e.cycle, e.day, e.body) for e in entries]
             session.execute(sa.delete(AuditEntry))
             prev_hash = GENESIS_HASH
@@ -66,10 +67,17 @@ class AuditedState:
                 digest = entry_hash(
                     seq=seq, kind=kind, cycle=cycle, day=day, body=body, prev_hash=prev_hash
                 )
-                session.add(AuditEntry(
-                    seq=seq, kind=kind, cycle=cycle, day=day, body=body,
-                    prev_hash=prev_hash, hash=digest,
-                ))
+                session.add(
+                    AuditEntry(
+                        seq=seq,
+                        kind=kind,
+                        cycle=cycle,
+                        day=day,
+                        body=body,
+                        prev_hash=prev_hash,
+                        hash=digest,
+                    )
+                )
                 prev_hash = digest
 
     def released_clip_keys(self) -> list[str]:
@@ -82,9 +90,7 @@ class AuditedState:
         return loaded
 
     def write_manifest(self, manifest: dict[str, Any]) -> None:
-        self.store.put(
-            f"releases/{self.release_id}/manifest.json", json.dumps(manifest).encode()
-        )
+        self.store.put(f"releases/{self.release_id}/manifest.json", json.dumps(manifest).encode())
 
 
 def _record(
@@ -101,8 +107,10 @@ def _record(
     object_key = pending_object_key()
     store.put(object_key, clip.flac)
     with database.session(write=True) as session:
+        catalog_exercise(session, exercise_id)
         add_pending_clip(
             session,
+            keys=keys_for(session),
             exercise_id=exercise_id,
             learner_id=learner_id,
             clip=ClipFacts(
@@ -129,15 +137,23 @@ def build_audited_state(
     policy: Policy = app.state.policy
     for learner, speaker in zip(RELEASED_LEARNERS, SPEAKERS, strict=True):
         _record(
-            database, store, policy, exercise_id="digit-7", learner_id=learner,
+            database,
+            store,
+            policy,
+            exercise_id="digit-7",
+            learner_id=learner,
             wav=fsdd_dir / f"7_{speaker}_1.wav",
         )
-    outcomes = release_ready_buckets(database, store, policy)
+    outcomes = release_ready_buckets(database, store, policy, keys=keys_for(database))
     assert len(outcomes) == 1
     assert outcomes[0].contributor_count == len(RELEASED_LEARNERS)
     pending_keys = [
         _record(
-            database, store, policy, exercise_id="digit-3", learner_id=learner,
+            database,
+            store,
+            policy,
+            exercise_id="digit-3",
+            learner_id=learner,
             wav=fsdd_dir / f"3_{speaker}_2.wav",
         )
         for learner, speaker in zip(PENDING_LEARNERS, SPEAKERS, strict=False)
@@ -180,9 +196,7 @@ RunAudit = Callable[..., CliResult]
 
 
 @pytest.fixture
-def run_audit_cli(
-    settings: Settings, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[RunAudit]:
+def run_audit_cli(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[RunAudit]:
     """``chorus audit --json [args]`` against ``settings`` (overridable per call)."""
 
     def run(*args: str, **overrides: str) -> CliResult:

@@ -45,8 +45,14 @@ def test_clean_state_passes_everywhere(
     assert result.report["ok"] is True
     assert result.report["findings"] == []
     assert {check["name"] for check in result.report["checks"]} >= {
-        "releases", "released_media", "retention", "timestamp_columns", "ids", "audit_chain",
-        "bucket_keys", "pending_isolation",
+        "releases",
+        "released_media",
+        "retention",
+        "timestamp_columns",
+        "ids",
+        "audit_chain",
+        "bucket_keys",
+        "pending_isolation",
     }
     body = verify_api()
     assert body["ok"] is True
@@ -86,7 +92,8 @@ def test_release_recorded_below_k(
     audited.write_manifest(manifest)
     audited.sql(
         "UPDATE audit_entries SET body = REPLACE(body, :old, :new) WHERE kind = 'release'",
-        old='"contributor_count":6', new='"contributor_count":3',
+        old='"contributor_count":6',
+        new='"contributor_count":3',
     )
     audited.rehash_chain()
     findings = assert_exactly({"release_below_k"}, run_audit_cli, verify_api)
@@ -176,7 +183,8 @@ def test_tampered_audit_entry(
     # Pretend the service ran under a weaker policy: k 5 -> 2 in the recorded policy load.
     audited.sql(
         "UPDATE audit_entries SET body = REPLACE(body, :old, :new) WHERE kind = 'policy_loaded'",
-        old='"k":5', new='"k":2',
+        old='"k":5',
+        new='"k":2',
     )
     findings = assert_exactly({"audit_chain_broken"}, run_audit_cli, verify_api)
     assert "entry 1" in findings[0]["message"]
@@ -188,11 +196,10 @@ def test_tampered_release_entry_also_disagrees_with_the_release(
 ) -> None:
     audited.sql(
         "UPDATE audit_entries SET body = REPLACE(body, :old, :new) WHERE kind = 'release'",
-        old='"contributor_count":6', new='"contributor_count":60',
+        old='"contributor_count":6',
+        new='"contributor_count":60',
     )
-    assert_exactly(
-        {"audit_chain_broken", "release_audit_mismatch"}, run_audit_cli, verify_api
-    )
+    assert_exactly({"audit_chain_broken", "release_audit_mismatch"}, run_audit_cli, verify_api)
 
 
 def test_release_missing_from_the_log(
@@ -221,12 +228,11 @@ def test_pending_bucket_past_retention(
     assert_exactly({"bucket_past_retention"}, run_audit_cli, verify_api)
 
 
-def test_released_bucket_keeps_its_key(
+def test_a_bucket_key_column_in_the_database_is_found(
     audited: AuditedState, run_audit_cli: RunAudit, verify_api: VerifyApi
 ) -> None:
-    audited.sql(
-        "UPDATE buckets SET bucket_key = :key WHERE state = 'released'", key=b"\x01" * 32
-    )
+    audited.sql("ALTER TABLE buckets ADD COLUMN bucket_key BLOB")
+    audited.sql("UPDATE buckets SET bucket_key = :key WHERE state = 'released'", key=b"\x01" * 32)
     assert_exactly({"bucket_key_kept"}, run_audit_cli, verify_api)
 
 
@@ -237,19 +243,24 @@ def test_time_based_pending_ids(
     verify_api: VerifyApi,
     make_id: Callable[[], str],
 ) -> None:
-    audited.sql("UPDATE pending_clips SET id = :new WHERE object_key = :key",
-                new=make_id(), key=audited.pending_keys[0])
-    audited.sql("UPDATE pending_clips SET id = :new WHERE object_key = :key",
-                new=make_id(), key=audited.pending_keys[1])
+    audited.sql(
+        "UPDATE pending_clips SET id = :new WHERE object_key = :key",
+        new=make_id(),
+        key=audited.pending_keys[0],
+    )
+    audited.sql(
+        "UPDATE pending_clips SET id = :new WHERE object_key = :key",
+        new=make_id(),
+        key=audited.pending_keys[1],
+    )
     findings = assert_exactly({"time_ordered_id"}, run_audit_cli, verify_api)
     assert findings[0]["subject"] == "pending_clips.id"
 
 
-def test_counter_ids(
-    audited: AuditedState, run_audit_cli: RunAudit, verify_api: VerifyApi
-) -> None:
-    audited.sql("UPDATE pending_clips SET id = '1' WHERE object_key = :key",
-                key=audited.pending_keys[0])
+def test_counter_ids(audited: AuditedState, run_audit_cli: RunAudit, verify_api: VerifyApi) -> None:
+    audited.sql(
+        "UPDATE pending_clips SET id = '1' WHERE object_key = :key", key=audited.pending_keys[0]
+    )
     assert_exactly({"non_random_id"}, run_audit_cli, verify_api)
 
 
@@ -311,8 +322,13 @@ def test_canary_planted_in_a_log_file(
         + '{"level": "INFO", "learner": "learner-102"}\n'
     )
     findings = assert_exactly(
-        {"canary_found"}, run_audit_cli, verify_api,
-        "--canary", "learner-102", "--log-dir", str(logs),
+        {"canary_found"},
+        run_audit_cli,
+        verify_api,
+        "--canary",
+        "learner-102",
+        "--log-dir",
+        str(logs),
     )
     assert findings[0]["subject"].endswith("chorus.log")
 
@@ -346,11 +362,13 @@ def test_the_installed_command_exits_with_the_documented_codes(audited: AuditedS
         "CHORUS_STORAGE_URL": audited.settings.storage_url,
         "CHORUS_POLICY": "demo",
     }
-    clean = subprocess.run([chorus, "audit"], env=env, capture_output=True, text=True,
-                           timeout=120, check=False)
+    clean = subprocess.run(
+        [chorus, "audit"], env=env, capture_output=True, text=True, timeout=120, check=False
+    )
     assert clean.returncode == 0, clean.stdout + clean.stderr
     audited.store.delete(audited.released_clip_keys()[0])
-    broken = subprocess.run([chorus, "audit"], env=env, capture_output=True, text=True,
-                            timeout=120, check=False)
+    broken = subprocess.run(
+        [chorus, "audit"], env=env, capture_output=True, text=True, timeout=120, check=False
+    )
     assert broken.returncode == 1
     assert "release_object_count_mismatch" in broken.stdout

@@ -1,0 +1,220 @@
+"""Secrets that must never reach durable storage: the bucket keys that tag contributors (P3).
+
+A bucket key turns a learner id into the bucket's contributor tags. Kept on disk, in a WAL, a
+dead tuple or a backup, it would let anyone holding a copy of the files and a list of learner
+ids re-link every tag, so it lives only in memory:
+
+- ``tmpfs://PATH`` (the embedded default, ``tmpfs:///dev/shm``): one file per key, mode 0600, in
+  a 0700 folder on a RAM-backed file system, shared by the API process, its upload workers, the
+  scheduler's job process and ``chorus release`` on the same machine. The folder must be on
+  tmpfs or ramfs; anything else refuses to start. Keys outlive a service restart, not a reboot.
+- ``redis://HOST:PORT/DB``: shared by replicas on several machines. The server must keep nothing
+  on disk (no RDB snapshots, no AOF); one that says it does refuses to start.
+- ``memory://``: one process only (tests, tools).
+
+Every store is namespaced by the database it serves, so two deployments (or two tests) on one
+machine never see each other's keys. A key that is gone (reboot, Redis flush) cannot be
+recovered by design: its bucket is sealed (``aggregate.buckets``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import threading
+from pathlib import Path
+from typing import Protocol
+from urllib.parse import urlsplit
+
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+from core.errors import ConfigurationError, Unavailable
+
+_RAM_FILE_SYSTEMS = frozenset({"tmpfs", "ramfs"})
+
+
+class KeyStore(Protocol):
+    """Named secrets held in memory only."""
+
+    def get(self, name: str) -> bytes | None: ...
+
+    def put_if_absent(self, name: str, value: bytes) -> bytes:
+        """Store ``value`` unless ``name`` is taken; returns the value now stored."""
+        ...
+
+    def delete(self, name: str) -> None: ...
+
+
+class MemoryKeyStore:
+    """One process's dictionary: for tests and single-process tools."""
+
+    def __init__(self) -> None:
+        self._keys: dict[str, bytes] = {}
+        self._lock = threading.Lock()
+
+    def get(self, name: str) -> bytes | None:
+        with self._lock:
+            return self._keys.get(name)
+
+    def put_if_absent(self, name: str, value: bytes) -> bytes:
+        with self._lock:
+            return self._keys.setdefault(name, value)
+
+    def delete(self, name: str) -> None:
+        with self._lock:
+            self._keys.pop(name, None)
+
+    def clear(self) -> None:
+        """Lose every key, as a restart of a memory-only store would."""
+        with self._lock:
+            self._keys.clear()
+
+
+class TmpfsKeyStore:
+    """One 0600 file per key in a 0700 folder on a RAM-backed file system."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(folder, 0o700)
+
+    def _path(self, name: str) -> Path:
+        return self.folder / hashlib.sha256(name.encode()).hexdigest()
+
+    def get(self, name: str) -> bytes | None:
+        try:
+            return self._path(name).read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def put_if_absent(self, name: str, value: bytes) -> bytes:
+        final = self._path(name)
+        staging = final.with_name(f".{final.name}.{os.getpid()}.{threading.get_ident()}")
+        fd = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(fd, value)
+        finally:
+            os.close(fd)
+        try:
+            # A hard link appears whole or not at all, and fails if the name is taken.
+            os.link(staging, final)
+        except FileExistsError:
+            pass
+        finally:
+            staging.unlink(missing_ok=True)
+        stored = self.get(name)
+        if stored is None:  # deleted between link and read: the caller's bucket is gone
+            raise Unavailable("a bucket key vanished while it was being created")
+        return stored
+
+    def delete(self, name: str) -> None:
+        self._path(name).unlink(missing_ok=True)
+
+
+class RedisKeyStore:
+    """Keys in a Redis (or Valkey) server that persists nothing."""
+
+    def __init__(self, url: str, *, namespace: str) -> None:
+        import redis
+
+        self._client = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
+        self._prefix = f"chorus:{namespace}:"
+        self._errors: tuple[type[Exception], ...] = (redis.RedisError,)
+
+    def check_not_persistent(self) -> None:
+        """Refuse a server configured to write snapshots or an append-only file."""
+        try:
+            config = self._client.config_get("save")
+            config.update(self._client.config_get("appendonly"))
+        except self._errors as exc:
+            raise ConfigurationError(
+                f"CHORUS_KEY_STORE_URL: the Redis server cannot be checked ({type(exc).__name__})"
+            ) from None
+        if str(config.get("save", "")).strip() or str(config.get("appendonly", "no")) == "yes":
+            raise ConfigurationError(
+                "CHORUS_KEY_STORE_URL: the Redis server persists data (save or appendonly is "
+                "set); bucket keys must never reach disk: run it with --save '' --appendonly no"
+            )
+
+    def get(self, name: str) -> bytes | None:
+        try:
+            value = self._client.get(self._prefix + name)
+        except self._errors as exc:
+            raise Unavailable(f"the key store does not answer ({type(exc).__name__})") from None
+        return value if isinstance(value, bytes) else None
+
+    def put_if_absent(self, name: str, value: bytes) -> bytes:
+        try:
+            self._client.set(self._prefix + name, value, nx=True)
+        except self._errors as exc:
+            raise Unavailable(f"the key store does not answer ({type(exc).__name__})") from None
+        stored = self.get(name)
+        if stored is None:
+            raise Unavailable("a bucket key vanished while it was being created")
+        return stored
+
+    def delete(self, name: str) -> None:
+        try:
+            self._client.delete(self._prefix + name)
+        except self._errors as exc:
+            raise Unavailable(f"the key store does not answer ({type(exc).__name__})") from None
+
+
+def namespace_for(database_url: str) -> str:
+    """A short name for the database a store serves: deployments never share keys."""
+    try:
+        canonical = make_url(database_url).render_as_string(hide_password=False)
+    except ArgumentError:
+        canonical = database_url
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def open_key_store(url: str, *, database_url: str) -> KeyStore:
+    """The key store named by ``CHORUS_KEY_STORE_URL``, checked to be memory-only."""
+    parts = urlsplit(url)
+    namespace = namespace_for(database_url)
+    if parts.scheme == "memory":
+        return MemoryKeyStore()
+    if parts.scheme == "tmpfs":
+        # A RAM-backed folder is the point here, not a temporary file (checked below).
+        base = Path(parts.path or "/dev/shm")  # noqa: S108
+        _require_ram_backed(base)
+        return TmpfsKeyStore(base / f"chorus-keys-{namespace}")
+    if parts.scheme in ("redis", "rediss", "valkey"):
+        store = RedisKeyStore(url.replace("valkey://", "redis://", 1), namespace=namespace)
+        store.check_not_persistent()
+        return store
+    raise ConfigurationError(
+        f"CHORUS_KEY_STORE_URL: unknown scheme {parts.scheme!r} (tmpfs://, redis:// or memory://)"
+    )
+
+
+def _require_ram_backed(path: Path) -> None:
+    fs_type = file_system_type(path)
+    if fs_type not in _RAM_FILE_SYSTEMS:
+        raise ConfigurationError(
+            f"CHORUS_KEY_STORE_URL: {path} is on {fs_type or 'an unknown file system'}, not "
+            "tmpfs; bucket keys must stay in memory (use tmpfs:///dev/shm or redis://)"
+        )
+
+
+def file_system_type(path: Path) -> str | None:
+    """The type of the file system holding ``path``, from the longest /proc/mounts match."""
+    try:
+        resolved = path.resolve()
+        mounts = Path("/proc/mounts").read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return None
+    best: tuple[int, str] | None = None
+    for line in mounts:
+        fields = line.split()
+        if len(fields) < 3:
+            continue
+        mount_point = fields[1].replace("\\040", " ")
+        with contextlib.suppress(ValueError):
+            resolved.relative_to(mount_point)
+            if best is None or len(mount_point) > best[0]:
+                best = (len(mount_point), fields[2])
+    return best[1] if best else None
