@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import hashlib
 import json
 import logging
@@ -326,7 +327,7 @@ def _in_parallel(action: Callable[[T], object], items: list[T]) -> None:
             pass
 
 
-def _copy(store: BlobStore, planned: _PlannedClip, missing: list[_PlannedClip]) -> None:
+def _copy(store: BlobStore, planned: _PlannedClip, *, missing: list[_PlannedClip]) -> None:
     try:
         store.copy(planned.source_key, planned.object_key)
     except BlobNotFound:
@@ -440,7 +441,7 @@ def _plan_and_copy(
             plan = _plan_batch(session, claim, list(rows))
         checkpoint("planned")
         missing: list[_PlannedClip] = []
-        _in_parallel(lambda planned: _copy(store, planned, missing), plan)
+        _in_parallel(functools.partial(_copy, store, missing=missing), plan)
         _require_withdrawn(database, missing)
         for planned in plan:
             stats.add(

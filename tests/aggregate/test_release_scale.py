@@ -17,7 +17,7 @@ from aggregate.tables import Bucket, PendingClip
 from core.db import Database
 from core.ids import new_id
 from policies.policy import load_policy
-from tests.keys import keys_for
+from tests.keys import catalog_exercise, keys_for
 
 
 class CountingStore:
@@ -40,6 +40,9 @@ class CountingStore:
     def exists(self, key: str) -> bool:
         return True
 
+    def list(self, prefix: str) -> list[str]:
+        return []  # every copy is backed by its row: nothing stray to find
+
 
 def _release_one_bucket(tmp_path: Path, clips: int) -> tuple[CountingStore, int]:
     database = Database(f"sqlite:///{tmp_path / f'{clips}.db'}")
@@ -47,6 +50,7 @@ def _release_one_bucket(tmp_path: Path, clips: int) -> tuple[CountingStore, int]
     bucket_id = new_id()
     with database.session() as session:
         session.add(Bucket(id=bucket_id, exercise_id=f"big-{clips}", state="open", opened_cycle=0))
+        catalog_exercise(session, f"big-{clips}")
         session.flush()
         for start in range(0, clips, 10_000):
             session.execute(
