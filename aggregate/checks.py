@@ -13,6 +13,7 @@ import sqlalchemy as sa
 from aggregate.release_checks import (
     check_pending_isolation,
     check_release_entries,
+    check_release_policies,
     check_released_media,
     check_releases,
 )
@@ -80,7 +81,7 @@ def check_bucket_keys(ctx: AuditContext) -> Iterable[Finding]:
 CHECKS: tuple[Check, ...] = (
     Check("releases", ("P6",), "k contributors per release; objects match manifests",
           check_releases),
-    Check("released_media", ("P7",), "released clips are the service's own clean FLAC",
+    Check("released_media", ("P7",), "released clips are byte for byte the service's FLAC",
           check_released_media),
     Check("retention", ("P10",), "no pending bucket past retention", check_retention),
     Check("timestamp_columns", ("P4",), "no time-typed column on clip or bucket tables",
@@ -92,4 +93,6 @@ CHECKS: tuple[Check, ...] = (
           check_bucket_keys),
     Check("pending_isolation", ("P6",), "no pending clip readable under a release prefix",
           check_pending_isolation),
+    Check("release_policies", ("P8",), "every release's policy was recorded as loaded",
+          check_release_policies),
 )

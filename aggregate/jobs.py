@@ -1,8 +1,10 @@
 """The scheduled release cycle: advance the cycle, release ready buckets, purge expired ones.
 
 Run by APScheduler for ``chorus serve`` in the scheduler's job process (every replica may run
-it: claims and the cycle row make that safe) and on demand by ``chorus release``. Logs carry
-counts only, never a clip (P4).
+it: claims and the cycle row make that safe) and on demand by ``chorus release``. Each cycle
+first records the policy it runs under in the audit log (P8) unless the last recorded policy is
+the same, so no release is ever made under a policy the log does not hold. Logs carry counts
+only, never a clip (P4).
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from core.scheduler import INTERVALS, PROCESS_EXECUTOR, interval_trigger
 from core.storage import BlobStore
 from policies.audit import current_cycle
 from policies.policy import Policy
+from policies.service import record_policy_load
 from policies.tables import ReleaseCycle
 
 JOB_ID = "chorus-release"
@@ -72,6 +75,7 @@ def run_release_cycle(
     checkpoint: Checkpoint = no_checkpoint,
 ) -> CycleReport:
     now = now or dt.datetime.now(dt.UTC)
+    record_policy_load(database, policy)
     with database.session(write=True) as session:
         advanced = advance_cycle(session, interval_s=interval_s, now=now)
     release_failure: ChorusError | None = None

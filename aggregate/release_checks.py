@@ -1,8 +1,9 @@
 """Audit checks of releases (P6, P7, P8), read from the store and the rows, not from summaries.
 
 Each release's objects are counted under its prefix and compared with its manifest and its row;
-every released clip is decoded and its FLAC metadata parsed; every finished release must appear
-in the audit log with the same counts; no pending clip may be readable under a release prefix.
+every released clip is decoded, re-encoded the service's way and compared byte for byte; every
+finished release must appear in the audit log with the same counts, under a policy the log
+recorded; no pending clip may be readable under a release prefix.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from policies import flac
 from policies.context import RELEASES_PREFIX, AuditContext, release_id_of
 from policies.findings import Finding
 from policies.policy import Policy
+from policies.service import POLICY_LOADED
 from policies.tables import AuditEntry
 
 # --- P6: releases ----------------------------------------------------------------------------
@@ -144,7 +146,7 @@ def _manifest_clip_ids(manifest: dict[str, Any]) -> list[str]:
 
 
 def check_released_media(ctx: AuditContext) -> Iterable[Finding]:
-    """Every released clip decodes as the service's FLAC and carries only the encoder's blocks."""
+    """Every released clip is byte for byte the service's encoding of its own samples."""
     rate = ctx.policy.output_sample_rate
     for key in ctx.released_clip_keys():
         data = ctx.store.get(key)
@@ -153,16 +155,28 @@ def check_released_media(ctx: AuditContext) -> Iterable[Finding]:
         except flac.FlacFormatError as exc:
             yield Finding("released_clip_not_clean_flac", "P7", f"{key}: {exc}", key)
             continue
-        format_problems = flac.format_problems(data, sample_rate=rate)
-        if format_problems:
+        decoded = flac.decode(data, sample_rate=rate)
+        if decoded.problems:
             yield Finding(
-                "released_clip_not_clean_flac", "P7", f"{key}: {', '.join(format_problems)}", key
+                "released_clip_not_clean_flac", "P7", f"{key}: {', '.join(decoded.problems)}", key
             )
         if metadata_problems:
             yield Finding(
                 "released_clip_metadata",
                 "P7",
                 f"{key} carries metadata beyond the encoder's: {', '.join(metadata_problems)}",
+                key,
+            )
+        if decoded.problems or metadata_problems:
+            continue
+        canonical = flac.encode_canonical(decoded.pcm, decoded.sample_rate)
+        differences = flac.canonical_differences(data, canonical)
+        if differences:
+            yield Finding(
+                "released_clip_not_canonical",
+                "P7",
+                f"{key} is not the service's encoding of its own samples: "
+                f"{', '.join(differences)}",
                 key,
             )
 
@@ -212,6 +226,33 @@ def check_release_entries(ctx: AuditContext) -> Iterable[Finding]:
                 "P8",
                 f"the audit entry of release {release.id} disagrees: {'; '.join(differing)}",
                 release.id,
+            )
+
+def check_release_policies(ctx: AuditContext) -> Iterable[Finding]:
+    """Every release's policy hash is the content hash of a ``policy_loaded`` audit entry."""
+    with ctx.database.session() as session:
+        releases = session.execute(
+            sa.select(Release.id, Release.policy_hash).order_by(Release.id)
+        ).all()
+        bodies = session.execute(
+            sa.select(AuditEntry.body).where(AuditEntry.kind == POLICY_LOADED)
+        ).scalars().all()
+    recorded = set()
+    for text in bodies:
+        try:
+            body = json.loads(text)
+        except ValueError:
+            continue
+        if isinstance(body, dict) and isinstance(body.get("content_hash"), str):
+            recorded.add(body["content_hash"])
+    for release_id, policy_hash in releases:
+        if policy_hash not in recorded:
+            yield Finding(
+                "release_policy_unrecorded",
+                "P8",
+                f"release {release_id} was made under a policy (content hash {policy_hash}) "
+                "that the audit log never recorded as loaded",
+                release_id,
             )
 
 # --- P6: pending clips stay pending ----------------------------------------------------------

@@ -27,6 +27,7 @@ _REPORT_ORDER = (
     "bucket_keys",
     "pending_isolation",
     "canaries",
+    "release_policies",
 )
 
 

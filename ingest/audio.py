@@ -1,11 +1,12 @@
 """The audio sanitizer: untrusted bytes in, the service's own FLAC out.
 
 Upholds P7: the upload is decoded to samples, downmixed to mono, resampled to the policy's fixed
-rate and re-encoded as 16-bit FLAC, so no tag, picture, cue point, chunk or encoder fingerprint
-of the upload survives. Bounds are checked from the header before the stream is decoded, and
-decoding never reads more frames than the longest accepted clip, so a tiny file that claims
-hours of audio costs nothing. ``sanitize_audio`` runs in a worker process (see
-``ingest.decoder``): a crash in the native decoder cannot take the API process down.
+rate and re-encoded as 16-bit FLAC in the canonical form of ``policies.flac``, so no tag,
+picture, cue point, chunk or encoder fingerprint of the upload survives. Bounds are checked from
+the header before the stream is decoded, and decoding never reads more frames than the longest
+accepted clip, so a tiny file that claims hours of audio costs nothing. ``sanitize_audio`` runs
+in a worker process (see ``ingest.decoder``): a crash in the native decoder cannot take the API
+process down.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import soundfile as sf
 import soxr
 
 from core.errors import InvalidAudio, UnsupportedAudio
+from policies import flac
 
 MAX_CHANNELS = 8
 SILENCE_DBFS = -120.0
@@ -111,10 +113,8 @@ def _check_header(handle: sf.SoundFile, sample_rate: int, limits: AudioLimits) -
 
 
 def _encode_flac(mono: np.ndarray, sample_rate: int) -> bytes:
-    buffer = io.BytesIO()
     # 16-bit samples made here (as libsndfile would: scale by 32767, round) cost a third of
     # libsndfile's own float conversion; ``mono`` is already clipped to [-1, 1].
     pcm = np.rint(mono * 32767.0).astype(np.int16)
-    # The fastest FLAC level: a few percent larger files for a third less encoding time.
-    sf.write(buffer, pcm, sample_rate, format="FLAC", subtype="PCM_16", compression_level=0.0)
-    return buffer.getvalue()
+    # The auditor re-encodes every released clip the same way and compares bytes (P7).
+    return flac.encode_canonical(pcm, sample_rate)

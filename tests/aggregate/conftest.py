@@ -25,7 +25,7 @@ from chorus.devservers import provision_postgres_database
 from core.db import Database
 from core.storage import BlobStore, open_store
 from policies.audit import verify_chain
-from policies.policy import Policy, load_policy
+from policies.policy import POLICY_DIR, Policy, load_policy
 from policies.tables import AuditEntry
 from tests.keys import catalog_exercise, keys_for
 
@@ -190,6 +190,27 @@ def release_audit_entries(database: Database) -> list[dict[str, object]]:
                 sa.select(AuditEntry.body).where(AuditEntry.kind == "release")
             ).scalars()
         ]
+
+
+def audit_log(database: Database) -> list[tuple[str, dict[str, object]]]:
+    """Every audit entry as (kind, body), in chain order, after checking the chain."""
+    with database.session() as session:
+        assert verify_chain(session).ok
+        return [
+            (kind, json.loads(body))
+            for kind, body in session.execute(
+                sa.select(AuditEntry.kind, AuditEntry.body).order_by(AuditEntry.seq)
+            ).all()
+        ]
+
+
+def write_policy(folder: Path, *, k: int) -> Path:
+    """The demo policy file with another ``k``, written to ``folder`` as ``policy.toml``."""
+    text = (POLICY_DIR / "demo.toml").read_text(encoding="utf-8")
+    assert "k = 5\n" in text
+    path = folder / "policy.toml"
+    path.write_text(text.replace("k = 5\n", f"k = {k}\n"), encoding="utf-8")
+    return path
 
 
 @pytest.fixture

@@ -23,8 +23,18 @@ from chorus.cli import app as chorus
 from core.auth import Role
 from core.db import Database
 from core.settings import Settings, reset_settings_cache
-from core.storage import open_store
-from tests.aggregate.conftest import Seed
+from core.storage import BlobStore, open_store
+from ingest.audio import sanitize_audio
+from ingest.service import audio_limits
+from policies.policy import Policy, load_policy
+from tests.aggregate.conftest import (
+    SPEAKERS,
+    FlacClip,
+    Seed,
+    audit_log,
+    seed_clip,
+    write_policy,
+)
 from tests.keys import keys_for
 
 runner = CliRunner()
@@ -67,6 +77,59 @@ def test_release_dry_run_changes_nothing_then_release_releases(
     assert "released: 1 batch(es)" in result.output
     assert "exercise digit-3: 5 clip(s), 5 contributor(s)" in result.output
     assert len(list(store.list("pending/"))) == 2  # digit-4 waits for k
+
+
+def _seed_sanitized(
+    database: Database, store: BlobStore, fsdd_dir: Path, policy: Policy, *, digit: int
+) -> None:
+    """Two learners' clips of ``digit-<digit>`` as the upload path stores them."""
+    for speaker in SPEAKERS[:2]:
+        clip = sanitize_audio(
+            (fsdd_dir / f"{digit}_{speaker}_0.wav").read_bytes(), audio_limits(policy)
+        )
+        seed_clip(
+            database, store, exercise_id=f"digit-{digit}", learner_id=f"learner-{speaker}",
+            clip=FlacClip(speaker, clip.flac, clip.duration_s, clip.sample_rate,
+                          clip.loudness_dbfs),
+        )
+
+
+def test_release_under_a_policy_file_records_that_policy_first(
+    cli_settings: Settings, fsdd_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    policy_path = write_policy(tmp_path, k=2)
+    policy = load_policy(str(policy_path))
+    policy_hash = policy.content_hash
+    monkeypatch.setenv("CHORUS_POLICY", str(policy_path))
+    database = Database(cli_settings.database_url)
+    database.upgrade()
+    store = open_store(cli_settings.storage_url)
+    _seed_sanitized(database, store, fsdd_dir, policy, digit=3)
+
+    result = runner.invoke(chorus, ["release", "--dry-run"])
+    assert result.exit_code == 0, result.output
+    assert audit_log(database) == []  # a dry run changes nothing, not even the log
+
+    result = runner.invoke(chorus, ["release"])
+    assert result.exit_code == 0, result.output
+    assert "exercise digit-3: 2 clip(s), 2 contributor(s)" in result.output
+    kinds = [kind for kind, _ in audit_log(database)]
+    assert kinds == ["policy_loaded", "release"]
+    (_, loaded), (_, release) = audit_log(database)
+    assert loaded["content_hash"] == policy_hash
+    assert loaded["policy"]["k"] == 2  # type: ignore[index]
+    assert release["policy_hash"] == policy_hash
+
+    _seed_sanitized(database, store, fsdd_dir, policy, digit=4)
+    result = runner.invoke(chorus, ["release"])
+    assert result.exit_code == 0, result.output
+    assert [kind for kind, _ in audit_log(database)] == ["policy_loaded", "release", "release"]
+    database.dispose()
+
+    reset_settings_cache()
+    result = runner.invoke(chorus, ["audit", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["findings"] == []
 
 
 @pytest.fixture

@@ -53,6 +53,7 @@ def test_clean_state_passes_everywhere(
         "audit_chain",
         "bucket_keys",
         "pending_isolation",
+        "release_policies",
     }
     body = verify_api()
     assert body["ok"] is True
@@ -177,6 +178,88 @@ def test_released_object_in_another_format(
     assert_exactly({"released_clip_not_clean_flac"}, run_audit_cli, verify_api)
 
 
+def _flac_blocks(data: bytes) -> tuple[list[tuple[int, bytes]], bytes]:
+    """A FLAC stream's metadata blocks as (type, body), and the audio frames after them."""
+    assert data[:4] == b"fLaC"
+    blocks, offset = [], 4
+    while True:
+        header, length = data[offset], int.from_bytes(data[offset + 1 : offset + 4], "big")
+        blocks.append((header & 0x7F, data[offset + 4 : offset + 4 + length]))
+        offset += 4 + length
+        if header & 0x80:
+            return blocks, data[offset:]
+
+
+def _flac_join(blocks: list[tuple[int, bytes]], frames: bytes) -> bytes:
+    out = b"fLaC"
+    for n, (kind, body) in enumerate(blocks):
+        last = 0x80 if n == len(blocks) - 1 else 0
+        out += bytes([kind | last]) + len(body).to_bytes(3, "big") + body
+    return out + frames
+
+
+def _with_vendor(data: bytes, vendor: bytes) -> bytes:
+    blocks, frames = _flac_blocks(data)
+    comment = b"".join([len(vendor).to_bytes(4, "little"), vendor, (0).to_bytes(4, "little")])
+    return _flac_join([(4, comment) if kind == 4 else (kind, body) for kind, body in blocks],
+                      frames)
+
+
+def _doctored(data: bytes, how: str) -> bytes:
+    """A released clip hiding ``learner-000`` where the metadata check used to let it pass."""
+    secret = b"learner-000 2026-11-21T09:14:03"
+    blocks, frames = _flac_blocks(data)
+    comment = next(body for kind, body in blocks if kind == 4)
+    vendor = comment[4 : 4 + int.from_bytes(comment[:4], "little")]
+    if how == "vendor_same_length":
+        return _with_vendor(data, secret[: len(vendor)].ljust(len(vendor), b" "))
+    if how == "vendor_longer":
+        return _with_vendor(data, vendor + b" " + secret)
+    if how == "padding":
+        return _flac_join([*blocks, (1, secret + bytes(64))], frames)
+    assert how == "appended"
+    return data + secret
+
+
+@pytest.mark.parametrize(
+    ("how", "named"),
+    [
+        ("vendor_same_length", "vendor string"),
+        ("vendor_longer", "vendor string"),
+        ("padding", "PADDING block"),
+        ("appended", "31 byte(s) after the last audio frame"),
+    ],
+)
+def test_data_hidden_in_a_clip_that_still_decodes(
+    audited: AuditedState, run_audit_cli: RunAudit, verify_api: VerifyApi, how: str, named: str
+) -> None:
+    key = audited.released_clip_keys()[0]
+    clean = audited.store.get(key)
+    doctored = _doctored(clean, how)
+    assert doctored != clean
+    # Still the same audio, and nothing the metadata parser calls a tag.
+    original, _ = sf.read(io.BytesIO(clean), dtype="int16")
+    assert (sf.read(io.BytesIO(doctored), dtype="int16")[0] == original).all()
+    audited.store.put(key, doctored)
+    findings = assert_exactly({"released_clip_not_canonical"}, run_audit_cli, verify_api)
+    assert findings[0]["subject"] == key
+    assert named in findings[0]["message"]
+    assert "learner-000" not in findings[0]["message"]
+
+
+def test_a_clip_reencoded_at_another_level(
+    audited: AuditedState, run_audit_cli: RunAudit, verify_api: VerifyApi
+) -> None:
+    # Same samples, same blocks, but not the service's encoder settings: the frames differ.
+    key = audited.released_clip_keys()[0]
+    samples, rate = sf.read(io.BytesIO(audited.store.get(key)), dtype="int16")
+    other = io.BytesIO()
+    sf.write(other, samples, rate, format="FLAC", subtype="PCM_16", compression_level=1.0)
+    audited.store.put(key, other.getvalue())
+    findings = assert_exactly({"released_clip_not_canonical"}, run_audit_cli, verify_api)
+    assert "audio frames differ" in findings[0]["message"]
+
+
 def test_tampered_audit_entry(
     audited: AuditedState, run_audit_cli: RunAudit, verify_api: VerifyApi
 ) -> None:
@@ -208,6 +291,21 @@ def test_release_missing_from_the_log(
     audited.sql("DELETE FROM audit_entries WHERE kind = 'release'")
     audited.rehash_chain()
     assert_exactly({"release_not_audited"}, run_audit_cli, verify_api)
+
+
+def test_release_under_a_policy_never_recorded(
+    audited: AuditedState, run_audit_cli: RunAudit, verify_api: VerifyApi
+) -> None:
+    # The chain is intact; the release claims a policy whose load the log never saw.
+    weaker = audited.policy.model_copy(update={"k": 2})
+    assert weaker.content_hash != audited.policy.content_hash
+    audited.sql(
+        "UPDATE releases SET policy_hash = :hash WHERE id = :id",
+        hash=weaker.content_hash, id=audited.release_id,
+    )
+    findings = assert_exactly({"release_policy_unrecorded"}, run_audit_cli, verify_api)
+    assert findings[0]["subject"] == audited.release_id
+    assert weaker.content_hash in findings[0]["message"]
 
 
 def test_timestamp_column_added_to_pending_clips(

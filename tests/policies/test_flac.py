@@ -111,3 +111,32 @@ def test_other_formats_and_garbage(clean: bytes) -> None:
     assert flac.format_problems(b"fLaC" + b"\x00" * 40, sample_rate=16000) == [
         "does not decode as audio"
     ]
+
+
+def test_the_sanitizers_output_is_the_canonical_encoding_of_its_samples(clean: bytes) -> None:
+    decoded = flac.decode(clean, sample_rate=16000)
+    assert decoded.problems == []
+    again = flac.encode_canonical(decoded.pcm, decoded.sample_rate)
+    assert again == clean
+    assert flac.encode_canonical(decoded.pcm, decoded.sample_rate) == again
+    assert flac.read_metadata(clean).blocks == ("STREAMINFO", "VORBIS_COMMENT")
+    assert flac.canonical_differences(clean, again) == []
+
+
+def test_canonical_differences_name_padding_and_appended_bytes(
+    clean: bytes, tmp_path: Path
+) -> None:
+    padded = _edit(clean, tmp_path, "padding_only")
+    problems = flac.canonical_differences(padded, clean)
+    assert (
+        "metadata blocks STREAMINFO, VORBIS_COMMENT, PADDING, not STREAMINFO, VORBIS_COMMENT"
+        in problems
+    )
+    assert flac.canonical_differences(clean + b"hidden", clean) == [
+        "6 byte(s) after the last audio frame"
+    ]
+
+
+def test_canonical_encoding_takes_only_mono_16_bit_samples() -> None:
+    with pytest.raises(ValueError, match="mono int16"):
+        flac.encode_canonical(np.zeros(1600, dtype=np.float32), 16000)
