@@ -27,6 +27,9 @@ _REPORT_ORDER = (
     "bucket_keys",
     "pending_isolation",
     "canaries",
+    "file_modes",
+    "sqlite_pragmas",
+    "clip_table_rowid",
 )
 
 
