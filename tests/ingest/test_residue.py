@@ -72,7 +72,8 @@ def test_withdrawn_and_released_clips_leave_no_residue_in_sqlite_files(
 
     database = Path(settings.database_url.removeprefix("sqlite:///"))
     wal = Path(f"{database}-wal")
-    assert wal.exists() and wal.stat().st_size == 0
+    assert wal.exists()
+    assert wal.stat().st_size == 0
     everything = b"".join(path.read_bytes() for path in _database_files(settings))
     assert [value for value in gone if value in everything] == []
     # Not vacuous: the clip that is still pending is plainly there.
