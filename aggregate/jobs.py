@@ -28,6 +28,7 @@ from aggregate.release import (
     release_ready_buckets,
     unfinished_bucket_ids,
 )
+from aggregate.residue import purge_residue
 from aggregate.retention import (
     PurgeOutcome,
     advance_cycle,
@@ -94,6 +95,8 @@ def run_release_cycle(
         released, release_failure = [], exc
     purged = purge_expired_buckets(database, store, policy, keys=keys, batch_size=batch_size)
     if release_failure is not None:
+        if purged:
+            purge_residue(database, store)
         raise release_failure
     with database.session(write=True) as session:
         cycle = current_cycle(session)
@@ -102,6 +105,9 @@ def run_release_cycle(
             "release cycle",
             extra={"cycle": cycle, "released": len(released), "purged": len(purged)},
         )
+    if released or purged:
+        # Last: the deleted pending rows and objects must not survive in files (P3, P4).
+        purge_residue(database, store)
     return CycleReport(cycle=cycle, advanced=advanced is not None, released=released,
                        purged=purged)
 

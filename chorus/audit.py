@@ -28,6 +28,9 @@ _REPORT_ORDER = (
     "pending_isolation",
     "canaries",
     "release_policies",
+    "file_modes",
+    "sqlite_pragmas",
+    "clip_table_rowid",
 )
 
 

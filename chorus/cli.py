@@ -9,6 +9,7 @@ import typer
 
 from core.auth import Role, create_key
 from core.errors import ChorusError, DatabaseUnavailable, StorageUnavailable
+from core.files import set_private_umask
 from core.settings import get_settings
 
 app = typer.Typer(
@@ -131,6 +132,9 @@ _register_domains()
 
 
 def main() -> None:
+    # Before anything is written: every file of this process and of the processes it starts
+    # (upload workers, the job process, uvicorn workers inherit the mask) is private (P3).
+    set_private_umask()
     try:
         app()
     except ChorusError as exc:

@@ -144,15 +144,23 @@ class SeaweedServer:
         return f"http://{LOOPBACK}:{self._ports['s3']}"
 
     @property
+    def master_url(self) -> str:
+        if not self._ports:
+            raise StorageUnavailable("the SeaweedFS server has not been started")
+        return f"http://{LOOPBACK}:{self._ports['master']}"
+
+    @property
     def ports(self) -> dict[str, int]:
         return dict(self._ports)
 
     def storage_url(self, bucket: str) -> str:
-        """A ``CHORUS_STORAGE_URL`` for ``bucket`` on this server (carries the static key)."""
+        """A ``CHORUS_STORAGE_URL`` for ``bucket`` on this server (carries the static key, and
+        the master that compacts volumes after deletes)."""
         return (
             f"s3://{bucket}?endpoint_url={quote(self.endpoint_url, safe=':/')}"
             f"&region={self.region}&access_key={quote(self.access_key, safe='')}"
             f"&secret_key={quote(self.secret_key, safe='')}"
+            f"&seaweedfs_master={quote(self.master_url, safe=':/')}"
         )
 
     def client(self) -> S3Client:

@@ -1,13 +1,19 @@
-"""Database engine, sessions and schema migrations (SQLite by default, PostgreSQL for scale)."""
+"""Database engine, sessions and schema migrations (SQLite by default, PostgreSQL for scale).
+
+Residue (P3, P4): SQLite connections zero deleted content (``secure_delete``), its files are
+``0600`` (``-wal`` and ``-shm`` take the database file's mode), and ``purge_residue`` empties
+the WAL (SQLite) or vacuums dead tuples out of the clip tables (PostgreSQL).
+"""
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import logging
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,10 +22,11 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import event
 from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
+from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
 from core.errors import ConfigurationError, DatabaseUnavailable
+from core.files import FILE_MODE, make_private_dir, make_private_file, restrict
 
 _NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -33,6 +40,10 @@ _MIGRATION_LOCK = 0x43484D47  # "CHMG"
 WRITE_OPTION = "chorus_write"
 WRITER_QUEUE_TIMEOUT_S = 10.0
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+# A WAL checkpoint waits this long for readers per try, and tries this often.
+CHECKPOINT_BUSY_MS = 250
+CHECKPOINT_ATTEMPTS = 8
+_logger = logging.getLogger("chorus.db")
 
 
 class Base(DeclarativeBase):
@@ -55,6 +66,8 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA busy_timeout=10000")
+    # Deleted rows are overwritten with zeros, in the page and on the free list (P3, P4).
+    cursor.execute("PRAGMA secure_delete=ON")
     cursor.close()
 
 
@@ -78,7 +91,7 @@ def make_engine(url: str) -> Engine:
     if backend == "sqlite":
         database = parsed.database
         if database and database != ":memory:":
-            Path(database).parent.mkdir(parents=True, exist_ok=True)
+            _prepare_sqlite_file(Path(database))
         engine = sa.create_engine(parsed, connect_args={"timeout": 10})
         event.listen(engine, "connect", _sqlite_pragmas)
         event.listen(engine, "begin", _sqlite_begin)
@@ -100,6 +113,15 @@ def make_engine(url: str) -> Engine:
     raise ConfigurationError(
         f"unsupported database {backend!r}: use sqlite:///PATH or postgresql+psycopg://..."
     )
+
+
+def _prepare_sqlite_file(path: Path) -> None:
+    """The database file exists as ``0600`` (in a ``0700`` folder when Chorus creates it) before
+    SQLite first opens it: SQLite gives ``-wal`` and ``-shm`` the database file's mode."""
+    make_private_dir(path.parent)
+    make_private_file(path)
+    for suffix in ("-wal", "-shm", "-journal"):
+        restrict(Path(f"{path}{suffix}"), FILE_MODE)
 
 
 class _FifoLock:
@@ -290,6 +312,85 @@ class Database:
         """Readiness probe: raises DatabaseUnavailable when the database does not answer."""
         with translate_db_errors(), self.engine.connect() as connection:
             connection.execute(sa.text("SELECT 1"))
+
+    @property
+    def sqlite_file(self) -> Path | None:
+        """The SQLite database's file (None for PostgreSQL and in-memory SQLite)."""
+        return Path(self._sqlite_file) if self._sqlite_file is not None else None
+
+    def secure_delete_enabled(self) -> bool | None:
+        """Whether a connection of this engine has SQLite's ``secure_delete`` on (None: not
+        SQLite; PostgreSQL's dead tuples are ``purge_residue``'s matter)."""
+        if self.engine.dialect.name != "sqlite":
+            return None
+        with self.engine.connect() as connection:
+            return bool(connection.exec_driver_sql("PRAGMA secure_delete").scalar_one())
+
+    def tables_with_rowid(self, tables: Sequence[str]) -> list[str]:
+        """Those of ``tables`` that exist with SQLite's hidden, insert-ordered ``rowid`` (not
+        ``WITHOUT ROWID``); always empty on PostgreSQL, which has no such column."""
+        if self.engine.dialect.name != "sqlite":
+            return []
+        present = set(sa.inspect(self.engine).get_table_names())
+        quote = self.engine.dialect.identifier_preparer.quote
+        found = []
+        with self.engine.connect() as connection:
+            for table in (t for t in tables if t in present):
+                try:
+                    connection.exec_driver_sql(f"SELECT rowid FROM {quote(table)} LIMIT 0")  # noqa: S608
+                except OperationalError:  # "no such column: rowid": a WITHOUT ROWID table
+                    continue
+                found.append(table)
+        return found
+
+    def purge_residue(self, tables: Sequence[str]) -> bool:
+        """Remove what deleted rows of ``tables`` leave in the database's files (P3, P4).
+
+        SQLite: ``secure_delete`` already zeroed them in the database file; a
+        ``wal_checkpoint(TRUNCATE)`` copies the WAL back and empties it to 0 bytes, so the old
+        page images go too. It needs every other connection to read from the database file, so
+        it takes the writer's turn and retries a few times while readers finish.
+        PostgreSQL: ``VACUUM`` of ``tables`` (in autocommit: it cannot run in a transaction)
+        removes dead tuples from their pages; pg_wal and backups are out of its reach.
+
+        Returns whether the purge completed; False when SQLite readers kept the WAL busy.
+        """
+        if self.is_postgres:
+            self._vacuum(tables)
+            return True
+        if self._sqlite_file is None:
+            return True
+        return self._checkpoint_wal()
+
+    def _vacuum(self, tables: Sequence[str]) -> None:
+        quote = self.engine.dialect.identifier_preparer.quote
+        statement = "VACUUM " + ", ".join(quote(table) for table in tables)
+        with (
+            translate_db_errors(),
+            self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection,
+        ):
+            connection.exec_driver_sql(statement)
+
+    def _checkpoint_wal(self) -> bool:
+        with self._writer_turn(True), translate_db_errors():
+            pooled = self.engine.raw_connection()
+            try:
+                # The driver connection itself: no BEGIN, as a checkpoint must run outside one.
+                sqlite = pooled.driver_connection
+                assert sqlite is not None
+                sqlite.execute(f"PRAGMA busy_timeout={CHECKPOINT_BUSY_MS}")
+                try:
+                    for attempt in range(CHECKPOINT_ATTEMPTS):
+                        busy, _, _ = sqlite.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+                        if not busy:
+                            return True
+                        time.sleep(0.05 * (attempt + 1))
+                finally:
+                    sqlite.execute("PRAGMA busy_timeout=10000")
+            finally:
+                pooled.close()
+        _logger.warning("the WAL checkpoint stayed busy; the next purge retries it")
+        return False
 
     def upgrade(self) -> None:
         upgrade(self.url)

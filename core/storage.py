@@ -17,6 +17,7 @@ The S3 store lives in ``core.storage_s3`` and the in-memory double in ``core.sto
     file://./var/blobs               relative to the working directory
     file:///srv/chorus/blobs         absolute
     s3://bucket?endpoint_url=http://127.0.0.1:8333&region=us-east-1[&access_key=…&secret_key=…]
+        [&seaweedfs_master=http://127.0.0.1:9333]   (compacts volumes after deletes)
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from typing import TYPE_CHECKING, BinaryIO, Protocol, runtime_checkable
 from urllib.parse import urlsplit
 
 from core.errors import BlobNotFound, ConfigurationError, StorageUnavailable
+from core.files import DIR_MODE, make_private_dir, restrict
 
 DEFAULT_CHUNK_SIZE = 65536
 # Temporary files of in-flight writes carry this prefix; no key segment may start with it.
@@ -73,6 +75,10 @@ class BlobStore(Protocol):
 
     def presigned_url(self, key: str, *, expires_s: int) -> str | None:
         """A time-limited URL a client may fetch the object from, or None if unsupported."""
+
+    def compact(self) -> None:
+        """Reclaim the space of deleted objects, so their bytes leave the store's files
+        (P3, P4); a no-op where a delete already removes them."""
 
 
 # --- keys ----------------------------------------------------------------------------------
@@ -152,7 +158,8 @@ class FileBlobStore:
     def __init__(self, root: Path) -> None:
         self.root = Path(root).absolute()
         try:
-            self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+            make_private_dir(self.root)
+            restrict(self.root, DIR_MODE)
         except OSError as exc:
             raise ConfigurationError(
                 f"cannot create the storage directory {self.root}: {exc.strerror}"
@@ -316,6 +323,9 @@ class FileBlobStore:
     def presigned_url(self, key: str, *, expires_s: int) -> str | None:
         validate_key(key)
         return None
+
+    def compact(self) -> None:
+        """Nothing to do: a deleted file's blocks belong to the file system, not the store."""
 
     def _key_of(self, path: Path) -> str:
         return path.relative_to(self.root).as_posix()

@@ -91,6 +91,9 @@ class MemoryBlobStore:
         validate_key(key)
         return None
 
+    def compact(self) -> None:
+        """Nothing to do: a deleted object's bytes are gone with it."""
+
 
 if TYPE_CHECKING:
 

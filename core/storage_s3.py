@@ -5,6 +5,12 @@ interrupted upload never leaves a partial object) and copied server-side with Co
 (a new object, so it carries its own time, P4). Timeouts and retries are short so an
 unreachable endpoint fails in seconds; every transport or endpoint error becomes
 ``StorageUnavailable`` and a missing object ``BlobNotFound``.
+
+Residue (P3, P4): SeaweedFS keeps a deleted object's bytes, with its write time, in the
+volume's ``.dat`` file until the volume is compacted. Given ``seaweedfs_master``, ``compact``
+asks the master to vacuum every volume with any garbage. SeaweedFS's filer deletes an
+object's chunks from the volumes in the background, so a compaction right after a delete may
+find nothing yet; the next one (the next release cycle or withdrawal) takes them.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from typing import TYPE_CHECKING, Literal, NoReturn, cast
 from urllib.parse import unquote, urlsplit
 
 import boto3
+import httpx
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 from urllib3.exceptions import HTTPError as Urllib3Error
@@ -33,10 +40,16 @@ CONNECT_TIMEOUT_S = 2.0
 READ_TIMEOUT_S = 15.0
 MAX_ATTEMPTS = 2  # the first try and one retry
 MAX_PRESIGN_S = 7 * 24 * 3600
+# Compacting rewrites whole volumes: give it longer than an object request.
+VACUUM_TIMEOUT_S = 300.0
+# Any garbage at all: a single deleted clip is a clip too many.
+VACUUM_GARBAGE_THRESHOLD = "0.0001"
 
 AddressingStyle = Literal["auto", "virtual", "path"]
 
-_URL_OPTIONS = frozenset({"endpoint_url", "region", "access_key", "secret_key", "addressing_style"})
+_URL_OPTIONS = frozenset(
+    {"endpoint_url", "region", "access_key", "secret_key", "addressing_style", "seaweedfs_master"}
+)
 _BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _MISSING_OBJECT = frozenset({"NoSuchKey", "404", "NotFound"})
 _MISSING_BUCKET = frozenset({"NoSuchBucket", "404", "NotFound"})
@@ -59,9 +72,11 @@ class S3BlobStore:
         secret_key: str | None = None,
         addressing_style: AddressingStyle | None = None,
         page_size: int = 1000,
+        seaweedfs_master: str | None = None,
     ) -> None:
         self.bucket = bucket
         self.endpoint_url = endpoint_url
+        self.seaweedfs_master = seaweedfs_master.rstrip("/") if seaweedfs_master else None
         self.region = region
         self.page_size = page_size
         config = Config(
@@ -88,7 +103,7 @@ class S3BlobStore:
 
     @classmethod
     def from_url(cls, url: str) -> S3BlobStore:
-        """``s3://bucket?endpoint_url=…&region=…&access_key=…&secret_key=…``.
+        """``s3://bucket?endpoint_url=…&region=…&access_key=…&secret_key=…&seaweedfs_master=…``.
 
         Query values are percent-decoded; a ``+`` stays a ``+`` (secret keys contain them).
         Without ``access_key``/``secret_key`` boto3's usual credential chain applies.
@@ -110,13 +125,8 @@ class S3BlobStore:
             raise ConfigurationError(
                 "the S3 storage URL must give both access_key and secret_key, or neither"
             )
-        endpoint_url = options.get("endpoint_url") or None
-        if endpoint_url is not None:
-            endpoint = urlsplit(endpoint_url)
-            if endpoint.scheme not in ("http", "https") or not endpoint.netloc:
-                raise ConfigurationError(
-                    f"the S3 endpoint_url {endpoint_url!r} must be an http:// or https:// URL"
-                )
+        endpoint_url = _http_url(options, "endpoint_url")
+        seaweedfs_master = _http_url(options, "seaweedfs_master")
         style = options.get("addressing_style")
         if style is not None and style not in ("path", "virtual", "auto"):
             raise ConfigurationError(
@@ -129,6 +139,7 @@ class S3BlobStore:
             access_key=options.get("access_key"),
             secret_key=options.get("secret_key"),
             addressing_style=cast("AddressingStyle | None", style),
+            seaweedfs_master=seaweedfs_master,
         )
 
     def __repr__(self) -> str:
@@ -252,6 +263,29 @@ class S3BlobStore:
                 "get_object", Params={"Bucket": self.bucket, "Key": key}, ExpiresIn=expires_s
             )
 
+    def compact(self) -> None:
+        """Ask the SeaweedFS master to vacuum volumes holding deleted objects (no master: no-op).
+
+        ``StorageUnavailable`` when the master does not answer or refuses.
+        """
+        if self.seaweedfs_master is None:
+            return
+        url = f"{self.seaweedfs_master}/vol/vacuum"
+        try:
+            response = httpx.get(
+                url,
+                params={"garbageThreshold": VACUUM_GARBAGE_THRESHOLD},
+                timeout=httpx.Timeout(VACUUM_TIMEOUT_S, connect=CONNECT_TIMEOUT_S),
+            )
+        except httpx.HTTPError as exc:
+            raise StorageUnavailable(
+                f"SeaweedFS vacuum failed at {self.seaweedfs_master}: {type(exc).__name__}"
+            ) from exc
+        if response.is_error:
+            raise StorageUnavailable(
+                f"SeaweedFS vacuum failed at {self.seaweedfs_master}: HTTP {response.status_code}"
+            )
+
     def close(self) -> None:
         """Release the connection pool (the store is unusable afterwards)."""
         self._client.close()
@@ -284,6 +318,15 @@ class S3BlobStore:
 
 def _error_code(exc: ClientError) -> str:
     return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+def _http_url(options: dict[str, str], name: str) -> str | None:
+    url = options.get(name) or None
+    if url is not None:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ConfigurationError(f"the S3 {name} {url!r} must be an http:// or https:// URL")
+    return url
 
 
 def _query_options(query: str) -> dict[str, str]:

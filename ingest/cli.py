@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from core.errors import ChorusError
+from core.files import make_private_dir, write_private_bytes
 
 consent_app = typer.Typer(
     help="Consent keys and tokens for development, tests and the demo.", no_args_is_help=True
@@ -28,14 +29,14 @@ def consent_keygen(
     from ingest.consent import generate_keypair
 
     private_pem, public_pem = generate_keypair()
-    out.mkdir(parents=True, exist_ok=True)
+    make_private_dir(out)
     private_path = out / "private.pem"
     if private_path.exists():
         _fail(f"{private_path} exists; refusing to overwrite a key")
     fd = os.open(private_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w", encoding="ascii") as handle:
         handle.write(private_pem)
-    (out / "public.pem").write_text(public_pem, encoding="ascii")
+    write_private_bytes(out / "public.pem", public_pem.encode("ascii"))
     typer.echo(f"wrote {private_path} and {out / 'public.pem'}")
     typer.echo(f"serve with CHORUS_CONSENT_PUBLIC_KEY={out / 'public.pem'}")
 

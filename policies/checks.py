@@ -21,6 +21,11 @@ from policies.canary import scan_for_canaries
 from policies.context import AuditContext
 from policies.findings import Finding
 from policies.policy import Policy
+from policies.residue_checks import (
+    check_clip_table_rowid,
+    check_file_modes,
+    check_sqlite_pragmas,
+)
 
 
 @dataclass(frozen=True)
@@ -90,6 +95,12 @@ CHECKS: tuple[Check, ...] = (
     Check("audit_chain", ("P8",), "the audit hash chain verifies", check_audit_chain),
     Check("canaries", ("P3", "P4"), "no canary string in objects, rows or logs",
           check_canaries, needs_canaries=True),
+    Check("file_modes", ("P3",), "database and file store files are 0600, folders 0700",
+          check_file_modes),
+    Check("sqlite_pragmas", ("P3", "P4"), "SQLite overwrites deleted content (secure_delete)",
+          check_sqlite_pragmas),
+    Check("clip_table_rowid", ("P4",), "pending clip tables have no insertion-ordered rowid",
+          check_clip_table_rowid),
 )
 
 

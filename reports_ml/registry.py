@@ -27,6 +27,7 @@ from typing import Any, Protocol
 from pydantic import BaseModel
 
 from core.errors import InvalidInput, NotFound
+from core.files import DIR_MODE, FILE_MODE, make_private_dir, restrict
 from reports_ml.scoring import HEURISTIC, ModelScorer, ReportScorer, Scorer
 
 __all__ = ["ModelRegistry", "ServingModel", "VersionInfo"]
@@ -105,18 +106,20 @@ class ModelRegistry:
 
     def add(self, model: SavableModel, info: dict[str, Any]) -> VersionInfo:
         """Store ``model`` as the next version (claimed with mkdir, so two writers never clash)."""
-        self.versions_dir.mkdir(parents=True, exist_ok=True)
+        make_private_dir(self.versions_dir)
         taken = [int(p.name) for p in self.versions_dir.iterdir() if p.name.isdigit()]
         number = max(taken, default=0)
         while True:
             number += 1
             folder = self.versions_dir / f"{number:04d}"
             try:
-                folder.mkdir()
+                folder.mkdir(mode=DIR_MODE)
                 break
             except FileExistsError:
                 continue
         model.save(folder / _MODEL_FILE)
+        for written in folder.iterdir():  # the model and its card, whatever the saver's mode
+            restrict(written, FILE_MODE)
         version = VersionInfo.model_validate({**info, "version": folder.name})
         # version.json last: a folder without it is an unfinished write and is not listed.
         _write_atomically(folder / _INFO_FILE, version.model_dump_json(indent=2))
@@ -140,7 +143,7 @@ class ModelRegistry:
         return int(state.get("labels", 0))
 
     def record_training(self, labels: int) -> None:
-        self.root.mkdir(parents=True, exist_ok=True)
+        make_private_dir(self.root)
         _write_atomically(self.root / "training.json", json.dumps({"labels": labels}))
 
 

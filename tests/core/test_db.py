@@ -150,3 +150,94 @@ def test_a_waiter_that_gives_up_does_not_block_the_ones_behind_it() -> None:
     assert got_turn.wait(5)  # the abandoned ticket was skipped
     holder.join(10)
     behind.join(10)
+
+
+# --- residue (P3, P4) ---------------------------------------------------------------------
+
+
+def _scratch(database: Database) -> None:
+    with database.connection(write=True) as connection:
+        connection.exec_driver_sql("CREATE TABLE notes (id TEXT PRIMARY KEY, body TEXT)")
+
+
+def test_purge_residue_leaves_no_deleted_row_in_sqlite_files(tmp_path: Path) -> None:
+    database = Database(f"sqlite:///{tmp_path / 'chorus.db'}")
+    _scratch(database)
+    secret = "deleted-" + os.urandom(12).hex()
+    with database.connection(write=True) as connection:
+        connection.exec_driver_sql("INSERT INTO notes VALUES ('kept', 'still here')")
+        connection.execute(sa.text("INSERT INTO notes VALUES (:s, :s)"), {"s": secret})
+    assert database.purge_residue(["notes"]) is True  # the row now lives in the file itself
+    with database.connection(write=True) as connection:
+        connection.execute(sa.text("DELETE FROM notes WHERE id = :s"), {"s": secret})
+    assert database.purge_residue(["notes"]) is True
+
+    files = [tmp_path / "chorus.db", tmp_path / "chorus.db-wal"]
+    assert (tmp_path / "chorus.db-wal").stat().st_size == 0
+    contents = b"".join(path.read_bytes() for path in files)
+    assert secret.encode() not in contents
+    assert b"still here" in contents
+    database.dispose()
+
+
+def test_purge_residue_waits_for_a_reader_then_empties_the_wal(tmp_path: Path) -> None:
+    database = Database(f"sqlite:///{tmp_path / 'chorus.db'}")
+    _scratch(database)
+    other = Database(database.url)
+    with database.connection(write=True) as connection:
+        connection.exec_driver_sql("INSERT INTO notes VALUES ('a', 'b')")
+    reading = threading.Event()
+
+    def read_for_a_while() -> None:
+        with other.connection() as connection:
+            connection.exec_driver_sql("SELECT count(*) FROM notes").scalar_one()
+            reading.set()
+            time.sleep(0.4)
+
+    reader = threading.Thread(target=read_for_a_while)
+    reader.start()
+    reading.wait(5)
+    started = time.monotonic()
+    assert database.purge_residue(["notes"]) is True
+    reader.join()
+    assert time.monotonic() - started < 5
+    assert (tmp_path / "chorus.db-wal").stat().st_size == 0
+    other.dispose()
+    database.dispose()
+
+
+def test_sqlite_files_are_private_even_under_an_open_umask(tmp_path: Path) -> None:
+    old = os.umask(0o022)
+    try:
+        database = Database(f"sqlite:///{tmp_path / 'var' / 'chorus.db'}")
+        _scratch(database)
+        with database.sidecar_lock("release") as got:
+            assert got
+    finally:
+        os.umask(old)
+    folder = tmp_path / "var"
+    assert folder.stat().st_mode & 0o777 == 0o700
+    modes = {path.name: path.stat().st_mode & 0o777 for path in folder.iterdir()}
+    assert {"chorus.db", "chorus.db-wal", "chorus.db-shm", "chorus.db-writer.lock"} <= set(modes)
+    assert set(modes.values()) == {0o600}
+    assert database.secure_delete_enabled() is True
+    database.dispose()
+
+
+def test_an_existing_open_database_file_is_narrowed_to_0600(tmp_path: Path) -> None:
+    path = tmp_path / "chorus.db"
+    path.touch(mode=0o644)
+    path.chmod(0o644)
+    database = Database(f"sqlite:///{path}")
+    database.check()
+    assert path.stat().st_mode & 0o777 == 0o600
+    database.dispose()
+
+
+def test_tables_with_rowid_names_only_ordinary_tables(tmp_path: Path) -> None:
+    database = Database(f"sqlite:///{tmp_path / 'chorus.db'}")
+    with database.connection(write=True) as connection:
+        connection.exec_driver_sql("CREATE TABLE ordered (id TEXT PRIMARY KEY)")
+        connection.exec_driver_sql("CREATE TABLE unordered (id TEXT PRIMARY KEY) WITHOUT ROWID")
+    assert database.tables_with_rowid(["ordered", "unordered", "absent"]) == ["ordered"]
+    database.dispose()

@@ -481,3 +481,81 @@ def test_file_store_objects_carry_no_write_time(tmp_path: Path) -> None:
     store.copy("pending/a.flac", "releases/r/clips/b.flac")
     for path in (tmp_path / "blobs").rglob("*.flac"):
         assert path.stat().st_mtime == 0
+
+
+# --- residue: compaction (P3, P4) -------------------------------------------------------------
+
+
+def _volume_files_holding(data_dir: Path, pattern: bytes) -> list[Path]:
+    return [path for path in data_dir.rglob("*.dat") if pattern in path.read_bytes()]
+
+
+def test_s3_compaction_removes_deleted_objects_from_seaweedfs_volumes(
+    seaweed: SeaweedServer, s3_store_url: str
+) -> None:
+    store = open_store(s3_store_url)
+    assert isinstance(store, S3BlobStore)
+    assert store.seaweedfs_master == seaweed.master_url
+    pattern = os.urandom(24) * 40
+    store.put("pending/residue-probe", pattern)
+    store.put("pending/kept", b"kept " * 100)
+    store.delete("pending/residue-probe")
+    # A delete alone leaves the bytes (and their write time) in the volume file.
+    assert _volume_files_holding(seaweed.data_dir, pattern)
+
+    # The filer frees a deleted object's chunks in the background: compact until they go.
+    deadline = time.monotonic() + 60
+    while _volume_files_holding(seaweed.data_dir, pattern):
+        assert time.monotonic() < deadline, "the deleted object survived compaction"
+        store.compact()
+        time.sleep(0.5)
+    assert store.get("pending/kept") == b"kept " * 100
+
+
+def test_s3_compaction_without_a_master_and_on_other_stores_changes_nothing(
+    tmp_path: Path,
+) -> None:
+    s3 = S3BlobStore.from_url("s3://chorus?endpoint_url=http://127.0.0.1:1&region=us-east-1")
+    s3.compact()  # no master configured: no request at all
+    files = FileBlobStore(tmp_path / "blobs")
+    files.put("a/b", b"x")
+    files.compact()
+    memory = MemoryBlobStore()
+    memory.put("a", b"y")
+    memory.compact()
+    assert (files.get("a/b"), memory.get("a")) == (b"x", b"y")
+
+
+def test_s3_compaction_reports_an_unreachable_master() -> None:
+    url = (
+        "s3://chorus?endpoint_url=http://127.0.0.1:1&region=us-east-1"
+        "&seaweedfs_master=http://127.0.0.1:1"
+    )
+    with pytest.raises(StorageUnavailable, match="vacuum"):
+        S3BlobStore.from_url(url).compact()
+
+
+def test_s3_seaweedfs_master_must_be_an_http_url() -> None:
+    with pytest.raises(ConfigurationError, match="seaweedfs_master"):
+        S3BlobStore.from_url("s3://chorus?seaweedfs_master=ftp://host")
+
+
+def test_file_store_narrows_an_open_root_and_writes_private_files(tmp_path: Path) -> None:
+    root = tmp_path / "blobs"
+    root.mkdir(mode=0o755)
+    root.chmod(0o755)
+    store = FileBlobStore(root)
+    store.put("pending/x/y", b"z")
+    assert root.stat().st_mode & 0o777 == 0o700
+    assert (root / "pending").stat().st_mode & 0o777 == 0o700
+    assert (root / "pending" / "x" / "y").stat().st_mode & 0o777 == 0o600
+
+
+def test_file_store_creates_missing_parents_private(tmp_path: Path) -> None:
+    old = os.umask(0o022)
+    try:
+        FileBlobStore(tmp_path / "var" / "blobs")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "var").stat().st_mode & 0o777 == 0o700
+    assert (tmp_path / "var" / "blobs").stat().st_mode & 0o777 == 0o700

@@ -1,0 +1,73 @@
+"""Private files and folders: what the service writes is readable by its own user only (P3).
+
+An attacker with a local account must not read the database, its WAL (which holds deleted
+rows until a checkpoint), pending clips or keys. Every file the service creates is ``0600`` in
+folders of ``0700``; the process umask (``PRIVATE_UMASK``, set by the ``chorus`` entry point)
+covers files made by libraries, and these helpers make it explicit where Chorus creates them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+
+PRIVATE_UMASK = 0o077
+FILE_MODE = 0o600
+DIR_MODE = 0o700
+# Bits that let anyone but the owner read, write or enter.
+OTHERS_BITS = 0o077
+
+
+def set_private_umask() -> int:
+    """Make files and folders created from now on private to this user; returns the old mask.
+
+    Child processes (fork, spawn, forkserver: fork + exec) inherit the mask.
+    """
+    return os.umask(PRIVATE_UMASK)
+
+
+def make_private_dir(path: Path) -> Path:
+    """Create ``path`` and any missing parents as ``0700`` folders (existing ones are left)."""
+    path = Path(path)
+    missing: list[Path] = []
+    current = path
+    while not current.exists():
+        missing.append(current)
+        if current.parent == current:
+            break
+        current = current.parent
+    for folder in reversed(missing):
+        with contextlib.suppress(FileExistsError):
+            folder.mkdir(mode=DIR_MODE)
+            # mkdir's mode passes through the umask; chmod states it exactly.
+            folder.chmod(DIR_MODE)
+    return path
+
+
+def make_private_file(path: Path) -> Path:
+    """Create ``path`` empty as ``0600`` if absent; an existing file is narrowed to ``0600``."""
+    path = Path(path)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+    except FileExistsError:
+        restrict(path, FILE_MODE)
+    else:
+        os.close(fd)
+    return path
+
+
+def restrict(path: Path, mode: int) -> None:
+    """Narrow ``path`` to ``mode`` if others may use it; a file owned by someone else is left
+    for the auditor's ``file_modes`` check to report."""
+    with contextlib.suppress(FileNotFoundError, PermissionError):
+        if os.stat(path).st_mode & OTHERS_BITS:
+            os.chmod(path, mode)
+
+
+def write_private_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` (created ``0600``, or narrowed to it when it exists)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
+    with os.fdopen(fd, "wb") as handle:
+        os.fchmod(handle.fileno(), FILE_MODE)
+        handle.write(data)
