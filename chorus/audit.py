@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from aggregate import checks as aggregate_checks
+from chorus import checks as chorus_checks
 from core.db import Database
 from core.storage import BlobStore
 from policies import checks as policies_checks
@@ -27,6 +28,7 @@ _REPORT_ORDER = (
     "bucket_keys",
     "pending_isolation",
     "canaries",
+    "metrics_exposition",
 )
 
 
@@ -37,7 +39,7 @@ def _compose(*domains: Sequence[Check]) -> tuple[Check, ...]:
     return tuple(by_name[name] for name in _REPORT_ORDER)
 
 
-AUDIT_CHECKS = _compose(aggregate_checks.CHECKS, policies_checks.CHECKS)
+AUDIT_CHECKS = _compose(aggregate_checks.CHECKS, policies_checks.CHECKS, chorus_checks.CHECKS)
 
 
 def run_audit(
