@@ -59,7 +59,7 @@ def _serve(env: dict[str, str], tmp_path: Path) -> subprocess.CompletedProcess[s
     }
     base.update(env)
     return subprocess.run(
-        [sys.executable, "-m", "core", "serve"],
+        [sys.executable, "-m", "chorus", "serve"],
         env=base,
         capture_output=True,
         text=True,
