@@ -15,6 +15,7 @@ from aggregate.routes import audit_router as aggregate_audit_router
 from aggregate.routes import router as aggregate_router
 from chorus.routes import router as verify_router
 from core.db import Database
+from core.deps import OperatorOrAuditorRole
 from core.errors import ChorusError, ConfigurationError
 from core.handlers import PROBLEM_RESPONSES, install_error_handlers, problem_response
 from core.keystore import open_key_store
@@ -159,8 +160,10 @@ def _add_operational_routes(app: FastAPI) -> None:
             )
         return {"status": "ready", "checks": checks}
 
+    # Counter steps between scrapes still say roughly when uploads arrived (P4): operators and
+    # auditors only (P11).
     @app.get("/metrics", tags=["operations"], include_in_schema=False)
-    def metrics() -> Response:
+    def metrics(_role: OperatorOrAuditorRole) -> Response:
         body, content_type = render_metrics()
         return Response(body, media_type=content_type)
 

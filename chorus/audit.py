@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from aggregate import checks as aggregate_checks
+from chorus import checks as chorus_checks
 from core.db import Database
 from core.storage import BlobStore
 from policies import checks as policies_checks
@@ -31,6 +32,7 @@ _REPORT_ORDER = (
     "file_modes",
     "sqlite_pragmas",
     "clip_table_rowid",
+    "metrics_exposition",
 )
 
 
@@ -41,7 +43,7 @@ def _compose(*domains: Sequence[Check]) -> tuple[Check, ...]:
     return tuple(by_name[name] for name in _REPORT_ORDER)
 
 
-AUDIT_CHECKS = _compose(aggregate_checks.CHECKS, policies_checks.CHECKS)
+AUDIT_CHECKS = _compose(aggregate_checks.CHECKS, policies_checks.CHECKS, chorus_checks.CHECKS)
 
 
 def run_audit(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import sys
 from typing import Annotated
 
@@ -48,6 +49,7 @@ def serve(
 
     from chorus.app import prepare
     from core.logs import configure_logging
+    from core.metrics import multiprocess_metrics_dir
 
     settings = get_settings()
     configure_logging(settings.log_level)
@@ -62,7 +64,8 @@ def serve(
         fail(f"the store at {_redacted(settings.storage_url)} does not answer")
     except ChorusError as exc:
         fail(exc.detail)
-    uvicorn.run(
+    run = functools.partial(
+        uvicorn.run,
         "chorus.app:create_app_from_env",
         factory=True,
         host=host or settings.host,
@@ -73,6 +76,12 @@ def serve(
         proxy_headers=False,
         server_header=False,
     )
+    if workers == 1:
+        run()  # in this process, whose counters are the whole exposition
+        return
+    # Worker processes count into files of one directory; /metrics sums them.
+    with multiprocess_metrics_dir():
+        run()
 
 
 @db_app.command("upgrade")

@@ -16,7 +16,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from core.metrics import REQUESTS
+from core.metrics import REQUESTS, is_counted
 
 ACCESS_LOGGER = "chorus.access"
 _RESERVED = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"color_message"}
@@ -85,7 +85,8 @@ class AccessLogMiddleware:
         finally:
             route = scope.get("route")
             path = getattr(route, "path", None) or "<unmatched>"
-            REQUESTS.labels(route=path, status=str(status)).inc()
+            if is_counted(scope):
+                REQUESTS.labels(route=path, status=str(status)).inc()
             if not quiet:
                 self._log(scope["method"], path, status, started)
 

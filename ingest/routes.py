@@ -21,7 +21,8 @@ from starlette.concurrency import run_in_threadpool
 
 from core.db import Database
 from core.deps import DatabaseDep, KeyStoreDep, StoreDep
-from core.errors import ChorusError, UploadTimeout
+from core.errors import ChorusError, MinorRefused, UploadTimeout
+from core.metrics import leave_uncounted
 from exercises.catalog import eligibility_cache
 from ingest import metrics, service
 from ingest.consent import bearer_token, check_age, verify_consent
@@ -120,6 +121,10 @@ async def upload_clip(
                 key_store_url=request.app.state.settings.key_store_url,
             )
         )
+    except MinorRefused:
+        # A minor's attempt is neither stored, counted nor logged (P2).
+        leave_uncounted(request.scope)
+        raise
     except ChorusError as exc:
         metrics.UPLOADS.labels(outcome=exc.code).inc()
         raise

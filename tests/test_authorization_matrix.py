@@ -55,7 +55,7 @@ ACCESS: dict[tuple[str, str], str | frozenset[Role]] = {
     # operations and API description
     ("GET", "/healthz"): PUBLIC,
     ("GET", "/readyz"): PUBLIC,
-    ("GET", "/metrics"): PUBLIC,
+    ("GET", "/metrics"): frozenset({R.ADMIN, R.AUDITOR}),
     ("GET", "/openapi.json"): PUBLIC,
     ("GET", "/docs"): PUBLIC,
     ("GET", "/docs/oauth2-redirect"): PUBLIC,

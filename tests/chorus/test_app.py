@@ -15,14 +15,11 @@ from core.errors import ConfigurationError
 from core.settings import Settings
 
 
-def test_healthz_readyz_and_metrics(client: TestClient) -> None:
+def test_healthz_and_readyz(client: TestClient) -> None:
     assert client.get("/healthz").json() == {"status": "ok"}
     ready = client.get("/readyz")
     assert ready.status_code == 200
     assert ready.json()["checks"] == {"database": "ok", "storage": "ok"}
-    metrics = client.get("/metrics")
-    assert metrics.status_code == 200
-    assert "chorus_http_requests" in metrics.text
 
 
 def test_readyz_reports_an_unreachable_database(make_settings: Callable[..., Settings]) -> None:
@@ -62,7 +59,7 @@ def _serve(env: dict[str, str], tmp_path: Path) -> subprocess.CompletedProcess[s
     }
     base.update(env)
     return subprocess.run(
-        [sys.executable, "-m", "core", "serve"],
+        [sys.executable, "-m", "chorus", "serve"],
         env=base,
         capture_output=True,
         text=True,

@@ -97,10 +97,13 @@ ServerFactory = Callable[..., ChorusProcess]
 def chorus_server(
     tmp_path: Path, consent_keys: ConsentKeys, policy_file: Path
 ) -> Iterator[ServerFactory]:
-    """``chorus_server(database_url=…, storage_url=…, **CHORUS_overrides)``: not yet started."""
+    """``chorus_server(database_url=…, storage_url=…, workers=1, **CHORUS_overrides)``: not yet
+    started."""
     made: list[ChorusProcess] = []
 
-    def factory(*, database_url: str, storage_url: str, **overrides: str) -> ChorusProcess:
+    def factory(
+        *, database_url: str, storage_url: str, workers: int = 1, **overrides: str
+    ) -> ChorusProcess:
         index = len(made)
         env = {
             "CHORUS_DATABASE_URL": database_url,
@@ -112,7 +115,7 @@ def chorus_server(
             "CHORUS_MODEL_DIR": str(tmp_path / "models"),
             **{f"CHORUS_{name.upper()}": value for name, value in overrides.items()},
         }
-        server = ChorusProcess(env, tmp_path / f"serve-{index}.log")
+        server = ChorusProcess(env, tmp_path / f"serve-{index}.log", workers=workers)
         made.append(server)
         return server
 

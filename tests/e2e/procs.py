@@ -58,10 +58,18 @@ def descendants(pid: int) -> list[int]:
 class ChorusProcess:
     """One ``chorus serve`` on loopback with the given ``CHORUS_*`` environment."""
 
-    def __init__(self, env: dict[str, str], log_path: Path, *, port: int | None = None) -> None:
+    def __init__(
+        self,
+        env: dict[str, str],
+        log_path: Path,
+        *,
+        port: int | None = None,
+        workers: int = 1,
+    ) -> None:
         self.env = env
         self.log_path = log_path
         self.port = port or free_port()
+        self.workers = workers
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -89,8 +97,8 @@ class ChorusProcess:
         base = {k: v for k, v in os.environ.items() if not k.startswith("CHORUS_")}
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "core", "serve", "--host", LOOPBACK,
-                 "--port", str(self.port)],
+                [sys.executable, "-m", "chorus", "serve", "--host", LOOPBACK,
+                 "--port", str(self.port), "--workers", str(self.workers)],
                 cwd=REPO_ROOT,
                 env={**base, "CHORUS_LOG_LEVEL": "WARNING", **self.env},
                 stdin=subprocess.DEVNULL,

@@ -11,13 +11,14 @@ from __future__ import annotations
 import io
 import logging
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
+from core.auth import Role
 from core.logs import JsonFormatter
 from tests.ingest.conftest import Mint, Upload
 from tests.ingest.samples import flac_with_comments, mp3_with_id3, wav_with_info
@@ -59,6 +60,7 @@ def test_no_marker_survives_anywhere(
     mint: Mint,
     caplog: pytest.LogCaptureFixture,
     json_log: io.StringIO,
+    auth: Callable[[Role], dict[str, str]],
 ) -> None:
     caplog.set_level(logging.DEBUG)
     markers = _Markers()
@@ -116,7 +118,8 @@ def test_no_marker_survives_anywhere(
         headers={"Authorization": f"Bearer {leaving}", "User-Agent": markers.new("withdrawua")},
     )
     assert withdrawal.json() == {"withdrawn": 1}
-    assert client.get("/metrics").status_code == 200
+    metrics = client.get("/metrics", headers=auth(Role.AUDITOR))
+    assert metrics.status_code == 200
     assert len(list(app.state.store.list("pending/"))) == 3
     markers.all.append("203.0.113.7")
 
@@ -131,6 +134,7 @@ def test_no_marker_survives_anywhere(
     haystacks["caplog"] = caplog.text.encode()
     haystacks["records"] = repr([vars(r) for r in caplog.records]).encode()
     haystacks["json log"] = json_log.getvalue().encode()
+    haystacks["metrics"] = metrics.content
     assert any(name.startswith("blob ") for name in haystacks)
 
     leaks = [
