@@ -141,33 +141,20 @@ def _fsdd_recordings(fsdd: Path | None) -> Path | None:
 
 
 def synthesized_wav(speaker: int, digit: int, take: int = 0) -> bytes:
-    """A speech-like clip: a voiced tone with harmonics, vowel-like formant glides and a
-    noisy onset; pitch depends on the speaker, rhythm and vowels on the digit."""
-    import numpy as np
-    import soundfile as sf
+    """A speech-like clip (see ``chorus.synthetic_voice``): pitch depends on the speaker,
+    length and vowels on the digit and the take."""
+    from chorus.synthetic_voice import voiced_wav
 
-    rate = 8000
-    rng = np.random.default_rng(1000 * speaker + 10 * digit + take)
-    seconds = 0.45 + 0.04 * digit + 0.02 * take
-    t = np.arange(int(seconds * rate)) / rate
-    pitch = 95.0 + 28.0 * speaker + 6.0 * np.sin(2 * np.pi * 3.0 * t)
-    phase = 2 * np.pi * np.cumsum(pitch) / rate
-    formant = 500.0 + 90.0 * digit + 300.0 * t / seconds
-    voiced = sum(
-        (1.0 / h) * np.sin(h * phase) * np.exp(-(((h * pitch - formant) / 400.0) ** 2))
-        for h in range(1, 16)
+    return voiced_wav(
+        seed=1000 * speaker + 10 * digit + take,
+        seconds=0.6 + 0.04 * digit + 0.02 * take,
+        sample_rate=8000,
+        pitch_hz=95.0 + 28.0 * speaker,
     )
-    envelope = np.sin(np.pi * t / seconds) ** 0.6
-    onset = rng.normal(0.0, 0.25, t.size) * np.exp(-t / 0.05)
-    signal = 0.5 * envelope * voiced + onset
-    signal = 0.4 * signal / max(1e-9, float(np.max(np.abs(signal))))
-    buffer = io.BytesIO()
-    sf.write(buffer, signal.astype(np.float32), rate, format="WAV", subtype="PCM_16")
-    return buffer.getvalue()
 
 
 class AudioSource:
-    """Recordings of speaker × digit: FSDD files when present, synthesized tones otherwise."""
+    """Recordings of speaker × digit: FSDD files when present, a synthesized voice otherwise."""
 
     def __init__(self, fsdd: Path | None) -> None:
         self.recordings = _fsdd_recordings(fsdd)
@@ -547,7 +534,7 @@ def run_demo(
     audio = AudioSource(fsdd)
     outcome.audio_source = audio.name
     if audio.recordings is None:
-        echo(f"no FSDD recordings under {fsdd}; synthesizing speech-like tones instead")
+        echo(f"no FSDD recordings under {fsdd}; synthesizing a speech-like voice instead")
     with BackgroundServer(create_app(settings)) as server, httpx.Client(
         base_url=server.url, timeout=60.0
     ) as client:

@@ -21,6 +21,7 @@ Every error a user can see has a stable ``code``; routes never raise ``HTTPExcep
     │   ├── InvalidMetadata          422 invalid_metadata
     │   ├── ExerciseNotEligible      422 exercise_not_eligible
     │   └── InvalidAudio             422 invalid_audio
+    │       └── NoSpeech             422 no_speech
     └── Unavailable                  503 unavailable
         ├── StorageUnavailable       503 storage_unavailable
         ├── DatabaseUnavailable      503 database_unavailable
@@ -145,6 +146,11 @@ class ExerciseNotEligible(InvalidInput):
 class InvalidAudio(InvalidInput):
     code = "invalid_audio"
     title = "Audio outside the accepted bounds"
+
+
+class NoSpeech(InvalidAudio):
+    code = "no_speech"
+    title = "No speech in the audio"
 
 
 class Unavailable(ChorusError):

@@ -4,7 +4,8 @@ Upholds P7: the upload is decoded to samples, downmixed to mono, resampled to th
 rate and re-encoded as 16-bit FLAC in the canonical form of ``policies.flac``, so no tag,
 picture, cue point, chunk or encoder fingerprint of the upload survives. Bounds are checked from
 the header before the stream is decoded, and decoding never reads more frames than the longest
-accepted clip, so a tiny file that claims hours of audio costs nothing. ``sanitize_audio`` runs
+accepted clip, so a tiny file that claims hours of audio costs nothing. A clip without voice
+activity is refused (P6, see ``ingest.speech``) before it is encoded. ``sanitize_audio`` runs
 in a worker process (see ``ingest.decoder``): a crash in the native decoder cannot take the API
 process down.
 """
@@ -20,6 +21,7 @@ import soundfile as sf
 import soxr
 
 from core.errors import InvalidAudio, UnsupportedAudio
+from ingest.speech import require_speech
 from policies import flac
 
 MAX_CHANNELS = 8
@@ -35,6 +37,7 @@ class AudioLimits:
     min_sample_rate: int
     max_sample_rate: int
     output_sample_rate: int
+    min_speech_s: float
 
 
 @dataclass(frozen=True)
@@ -58,6 +61,7 @@ def sanitize_audio(data: bytes, limits: AudioLimits) -> SanitizedClip:
     duration_s = len(mono) / limits.output_sample_rate
     if duration_s < limits.min_duration_s:
         raise InvalidAudio(f"the clip is shorter than {limits.min_duration_s} s")
+    require_speech(mono, limits.output_sample_rate, min_speech_s=limits.min_speech_s)
     return SanitizedClip(
         flac=_encode_flac(mono, limits.output_sample_rate),
         duration_s=round(duration_s, 3),

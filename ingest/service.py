@@ -54,6 +54,7 @@ def audio_limits(policy: Policy) -> AudioLimits:
         min_sample_rate=policy.min_sample_rate,
         max_sample_rate=policy.max_sample_rate,
         output_sample_rate=policy.output_sample_rate,
+        min_speech_s=policy.min_speech_s,
     )
 
 

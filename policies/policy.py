@@ -38,6 +38,9 @@ class Policy(BaseModel):
     min_sample_rate: int = Field(default=8000, ge=1000)
     max_sample_rate: int = Field(default=48000, le=384_000)
     output_sample_rate: int = Field(default=16000, ge=8000, le=48000)
+    min_speech_s: float = Field(
+        default=0.06, ge=0.03, description="voiced audio a clip must hold to count (P6)"
+    )
     release_interval: ReleaseInterval = "daily"
     retention_cycles: int = Field(default=30, ge=1)
 
@@ -47,6 +50,8 @@ class Policy(BaseModel):
             raise ValueError("min_duration_s must be below max_duration_s")
         if self.min_sample_rate > self.max_sample_rate:
             raise ValueError("min_sample_rate must not exceed max_sample_rate")
+        if self.min_speech_s > self.min_duration_s:
+            raise ValueError("min_speech_s must not exceed min_duration_s")
         if any(not version.strip() for version in self.accepted_consent_versions):
             raise ValueError("accepted_consent_versions must not contain blank versions")
         return self

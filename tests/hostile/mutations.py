@@ -45,7 +45,7 @@ def _stereo_48k(samples: np.ndarray, rate: int) -> bytes:
 
     up = soxr.resample(samples, rate, 48000)
     buffer = io.BytesIO()
-    sf.write(buffer, np.stack([up, -up], axis=1), 48000, format="WAV", subtype="FLOAT")
+    sf.write(buffer, np.stack([up, 0.5 * up], axis=1), 48000, format="WAV", subtype="FLOAT")
     return buffer.getvalue()
 
 

@@ -16,7 +16,7 @@ from policies import flac
 
 LIMITS = AudioLimits(
     min_duration_s=0.3, max_duration_s=30.0, min_sample_rate=8000, max_sample_rate=48000,
-    output_sample_rate=16000,
+    output_sample_rate=16000, min_speech_s=0.06,
 )
 
 

@@ -56,6 +56,8 @@ def test_a_policy_file_by_path_and_its_hash(tmp_path: Path) -> None:
         ('accepted_consent_versions = ["speech-research-v1"]', "accepted_consent_versions = []",
          "accepted_consent_versions"),
         ("retention_cycles = 30", "retention_cycles = 0", "retention_cycles"),
+        ("min_speech_s = 0.06", "min_speech_s = 0.0", "min_speech_s"),
+        ("min_speech_s = 0.06", "min_speech_s = 0.5", "min_speech_s"),
         ('release_interval = "daily"', 'release_interval = "sometimes"', "release_interval"),
         ("k = 25", "k = 25\nsecret_backdoor = true", "secret_backdoor"),
     ],
