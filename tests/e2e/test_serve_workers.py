@@ -1,4 +1,5 @@
-"""``chorus serve --workers 2``: /metrics sums every worker's counters, whichever answers.
+"""``chorus serve --workers 2``: /metrics sums every worker's counters, whichever answers, and
+the workers share bucket keys, so the contribution cap and the distinct count hold across them.
 
 The workers count into files of one private directory on tmpfs (mode 0700), which is gone once
 the server has stopped.
@@ -6,6 +7,7 @@ the server has stopped.
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 from concurrent.futures import ThreadPoolExecutor
@@ -13,12 +15,16 @@ from pathlib import Path
 
 import httpx
 import pytest
+import sqlalchemy as sa
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 
+from aggregate.tables import Bucket, PendingClip
 from core.auth import Role, create_key
 from core.db import Database
-from tests.e2e.conftest import ServerFactory
+from ingest.consent import mint_token
+from tests.conftest import ConsentKeys
+from tests.e2e.conftest import ServerFactory, prepare_database
 from tests.e2e.procs import ChorusProcess, descendants
 
 pytestmark = pytest.mark.e2e
@@ -48,12 +54,16 @@ def _metrics_dir(server: ChorusProcess) -> Path:
     raise AssertionError("no worker has PROMETHEUS_MULTIPROC_DIR")
 
 
-def _processes_that_served_healthz(directory: Path) -> int:
+def _processes_that_served(directory: Path, route: str) -> int:
     serving = 0
     for path in directory.glob("counter_*.db"):
         for metric in MultiProcessCollector.merge([str(path)], accumulate=True):
-            if any(s.name == "chorus_http_requests_total" and s.labels["route"] == "/healthz"
-                   and s.value > 0 for s in metric.samples):
+            if any(
+                s.name == "chorus_http_requests_total"
+                and s.labels["route"] == route
+                and s.value > 0
+                for s in metric.samples
+            ):
                 serving += 1
                 break
     return serving
@@ -87,7 +97,7 @@ def test_two_workers_report_the_sum_and_leave_no_directory(
     with ThreadPoolExecutor(8) as pool:
         answers = list(pool.map(lambda _: _get(f"{server.url}/healthz"), range(HEALTHZ_REQUESTS)))
     assert [a.status_code for a in answers] == [200] * HEALTHZ_REQUESTS
-    assert _processes_that_served_healthz(directory) == 2, "one worker served every request"
+    assert _processes_that_served(directory, "/healthz") == 2, "one worker served every request"
 
     headers = {"X-API-Key": operator_key}
     assert _get(f"{server.url}/metrics").status_code == 401
@@ -102,3 +112,56 @@ def test_two_workers_report_the_sum_and_leave_no_directory(
     assert server.process is not None
     assert server.process.returncode == 0, server.log_tail()
     assert not directory.exists()
+
+
+LEARNERS = 6
+TRIES_EACH = 4
+
+
+def test_two_workers_share_bucket_keys_so_the_cap_and_the_count_hold(
+    chorus_server: ServerFactory,
+    tmp_path: Path,
+    consent_keys: ConsentKeys,
+    fsdd_wavs: list[bytes],
+) -> None:
+    """Both API processes (and their upload workers) tag with the same in-memory key (P3, P6):
+    each learner lands once in one bucket whichever process served them."""
+    database_url = f"sqlite:///{tmp_path / 'chorus.db'}"
+    prepare_database(database_url).dispose()
+    server = chorus_server(
+        database_url=database_url, storage_url=f"file://{tmp_path / 'blobs'}", workers=2
+    )
+    server.start()
+
+    def upload(attempt: int) -> int:
+        learner = f"learner-{attempt % LEARNERS}"
+        token = mint_token(consent_keys.private_key, learner_id=learner)
+        with httpx.Client(timeout=30) as client:  # a fresh connection: any worker may take it
+            response = client.post(
+                f"{server.url}/v1/clips",
+                files=[
+                    (
+                        "metadata",
+                        (None, json.dumps({"exercise_id": "digit-1"}), "application/json"),
+                    ),
+                    ("audio", ("clip.wav", fsdd_wavs[attempt % len(fsdd_wavs)], "audio/wav")),
+                ],
+                headers={"Authorization": f"Bearer {token}"},
+            )
+        return response.status_code
+
+    with ThreadPoolExecutor(4) as pool:
+        statuses = list(pool.map(upload, range(LEARNERS * TRIES_EACH)))
+    assert sorted(statuses) == [201] * LEARNERS + [409] * (LEARNERS * (TRIES_EACH - 1))
+    assert _processes_that_served(_metrics_dir(server), "/v1/clips") == 2, "one worker served all"
+
+    database = Database(database_url)
+    with database.session() as session:
+        buckets = session.execute(sa.select(Bucket.id, Bucket.state)).all()
+        tags = session.execute(
+            sa.select(sa.func.count(sa.distinct(PendingClip.contributor_tag)))
+        ).scalar_one()
+    database.dispose()
+    assert [state for _id, state in buckets] == ["open"]  # no process sealed another's bucket
+    assert tags == LEARNERS
+    server.stop()
