@@ -35,6 +35,7 @@ import contextlib
 import datetime as dt
 import functools
 import hashlib
+import itertools
 import json
 import logging
 import os
@@ -454,9 +455,12 @@ def _plan_and_copy(
     return stats
 
 
-def _prune_withdrawn(database: Database, store: BlobStore, claim: _Claim) -> None:
+def _prune_withdrawn(
+    database: Database, store: BlobStore, claim: _Claim, *, batch_size: int
+) -> None:
     """Remove released copies that no pending clip stands behind any more (withdrawn while the
-    release ran, or planned by an older run): their rows, then their objects."""
+    release ran, or planned by an older run): their rows, then their objects. Objects are
+    listed and checked a batch at a time, so memory stays flat in the bucket's size."""
     planned = sa.select(PendingClip.release_clip_id).where(
         PendingClip.bucket_id == claim.bucket_id, PendingClip.release_clip_id.is_not(None)
     )
@@ -469,16 +473,16 @@ def _prune_withdrawn(database: Database, store: BlobStore, claim: _Claim) -> Non
                 .returning(ReleasedClip.object_key)
             ).scalars()
         )
-        kept = set(
-            session.execute(
-                sa.select(ReleasedClip.object_key).where(
-                    ReleasedClip.release_id == claim.release_id
-                )
-            ).scalars()
-        )
-    clips_prefix = f"{release_prefix(claim.release_id)}clips/"
-    stray = [key for key in store.list(clips_prefix) if key not in kept]
-    _in_parallel(store.delete, [*stale, *stray])
+    _in_parallel(store.delete, stale)
+    listing = iter(store.list(f"{release_prefix(claim.release_id)}clips/"))
+    while keys := list(itertools.islice(listing, batch_size)):
+        with database.session(write=True) as session:
+            kept = set(
+                session.execute(
+                    sa.select(ReleasedClip.object_key).where(ReleasedClip.object_key.in_(keys))
+                ).scalars()
+            )
+        _in_parallel(store.delete, [key for key in keys if key not in kept])
 
 
 def iter_released_clips(
@@ -724,7 +728,7 @@ def _release_claimed(
         stats = _plan_and_copy(
             database, store, claim, batch_size=batch_size, checkpoint=checkpoint
         )
-        _prune_withdrawn(database, store, claim)
+        _prune_withdrawn(database, store, claim, batch_size=batch_size)
         with database.session(write=True) as session:
             stats.contributor_count = distinct_contributors(session, claim.bucket_id)
         _write_manifest(database, store, claim, stats, batch_size=batch_size)

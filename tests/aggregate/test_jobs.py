@@ -14,6 +14,7 @@ from core.scheduler import PROCESS_EXECUTOR, build_scheduler
 from core.storage import BlobStore, open_store
 from policies.policy import load_policy
 from tests.aggregate.conftest import Seed, audit_log, write_policy
+from tests.keys import keys_for
 
 
 def test_the_scheduled_job_releases_a_ready_bucket(
@@ -58,13 +59,18 @@ def test_each_cycle_records_a_changed_policy_once(
     demo = load_policy("demo")
     lower = load_policy(str(write_policy(tmp_path, k=2)))
     for policy in (demo, demo, lower, lower, demo):
-        run_release_cycle(database=database, store=store, policy=policy, interval_s=3600)
-    recorded = [body["content_hash"] for kind, body in audit_log(database)
-                if kind == "policy_loaded"]
+        run_release_cycle(
+            database=database, keys=keys_for(database), store=store, policy=policy, interval_s=3600
+        )
+    recorded = [
+        body["content_hash"] for kind, body in audit_log(database) if kind == "policy_loaded"
+    ]
     assert recorded == [demo.content_hash, lower.content_hash, demo.content_hash]
 
     seed(database, store, digit=5, speakers=2)
-    report = run_release_cycle(database=database, store=store, policy=lower, interval_s=3600)
+    report = run_release_cycle(
+        database=database, keys=keys_for(database), store=store, policy=lower, interval_s=3600
+    )
     assert len(report.released) == 1
     kinds = [kind for kind, _ in audit_log(database)]
     assert kinds[-2:] == ["policy_loaded", "release"]

@@ -11,6 +11,7 @@ from core.db import Database
 from core.storage import BlobStore
 from policies.policy import Policy
 from tests.aggregate.conftest import Seed
+from tests.keys import keys_for
 
 
 def _dead_tuples(database: Database, table: str) -> int:
@@ -43,7 +44,7 @@ def test_release_cycle_vacuums_the_clip_tables_on_postgres(
         assert _dead_tuples(database, "pending_clips") > 0
 
         report = run_release_cycle(
-            database=database, store=store, policy=policy, interval_s=86400
+            database=database, keys=keys_for(database), store=store, policy=policy, interval_s=86400
         )
 
         assert len(report.released) == 1

@@ -18,6 +18,8 @@ from types import TracebackType
 
 import httpx
 
+from tests.keys import TEST_KEY_STORE_URL
+
 LOOPBACK = "127.0.0.1"
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -100,7 +102,15 @@ class ChorusProcess:
                 [sys.executable, "-m", "chorus", "serve", "--host", LOOPBACK,
                  "--port", str(self.port), "--workers", str(self.workers)],
                 cwd=REPO_ROOT,
-                env={**base, "CHORUS_LOG_LEVEL": "WARNING", **self.env},
+                env={
+                    **base,
+                    "CHORUS_LOG_LEVEL": "WARNING",
+                    # The run's own key store, so the test reads the keys the server made.
+                    "CHORUS_KEY_STORE_URL": os.environ.get(
+                        "CHORUS_KEY_STORE_URL", TEST_KEY_STORE_URL
+                    ),
+                    **self.env,
+                },
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,

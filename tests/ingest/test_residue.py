@@ -20,6 +20,7 @@ from aggregate.jobs import run_release_cycle
 from aggregate.tables import PendingClip
 from core.settings import Settings
 from tests.ingest.conftest import Mint, Upload
+from tests.keys import keys_for
 
 pytestmark = pytest.mark.usefixtures("catalog")
 
@@ -65,7 +66,10 @@ def test_withdrawn_and_released_clips_leave_no_residue_in_sqlite_files(
     )
     assert response.json() == {"withdrawn": 1}
     report = run_release_cycle(
-        database=app.state.database, store=app.state.store, policy=app.state.policy,
+        database=app.state.database,
+        keys=keys_for(app.state.database),
+        store=app.state.store,
+        policy=app.state.policy,
         interval_s=86400,
     )
     assert len(report.released) == 1
@@ -92,7 +96,10 @@ def test_every_file_the_service_wrote_is_private(
     for learner in range(app.state.policy.k):
         assert upload(mint(f"learner-{learner}"), wav_bytes).status_code == 201
     run_release_cycle(
-        database=app.state.database, store=app.state.store, policy=app.state.policy,
+        database=app.state.database,
+        keys=keys_for(app.state.database),
+        store=app.state.store,
+        policy=app.state.policy,
         interval_s=86400,
     )
     blobs = Path(settings.storage_url.removeprefix("file://"))
@@ -101,7 +108,5 @@ def test_every_file_the_service_wrote_is_private(
         written += [Path(folder) / name for name in folders + files]
     assert any("releases" in path.parts for path in written)
     modes = {str(path): oct(path.stat().st_mode & 0o777) for path in written}
-    expected = {
-        str(path): oct(0o700 if path.is_dir() else 0o600) for path in written
-    }
+    expected = {str(path): oct(0o700 if path.is_dir() else 0o600) for path in written}
     assert modes == expected
