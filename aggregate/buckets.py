@@ -194,6 +194,14 @@ def _insert_in_free_slot() -> sa.Insert:
 _INSERT_IN_FREE_SLOT = _insert_in_free_slot()
 
 
+def pending_clip_count(session: Session, bucket_id: str) -> int:
+    return session.execute(
+        sa.select(sa.func.count())
+        .select_from(PendingClip)
+        .where(PendingClip.bucket_id == bucket_id)
+    ).scalar_one()
+
+
 def distinct_contributors(session: Session, bucket_id: str) -> int:
     return session.execute(
         sa.select(sa.func.count(sa.distinct(PendingClip.contributor_tag))).where(

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import sqlalchemy as sa
 from apscheduler.schedulers.base import BaseScheduler
 
-from aggregate.buckets import distinct_contributors
+from aggregate.buckets import distinct_contributors, pending_clip_count
 from aggregate.release import (
     DEFAULT_BATCH,
     Checkpoint,
@@ -34,7 +34,7 @@ from aggregate.retention import (
     advance_cycle,
     purge_expired_buckets,
 )
-from aggregate.tables import PENDING_STATES, Bucket, PendingClip
+from aggregate.tables import PENDING_STATES, Bucket
 from core.db import Database
 from core.errors import ChorusError
 from core.keystore import KeyStore
@@ -167,11 +167,7 @@ def preview_release_cycle(
 def _preview(session: sa.orm.Session, bucket_id: str) -> BucketPreview:
     bucket = session.get(Bucket, bucket_id)
     assert bucket is not None
-    clips = session.execute(
-        sa.select(sa.func.count()).select_from(PendingClip).where(
-            PendingClip.bucket_id == bucket_id
-        )
-    ).scalar_one()
+    clips = pending_clip_count(session, bucket_id)
     return BucketPreview(
         bucket_id=bucket_id,
         exercise_id=bucket.exercise_id,

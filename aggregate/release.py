@@ -51,7 +51,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
-from aggregate.buckets import distinct_contributors, key_name
+from aggregate.buckets import distinct_contributors, key_name, pending_clip_count
 from aggregate.statistics import BatchStatistics
 from aggregate.tables import (
     CLOSED_STATES,
@@ -111,7 +111,6 @@ class ReleaseOutcome:
 @dataclass(frozen=True)
 class _PlannedClip:
     clip_id: str
-    position: int
     source_key: str
     object_key: str
     duration_s: float
@@ -281,11 +280,7 @@ def _claim(
 def _retire(session: Session, bucket: Bucket, *, policy: Policy, usage: Any) -> _Retire:
     """Close a bucket whose exercise fell below ``min_exercise_learners``: purged, audited."""
     contributors = distinct_contributors(session, bucket.id)
-    clips = session.execute(
-        sa.select(sa.func.count()).select_from(PendingClip).where(
-            PendingClip.bucket_id == bucket.id
-        )
-    ).scalar_one()
+    clips = pending_clip_count(session, bucket.id)
     bucket.state = BucketState.PURGED
     learners = None if usage is None else int(usage.learners)
     append_audit(
@@ -306,12 +301,10 @@ def _retire(session: Session, bucket: Bucket, *, policy: Policy, usage: Any) -> 
     return _Retire(bucket_id=bucket.id, exercise_id=bucket.exercise_id, learners=learners)
 
 
-def _plan(claim: _Claim, row: Any) -> _PlannedClip:
+def _plan(claim: _Claim, row: Any, clip_id: str) -> _PlannedClip:
     """Where a planned pending clip is copied: under the random id its plan gave it."""
-    clip_id = str(row.release_clip_id)
     return _PlannedClip(
         clip_id=clip_id,
-        position=0,
         source_key=row.object_key,
         object_key=clip_key(claim.release_id, clip_id),
         duration_s=row.duration_s,
@@ -366,8 +359,8 @@ def _plan_batch(session: Session, claim: _Claim, rows: list[Any]) -> list[_Plann
     """Give every unplanned row a fresh random released id and position (P4): nothing about
     the released clip is derived from the pending row, its id, its tag or any key."""
     fresh = [row for row in rows if row.release_clip_id is None]
+    names = {row.id: new_id() for row in fresh}
     if fresh:
-        names = {row.id: new_id() for row in fresh}
         session.execute(
             sa.insert(ReleasedClip),
             [
@@ -388,35 +381,9 @@ def _plan_batch(session: Session, claim: _Claim, rows: list[Any]) -> list[_Plann
             sa.update(pending)
             .where(pending.c.id == sa.bindparam("pending_id"))
             .values(release_clip_id=sa.bindparam("clip_id")),
-            [{"pending_id": row.id, "clip_id": name} for row, name in
-             ((row, names[row.id]) for row in fresh)],
+            [{"pending_id": row.id, "clip_id": names[row.id]} for row in fresh],
         )
-        rows = [
-            row if row.release_clip_id is not None else _with_name(row, names[row.id])
-            for row in rows
-        ]
-    return [_plan(claim, row) for row in rows]
-
-
-@dataclass(frozen=True)
-class _NamedRow:
-    id: str
-    object_key: str
-    duration_s: float
-    sample_rate: int
-    loudness_dbfs: float
-    release_clip_id: str
-
-
-def _with_name(row: Any, name: str) -> _NamedRow:
-    return _NamedRow(
-        id=row.id,
-        object_key=row.object_key,
-        duration_s=row.duration_s,
-        sample_rate=row.sample_rate,
-        loudness_dbfs=row.loudness_dbfs,
-        release_clip_id=name,
-    )
+    return [_plan(claim, row, row.release_clip_id or names[row.id]) for row in rows]
 
 
 def _plan_and_copy(
@@ -577,11 +544,7 @@ def _finalize(
     stats.contributor_count = distinct_contributors(session, claim.bucket_id)
     if stats.contributor_count < claim.k_in_force:
         return "below_k", _undo_claim(session, bucket, claim)
-    pending = session.execute(
-        sa.select(sa.func.count()).select_from(PendingClip).where(
-            PendingClip.bucket_id == claim.bucket_id
-        )
-    ).scalar_one()
+    pending = pending_clip_count(session, claim.bucket_id)
     planned = session.execute(
         sa.select(sa.func.count()).select_from(ReleasedClip).where(
             ReleasedClip.release_id == claim.release_id

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from aggregate.buckets import distinct_contributors, key_name
+from aggregate.buckets import distinct_contributors, key_name, pending_clip_count
 from aggregate.release import (
     DEFAULT_BATCH,
     Checkpoint,
@@ -22,7 +22,7 @@ from aggregate.release import (
     drain_pending,
     no_checkpoint,
 )
-from aggregate.tables import PENDING_STATES, Bucket, BucketState, PendingClip
+from aggregate.tables import PENDING_STATES, Bucket, BucketState
 from core.db import Database
 from core.keystore import KeyStore
 from core.storage import BlobStore
@@ -94,11 +94,7 @@ def _close_for_purge(session: Session, bucket_id: str, *, policy: Policy) -> Pur
     contributors = distinct_contributors(session, bucket_id)
     if contributors >= policy.k:
         return None
-    clips = session.execute(
-        sa.select(sa.func.count()).select_from(PendingClip).where(
-            PendingClip.bucket_id == bucket_id
-        )
-    ).scalar_one()
+    clips = pending_clip_count(session, bucket_id)
     bucket.state = BucketState.PURGED
     append_audit(
         session,

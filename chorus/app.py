@@ -18,7 +18,7 @@ from core.db import Database
 from core.deps import OperatorOrAuditorRole
 from core.errors import ChorusError, ConfigurationError
 from core.handlers import PROBLEM_RESPONSES, install_error_handlers, problem_response
-from core.keystore import open_key_store
+from core.keystore import KeyStore, open_key_store
 from core.limits import BodyLimitMiddleware
 from core.logs import AccessLogMiddleware
 from core.metrics import render_metrics
@@ -42,7 +42,7 @@ _logger = logging.getLogger("chorus.app")
 QUIET_PATHS = ("/v1/clips", "/v1/consent")
 
 
-def prepare(settings: Settings) -> tuple[Database, BlobStore, Policy]:
+def prepare(settings: Settings) -> tuple[Database, BlobStore, Policy, KeyStore]:
     """Open and check everything the service needs; raises ConfigurationError and friends."""
     policy = load_policy(settings.policy)
     # A malformed consent key refuses to start; a missing one leaves the consent routes at 503.
@@ -53,7 +53,7 @@ def prepare(settings: Settings) -> tuple[Database, BlobStore, Policy]:
             "CHORUS_KEY_STORE_URL: memory:// keys cannot be shared with the upload workers and "
             "the release job; use tmpfs:///dev/shm or redis://"
         )
-    open_key_store(settings.key_store_url, database_url=settings.database_url)
+    keys = open_key_store(settings.key_store_url, database_url=settings.database_url)
     database = Database(settings.database_url)
     if not database.is_shared_file:
         database.dispose()
@@ -61,12 +61,12 @@ def prepare(settings: Settings) -> tuple[Database, BlobStore, Policy]:
             "CHORUS_DATABASE_URL: an in-memory SQLite database cannot be shared with the upload "
             "workers; use a file (sqlite:///PATH) or PostgreSQL"
         )
-    return database, store, policy
+    return database, store, policy, keys
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
-    database, store, policy = prepare(settings)
+    database, store, policy, keys = prepare(settings)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -111,7 +111,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.database = database
     app.state.store = store
-    app.state.keys = open_key_store(settings.key_store_url, database_url=settings.database_url)
+    app.state.keys = keys
     app.state.policy = policy
     app.state.serving_model = ServingModel(ModelRegistry(settings.model_dir))
     app.state.consent_public_key = load_public_key(settings.consent_public_key)

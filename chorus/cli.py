@@ -54,7 +54,7 @@ def serve(
     settings = get_settings()
     configure_logging(settings.log_level)
     try:
-        database, store, _policy = prepare(settings)
+        database, store, _policy, _keys = prepare(settings)
         database.upgrade()
         store.check()
         database.dispose()

@@ -372,10 +372,8 @@ class _Tour:
         """What ``chorus release`` does: one release cycle now."""
         from aggregate.jobs import interval_seconds, run_release_cycle
         from chorus.app import prepare
-        from core.keystore import open_key_store
 
-        database, store, policy = prepare(self.settings)
-        keys = open_key_store(self.settings.key_store_url, database_url=database.url)
+        database, store, policy, keys = prepare(self.settings)
         try:
             report = run_release_cycle(
                 database=database,
@@ -429,7 +427,7 @@ class _Tour:
         from chorus.app import prepare
         from chorus.audit import run_audit
 
-        database, store, policy = prepare(self.settings)
+        database, store, policy, _keys = prepare(self.settings)
         try:
             report = run_audit(database=database, store=store, policy=policy)
         finally:
