@@ -7,8 +7,8 @@ awaits the outcome.
 - **Warm, and never started on the hot path.** ``start`` launches the workers and returns once
   each has imported the audio modules, opened the database engine, the store and the key store
   (``core.resources``) and run a first statement; the app answers ``/readyz`` only after that.
-- **One upload per worker at a time**, over a pipe of its own that the event loop watches
-  (``add_reader``): no executor, no helper threads, no queue shared between workers.
+- **One upload per worker at a time**, over a pipe of its own that the event loop writes and
+  reads without blocking: no executor, no helper threads, no queue shared between workers.
 - **A crash fails only its own upload.** A native decoder that crashes ends its worker; the
   upload it was running answers 503 ``decoder_unavailable``, the other workers carry on, and a
   replacement is started. A decode that overruns its limit ends the worker too (its own
@@ -33,8 +33,11 @@ import multiprocessing
 import os
 import pickle
 import signal
+import socket
+import struct
 import sys
 import threading
+import time
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -56,7 +59,9 @@ from policies import flac
 STORE_ALLOWANCE_S = 40.0
 START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 5.0
+RESTART_PAUSE_MAX_S = 10.0
 _PR_SET_PDEATHSIG = 1
+_HEADER = struct.Struct("!i")  # multiprocessing.Connection's message length prefix
 
 _logger = logging.getLogger("chorus.ingest.decoder")
 
@@ -107,8 +112,14 @@ def _warm_audio() -> None:
 
 def _warm(warm_up: WarmUp | None) -> None:
     _warm_audio()
-    if warm_up is not None:
+    if warm_up is None:
+        return
+    try:
         warm_up_resources(warm_up.database_url, warm_up.storage_url, warm_up.key_store_url)
+    except ChorusError as exc:
+        # The database or store is down: the worker starts cold; its first upload opens them
+        # (or answers 503 as any upload does while they are down, and /readyz says so).
+        _logger.warning("upload worker starts without its resources", extra={"code": exc.code})
 
 
 def _worker_main(conn: Connection, task: SanitizeTask, warm_up: WarmUp | None) -> None:
@@ -148,9 +159,27 @@ def _sendable(exc: Exception) -> Exception:
 class _Worker:
     def __init__(self, process: BaseProcess, conn: Connection) -> None:
         self.process = process
-        self.conn = conn
+        self.conn = conn  # blocking, for start and stop
         self.tasks = 0
         self.retire = False  # a warm replacement is in; stop this one when it is next idle
+        self._socket: socket.socket | None = None
+
+    def socket(self) -> socket.socket:
+        """The pipe's API end for the event loop: non-blocking, the same framing as
+        ``Connection`` (a 4-byte big-endian length, then a pickle) so the worker reads it."""
+        if self._socket is None:
+            self._socket = socket.socket(fileno=os.dup(self.conn.fileno()))
+            self._socket.setblocking(False)
+        return self._socket
+
+    async def exchange(self, job: UploadJob) -> tuple[str, Any]:
+        loop = asyncio.get_running_loop()
+        sock = self.socket()
+        payload = pickle.dumps(job, protocol=pickle.HIGHEST_PROTOCOL)
+        await loop.sock_sendall(sock, _HEADER.pack(len(payload)) + payload)
+        (size,) = _HEADER.unpack(await _receive(loop, sock, _HEADER.size))
+        answer: tuple[str, Any] = pickle.loads(await _receive(loop, sock, size))  # noqa: S301
+        return answer
 
     @property
     def alive(self) -> bool:
@@ -167,7 +196,22 @@ class _Worker:
         if self.process.is_alive():
             self.process.kill()
             self.process.join(STOP_TIMEOUT_S)
+        if self._socket is not None:
+            self._socket.close()
         self.conn.close()
+
+
+async def _receive(loop: asyncio.AbstractEventLoop, sock: socket.socket, size: int) -> bytes:
+    """Exactly ``size`` bytes; EOFError when the worker is gone."""
+    buffer = bytearray(size)
+    view = memoryview(buffer)
+    received = 0
+    while received < size:
+        count = await loop.sock_recv_into(sock, view[received:])
+        if count == 0:
+            raise EOFError("the upload worker closed its pipe")
+        received += count
+    return bytes(buffer)
 
 
 class DecoderPool:
@@ -195,6 +239,8 @@ class DecoderPool:
         self._all: set[_Worker] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._running = False
+        self._starting = 0  # replacements being started
+        self._start_failing = False  # the last start of a replacement failed
         self._context = multiprocessing.get_context("forkserver")
         self._context.set_forkserver_preload(
             ["ingest.audio", "ingest.service", "core.resources", "core.db", "core.storage"]
@@ -258,26 +304,16 @@ class DecoderPool:
     async def _exchange(
         self, worker: _Worker, job: UploadJob, timeout_s: float
     ) -> tuple[str, Any]:
-        loop = asyncio.get_running_loop()
-        answered: asyncio.Future[None] = loop.create_future()
-        fd = worker.conn.fileno()
-        loop.add_reader(fd, _set_once, answered)
         try:
-            worker.conn.send(job)
             async with asyncio.timeout(timeout_s):
-                await answered
-            message: tuple[str, Any] = worker.conn.recv()
+                return await worker.exchange(job)
         except TimeoutError:
             _logger.warning("upload worker timed out; replacing it")
             worker.stop(kill=True)
             raise DecoderUnavailable("decoding took too long") from None
-        except (EOFError, OSError, BrokenPipeError):
+        except (EOFError, OSError):
             _logger.warning("upload worker died; replacing it")
             raise DecoderUnavailable("the audio decoder failed; retry later") from None
-        finally:
-            with contextlib.suppress(ValueError, OSError):
-                loop.remove_reader(fd)
-        return message
 
     async def _acquire(self) -> _Worker:
         loop = asyncio.get_running_loop()
@@ -285,6 +321,8 @@ class DecoderPool:
             if not self._running:
                 raise DecoderUnavailable("the audio decoder is not running")
             self._loop = loop
+            if not self._all and (self._start_failing or not self._starting):
+                raise DecoderUnavailable("no upload worker is running; retry")
             while self._idle:
                 worker = self._idle.popleft()
                 if worker.retire:
@@ -302,17 +340,16 @@ class DecoderPool:
                 self._all.discard(worker)
                 if self._running:
                     self.replacements += 1
-                    self._replace_in_background(worker)
+                    self._replace_in_background(dead=worker, due=None)
                 else:
                     worker.stop(kill=True)
                 return
             if worker.retire:
                 self._retire(worker)
                 return
-            if worker.tasks >= self.max_tasks_per_child and self._running:
-                worker.retire = True  # keeps serving until its replacement is warm
-                self.recycled += 1
-                self._replace_in_background(None)
+            if worker.tasks == self.max_tasks_per_child and self._running:
+                self.recycled += 1  # it serves on until its replacement is warm
+                self._replace_in_background(dead=None, due=worker)
             self._hand_over(worker)
 
     def _hand_over(self, worker: _Worker) -> None:
@@ -329,28 +366,63 @@ class DecoderPool:
         self._all.discard(worker)
         threading.Thread(target=worker.stop, name="chorus-worker-retire", daemon=True).start()
 
-    def _replace_in_background(self, dead: _Worker | None) -> None:
+    def _replace_in_background(self, *, dead: _Worker | None, due: _Worker | None) -> None:
+        """Start a worker on a thread: for one that ``dead``, or for one ``due`` to recycle
+        (which stops once the new one is in). A failed start is retried with a growing pause;
+        while no worker at all is left, uploads answer 503 instead of waiting."""
+
         def build() -> None:
-            if dead is not None:
-                dead.stop(kill=True)
             try:
-                with _main_module_hidden():
-                    worker = self._await_ready(*self._launch())
-            except DecoderUnavailable as exc:
-                _logger.error("upload worker could not start", extra={"code": exc.code})
+                worker = start()
+            finally:
+                with self._lock:
+                    self._starting -= 1
+            if worker is None:
                 return
             with self._lock:
                 if not self._running:
                     worker.stop()
                     return
+                self._start_failing = False
                 self._all.add(worker)
-                if dead is None:  # a recycling: the oldest due worker goes when next idle
-                    due = [w for w in self._all if w.retire]
-                    if due:
-                        due[0].retire = True
+                if due is not None:
+                    due.retire = True
+                    if due in self._idle:
+                        self._idle.remove(due)
+                        self._retire(due)
                 self._hand_over(worker)
 
+        def start() -> _Worker | None:
+            if dead is not None:
+                dead.stop(kill=True)
+            pause = 0.5
+            while True:
+                with self._lock:
+                    if not self._running:
+                        return None
+                try:
+                    with _main_module_hidden():
+                        return self._await_ready(*self._launch())
+                except DecoderUnavailable as exc:
+                    _logger.error("upload worker could not start", extra={"code": exc.code})
+                    with self._lock:
+                        self._start_failing = True
+                        if not self._all:
+                            self._fail_waiters()
+                time.sleep(pause)
+                pause = min(pause * 2, RESTART_PAUSE_MAX_S)
+
+        self._starting += 1  # lock held by the caller
         threading.Thread(target=build, name="chorus-worker-start", daemon=True).start()
+
+    def _fail_waiters(self) -> None:
+        """No worker is left: every waiting upload answers 503 (lock held)."""
+        waiters, self._waiters = list(self._waiters), deque()
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.get_loop().call_soon_threadsafe(
+                    _fail, waiter, DecoderUnavailable("no upload worker is running; retry")
+                )
 
     # starting one worker
 
@@ -382,11 +454,6 @@ class DecoderPool:
             worker.stop(kill=True)
             raise DecoderUnavailable(f"an upload worker could not start: {detail}")
         return worker
-
-
-def _set_once(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)
 
 
 def _resolve(waiter: asyncio.Future[_Worker], worker: _Worker, pool: DecoderPool) -> None:
