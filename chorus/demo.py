@@ -181,7 +181,6 @@ def demo_settings(folder: Path, public_key_path: Path) -> Settings:
         policy="demo",
         consent_public_key=str(public_key_path),
         scheduler_enabled=False,
-        model_dir=folder / "models",
     )
 
 

@@ -1,5 +1,6 @@
 """Review-service commands, registered in ``reports_ml.cli``: ``import-staple``, ``retrain`` and
-``models list|promote``. Each opens the configured database and model folder (CHORUS_*)."""
+``models list|promote``. Each opens the configured database and blob store (CHORUS_*), where
+the model registry lives."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ import typer
 from core.db import Database
 from core.errors import ChorusError
 from core.settings import get_settings
-from reports_ml.registry import ModelRegistry, ServingModel
+from core.storage import open_store
+from reports_ml.registry import ModelRegistry, ServingModel, VersionInfo
 
 models_app = typer.Typer(help="Stored scorer versions of the review service.", no_args_is_help=True)
 
@@ -29,7 +31,8 @@ def _service() -> Iterator[tuple[Database, ServingModel]]:
     database = Database(settings.database_url)
     try:
         database.upgrade()
-        yield database, ServingModel(ModelRegistry(settings.model_dir))
+        store = open_store(settings.storage_url)
+        yield database, ServingModel(ModelRegistry(database, store))
     except ChorusError as exc:
         _fail(exc.detail)
     finally:
@@ -93,9 +96,14 @@ def retrain(
 @models_app.command("list")
 def models_list() -> None:
     """Stored versions, the promoted one marked with *."""
-    registry = ModelRegistry(get_settings().model_dir)
-    promoted = registry.promoted_version()
-    versions = registry.versions()
+    with _service() as (_database, serving):
+        registry = serving.registry
+        promoted = registry.promoted_version()
+        versions = registry.versions()
+    _print_versions(versions, promoted)
+
+
+def _print_versions(versions: list[VersionInfo], promoted: str | None) -> None:
     if not versions:
         typer.echo("no model versions yet (the queue ranks by times_reported)")
         return

@@ -21,7 +21,7 @@ STAPLE = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "stapl
 def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     url = f"sqlite:///{tmp_path / 'cli.db'}"
     monkeypatch.setenv("CHORUS_DATABASE_URL", url)
-    monkeypatch.setenv("CHORUS_MODEL_DIR", str(tmp_path / "models"))
+    monkeypatch.setenv("CHORUS_STORAGE_URL", f"file://{tmp_path / 'blobs'}")
     reset_settings_cache()
     yield url
     reset_settings_cache()
@@ -67,6 +67,7 @@ def test_retrain_without_labels_and_models_commands(env: str) -> None:
 def test_models_list_marks_the_promoted_version_and_promote_switches(
     env: str, tmp_path: Path
 ) -> None:
+    from core.storage import open_store
     from reports_ml.model import ReportModel
     from reports_ml.registry import ModelRegistry
     from reports_ml.simulate import simulate_course
@@ -75,7 +76,9 @@ def test_models_list_marks_the_promoted_version_and_promote_switches(
     records = simulate_course(
         "en_pt", load_staple(STAPLE / "dev.en_pt.2020-02-20.gold.txt")[:10], seed=1
     )
-    registry = ModelRegistry(tmp_path / "models")
+    database = Database(env)
+    database.upgrade()
+    registry = ModelRegistry(database, open_store(f"file://{tmp_path / 'blobs'}"))
     model = ReportModel(hash_bits=12).fit(records)
     info = {"created": "2026-01-02T03:04:05+00:00", "trained_on": len(records), "held_back": 0,
             "auc": 0.81234}
@@ -91,3 +94,4 @@ def test_models_list_marks_the_promoted_version_and_promote_switches(
     assert promoted.exit_code == 0, promoted.output
     assert f"version {first} promoted; 0 open reports rescored" in promoted.output
     assert registry.promoted_version() == first
+    database.dispose()
