@@ -3,10 +3,8 @@ and serving that switches models without a restart."""
 
 from __future__ import annotations
 
-import functools
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -27,43 +25,9 @@ from reports_ml.jobs import (
 from reports_ml.model import ReportModel
 from reports_ml.models import ReportRecord
 from reports_ml.registry import MODELS_PREFIX, ModelRegistry, SavableModel, ServingModel
-from reports_ml.review import answer_key
 from reports_ml.scoring import ModelScorer
-from reports_ml.simulate import simulate_course
-from reports_ml.staple import load_staple
-from reports_ml.tables import AcceptedTranslation, CoursePrompt, ModelVersion, Report
-
-STAPLE_PT = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "staple" / (
-    "dev.en_pt.2020-02-20.gold.txt"
-)
-
-
-@functools.cache
-def _simulated(prompts: int = 30, seed: int = 7) -> list[ReportRecord]:
-    return simulate_course("en_pt", load_staple(STAPLE_PT)[:prompts], seed=seed)
-
-
-def _store(database: Database, records: Sequence[ReportRecord], *, decided: bool) -> None:
-    """Put simulated reports in the review tables, decided by their gold label or left open."""
-    with database.session() as session:
-        known = set(session.scalars(sa.select(CoursePrompt.prompt_id)))
-        for record in records:
-            if record.prompt_id not in known:
-                known.add(record.prompt_id)
-                session.add(CoursePrompt(course=record.course, prompt_id=record.prompt_id,
-                                         text=record.prompt))
-                session.flush()
-                unique = {answer_key(text): text for text in reversed(record.accepted)}
-                session.execute(sa.insert(AcceptedTranslation), [
-                    {"course": record.course, "prompt_id": record.prompt_id, "position": i,
-                     "text": text, "normalized_sha256": key}
-                    for i, (key, text) in enumerate(reversed(unique.items()))
-                ])
-            session.add(Report(
-                course=record.course, prompt_id=record.prompt_id, answer=record.answer,
-                normalized_sha256=answer_key(record.answer), times_reported=record.times_reported,
-                score=0.0, scored_by="setup", decision=record.label if decided else None,
-            ))
+from reports_ml.tables import ModelVersion, Report
+from tests.reports_ml.records import simulated, store_reports
 
 
 def _small(records: Sequence[ReportRecord], random_state: int) -> SavableModel:
@@ -97,7 +61,7 @@ def _open_scores(database: Database) -> dict[str, tuple[float, str]]:
 
 
 def test_the_evaluation_slice_is_by_prompt_and_stable() -> None:
-    records = _simulated()
+    records = simulated()
     prompts = {r.prompt_id for r in records if held_back(r.course, r.prompt_id)}
     assert 0 < len(prompts) < len({r.prompt_id for r in records}) / 2
     assert prompts == {r.prompt_id for r in records if held_back("en_pt", r.prompt_id)}
@@ -111,9 +75,9 @@ def test_first_model_beats_the_count_heuristic_and_is_promoted(
     database: Database, serving: ServingModel, client: TestClient,
     auth: Callable[[Role], dict[str, str]], trainer: Trainer | None,
 ) -> None:
-    records = _simulated()
-    _store(database, records[:-30], decided=True)
-    _store(database, records[-30:], decided=False)
+    records = simulated()
+    store_reports(database, records[:-30], decided=True)
+    store_reports(database, records[-30:], decided=False)
     assert serving.current().kind == "heuristic"
 
     trained = {"trainer": trainer} if trainer is not None else {}
@@ -143,9 +107,9 @@ def test_first_model_beats_the_count_heuristic_and_is_promoted(
 def test_a_model_with_worse_auc_is_not_promoted(
     database: Database, serving: ServingModel,
 ) -> None:
-    records = _simulated()
-    _store(database, records[:-30], decided=True)
-    _store(database, records[-30:], decided=False)
+    records = simulated()
+    store_reports(database, records[:-30], decided=True)
+    store_reports(database, records[-30:], decided=False)
     first = retrain_reports_model(database, serving, min_new_labels=1, trainer=_small)
     assert first.status == "promoted"
     before = _open_scores(database)
@@ -180,8 +144,8 @@ def test_a_model_with_worse_auc_is_not_promoted(
 def test_retraining_needs_both_kinds_of_labels(
     database: Database, serving: ServingModel,
 ) -> None:
-    records = [r for r in _simulated() if not r.label][:50]
-    _store(database, records, decided=True)
+    records = [r for r in simulated() if not r.label][:50]
+    store_reports(database, records, decided=True)
     outcome = retrain_reports_model(database, serving, min_new_labels=1, trainer=_small)
     assert outcome.status == "skipped"
     assert "both accepted and rejected" in outcome.reason
@@ -196,7 +160,7 @@ def _registry(app: FastAPI) -> ModelRegistry:
 def test_serving_swaps_on_promotion_and_survives_a_broken_version(
     client: TestClient, app: FastAPI
 ) -> None:
-    records = _simulated()
+    records = simulated()
     registry = _registry(app)
     serving = ServingModel(registry, poll_s=0)
     assert serving.current().kind == "heuristic"
@@ -228,7 +192,7 @@ def test_serving_swaps_on_promotion_and_survives_a_broken_version(
 def test_models_live_in_the_database_and_blob_store_and_survive_a_restart(
     client: TestClient, app: FastAPI
 ) -> None:
-    records = _simulated()
+    records = simulated()
     info = {"created": "2026-01-01T00:00:00+00:00", "trained_on": len(records), "held_back": 0}
     version = _registry(app).add(_small(records, 0), info).version
     _registry(app).promote(version)
@@ -251,7 +215,7 @@ def test_models_live_in_the_database_and_blob_store_and_survive_a_restart(
 def test_a_promotion_elsewhere_is_served_once_the_poll_interval_passes(
     client: TestClient, app: FastAPI
 ) -> None:
-    records = _simulated()
+    records = simulated()
     info = {"created": "2026-01-01T00:00:00+00:00", "trained_on": len(records), "held_back": 0}
     other_replica = _registry(app)
     version = other_replica.add(_small(records, 0), info).version
@@ -268,7 +232,7 @@ def test_a_promotion_elsewhere_is_served_once_the_poll_interval_passes(
 def test_a_retraining_run_that_finds_another_under_way_does_nothing(
     database: Database, serving: ServingModel
 ) -> None:
-    _store(database, _simulated(), decided=True)
+    store_reports(database, simulated(), decided=True)
     with database.try_lock(RETRAIN_LOCK) as acquired:
         assert acquired
         outcome = retrain_reports_model(database, serving, min_new_labels=1, trainer=_small)
@@ -308,9 +272,9 @@ def test_the_scheduled_job_runs_a_retraining_on_the_job_process(
 def test_seed_records_join_training_but_never_the_held_back_prompts(
     database: Database, serving: ServingModel,
 ) -> None:
-    records = _simulated()
-    _store(database, records, decided=True)
-    seed = _simulated(prompts=60, seed=11)[-900:]
+    records = simulated()
+    store_reports(database, records, decided=True)
+    seed = simulated(prompts=60, seed=11)[-900:]
     seen: list[ReportRecord] = []
 
     def recording(training: Sequence[ReportRecord], random_state: int) -> SavableModel:
