@@ -41,6 +41,12 @@ class Settings(BaseSettings):
     retrain_interval: str = Field(
         default="hourly", description="how often the review model retrains (name or seconds)"
     )
+    forwarded_allow_ips: str | None = Field(
+        default=None,
+        description="addresses of the proxies whose X-Forwarded-Proto/-For to trust, comma "
+        "separated, or * (only when nothing but the proxy can reach the service); unset: "
+        "trust none",
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
