@@ -8,7 +8,7 @@
 (function () {
   const KEY = "chorus.contributorKey";
   const COURSE = "chorus.course";
-  const COUNTS_REFRESH_MS = 30000;
+  const REFRESH_MS = 30000;
   const state = { items: [], index: 0, course: null, busy: false, nextCursor: null };
   const $ = (id) => document.getElementById(id);
 
@@ -69,10 +69,11 @@
     return true;
   }
 
-  // Other contributors decide too: the counts of every course follow the server's.
-  async function refreshCounts() {
+  // Other contributors decide too: the counts and the queue follow the server's, and the
+  // report under review stays selected while it is still open.
+  async function refresh() {
     if ($("console").hidden || document.hidden || state.busy) return;
-    await loadCourses();
+    if (await loadCourses()) await loadQueue(true);
   }
 
   function showOpenCount(course, open) {
@@ -82,7 +83,7 @@
     if (course === state.course) $("count").textContent = "(" + open + " open)";
   }
 
-  async function loadQueue() {
+  async function loadQueue(keepSelection) {
     if (!state.course) {
       state.items = [];
       render();
@@ -95,9 +96,11 @@
       if (answer.status !== 401) status(problem(answer, "Could not load the queue."), true);
       return;
     }
+    const selected = keepSelection ? state.items[state.index] : undefined;
     state.items = answer.data.items;
     state.nextCursor = answer.data.next_cursor;
-    state.index = 0;
+    const kept = selected ? state.items.findIndex((i) => i.report_id === selected.report_id) : -1;
+    state.index = Math.max(0, kept);
     showOpenCount(state.course, answer.data.open_reports);
     $("scorer").textContent = answer.data.scorer.note;
     render();
@@ -223,8 +226,8 @@
       if (event.newValue === null) signOut();
       else if ($("console").hidden) start();
     });
-    document.addEventListener("visibilitychange", refreshCounts);
-    setInterval(refreshCounts, COUNTS_REFRESH_MS);
+    document.addEventListener("visibilitychange", refresh);
+    setInterval(refresh, REFRESH_MS);
     if (localStorage.getItem(KEY)) start();
   });
 })();

@@ -123,7 +123,12 @@ def test_console_behind_nginx_styled_numbered_counted_and_signed_in_across_tabs(
             expect(page.locator("#status")).to_have_text(f"Rejected: {answers[0]}")
             expect(course).to_have_text(f"en_pt ({ANSWERS - 1} open)")
             expect(page.locator("#count")).to_have_text(f"({ANSWERS - 1} open)")
-            # ... and other contributors' (refreshed when the tab is shown, and every 30 s).
+            # ... and other contributors' (refreshed when the tab is shown, and every 30 s): the
+            # report under review stays selected while it is open, and leaves when decided.
+            page.keyboard.press("j")
+            expect(answer).to_have_text(answers[2])
+            page.evaluate("document.dispatchEvent(new Event('visibilitychange'))")
+            expect(answer).to_have_text(answers[2])
             other = _queue(upstream, keys)["items"][0]["report_id"]
             decided = httpx.post(
                 f"{upstream}/v1/reports/{other}/decision", json={"accept": False},
@@ -133,6 +138,8 @@ def test_console_behind_nginx_styled_numbered_counted_and_signed_in_across_tabs(
             page.evaluate("document.dispatchEvent(new Event('visibilitychange'))")
             expect(course).to_have_text(f"en_pt ({ANSWERS - 2} open)")
             expect(page.locator("#count")).to_have_text(f"({ANSWERS - 2} open)")
+            expect(items).to_have_count(ANSWERS - 2)
+            expect(answer).to_have_text(answers[2])
             expect(page.locator("#course option[value=en_es]")).to_have_text("en_es (1 open)")
             save_screenshot(page, "review-console-nginx.png")
 
