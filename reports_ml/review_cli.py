@@ -1,5 +1,5 @@
 """Review-service commands, registered in ``reports_ml.cli``: ``import-staple``, ``retrain`` and
-``models list|promote``. Each opens the configured database and blob store (CHORUS_*), where
+``models list|promote|import``. Each opens the configured database and blob store (CHORUS_*), where
 the model registry lives."""
 
 from __future__ import annotations
@@ -128,3 +128,46 @@ def models_promote(
     with _service() as (database, serving):
         rescored = promote_version(database, serving, version)
     typer.echo(f"version {version} promoted; {rescored} open reports rescored")
+
+
+@models_app.command("import")
+def models_import(
+    model: Annotated[
+        Path,
+        typer.Argument(
+            exists=True, dir_okay=False,
+            help="a model written by `chorus reports train` (a pickle: import only your own)",
+        ),
+    ],
+    promote: Annotated[
+        bool, typer.Option(help="serve it at once and score the open reports with it")
+    ] = False,
+) -> None:
+    """Store a model trained with `chorus reports train` as the next version."""
+    from reports_ml.jobs import promote_version
+    from reports_ml.model import ReportModel
+
+    try:
+        trained = ReportModel.load(model)
+    except ChorusError as exc:
+        _fail(exc.detail)
+    card = trained.card
+    if card is None:
+        _fail(f"{model}: the model has no card; train it again with `chorus reports train`")
+    assert card is not None
+    with _service() as (database, serving):
+        version = serving.registry.add(
+            trained,
+            {
+                "created": card.created,
+                "trained_on": card.n_reports,
+                "held_back": int(card.metrics.get("holdout_reports") or 0),
+                "auc": card.metrics.get("holdout_auc"),
+                "compared_with": "heuristic" if "holdout_auc" in card.metrics else None,
+                "compared_auc": card.metrics.get("holdout_count_baseline_auc"),
+            },
+        ).version
+        typer.echo(f"{model} stored as version {version}")
+        if promote:
+            rescored = promote_version(database, serving, version)
+            typer.echo(f"version {version} promoted; {rescored} open reports rescored")
