@@ -83,7 +83,11 @@ class ModelRegistry:
     def versions(self) -> list[VersionInfo]:
         """Every stored version, oldest first."""
         with self.database.session() as session:
-            rows = session.scalars(sa.select(ModelVersion).order_by(ModelVersion.version))
+            rows = session.scalars(
+                sa.select(ModelVersion).order_by(
+                    sa.func.length(ModelVersion.version), ModelVersion.version
+                )
+            )
             return [_info(row) for row in rows]
 
     def promoted_version(self) -> str | None:
@@ -111,7 +115,9 @@ class ModelRegistry:
         for _ in range(_CLAIM_ATTEMPTS):
             try:
                 with self.database.session(write=True) as session:
-                    last = session.scalar(sa.select(sa.func.max(ModelVersion.version)))
+                    last = session.scalar(
+                        sa.select(sa.func.max(sa.cast(ModelVersion.version, sa.Integer)))
+                    )
                     number = int(last or 0) + 1
                     row = ModelVersion(
                         **VersionInfo.model_validate({**info, "version": f"{number:04d}"})

@@ -212,6 +212,23 @@ def test_models_live_in_the_database_and_blob_store_and_survive_a_restart(
         database.dispose()
 
 
+def test_concurrent_writers_take_distinct_version_numbers(client: TestClient, app: FastAPI) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    records = simulated()
+    model = _small(records, 0)
+    info = {"created": "2026-01-01T00:00:00+00:00", "trained_on": len(records), "held_back": 0}
+    # Each writer its own registry, as replicas have.
+    registries = [_registry(app) for _ in range(6)]
+    with ThreadPoolExecutor(len(registries)) as pool:
+        versions = list(pool.map(lambda r: r.add(model, info).version, registries))
+    assert sorted(versions) == [f"{n:04d}" for n in range(1, 7)]
+    stored = registries[0].versions()
+    assert [v.version for v in stored] == sorted(versions)
+    prefixes = {key.rsplit("/", 2)[1] for key in app.state.store.list(MODELS_PREFIX)}
+    assert len(prefixes) == 6  # no writer overwrote another's files
+
+
 def test_a_promotion_elsewhere_is_served_once_the_poll_interval_passes(
     client: TestClient, app: FastAPI
 ) -> None:
