@@ -536,6 +536,10 @@ def _finalize(
     release.contributor_count = stats.contributor_count
     release.statistics = json.dumps(stats.to_json(), separators=(",", ":"))
     bucket.state = BucketState.RELEASED
+    # What P5 rested on, for the auditor: the exercise's learner count as the release ends.
+    exercise_learners = session.execute(
+        sa.select(ExerciseUsage.learners).where(ExerciseUsage.exercise_id == claim.exercise_id)
+    ).scalar_one_or_none()
     append_audit(
         session,
         kind="release",
@@ -548,6 +552,7 @@ def _finalize(
             "k": claim.k_in_force,
             "policy_hash": claim.policy_hash,
             "release_day": claim.release_day.isoformat(),
+            "exercise_learners": exercise_learners,
         },
     )
     return "released", []

@@ -27,7 +27,7 @@ from core.settings import Settings, get_settings
 from core.storage import BlobStore, open_store
 from exercises.routes import router as exercises_router
 from ingest.consent import load_public_key
-from ingest.decoder import DecoderPool
+from ingest.decoder import DecoderPool, WarmUp
 from ingest.jobs import OrphanSweeper
 from ingest.routes import router as ingest_router
 from policies.policy import Policy, load_policy
@@ -72,7 +72,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         database.upgrade()
         record_policy_load(database, policy)
-        decoder = DecoderPool(workers=settings.decoder_workers)
+        decoder = DecoderPool(
+            workers=settings.decoder_workers,
+            warm_up=WarmUp(database.url, settings.storage_url, settings.key_store_url),
+        )
         decoder.start()
         app.state.decoder = decoder
         scheduler = build_scheduler()
