@@ -93,7 +93,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             interval=settings.release_interval or policy.release_interval,
             log_level=settings.log_level,
         )
-        schedule_retraining(scheduler, database=database, serving=app.state.serving_model)
+        schedule_retraining(
+            scheduler,
+            database_url=database.url,
+            storage_url=settings.storage_url,
+            interval=settings.retrain_interval,
+            log_level=settings.log_level,
+        )
         if settings.scheduler_enabled:
             scheduler.start()
         try:
@@ -116,7 +122,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.store = store
     app.state.keys = keys
     app.state.policy = policy
-    app.state.serving_model = ServingModel(ModelRegistry(settings.model_dir))
+    app.state.serving_model = ServingModel(
+        ModelRegistry(database, store), poll_s=settings.model_poll_s
+    )
     app.state.consent_public_key = load_public_key(settings.consent_public_key)
     install_error_handlers(app)
     # Uploads stream against the policy's own cap; every other body is JSON of bounded size.

@@ -174,8 +174,9 @@ def test_api_pods_run_unprivileged_on_a_read_only_root() -> None:
     volumes = {v["name"]: v for v in pod_spec["volumes"]}
     mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
     assert "emptyDir" in volumes[mounts["/tmp"]]
-    model_dir = _find("ConfigMap", "chorus-settings")["data"]["CHORUS_MODEL_DIR"]
-    assert "emptyDir" in volumes[mounts[model_dir]]
+    # The model registry is shared (database + blob store): no per-pod model folder.
+    assert "CHORUS_MODEL_DIR" not in _find("ConfigMap", "chorus-settings")["data"]
+    assert not any("models" in path for path in mounts)
 
 
 def test_pdb_service_and_autoscaler_target_the_api_pods() -> None:
