@@ -25,21 +25,24 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import io
 import json
 import os
+import resource
 import secrets
+import shutil
 import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Protocol
 
 import httpx
 import numpy as np
@@ -234,7 +237,8 @@ def tree_cpu_seconds(pid: int) -> float:
 class RunResult:
     requests: int
     seconds: float
-    latencies_ms: list[float]
+    p50_ms: float
+    p99_ms: float
     failures: int
     server_cpu_s: float = 0.0
     api_cpu_s: float = 0.0
@@ -244,27 +248,152 @@ class RunResult:
     def throughput(self) -> float:
         return self.requests / self.seconds
 
-    def percentile(self, q: float) -> float:
-        return float(np.percentile(self.latencies_ms, q))
 
 
-def measure(
-    server: tuple[str, int], clips: list[bytes], tokens: list[str], concurrency: int
-) -> RunResult:
-    """One round against ``server`` with the CPU time of both sides."""
+def measure(server: tuple[str, int], load: Load) -> RunResult:
+    """One round of ``load`` against ``server`` with the CPU time of both sides (the load
+    generator's own is measured by ``load``, around the sending alone)."""
     url, pid = server
+    prepared = load.prepare()
     server_before, api_before = tree_cpu_seconds(pid), own_cpu_seconds(pid)
-    client_before = time.process_time()
-    result = asyncio.run(drive(url, clips, tokens, concurrency))
-    return RunResult(
-        result.requests,
-        result.seconds,
-        result.latencies_ms,
-        result.failures,
+    result = load.run(url, prepared)
+    return dataclasses.replace(
+        result,
         server_cpu_s=tree_cpu_seconds(pid) - server_before,
         api_cpu_s=own_cpu_seconds(pid) - api_before,
-        client_cpu_s=time.process_time() - client_before,
     )
+
+
+def _children_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+class Load(Protocol):
+    def prepare(self) -> list[str]:
+        """The round's consent tokens (minted before the measured part)."""
+
+    def run(self, url: str, tokens: list[str]) -> RunResult: ...
+
+
+@dataclass(frozen=True)
+class HttpxLoad:
+    clips: list[bytes]
+    mint: Callable[[int], list[str]]
+    requests: int
+    concurrency: int
+
+    def prepare(self) -> list[str]:
+        return self.mint(self.requests)
+
+    def run(self, url: str, tokens: list[str]) -> RunResult:
+        before = time.process_time()
+        result = asyncio.run(drive(url, self.clips, tokens, self.concurrency))
+        return dataclasses.replace(result, client_cpu_s=time.process_time() - before)
+
+
+# wrk: a load generator in C, driven by a Lua script that sends each prepared body with a
+# consent token of its own (a fresh learner per upload) and prints a JSON summary.
+WRK_SCRIPT = r"""
+local bodies, tokens, index = {}, {}, 0
+local thread_count = 0
+function setup(thread)
+  thread_count = thread_count + 1
+  thread:set("id", thread_count)
+end
+function init(args)
+  local folder, count = args[1], tonumber(args[2])
+  for i = 0, count - 1 do
+    local file = io.open(folder .. "/body-" .. i .. ".bin", "rb")
+    bodies[i] = file:read("*a")
+    file:close()
+  end
+  for line in io.lines(folder .. "/tokens-" .. id .. ".txt") do
+    tokens[#tokens + 1] = line
+  end
+  body_count = count
+  boundary = args[3]
+end
+function request()
+  index = index + 1
+  local headers = {}
+  headers["Authorization"] = "Bearer " .. tokens[index]
+  headers["Content-Type"] = "multipart/form-data; boundary=" .. boundary
+  return wrk.format("POST", "/v1/clips", headers, bodies[index % body_count])
+end
+function done(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    '{"requests":%d,"duration_us":%d,"non2xx":%d,"socket_errors":%d,"p50_us":%d,"p99_us":%d}\n',
+    summary.requests, summary.duration, e.status, e.connect + e.read + e.write + e.timeout,
+    latency:percentile(50), latency:percentile(99)))
+end
+"""
+BOUNDARY = "chorus-bench-boundary"
+WRK_THREADS = 2
+MAX_RATE = 1500  # uploads per second a round could reach at most: tokens are made for it
+
+
+def multipart_body(clip: bytes, exercise_id: str) -> bytes:
+    metadata = json.dumps({"exercise_id": exercise_id}).encode()
+    return b"".join(
+        [
+            f"--{BOUNDARY}\r\n".encode(),
+            b'Content-Disposition: form-data; name="metadata"\r\n\r\n',
+            metadata,
+            f"\r\n--{BOUNDARY}\r\n".encode(),
+            b'Content-Disposition: form-data; name="audio"; filename="clip.wav"\r\n',
+            b"Content-Type: audio/wav\r\n\r\n",
+            clip,
+            f"\r\n--{BOUNDARY}--\r\n".encode(),
+        ]
+    )
+
+
+@dataclass(frozen=True)
+class WrkLoad:
+    """Rounds of ``seconds`` of wrk at ``concurrency`` connections, fresh tokens each round."""
+
+    folder: Path
+    clips: list[bytes]
+    mint: Callable[[int], list[str]]
+    seconds: float
+    concurrency: int
+
+    def __post_init__(self) -> None:
+        self.folder.mkdir(exist_ok=True)
+        for index, clip in enumerate(self.clips):
+            body = multipart_body(clip, EXERCISES[index % len(EXERCISES)])
+            (self.folder / f"body-{index}.bin").write_bytes(body)
+        (self.folder / "script.lua").write_text(WRK_SCRIPT)
+
+    def prepare(self) -> list[str]:
+        return self.mint(WRK_THREADS * (int(MAX_RATE * self.seconds / WRK_THREADS) + 100))
+
+    def run(self, url: str, tokens: list[str]) -> RunResult:
+        share = len(tokens) // WRK_THREADS
+        for thread in range(WRK_THREADS):
+            mine = tokens[thread * share : (thread + 1) * share]
+            (self.folder / f"tokens-{thread + 1}.txt").write_text("\n".join(mine) + "\n")
+        before = _children_cpu_seconds()
+        output = subprocess.run(
+            [
+                "wrk", "-t", str(WRK_THREADS), "-c", str(self.concurrency),
+                "-d", f"{round(self.seconds)}s", "--timeout", "30s",
+                "-s", str(self.folder / "script.lua"), url,
+                "--", str(self.folder), str(len(self.clips)), BOUNDARY,
+            ],
+            capture_output=True, text=True, check=True,
+        ).stdout
+        summary = json.loads(output.strip().splitlines()[-1])
+        return RunResult(
+            requests=summary["requests"],
+            seconds=summary["duration_us"] / 1e6,
+            p50_ms=summary["p50_us"] / 1000,
+            p99_ms=summary["p99_us"] / 1000,
+            failures=summary["non2xx"] + summary["socket_errors"],
+            client_cpu_s=_children_cpu_seconds() - before,
+        )
 
 
 async def drive(url: str, clips: list[bytes], tokens: list[str], concurrency: int) -> RunResult:
@@ -304,12 +433,18 @@ async def drive(url: str, clips: list[bytes], tokens: list[str], concurrency: in
     started = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     elapsed = time.perf_counter() - started
-    return RunResult(len(tokens), elapsed, latencies, failures)
+    p50, p99 = np.percentile(latencies, [50, 99])
+    return RunResult(len(tokens), elapsed, float(p50), float(p99), failures)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--requests", type=int, default=300, help="uploads per round")
+    parser.add_argument(
+        "--load", choices=("wrk", "httpx"), default="wrk" if shutil.which("wrk") else "httpx",
+        help="load generator: wrk (Debian's, the default when installed) or Python httpx",
+    )
+    parser.add_argument("--seconds", type=float, default=10.0, help="length of a wrk round")
+    parser.add_argument("--requests", type=int, default=300, help="uploads per httpx round")
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--warmup", type=int, default=30)
@@ -341,10 +476,15 @@ def main() -> None:
             servers = {"bare": bare, "transcode": transcode, "full": full}
             for url, _pid in servers.values():
                 asyncio.run(drive(url, clips, tokens(args.warmup), args.concurrency))
+            load: Load
+            if args.load == "wrk":
+                load = WrkLoad(Path(tmp, "wrk"), clips, tokens, args.seconds, args.concurrency)
+            else:
+                load = HttpxLoad(clips, tokens, args.requests, args.concurrency)
+
             for _ in range(args.rounds):
                 for name, server in servers.items():
-                    batch = tokens(args.requests)
-                    results[name].append(measure(server, clips, batch, args.concurrency))
+                    results[name].append(measure(server, load))
         stored = len(list(Path(full_dir, "blobs", "pending").glob("*.flac")))
 
     report(results, args, clip_bytes=len(clips[0]), stored=stored)
@@ -355,19 +495,19 @@ def report(
 ) -> None:
     summary: dict[str, dict[str, float]] = {}
     for name, runs in results.items():
-        latencies = [ms for run in runs for ms in run.latencies_ms]
         uploads = sum(run.requests for run in runs)
         summary[name] = {
             "throughput_rps": statistics.median(run.throughput for run in runs),
-            "p50_ms": float(np.percentile(latencies, 50)),
-            "p99_ms": float(np.percentile(latencies, 99)),
+            "p50_ms": statistics.median(run.p50_ms for run in runs),
+            "p99_ms": statistics.median(run.p99_ms for run in runs),
             "failures": float(sum(run.failures for run in runs)),
             "server_cpu_ms": 1000 * sum(run.server_cpu_s for run in runs) / uploads,
             "api_cpu_ms": 1000 * sum(run.api_cpu_s for run in runs) / uploads,
             "client_cpu_ms": 1000 * sum(run.client_cpu_s for run in runs) / uploads,
         }
+    size = f"{args.seconds:g} s" if args.load == "wrk" else f"{args.requests} uploads"
     print(
-        f"{args.rounds} rounds x {args.requests} uploads, concurrency {args.concurrency}, "
+        f"load {args.load}: {args.rounds} rounds x {size}, concurrency {args.concurrency}, "
         f"4 s clips ({clip_bytes} B WAV), cpus {os.cpu_count()}, full pipeline stored {stored}"
     )
     print(
