@@ -729,7 +729,7 @@ def release_ready_buckets(
     with database.session(write=True) as session:
         candidates = unfinished_bucket_ids(session) + ready_bucket_ids(session, k=policy.k)
     outcomes: list[ReleaseOutcome] = []
-    failures: list[ChorusError] = []
+    failures: list[Exception] = []
     for bucket_id in dict.fromkeys(candidates):
         try:
             outcome = release_bucket(
@@ -742,10 +742,12 @@ def release_ready_buckets(
                 batch_size=batch_size,
                 checkpoint=checkpoint,
             )
-        except ChorusError as exc:
-            # One bucket's trouble must not hold back the others; it stays 'releasing' and
-            # the next run resumes it. The first failure is raised once all were tried.
-            _logger.warning("bucket release failed", extra={"code": exc.code})
+        except Exception as exc:
+            # One bucket's trouble (a full or failing store, a lost database connection, a
+            # bug) must not hold back the others; it stays 'releasing' and the next run
+            # resumes it. The first failure is raised once all were tried.
+            code = exc.code if isinstance(exc, ChorusError) else type(exc).__name__
+            _logger.warning("bucket release failed", extra={"code": code})
             failures.append(exc)
             continue
         if outcome is not None:

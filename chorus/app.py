@@ -140,9 +140,10 @@ def _add_operational_routes(app: FastAPI) -> None:
     def readyz(request: Request) -> JSONResponse | dict[str, Any]:
         checks: dict[str, str] = {}
         failed: ChorusError | None = None
+        min_free_bytes = request.app.state.settings.storage_min_free_mb * 2**20
         for name, probe in (
             ("database", request.app.state.database.check),
-            ("storage", request.app.state.store.check),
+            ("storage", lambda: request.app.state.store.check(min_free_bytes=min_free_bytes)),
         ):
             try:
                 probe()
