@@ -26,7 +26,9 @@ Steps, each safe to repeat, so a run killed anywhere is finished by the next one
    a killed one left.
 
 On PostgreSQL a session advisory lock per bucket, held for the whole release, keeps two runners
-off one bucket; a crashed runner's lock dies with its connection, so the next run resumes.
+off one bucket; a crashed runner's lock dies with its connection, so the next run resumes. A
+runner that lost its lock while it lived is fenced off (``aggregate.fencing``): each claim
+stores a fresh token on the bucket row, and every write of the release checks it first.
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from aggregate.buckets import distinct_contributors, key_name, pending_clip_count
+from aggregate.fencing import ClaimLost, fenced, hold_claim, new_claim_token
 from aggregate.statistics import BatchStatistics
 from aggregate.tables import (
     CLOSED_STATES,
@@ -213,6 +216,12 @@ class _Claim:
     release_day: dt.date
     k_in_force: int
     policy_hash: str
+    token: str
+
+
+def _fence(database: Database, claim: _Claim) -> contextlib.AbstractContextManager[None]:
+    """Store writes of ``claim``'s release, made only while its claim holds."""
+    return fenced(database, bucket_id=claim.bucket_id, token=claim.token)
 
 
 @dataclass(frozen=True)
@@ -266,6 +275,8 @@ def _claim(
         release = found
     else:
         return None
+    # A new token fences off whichever runner claimed the bucket before (aggregate.fencing).
+    bucket.claim_token = new_claim_token()
     return _Claim(
         bucket_id=bucket.id,
         release_id=release.id,
@@ -274,6 +285,7 @@ def _claim(
         release_day=release.release_day,
         k_in_force=release.k_in_force,
         policy_hash=release.policy_hash,
+        token=bucket.claim_token,
     )
 
 
@@ -398,6 +410,7 @@ def _plan_and_copy(
     after = ""
     while True:
         with database.session(write=True) as session:
+            hold_claim(session, bucket_id=claim.bucket_id, token=claim.token)
             rows = session.execute(
                 sa.select(*_ROW_COLUMNS)
                 .where(PendingClip.bucket_id == claim.bucket_id, PendingClip.id > after)
@@ -409,7 +422,8 @@ def _plan_and_copy(
             plan = _plan_batch(session, claim, list(rows))
         checkpoint("planned")
         missing: list[_PlannedClip] = []
-        _in_parallel(functools.partial(_copy, store, missing=missing), plan)
+        with _fence(database, claim):
+            _in_parallel(functools.partial(_copy, store, missing=missing), plan)
         _require_withdrawn(database, missing)
         for planned in plan:
             stats.add(
@@ -539,6 +553,7 @@ def _finalize(
         bucket is None
         or bucket.state != BucketState.RELEASING
         or bucket.release_id != claim.release_id
+        or bucket.claim_token != claim.token
     ):
         return "not_ours", []
     stats.contributor_count = distinct_contributors(session, claim.bucket_id)
@@ -659,9 +674,14 @@ def release_bucket(
         outcome: ReleaseOutcome | None = None
         if isinstance(claim, _Claim):
             checkpoint("claimed")
-            outcome = _release_claimed(
-                database, store, claim, batch_size=batch_size, checkpoint=checkpoint
-            )
+            try:
+                outcome = _release_claimed(
+                    database, store, claim, batch_size=batch_size, checkpoint=checkpoint
+                )
+            except ClaimLost:
+                # Taken over after this runner's lock was lost: the new owner finishes it.
+                _logger.warning("release claim taken over")
+                return None
         if _is_closed(database, bucket_id):
             keys.delete(key_name(bucket_id))
             drain_pending(
@@ -691,10 +711,14 @@ def _release_claimed(
         stats = _plan_and_copy(
             database, store, claim, batch_size=batch_size, checkpoint=checkpoint
         )
-        _prune_withdrawn(database, store, claim, batch_size=batch_size)
+        # Its own sessions take no lock on the bucket row: none queues behind the fence's.
+        with _fence(database, claim):
+            _prune_withdrawn(database, store, claim, batch_size=batch_size)
         with database.session(write=True) as session:
             stats.contributor_count = distinct_contributors(session, claim.bucket_id)
-        _write_manifest(database, store, claim, stats, batch_size=batch_size)
+        # After the ownership check, and under it: never over a finished release's manifest.
+        with _fence(database, claim):
+            _write_manifest(database, store, claim, stats, batch_size=batch_size)
         checkpoint("manifest")
         try:
             with database.session(write=True) as session:
