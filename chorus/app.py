@@ -171,8 +171,16 @@ def _add_operational_routes(app: FastAPI) -> None:
 
 def create_app_from_env() -> FastAPI:
     """Factory for ``uvicorn --factory`` with several workers."""
+    import multiprocessing
+    import os
+
+    from core.lifeline import exit_when_gone
     from core.logs import configure_logging
 
+    if multiprocessing.parent_process() is not None:
+        # A worker of ``chorus serve --workers N``: it ends with the supervisor, even a
+        # SIGKILLed one, and its own children with it.
+        exit_when_gone(os.getppid())
     settings = get_settings()
     configure_logging(settings.log_level)
     return create_app(settings)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import multiprocessing
+import os
 import threading
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
@@ -26,6 +27,7 @@ from concurrent.futures.process import BrokenProcessPool
 from typing import Any, TypeVar
 
 from core.errors import DecoderUnavailable
+from core.lifeline import serve_process
 from ingest.audio import sanitize_audio
 from ingest.service import SanitizeTask, UploadJob, sanitize_and_store
 
@@ -134,7 +136,13 @@ class DecoderPool:
     def _new_executor(self) -> ProcessPoolExecutor:
         context = multiprocessing.get_context("forkserver")
         context.set_forkserver_preload(["ingest.audio", "ingest.service"])
-        executor = ProcessPoolExecutor(max_workers=self.workers, mp_context=context)
+        # Workers (children of the forkserver) end with the API process, even a SIGKILLed one.
+        executor = ProcessPoolExecutor(
+            max_workers=self.workers,
+            mp_context=context,
+            initializer=serve_process,
+            initargs=(os.getpid(), True),
+        )
         for _ in range(self.workers):
             executor.submit(_warm_up)
         return executor
