@@ -50,6 +50,7 @@ def serve(
     from chorus.app import prepare
     from core.logs import configure_logging
     from core.metrics import multiprocess_metrics_dir
+    from core.protocol import PROTOCOL
 
     settings = get_settings()
     configure_logging(settings.log_level)
@@ -75,6 +76,7 @@ def serve(
         log_config=None,
         proxy_headers=False,
         server_header=False,
+        http=PROTOCOL,  # closes connections whose headers dawdle (core.protocol)
     )
     if workers == 1:
         run()  # in this process, whose counters are the whole exposition

@@ -39,6 +39,10 @@ class Settings(BaseSettings):
     )
     model_dir: Path = Path("./var/models")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    header_timeout_s: float = Field(
+        default=10.0, gt=0, le=300, description="close a connection whose request headers "
+        "are not complete this long after it opened or after their first byte"
+    )
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
 
