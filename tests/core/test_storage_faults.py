@@ -118,3 +118,28 @@ def test_readyz_is_not_ready_on_a_read_only_store(
     response = client.get("/readyz")
     assert response.status_code == 503
     assert response.json()["checks"]["storage"] == "storage_unavailable"
+
+
+@pytest.mark.parametrize(
+    ("code", "status", "error"),
+    [
+        ("InsufficientStorage", 507, StorageFull),
+        ("XMinioStorageFull", 507, StorageFull),
+        ("ServiceUnavailable", 503, StorageUnavailable),
+    ],
+)
+def test_s3_answers_map_to_full_or_unavailable(
+    code: str, status: int, error: type[Exception]
+) -> None:
+    from botocore.stub import Stubber
+
+    from core.storage_s3 import S3BlobStore
+
+    store = S3BlobStore.from_url(
+        "s3://chorus?endpoint_url=http://127.0.0.1:9&region=us-east-1"
+        "&access_key=k&secret_key=s"
+    )
+    with Stubber(store._client) as stub:
+        stub.add_client_error("put_object", service_error_code=code, http_status_code=status)
+        with pytest.raises(error):
+            store.put("pending/a", b"data")
