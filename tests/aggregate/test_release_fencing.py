@@ -93,12 +93,22 @@ def assert_manifests_match_rows(database: Database, store: BlobStore) -> None:
             }
 
 
+@pytest.mark.parametrize("a_loses_lock_at", ["manifest", "claimed"])
 def test_forced_lock_loss_ordering_keeps_the_release_whole(
-    pg_url: str, runners: list[Database], store: BlobStore, seed: Seed, policy: Policy
+    pg_url: str,
+    runners: list[Database],
+    store: BlobStore,
+    seed: Seed,
+    policy: Policy,
+    a_loses_lock_at: str,
 ) -> None:
+    """``manifest``: B claims, A finalizes and drains, then B goes on (the issue's ordering).
+    ``claimed``: B releases the whole bucket, then A goes on to plan, prune and write."""
     runner_a, runner_b = runners
     clips = seed(runner_a, store, digit=4)
     b_claimed, b_go = threading.Event(), threading.Event()
+    if a_loses_lock_at == "claimed":
+        b_go.set()  # B runs to the end while A waits
     results: dict[str, list[ReleaseOutcome]] = {}
     failures: list[BaseException] = []
 
@@ -118,11 +128,13 @@ def test_forced_lock_loss_ordering_keeps_the_release_whole(
     b = threading.Thread(target=run_b)
 
     def a_checkpoint(step: str) -> None:
-        if step == "manifest" and not b.is_alive() and not b_claimed.is_set():
-            # A's manifest is written; its lock connection dies; B claims the bucket.
+        if step == a_loses_lock_at and not b.is_alive() and not b_claimed.is_set():
+            # A's lock connection dies; B takes the lock and claims the bucket.
             assert terminate_lock_holders(pg_url) == 1
             b.start()
             assert b_claimed.wait(60)
+            if b_go.is_set():
+                b.join(timeout=120)
 
     results["a"] = release_ready_buckets(
         runner_a, store, policy, keys=keys_for(pg_url), checkpoint=a_checkpoint
@@ -130,7 +142,7 @@ def test_forced_lock_loss_ordering_keeps_the_release_whole(
     b_go.set()
     b.join(timeout=120)
     assert failures == []
-    # A was fenced off at its finalize; B, the owner, finished the release.
+    # A was fenced off at its next write; B, the owner, finished the release.
     assert results["a"] == []
     assert [o.clip_count for o in results["b"]] == [5]
     assert_each_released_once(take_census(runner_a, store), clips)
