@@ -87,6 +87,8 @@ def release(
             database.dispose()
     except ChorusError as exc:
         _fail(exc.detail)
+    except OSError as exc:  # a local temporary file (the manifest's) on a full or failing disk
+        _fail(f"the release cycle failed: {exc.strerror or type(exc).__name__}")
 
 
 def _print_preview(preview: Any, *, k: int) -> None:

@@ -9,6 +9,7 @@ only, never a clip (P4).
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import functools
 import logging
@@ -79,7 +80,7 @@ def run_release_cycle(
     record_policy_load(database, policy)
     with database.session(write=True) as session:
         advanced = advance_cycle(session, interval_s=interval_s, now=now)
-    release_failure: ChorusError | None = None
+    release_failure: Exception | None = None
     try:
         released = release_ready_buckets(
             database,
@@ -90,12 +91,14 @@ def run_release_cycle(
             batch_size=batch_size,
             checkpoint=checkpoint,
         )
-    except ChorusError as exc:
-        # A bucket that failed to release must not hold back retention (P10) for everyone.
+    except Exception as exc:
+        # A bucket that failed to release (its store full or failing, anything) must not hold
+        # back retention (P10) for everyone.
         released, release_failure = [], exc
     purged = purge_expired_buckets(database, store, policy, keys=keys, batch_size=batch_size)
     if release_failure is not None:
-        if purged:
+        # Other buckets may have been released before the failure: their residue goes too.
+        with contextlib.suppress(Exception):
             purge_residue(database, store)
         raise release_failure
     with database.session(write=True) as session:
@@ -195,9 +198,11 @@ def _release_job(
             policy=policy,
             interval_s=interval_s,
         )
-    except ChorusError as exc:
-        # The next run finishes whatever this one left; nothing about clips is logged.
-        _logger.warning("release cycle failed", extra={"code": exc.code})
+    except Exception as exc:
+        # The next run finishes whatever this one left; nothing about clips is logged (the
+        # message of a foreign error may name a key: only its type is).
+        code = exc.code if isinstance(exc, ChorusError) else type(exc).__name__
+        _logger.warning("release cycle failed", extra={"code": code})
 
 
 def _job_resources(

@@ -26,7 +26,9 @@ Steps, each safe to repeat, so a run killed anywhere is finished by the next one
    a killed one left.
 
 On PostgreSQL a session advisory lock per bucket, held for the whole release, keeps two runners
-off one bucket; a crashed runner's lock dies with its connection, so the next run resumes.
+off one bucket; a crashed runner's lock dies with its connection, so the next run resumes. A
+runner that lost its lock while it lived is fenced off (``aggregate.fencing``): each claim
+stores a fresh token on the bucket row, and every write of the release checks it first.
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from aggregate.buckets import distinct_contributors, key_name, pending_clip_count
+from aggregate.fencing import ClaimLost, fenced, hold_claim, new_claim_token
 from aggregate.statistics import BatchStatistics
 from aggregate.tables import (
     CLOSED_STATES,
@@ -191,6 +194,12 @@ class _Claim:
     release_day: dt.date
     k_in_force: int
     policy_hash: str
+    token: str
+
+
+def _fence(database: Database, claim: _Claim) -> contextlib.AbstractContextManager[None]:
+    """Store writes of ``claim``'s release, made only while its claim holds."""
+    return fenced(database, bucket_id=claim.bucket_id, token=claim.token)
 
 
 @dataclass(frozen=True)
@@ -244,6 +253,8 @@ def _claim(
         release = found
     else:
         return None
+    # A new token fences off whichever runner claimed the bucket before (aggregate.fencing).
+    bucket.claim_token = new_claim_token()
     return _Claim(
         bucket_id=bucket.id,
         release_id=release.id,
@@ -252,6 +263,7 @@ def _claim(
         release_day=release.release_day,
         k_in_force=release.k_in_force,
         policy_hash=release.policy_hash,
+        token=bucket.claim_token,
     )
 
 
@@ -376,6 +388,7 @@ def _plan_and_copy(
     after = ""
     while True:
         with database.session(write=True) as session:
+            hold_claim(session, bucket_id=claim.bucket_id, token=claim.token)
             rows = session.execute(
                 sa.select(*_ROW_COLUMNS)
                 .where(PendingClip.bucket_id == claim.bucket_id, PendingClip.id > after)
@@ -387,7 +400,8 @@ def _plan_and_copy(
             plan = _plan_batch(session, claim, list(rows))
         checkpoint("planned")
         missing: list[_PlannedClip] = []
-        _in_parallel(functools.partial(_copy, store, missing=missing), plan)
+        with _fence(database, claim):
+            _in_parallel(functools.partial(_copy, store, missing=missing), plan)
         _require_withdrawn(database, missing)
         for planned in plan:
             stats.add(
@@ -517,6 +531,7 @@ def _finalize(
         bucket is None
         or bucket.state != BucketState.RELEASING
         or bucket.release_id != claim.release_id
+        or bucket.claim_token != claim.token
     ):
         return "not_ours", []
     stats.contributor_count = distinct_contributors(session, claim.bucket_id)
@@ -642,9 +657,14 @@ def release_bucket(
         outcome: ReleaseOutcome | None = None
         if isinstance(claim, _Claim):
             checkpoint("claimed")
-            outcome = _release_claimed(
-                database, store, claim, batch_size=batch_size, checkpoint=checkpoint
-            )
+            try:
+                outcome = _release_claimed(
+                    database, store, claim, batch_size=batch_size, checkpoint=checkpoint
+                )
+            except ClaimLost:
+                # Taken over after this runner's lock was lost: the new owner finishes it.
+                _logger.warning("release claim taken over")
+                return None
         if _is_closed(database, bucket_id):
             keys.delete(key_name(bucket_id))
             drain_pending(
@@ -674,10 +694,14 @@ def _release_claimed(
         stats = _plan_and_copy(
             database, store, claim, batch_size=batch_size, checkpoint=checkpoint
         )
-        _prune_withdrawn(database, store, claim, batch_size=batch_size)
+        # Its own sessions take no lock on the bucket row: none queues behind the fence's.
+        with _fence(database, claim):
+            _prune_withdrawn(database, store, claim, batch_size=batch_size)
         with database.session(write=True) as session:
             stats.contributor_count = distinct_contributors(session, claim.bucket_id)
-        _write_manifest(database, store, claim, stats, batch_size=batch_size)
+        # After the ownership check, and under it: never over a finished release's manifest.
+        with _fence(database, claim):
+            _write_manifest(database, store, claim, stats, batch_size=batch_size)
         checkpoint("manifest")
         try:
             with database.session(write=True) as session:
@@ -712,7 +736,7 @@ def release_ready_buckets(
     with database.session(write=True) as session:
         candidates = unfinished_bucket_ids(session) + ready_bucket_ids(session, k=policy.k)
     outcomes: list[ReleaseOutcome] = []
-    failures: list[ChorusError] = []
+    failures: list[Exception] = []
     for bucket_id in dict.fromkeys(candidates):
         try:
             outcome = release_bucket(
@@ -725,10 +749,12 @@ def release_ready_buckets(
                 batch_size=batch_size,
                 checkpoint=checkpoint,
             )
-        except ChorusError as exc:
-            # One bucket's trouble must not hold back the others; it stays 'releasing' and
-            # the next run resumes it. The first failure is raised once all were tried.
-            _logger.warning("bucket release failed", extra={"code": exc.code})
+        except Exception as exc:
+            # One bucket's trouble (a full or failing store, a lost database connection, a
+            # bug) must not hold back the others; it stays 'releasing' and the next run
+            # resumes it. The first failure is raised once all were tried.
+            code = exc.code if isinstance(exc, ChorusError) else type(exc).__name__
+            _logger.warning("bucket release failed", extra={"code": code})
             failures.append(exc)
             continue
         if outcome is not None:

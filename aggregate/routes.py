@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Path, Query
 from fastapi.responses import RedirectResponse, Response, StreamingResponse
 
 from aggregate import service
@@ -23,12 +23,16 @@ from aggregate.models import (
 )
 from aggregate.tables import Release
 from core.deps import AuditorRole, DatabaseDep, ResearcherRole, SessionDep, StoreDep
+from core.text import StorableText
 from policies.deps import PolicyDep
 
 router = APIRouter(tags=["releases"])
 # The auditor's view of the same releases: every threshold each one met (P6, P8).
 audit_router = APIRouter(prefix="/v1/audit", tags=["audit"])
 PRESIGNED_TTL_S = 300
+ReleaseId = Annotated[StorableText, Path(max_length=200)]
+ClipId = Annotated[StorableText, Path(max_length=200)]
+ExerciseIdParam = Annotated[StorableText, Path(max_length=200)]
 
 
 def _summary(release: Release) -> ReleaseSummaryRead:
@@ -49,8 +53,8 @@ def list_releases(
     _role: ResearcherRole,
     session: SessionDep,
     limit: Annotated[int, Query(ge=1, le=service.MAX_PAGE)] = 50,
-    cursor: Annotated[str | None, Query(max_length=200)] = None,
-    exercise_id: Annotated[str | None, Query(max_length=200)] = None,
+    cursor: Annotated[StorableText | None, Query(max_length=200)] = None,
+    exercise_id: Annotated[StorableText | None, Query(max_length=200)] = None,
 ) -> ReleasePageRead:
     """Released batches, newest release day first."""
     releases, next_cursor = service.get_page(
@@ -65,7 +69,7 @@ def list_releases(
     responses={200: {"model": ManifestRead, "content": {"application/json": {}}}},
 )
 def get_release(
-    release_id: str, _role: ResearcherRole, session: SessionDep, store: StoreDep
+    release_id: ReleaseId, _role: ResearcherRole, session: SessionDep, store: StoreDep
 ) -> StreamingResponse:
     """The release manifest (clip ids, durations, sample rates) with its statistics."""
     release = service.get(session, release_id)
@@ -81,7 +85,11 @@ def get_release(
     },
 )
 def get_clip(
-    release_id: str, clip_id: str, _role: ResearcherRole, session: SessionDep, store: StoreDep
+    release_id: ReleaseId,
+    clip_id: ClipId,
+    _role: ResearcherRole,
+    session: SessionDep,
+    store: StoreDep,
 ) -> Response:
     """One released clip as FLAC."""
     clip = service.get_clip(session, release_id=release_id, clip_id=clip_id)
@@ -101,7 +109,7 @@ def get_clip(
     responses={200: {"content": {"application/x-tar": {}}}},
 )
 def get_archive(
-    release_id: str,
+    release_id: ReleaseId,
     _role: ResearcherRole,
     session: SessionDep,
     database: DatabaseDep,
@@ -118,7 +126,7 @@ def get_archive(
 
 
 @router.get("/v1/aggregates/{exercise_id}", response_model=AggregateRead)
-def get_aggregate(exercise_id: str, _role: ResearcherRole, session: SessionDep) -> Any:
+def get_aggregate(exercise_id: ExerciseIdParam, _role: ResearcherRole, session: SessionDep) -> Any:
     """Statistics over every released batch of an exercise."""
     count, stats = service.aggregate(session, exercise_id)
     return AggregateRead.model_validate(

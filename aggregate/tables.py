@@ -54,6 +54,8 @@ class Bucket(Base):
     state: Mapped[str] = mapped_column(sa.String(16), default=BucketState.OPEN)
     opened_cycle: Mapped[int] = mapped_column(sa.Integer)
     release_id: Mapped[str | None] = mapped_column(sa.String(32), nullable=True)
+    # The release runner that holds the claim (aggregate.fencing); random, never a counter.
+    claim_token: Mapped[str | None] = mapped_column(sa.String(32), nullable=True)
 
 
 class PendingClip(Base):

@@ -151,9 +151,10 @@ def _add_operational_routes(app: FastAPI) -> None:
     def readyz(request: Request) -> JSONResponse | dict[str, Any]:
         checks: dict[str, str] = {}
         failed: ChorusError | None = None
+        min_free_bytes = request.app.state.settings.storage_min_free_mb * 2**20
         for name, probe in (
             ("database", request.app.state.database.check),
-            ("storage", request.app.state.store.check),
+            ("storage", lambda: request.app.state.store.check(min_free_bytes=min_free_bytes)),
         ):
             try:
                 probe()
@@ -181,8 +182,16 @@ def _add_operational_routes(app: FastAPI) -> None:
 
 def create_app_from_env() -> FastAPI:
     """Factory for ``uvicorn --factory`` with several workers."""
+    import multiprocessing
+    import os
+
+    from core.lifeline import exit_when_gone
     from core.logs import configure_logging
 
+    if multiprocessing.parent_process() is not None:
+        # A worker of ``chorus serve --workers N``: it ends with the supervisor, even a
+        # SIGKILLed one, and its own children with it.
+        exit_when_gone(os.getppid())
     settings = get_settings()
     configure_logging(settings.log_level)
     return create_app(settings)

@@ -59,6 +59,7 @@ def serve(
     from chorus.app import prepare
     from core.logs import configure_logging
     from core.metrics import multiprocess_metrics_dir
+    from core.protocol import PROTOCOL
 
     settings = get_settings()
     configure_logging(settings.log_level)
@@ -84,6 +85,7 @@ def serve(
         log_config=None,
         server_header=False,
         **proxy_options(settings),
+        http=PROTOCOL,  # closes connections whose headers dawdle (core.protocol)
     )
     if workers == 1:
         run()  # in this process, whose counters are the whole exposition

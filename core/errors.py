@@ -20,10 +20,12 @@ Every error a user can see has a stable ``code``; routes never raise ``HTTPExcep
     ├── InvalidInput                 422 invalid_input
     │   ├── InvalidMetadata          422 invalid_metadata
     │   ├── ExerciseNotEligible      422 exercise_not_eligible
+    │   ├── UnstorableInput          422 unstorable_input
     │   └── InvalidAudio             422 invalid_audio
     │       └── NoSpeech             422 no_speech
+    ├── StorageFull                  507 storage_full
     └── Unavailable                  503 unavailable
-        ├── StorageUnavailable       503 storage_unavailable
+        ├── StorageUnavailable       503 storage_unavailable (Retry-After)
         ├── DatabaseUnavailable      503 database_unavailable
         └── DecoderUnavailable       503 decoder_unavailable
 """
@@ -39,6 +41,8 @@ class ChorusError(Exception):
     status: ClassVar[int] = 500
     code: ClassVar[str] = "internal_error"
     title: ClassVar[str] = "Internal error"
+    # Seconds a client should wait before trying again: sent as ``Retry-After`` when set.
+    retry_after_s: ClassVar[int | None] = None
 
     def __init__(self, detail: str | None = None, **extra: Any) -> None:
         self.detail = detail or self.title
@@ -143,6 +147,13 @@ class ExerciseNotEligible(InvalidInput):
     title = "Exercise is not eligible for collection"
 
 
+class UnstorableInput(InvalidInput):
+    """A value no supported database can store (a NUL, a lone surrogate, out of range)."""
+
+    code = "unstorable_input"
+    title = "A value cannot be stored"
+
+
 class InvalidAudio(InvalidInput):
     code = "invalid_audio"
     title = "Audio outside the accepted bounds"
@@ -151,6 +162,14 @@ class InvalidAudio(InvalidInput):
 class NoSpeech(InvalidAudio):
     code = "no_speech"
     title = "No speech in the audio"
+
+
+class StorageFull(ChorusError):
+    """The blob store has no room left: retrying soon will not help until space is freed."""
+
+    status = 507
+    code = "storage_full"
+    title = "Storage full"
 
 
 class Unavailable(ChorusError):
@@ -162,6 +181,7 @@ class Unavailable(ChorusError):
 class StorageUnavailable(Unavailable):
     code = "storage_unavailable"
     title = "Storage temporarily unavailable"
+    retry_after_s = 30
 
 
 class DatabaseUnavailable(Unavailable):

@@ -8,10 +8,11 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DataError, DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from core.errors import ChorusError, DatabaseUnavailable, problem_body
+from core.errors import ChorusError, DatabaseUnavailable, UnstorableInput, problem_body
+from core.text import UNSTORABLE_ERROR_TYPES
 
 PROBLEM_JSON = "application/problem+json"
 # Declared on every operation (see create_app), so the published schema names what errors look like.
@@ -51,9 +52,19 @@ _HTTP_CODES = {
 
 
 def problem_response(
-    *, status: int, code: str, title: str, detail: str, **extra: Any
+    *,
+    status: int,
+    code: str,
+    title: str,
+    detail: str,
+    retry_after_s: int | None = None,
+    **extra: Any,
 ) -> JSONResponse:
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    headers: dict[str, str] = {}
+    if status == 401:
+        headers["WWW-Authenticate"] = "Bearer"
+    if retry_after_s is not None:
+        headers["Retry-After"] = str(retry_after_s)
     return JSONResponse(
         problem_body(status=status, code=code, title=title, detail=detail, **extra),
         status_code=status,
@@ -67,7 +78,12 @@ async def _chorus_error(_request: Request, exc: Exception) -> JSONResponse:
     if exc.status >= 500:
         _logger.warning("service error", extra={"code": exc.code})
     return problem_response(
-        status=exc.status, code=exc.code, title=exc.title, detail=exc.detail, **exc.extra
+        status=exc.status,
+        code=exc.code,
+        title=exc.title,
+        detail=exc.detail,
+        retry_after_s=exc.retry_after_s,
+        **exc.extra,
     )
 
 
@@ -75,13 +91,19 @@ async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     # Only where and what, never the offending value: it may be learner data.
     errors = [
-        {"loc": [str(part) for part in err.get("loc", ())], "msg": str(err.get("msg", ""))}
+        {
+            "loc": [str(part) for part in err.get("loc", ())],
+            "msg": str(err.get("msg", "")),
+            "type": str(err.get("type", "")),
+        }
         for err in exc.errors()
     ]
+    # Text no database can store has a code of its own (core.text), whatever else is wrong.
+    unstorable = any(e["type"] in UNSTORABLE_ERROR_TYPES for e in errors)
     return problem_response(
         status=422,
-        code="invalid_input",
-        title="Invalid input",
+        code=UnstorableInput.code if unstorable else "invalid_input",
+        title=UnstorableInput.title if unstorable else "Invalid input",
         detail="; ".join(f"{'.'.join(e['loc'])}: {e['msg']}" for e in errors[:5]),
         errors=errors,
     )
@@ -102,6 +124,12 @@ async def _database_error(request: Request, exc: Exception) -> JSONResponse:
     _logger.warning("database error", extra={"error": type(exc).__name__})
     if isinstance(exc, DBAPIError) and exc.connection_invalidated:
         return await _chorus_error(request, DatabaseUnavailable())
+    if isinstance(exc, DataError):
+        # A value the database refused (NUL, out of range, too long) that no model caught:
+        # the request's fault, not the service's. The message may quote it: not sent.
+        return await _chorus_error(
+            request, UnstorableInput("a value in the request cannot be stored")
+        )
     return await _unexpected_error(request, exc)
 
 

@@ -8,11 +8,14 @@ competes with the API process's event loop for the interpreter.
 from __future__ import annotations
 
 import multiprocessing
+import os
 import time
 
 from apscheduler.executors.pool import ProcessPoolExecutor, ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
+
+from core.lifeline import serve_process
 
 INTERVALS = {"hourly": 3600, "daily": 86_400, "weekly": 604_800}
 PROCESS_EXECUTOR = "process"
@@ -28,9 +31,15 @@ class JobProcessExecutor(ProcessPoolExecutor):  # type: ignore[misc]
     """
 
     def __init__(self) -> None:
-        # A fresh interpreter (spawn), not a fork of a process that runs threads.
+        # A fresh interpreter (spawn), not a fork of a process that runs threads; it ends
+        # with the process that made it, even a SIGKILLed one (core.lifeline).
         super().__init__(
-            max_workers=1, pool_kwargs={"mp_context": multiprocessing.get_context("spawn")}
+            max_workers=1,
+            pool_kwargs={
+                "mp_context": multiprocessing.get_context("spawn"),
+                "initializer": serve_process,
+                "initargs": (os.getpid(),),
+            },
         )
 
     def shutdown(self, wait: bool = True) -> None:

@@ -47,7 +47,14 @@ class Settings(BaseSettings):
         "separated, or * (only when nothing but the proxy can reach the service); unset: "
         "trust none",
     )
+    storage_min_free_mb: int = Field(
+        default=100, ge=0, description="/readyz is not ready when the file store has less free"
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    header_timeout_s: float = Field(
+        default=10.0, gt=0, le=300, description="close a connection whose request headers "
+        "are not complete this long after it opened or after their first byte"
+    )
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
 

@@ -11,6 +11,11 @@ Invariants upheld here:
 - P6/P11 pending audio is readable by nobody but the service: the file store creates its
   directories ``0700`` and its objects ``0600``.
 
+A fault of the medium is one of two errors, mapped by ``storage_error`` from ``errno``: no
+space (``ENOSPC``, ``EDQUOT``) is ``StorageFull`` (507), anything else the file system refuses
+(``EROFS``, ``EIO``, ``EACCES``…) is ``StorageUnavailable`` (503 with ``Retry-After``). A
+write that fails leaves no part of itself behind.
+
 The S3 store lives in ``core.storage_s3`` and the in-memory double in ``core.storage_memory``;
 ``open_store`` picks one from a URL:
 
@@ -23,6 +28,7 @@ The S3 store lives in ``core.storage_s3`` and the in-memory double in ``core.sto
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import secrets
 import shutil
@@ -32,7 +38,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, Protocol, runtime_checkable
 from urllib.parse import urlsplit
 
-from core.errors import BlobNotFound, ConfigurationError, StorageUnavailable
+from core.errors import BlobNotFound, ConfigurationError, StorageFull, StorageUnavailable
 from core.files import DIR_MODE, make_private_dir, restrict
 
 DEFAULT_CHUNK_SIZE = 65536
@@ -70,8 +76,9 @@ class BlobStore(Protocol):
     def size(self, key: str) -> int:
         """The object's length in bytes; ``BlobNotFound`` if there is none."""
 
-    def check(self) -> None:
-        """Readiness probe: ``StorageUnavailable`` unless the store answers."""
+    def check(self, *, min_free_bytes: int = 0) -> None:
+        """Readiness probe: ``StorageUnavailable`` unless the store answers and takes a write;
+        ``StorageFull`` if it has less than ``min_free_bytes`` free (where it can tell)."""
 
     def presigned_url(self, key: str, *, expires_s: int) -> str | None:
         """A time-limited URL a client may fetch the object from, or None if unsupported."""
@@ -108,6 +115,29 @@ def validate_prefix(prefix: str) -> str:
         return prefix
     validate_key(prefix.removesuffix("/"))
     return prefix
+
+
+# --- faults of the medium ------------------------------------------------------------------
+
+_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+def storage_error(exc: OSError, action: str) -> StorageFull | StorageUnavailable:
+    """The Chorus error for a file system's refusal: full, or unavailable (read-only, I/O
+    error, permission). The message names the fault, never a key or a path."""
+    reason = errno.errorcode.get(exc.errno or 0, type(exc).__name__)
+    if exc.errno in _FULL_ERRNOS:
+        return StorageFull(f"storage {action} failed: no space left ({reason})")
+    return StorageUnavailable(f"storage {action} failed: {reason}")
+
+
+@contextlib.contextmanager
+def _os_errors(action: str) -> Iterator[None]:
+    """Turn an ``OSError`` of the medium into ``StorageFull`` or ``StorageUnavailable``."""
+    try:
+        yield
+    except OSError as exc:
+        raise storage_error(exc, action) from exc
 
 
 # --- streaming -----------------------------------------------------------------------------
@@ -198,6 +228,8 @@ class FileBlobStore:
             source = open(self._path(src), "rb")  # noqa: SIM115
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             raise BlobNotFound(f"no object {src!r}") from None
+        except OSError as exc:
+            raise storage_error(exc, "read") from exc
         with source:
 
             def write(handle: BinaryIO) -> None:
@@ -206,8 +238,9 @@ class FileBlobStore:
             self._write_atomically(target, write)
 
     def _write_atomically(self, target: Path, write: Callable[[BinaryIO], None]) -> None:
-        self._make_parents(target.parent)
-        fd, temp_name = _mkstemp(target.parent)
+        with _os_errors("write"):
+            self._make_parents(target.parent)
+            fd, temp_name = _mkstemp(target.parent)
         try:
             with os.fdopen(fd, "wb") as handle:
                 write(handle)
@@ -223,8 +256,11 @@ class FileBlobStore:
                 raise ValueError(
                     f"object key {self._key_of(target)!r} collides with another key's folder"
                 ) from exc
+            if isinstance(exc, OSError):
+                raise storage_error(exc, "write") from exc
             raise
-        _fsync_directory(target.parent)
+        with _os_errors("write"):
+            _fsync_directory(target.parent)
 
     def _make_parents(self, directory: Path) -> None:
         missing: list[Path] = []
@@ -250,6 +286,8 @@ class FileBlobStore:
             return self._path(key).read_bytes()
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             raise BlobNotFound(f"no object {key!r}") from None
+        except OSError as exc:
+            raise storage_error(exc, "read") from exc
 
     def stream(self, key: str, *, chunk_size: int = DEFAULT_CHUNK_SIZE) -> Iterator[bytes]:
         path = self._path(key)
@@ -257,7 +295,14 @@ class FileBlobStore:
             handle = open(path, "rb")  # noqa: SIM115  (closed by the iterator)
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             raise BlobNotFound(f"no object {key!r}") from None
-        return ChunkIterator(lambda: handle.read(chunk_size), handle.close)
+        except OSError as exc:
+            raise storage_error(exc, "read") from exc
+
+        def read() -> bytes:
+            with _os_errors("read"):
+                return handle.read(chunk_size)
+
+        return ChunkIterator(read, handle.close)
 
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
@@ -276,7 +321,8 @@ class FileBlobStore:
         validate_prefix(prefix)
         folder, _, _ = prefix.rpartition("/")
         start = self.root.joinpath(*folder.split("/")) if folder else self.root
-        keys = [key for key in self._walk(start, folder) if key.startswith(prefix)]
+        with _os_errors("list"):
+            keys = [key for key in self._walk(start, folder) if key.startswith(prefix)]
         keys.sort()
         return iter(keys)
 
@@ -297,7 +343,7 @@ class FileBlobStore:
     # removing
 
     def delete(self, key: str) -> None:
-        with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+        with _os_errors("delete"), contextlib.suppress(FileNotFoundError, NotADirectoryError):
             self._path(key).unlink()
 
     def sweep_temp_files(self, *, older_than_s: float = 3600.0) -> int:
@@ -314,11 +360,27 @@ class FileBlobStore:
 
     # operations
 
-    def check(self) -> None:
+    def check(self, *, min_free_bytes: int = 0) -> None:
         if not self.root.is_dir():
             raise StorageUnavailable(f"the storage directory {self.root} is missing")
         if not os.access(self.root, os.W_OK | os.X_OK):
             raise StorageUnavailable(f"the storage directory {self.root} is not writable")
+        with _os_errors("check"):
+            # A real write: a read-only or failing medium may still grant access(W_OK).
+            fd, temp_name = _mkstemp(self.root)
+            try:
+                os.write(fd, b"\0")
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+                os.unlink(temp_name)
+            usage = os.statvfs(self.root)
+        free = usage.f_bavail * usage.f_frsize
+        if free < min_free_bytes:
+            raise StorageFull(
+                f"the storage has {free // 2**20} MiB free, below the "
+                f"{min_free_bytes // 2**20} MiB threshold"
+            )
 
     def presigned_url(self, key: str, *, expires_s: int) -> str | None:
         validate_key(key)

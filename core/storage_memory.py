@@ -84,7 +84,7 @@ class MemoryBlobStore:
     def size(self, key: str) -> int:
         return len(self.get(key))
 
-    def check(self) -> None:
+    def check(self, *, min_free_bytes: int = 0) -> None:
         self._reachable()
 
     def presigned_url(self, key: str, *, expires_s: int) -> str | None:

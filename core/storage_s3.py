@@ -28,8 +28,20 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 from urllib3.exceptions import HTTPError as Urllib3Error
 
-from core.errors import BlobNotFound, ChorusError, ConfigurationError, StorageUnavailable
-from core.storage import DEFAULT_CHUNK_SIZE, ChunkIterator, validate_key, validate_prefix
+from core.errors import (
+    BlobNotFound,
+    ChorusError,
+    ConfigurationError,
+    StorageFull,
+    StorageUnavailable,
+)
+from core.storage import (
+    DEFAULT_CHUNK_SIZE,
+    ChunkIterator,
+    storage_error,
+    validate_key,
+    validate_prefix,
+)
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -57,6 +69,8 @@ _REFUSED = frozenset(
     {"403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "Forbidden"}
 )
 _TRANSPORT_ERRORS = (BotoCoreError, Urllib3Error, ConnectionError, TimeoutError)
+# A server out of space: HTTP 507 and the codes S3-compatible servers send with it.
+_FULL = frozenset({"507", "InsufficientStorage", "XMinioStorageFull", "QuotaExceeded"})
 
 
 class S3BlobStore:
@@ -220,7 +234,8 @@ class S3BlobStore:
 
     # operations
 
-    def check(self) -> None:
+    def check(self, *, min_free_bytes: int = 0) -> None:
+        """Reachability only: S3 reports no free space (``min_free_bytes`` is not checked)."""
         with self._errors("check"):
             self._client.head_bucket(Bucket=self.bucket)
 
@@ -301,6 +316,8 @@ class S3BlobStore:
             raise
         except (ClientError, *_TRANSPORT_ERRORS) as exc:
             self._raise(exc, action, key)
+        except OSError as exc:  # the local file of put_file, or a socket error unwrapped
+            raise storage_error(exc, action) from exc
 
     def _raise(self, exc: Exception, action: str, key: str | None) -> NoReturn:
         where = f"bucket {self.bucket!r} at {self.endpoint_url or 'AWS S3'}"
@@ -308,6 +325,9 @@ class S3BlobStore:
             code = _error_code(exc)
             if key is not None and code in _MISSING_OBJECT:
                 raise BlobNotFound(f"no object {key!r}") from None
+            status = str(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", ""))
+            if code in _FULL or status in _FULL:
+                raise StorageFull(f"S3 {action} failed for {where}: {code or status}") from exc
             if code == "NoSuchBucket" or (key is None and code in _MISSING_BUCKET):
                 raise StorageUnavailable(f"S3 {action} failed: no {where}") from exc
             raise StorageUnavailable(f"S3 {action} failed for {where}: {code}") from exc

@@ -16,7 +16,7 @@ awaits the outcome.
 - **Recycled in the background.** After ``max_tasks_per_child`` uploads a worker is due: a
   replacement is started and warmed on a thread, swapped in when ready, and the old worker exits
   once idle, so no worker lives long on untrusted input and no upload waits for a start.
-- Workers die with the API process (``PR_SET_PDEATHSIG``), whatever ends it.
+- Workers die with the API process, whatever ends it (``core.lifeline``).
 
 Workers are forked from a forkserver that has the audio and storage modules loaded, so a new
 worker costs a fork, not an interpreter start.
@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import io
 import logging
 import multiprocessing
@@ -49,6 +48,7 @@ import numpy as np
 import soundfile as sf
 
 from core.errors import ChorusError, DecoderUnavailable
+from core.lifeline import serve_process
 from ingest.audio import AudioLimits, sanitize_audio
 from ingest.service import SanitizeTask, UploadJob, sanitize_and_store
 from ingest.service import warm_up as warm_up_resources
@@ -60,7 +60,6 @@ STORE_ALLOWANCE_S = 40.0
 START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 5.0
 RESTART_PAUSE_MAX_S = 10.0
-_PR_SET_PDEATHSIG = 1
 _HEADER = struct.Struct("!i")  # multiprocessing.Connection's message length prefix
 
 _logger = logging.getLogger("chorus.ingest.decoder")
@@ -77,17 +76,6 @@ class WarmUp:
 
 class _Failed(Exception):
     """An exception of the worker that could not be sent as itself."""
-
-
-def _die_with_parent() -> None:
-    """Ask the kernel to SIGKILL this process when the API process that started it ends."""
-    if not sys.platform.startswith("linux"):
-        return
-    with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    if os.getppid() == 1:  # the parent was already gone
-        os._exit(0)
 
 
 def _warm_audio() -> None:
@@ -122,9 +110,12 @@ def _warm(warm_up: WarmUp | None) -> None:
         _logger.warning("upload worker starts without its resources", extra={"code": exc.code})
 
 
-def _worker_main(conn: Connection, task: SanitizeTask, warm_up: WarmUp | None) -> None:
+def _worker_main(
+    conn: Connection, task: SanitizeTask, warm_up: WarmUp | None, api_pid: int
+) -> None:
     """A worker's life: warm up, report ready, then one job at a time until told to stop."""
-    _die_with_parent()
+    # Its parent is the single-threaded forkserver: die with it and with the API process.
+    serve_process(api_pid, parent_single_threaded=True)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the API process decides when workers stop
     try:
         _warm(warm_up)
@@ -430,7 +421,7 @@ class DecoderPool:
         parent_end, child_end = self._context.Pipe(duplex=True)
         process = self._context.Process(
             target=_worker_main,
-            args=(child_end, self.task, self.warm_up),
+            args=(child_end, self.task, self.warm_up, os.getpid()),
             name="chorus-upload-worker",
             daemon=True,
         )

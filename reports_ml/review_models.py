@@ -10,13 +10,16 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from core.text import StorableText
 from reports_ml.diff import DiffSegment
 from reports_ml.tables import COURSE_LENGTH, MAX_ANSWER_CHARS, PROMPT_ID_LENGTH, REPORTER_ID_LENGTH
 from reports_ml.text import normalize_answer
 
-Course = Annotated[str, Field(min_length=1, max_length=COURSE_LENGTH, pattern=r"^[\w.-]+$")]
-PromptId = Annotated[str, Field(min_length=1, max_length=PROMPT_ID_LENGTH)]
-AnswerText = Annotated[str, Field(max_length=MAX_ANSWER_CHARS)]
+Course = Annotated[
+    StorableText, Field(min_length=1, max_length=COURSE_LENGTH, pattern=r"^[\w.-]+$")
+]
+PromptId = Annotated[StorableText, Field(min_length=1, max_length=PROMPT_ID_LENGTH)]
+AnswerText = Annotated[StorableText, Field(max_length=MAX_ANSWER_CHARS)]
 
 
 def _has_words(text: str) -> str:
@@ -31,7 +34,7 @@ class PromptCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     prompt_id: PromptId
-    text: str = Field(max_length=MAX_ANSWER_CHARS)
+    text: StorableText = Field(max_length=MAX_ANSWER_CHARS)
     accepted: list[AnswerText] = Field(min_length=1, max_length=100_000)
 
     @field_validator("accepted")
@@ -54,7 +57,7 @@ class ReportCreate(BaseModel):
     course: Course
     prompt_id: PromptId
     answer: AnswerText
-    reporter_id: str = Field(min_length=1, max_length=REPORTER_ID_LENGTH)
+    reporter_id: StorableText = Field(min_length=1, max_length=REPORTER_ID_LENGTH)
 
     @field_validator("answer")
     @classmethod

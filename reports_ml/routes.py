@@ -19,6 +19,7 @@ from fastapi.templating import Jinja2Templates
 from core.auth import Role, require_roles
 from core.deps import AdminRole, AppRole, ContributorRole, DatabaseDep
 from core.errors import NotFound
+from core.text import StorableText
 from reports_ml import review
 from reports_ml.registry import ModelRegistry, ServingModel
 from reports_ml.review_models import (
@@ -55,7 +56,7 @@ _CONSOLE_HEADERS = {
 }
 
 CourseParam = Annotated[
-    str, PathParam(min_length=1, max_length=100, pattern=r"^[\w.-]+$")
+    StorableText, PathParam(min_length=1, max_length=100, pattern=r"^[\w.-]+$")
 ]
 ReviewerRole = Annotated[Role, Depends(require_roles(Role.CONTRIBUTOR, Role.ADMIN))]
 
@@ -126,9 +127,9 @@ def get_queue(
     _role: ContributorRole,
     database: DatabaseDep,
     serving: ServingDep,
-    course: Annotated[str, Query(min_length=1, max_length=100)],
+    course: Annotated[StorableText, Query(min_length=1, max_length=100)],
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    cursor: Annotated[str | None, Query(max_length=500)] = None,
+    cursor: Annotated[StorableText | None, Query(max_length=500)] = None,
 ) -> QueueRead:
     """Open reports of a course, most likely correct first, with a diff to the nearest
     accepted translation."""
@@ -145,7 +146,7 @@ def get_queue(
 
 @router.post("/v1/reports/{report_id}/decision", tags=["reports"])
 def post_decision(
-    report_id: Annotated[str, PathParam(max_length=64)],
+    report_id: Annotated[StorableText, PathParam(max_length=64)],
     body: DecisionCreate,
     _role: ContributorRole,
     database: DatabaseDep,
@@ -171,7 +172,7 @@ def get_outbox(
 
 @router.post("/v1/reports/outbox/{notice_id}/ack", status_code=204, tags=["reports"])
 def post_outbox_ack(
-    notice_id: Annotated[str, PathParam(max_length=64)],
+    notice_id: Annotated[StorableText, PathParam(max_length=64)],
     _role: AdminRole,
     database: DatabaseDep,
 ) -> Response:

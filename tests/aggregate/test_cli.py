@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import io
 import json
+import os
 import socket
 import tarfile
 import threading
@@ -23,7 +25,7 @@ from chorus.cli import app as chorus
 from core.auth import Role
 from core.db import Database
 from core.settings import Settings, reset_settings_cache
-from core.storage import BlobStore, open_store
+from core.storage import TEMP_PREFIX, BlobStore, open_store
 from ingest.audio import sanitize_audio
 from ingest.service import audio_limits
 from policies.policy import Policy, load_policy
@@ -77,6 +79,37 @@ def test_release_dry_run_changes_nothing_then_release_releases(
     assert "released: 1 batch(es)" in result.output
     assert "exercise digit-3: 5 clip(s), 5 contributor(s)" in result.output
     assert len(list(store.list("pending/"))) == 2  # digit-4 waits for k
+
+
+@pytest.mark.parametrize(
+    ("code", "message"),
+    [(errno.ENOSPC, "no space left (ENOSPC)"), (errno.EROFS, "EROFS")],
+)
+def test_release_on_a_full_or_read_only_store_fails_in_one_line(
+    cli_settings: Settings, seed: Seed, monkeypatch: pytest.MonkeyPatch, code: int, message: str
+) -> None:
+    database = Database(cli_settings.database_url)
+    database.upgrade()
+    store = open_store(cli_settings.storage_url)
+    seed(database, store, digit=3)
+    database.dispose()
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        if TEMP_PREFIX in os.readlink(f"/proc/self/fd/{fd}"):
+            raise OSError(code, os.strerror(code))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    result = runner.invoke(chorus, ["release"])
+    monkeypatch.undo()
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+    assert "Traceback" not in result.output
+    assert len(list(store.list("pending/"))) == 5  # the bucket waits for the next run
+    result = runner.invoke(chorus, ["release"])
+    assert result.exit_code == 0, result.output
+    assert "released: 1 batch(es)" in result.output
 
 
 def _seed_sanitized(

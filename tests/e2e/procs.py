@@ -132,8 +132,8 @@ class ChorusProcess:
     def kill(self) -> None:
         """SIGKILL the API process, as a crash or an OOM kill would.
 
-        Its decoder workers outlive it (a container runtime would take them down with it), so
-        they are killed afterwards, by the pids they had.
+        Its helpers end by themselves (``core.lifeline``); any left, say by a test that stopped
+        the watch, are killed afterwards, by the pids they had.
         """
         if not self.running:
             return

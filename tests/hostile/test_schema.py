@@ -1,16 +1,19 @@
 """Schemathesis against the OpenAPI schema of every route, with a valid key for each route.
 
-Each operation is exercised with its own role's key (or a valid consent token for the upload
-and withdrawal), so generated data reaches validation and the handlers rather than stopping at
-401. Checks: no 5xx, documented status codes and content types, bodies matching the schema.
+Each operation is exercised with the key of every role it admits in turn (or a valid consent
+token for the upload and withdrawal), so generated data reaches validation and the handlers
+rather than stopping at 401. Checks: no 5xx, documented status codes and content types, bodies
+matching the schema. The run is on SQLite and, when ``CHORUS_TEST_DATABASE_URL`` names a
+server (as in CI), on PostgreSQL too, whose text and integer rules are stricter.
 Examples per operation: ``CHORUS_SCHEMA_EXAMPLES`` (default 15).
 """
 
 from __future__ import annotations
 
+import itertools
 import os
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,9 +33,11 @@ from starlette.routing import BaseRoute
 
 from chorus.app import create_app
 from chorus.demo import BackgroundServer
+from chorus.devservers import provision_postgres_database
 from core.auth import Role
 from core.settings import Settings
-from tests.hostile.conftest import LiveApp, LiveServer
+from tests.conftest import ConsentKeys
+from tests.hostile.conftest import LiveApp, LiveServer, _start, hostile_settings
 
 MAX_EXAMPLES = int(os.environ.get("CHORUS_SCHEMA_EXAMPLES", "15"))
 CONSENT_ROUTES = {("POST", "/v1/clips"), ("POST", "/v1/consent/withdrawals")}
@@ -66,17 +71,17 @@ def _api_routes(routes: Iterable[BaseRoute]) -> Iterator[APIRoute]:
             yield from _api_routes(included.routes)
 
 
-def credentials_by_route(live: LiveApp) -> dict[tuple[str, str], dict[str, str]]:
-    """Headers that authorize each operation: its role's key or a consent token."""
-    headers: dict[tuple[str, str], dict[str, str]] = {}
+def credentials_by_route(live: LiveApp) -> dict[tuple[str, str], list[dict[str, str]]]:
+    """Headers that authorize each operation: the key of each role it admits, or a consent
+    token."""
+    headers: dict[tuple[str, str], list[dict[str, str]]] = {}
     for route in _api_routes(live.app.routes):
         for method in route.methods:
             key = (method, route.path)
             if key in CONSENT_ROUTES:
-                headers[key] = {"Authorization": f"Bearer {live.token()}"}
+                headers[key] = [{"Authorization": f"Bearer {live.token()}"}]
             else:
-                roles = _required_roles(route.dependant)
-                headers[key] = live.headers(roles[0]) if roles else {}
+                headers[key] = [live.headers(role) for role in _required_roles(route.dependant)]
     return headers
 
 
@@ -93,16 +98,52 @@ def _published_schema() -> dict[str, Any]:
     return app.openapi()
 
 
+DATABASES = ["sqlite"] + (
+    [pytest.param("postgres", marks=pytest.mark.postgres)]
+    if os.environ.get("CHORUS_TEST_DATABASE_URL", "").strip()
+    else []
+)
+
+
+@pytest.fixture(scope="module", params=DATABASES)
+def schema_app(
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    consent_keys: ConsentKeys,
+) -> Iterator[LiveApp]:
+    """The app with a key per role, on SQLite or on a fresh PostgreSQL database."""
+    folder = tmp_path_factory.mktemp(f"schema-{request.param}")
+    if request.param == "sqlite":
+        yield from _start(hostile_settings(folder, consent_keys), consent_keys)
+        return
+    with provision_postgres_database(prefix="chorus_schema") as url:
+        yield from _start(hostile_settings(folder, consent_keys, database_url=url), consent_keys)
+
+
 @pytest.fixture(scope="module")
-def live_server(live_app: LiveApp) -> Iterator[LiveServer]:
+def live_server(schema_app: LiveApp) -> Iterator[LiveServer]:
     """The same app under uvicorn on loopback: one lifespan, real HTTP for every case."""
-    with BackgroundServer(live_app.app) as server:
-        yield LiveServer(url=server.url, host=server.host, port=server.port, live=live_app)
+    with BackgroundServer(schema_app.app) as server:
+        yield LiveServer(url=server.url, host=server.host, port=server.port, live=schema_app)
 
 
 @pytest.fixture(scope="module")
-def route_headers(live_app: LiveApp) -> dict[tuple[str, str], dict[str, str]]:
-    return credentials_by_route(live_app)
+def route_headers(schema_app: LiveApp) -> dict[tuple[str, str], list[dict[str, str]]]:
+    return credentials_by_route(schema_app)
+
+
+@pytest.fixture(scope="module")
+def headers_for(
+    route_headers: dict[tuple[str, str], list[dict[str, str]]],
+) -> Callable[[str, str], dict[str, str]]:
+    """The next credential of an operation: its admitted roles' keys in turn."""
+    turns = {key: itertools.cycle(choices) for key, choices in route_headers.items() if choices}
+
+    def pick(method: str, path: str) -> dict[str, str]:
+        turn = turns.get((method.upper(), path))
+        return dict(next(turn)) if turn is not None else {}
+
+    return pick
 
 
 # Built at import: schemathesis's fixture-backed loader does not run under this pytest.
@@ -111,7 +152,7 @@ schema = schemathesis.openapi.from_dict(PUBLISHED)
 
 
 def test_every_operation_is_authorized_with_a_real_credential(
-    route_headers: dict[tuple[str, str], dict[str, str]],
+    route_headers: dict[tuple[str, str], list[dict[str, str]]],
 ) -> None:
     # Guards the mapping: an operation without credentials would only ever see 401.
     operations = [
@@ -122,6 +163,8 @@ def test_every_operation_is_authorized_with_a_real_credential(
     ]
     assert len(operations) >= 15
     assert [op for op in operations if not route_headers.get(op)] == []
+    # Operations that admit several roles are tried with each one's key.
+    assert len(route_headers[("GET", "/v1/courses")]) == 2
 
 
 @schema.parametrize()
@@ -132,7 +175,7 @@ def test_every_operation_is_authorized_with_a_real_credential(
     derandomize=True,
 )
 def test_no_server_error_and_responses_match_schema(
-    case: Any, live_server: LiveServer, route_headers: dict[tuple[str, str], dict[str, str]]
+    case: Any, live_server: LiveServer, headers_for: Callable[[str, str], dict[str, str]]
 ) -> None:
-    headers = route_headers.get((case.operation.method.upper(), case.operation.path), {})
+    headers = headers_for(case.operation.method, case.operation.path)
     case.call_and_validate(base_url=live_server.url, headers=headers, checks=CHECKS)

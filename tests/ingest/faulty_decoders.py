@@ -37,3 +37,50 @@ def killed_mid_decode_or_sanitize(data: bytes, limits: AudioLimits) -> Sanitized
         time.sleep(0.5)
         os.kill(os.getpid(), signal.SIGKILL)
     return sanitize_audio(data, limits)
+
+
+# Prefixes that make the worker's next object write fail as a full or read-only medium would.
+DISK_FULL = b"FILL-THE-DISK"
+READ_ONLY = b"READ-ONLY-DISK"
+_armed: dict[str, int] = {}
+
+
+def storage_fault_or_sanitize(data: bytes, limits: AudioLimits) -> SanitizedClip:
+    """Sanitize for real; with a marker, the store's next fsync (ENOSPC) or temporary file
+    (EROFS) fails in this worker, as the medium would, once."""
+    import errno
+
+    import core.storage
+
+    if not _armed:
+        _install_faults(core.storage)
+    for marker, code in ((DISK_FULL, errno.ENOSPC), (READ_ONLY, errno.EROFS)):
+        if data.startswith(marker):
+            _armed["errno"] = code
+            data = data[len(marker):]
+    return sanitize_audio(data, limits)
+
+
+def _install_faults(storage: object) -> None:
+    import errno
+
+    _armed["installed"] = 1
+    real_fsync = os.fsync
+    real_mkstemp = storage._mkstemp  # type: ignore[attr-defined]
+
+    def fsync(fd: int) -> None:
+        if _armed.get("errno") == errno.ENOSPC and storage.TEMP_PREFIX in os.readlink(  # type: ignore[attr-defined]
+            f"/proc/self/fd/{fd}"
+        ):
+            del _armed["errno"]
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real_fsync(fd)
+
+    def mkstemp(directory: object) -> tuple[int, str]:
+        if _armed.get("errno") == errno.EROFS:
+            del _armed["errno"]
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+        return real_mkstemp(directory)  # type: ignore[no-any-return]
+
+    os.fsync = fsync
+    storage._mkstemp = mkstemp  # type: ignore[attr-defined]
