@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import dataclasses
 import io
 import json
@@ -131,16 +132,17 @@ def four_second_clips(count: int) -> list[bytes]:
     return clips
 
 
-def prepare_full_service(workdir: Path) -> tuple[dict[str, str], str]:
+def prepare_full_service(workdir: Path, **overrides: str) -> tuple[dict[str, str], str]:
     """Environment for the full app, with a usage catalog; returns (env, private key PEM)."""
     from benchmarks.service_env import embedded_service
 
-    return embedded_service(
-        workdir,
-        CHORUS_SCHEDULER_ENABLED="false",
-        CHORUS_LOG_LEVEL="WARNING",
-        CHORUS_DECODER_WORKERS=os.environ.get("CHORUS_DECODER_WORKERS", "2"),
-    )
+    settings = {
+        "CHORUS_SCHEDULER_ENABLED": "false",
+        "CHORUS_LOG_LEVEL": "WARNING",
+        **{k: v for k, v in os.environ.items() if k == "CHORUS_DECODER_WORKERS"},
+        **overrides,
+    }
+    return embedded_service(workdir, **settings)
 
 
 # --- servers and load -----------------------------------------------------------------------
@@ -448,19 +450,42 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--warmup", type=int, default=30)
+    parser.add_argument(
+        "--database", choices=("sqlite", "postgres"), default="sqlite",
+        help="the service's database: the embedded default, or PostgreSQL (the local server, "
+        "else an embedded one)",
+    )
+    parser.add_argument(
+        "--store", choices=("file", "s3"), default="file",
+        help="every server's store: files, or SeaweedFS's S3 gateway started for the run",
+    )
     args = parser.parse_args()
     sys.path.insert(0, str(REPO_ROOT))
+    from core.storage import open_store
     from ingest.consent import load_private_key, mint_token
 
     clips = four_second_clips(40)
     results: dict[str, list[RunResult]] = {name: [] for name in SERVERS}
-    with tempfile.TemporaryDirectory(prefix="chorus-bench-") as tmp:
+    with contextlib.ExitStack() as stack:
+        tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="chorus-bench-"))
         full_dir, bare_dir, transcode_dir = Path(tmp, "full"), Path(tmp, "bare"), Path(tmp, "tx")
         for folder in (full_dir, bare_dir, transcode_dir):
             folder.mkdir()
-        full_env, private_pem = prepare_full_service(full_dir)
-        bare_env = {"CHORUS_STORAGE_URL": f"file://{bare_dir / 'blobs'}"}
-        transcode_env = {"CHORUS_STORAGE_URL": f"file://{transcode_dir / 'blobs'}"}
+        storage = {name: f"file://{Path(tmp, name, 'blobs')}" for name in ("full", "bare", "tx")}
+        if args.store == "s3":
+            from chorus.devservers import SeaweedServer
+
+            seaweed = stack.enter_context(SeaweedServer(Path(tmp, "seaweed")))
+            storage = {name: seaweed.storage_url(f"bench-{name}") for name in storage}
+        overrides = {"CHORUS_STORAGE_URL": storage["full"]}
+        if args.database == "postgres":
+            from chorus.devservers_postgres import provision_postgres_database
+
+            url = stack.enter_context(provision_postgres_database(prefix="chorus_bench"))
+            overrides["CHORUS_DATABASE_URL"] = url
+        full_env, private_pem = prepare_full_service(full_dir, **overrides)
+        bare_env = {"CHORUS_STORAGE_URL": storage["bare"]}
+        transcode_env = {"CHORUS_STORAGE_URL": storage["tx"]}
         key = load_private_key(private_pem)
         learner = iter(range(10**9))
 
@@ -485,7 +510,7 @@ def main() -> None:
             for _ in range(args.rounds):
                 for name, server in servers.items():
                     results[name].append(measure(server, load))
-        stored = len(list(Path(full_dir, "blobs", "pending").glob("*.flac")))
+        stored = len(list(open_store(storage["full"]).list("pending/")))
 
     report(results, args, clip_bytes=len(clips[0]), stored=stored)
 
@@ -507,6 +532,7 @@ def report(
         }
     size = f"{args.seconds:g} s" if args.load == "wrk" else f"{args.requests} uploads"
     print(
+        f"database {args.database}, store {args.store}, "
         f"load {args.load}: {args.rounds} rounds x {size}, concurrency {args.concurrency}, "
         f"4 s clips ({clip_bytes} B WAV), cpus {os.cpu_count()}, full pipeline stored {stored}"
     )
