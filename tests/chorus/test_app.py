@@ -13,6 +13,7 @@ from fastapi.testclient import TestClient
 from chorus.app import create_app
 from core.errors import ConfigurationError
 from core.settings import Settings
+from tests.keys import TEST_KEY_STORE_URL
 
 
 def test_healthz_and_readyz(client: TestClient) -> None:
@@ -56,6 +57,7 @@ def _serve(env: dict[str, str], tmp_path: Path) -> subprocess.CompletedProcess[s
         "CHORUS_STORAGE_URL": f"file://{tmp_path / 'blobs'}",
         "CHORUS_SCHEDULER_ENABLED": "false",
         "CHORUS_PORT": "0",
+        "CHORUS_KEY_STORE_URL": TEST_KEY_STORE_URL,  # the run's own, removed at its end
     }
     base.update(env)
     return subprocess.run(
