@@ -25,6 +25,7 @@ from chorus.devservers import provision_postgres_database
 from core.db import Database
 from core.storage import BlobStore, open_store
 from policies.audit import verify_chain
+from policies.context import shard_members
 from policies.policy import POLICY_DIR, Policy, load_policy
 from policies.tables import AuditEntry
 from tests.keys import catalog_exercise, keys_for
@@ -150,13 +151,21 @@ class Census:
         return self.pending[clip.digest] + self.released[clip.digest]
 
 
+def released_clip_bytes(store: BlobStore, prefix: str = "releases/") -> list[bytes]:
+    """Every clip readable under ``prefix``: the members of every release shard, and any
+    loose FLAC object."""
+    clips = []
+    for key in store.list(prefix):
+        if key.endswith(".tar"):
+            clips.extend(data for _name, data in shard_members(store.get(key)))
+        elif key.endswith(".flac"):
+            clips.append(store.get(key))
+    return clips
+
+
 def take_census(database: Database, store: BlobStore) -> Census:
     pending = Counter(hashlib.sha256(store.get(k)).hexdigest() for k in store.list("pending/"))
-    released = Counter(
-        hashlib.sha256(store.get(k)).hexdigest()
-        for k in store.list("releases/")
-        if k.endswith(".flac")
-    )
+    released = Counter(hashlib.sha256(data).hexdigest() for data in released_clip_bytes(store))
     with database.session() as session:
         pending_rows = session.execute(
             sa.select(sa.func.count()).select_from(PendingClip)
