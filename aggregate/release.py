@@ -707,6 +707,8 @@ def _write_dataset_files(
             paths[CARD].write_text(
                 dataset_card(header, license_id=claim.license), encoding="utf-8"
             )
+            for handle in handles.values():
+                handle.flush()
             for name in (CARD, METADATA_CSV, VALIDATED_TSV, DURATIONS_TSV):
                 handles[CHECKSUMS].write(f"{_sha256_of(paths[name])}  {name}\n")
         files = [

@@ -165,12 +165,12 @@ def _shard_members(
 ) -> Iterable[Finding]:
     """Every member of every shard is a clip the manifest lists, in the shard it names, with
     the SHA-256 it records; no member, shard or loose clip object is left unlisted."""
-    clips = manifest.get("clips") if isinstance(manifest.get("clips"), list) else []
+    clips = _list_of(manifest, "clips")
     expected: dict[str, tuple[Any, Any]] = {}
     for clip in clips:
         if isinstance(clip, dict):
             expected[f"clips/{clip.get('clip_id')}.flac"] = (clip.get("shard"), clip.get("sha256"))
-    shards = manifest.get("shards") if isinstance(manifest.get("shards"), list) else []
+    shards = _list_of(manifest, "shards")
     listed_shards = {
         f"{RELEASES_PREFIX}{release.id}/{shard.get('name')}"
         for shard in shards
@@ -209,6 +209,11 @@ def _shard_members(
             f"manifest: {'; '.join(problems[:5])}",
             release.id,
         )
+
+
+def _list_of(manifest: dict[str, Any], name: str) -> list[Any]:
+    value = manifest.get(name)
+    return value if isinstance(value, list) else []
 
 
 def _manifest_clip_ids(manifest: dict[str, Any]) -> list[str]:
