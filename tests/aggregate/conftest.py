@@ -9,6 +9,9 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import socket
+import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -18,6 +21,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 import sqlalchemy as sa
+import uvicorn
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
 
 from aggregate.buckets import ClipFacts, add_pending_clip, pending_object_key
 from aggregate.tables import Bucket, PendingClip, ReleasedClip
@@ -259,3 +265,25 @@ def database_on_both(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator
     db.upgrade()
     yield db
     db.dispose()
+
+
+@pytest.fixture
+def live_url(client: TestClient, app: FastAPI, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """The test app served over real HTTP on a free loopback port (lifespan already entered)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="off", log_config=None)
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert server.started
+    url = f"http://127.0.0.1:{port}"
+    monkeypatch.setenv("CHORUS_URL", url)
+    yield url
+    server.should_exit = True
+    thread.join(timeout=10)

@@ -4,16 +4,12 @@ from __future__ import annotations
 
 import io
 import json
-import socket
 import tarfile
-import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import soundfile as sf
-import uvicorn
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
@@ -143,28 +139,6 @@ def released(app: FastAPI, client: TestClient, seed: Seed) -> str:
         interval_s=3600,
     )
     return report.released[0].release_id
-
-
-@pytest.fixture
-def live_url(client: TestClient, app: FastAPI, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """The test app served over real HTTP on a free loopback port (lifespan already entered)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="off", log_config=None)
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert server.started
-    url = f"http://127.0.0.1:{port}"
-    monkeypatch.setenv("CHORUS_URL", url)
-    yield url
-    server.should_exit = True
-    thread.join(timeout=10)
 
 
 def test_releases_list_show_and_download(
