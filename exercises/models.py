@@ -17,10 +17,12 @@ ExerciseId = Annotated[
 ]
 
 # RFC 5646 language tags: language[-extlang][-script][-region](-variant)*(-extension)*
-# [-privateuse], or a private-use tag alone. Irregular grandfathered tags are not accepted.
+# [-privateuse], or a private-use tag alone. The language is an ISO 639 code of 2 or 3
+# letters (the grammar's 4-8 letter subtags are reserved or unassigned, and "english" is
+# a mistake); irregular grandfathered tags are not accepted.
 _BCP47 = re.compile(
     r"^(?:"
-    r"(?:[A-Za-z]{2,3}(?:-[A-Za-z]{3}){0,3}|[A-Za-z]{4,8})"
+    r"[A-Za-z]{2,3}(?:-[A-Za-z]{3}){0,3}"
     r"(?:-[A-Za-z]{4})?"
     r"(?:-(?:[A-Za-z]{2}|[0-9]{3}))?"
     r"(?:-(?:[A-Za-z0-9]{5,8}|[0-9][A-Za-z0-9]{3}))*"
