@@ -51,7 +51,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, TextIO, TypeVar, cast
+from typing import Any, Literal, TypeVar, cast
 
 import sqlalchemy as sa
 from sqlalchemy.exc import DBAPIError
@@ -673,6 +673,38 @@ def _sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
+_CLIP_COLUMNS = (
+    ReleasedClip.id,
+    ReleasedClip.position,
+    ReleasedClip.duration_s,
+    ReleasedClip.sample_rate,
+    ReleasedClip.loudness_dbfs,
+    ReleasedClip.sha256,
+    ReleasedClip.shard,
+    ReleasedClip.member_offset,
+    ReleasedClip.member_size,
+)
+
+
+def _released_rows(database: Database, release_id: str, *, batch_size: int) -> Iterator[Any]:
+    """A release's clips as plain rows in their shuffled order (keyset on position, id)."""
+    last: tuple[int, str] | None = None
+    while True:
+        with database.session(write=True) as session:
+            query = sa.select(*_CLIP_COLUMNS).where(ReleasedClip.release_id == release_id)
+            if last is not None:
+                query = query.where(
+                    sa.tuple_(ReleasedClip.position, ReleasedClip.id) > sa.tuple_(*last)
+                )
+            rows = session.execute(
+                query.order_by(ReleasedClip.position, ReleasedClip.id).limit(batch_size)
+            ).all()
+        if not rows:
+            return
+        yield from rows
+        last = (rows[-1].position, rows[-1].id)
+
+
 def _write_dataset_files(
     database: Database,
     store: BlobStore,
@@ -682,8 +714,9 @@ def _write_dataset_files(
     *,
     batch_size: int,
 ) -> None:
-    """The dataset's tables, card and checksums, then the manifest, each streamed through a
-    temporary file and stored with one write: memory stays flat in the release's size."""
+    """The dataset's tables, card and checksums, then the manifest: one pass over the clips
+    writes every table and the manifest's clip list into temporary files, so memory stays
+    flat in the release's size; the small files are stored together, the manifest last."""
     header = manifest_header(claim, stats)
     describing = Describing(
         exercise_id=claim.exercise_id,
@@ -692,18 +725,20 @@ def _write_dataset_files(
         course=claim.course,
         skill=claim.skill,
     )
-    tables = (METADATA_CSV, VALIDATED_TSV, DURATIONS_TSV, CHECKSUMS)
-    with _temporary_files((*DATASET_FILES, MANIFEST)) as paths:
+    tables = (METADATA_CSV, VALIDATED_TSV, DURATIONS_TSV, CHECKSUMS, _CLIP_ENTRIES)
+    with _temporary_files((*DATASET_FILES, MANIFEST, _CLIP_ENTRIES)) as paths:
         with contextlib.ExitStack() as stack:
             handles = {
                 name: stack.enter_context(paths[name].open("w", encoding="utf-8", newline=""))
                 for name in tables
             }
             writers = TableWriters(handles, describing)
-            for clip in iter_released_clips(database, claim.release_id, batch_size=batch_size):
+            rows = _released_rows(database, claim.release_id, batch_size=batch_size)
+            for index, clip in enumerate(rows):
                 if clip.sha256 is None:
                     raise _UnplannedClips("a planned clip is in no shard")
                 writers.add(ClipRow(clip.id, clip.duration_s, clip.sample_rate, clip.sha256))
+                handles[_CLIP_ENTRIES].write(("," if index else "") + _clip_entry(index, clip))
             paths[CARD].write_text(
                 dataset_card(header, license_id=claim.license), encoding="utf-8"
             )
@@ -715,8 +750,10 @@ def _write_dataset_files(
             StoredFile(name, paths[name].stat().st_size, _sha256_of(paths[name]))
             for name in DATASET_FILES
         ]
-        for name in DATASET_FILES:
-            store.put_file(dataset_file_key(claim.release_id, name), paths[name])
+        _in_parallel(
+            lambda name: store.put_file(dataset_file_key(claim.release_id, name), paths[name]),
+            list(DATASET_FILES),
+        )
         with paths[MANIFEST].open("w", encoding="utf-8") as out:
             text = json.dumps(
                 {
@@ -728,16 +765,18 @@ def _write_dataset_files(
                 separators=(",", ":"),
             )
             out.write(text[:-1] + ',"clips":[')
-            _write_clip_entries(
-                out, iter_released_clips(database, claim.release_id, batch_size=batch_size)
-            )
+            with paths[_CLIP_ENTRIES].open(encoding="utf-8") as entries:
+                shutil.copyfileobj(entries, out, 1 << 20)
             out.write("]}")
         store.put_file(manifest_key(claim.release_id), paths[MANIFEST])
 
 
-def _write_clip_entries(out: TextIO, clips: Iterator[ReleasedClip]) -> None:
-    for index, clip in enumerate(clips):
-        entry = {
+_CLIP_ENTRIES = "clips.part"
+
+
+def _clip_entry(index: int, clip: Any) -> str:
+    return json.dumps(
+        {
             "clip_id": clip.id,
             "file_name": clip_file_name(clip.id),
             "position": index,
@@ -748,9 +787,9 @@ def _write_clip_entries(out: TextIO, clips: Iterator[ReleasedClip]) -> None:
             "shard": None if clip.shard is None else shard_name(clip.shard),
             "offset": clip.member_offset,
             "size": clip.member_size,
-        }
-        out.write(("," if index else "") + json.dumps(entry, separators=(",", ":")))
-
+        },
+        separators=(",", ":"),
+    )
 
 
 Finalized = Literal["released", "not_ours", "below_k"]
