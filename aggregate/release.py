@@ -668,7 +668,7 @@ def _temporary_files(names: Iterable[str]) -> Iterator[dict[str, Path]]:
 def _sha256_of(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as handle:
-        while chunk := handle.read(1 << 20):
+        while chunk := handle.read(1 << 16):
             digest.update(chunk)
     return digest.hexdigest()
 
@@ -766,7 +766,7 @@ def _write_dataset_files(
             )
             out.write(text[:-1] + ',"clips":[')
             with paths[_CLIP_ENTRIES].open(encoding="utf-8") as entries:
-                shutil.copyfileobj(entries, out, 1 << 20)
+                shutil.copyfileobj(entries, out, 1 << 16)
             out.write("]}")
         store.put_file(manifest_key(claim.release_id), paths[MANIFEST])
 

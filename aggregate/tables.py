@@ -64,6 +64,8 @@ class PendingClip(Base):
     __table_args__ = (
         sa.UniqueConstraint("bucket_id", "contributor_tag", "slot"),
         sa.Index("ix_pending_clips_bucket_id_id", "bucket_id", "id"),
+        # A release reads its planned clips in their released order, joined to their originals.
+        sa.Index("ix_pending_clips_release_clip_id", "release_clip_id"),
         {"sqlite_with_rowid": False},
     )
 

@@ -4,7 +4,8 @@
 a validated BCP 47 tag). A release keeps the text, course and skill its exercise had when it was
 claimed. A released clip records the SHA-256 of its released bytes, the shard that holds it and
 where its bytes start in that shard and how long they are, so one clip can be served, and every
-shard member checked, without unpacking the shard.
+shard member checked, without unpacking the shard. Pending clips are indexed by the released id
+a release planned for them, which the release joins on to read them in their released order.
 
 Revision ID: 0004
 Revises: 0003
@@ -34,9 +35,13 @@ def upgrade() -> None:
     op.add_column("released_clips", sa.Column("shard", sa.Integer(), nullable=True))
     op.add_column("released_clips", sa.Column("member_offset", sa.BigInteger(), nullable=True))
     op.add_column("released_clips", sa.Column("member_size", sa.Integer(), nullable=True))
+    op.create_index(
+        "ix_pending_clips_release_clip_id", "pending_clips", ["release_clip_id"], unique=False
+    )
 
 
 def downgrade() -> None:
+    op.drop_index("ix_pending_clips_release_clip_id", table_name="pending_clips")
     with op.batch_alter_table("released_clips") as batch:
         for name in ("member_size", "member_offset", "shard", "sha256"):
             batch.drop_column(name)
