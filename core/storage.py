@@ -18,6 +18,7 @@ The S3 store lives in ``core.storage_s3`` and the in-memory double in ``core.sto
     file:///srv/chorus/blobs         absolute
     s3://bucket?endpoint_url=http://127.0.0.1:8333&region=us-east-1[&access_key=…&secret_key=…]
         [&seaweedfs_master=http://127.0.0.1:9333]   (compacts volumes after deletes)
+        [&public_endpoint_url=https://s3.example.org]  (the endpoint presigned URLs name)
 """
 
 from __future__ import annotations
