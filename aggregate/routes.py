@@ -104,9 +104,9 @@ _FILE_TYPES = {".tar": "application/x-tar", ".csv": "text/csv", ".tsv": "text/ta
                ".md": "text/markdown", ".json": "application/json"}
 
 
-@router.api_route(
+@router.head("/v1/releases/{release_id}/files/{name:path}", include_in_schema=False)
+@router.get(
     "/v1/releases/{release_id}/files/{name:path}",
-    methods=["GET", "HEAD"],
     response_class=Response,
     responses={
         200: {"description": "the file"},
@@ -143,9 +143,9 @@ def get_release_file(
     )
 
 
-@router.api_route(
+@router.head("/v1/releases/{release_id}/archive", include_in_schema=False)
+@router.get(
     "/v1/releases/{release_id}/archive",
-    methods=["GET", "HEAD"],
     response_class=Response,
     responses={
         200: {"content": {"application/x-tar": {}}},
