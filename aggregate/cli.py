@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import json
 import tarfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -24,6 +23,8 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 from rich.table import Table
+
+from core.storage import ChunkReader
 
 ROOT_COMMANDS = ("release",)
 
@@ -254,31 +255,10 @@ def _save_tar(response: httpx.Response, path: Path) -> None:
             progress.advance(task, len(chunk))
 
 
-class _ResponseReader:
-    """A read-only file object over a streamed response, for ``tarfile`` stream mode."""
-
-    def __init__(self, chunks: Iterator[bytes]) -> None:
-        self._chunks = chunks
-        self._buffer = bytearray()
-        self.consumed = 0
-
-    def read(self, size: int = -1) -> bytes:
-        while size < 0 or len(self._buffer) < size:
-            chunk = next(self._chunks, None)
-            if chunk is None:
-                break
-            self._buffer.extend(chunk)
-        take = len(self._buffer) if size < 0 else min(size, len(self._buffer))
-        data = bytes(self._buffer[:take])
-        del self._buffer[:take]
-        self.consumed += take
-        return data
-
-
 def _extract_tar(response: httpx.Response, out: Path) -> dict[str, str]:
     """Unpack the streamed archive into ``out``; returns each file's SHA-256."""
     length = response.headers.get("content-length")
-    reader = _ResponseReader(response.iter_bytes())
+    reader = ChunkReader(response.iter_bytes())
     digests: dict[str, str] = {}
     with _progress(DownloadColumn(), TransferSpeedColumn()) as progress, tarfile.open(
         fileobj=reader, mode="r|"  # type: ignore[call-overload]

@@ -613,31 +613,6 @@ def _write_shards(
     return stats, shards
 
 
-def iter_released_clips(
-    database: Database, release_id: str, *, batch_size: int = DEFAULT_BATCH
-) -> Iterator[ReleasedClip]:
-    """A release's clips in their shuffled order, read in batches (keyset on position, id)."""
-    last: tuple[int, str] | None = None
-    while True:
-        with database.session(write=True) as session:
-            query = sa.select(ReleasedClip).where(ReleasedClip.release_id == release_id)
-            if last is not None:
-                query = query.where(
-                    sa.tuple_(ReleasedClip.position, ReleasedClip.id) > sa.tuple_(*last)
-                )
-            rows = (
-                session.execute(
-                    query.order_by(ReleasedClip.position, ReleasedClip.id).limit(batch_size)
-                )
-                .scalars()
-                .all()
-            )
-        if not rows:
-            return
-        yield from rows
-        last = (rows[-1].position, rows[-1].id)
-
-
 def manifest_header(claim: _Claim, stats: BatchStatistics) -> dict[str, Any]:
     return {
         "release_id": claim.release_id,

@@ -186,7 +186,7 @@ def _shard_members(
     members = 0
     for key in shard_keys:
         shard = key.removeprefix(f"{RELEASES_PREFIX}{release.id}/")
-        for name, data in shard_members(ctx.store.get(key)):
+        for name, data in shard_members(ctx.store.stream(key)):
             members += 1
             entry = expected.get(name)
             if entry is None or name in seen:

@@ -154,6 +154,28 @@ class ChunkIterator(Iterator[bytes]):
             self.close()
 
 
+class ChunkReader:
+    """A read-only file object over chunks (a store stream, a response), for ``tarfile``'s
+    stream modes: memory holds at most one chunk and what the reader asked for."""
+
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        self._chunks = chunks
+        self._buffer = bytearray()
+        self.consumed = 0
+
+    def read(self, size: int = -1) -> bytes:
+        while size < 0 or len(self._buffer) < size:
+            chunk = next(self._chunks, None)
+            if chunk is None:
+                break
+            self._buffer.extend(chunk)
+        take = len(self._buffer) if size < 0 else min(size, len(self._buffer))
+        data = bytes(self._buffer[:take])
+        del self._buffer[:take]
+        self.consumed += take
+        return data
+
+
 # --- file store ----------------------------------------------------------------------------
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from sqlalchemy.engine import Engine
 
 from core.db import Database
-from core.storage import BlobStore
+from core.storage import BlobStore, ChunkReader
 from policies.policy import Policy
 
 RELEASES_PREFIX = "releases/"
@@ -60,7 +60,7 @@ class AuditContext:
         ``<shard key>:<member>``), then each loose clip object (subject: its key). One shard
         is read at a time."""
         for key in self.released_shard_keys():
-            for name, data in shard_members(self.store.get(key)):
+            for name, data in shard_members(self.store.stream(key)):
                 yield f"{key}:{name}", data
         for key in self.released_clip_keys():
             yield key, self.store.get(key)
@@ -88,10 +88,12 @@ def is_shard_key(key: str) -> bool:
     )
 
 
-def shard_members(shard: bytes) -> Iterator[tuple[str, bytes]]:
-    """``(name, bytes)`` of every member of a tar shard, in order; a member that is not a
-    regular file reads as empty bytes (the checks then see it as not FLAC)."""
-    with tarfile.open(fileobj=io.BytesIO(shard), mode="r|") as archive:
+def shard_members(shard: bytes | Iterator[bytes]) -> Iterator[tuple[str, bytes]]:
+    """``(name, bytes)`` of every member of a tar shard (its bytes, or a store stream read
+    one member at a time), in order; a member that is not a regular file reads as empty bytes
+    (the checks then see it as not FLAC)."""
+    source = io.BytesIO(shard) if isinstance(shard, bytes) else ChunkReader(shard)
+    with tarfile.open(fileobj=source, mode="r|") as archive:  # type: ignore[call-overload]
         for member in archive:
             handle = archive.extractfile(member) if member.isfile() else None
             yield member.name, (handle.read() if handle is not None else b"")
