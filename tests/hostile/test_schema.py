@@ -9,6 +9,7 @@ Examples per operation: ``CHORUS_SCHEMA_EXAMPLES`` (default 15).
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -70,8 +71,10 @@ def credentials_by_route(live: LiveApp) -> dict[tuple[str, str], dict[str, str]]
     """Headers that authorize each operation: its role's key or a consent token."""
     headers: dict[tuple[str, str], dict[str, str]] = {}
     for route in _api_routes(live.app.routes):
+        # The published path drops a parameter's convertor: {name:path} is {name}.
+        path = re.sub(r"\{(\w+):\w+\}", r"{\1}", route.path)
         for method in route.methods:
-            key = (method, route.path)
+            key = (method, path)
             if key in CONSENT_ROUTES:
                 headers[key] = {"Authorization": f"Bearer {live.token()}"}
             else:

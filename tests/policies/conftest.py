@@ -98,8 +98,9 @@ class AuditedState:
         shard, _, member = subject.partition(":")
         return dict(shard_members(self.store.get(shard)))[member]
 
-    def put_clip(self, subject: str, data: bytes | None) -> None:
-        """Rewrite the clip's shard with ``data`` in place of the clip (None: without it)."""
+    def put_clip(self, subject: str, data: bytes | None, *, rename: str | None = None) -> None:
+        """Rewrite the clip's shard with ``data`` in place of the clip (None: without it),
+        under the member name ``rename`` if given."""
         shard, _, member = subject.partition(":")
         members = list(shard_members(self.store.get(shard)))
         buffer = io.BytesIO()
@@ -107,7 +108,7 @@ class AuditedState:
             for name, old in members:
                 new = old if name != member else data
                 if new is not None:
-                    info = tarfile.TarInfo(name)
+                    info = tarfile.TarInfo(rename if rename and name == member else name)
                     info.size = len(new)
                     tar.addfile(info, io.BytesIO(new))
         self.store.put(shard, buffer.getvalue())

@@ -140,6 +140,15 @@ def test_extra_or_altered_shard_member(
     assert "differs from its SHA-256 in the manifest" in findings[0]["message"]
 
 
+def test_shard_member_with_a_counter_for_a_name(
+    audited: AuditedState, run_audit_cli: RunAudit, verify_api: VerifyApi
+) -> None:
+    for subject in audited.released_clip_keys():
+        audited.put_clip(subject, audited.get_clip(subject), rename=f"clips/{len(subject)}.flac")
+    findings = run_audit_cli().report["findings"]
+    assert "non_random_id" in {finding["check"] for finding in findings}
+
+
 def test_member_the_manifest_does_not_list(
     audited: AuditedState, run_audit_cli: RunAudit, verify_api: VerifyApi
 ) -> None:
