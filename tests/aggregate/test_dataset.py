@@ -20,6 +20,7 @@ from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from aggregate.jobs import run_release_cycle
+from aggregate.models import ManifestRead
 from chorus.cli import app as chorus
 from core.auth import Role
 from tests.aggregate.conftest import Seed
@@ -135,6 +136,8 @@ def test_the_manifest_records_shards_files_and_checksums(
     release_id = _release(app)
     researcher = auth(Role.RESEARCHER)
     manifest = client.get(f"/v1/releases/{release_id}", headers=researcher).json()
+    documented = ManifestRead.model_validate(manifest)  # the published schema holds
+    assert all(clip.sha256 and clip.shard and clip.size for clip in documented.clips)
     assert (manifest["text"], manifest["language"]) == (CATALOG["text"], "en-US")
     assert (manifest["course"], manifest["skill"]) == ("numbers", "speaking")
     for entry in [*manifest["shards"], *manifest["files"]]:
