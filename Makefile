@@ -18,9 +18,9 @@ install: $(STAMP)
 
 # Debian packages the browser test needs (headless Chromium); skipped when already present.
 system-deps:
-	@command -v chromium >/dev/null 2>&1 || { \
-	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium >/dev/null; \
-	  else sudo apt-get update -qq && sudo apt-get install -y -qq chromium >/dev/null; fi; }
+	@{ command -v chromium && test -x /usr/sbin/nginx; } >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium nginx >/dev/null; \
+	  else sudo apt-get update -qq && sudo apt-get install -y -qq chromium nginx >/dev/null; fi; }
 
 $(DEV_KEYS)/public.pem: $(STAMP)
 	$(BIN)/chorus consent keygen --out $(DEV_KEYS)

@@ -158,6 +158,23 @@ def add_pending_clip(
         raise ContributionLimit()
 
 
+def prepare_upload_statements(connection: sa.Connection) -> None:
+    """Run the upload's statements once, matching nothing, so a new process has them compiled
+    (SQLAlchemy caches a statement's compiled form per engine at its first execution)."""
+    connection.execute(_OPEN_BUCKET, {"exercise_id": ""}).scalar()
+    nothing = {
+        "id": "",
+        "bucket_id": "",
+        "tag": "",
+        "object_key": "",
+        "duration_s": 0.0,
+        "sample_rate": 0,
+        "loudness_dbfs": 0.0,
+        "max_slots": 0,  # count(*) < 0 never holds: no row goes in
+    }
+    connection.execute(_INSERT_IN_FREE_SLOT, nothing).all()
+
+
 def _is_postgres(session: Executor) -> bool:
     bind = session.get_bind() if isinstance(session, Session) else session
     return bind.dialect.name == "postgresql"

@@ -13,6 +13,7 @@ import sqlalchemy as sa
 from aggregate.release_checks import (
     check_pending_isolation,
     check_release_entries,
+    check_release_exercises,
     check_release_policies,
     check_released_media,
     check_releases,
@@ -95,4 +96,6 @@ CHECKS: tuple[Check, ...] = (
           check_pending_isolation),
     Check("release_policies", ("P8",), "every release's policy was recorded as loaded",
           check_release_policies),
+    Check("release_exercises", ("P5",), "every release's exercise met min_exercise_learners",
+          check_release_exercises),
 )

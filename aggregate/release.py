@@ -185,38 +185,17 @@ def unfinished_bucket_ids(session: Session) -> list[str]:
 # --- exclusive claim ----------------------------------------------------------------------
 
 
-def _lock_number(bucket_id: str) -> int:
-    digest = hashlib.sha256(f"chorus-release:{bucket_id}".encode()).digest()
-    return int.from_bytes(digest[:8], "big", signed=True)
-
-
 @contextlib.contextmanager
 def bucket_claim(database: Database, bucket_id: str) -> Iterator[bool]:
     """Yields True while this runner alone works on the bucket.
 
-    PostgreSQL: a session advisory lock on a dedicated connection, like ``FOR UPDATE SKIP
-    LOCKED`` but held across the release's many short transactions and released by the server
-    when a killed runner's connection drops. SQLite: one bucket at a time for all runners (the
-    job processes of several ``chorus serve`` workers, a ``chorus release``), on a file lock
-    beside the database that a killed runner's process lets go of.
+    PostgreSQL: a session advisory lock per bucket, like ``FOR UPDATE SKIP LOCKED`` but held
+    across the release's many short transactions. SQLite: one bucket at a time for all runners
+    (the job processes of several ``chorus serve`` workers, a ``chorus release``). Either is let
+    go of when a killed runner's connection or process ends (``Database.try_lock``).
     """
-    if not database.is_postgres:
-        with database.sidecar_lock("release") as acquired:
-            yield acquired
-        return
-    number = _lock_number(bucket_id)
-    with database.engine.connect() as connection:
-        acquired = bool(
-            connection.execute(sa.text("SELECT pg_try_advisory_lock(:n)"), {"n": number}).scalar()
-        )
-        connection.commit()
-        try:
-            yield acquired
-        finally:
-            if acquired:
-                with contextlib.suppress(DBAPIError):
-                    connection.execute(sa.text("SELECT pg_advisory_unlock(:n)"), {"n": number})
-                    connection.commit()
+    with database.try_lock(f"chorus-release:{bucket_id}", sqlite_name="release") as acquired:
+        yield acquired
 
 
 def _lock_bucket(session: Session, bucket_id: str) -> Bucket | None:
@@ -799,6 +778,10 @@ def _finalize(
     release.contributor_count = stats.contributor_count
     release.statistics = json.dumps(stats.to_json(), separators=(",", ":"))
     bucket.state = BucketState.RELEASED
+    # What P5 rested on, for the auditor: the exercise's learner count as the release ends.
+    exercise_learners = session.execute(
+        sa.select(ExerciseUsage.learners).where(ExerciseUsage.exercise_id == claim.exercise_id)
+    ).scalar_one_or_none()
     append_audit(
         session,
         kind="release",
@@ -811,6 +794,7 @@ def _finalize(
             "k": claim.k_in_force,
             "policy_hash": claim.policy_hash,
             "release_day": claim.release_day.isoformat(),
+            "exercise_learners": exercise_learners,
         },
     )
     return "released", []

@@ -334,6 +334,48 @@ def check_release_policies(ctx: AuditContext) -> Iterable[Finding]:
                 release_id,
             )
 
+def check_release_exercises(ctx: AuditContext) -> Iterable[Finding]:
+    """P5 at release time: every release's audit entry shows its exercise had at least the
+    ``min_exercise_learners`` of the policy it was made under."""
+    with ctx.database.session() as session:
+        entries = session.execute(
+            sa.select(AuditEntry.kind, AuditEntry.body)
+            .where(AuditEntry.kind.in_(("release", POLICY_LOADED)))
+            .order_by(AuditEntry.seq)
+        ).all()
+    minimum_by_policy: dict[str, int] = {}
+    releases: list[dict[str, Any]] = []
+    for kind, text in entries:
+        try:
+            body = json.loads(text)
+        except ValueError:
+            continue
+        if not isinstance(body, dict):
+            continue
+        if kind == POLICY_LOADED:
+            policy = body.get("policy")
+            if isinstance(body.get("content_hash"), str) and isinstance(policy, dict):
+                minimum = policy.get("min_exercise_learners")
+                if isinstance(minimum, int):
+                    minimum_by_policy[body["content_hash"]] = minimum
+        elif isinstance(body.get("release_id"), str):
+            releases.append(body)
+    for body in releases:
+        release_id = body["release_id"]
+        minimum = minimum_by_policy.get(str(body.get("policy_hash")))
+        learners = body.get("exercise_learners")
+        if minimum is None:
+            continue  # release_policy_unrecorded reports it
+        if not isinstance(learners, int) or learners < minimum:
+            yield Finding(
+                "release_exercise_rare",
+                "P5",
+                f"release {release_id} of exercise {body.get('exercise_id')!r} was made with "
+                f"{learners!r} learners on record; its policy requires {minimum}",
+                release_id,
+            )
+
+
 # --- P6: pending clips stay pending ----------------------------------------------------------
 
 

@@ -128,7 +128,6 @@ def prepare_service(workdir: Path, *, release_interval: int) -> tuple[dict[str, 
         workdir,
         CHORUS_SCHEDULER_ENABLED="true",
         CHORUS_RELEASE_INTERVAL=str(release_interval),
-        CHORUS_MODEL_DIR=str(workdir / "models"),
     )
 
 

@@ -27,7 +27,7 @@ from core.settings import Settings, get_settings
 from core.storage import BlobStore, open_store
 from exercises.routes import router as exercises_router
 from ingest.consent import load_public_key
-from ingest.decoder import DecoderPool
+from ingest.decoder import DecoderPool, WarmUp
 from ingest.jobs import OrphanSweeper
 from ingest.routes import router as ingest_router
 from policies.policy import Policy, load_policy
@@ -72,7 +72,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         database.upgrade()
         record_policy_load(database, policy)
-        decoder = DecoderPool(workers=settings.decoder_workers)
+        decoder = DecoderPool(
+            workers=settings.decoder_workers,
+            warm_up=WarmUp(database.url, settings.storage_url, settings.key_store_url),
+        )
         decoder.start()
         app.state.decoder = decoder
         scheduler = build_scheduler()
@@ -90,7 +93,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             interval=settings.release_interval or policy.release_interval,
             log_level=settings.log_level,
         )
-        schedule_retraining(scheduler, database=database, serving=app.state.serving_model)
+        schedule_retraining(
+            scheduler,
+            database_url=database.url,
+            storage_url=settings.storage_url,
+            interval=settings.retrain_interval,
+            log_level=settings.log_level,
+        )
         if settings.scheduler_enabled:
             scheduler.start()
         try:
@@ -113,7 +122,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.store = store
     app.state.keys = keys
     app.state.policy = policy
-    app.state.serving_model = ServingModel(ModelRegistry(settings.model_dir))
+    app.state.serving_model = ServingModel(
+        ModelRegistry(database, store), poll_s=settings.model_poll_s
+    )
     app.state.consent_public_key = load_public_key(settings.consent_public_key)
     install_error_handlers(app)
     # Uploads stream against the policy's own cap; every other body is JSON of bounded size.

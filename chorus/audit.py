@@ -29,6 +29,7 @@ _REPORT_ORDER = (
     "pending_isolation",
     "canaries",
     "release_policies",
+    "release_exercises",
     "file_modes",
     "sqlite_pragmas",
     "clip_table_rowid",

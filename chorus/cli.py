@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import functools
 import sys
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from core.auth import Role, create_key
 from core.errors import ChorusError, DatabaseUnavailable, StorageUnavailable
 from core.files import set_private_umask
-from core.settings import get_settings
+from core.settings import Settings, get_settings
 
 app = typer.Typer(
     name="chorus",
@@ -36,6 +36,15 @@ def _redacted(url: str) -> str:
     scheme, _, rest = url.partition("://")
     host = rest.split("?", 1)[0].rsplit("@", 1)[-1]
     return f"{scheme}://{host}"
+
+
+def proxy_options(settings: Settings) -> dict[str, Any]:
+    """uvicorn's forwarded-header handling: off unless ``CHORUS_FORWARDED_ALLOW_IPS`` names the
+    proxies, so a client cannot claim another scheme. Behind a TLS proxy it makes the request's
+    scheme ``https`` (redirects stay on https). The forwarded client address is never logged."""
+    if settings.forwarded_allow_ips is None:
+        return {"proxy_headers": False}
+    return {"proxy_headers": True, "forwarded_allow_ips": settings.forwarded_allow_ips}
 
 
 @app.command()
@@ -73,8 +82,8 @@ def serve(
         workers=workers,
         access_log=False,
         log_config=None,
-        proxy_headers=False,
         server_header=False,
+        **proxy_options(settings),
     )
     if workers == 1:
         run()  # in this process, whose counters are the whole exposition

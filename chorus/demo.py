@@ -181,7 +181,6 @@ def demo_settings(folder: Path, public_key_path: Path) -> Settings:
         policy="demo",
         consent_public_key=str(public_key_path),
         scheduler_enabled=False,
-        model_dir=folder / "models",
     )
 
 
@@ -567,7 +566,7 @@ def _next_steps(outcome: DemoOutcome, public_path: Path) -> Iterator[str]:
     yield "  serve it again:"
     yield f"    export CHORUS_DATABASE_URL=sqlite:///{folder / 'chorus.db'}"
     yield f"    export CHORUS_STORAGE_URL=file://{folder / 'blobs'}"
-    yield f"    export CHORUS_CONSENT_PUBLIC_KEY={public_path} CHORUS_MODEL_DIR={folder / 'models'}"
+    yield f"    export CHORUS_CONSENT_PUBLIC_KEY={public_path}"
     yield "    chorus serve        # or: chorus demo --dir DIR --serve"
     yield "  then:"
     yield "    chorus releases list --url http://127.0.0.1:8000 --key <researcher key>"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import logging
 import os
 import threading
@@ -256,6 +257,37 @@ class Database:
         finally:
             os.close(fd)  # lets go of the lock
 
+    @contextlib.contextmanager
+    def try_lock(self, name: str, *, sqlite_name: str | None = None) -> Iterator[bool]:
+        """Yields whether this caller alone holds the lock ``name`` across processes and hosts.
+
+        PostgreSQL: a session advisory lock on a dedicated connection, held across any number
+        of short transactions and let go by the server when a killed holder's connection drops.
+        SQLite: ``sidecar_lock(sqlite_name or name)``, which a killed holder's process lets go of.
+        Never waits: a caller that does not get it knows someone else is doing the work.
+        """
+        if not self.is_postgres:
+            with self.sidecar_lock(sqlite_name or name) as acquired:
+                yield acquired
+            return
+        number = advisory_lock_number(name)
+        with self.engine.connect() as connection:
+            acquired = bool(
+                connection.execute(
+                    sa.text("SELECT pg_try_advisory_lock(:n)"), {"n": number}
+                ).scalar()
+            )
+            connection.commit()
+            try:
+                yield acquired
+            finally:
+                if acquired:
+                    with contextlib.suppress(DBAPIError):
+                        connection.execute(
+                            sa.text("SELECT pg_advisory_unlock(:n)"), {"n": number}
+                        )
+                        connection.commit()
+
     @property
     def is_shared_file(self) -> bool:
         """Whether other processes can open this database (not an in-memory SQLite one)."""
@@ -399,6 +431,12 @@ class Database:
         self.engine.dispose()
         if self._sqlite_writer is not None:
             self._sqlite_writer.close()
+
+
+def advisory_lock_number(name: str) -> int:
+    """A PostgreSQL advisory lock key (signed 64 bits) for a lock name."""
+    digest = hashlib.sha256(name.encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
 
 
 @contextlib.contextmanager

@@ -1,8 +1,8 @@
 """The job scheduler (APScheduler 3) that runs releases, sweeps and retraining.
 
-Light jobs run on the scheduler's threads. Heavy ones (the release cycle) run on its
-``PROCESS_EXECUTOR``: one long-lived worker process, so their work never competes with the API
-process's event loop for the interpreter.
+Light jobs run on the scheduler's threads. Heavy ones (the release cycle, the review model's
+retraining) run on its ``PROCESS_EXECUTOR``: one long-lived worker process, so their work never
+competes with the API process's event loop for the interpreter.
 """
 
 from __future__ import annotations

@@ -6,7 +6,6 @@ Nothing reads the environment at import time; callers build settings with ``get_
 from __future__ import annotations
 
 from functools import lru_cache
-from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, field_validator
@@ -34,7 +33,20 @@ class Settings(BaseSettings):
     scheduler_enabled: bool = True
     sweep_interval_s: int = Field(default=3600, ge=10)
     decoder_workers: int = Field(default=2, ge=1, le=64)
-    model_dir: Path = Path("./var/models")
+    model_poll_s: float = Field(
+        default=2.0, ge=0, le=3600,
+        description="seconds a replica serves the review model it knows before it asks the "
+        "database which version is promoted",
+    )
+    retrain_interval: str = Field(
+        default="hourly", description="how often the review model retrains (name or seconds)"
+    )
+    forwarded_allow_ips: str | None = Field(
+        default=None,
+        description="addresses of the proxies whose X-Forwarded-Proto/-For to trust, comma "
+        "separated, or * (only when nothing but the proxy can reach the service); unset: "
+        "trust none",
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)

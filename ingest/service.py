@@ -31,11 +31,12 @@ from aggregate.buckets import (
     ClipFacts,
     add_pending_clip,
     pending_object_key,
+    prepare_upload_statements,
     withdraw_learner,
 )
 from aggregate.residue import purge_residue
 from core.db import Database
-from core.errors import ChorusError, ConsentWithdrawn, DatabaseUnavailable
+from core.errors import ChorusError, ConsentWithdrawn, DatabaseUnavailable, ExerciseNotEligible
 from core.keystore import KeyStore
 from core.resources import process_resources
 from core.storage import BlobStore
@@ -158,6 +159,17 @@ def sanitize_and_store(job: UploadJob, sanitize: SanitizeTask = sanitize_audio) 
         clip=clip,
         verify_exercise=True,
     )
+
+
+def warm_up(database_url: str, storage_url: str, key_store_url: str) -> None:
+    """Open a new upload worker's engine, store and key store and compile its statements, so
+    its first upload costs what any other does. Writes nothing."""
+    resources = process_resources(database_url, storage_url, key_store_url)
+    with resources.database.connection(write=True) as connection:
+        with contextlib.suppress(ExerciseNotEligible):
+            require_eligible(connection, exercise_id="", min_learners=0)
+        prepare_upload_statements(connection)
+        _is_withdrawn(connection, Consent("", "", None, False))
 
 
 def _arm_decode_alarm(seconds: float) -> None:

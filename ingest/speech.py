@@ -27,7 +27,7 @@ from core.errors import NoSpeech
 
 ANALYSIS_RATE = 8000
 FRAME = 240  # 30 ms at 8 kHz, a frame length WebRTC's detector accepts
-FFT_SIZE = 512
+FFT_SIZE = 256
 VAD_AGGRESSIVENESS = 2
 PEAK_FRAME_RMS = 0.1  # frames are scaled so the loudest sits at -20 dBFS ...
 MAX_GAIN = 100.0  # ... by at most +40 dB, so a near-silent clip stays near-silent

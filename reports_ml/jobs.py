@@ -8,12 +8,20 @@ One run (scheduled, or ``chorus reports retrain``):
    simulated seed records;
 3. score the held-back slice with the new model and with the serving one (the count heuristic
    if none is promoted yet); ROC AUC of both;
-4. keep the new version on disk either way; promote it only if its AUC is not lower; then score
-   every open report again with it. Running servers pick the promotion up on their next request.
+4. keep the new version in the registry either way; promote it only if its AUC is not lower;
+   then score every open report again with it. Every replica picks the promotion up within its
+   ``model_poll_s``.
+
+A run holds the ``chorus-reports-retrain`` database lock (``Database.try_lock``): a run that
+finds it taken ends at once as ``busy``, so one run trains however many replicas schedule it,
+and the label count it records in the shared registry row stops the others until new labels
+arrive. ``chorus serve`` schedules it on the job process (``core.scheduler.PROCESS_EXECUTOR``),
+never on the API process's threads: training and rescoring take many seconds of CPU.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 from collections.abc import Callable, Sequence
@@ -25,15 +33,19 @@ import numpy as np
 from apscheduler.schedulers.base import BaseScheduler
 
 from core.db import Database
-from core.scheduler import interval_trigger
+from core.logs import configure_logging
+from core.scheduler import PROCESS_EXECUTOR, interval_trigger
+from core.storage import open_store
 from reports_ml.models import ReportRecord
-from reports_ml.registry import SavableModel, ServingModel
+from reports_ml.registry import ModelRegistry, SavableModel, ServingModel
 from reports_ml.review_records import labelled_records, rescore_open
 from reports_ml.scoring import ModelScorer, Scorer
 
 __all__ = [
     "MIN_NEW_LABELS",
     "RETRAIN_INTERVAL",
+    "RETRAIN_JOB_ID",
+    "RETRAIN_LOCK",
     "RetrainOutcome",
     "Trainer",
     "held_back",
@@ -45,6 +57,8 @@ __all__ = [
 _logger = logging.getLogger("chorus.reports.jobs")
 MIN_NEW_LABELS = 50
 RETRAIN_INTERVAL = "hourly"
+RETRAIN_JOB_ID = "reports-retrain"
+RETRAIN_LOCK = "chorus-reports-retrain"
 HELD_BACK_SHARE = 5  # one prompt in five
 
 Trainer = Callable[[Sequence[ReportRecord], int], SavableModel]
@@ -52,7 +66,7 @@ Trainer = Callable[[Sequence[ReportRecord], int], SavableModel]
 
 @dataclass(frozen=True)
 class RetrainOutcome:
-    status: Literal["skipped", "kept_current", "promoted"]
+    status: Literal["busy", "skipped", "kept_current", "promoted"]
     reason: str
     labels: int
     version: str | None = None
@@ -92,6 +106,26 @@ def retrain_reports_model(
     trainer: Trainer = _train_model,
 ) -> RetrainOutcome:
     """One retraining run (see module docstring); ``trainer`` is injectable for tests."""
+    with database.try_lock(RETRAIN_LOCK) as acquired:
+        if not acquired:
+            return RetrainOutcome("busy", "another retraining run is under way", 0)
+        # What another replica promoted since this process last looked is the one to beat.
+        serving.refresh()
+        return _retrain(
+            database, serving, min_new_labels=min_new_labels, seed_records=seed_records,
+            random_state=random_state, trainer=trainer,
+        )
+
+
+def _retrain(
+    database: Database,
+    serving: ServingModel,
+    *,
+    min_new_labels: int,
+    seed_records: Sequence[ReportRecord],
+    random_state: int,
+    trainer: Trainer,
+) -> RetrainOutcome:
     registry = serving.registry
     with database.session() as session:
         records = labelled_records(session)
@@ -138,6 +172,7 @@ def retrain_reports_model(
             labels, version, auc, current.version, compared_auc,
         )
     registry.promote(version)
+    serving.refresh()
     with database.session(write=True) as session:
         rescored = rescore_open(session, ModelScorer(version=version, model=candidate))
     _logger.info("new model promoted", extra={"version": version, "auc": auc})
@@ -153,27 +188,62 @@ def promote_version(database: Database, serving: ServingModel, version: str) -> 
     registry = serving.registry
     model = registry.load(version)
     registry.promote(version)
+    serving.refresh()
     with database.session(write=True) as session:
         return rescore_open(session, ModelScorer(version=version, model=model))
+
+
+@functools.cache
+def _job_serving(database_url: str, storage_url: str, poll_s: float) -> ServingModel:
+    """The job process's registry and loaded model, kept for its next run."""
+    registry = ModelRegistry(Database(database_url), open_store(storage_url))
+    return ServingModel(registry, poll_s=poll_s)
+
+
+@functools.cache
+def _configure_job_logging(log_level: str) -> None:
+    configure_logging(log_level)
+
+
+def run_retraining_job(
+    database_url: str, storage_url: str, min_new_labels: int, log_level: str = "INFO"
+) -> RetrainOutcome | None:
+    """One scheduled run, in the scheduler's job process; logs its outcome, never raises."""
+    import multiprocessing
+
+    if multiprocessing.parent_process() is not None:
+        _configure_job_logging(log_level)
+    try:
+        serving = _job_serving(database_url, storage_url, 0.0)
+        outcome = retrain_reports_model(
+            serving.registry.database, serving, min_new_labels=min_new_labels
+        )
+    except Exception as exc:  # the scheduler must keep running
+        _logger.error("retraining failed", extra={"error": type(exc).__name__})
+        return None
+    _logger.info(
+        "retraining run",
+        extra={"status": outcome.status, "labels": outcome.labels, "version": outcome.version},
+    )
+    return outcome
 
 
 def schedule_retraining(
     scheduler: BaseScheduler,
     *,
-    database: Database,
-    serving: ServingModel,
+    database_url: str,
+    storage_url: str,
     interval: str = RETRAIN_INTERVAL,
     min_new_labels: int = MIN_NEW_LABELS,
+    log_level: str = "INFO",
 ) -> None:
-    """Add the retraining run to the app's APScheduler."""
-    def run() -> None:
-        try:
-            outcome = retrain_reports_model(database, serving, min_new_labels=min_new_labels)
-        except Exception as exc:  # the scheduler must keep running
-            _logger.error("retraining failed", extra={"error": type(exc).__name__})
-            return
-        _logger.info("retraining run", extra={"status": outcome.status, "labels": outcome.labels})
-
+    """Add the retraining run to ``scheduler``, on its job process (never the API's threads)."""
     scheduler.add_job(
-        run, interval_trigger(interval), id="reports-retrain", replace_existing=True
+        run_retraining_job,
+        trigger=interval_trigger(interval),
+        args=(database_url, storage_url, min_new_labels, log_level),
+        id=RETRAIN_JOB_ID,
+        name="reports retraining",
+        replace_existing=True,
+        executor=PROCESS_EXECUTOR,
     )

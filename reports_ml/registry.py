@@ -1,41 +1,50 @@
-"""Model versions on disk and the model that serves requests.
+"""Model versions in the database and the blob store, and the model that serves requests.
 
-Layout under ``settings.model_dir``::
+Every replica sees one registry: a ``model_versions`` row per version (how it was trained and
+evaluated) with its files in the blob store (the file store on the embedded default, S3 when
+scaled out), and one ``model_registry`` row naming the promoted version and the labels the last
+training saw. A restart loses nothing, and a promotion on one replica reaches them all.
 
-    versions/0001/model.joblib (+ the model card the model writes beside it)
-    versions/0001/version.json   how the version was trained and evaluated
-    PROMOTED                     the serving version's name (replaced atomically)
-    training.json                how many labels the last training run saw
+Blob layout::
+
+    models/<random id>/model.joblib   the model (a pickle: only this service writes here)
+    models/<random id>/model.json     its model card
 
 Every version is kept, so an operator can roll back with ``chorus reports models promote``.
-``ServingModel`` reads the pointer on each use and swaps the loaded model in memory when it
-changes: a promotion by the retraining job or the CLI reaches a running server without a restart,
-and a request never waits on a half-loaded model (it keeps the previous one until the new one is
-loaded; a version that fails to load is logged and skipped).
+``ServingModel`` reads the promoted version at most every ``poll_s`` seconds and swaps the loaded
+model in memory when it changes, so a request never waits on a half-loaded model (it keeps the
+previous one until the new one is loaded; a version that fails to load is logged and skipped).
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import tempfile
 import threading
+import time
 from pathlib import Path
 from typing import Any, Protocol
 
+import sqlalchemy as sa
 from pydantic import BaseModel
+from sqlalchemy.exc import IntegrityError
 
-from core.errors import InvalidInput, NotFound
-from core.files import DIR_MODE, FILE_MODE, make_private_dir, restrict
+from core.db import Database
+from core.errors import NotFound
+from core.ids import new_id
+from core.storage import BlobStore
 from reports_ml.scoring import HEURISTIC, ModelScorer, ReportScorer, Scorer
+from reports_ml.tables import ModelRegistryState, ModelVersion
 
-__all__ = ["ModelRegistry", "ServingModel", "VersionInfo"]
+__all__ = ["MODELS_PREFIX", "ModelRegistry", "ServingModel", "VersionInfo"]
 
 _logger = logging.getLogger("chorus.reports.registry")
-_POINTER = "PROMOTED"
+MODELS_PREFIX = "models/"
 _MODEL_FILE = "model.joblib"
-_INFO_FILE = "version.json"
+_STATE_ROW = 1
+_CLAIM_ATTEMPTS = 20
+# How long a replica serves the version it last read before it asks the database again.
+DEFAULT_POLL_S = 2.0
 
 
 class SavableModel(ReportScorer, Protocol):
@@ -55,19 +64,6 @@ class VersionInfo(BaseModel):
     promoted_on_training: bool = False
 
 
-def _write_atomically(path: Path, text: str) -> None:
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.write(text)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
 def load_model(path: Path) -> ReportScorer:
     from reports_ml.model import ReportModel
 
@@ -75,89 +71,125 @@ def load_model(path: Path) -> ReportScorer:
     return model
 
 
+def _info(row: ModelVersion) -> VersionInfo:
+    return VersionInfo.model_validate(row, from_attributes=True)
+
+
 class ModelRegistry:
-    def __init__(self, root: Path) -> None:
-        self.root = Path(root)
-        self.versions_dir = self.root / "versions"
+    def __init__(self, database: Database, store: BlobStore) -> None:
+        self.database = database
+        self.store = store
 
     def versions(self) -> list[VersionInfo]:
         """Every stored version, oldest first."""
-        if not self.versions_dir.is_dir():
-            return []
-        infos = []
-        for folder in sorted(self.versions_dir.iterdir()):
-            info_file = folder / _INFO_FILE
-            if info_file.is_file():
-                infos.append(VersionInfo.model_validate_json(info_file.read_text("utf-8")))
-        return infos
+        with self.database.session() as session:
+            rows = session.scalars(
+                sa.select(ModelVersion).order_by(
+                    sa.func.length(ModelVersion.version), ModelVersion.version
+                )
+            )
+            return [_info(row) for row in rows]
 
     def promoted_version(self) -> str | None:
-        try:
-            return (self.root / _POINTER).read_text("utf-8").strip() or None
-        except FileNotFoundError:
-            return None
+        with self.database.session() as session:
+            return session.scalar(
+                sa.select(ModelRegistryState.promoted).where(ModelRegistryState.id == _STATE_ROW)
+            )
 
-    def model_path(self, version: str) -> Path:
-        path = self.versions_dir / version / _MODEL_FILE
-        if not version.isdigit() or not (self.versions_dir / version / _INFO_FILE).is_file():
+    def _row(self, version: str) -> ModelVersion:
+        with self.database.session() as session:
+            row = session.get(ModelVersion, version) if version.isdigit() else None
+        if row is None:
             known = ", ".join(v.version for v in self.versions()) or "none"
             raise NotFound(f"no model version {version!r} (known: {known})")
-        return path
+        return row
 
     def add(self, model: SavableModel, info: dict[str, Any]) -> VersionInfo:
-        """Store ``model`` as the next version (claimed with mkdir, so two writers never clash)."""
-        make_private_dir(self.versions_dir)
-        taken = [int(p.name) for p in self.versions_dir.iterdir() if p.name.isdigit()]
-        number = max(taken, default=0)
-        while True:
-            number += 1
-            folder = self.versions_dir / f"{number:04d}"
+        """Store ``model``'s files, then its row under the next free version number."""
+        prefix = f"{MODELS_PREFIX}{new_id()}/"
+        with tempfile.TemporaryDirectory(prefix="chorus-model-") as folder:
+            model.save(Path(folder) / _MODEL_FILE)
+            # The model and its card (whatever else the saver writes beside it).
+            for written in sorted(Path(folder).iterdir()):
+                self.store.put_file(f"{prefix}{written.name}", written)
+        for _ in range(_CLAIM_ATTEMPTS):
             try:
-                folder.mkdir(mode=DIR_MODE)
-                break
-            except FileExistsError:
+                with self.database.session(write=True) as session:
+                    last = session.scalar(
+                        sa.select(sa.func.max(sa.cast(ModelVersion.version, sa.Integer)))
+                    )
+                    number = int(last or 0) + 1
+                    row = ModelVersion(
+                        **VersionInfo.model_validate({**info, "version": f"{number:04d}"})
+                        .model_dump(),
+                        object_prefix=prefix,
+                    )
+                    session.add(row)
+                return _info(row)
+            except IntegrityError:  # another replica took the number first
                 continue
-        model.save(folder / _MODEL_FILE)
-        for written in folder.iterdir():  # the model and its card, whatever the saver's mode
-            restrict(written, FILE_MODE)
-        version = VersionInfo.model_validate({**info, "version": folder.name})
-        # version.json last: a folder without it is an unfinished write and is not listed.
-        _write_atomically(folder / _INFO_FILE, version.model_dump_json(indent=2))
-        return version
+        raise RuntimeError("could not claim a model version number")
 
     def promote(self, version: str) -> None:
-        """Point serving at ``version``; readers see the old or the new name, never a mix."""
-        self.model_path(version)
-        _write_atomically(self.root / _POINTER, version + "\n")
+        """Point every replica at ``version`` (one row, changed in one transaction)."""
+        self._row(version)
+        self._update_state(promoted=version)
 
     def load(self, version: str) -> ReportScorer:
-        return load_model(self.model_path(version))
+        prefix = self._row(version).object_prefix
+        with tempfile.TemporaryDirectory(prefix="chorus-model-") as folder:
+            for key in self.store.list(prefix):
+                (Path(folder) / key.removeprefix(prefix)).write_bytes(self.store.get(key))
+            return load_model(Path(folder) / _MODEL_FILE)
 
     def labels_at_last_training(self) -> int:
-        try:
-            state = json.loads((self.root / "training.json").read_text("utf-8"))
-        except FileNotFoundError:
-            return 0
-        except ValueError:
-            raise InvalidInput(f"{self.root / 'training.json'} is not valid JSON") from None
-        return int(state.get("labels", 0))
+        with self.database.session() as session:
+            labels = session.scalar(
+                sa.select(ModelRegistryState.labels_at_last_training).where(
+                    ModelRegistryState.id == _STATE_ROW
+                )
+            )
+        return int(labels or 0)
 
     def record_training(self, labels: int) -> None:
-        make_private_dir(self.root)
-        _write_atomically(self.root / "training.json", json.dumps({"labels": labels}))
+        self._update_state(labels_at_last_training=labels)
+
+    def _update_state(self, **values: Any) -> None:
+        # The row is made by the migration; replicas only ever update it.
+        with self.database.session(write=True) as session:
+            session.execute(
+                sa.update(ModelRegistryState)
+                .where(ModelRegistryState.id == _STATE_ROW)
+                .values(**values)
+            )
 
 
 class ServingModel:
-    """Thread-safe holder of the promoted model; reloads when the pointer changes."""
+    """Thread-safe holder of the promoted model; reloads when the promoted version changes."""
 
-    def __init__(self, registry: ModelRegistry) -> None:
+    def __init__(self, registry: ModelRegistry, *, poll_s: float = DEFAULT_POLL_S) -> None:
         self.registry = registry
+        self.poll_s = poll_s
         self._lock = threading.Lock()
         self._loaded: ModelScorer | None = None
         self._failed: str | None = None
+        self._promoted: str | None = None
+        self._read_at = -float("inf")
+
+    def _promoted_version(self) -> str | None:
+        """The promoted version, read from the database at most every ``poll_s`` seconds."""
+        now = time.monotonic()
+        if now - self._read_at >= self.poll_s:
+            self._promoted = self.registry.promoted_version()
+            self._read_at = now
+        return self._promoted
+
+    def refresh(self) -> None:
+        """Read the promoted version on the next use (after a promotion in this process)."""
+        self._read_at = -float("inf")
 
     def current(self) -> Scorer:
-        version = self.registry.promoted_version()
+        version = self._promoted_version()
         loaded = self._loaded
         if version is None:
             return HEURISTIC

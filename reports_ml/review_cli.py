@@ -1,5 +1,6 @@
 """Review-service commands, registered in ``reports_ml.cli``: ``import-staple``, ``retrain`` and
-``models list|promote``. Each opens the configured database and model folder (CHORUS_*)."""
+``models list|promote|import``. Each opens the configured database and blob store (CHORUS_*), where
+the model registry lives."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ import typer
 from core.db import Database
 from core.errors import ChorusError
 from core.settings import get_settings
-from reports_ml.registry import ModelRegistry, ServingModel
+from core.storage import open_store
+from reports_ml.registry import ModelRegistry, ServingModel, VersionInfo
 
 models_app = typer.Typer(help="Stored scorer versions of the review service.", no_args_is_help=True)
 
@@ -29,7 +31,8 @@ def _service() -> Iterator[tuple[Database, ServingModel]]:
     database = Database(settings.database_url)
     try:
         database.upgrade()
-        yield database, ServingModel(ModelRegistry(settings.model_dir))
+        store = open_store(settings.storage_url)
+        yield database, ServingModel(ModelRegistry(database, store))
     except ChorusError as exc:
         _fail(exc.detail)
     finally:
@@ -93,9 +96,14 @@ def retrain(
 @models_app.command("list")
 def models_list() -> None:
     """Stored versions, the promoted one marked with *."""
-    registry = ModelRegistry(get_settings().model_dir)
-    promoted = registry.promoted_version()
-    versions = registry.versions()
+    with _service() as (_database, serving):
+        registry = serving.registry
+        promoted = registry.promoted_version()
+        versions = registry.versions()
+    _print_versions(versions, promoted)
+
+
+def _print_versions(versions: list[VersionInfo], promoted: str | None) -> None:
     if not versions:
         typer.echo("no model versions yet (the queue ranks by times_reported)")
         return
@@ -120,3 +128,46 @@ def models_promote(
     with _service() as (database, serving):
         rescored = promote_version(database, serving, version)
     typer.echo(f"version {version} promoted; {rescored} open reports rescored")
+
+
+@models_app.command("import")
+def models_import(
+    model: Annotated[
+        Path,
+        typer.Argument(
+            exists=True, dir_okay=False,
+            help="a model written by `chorus reports train` (a pickle: import only your own)",
+        ),
+    ],
+    promote: Annotated[
+        bool, typer.Option(help="serve it at once and score the open reports with it")
+    ] = False,
+) -> None:
+    """Store a model trained with `chorus reports train` as the next version."""
+    from reports_ml.jobs import promote_version
+    from reports_ml.model import ReportModel
+
+    try:
+        trained = ReportModel.load(model)
+    except ChorusError as exc:
+        _fail(exc.detail)
+    card = trained.card
+    if card is None:
+        _fail(f"{model}: the model has no card; train it again with `chorus reports train`")
+    assert card is not None
+    with _service() as (database, serving):
+        version = serving.registry.add(
+            trained,
+            {
+                "created": card.created,
+                "trained_on": card.n_reports,
+                "held_back": int(card.metrics.get("holdout_reports") or 0),
+                "auc": card.metrics.get("holdout_auc"),
+                "compared_with": "heuristic" if "holdout_auc" in card.metrics else None,
+                "compared_auc": card.metrics.get("holdout_count_baseline_auc"),
+            },
+        ).version
+        typer.echo(f"{model} stored as version {version}")
+        if promote:
+            rescored = promote_version(database, serving, version)
+            typer.echo(f"version {version} promoted; {rescored} open reports rescored")

@@ -63,7 +63,8 @@ ReviewerRole = Annotated[Role, Depends(require_roles(Role.CONTRIBUTOR, Role.ADMI
 def get_serving_model(request: Request) -> ServingModel:
     serving: ServingModel | None = getattr(request.app.state, "serving_model", None)
     if serving is None:
-        serving = ServingModel(ModelRegistry(request.app.state.settings.model_dir))
+        registry = ModelRegistry(request.app.state.database, request.app.state.store)
+        serving = ServingModel(registry, poll_s=request.app.state.settings.model_poll_s)
         request.app.state.serving_model = serving
     return serving
 

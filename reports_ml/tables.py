@@ -103,3 +103,35 @@ class ThankYouNotice(Base):
     course: Mapped[str] = mapped_column(sa.String(COURSE_LENGTH))
     prompt: Mapped[str] = mapped_column(sa.Text)
     answer: Mapped[str] = mapped_column(sa.Text)
+
+
+class ModelVersion(Base):
+    """A stored scorer version; its files are objects under ``object_prefix`` in the blob store.
+
+    The version name is the next free number, claimed by the primary key, so two writers on
+    different replicas never take the same one.
+    """
+
+    __tablename__ = "model_versions"
+
+    version: Mapped[str] = mapped_column(sa.String(16), primary_key=True)
+    object_prefix: Mapped[str] = mapped_column(sa.String(64))
+    created: Mapped[str] = mapped_column(sa.String(32))
+    trained_on: Mapped[int] = mapped_column(sa.Integer)
+    held_back: Mapped[int] = mapped_column(sa.Integer)
+    auc: Mapped[float | None] = mapped_column(sa.Float, nullable=True)
+    compared_with: Mapped[str | None] = mapped_column(sa.String(64), nullable=True)
+    compared_auc: Mapped[float | None] = mapped_column(sa.Float, nullable=True)
+    promoted_on_training: Mapped[bool] = mapped_column(sa.Boolean, default=False)
+
+
+class ModelRegistryState(Base):
+    """The one row every replica reads: which version serves, and the labels last trained on."""
+
+    __tablename__ = "model_registry"
+
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=False)
+    promoted: Mapped[str | None] = mapped_column(
+        sa.String(16), sa.ForeignKey("model_versions.version"), nullable=True
+    )
+    labels_at_last_training: Mapped[int] = mapped_column(sa.Integer, default=0)

@@ -108,7 +108,6 @@ def make_settings(tmp_path: Path, consent_keys: ConsentKeys) -> Callable[..., Se
             "policy": "demo",
             "consent_public_key": consent_keys.public_pem,
             "scheduler_enabled": False,
-            "model_dir": tmp_path / "models",
             "key_store_url": TEST_KEY_STORE_URL,
         }
         values.update(overrides)

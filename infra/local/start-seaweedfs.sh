@@ -106,7 +106,7 @@ PY
 
 cat <<OUT
 # SeaweedFS is running (pid $(cat "$pid_file"), data in $data_dir, log $log_file).
-export CHORUS_STORAGE_URL='s3://$bucket?endpoint_url=$endpoint&region=us-east-1'
+export CHORUS_STORAGE_URL='s3://$bucket?endpoint_url=$endpoint&region=us-east-1&seaweedfs_master=http://127.0.0.1:$master_port'
 export AWS_ACCESS_KEY_ID='$access_key'
 export AWS_SECRET_ACCESS_KEY='$secret_key'
 OUT

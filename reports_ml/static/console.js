@@ -1,10 +1,14 @@
 // Chorus review console: everything shown comes from the role-checked JSON API.
-// The contributor key lives in sessionStorage (this tab only) and travels as X-API-Key.
+// The contributor key lives in localStorage (every tab of this site, until "Sign out", which
+// signs out the other tabs too) and travels as X-API-Key; no cookie, so no request is ever
+// authenticated without this page's script adding the key (nothing for a forged form to ride).
+// API paths are relative to the page, so the console works under a proxy's path prefix.
 "use strict";
 
 (function () {
   const KEY = "chorus.contributorKey";
   const COURSE = "chorus.course";
+  const REFRESH_MS = 30000;
   const state = { items: [], index: 0, course: null, busy: false, nextCursor: null };
   const $ = (id) => document.getElementById(id);
 
@@ -15,7 +19,7 @@
   }
 
   async function api(method, path, body) {
-    const headers = { "X-API-Key": sessionStorage.getItem(KEY) || "" };
+    const headers = { "X-API-Key": localStorage.getItem(KEY) || "" };
     if (body !== undefined) headers["Content-Type"] = "application/json";
     const response = await fetch(path, {
       method: method,
@@ -35,49 +39,69 @@
   }
 
   function signOut(message) {
-    sessionStorage.removeItem(KEY);
+    localStorage.removeItem(KEY);
     state.items = [];
     showLoggedIn(false);
     status(message || "Signed out.", Boolean(message));
   }
 
   async function loadCourses() {
-    const answer = await api("GET", "/v1/courses");
+    const answer = await api("GET", "v1/courses");
     if (!answer.ok) {
       if (answer.status !== 401) status(problem(answer, "Could not load the courses."), true);
       return false;
     }
     const select = $("course");
-    select.replaceChildren();
-    for (const course of answer.data) {
-      const option = document.createElement("option");
-      option.value = course.course;
-      option.textContent = course.course + " (" + course.open_reports + " open)";
-      select.append(option);
+    const wanted = state.course || localStorage.getItem(COURSE);
+    const known = Array.from(select.options, (option) => option.value);
+    if (known.join("\n") !== answer.data.map((c) => c.course).join("\n")) {
+      // A new set of courses: rebuild the list (an unchanged one keeps its open state).
+      select.replaceChildren();
+      for (const course of answer.data) {
+        const option = document.createElement("option");
+        option.value = course.course;
+        select.append(option);
+      }
+      if (wanted && answer.data.some((c) => c.course === wanted)) select.value = wanted;
     }
-    const remembered = sessionStorage.getItem(COURSE);
-    if (remembered && answer.data.some((c) => c.course === remembered)) select.value = remembered;
+    for (const course of answer.data) showOpenCount(course.course, course.open_reports);
     state.course = select.value || null;
     return true;
   }
 
-  async function loadQueue() {
+  // Other contributors decide too: the counts and the queue follow the server's, and the
+  // report under review stays selected while it is still open.
+  async function refresh() {
+    if ($("console").hidden || document.hidden || state.busy) return;
+    if (await loadCourses()) await loadQueue(true);
+  }
+
+  function showOpenCount(course, open) {
+    for (const option of $("course").options) {
+      if (option.value === course) option.textContent = course + " (" + open + " open)";
+    }
+    if (course === state.course) $("count").textContent = "(" + open + " open)";
+  }
+
+  async function loadQueue(keepSelection) {
     if (!state.course) {
       state.items = [];
       render();
       status("There are no courses yet.");
       return;
     }
-    const path = "/v1/reports/queue?limit=50&course=" + encodeURIComponent(state.course);
+    const path = "v1/reports/queue?limit=50&course=" + encodeURIComponent(state.course);
     const answer = await api("GET", path);
     if (!answer.ok) {
       if (answer.status !== 401) status(problem(answer, "Could not load the queue."), true);
       return;
     }
+    const selected = keepSelection ? state.items[state.index] : undefined;
     state.items = answer.data.items;
     state.nextCursor = answer.data.next_cursor;
-    state.index = 0;
-    $("count").textContent = "(" + answer.data.open_reports + " open)";
+    const kept = selected ? state.items.findIndex((i) => i.report_id === selected.report_id) : -1;
+    state.index = Math.max(0, kept);
+    showOpenCount(state.course, answer.data.open_reports);
     $("scorer").textContent = answer.data.scorer.note;
     render();
   }
@@ -90,8 +114,12 @@
     const list = $("items");
     list.replaceChildren();
     state.items.forEach((item, position) => {
+      // The number is the entry's own text, not a list marker the scroll box clips at 10+.
       const entry = document.createElement("li");
-      entry.textContent = item.answer;
+      const rank = document.createElement("span");
+      rank.className = "rank";
+      rank.textContent = String(position + 1);
+      entry.append(rank, document.createTextNode(item.answer));
       entry.title = "score " + item.score.toFixed(3);
       if (position === state.index) entry.classList.add("selected");
       entry.addEventListener("click", () => { state.index = position; render(); });
@@ -124,7 +152,7 @@
     if (!item || state.busy) return;
     state.busy = true;
     try {
-      const answer = await api("POST", "/v1/reports/" + encodeURIComponent(item.report_id) +
+      const answer = await api("POST", "v1/reports/" + encodeURIComponent(item.report_id) +
         "/decision", { accept: accept });
       if (answer.ok) {
         status((accept ? "Accepted: " : "Rejected: ") + item.answer);
@@ -142,6 +170,7 @@
       } else {
         render();
       }
+      await loadCourses();
     } finally {
       state.busy = false;
     }
@@ -163,7 +192,7 @@
       event.preventDefault();
       const key = $("key").value.trim();
       if (!key) return;
-      sessionStorage.setItem(KEY, key);
+      localStorage.setItem(KEY, key);
       $("key").value = "";
       status("");
       await start();
@@ -171,7 +200,7 @@
     $("logout").addEventListener("click", () => signOut());
     $("course").addEventListener("change", async (event) => {
       state.course = event.target.value;
-      sessionStorage.setItem(COURSE, state.course);
+      localStorage.setItem(COURSE, state.course);
       await loadQueue();
     });
     $("accept").addEventListener("click", () => decide(true));
@@ -191,6 +220,14 @@
         action();
       }
     });
-    if (sessionStorage.getItem(KEY)) start();
+    // Signing in or out in another tab of this site does the same here.
+    window.addEventListener("storage", (event) => {
+      if (event.key !== KEY) return;
+      if (event.newValue === null) signOut();
+      else if ($("console").hidden) start();
+    });
+    document.addEventListener("visibilitychange", refresh);
+    setInterval(refresh, REFRESH_MS);
+    if (localStorage.getItem(KEY)) start();
   });
 })();

@@ -241,3 +241,30 @@ def test_tables_with_rowid_names_only_ordinary_tables(tmp_path: Path) -> None:
         connection.exec_driver_sql("CREATE TABLE unordered (id TEXT PRIMARY KEY) WITHOUT ROWID")
     assert database.tables_with_rowid(["ordered", "unordered", "absent"]) == ["ordered"]
     database.dispose()
+
+
+@pytest.mark.parametrize(
+    "backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
+def test_try_lock_admits_one_holder_and_lets_go_after_it(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    url = (
+        request.getfixturevalue("postgres_url")
+        if backend == "postgres"
+        else f"sqlite:///{tmp_path / 'lock.db'}"
+    )
+    # Two handles, as two replicas (or a replica and a CLI run) would hold.
+    first, second = Database(url), Database(url)
+    try:
+        with first.try_lock("chorus-test-lock") as held:
+            assert held
+            with second.try_lock("chorus-test-lock") as also:
+                assert not also
+            with second.try_lock("chorus-other-lock") as other:
+                assert other
+        with second.try_lock("chorus-test-lock") as after:
+            assert after
+    finally:
+        first.dispose()
+        second.dispose()

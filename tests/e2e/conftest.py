@@ -113,7 +113,6 @@ def chorus_server(
             "CHORUS_CONSENT_PUBLIC_KEY": consent_keys.public_pem,
             "CHORUS_SCHEDULER_ENABLED": "false",
             "CHORUS_DECODER_WORKERS": "1",
-            "CHORUS_MODEL_DIR": str(tmp_path / "models"),
             **{f"CHORUS_{name.upper()}": value for name, value in overrides.items()},
         }
         server = ChorusProcess(env, tmp_path / f"serve-{index}.log", workers=workers)

@@ -52,7 +52,6 @@ def hostile_settings(folder: Path, consent_keys: ConsentKeys, **overrides: objec
         "policy": "demo",
         "consent_public_key": consent_keys.public_pem,
         "scheduler_enabled": False,
-        "model_dir": folder / "models",
     }
     values.update(overrides)
     return Settings.model_validate(values)

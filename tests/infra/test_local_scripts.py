@@ -19,6 +19,8 @@ import psycopg
 import pytest
 from botocore.config import Config
 
+from core.storage import open_store
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 LOCAL = REPO_ROOT / "infra" / "local"
 PG_BIN = (
@@ -105,7 +107,10 @@ def test_seaweedfs_scripts_start_a_working_s3_store_and_stop_it(tmp_path: Path) 
         assert result.returncode == 0, result.stderr
         exports = _exports(result.stdout)
         url = exports["CHORUS_STORAGE_URL"]
-        assert url == f"s3://chorus?endpoint_url=http://127.0.0.1:{s3_port}&region=us-east-1"
+        assert url == (
+            f"s3://chorus?endpoint_url=http://127.0.0.1:{s3_port}&region=us-east-1"
+            f"&seaweedfs_master=http://127.0.0.1:{master_port}"
+        )
 
         client = boto3.client(
             "s3",
@@ -118,6 +123,13 @@ def test_seaweedfs_scripts_start_a_working_s3_store_and_stop_it(tmp_path: Path) 
         client.put_object(Bucket="chorus", Key="pending/probe.flac", Body=b"fLaC probe")
         body = client.get_object(Bucket="chorus", Key="pending/probe.flac")["Body"].read()
         assert body == b"fLaC probe"
+        # The printed URL works as the service uses it, compaction of deleted objects included.
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setenv("AWS_ACCESS_KEY_ID", exports["AWS_ACCESS_KEY_ID"])
+            patch.setenv("AWS_SECRET_ACCESS_KEY", exports["AWS_SECRET_ACCESS_KEY"])
+            store = open_store(url)
+            store.delete("pending/probe.flac")
+            store.compact()
         # The static key is required: an anonymous read is refused.
         anonymous = httpx.get(f"http://127.0.0.1:{s3_port}/chorus/pending/probe.flac", timeout=5)
         assert anonymous.status_code == 403

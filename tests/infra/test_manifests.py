@@ -13,6 +13,7 @@ import subprocess
 import tomllib
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import kubernetes_validate.utils as kubernetes_validate
 import pytest
@@ -173,8 +174,9 @@ def test_api_pods_run_unprivileged_on_a_read_only_root() -> None:
     volumes = {v["name"]: v for v in pod_spec["volumes"]}
     mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
     assert "emptyDir" in volumes[mounts["/tmp"]]
-    model_dir = _find("ConfigMap", "chorus-settings")["data"]["CHORUS_MODEL_DIR"]
-    assert "emptyDir" in volumes[mounts[model_dir]]
+    # The model registry is shared (database + blob store): no per-pod model folder.
+    assert "CHORUS_MODEL_DIR" not in _find("ConfigMap", "chorus-settings")["data"]
+    assert not any("models" in path for path in mounts)
 
 
 def test_pdb_service_and_autoscaler_target_the_api_pods() -> None:
@@ -295,6 +297,31 @@ def test_compose_runs_two_api_replicas_behind_a_balancer_with_readiness_checks()
     weed = services["seaweedfs"]["command"]
     assert weed[0] == "server"
     assert "-s3" in weed
+
+
+def test_replicas_share_bucket_keys_through_a_redis_that_saves_nothing() -> None:
+    """P3: replicas tag one bucket with one key, and the key never reaches a disk."""
+    services = _compose()["services"]
+    redis = services["redis"]
+    command = redis["command"]
+    assert command[command.index("--save") + 1] == ""
+    assert command[command.index("--appendonly") + 1] == "no"
+    assert "volumes" not in redis
+    api_key_store = services["api"]["environment"]["CHORUS_KEY_STORE_URL"]
+    assert urlsplit(api_key_store).hostname == "redis"
+    assert services["api"]["depends_on"]["redis"]["condition"] == "service_healthy"
+    k8s_key_store = _find("ConfigMap", "chorus-settings")["data"]["CHORUS_KEY_STORE_URL"]
+    assert urlsplit(k8s_key_store).hostname == "chorus-redis"
+    _find("Service", "chorus-redis")
+
+
+def test_seaweedfs_urls_name_the_master_that_compacts_deleted_objects() -> None:
+    compose_url = _compose()["services"]["api"]["environment"]["CHORUS_STORAGE_URL"]
+    k8s_url = _find("ConfigMap", "chorus-settings")["data"]["CHORUS_STORAGE_URL"]
+    for url in (compose_url, k8s_url):
+        master = parse_qs(urlsplit(url).query)["seaweedfs_master"][0]
+        assert urlsplit(master).port == 9333
+    _find("Service", "chorus-s3-master")
 
 
 def test_compose_settings_are_settings_fields_and_match_the_mounts() -> None:

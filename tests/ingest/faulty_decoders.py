@@ -7,6 +7,7 @@ passed to the real sanitizer.
 from __future__ import annotations
 
 import os
+import signal
 import time
 
 from ingest.audio import AudioLimits, SanitizedClip, sanitize_audio
@@ -24,4 +25,15 @@ def crash_or_sanitize(data: bytes, limits: AudioLimits) -> SanitizedClip:
 def hang_or_sanitize(data: bytes, limits: AudioLimits) -> SanitizedClip:
     if data.startswith(HANG):
         time.sleep(60)
+    return sanitize_audio(data, limits)
+
+
+KILL = b"KILL-THE-DECODER"
+
+
+def killed_mid_decode_or_sanitize(data: bytes, limits: AudioLimits) -> SanitizedClip:
+    """Dies by SIGKILL half a second into its decode; other uploads are in flight meanwhile."""
+    if data.startswith(KILL):
+        time.sleep(0.5)
+        os.kill(os.getpid(), signal.SIGKILL)
     return sanitize_audio(data, limits)

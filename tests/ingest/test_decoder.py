@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
+import statistics
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from ingest.decoder import STORE_ALLOWANCE_S, DecoderPool
+from ingest.decoder import STORE_ALLOWANCE_S, DecoderPool, WarmUp
 from tests.ingest.conftest import NOTHING, Mint, Stored, Upload
-from tests.ingest.faulty_decoders import CRASH, HANG, crash_or_sanitize, hang_or_sanitize
+from tests.ingest.faulty_decoders import (
+    CRASH,
+    HANG,
+    KILL,
+    crash_or_sanitize,
+    hang_or_sanitize,
+    killed_mid_decode_or_sanitize,
+)
 
 pytestmark = pytest.mark.usefixtures("catalog")
 
@@ -80,3 +89,81 @@ def test_workers_are_recycled_after_max_tasks(
     for number in range(5):
         assert upload(mint(f"learner-{number}"), wav_bytes).status_code == 201
     assert stored() == Stored(objects=5, rows=5)
+
+
+def _timed(upload: Upload, token: str, audio: bytes) -> tuple[int, float]:
+    started = time.perf_counter()
+    status = upload(token, audio).status_code
+    return status, time.perf_counter() - started
+
+
+def test_a_worker_killed_mid_decode_fails_only_its_own_upload(
+    client: TestClient,
+    swap_decoder: Callable[[DecoderPool], None],
+    wav_bytes: bytes,
+    upload: Upload,
+    mint: Mint,
+    stored: Callable[[], Stored],
+) -> None:
+    pool = DecoderPool(workers=2, task=killed_mid_decode_or_sanitize)
+    swap_decoder(pool)
+    before = [_timed(upload, mint(f"warm-{n}"), wav_bytes) for n in range(6)]
+    assert {status for status, _ in before} == {201}
+    with ThreadPoolExecutor(max_workers=7) as threads:
+        killed = threads.submit(upload, mint("learner-killed"), KILL + wav_bytes)
+        time.sleep(0.1)  # the kill is in its worker; these run beside it and after it
+        others = [
+            threads.submit(upload, mint(f"learner-{n}"), wav_bytes) for n in range(6)
+        ]
+        assert killed.result().status_code == 503
+        assert killed.result().json()["code"] == "decoder_unavailable"
+        assert [f.result().status_code for f in others] == [201] * 6
+    assert pool.replacements == 1
+    assert stored() == Stored(objects=12, rows=12)
+    # The replacement was started in the background; the next uploads do not wait for it.
+    after = [_timed(upload, mint(f"after-{n}"), wav_bytes) for n in range(6)]
+    assert {status for status, _ in after} == {201}
+    typical = statistics.median(seconds for _, seconds in before)
+    assert statistics.median(seconds for _, seconds in after) < 3 * typical + 0.05
+    assert client.get("/healthz").status_code == 200
+
+
+def test_workers_are_warm_before_the_first_upload(
+    client: TestClient,
+    swap_decoder: Callable[[DecoderPool], None],
+    app: FastAPI,
+    wav_bytes: bytes,
+    upload: Upload,
+    mint: Mint,
+) -> None:
+    """``start`` returns only once every worker has its engine, store and keys open, its
+    statements compiled and its audio libraries loaded."""
+    # The exercise's bucket is opened (a first upload's own extra work) by the app's workers.
+    assert upload(mint("opener"), wav_bytes).status_code == 201
+    settings = app.state.settings
+    pool = DecoderPool(
+        workers=2,
+        warm_up=WarmUp(app.state.database.url, settings.storage_url, settings.key_store_url),
+    )
+    swap_decoder(pool)
+    first = [_timed(upload, mint(f"first-{n}"), wav_bytes) for n in range(2)]
+    later = [_timed(upload, mint(f"later-{n}"), wav_bytes) for n in range(8)]
+    assert {status for status, _ in first + later} == {201}
+    typical = statistics.median(seconds for _, seconds in later)
+    assert max(seconds for _, seconds in first) < 3 * typical + 0.05
+
+
+def test_workers_are_recycled_in_the_background(
+    swap_decoder: Callable[[DecoderPool], None],
+    wav_bytes: bytes,
+    upload: Upload,
+    mint: Mint,
+    stored: Callable[[], Stored],
+) -> None:
+    pool = DecoderPool(workers=2, max_tasks_per_child=3)
+    swap_decoder(pool)
+    for number in range(20):
+        assert upload(mint(f"learner-{number}"), wav_bytes).status_code == 201
+    assert stored() == Stored(objects=20, rows=20)
+    assert pool.recycled >= 4
+    assert pool.replacements == 0

@@ -358,6 +358,21 @@ def test_release_under_a_policy_never_recorded(
     assert weaker.content_hash in findings[0]["message"]
 
 
+def test_release_of_an_exercise_below_min_learners(
+    audited: AuditedState, run_audit_cli: RunAudit, verify_api: VerifyApi
+) -> None:
+    # The chain is intact; the release's entry shows its exercise was too rare (P5).
+    minimum = audited.policy.min_exercise_learners
+    audited.sql(
+        "UPDATE audit_entries SET body = REPLACE(body, '\"exercise_learners\":', "
+        "'\"exercise_learners\":-' ) WHERE kind = 'release'"
+    )
+    audited.rehash_chain()
+    findings = assert_exactly({"release_exercise_rare"}, run_audit_cli, verify_api)
+    assert findings[0]["subject"] == audited.release_id
+    assert f"requires {minimum}" in findings[0]["message"]
+
+
 def test_timestamp_column_added_to_pending_clips(
     audited: AuditedState, run_audit_cli: RunAudit, verify_api: VerifyApi
 ) -> None:

@@ -1,41 +1,24 @@
 """The review console in headless Chromium: sign in, review three reports by click and key.
 
-Needs the Debian ``chromium`` package (``apt-get install -y chromium``); Playwright drives it
-through ``executable_path``, never a browser of its own. Screenshots of the console (laptop and
-phone widths) are written to tests/artifacts/, and also to docs/ when
+Needs the Debian ``chromium`` package (see ``tests/reports_ml/browser.py``). Screenshots of the
+console (laptop and phone widths) are written to tests/artifacts/, and also to docs/ when
 CHORUS_UPDATE_DOC_SCREENSHOTS=1 (so a test run leaves the tree clean).
 """
 
 from __future__ import annotations
 
-import os
-import shutil
-import socket
-import threading
-import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 
 from chorus.app import create_app
-from core.auth import Role, create_key
+from core.auth import Role
 from core.settings import Settings
+from tests.reports_ml.browser import CHROMIUM, CHROMIUM_ARGS, require, save_screenshot, serve_app
 
 pytestmark = pytest.mark.browser
-
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-]
-REPO = Path(__file__).resolve().parents[2]
-SCREENSHOTS = (REPO / "tests" / "artifacts",) + (
-    (REPO / "docs",) if os.environ.get("CHORUS_UPDATE_DOC_SCREENSHOTS") == "1" else ()
-)
 
 PROMPTS = [
     {"prompt_id": "boss", "text": "well, what did the boss say?",
@@ -52,35 +35,12 @@ REPORTS = [
 ]
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 @pytest.fixture
 def live_server(make_settings: Callable[..., Settings]) -> Iterator[tuple[str, dict[Role, str]]]:
     """The app under uvicorn on a free loopback port, with one key per role."""
-    app = create_app(make_settings())
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=_free_port(), log_config=None, access_log=False)
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive(), "server stopped while starting"
-        assert time.monotonic() < deadline, "server did not start"
-        time.sleep(0.05)
-    with app.state.database.session() as session:
-        keys = {role: create_key(session, role=role, name=f"browser {role}") for role in Role}
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        yield f"http://127.0.0.1:{port}", keys
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
+    settings = make_settings()
+    with serve_app(create_app(settings), settings) as served:
+        yield served
 
 
 def _seed(base: str, keys: dict[Role, str]) -> None:
@@ -104,21 +64,10 @@ def _intake_status(base: str, keys: dict[Role, str], answer: str, prompt_id: str
     return response.json()["status"]
 
 
-def _save(page: Any, name: str) -> Path:
-    first = SCREENSHOTS[0] / name
-    first.parent.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(first), full_page=True)
-    for folder in SCREENSHOTS[1:]:
-        folder.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(first, folder / name)
-    return first
-
-
 def test_contributor_reviews_three_reports_by_click_and_keyboard(
     live_server: tuple[str, dict[Role, str]],
 ) -> None:
-    if not CHROMIUM.exists():
-        pytest.fail("Debian chromium is missing: apt-get install -y chromium")
+    require(CHROMIUM, "chromium")
     from playwright.sync_api import expect, sync_playwright
 
     base, keys = live_server
@@ -142,7 +91,7 @@ def test_contributor_reviews_three_reports_by_click_and_keyboard(
             expect(page.locator("#diff ins")).to_have_text("patrão")
             expect(page.locator("#diff del")).to_have_text("chefe")
             expect(page.locator("#items li")).to_have_count(4)
-            _save(page, "review-console.png")
+            save_screenshot(page, "review-console.png")
 
             # 1. accept the best report with a click; the next one appears.
             page.click("#accept")
@@ -168,10 +117,11 @@ def test_contributor_reviews_three_reports_by_click_and_keyboard(
             expect(answer).to_have_text("bem o que o chefe dise")
             expect(page.locator("#items li")).to_have_count(1)
 
-            # The key survives a reload (same tab), and signing out forgets it.
+            # The key survives a reload, and signing out forgets it.
             page.reload()
             expect(answer).to_have_text("bem o que o chefe dise")
 
+            # Another browser (its own storage) signs in with the key.
             phone = browser.new_page(viewport={"width": 390, "height": 844}, is_mobile=True)
             phone.goto(f"{base}/review")
             phone.fill("#key", keys[Role.CONTRIBUTOR])
@@ -180,11 +130,11 @@ def test_contributor_reviews_three_reports_by_click_and_keyboard(
             box = phone.locator("#reject").bounding_box()
             assert box is not None
             assert box["x"] + box["width"] <= 390, "buttons overflow a phone"
-            _save(phone, "review-console-phone.png")
+            save_screenshot(phone, "review-console-phone.png")
 
             page.click("#logout")
             expect(page.locator("#login")).to_be_visible()
-            assert page.evaluate("sessionStorage.getItem('chorus.contributorKey')") is None
+            assert page.evaluate("localStorage.getItem('chorus.contributorKey')") is None
             assert errors == []
         finally:
             browser.close()

@@ -21,7 +21,7 @@ STAPLE = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "stapl
 def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     url = f"sqlite:///{tmp_path / 'cli.db'}"
     monkeypatch.setenv("CHORUS_DATABASE_URL", url)
-    monkeypatch.setenv("CHORUS_MODEL_DIR", str(tmp_path / "models"))
+    monkeypatch.setenv("CHORUS_STORAGE_URL", f"file://{tmp_path / 'blobs'}")
     reset_settings_cache()
     yield url
     reset_settings_cache()
@@ -67,6 +67,7 @@ def test_retrain_without_labels_and_models_commands(env: str) -> None:
 def test_models_list_marks_the_promoted_version_and_promote_switches(
     env: str, tmp_path: Path
 ) -> None:
+    from core.storage import open_store
     from reports_ml.model import ReportModel
     from reports_ml.registry import ModelRegistry
     from reports_ml.simulate import simulate_course
@@ -75,7 +76,9 @@ def test_models_list_marks_the_promoted_version_and_promote_switches(
     records = simulate_course(
         "en_pt", load_staple(STAPLE / "dev.en_pt.2020-02-20.gold.txt")[:10], seed=1
     )
-    registry = ModelRegistry(tmp_path / "models")
+    database = Database(env)
+    database.upgrade()
+    registry = ModelRegistry(database, open_store(f"file://{tmp_path / 'blobs'}"))
     model = ReportModel(hash_bits=12).fit(records)
     info = {"created": "2026-01-02T03:04:05+00:00", "trained_on": len(records), "held_back": 0,
             "auc": 0.81234}
@@ -91,3 +94,50 @@ def test_models_list_marks_the_promoted_version_and_promote_switches(
     assert promoted.exit_code == 0, promoted.output
     assert f"version {first} promoted; 0 open reports rescored" in promoted.output
     assert registry.promoted_version() == first
+    database.dispose()
+
+
+def test_models_import_stores_a_trained_model_and_can_promote_it(
+    env: str, tmp_path: Path
+) -> None:
+    from core.storage import open_store
+    from reports_ml.model import ReportModel
+    from reports_ml.registry import ModelRegistry
+    from reports_ml.simulate import simulate_course
+    from reports_ml.staple import load_staple
+
+    records = simulate_course(
+        "en_pt", load_staple(STAPLE / "dev.en_pt.2020-02-20.gold.txt")[:10], seed=1
+    )
+    trained = ReportModel(hash_bits=12).fit(records)
+    assert trained.card is not None
+    trained.card = trained.card.model_copy(update={"metrics": {
+        "holdout_reports": 40.0, "holdout_auc": 0.7712, "holdout_count_baseline_auc": 0.61,
+    }})
+    path = trained.save(tmp_path / "trained.joblib")
+    not_a_model = tmp_path / "other.joblib"
+    not_a_model.write_bytes(b"not a model")
+
+    runner = CliRunner()
+    refused = runner.invoke(app, ["reports", "models", "import", str(not_a_model)])
+    assert refused.exit_code == 2
+    assert "not a report model file" in refused.output
+    imported = runner.invoke(app, ["reports", "models", "import", str(path), "--promote"])
+    assert imported.exit_code == 0, imported.output
+    assert "stored as version 0001" in imported.output
+    assert "version 0001 promoted" in imported.output
+    listed = runner.invoke(app, ["reports", "models", "list"]).output.splitlines()
+    assert listed[1].startswith("* 0001 ")
+    assert "0.7712" in listed[1]
+    assert "0.6100" in listed[1]
+
+    database = Database(env)
+    try:
+        registry = ModelRegistry(database, open_store(f"file://{tmp_path / 'blobs'}"))
+        assert registry.promoted_version() == "0001"
+        [version] = registry.versions()
+        assert (version.trained_on, version.held_back) == (len(records), 40)
+        served = registry.load("0001")
+        assert (served.score(records[:5]) == trained.score(records[:5])).all()
+    finally:
+        database.dispose()

@@ -3,10 +3,10 @@ and serving that switches models without a restart."""
 
 from __future__ import annotations
 
-import functools
+import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
+import numpy as np
 import pytest
 import sqlalchemy as sa
 from fastapi import FastAPI
@@ -14,46 +14,20 @@ from fastapi.testclient import TestClient
 
 from core.auth import Role
 from core.db import Database
-from reports_ml.jobs import Trainer, held_back, promote_version, retrain_reports_model
+from core.storage import open_store
+from reports_ml.jobs import (
+    RETRAIN_LOCK,
+    Trainer,
+    held_back,
+    promote_version,
+    retrain_reports_model,
+)
 from reports_ml.model import ReportModel
 from reports_ml.models import ReportRecord
-from reports_ml.registry import ModelRegistry, SavableModel, ServingModel
-from reports_ml.review import answer_key
-from reports_ml.simulate import simulate_course
-from reports_ml.staple import load_staple
-from reports_ml.tables import AcceptedTranslation, CoursePrompt, Report
-
-STAPLE_PT = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "staple" / (
-    "dev.en_pt.2020-02-20.gold.txt"
-)
-
-
-@functools.cache
-def _simulated(prompts: int = 30, seed: int = 7) -> list[ReportRecord]:
-    return simulate_course("en_pt", load_staple(STAPLE_PT)[:prompts], seed=seed)
-
-
-def _store(database: Database, records: Sequence[ReportRecord], *, decided: bool) -> None:
-    """Put simulated reports in the review tables, decided by their gold label or left open."""
-    with database.session() as session:
-        known = set(session.scalars(sa.select(CoursePrompt.prompt_id)))
-        for record in records:
-            if record.prompt_id not in known:
-                known.add(record.prompt_id)
-                session.add(CoursePrompt(course=record.course, prompt_id=record.prompt_id,
-                                         text=record.prompt))
-                session.flush()
-                unique = {answer_key(text): text for text in reversed(record.accepted)}
-                session.execute(sa.insert(AcceptedTranslation), [
-                    {"course": record.course, "prompt_id": record.prompt_id, "position": i,
-                     "text": text, "normalized_sha256": key}
-                    for i, (key, text) in enumerate(reversed(unique.items()))
-                ])
-            session.add(Report(
-                course=record.course, prompt_id=record.prompt_id, answer=record.answer,
-                normalized_sha256=answer_key(record.answer), times_reported=record.times_reported,
-                score=0.0, scored_by="setup", decision=record.label if decided else None,
-            ))
+from reports_ml.registry import MODELS_PREFIX, ModelRegistry, SavableModel, ServingModel
+from reports_ml.scoring import ModelScorer
+from reports_ml.tables import ModelVersion, Report
+from tests.reports_ml.records import simulated, store_reports
 
 
 def _small(records: Sequence[ReportRecord], random_state: int) -> SavableModel:
@@ -87,7 +61,7 @@ def _open_scores(database: Database) -> dict[str, tuple[float, str]]:
 
 
 def test_the_evaluation_slice_is_by_prompt_and_stable() -> None:
-    records = _simulated()
+    records = simulated()
     prompts = {r.prompt_id for r in records if held_back(r.course, r.prompt_id)}
     assert 0 < len(prompts) < len({r.prompt_id for r in records}) / 2
     assert prompts == {r.prompt_id for r in records if held_back("en_pt", r.prompt_id)}
@@ -101,9 +75,9 @@ def test_first_model_beats_the_count_heuristic_and_is_promoted(
     database: Database, serving: ServingModel, client: TestClient,
     auth: Callable[[Role], dict[str, str]], trainer: Trainer | None,
 ) -> None:
-    records = _simulated()
-    _store(database, records[:-30], decided=True)
-    _store(database, records[-30:], decided=False)
+    records = simulated()
+    store_reports(database, records[:-30], decided=True)
+    store_reports(database, records[-30:], decided=False)
     assert serving.current().kind == "heuristic"
 
     trained = {"trainer": trainer} if trainer is not None else {}
@@ -133,9 +107,9 @@ def test_first_model_beats_the_count_heuristic_and_is_promoted(
 def test_a_model_with_worse_auc_is_not_promoted(
     database: Database, serving: ServingModel,
 ) -> None:
-    records = _simulated()
-    _store(database, records[:-30], decided=True)
-    _store(database, records[-30:], decided=False)
+    records = simulated()
+    store_reports(database, records[:-30], decided=True)
+    store_reports(database, records[-30:], decided=False)
     first = retrain_reports_model(database, serving, min_new_labels=1, trainer=_small)
     assert first.status == "promoted"
     before = _open_scores(database)
@@ -170,23 +144,31 @@ def test_a_model_with_worse_auc_is_not_promoted(
 def test_retraining_needs_both_kinds_of_labels(
     database: Database, serving: ServingModel,
 ) -> None:
-    records = [r for r in _simulated() if not r.label][:50]
-    _store(database, records, decided=True)
+    records = [r for r in simulated() if not r.label][:50]
+    store_reports(database, records, decided=True)
     outcome = retrain_reports_model(database, serving, min_new_labels=1, trainer=_small)
     assert outcome.status == "skipped"
     assert "both accepted and rejected" in outcome.reason
     assert serving.registry.versions() == []
 
 
-def test_serving_swaps_on_promotion_and_survives_a_broken_version(tmp_path: Path) -> None:
-    records = _simulated()
-    registry = ModelRegistry(tmp_path / "models")
-    serving = ServingModel(registry)
+def _registry(app: FastAPI) -> ModelRegistry:
+    """A registry on the app's database and blob store, as another replica would open it."""
+    return ModelRegistry(app.state.database, app.state.store)
+
+
+def test_serving_swaps_on_promotion_and_survives_a_broken_version(
+    client: TestClient, app: FastAPI
+) -> None:
+    records = simulated()
+    registry = _registry(app)
+    serving = ServingModel(registry, poll_s=0)
     assert serving.current().kind == "heuristic"
     info = {"created": "2026-01-01T00:00:00+00:00", "trained_on": len(records), "held_back": 0}
     model = _small(records, 0)
     one = registry.add(model, info).version
     two = registry.add(model, info).version
+    assert (one, two) == ("0001", "0002")
     registry.promote(one)
     first = serving.current()
     assert first.version == one
@@ -196,25 +178,110 @@ def test_serving_swaps_on_promotion_and_survives_a_broken_version(tmp_path: Path
     assert serving.current().score(records[:3]).shape == (3,)
     # A version whose files are damaged is skipped: the previous model keeps serving.
     three = registry.add(model, info).version
-    for path in (registry.versions_dir / three).iterdir():
-        if path.name != "version.json":
-            path.write_bytes(b"damaged")
+    with app.state.database.session() as session:
+        prefix = session.get(ModelVersion, three).object_prefix
+    store = app.state.store
+    for key in list(store.list(prefix)):
+        store.put(key, b"damaged")
     registry.promote(three)
     assert serving.current().version == two
     with pytest.raises(Exception, match="no model version"):
         registry.promote("0099")
 
 
-def test_the_scheduled_job_runs_a_retraining(database: Database, serving: ServingModel) -> None:
+def test_models_live_in_the_database_and_blob_store_and_survive_a_restart(
+    client: TestClient, app: FastAPI
+) -> None:
+    records = simulated()
+    info = {"created": "2026-01-01T00:00:00+00:00", "trained_on": len(records), "held_back": 0}
+    version = _registry(app).add(_small(records, 0), info).version
+    _registry(app).promote(version)
+    keys = list(app.state.store.list(MODELS_PREFIX))
+    assert {key.rsplit("/", 1)[1] for key in keys} == {"model.joblib", "model.json"}
+    # A fresh process: new engine, new store client, nothing in memory.
+    database = Database(app.state.database.url)
+    try:
+        store = open_store(app.state.settings.storage_url)
+        restarted = ServingModel(ModelRegistry(database, store))
+        scorer = restarted.current()
+        assert (scorer.kind, scorer.version) == ("model", version)
+        expected = ModelScorer(version=version, model=_registry(app).load(version))
+        assert np.allclose(scorer.score(records[:5]), expected.score(records[:5]))
+        assert [v.version for v in restarted.registry.versions()] == [version]
+    finally:
+        database.dispose()
+
+
+def test_concurrent_writers_take_distinct_version_numbers(client: TestClient, app: FastAPI) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    records = simulated()
+    model = _small(records, 0)
+    info = {"created": "2026-01-01T00:00:00+00:00", "trained_on": len(records), "held_back": 0}
+    # Each writer its own registry, as replicas have.
+    registries = [_registry(app) for _ in range(6)]
+    with ThreadPoolExecutor(len(registries)) as pool:
+        versions = list(pool.map(lambda r: r.add(model, info).version, registries))
+    assert sorted(versions) == [f"{n:04d}" for n in range(1, 7)]
+    stored = registries[0].versions()
+    assert [v.version for v in stored] == sorted(versions)
+    prefixes = {key.rsplit("/", 2)[1] for key in app.state.store.list(MODELS_PREFIX)}
+    assert len(prefixes) == 6  # no writer overwrote another's files
+
+
+def test_a_promotion_elsewhere_is_served_once_the_poll_interval_passes(
+    client: TestClient, app: FastAPI
+) -> None:
+    records = simulated()
+    info = {"created": "2026-01-01T00:00:00+00:00", "trained_on": len(records), "held_back": 0}
+    other_replica = _registry(app)
+    version = other_replica.add(_small(records, 0), info).version
+    serving = ServingModel(_registry(app), poll_s=0.3)
+    assert serving.current().kind == "heuristic"
+    other_replica.promote(version)
+    # Within the interval the replica keeps what it read (no database query per request) ...
+    assert serving.current().kind == "heuristic"
+    time.sleep(0.35)
+    # ... and after it, serves the promoted version.
+    assert serving.current().version == version
+
+
+def test_a_retraining_run_that_finds_another_under_way_does_nothing(
+    database: Database, serving: ServingModel
+) -> None:
+    store_reports(database, simulated(), decided=True)
+    with database.try_lock(RETRAIN_LOCK) as acquired:
+        assert acquired
+        outcome = retrain_reports_model(database, serving, min_new_labels=1, trainer=_small)
+    assert outcome.status == "busy"
+    assert serving.registry.versions() == []
+    after = retrain_reports_model(database, serving, min_new_labels=1, trainer=_small)
+    assert after.status == "promoted"
+    # The label count is shared: a run on another replica finds nothing new to learn from.
+    again = retrain_reports_model(database, serving, min_new_labels=1, trainer=_small)
+    assert again.status == "skipped"
+    assert [v.version for v in serving.registry.versions()] == [after.version]
+
+
+def test_the_scheduled_job_runs_a_retraining_on_the_job_process(
+    database: Database, serving: ServingModel, app: FastAPI
+) -> None:
     from apscheduler.schedulers.background import BackgroundScheduler
 
-    from reports_ml.jobs import schedule_retraining
+    from core.scheduler import PROCESS_EXECUTOR
+    from reports_ml.jobs import RETRAIN_JOB_ID, schedule_retraining
 
     scheduler = BackgroundScheduler(timezone="UTC")
-    schedule_retraining(scheduler, database=database, serving=serving, min_new_labels=1)
-    job = scheduler.get_job("reports-retrain")
+    schedule_retraining(
+        scheduler, database_url=database.url, storage_url=app.state.settings.storage_url,
+        min_new_labels=1,
+    )
+    job = scheduler.get_job(RETRAIN_JOB_ID)
     assert job is not None
-    job.func()  # no labels yet: the run skips quietly, nothing is stored
+    assert job.executor == PROCESS_EXECUTOR  # never on the API process's threads
+    outcome = job.func(*job.args)  # no labels yet: the run skips quietly, nothing is stored
+    assert outcome is not None
+    assert outcome.status == "skipped"
     assert serving.registry.versions() == []
     assert serving.registry.promoted_version() is None
 
@@ -222,9 +289,9 @@ def test_the_scheduled_job_runs_a_retraining(database: Database, serving: Servin
 def test_seed_records_join_training_but_never_the_held_back_prompts(
     database: Database, serving: ServingModel,
 ) -> None:
-    records = _simulated()
-    _store(database, records, decided=True)
-    seed = _simulated(prompts=60, seed=11)[-900:]
+    records = simulated()
+    store_reports(database, records, decided=True)
+    seed = simulated(prompts=60, seed=11)[-900:]
     seen: list[ReportRecord] = []
 
     def recording(training: Sequence[ReportRecord], random_state: int) -> SavableModel:

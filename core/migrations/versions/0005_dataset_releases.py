@@ -7,8 +7,8 @@ where its bytes start in that shard and how long they are, so one clip can be se
 shard member checked, without unpacking the shard. Pending clips are indexed by the released id
 a release planned for them, which the release joins on to read them in their released order.
 
-Revision ID: 0004
-Revises: 0003
+Revision ID: 0005
+Revises: 0004_model_registry
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0004"
-down_revision = "0003"
+revision = "0005"
+down_revision = "0004_model_registry"
 branch_labels = None
 depends_on = None
 
