@@ -6,9 +6,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import tarfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -18,12 +18,13 @@ from rich.console import Console
 from rich.progress import (
     BarColumn,
     DownloadColumn,
-    MofNCompleteColumn,
     Progress,
     TextColumn,
     TransferSpeedColumn,
 )
 from rich.table import Table
+
+from core.storage import ChunkReader
 
 ROOT_COMMANDS = ("release",)
 
@@ -161,27 +162,36 @@ def list_releases(
     key: KeyOption = "",
     exercise: Annotated[str | None, typer.Option(help="only this exercise")] = None,
     limit: Annotated[int, typer.Option(min=1, help="how many to show")] = 50,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="print a JSON array of the releases")
+    ] = False,
 ) -> None:
     """Released batches, newest first."""
-    table = Table("release", "day", "exercise", "language", "clips", "contributors", "k")
-    shown = 0
+    items: list[dict[str, Any]] = []
     cursor: str | None = None
     with http_client(url, key) as client:
-        while shown < limit:
+        while len(items) < limit:
             page = _get_json(
-                client, "/v1/releases", limit=min(200, limit - shown), cursor=cursor,
+                client, "/v1/releases", limit=min(200, limit - len(items)), cursor=cursor,
                 exercise_id=exercise,
             )
-            for item in page["items"]:
-                table.add_row(
-                    item["release_id"], item["release_day"], item["exercise_id"],
-                    item["language"] or "-", str(item["clip_count"]),
-                    str(item["contributor_count"]), str(item["k"]),
-                )
-                shown += 1
+            items.extend(page["items"])
             cursor = page["next_cursor"]
             if cursor is None:
                 break
+    if as_json:
+        typer.echo(json.dumps(items, indent=2))
+        return
+    table = Table("release", "day", "exercise", "language", "clips", "contributors", "k")
+    # Ids are what a researcher copies into the next command: never cut them short.
+    table.columns[0].no_wrap = True
+    table.columns[0].min_width = 32
+    for item in items:
+        table.add_row(
+            item["release_id"], item["release_day"], item["exercise_id"],
+            item["language"] or "-", str(item["clip_count"]),
+            str(item["contributor_count"]), str(item["k"]),
+        )
     _console.print(table)
 
 
@@ -207,14 +217,18 @@ def download_release(
     url: UrlOption = "http://127.0.0.1:8000",
     key: KeyOption = "",
     keep_tar: Annotated[
-        bool, typer.Option("--tar", help="save the archive as <release>.tar, do not extract")
+        bool, typer.Option("--tar", help="save the archive as OUT/<release>.tar, do not extract")
     ] = False,
 ) -> None:
-    """Download a whole release (manifest and clips), extracted into OUT/<release>/."""
+    """Download a release as a dataset folder OUT: clips/, metadata.csv, README.md, …
+
+    ``datasets.load_dataset(OUT)`` loads it (one row per clip: audio, text, language, …).
+    Every file is checked against the release's SHA256SUMS.
+    """
     out.mkdir(parents=True, exist_ok=True)
+    if not keep_tar and any(out.iterdir()):
+        _fail(f"{out} is not empty: download a release into a new or empty folder")
     with http_client(url, key) as client:
-        summary = _get_json(client, f"/v1/releases/{release_id}")
-        total_clips = int(summary["clip_count"])
         try:
             with client.stream("GET", f"/v1/releases/{release_id}/archive") as response:
                 if not response.is_success:
@@ -222,11 +236,13 @@ def download_release(
                     _check(response)
                 if keep_tar:
                     _save_tar(response, out / f"{release_id}.tar")
-                else:
-                    _extract_tar(response, out, total_clips)
+                    typer.echo(f"release {release_id}: {out / (release_id + '.tar')}")
+                    return
+                digests = _extract_tar(response, out)
         except httpx.HTTPError as exc:
             _fail(f"download interrupted: {exc}")
-    typer.echo(f"release {release_id}: {total_clips} clip(s) in {out}")
+    clips = _verify_checksums(out, digests)
+    typer.echo(f"release {release_id}: {clips} clip(s) in {out}, checksums verified")
 
 
 def _progress(*columns: Any) -> Progress:
@@ -241,32 +257,40 @@ def _save_tar(response: httpx.Response, path: Path) -> None:
             progress.advance(task, len(chunk))
 
 
-class _ResponseReader:
-    """A read-only file object over a streamed response, for ``tarfile`` stream mode."""
-
-    def __init__(self, chunks: Iterator[bytes]) -> None:
-        self._chunks = chunks
-        self._buffer = bytearray()
-
-    def read(self, size: int = -1) -> bytes:
-        while size < 0 or len(self._buffer) < size:
-            chunk = next(self._chunks, None)
-            if chunk is None:
-                break
-            self._buffer.extend(chunk)
-        take = len(self._buffer) if size < 0 else min(size, len(self._buffer))
-        data = bytes(self._buffer[:take])
-        del self._buffer[:take]
-        return data
-
-
-def _extract_tar(response: httpx.Response, out: Path, total_clips: int) -> None:
-    reader = _ResponseReader(response.iter_bytes())
-    with _progress(MofNCompleteColumn()) as progress, tarfile.open(
+def _extract_tar(response: httpx.Response, out: Path) -> dict[str, str]:
+    """Unpack the streamed archive into ``out``; returns each file's SHA-256."""
+    length = response.headers.get("content-length")
+    reader = ChunkReader(response.iter_bytes())
+    digests: dict[str, str] = {}
+    with _progress(DownloadColumn(), TransferSpeedColumn()) as progress, tarfile.open(
         fileobj=reader, mode="r|"  # type: ignore[call-overload]
     ) as archive:
-        task = progress.add_task("clips", total=total_clips)
+        task = progress.add_task("downloading", total=int(length) if length else None)
         for member in archive:
             archive.extract(member, out, filter="data")
-            if member.name.endswith(".flac"):
-                progress.advance(task)
+            if member.isfile():
+                digests[member.name] = _sha256_file(out / member.name)
+            progress.update(task, completed=reader.consumed)
+    return digests
+
+
+def _sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _verify_checksums(out: Path, digests: dict[str, str]) -> int:
+    """Every line of SHA256SUMS matches a file received; returns how many clips there are."""
+    sums = out / "SHA256SUMS"
+    if not sums.is_file():
+        _fail("the release has no SHA256SUMS: it was made before releases carried checksums")
+    clips = 0
+    for line in sums.read_text(encoding="utf-8").splitlines():
+        expected, _, name = line.partition("  ")
+        if digests.get(name) != expected:
+            _fail(f"{name} does not match its SHA-256 in SHA256SUMS: download it again")
+        clips += name.startswith("clips/")
+    return clips

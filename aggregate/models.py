@@ -49,16 +49,38 @@ class ReleasePageRead(BaseModel):
 
 class ManifestClipRead(BaseModel):
     clip_id: str
+    file_name: str | None = Field(default=None, description="clips/<clip>.flac in the dataset")
     position: int
     duration_s: float
     sample_rate: int
     loudness_dbfs: float
+    sha256: str | None = Field(default=None, description="SHA-256 of the clip's bytes")
+    shard: str | None = Field(default=None, description="shards/shard-NNNNN.tar holding it")
+    offset: int | None = Field(default=None, description="where its bytes start in the shard")
+    size: int | None = Field(default=None, description="how many bytes it has")
+
+
+class ManifestFileRead(BaseModel):
+    name: str
+    size: int
+    sha256: str
+    clips: int | None = Field(default=None, description="shards only: how many clips")
 
 
 class ManifestRead(ReleaseSummaryRead):
-    """The release manifest as stored next to its clips (``manifest.json``)."""
+    """The release manifest as stored next to its dataset files (``manifest.json``)."""
 
+    text: str | None = None
+    course: str | None = None
+    skill: str | None = None
+    license: str | None = None
+    layout: str | None = None
     statistics: StatisticsRead
+    shards: list[ManifestFileRead] = []
+    files: list[ManifestFileRead] = Field(
+        default=[], description="README.md, metadata.csv, validated.tsv, clip_durations.tsv, "
+        "SHA256SUMS"
+    )
     clips: list[ManifestClipRead]
 
 

@@ -11,19 +11,23 @@ Steps, each safe to repeat, so a run killed anywhere is finished by the next one
 
 1. claim — one short transaction turns a ready ``open`` or ``sealed`` bucket into
    ``releasing`` and creates its Release row; new uploads then open a fresh bucket.
-2. plan + copy — pending rows are read in batches; a clip not yet planned gets a fresh random
-   released id and sort position, written to its ``released_clips`` row and to the pending
-   row's ``release_clip_id`` in one transaction, so a resumed run copies it under the same
-   name; then the pending object is copied to ``releases/<release>/clips/<clip>.flac`` (a copy
-   overwrites with the same bytes). Released copies whose pending clip was withdrawn meanwhile
-   are removed before the manifest.
-3. manifest — written last among the release's objects, streamed through a temporary file.
-4. finalize — one transaction checks that every pending row is planned and that ≥ k distinct
+2. plan — pending rows are read in batches; a clip not yet planned gets a fresh random
+   released id and sort position (from the CSPRNG), written to its ``released_clips`` row and
+   to the pending row's ``release_clip_id`` in one transaction, so a resumed run releases it
+   under the same name. Plans whose pending clip was withdrawn meanwhile are removed.
+3. shards — the planned clips are read in their random order, ``batch_size`` at a time, and
+   each batch becomes one tar shard (``aggregate.dataset``): the pending bytes are turned into
+   the released bytes (``release_clip_bytes``), written into a temporary file, and the shard
+   is stored with one atomic write; its clips' SHA-256, shard and offset are then recorded.
+   Every run writes every shard again from the plan (the same names, the same order), and
+   removes shards a longer earlier plan left, so the shards hold each clip exactly once.
+4. manifest — the dataset's tables, card and checksums, then the manifest, written last.
+5. finalize — one transaction checks that every pending row is planned and that ≥ k distinct
    contributors remain, marks the bucket ``released`` and appends the ``release`` audit entry
    (P8); then the bucket key is deleted from the key store. A bucket that fell below k through
    withdrawals is not released: its release is undone and the bucket is sealed.
-5. clean — pending objects are deleted, then their rows, batch by batch; a re-run deletes what
-   a killed one left.
+6. clean — pending objects are deleted (S3 DeleteObjects, 1,000 a request), then their rows,
+   batch by batch; a re-run deletes what a killed one left.
 
 On PostgreSQL a session advisory lock per bucket, held for the whole release, keeps two runners
 off one bucket; a crashed runner's lock dies with its connection, so the next run resumes. A
@@ -33,26 +37,49 @@ stores a fresh token on the bucket row, and every write of the release checks it
 
 from __future__ import annotations
 
+import calendar
+import collections
 import contextlib
 import datetime as dt
 import functools
-import itertools
+import hashlib
 import json
 import logging
 import os
 import secrets
+import shutil
 import tempfile
-from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, TextIO, TypeVar, cast
+from typing import Any, Literal, TypeVar, cast
 
 import sqlalchemy as sa
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from aggregate.buckets import distinct_contributors, key_name, pending_clip_count
+from aggregate.dataset import (
+    CARD,
+    CHECKSUMS,
+    DATASET_FILES,
+    DURATIONS_TSV,
+    MANIFEST,
+    METADATA_CSV,
+    SHARD_PREFIX,
+    VALIDATED_TSV,
+    ClipRow,
+    Describing,
+    HashingWriter,
+    StoredFile,
+    TableWriters,
+    TarWriter,
+    clip_file_name,
+    dataset_card,
+    release_clip_bytes,
+    shard_name,
+)
 from aggregate.fencing import ClaimLost, fenced, hold_claim, new_claim_token
 from aggregate.statistics import BatchStatistics
 from aggregate.tables import (
@@ -75,11 +102,13 @@ from policies.policy import Policy
 
 RELEASE_PREFIX = "releases/"
 DEFAULT_BATCH = 1000
+# The checkpoints a run passes: "copied" once a shard is stored.
 STEPS = ("claimed", "planned", "copied", "manifest", "finalized", "cleaned")
 
 _LOCK_NOT_AVAILABLE = "55P03"
 STORE_WORKERS = 8
 T = TypeVar("T")
+R = TypeVar("R")
 
 Checkpoint = Callable[[str], None]
 _logger = logging.getLogger("chorus.release")
@@ -94,11 +123,20 @@ def release_prefix(release_id: str) -> str:
 
 
 def manifest_key(release_id: str) -> str:
-    return f"{release_prefix(release_id)}manifest.json"
+    return f"{release_prefix(release_id)}{MANIFEST}"
 
 
 def clip_key(release_id: str, clip_id: str) -> str:
-    return f"{release_prefix(release_id)}clips/{clip_id}.flac"
+    """The clip's name: its path in the release's dataset folder (it is a shard member)."""
+    return f"{release_prefix(release_id)}{clip_file_name(clip_id)}"
+
+
+def shard_key(release_id: str, index: int) -> str:
+    return f"{release_prefix(release_id)}{shard_name(index)}"
+
+
+def dataset_file_key(release_id: str, name: str) -> str:
+    return f"{release_prefix(release_id)}{name}"
 
 
 @dataclass(frozen=True)
@@ -108,16 +146,6 @@ class ReleaseOutcome:
     exercise_id: str
     clip_count: int
     contributor_count: int
-
-
-@dataclass(frozen=True)
-class _PlannedClip:
-    clip_id: str
-    source_key: str
-    object_key: str
-    duration_s: float
-    sample_rate: int
-    loudness_dbfs: float
 
 
 class _UnplannedClips(ChorusError):
@@ -191,10 +219,14 @@ class _Claim:
     release_id: str
     exercise_id: str
     language: str | None
+    text: str | None
+    course: str | None
+    skill: str | None
     release_day: dt.date
     k_in_force: int
     policy_hash: str
     token: str
+    license: str
 
 
 def _fence(database: Database, claim: _Claim) -> contextlib.AbstractContextManager[None]:
@@ -221,18 +253,24 @@ def _claim(
         if distinct_contributors(session, bucket_id) < policy.k:
             return None
         usage = session.execute(
-            sa.select(ExerciseUsage.learners, ExerciseUsage.language).where(
-                ExerciseUsage.exercise_id == bucket.exercise_id
-            )
+            sa.select(
+                ExerciseUsage.learners,
+                ExerciseUsage.language,
+                ExerciseUsage.text,
+                ExerciseUsage.course,
+                ExerciseUsage.skill,
+            ).where(ExerciseUsage.exercise_id == bucket.exercise_id)
         ).first()
         if usage is None or usage.learners < policy.min_exercise_learners:
             return _retire(session, bucket, policy=policy, usage=usage)
-        language = usage.language
         release = Release(
             id=new_id(),
             bucket_id=bucket.id,
             exercise_id=bucket.exercise_id,
-            language=language,
+            language=usage.language,
+            text=usage.text,
+            course=usage.course,
+            skill=usage.skill,
             release_day=today,
             clip_count=0,
             contributor_count=0,
@@ -260,10 +298,14 @@ def _claim(
         release_id=release.id,
         exercise_id=release.exercise_id,
         language=release.language,
+        text=release.text,
+        course=release.course,
+        skill=release.skill,
         release_day=release.release_day,
         k_in_force=release.k_in_force,
         policy_hash=release.policy_hash,
         token=bucket.claim_token,
+        license=policy.release_license,
     )
 
 
@@ -291,18 +333,6 @@ def _retire(session: Session, bucket: Bucket, *, policy: Policy, usage: Any) -> 
     return _Retire(bucket_id=bucket.id, exercise_id=bucket.exercise_id, learners=learners)
 
 
-def _plan(claim: _Claim, row: Any, clip_id: str) -> _PlannedClip:
-    """Where a planned pending clip is copied: under the random id its plan gave it."""
-    return _PlannedClip(
-        clip_id=clip_id,
-        source_key=row.object_key,
-        object_key=clip_key(claim.release_id, clip_id),
-        duration_s=row.duration_s,
-        sample_rate=row.sample_rate,
-        loudness_dbfs=row.loudness_dbfs,
-    )
-
-
 def _in_parallel(action: Callable[[T], object], items: list[T]) -> None:
     """Run store calls of one batch concurrently: they wait on I/O (fsync, HTTP), not the CPU.
     The first failure is raised after the batch's other calls have finished."""
@@ -311,33 +341,55 @@ def _in_parallel(action: Callable[[T], object], items: list[T]) -> None:
             pass
 
 
-def _copy(store: BlobStore, planned: _PlannedClip, *, missing: list[_PlannedClip]) -> None:
-    try:
-        store.copy(planned.source_key, planned.object_key)
-    except BlobNotFound:
-        # Only a clip already copied may have lost its pending original, or one withdrawn
-        # meanwhile (its row is gone too; ``_prune_withdrawn`` removes its plan).
-        if not store.exists(planned.object_key):
-            missing.append(planned)
+def _in_order(
+    pool: ThreadPoolExecutor, action: Callable[[T], R], items: Iterable[T], *, ahead: int
+) -> Iterator[tuple[T, R]]:
+    """``(item, action(item))`` in the items' order, with at most ``ahead`` calls under way:
+    reads overlap, and memory holds a bounded window of results whatever the batch size."""
+    window: collections.deque[tuple[T, Future[R]]] = collections.deque()
+    for item in items:
+        window.append((item, pool.submit(action, item)))
+        if len(window) >= ahead:
+            first, future = window.popleft()
+            yield first, future.result()
+    while window:
+        first, future = window.popleft()
+        yield first, future.result()
 
 
-def _require_withdrawn(database: Database, missing: list[_PlannedClip]) -> None:
-    """A pending original may be missing only if its clip was withdrawn while we copied."""
-    if not missing:
+def _plan_batch(session: Session, claim: _Claim, rows: list[Any]) -> None:
+    """Give every unplanned row a fresh random released id and position (P4): nothing about
+    the released clip is derived from the pending row, its id, its tag or any key."""
+    fresh = [row for row in rows if row.release_clip_id is None]
+    if not fresh:
         return
-    with database.session(write=True) as session:
-        still_pending = session.execute(
-            sa.select(sa.func.count()).select_from(PendingClip).where(
-                PendingClip.object_key.in_([planned.source_key for planned in missing])
-            )
-        ).scalar_one()
-    if still_pending:
-        raise BlobNotFound(f"{still_pending} pending original(s) of this release are missing")
+    names = {row.id: new_id() for row in fresh}
+    session.execute(
+        sa.insert(ReleasedClip),
+        [
+            {
+                "id": names[row.id],
+                "release_id": claim.release_id,
+                "position": secrets.randbits(31),
+                "object_key": clip_key(claim.release_id, names[row.id]),
+                "duration_s": row.duration_s,
+                "sample_rate": row.sample_rate,
+                "loudness_dbfs": row.loudness_dbfs,
+            }
+            for row in fresh
+        ],
+    )
+    pending = cast(sa.Table, PendingClip.__table__)
+    session.execute(
+        sa.update(pending)
+        .where(pending.c.id == sa.bindparam("pending_id"))
+        .values(release_clip_id=sa.bindparam("clip_id")),
+        [{"pending_id": row.id, "clip_id": names[row.id]} for row in fresh],
+    )
 
 
-_ROW_COLUMNS = (
+_PLAN_COLUMNS = (
     PendingClip.id,
-    PendingClip.object_key,
     PendingClip.duration_s,
     PendingClip.sample_rate,
     PendingClip.loudness_dbfs,
@@ -345,128 +397,216 @@ _ROW_COLUMNS = (
 )
 
 
-def _plan_batch(session: Session, claim: _Claim, rows: list[Any]) -> list[_PlannedClip]:
-    """Give every unplanned row a fresh random released id and position (P4): nothing about
-    the released clip is derived from the pending row, its id, its tag or any key."""
-    fresh = [row for row in rows if row.release_clip_id is None]
-    names = {row.id: new_id() for row in fresh}
-    if fresh:
-        session.execute(
-            sa.insert(ReleasedClip),
-            [
-                {
-                    "id": names[row.id],
-                    "release_id": claim.release_id,
-                    "position": secrets.randbits(31),
-                    "object_key": clip_key(claim.release_id, names[row.id]),
-                    "duration_s": row.duration_s,
-                    "sample_rate": row.sample_rate,
-                    "loudness_dbfs": row.loudness_dbfs,
-                }
-                for row in fresh
-            ],
-        )
-        pending = cast(sa.Table, PendingClip.__table__)
-        session.execute(
-            sa.update(pending)
-            .where(pending.c.id == sa.bindparam("pending_id"))
-            .values(release_clip_id=sa.bindparam("clip_id")),
-            [{"pending_id": row.id, "clip_id": names[row.id]} for row in fresh],
-        )
-    return [_plan(claim, row, row.release_clip_id or names[row.id]) for row in rows]
+def _plan_all(
+    database: Database, claim: _Claim, *, batch_size: int, checkpoint: Checkpoint
+) -> None:
+    """Plan every pending clip of the bucket, a batch of rows per transaction."""
+    after = ""
+    while True:
+        with database.session(write=True) as session:
+            hold_claim(session, bucket_id=claim.bucket_id, token=claim.token)
+            rows = session.execute(
+                sa.select(*_PLAN_COLUMNS)
+                .where(PendingClip.bucket_id == claim.bucket_id, PendingClip.id > after)
+                .order_by(PendingClip.id)
+                .limit(batch_size)
+            ).all()
+            if not rows:
+                return
+            _plan_batch(session, claim, list(rows))
+        checkpoint("planned")
+        after = rows[-1].id
 
 
-def _plan_and_copy(
+def _prune_withdrawn(database: Database, claim: _Claim) -> None:
+    """Remove plans that no pending clip stands behind any more (withdrawn while the release
+    ran, or planned by an older run): the shards written next leave them out."""
+    planned = sa.select(PendingClip.release_clip_id).where(
+        PendingClip.bucket_id == claim.bucket_id, PendingClip.release_clip_id.is_not(None)
+    )
+    with database.session(write=True) as session:
+        hold_claim(session, bucket_id=claim.bucket_id, token=claim.token)
+        session.execute(
+            sa.delete(ReleasedClip)
+            .where(ReleasedClip.release_id == claim.release_id)
+            .where(ReleasedClip.id.not_in(planned))
+        )
+
+
+@dataclass(frozen=True)
+class _ShardClip:
+    """A planned clip as a shard needs it: its released name and its pending original."""
+
+    clip_id: str
+    position: int
+    source_key: str
+    duration_s: float
+    sample_rate: int
+    loudness_dbfs: float
+
+
+def _planned_batches(
+    database: Database, claim: _Claim, *, batch_size: int
+) -> Iterator[list[_ShardClip]]:
+    """The planned clips in their random release order (keyset on position, id), a shard's
+    worth at a time."""
+    last: tuple[int, str] | None = None
+    while True:
+        with database.session(write=True) as session:
+            query = (
+                sa.select(
+                    ReleasedClip.id,
+                    ReleasedClip.position,
+                    PendingClip.object_key,
+                    ReleasedClip.duration_s,
+                    ReleasedClip.sample_rate,
+                    ReleasedClip.loudness_dbfs,
+                )
+                .join(PendingClip, PendingClip.release_clip_id == ReleasedClip.id)
+                .where(
+                    ReleasedClip.release_id == claim.release_id,
+                    PendingClip.bucket_id == claim.bucket_id,
+                )
+            )
+            if last is not None:
+                query = query.where(
+                    sa.tuple_(ReleasedClip.position, ReleasedClip.id) > sa.tuple_(*last)
+                )
+            rows = session.execute(
+                query.order_by(ReleasedClip.position, ReleasedClip.id).limit(batch_size)
+            ).all()
+        if not rows:
+            return
+        yield [_ShardClip(*row) for row in rows]
+        last = (rows[-1].position, rows[-1].id)
+
+
+def _read_pending(store: BlobStore, clip: _ShardClip) -> bytes | None:
+    """The pending original's bytes; None when it is gone (withdrawn, checked afterwards)."""
+    try:
+        return store.get(clip.source_key)
+    except BlobNotFound:
+        return None
+
+
+def _require_withdrawn(database: Database, missing: list[_ShardClip]) -> None:
+    """A pending original may be missing only if its clip was withdrawn while we read."""
+    if not missing:
+        return
+    with database.session(write=True) as session:
+        still_pending = session.execute(
+            sa.select(sa.func.count()).select_from(PendingClip).where(
+                PendingClip.object_key.in_([clip.source_key for clip in missing])
+            )
+        ).scalar_one()
+    if still_pending:
+        raise BlobNotFound(f"{still_pending} pending original(s) of this release are missing")
+
+
+def _release_day_mtime(claim: _Claim) -> int:
+    """Every released file is dated the release day (P4)."""
+    return calendar.timegm(claim.release_day.timetuple())
+
+
+def _write_shard(
+    database: Database,
+    store: BlobStore,
+    claim: _Claim,
+    index: int,
+    clips: list[_ShardClip],
+    *,
+    pool: ThreadPoolExecutor,
+    stats: BatchStatistics,
+) -> StoredFile | None:
+    """One shard: the clips' released bytes into a temporary tar file, stored with one
+    atomic write, then their checksums and offsets recorded. None if every clip was
+    withdrawn meanwhile."""
+    recorded: list[dict[str, Any]] = []
+    missing: list[_ShardClip] = []
+    fd, path = tempfile.mkstemp(prefix="chorus-shard-", suffix=".tar")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            out = HashingWriter(handle)
+            tar = TarWriter(out, mtime=_release_day_mtime(claim))
+            reads = _in_order(
+                pool, functools.partial(_read_pending, store), clips, ahead=2 * STORE_WORKERS
+            )
+            for clip, pending in reads:
+                if pending is None:
+                    missing.append(clip)
+                    continue
+                released = release_clip_bytes(pending)
+                offset = tar.add(clip_file_name(clip.clip_id), released)
+                recorded.append(
+                    {
+                        "clip_id": clip.clip_id,
+                        "sha256": hashlib.sha256(released).hexdigest(),
+                        "shard": index,
+                        "member_offset": offset,
+                        "member_size": len(released),
+                    }
+                )
+                stats.add(
+                    duration_s=clip.duration_s,
+                    sample_rate=clip.sample_rate,
+                    loudness_dbfs=clip.loudness_dbfs,
+                )
+            tar.close()
+        _require_withdrawn(database, missing)
+        if not recorded:
+            return None
+        with _fence(database, claim):
+            store.put_file(shard_key(claim.release_id, index), Path(path))
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+    released_clips = cast(sa.Table, ReleasedClip.__table__)
+    with database.session(write=True) as session:
+        hold_claim(session, bucket_id=claim.bucket_id, token=claim.token)
+        session.execute(
+            sa.update(released_clips)
+            .where(released_clips.c.id == sa.bindparam("clip_id"))
+            .values(
+                sha256=sa.bindparam("sha256"),
+                shard=sa.bindparam("shard"),
+                member_offset=sa.bindparam("member_offset"),
+                member_size=sa.bindparam("member_size"),
+            ),
+            recorded,
+        )
+    return StoredFile(
+        shard_name(index), out.size, out.digest.hexdigest(), clips=len(recorded)
+    )
+
+
+def _write_shards(
     database: Database,
     store: BlobStore,
     claim: _Claim,
     *,
     batch_size: int,
     checkpoint: Checkpoint,
-) -> BatchStatistics:
+) -> tuple[BatchStatistics, list[StoredFile]]:
+    """Every shard of the release from its plan, then shards an earlier, longer plan left."""
     stats = BatchStatistics()
-    after = ""
-    while True:
-        with database.session(write=True) as session:
-            hold_claim(session, bucket_id=claim.bucket_id, token=claim.token)
-            rows = session.execute(
-                sa.select(*_ROW_COLUMNS)
-                .where(PendingClip.bucket_id == claim.bucket_id, PendingClip.id > after)
-                .order_by(PendingClip.id)
-                .limit(batch_size)
-            ).all()
-            if not rows:
-                break
-            plan = _plan_batch(session, claim, list(rows))
-        checkpoint("planned")
-        missing: list[_PlannedClip] = []
-        with _fence(database, claim):
-            _in_parallel(functools.partial(_copy, store, missing=missing), plan)
-        _require_withdrawn(database, missing)
-        for planned in plan:
-            stats.add(
-                duration_s=planned.duration_s,
-                sample_rate=planned.sample_rate,
-                loudness_dbfs=planned.loudness_dbfs,
+    shards: list[StoredFile] = []
+    with ThreadPoolExecutor(max_workers=STORE_WORKERS) as pool:
+        for clips in _planned_batches(database, claim, batch_size=batch_size):
+            shard = _write_shard(
+                database, store, claim, len(shards), clips, pool=pool, stats=stats
             )
-        checkpoint("copied")
-        after = rows[-1].id
-    return stats
-
-
-def _prune_withdrawn(
-    database: Database, store: BlobStore, claim: _Claim, *, batch_size: int
-) -> None:
-    """Remove released copies that no pending clip stands behind any more (withdrawn while the
-    release ran, or planned by an older run): their rows, then their objects. Objects are
-    listed and checked a batch at a time, so memory stays flat in the bucket's size."""
-    planned = sa.select(PendingClip.release_clip_id).where(
-        PendingClip.bucket_id == claim.bucket_id, PendingClip.release_clip_id.is_not(None)
-    )
-    with database.session(write=True) as session:
-        stale = list(
-            session.execute(
-                sa.delete(ReleasedClip)
-                .where(ReleasedClip.release_id == claim.release_id)
-                .where(ReleasedClip.id.not_in(planned))
-                .returning(ReleasedClip.object_key)
-            ).scalars()
-        )
-    _in_parallel(store.delete, stale)
-    listing = iter(store.list(f"{release_prefix(claim.release_id)}clips/"))
-    while keys := list(itertools.islice(listing, batch_size)):
-        with database.session(write=True) as session:
-            kept = set(
-                session.execute(
-                    sa.select(ReleasedClip.object_key).where(ReleasedClip.object_key.in_(keys))
-                ).scalars()
-            )
-        _in_parallel(store.delete, [key for key in keys if key not in kept])
-
-
-def iter_released_clips(
-    database: Database, release_id: str, *, batch_size: int = DEFAULT_BATCH
-) -> Iterator[ReleasedClip]:
-    """A release's clips in their shuffled order, read in batches (keyset on position, id)."""
-    last: tuple[int, str] | None = None
-    while True:
-        with database.session(write=True) as session:
-            query = sa.select(ReleasedClip).where(ReleasedClip.release_id == release_id)
-            if last is not None:
-                query = query.where(
-                    sa.tuple_(ReleasedClip.position, ReleasedClip.id) > sa.tuple_(*last)
-                )
-            rows = (
-                session.execute(
-                    query.order_by(ReleasedClip.position, ReleasedClip.id).limit(batch_size)
-                )
-                .scalars()
-                .all()
-            )
-        if not rows:
-            return
-        yield from rows
-        last = (rows[-1].position, rows[-1].id)
+            if shard is not None:
+                shards.append(shard)
+            checkpoint("copied")
+    written = {shard_key(claim.release_id, index) for index in range(len(shards))}
+    stale = [
+        key
+        for key in store.list(f"{release_prefix(claim.release_id)}{SHARD_PREFIX}")
+        if key not in written
+    ]
+    with _fence(database, claim):
+        store.delete_many(stale)
+    return stats, shards
 
 
 def manifest_header(claim: _Claim, stats: BatchStatistics) -> dict[str, Any]:
@@ -474,48 +614,158 @@ def manifest_header(claim: _Claim, stats: BatchStatistics) -> dict[str, Any]:
         "release_id": claim.release_id,
         "exercise_id": claim.exercise_id,
         "language": claim.language,
+        "text": claim.text,
+        "course": claim.course,
+        "skill": claim.skill,
         "release_day": claim.release_day.isoformat(),
         "clip_count": stats.clip_count,
         "contributor_count": stats.contributor_count,
         "k": claim.k_in_force,
         "policy_hash": claim.policy_hash,
+        "license": claim.license,
         "statistics": stats.to_json(),
     }
 
 
-def _write_manifest(
+@contextlib.contextmanager
+def _temporary_files(names: Iterable[str]) -> Iterator[dict[str, Path]]:
+    folder = Path(tempfile.mkdtemp(prefix="chorus-release-"))
+    try:
+        yield {name: folder / name for name in names}
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(1 << 16):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+_CLIP_COLUMNS = (
+    ReleasedClip.id,
+    ReleasedClip.position,
+    ReleasedClip.duration_s,
+    ReleasedClip.sample_rate,
+    ReleasedClip.loudness_dbfs,
+    ReleasedClip.sha256,
+    ReleasedClip.shard,
+    ReleasedClip.member_offset,
+    ReleasedClip.member_size,
+)
+
+
+def _released_rows(database: Database, release_id: str, *, batch_size: int) -> Iterator[Any]:
+    """A release's clips as plain rows in their shuffled order (keyset on position, id)."""
+    last: tuple[int, str] | None = None
+    while True:
+        with database.session(write=True) as session:
+            query = sa.select(*_CLIP_COLUMNS).where(ReleasedClip.release_id == release_id)
+            if last is not None:
+                query = query.where(
+                    sa.tuple_(ReleasedClip.position, ReleasedClip.id) > sa.tuple_(*last)
+                )
+            rows = session.execute(
+                query.order_by(ReleasedClip.position, ReleasedClip.id).limit(batch_size)
+            ).all()
+        if not rows:
+            return
+        yield from rows
+        last = (rows[-1].position, rows[-1].id)
+
+
+def _write_dataset_files(
     database: Database,
     store: BlobStore,
     claim: _Claim,
     stats: BatchStatistics,
+    shards: list[StoredFile],
     *,
     batch_size: int,
 ) -> None:
-    """Stream the manifest into a temporary file, then store it: memory stays flat."""
-    fd, path = tempfile.mkstemp(prefix="chorus-manifest-", suffix=".json")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            header = json.dumps(manifest_header(claim, stats), separators=(",", ":"))
-            out.write(header[:-1] + ',"clips":[')
-            _write_clip_entries(out, iter_released_clips(database, claim.release_id,
-                                                         batch_size=batch_size))
+    """The dataset's tables, card and checksums, then the manifest: one pass over the clips
+    writes every table and the manifest's clip list into temporary files, so memory stays
+    flat in the release's size; the small files are stored together, the manifest last."""
+    header = manifest_header(claim, stats)
+    describing = Describing(
+        exercise_id=claim.exercise_id,
+        text=claim.text,
+        language=claim.language,
+        course=claim.course,
+        skill=claim.skill,
+    )
+    tables = (METADATA_CSV, VALIDATED_TSV, DURATIONS_TSV, CHECKSUMS, _CLIP_ENTRIES)
+    with _temporary_files((*DATASET_FILES, MANIFEST, _CLIP_ENTRIES)) as paths:
+        with contextlib.ExitStack() as stack:
+            handles = {
+                name: stack.enter_context(paths[name].open("w", encoding="utf-8", newline=""))
+                for name in tables
+            }
+            writers = TableWriters(handles, describing)
+            rows = _released_rows(database, claim.release_id, batch_size=batch_size)
+            for index, clip in enumerate(rows):
+                if clip.sha256 is None:
+                    raise _UnplannedClips("a planned clip is in no shard")
+                writers.add(ClipRow(clip.id, clip.duration_s, clip.sample_rate, clip.sha256))
+                handles[_CLIP_ENTRIES].write(("," if index else "") + _clip_entry(index, clip))
+            paths[CARD].write_text(
+                dataset_card(header, license_id=claim.license), encoding="utf-8"
+            )
+            for handle in handles.values():
+                handle.flush()
+            for name in (CARD, METADATA_CSV, VALIDATED_TSV, DURATIONS_TSV):
+                handles[CHECKSUMS].write(f"{_sha256_of(paths[name])}  {name}\n")
+        files = [
+            StoredFile(name, paths[name].stat().st_size, _sha256_of(paths[name]))
+            for name in DATASET_FILES
+        ]
+        with _fence(database, claim):
+            _in_parallel(
+                lambda name: store.put_file(
+                    dataset_file_key(claim.release_id, name), paths[name]
+                ),
+                list(DATASET_FILES),
+            )
+        with paths[MANIFEST].open("w", encoding="utf-8") as out:
+            text = json.dumps(
+                {
+                    **header,
+                    "layout": "audiofolder in tar shards",
+                    "shards": [shard.to_json() for shard in shards],
+                    "files": [file.to_json() for file in files],
+                },
+                separators=(",", ":"),
+            )
+            out.write(text[:-1] + ',"clips":[')
+            with paths[_CLIP_ENTRIES].open(encoding="utf-8") as entries:
+                shutil.copyfileobj(entries, out, 1 << 16)
             out.write("]}")
-        store.put_file(manifest_key(claim.release_id), Path(path))
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)
+        # After the ownership check, and under it: never over a finished release's manifest.
+        with _fence(database, claim):
+            store.put_file(manifest_key(claim.release_id), paths[MANIFEST])
 
 
-def _write_clip_entries(out: TextIO, clips: Iterator[ReleasedClip]) -> None:
-    for index, clip in enumerate(clips):
-        entry = {
+_CLIP_ENTRIES = "clips.part"
+
+
+def _clip_entry(index: int, clip: Any) -> str:
+    return json.dumps(
+        {
             "clip_id": clip.id,
+            "file_name": clip_file_name(clip.id),
             "position": index,
             "duration_s": clip.duration_s,
             "sample_rate": clip.sample_rate,
             "loudness_dbfs": clip.loudness_dbfs,
-        }
-        out.write(("," if index else "") + json.dumps(entry, separators=(",", ":")))
+            "sha256": clip.sha256,
+            "shard": None if clip.shard is None else shard_name(clip.shard),
+            "offset": clip.member_offset,
+            "size": clip.member_size,
+        },
+        separators=(",", ":"),
+    )
 
 
 Finalized = Literal["released", "not_ours", "below_k"]
@@ -575,14 +825,9 @@ def _finalize(
 
 def _undo_claim(session: Session, bucket: Bucket, claim: _Claim) -> list[str]:
     """Put a claimed bucket that fell below k back among the pending ones, sealed: a fresh
-    bucket may have opened for its exercise meanwhile. Returns the copies to delete."""
-    copies = list(
-        session.execute(
-            sa.delete(ReleasedClip)
-            .where(ReleasedClip.release_id == claim.release_id)
-            .returning(ReleasedClip.object_key)
-        ).scalars()
-    )
+    bucket may have opened for its exercise meanwhile. Returns the prefix whose objects (its
+    shards and files) are to be deleted."""
+    session.execute(sa.delete(ReleasedClip).where(ReleasedClip.release_id == claim.release_id))
     session.execute(
         sa.update(PendingClip)
         .where(PendingClip.bucket_id == claim.bucket_id)
@@ -591,7 +836,7 @@ def _undo_claim(session: Session, bucket: Bucket, claim: _Claim) -> list[str]:
     session.execute(sa.delete(Release).where(Release.id == claim.release_id))
     bucket.state = BucketState.SEALED
     bucket.release_id = None
-    return [*copies, manifest_key(claim.release_id)]
+    return [release_prefix(claim.release_id)]
 
 
 def drain_pending(
@@ -614,7 +859,7 @@ def drain_pending(
             ).all()
         if not rows:
             return deleted
-        _in_parallel(store.delete, [row.object_key for row in rows])
+        store.delete_many([row.object_key for row in rows])
         checkpoint("cleaned")
         with database.session(write=True) as session:
             session.execute(
@@ -691,24 +936,22 @@ def _release_claimed(
     checkpoint: Checkpoint,
 ) -> ReleaseOutcome | None:
     for _attempt in range(3):
-        stats = _plan_and_copy(
+        _plan_all(database, claim, batch_size=batch_size, checkpoint=checkpoint)
+        _prune_withdrawn(database, claim)
+        stats, shards = _write_shards(
             database, store, claim, batch_size=batch_size, checkpoint=checkpoint
         )
-        # Its own sessions take no lock on the bucket row: none queues behind the fence's.
-        with _fence(database, claim):
-            _prune_withdrawn(database, store, claim, batch_size=batch_size)
         with database.session(write=True) as session:
             stats.contributor_count = distinct_contributors(session, claim.bucket_id)
-        # After the ownership check, and under it: never over a finished release's manifest.
-        with _fence(database, claim):
-            _write_manifest(database, store, claim, stats, batch_size=batch_size)
-        checkpoint("manifest")
         try:
+            _write_dataset_files(database, store, claim, stats, shards, batch_size=batch_size)
+            checkpoint("manifest")
             with database.session(write=True) as session:
                 finished, undone = _finalize(session, claim, stats)
         except _UnplannedClips:
             continue
-        _in_parallel(store.delete, undone)
+        for prefix in undone:
+            store.delete_many(list(store.list(prefix)))
         if finished != "released":
             return None
         checkpoint("finalized")

@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from aggregate.tables import Bucket, PendingClip, Release, ReleasedClip
 from core.errors import BlobNotFound
 from policies import flac
-from policies.context import RELEASES_PREFIX, AuditContext, release_id_of
+from policies.context import RELEASES_PREFIX, AuditContext, release_id_of, shard_members
 from policies.findings import Finding
 from policies.policy import Policy
 from policies.service import POLICY_LOADED
@@ -32,6 +32,9 @@ def check_releases(ctx: AuditContext) -> Iterable[Finding]:
     clip_keys: dict[str, list[str]] = {}
     for key in ctx.released_clip_keys():
         clip_keys.setdefault(release_id_of(key), []).append(key)
+    shard_keys: dict[str, list[str]] = {}
+    for key in ctx.released_shard_keys():
+        shard_keys.setdefault(release_id_of(key), []).append(key)
     prefixes = {release_id_of(key) for key in ctx.keys(RELEASES_PREFIX) if key.count("/") >= 2}
     with ctx.database.session() as session:
         in_progress = set(
@@ -55,7 +58,11 @@ def check_releases(ctx: AuditContext) -> Iterable[Finding]:
         known.add(release.id)
         yield from _release_thresholds(release, ctx.policy)
         yield from _release_objects(
-            ctx, release, clip_keys.get(release.id, []), int(row_counts.get(release.id, 0))
+            ctx,
+            release,
+            clip_keys.get(release.id, []),
+            shard_keys.get(release.id, []),
+            int(row_counts.get(release.id, 0)),
         )
     for release_id in sorted(prefixes - known):
         yield Finding(
@@ -84,7 +91,11 @@ def _release_thresholds(release: Release, policy: Policy) -> Iterable[Finding]:
 
 
 def _release_objects(
-    ctx: AuditContext, release: Release, clip_keys: list[str], clip_rows: int
+    ctx: AuditContext,
+    release: Release,
+    clip_keys: list[str],
+    shard_keys: list[str],
+    clip_rows: int,
 ) -> Iterable[Finding]:
     manifest_key = f"{RELEASES_PREFIX}{release.id}/manifest.json"
     try:
@@ -123,17 +134,86 @@ def _release_objects(
             f"the manifest of release {release.id} does not match: {'; '.join(problems)}",
             release.id,
         )
+    if "shards" in manifest or shard_keys:
+        yield from _shard_members(ctx, release, manifest, clip_keys, shard_keys)
+        return
     stored = {key.rsplit("/", 1)[1].removesuffix(".flac") for key in clip_keys}
     if len(clip_keys) != len(listed) or stored != set(listed):
-        missing = len(set(listed) - stored)
-        extra = len(stored - set(listed))
+        yield _count_mismatch(release, len(clip_keys), listed, stored, "clip objects")
+
+
+def _count_mismatch(
+    release: Release, found: int, listed: list[str], stored: set[str], what: str
+) -> Finding:
+    missing = len(set(listed) - stored)
+    extra = len(stored - set(listed))
+    return Finding(
+        "release_object_count_mismatch",
+        "P6",
+        f"release {release.id} has {found} {what}, its manifest lists "
+        f"{len(listed)} ({missing} listed but absent, {extra} present but unlisted)",
+        release.id,
+    )
+
+
+def _shard_members(
+    ctx: AuditContext,
+    release: Release,
+    manifest: dict[str, Any],
+    clip_keys: list[str],
+    shard_keys: list[str],
+) -> Iterable[Finding]:
+    """Every member of every shard is a clip the manifest lists, in the shard it names, with
+    the SHA-256 it records; no member, shard or loose clip object is left unlisted."""
+    clips = _list_of(manifest, "clips")
+    expected: dict[str, tuple[Any, Any]] = {}
+    for clip in clips:
+        if isinstance(clip, dict):
+            expected[f"clips/{clip.get('clip_id')}.flac"] = (clip.get("shard"), clip.get("sha256"))
+    shards = _list_of(manifest, "shards")
+    listed_shards = {
+        f"{RELEASES_PREFIX}{release.id}/{shard.get('name')}"
+        for shard in shards
+        if isinstance(shard, dict)
+    }
+    problems: list[str] = []
+    if set(shard_keys) != listed_shards:
+        problems.append(
+            f"{len(shard_keys)} shard object(s) stored, {len(listed_shards)} listed, "
+            f"{len(set(shard_keys) ^ listed_shards)} differing"
+        )
+    seen: set[str] = set()
+    members = 0
+    for key in shard_keys:
+        shard = key.removeprefix(f"{RELEASES_PREFIX}{release.id}/")
+        for name, data in shard_members(ctx.store.stream(key)):
+            members += 1
+            entry = expected.get(name)
+            if entry is None or name in seen:
+                problems.append(f"{shard} holds {name}, which the manifest does not list there")
+            elif entry[0] != shard:
+                problems.append(f"{name} is in {shard}, the manifest says {entry[0]}")
+            elif entry[1] != hashlib.sha256(data).hexdigest():
+                problems.append(f"{name} in {shard} differs from its SHA-256 in the manifest")
+            seen.add(name)
+    if clip_keys:
+        problems.append(f"{len(clip_keys)} loose clip object(s) beside the shards")
+    absent = set(expected) - seen
+    if absent:
+        problems.append(f"{len(absent)} listed clip(s) in no shard")
+    if problems:
         yield Finding(
             "release_object_count_mismatch",
             "P6",
-            f"release {release.id} has {len(clip_keys)} clip objects, its manifest lists "
-            f"{len(listed)} ({missing} listed but absent, {extra} present but unlisted)",
+            f"the shards of release {release.id} ({members} member(s)) do not match its "
+            f"manifest: {'; '.join(problems[:5])}",
             release.id,
         )
+
+
+def _list_of(manifest: dict[str, Any], name: str) -> list[Any]:
+    value = manifest.get(name)
+    return value if isinstance(value, list) else []
 
 
 def _manifest_clip_ids(manifest: dict[str, Any]) -> list[str]:
@@ -148,8 +228,7 @@ def _manifest_clip_ids(manifest: dict[str, Any]) -> list[str]:
 def check_released_media(ctx: AuditContext) -> Iterable[Finding]:
     """Every released clip is byte for byte the service's encoding of its own samples."""
     rate = ctx.policy.output_sample_rate
-    for key in ctx.released_clip_keys():
-        data = ctx.store.get(key)
+    for key, data in ctx.released_clips():
         try:
             metadata_problems = flac.metadata_problems(flac.read_metadata(data))
         except flac.FlacFormatError as exc:

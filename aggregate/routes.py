@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import RedirectResponse, Response, StreamingResponse
 
-from aggregate import service
+from aggregate import downloads, service
 from aggregate.models import (
     AggregateRead,
     AuditReleasePage,
@@ -21,8 +21,9 @@ from aggregate.models import (
     ReleasePageRead,
     ReleaseSummaryRead,
 )
+from aggregate.release import shard_key
 from aggregate.tables import Release
-from core.deps import AuditorRole, DatabaseDep, ResearcherRole, SessionDep, StoreDep
+from core.deps import AuditorRole, ResearcherRole, SessionDep, StoreDep
 from core.text import StorableText
 from policies.deps import PolicyDep
 
@@ -79,10 +80,7 @@ def get_release(
 @router.get(
     "/v1/releases/{release_id}/clips/{clip_id}",
     response_class=Response,
-    responses={
-        200: {"content": {"audio/flac": {}}, "description": "the clip (file store)"},
-        307: {"description": "a short-lived presigned URL of the clip (S3 store)"},
-    },
+    responses={200: {"content": {"audio/flac": {}}, "description": "the clip"}},
 )
 def get_clip(
     release_id: ReleaseId,
@@ -91,37 +89,93 @@ def get_clip(
     session: SessionDep,
     store: StoreDep,
 ) -> Response:
-    """One released clip as FLAC."""
+    """One released clip as FLAC, read out of its shard."""
     clip = service.get_clip(session, release_id=release_id, clip_id=clip_id)
-    url = store.presigned_url(clip.object_key, expires_s=PRESIGNED_TTL_S)
-    if url is not None:
-        return RedirectResponse(url, status_code=307)
-    return StreamingResponse(
-        store.stream(clip.object_key),
+    if clip.shard is None or clip.member_offset is None or clip.member_size is None:
+        # A release made before releases were sharded keeps one object per clip.
+        return StreamingResponse(
+            store.stream(clip.object_key),
+            media_type="audio/flac",
+            headers={"Content-Disposition": f'attachment; filename="{clip.id}.flac"'},
+        )
+    data = store.get_range(
+        shard_key(release_id, clip.shard), clip.member_offset, clip.member_size
+    )
+    return Response(
+        data,
         media_type="audio/flac",
         headers={"Content-Disposition": f'attachment; filename="{clip.id}.flac"'},
     )
 
 
+_FILE_TYPES = {".tar": "application/x-tar", ".csv": "text/csv", ".tsv": "text/tab-separated-values",
+               ".md": "text/markdown", ".json": "application/json"}
+
+
+@router.head("/v1/releases/{release_id}/files/{name:path}", include_in_schema=False)
+@router.get(
+    "/v1/releases/{release_id}/files/{name:path}",
+    response_class=Response,
+    responses={
+        200: {"description": "the file"},
+        206: {"description": "the range asked for"},
+        307: {"description": "with ?presigned=true on an S3 store: a short-lived URL"},
+    },
+)
+def get_release_file(
+    release_id: ReleaseId,
+    name: Annotated[StorableText, Path(max_length=200)],
+    request: Request,
+    _role: ResearcherRole,
+    session: SessionDep,
+    store: StoreDep,
+    presigned: Annotated[bool, Query(description="redirect to a presigned URL if the store "
+                                     "has them (S3, at its public endpoint)")] = False,
+) -> Response:
+    """One file of the release's dataset: ``README.md``, ``metadata.csv``, ``validated.tsv``,
+    ``clip_durations.tsv``, ``SHA256SUMS``, ``manifest.json`` or ``shards/shard-NNNNN.tar``.
+    Answers ``HEAD`` and a ``Range``, with ``Content-Length``."""
+    release = service.get(session, release_id)
+    segments = downloads.file_segments(store, release, name)
+    if presigned and request.method == "GET":
+        url = store.presigned_url(segments[0].key or "", expires_s=PRESIGNED_TTL_S)
+        if url is not None:
+            return RedirectResponse(url, status_code=307)
+    suffix = name[name.rfind("."):] if "." in name else ""
+    return downloads.ranged_response(
+        request,
+        store,
+        segments,
+        media_type=_FILE_TYPES.get(suffix, "application/octet-stream"),
+        filename=name.rsplit("/", 1)[-1],
+    )
+
+
+@router.head("/v1/releases/{release_id}/archive", include_in_schema=False)
 @router.get(
     "/v1/releases/{release_id}/archive",
-    response_class=StreamingResponse,
-    responses={200: {"content": {"application/x-tar": {}}}},
+    response_class=Response,
+    responses={
+        200: {"content": {"application/x-tar": {}}},
+        206: {"description": "the range asked for"},
+    },
 )
 def get_archive(
     release_id: ReleaseId,
+    request: Request,
     _role: ResearcherRole,
     session: SessionDep,
-    database: DatabaseDep,
     store: StoreDep,
-) -> StreamingResponse:
-    """The whole batch (manifest and clips) as a streamed tar."""
+) -> Response:
+    """The release's dataset folder as one tar (card, tables, checksums, manifest, clips).
+    Answers ``HEAD`` and a ``Range``, with ``Content-Length``; unpack it into an empty folder."""
     release = service.get(session, release_id)
-    session.expunge(release)
-    return StreamingResponse(
-        service.stream_archive(database, store, release),
+    return downloads.ranged_response(
+        request,
+        store,
+        downloads.archive_segments(store, release),
         media_type="application/x-tar",
-        headers={"Content-Disposition": f'attachment; filename="{release.id}.tar"'},
+        filename=f"{release.id}.tar",
     )
 
 

@@ -87,6 +87,11 @@ def check_ids(ctx: AuditContext) -> Iterable[Finding]:
         parts = key.split("/")
         if key.endswith(".flac"):
             names.append(parts[-1].removesuffix(".flac"))
+    # Released clips are shard members (subjects ``<shard key>:clips/<clip>.flac``).
+    for subject in ctx.released_digests():
+        _shard, _, member = subject.partition(":")
+        if member:
+            names.append(member.rsplit("/", 1)[-1].removesuffix(".flac"))
     yield from _judge_ids("object names", names)
 
 

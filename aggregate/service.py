@@ -8,21 +8,15 @@ from __future__ import annotations
 
 import base64
 import binascii
-import calendar
 import datetime as dt
 import json
-import tarfile
-from collections.abc import Iterator
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from aggregate.release import iter_released_clips, release_prefix
 from aggregate.statistics import BatchStatistics, merge_all
 from aggregate.tables import Bucket, Release, ReleasedClip
-from core.db import Database
 from core.errors import InvalidInput, NotFound
-from core.storage import BlobStore
 
 MAX_PAGE = 200
 
@@ -107,79 +101,6 @@ def aggregate(session: Session, exercise_id: str) -> tuple[int, BatchStatistics]
         raise NotFound("no released batch for this exercise")
     merged = merge_all(BatchStatistics.from_json(json.loads(text)) for text in releases)
     return len(releases), merged
-
-
-class _ChunkSink:
-    """A write-only file object that hands what ``tarfile`` writes to a generator."""
-
-    def __init__(self) -> None:
-        self._chunks: list[bytes] = []
-
-    def write(self, data: bytes) -> int:
-        self._chunks.append(bytes(data))
-        return len(data)
-
-    def drain(self) -> bytes:
-        data = b"".join(self._chunks)
-        self._chunks.clear()
-        return data
-
-
-def _tar_member(name: str, size: int, mtime: float) -> tarfile.TarInfo:
-    info = tarfile.TarInfo(name)
-    info.size = size
-    info.mtime = int(mtime)
-    info.mode = 0o644
-    return info
-
-
-class _BlobReader:
-    """A read-only file object over a store stream, for ``TarFile.addfile``."""
-
-    def __init__(self, chunks: Iterator[bytes]) -> None:
-        self._chunks = chunks
-        self._buffer = b""
-
-    def read(self, size: int = -1) -> bytes:
-        while size < 0 or len(self._buffer) < size:
-            chunk = next(self._chunks, None)
-            if chunk is None:
-                break
-            self._buffer += chunk
-        if size < 0:
-            data, self._buffer = self._buffer, b""
-        else:
-            data, self._buffer = self._buffer[:size], self._buffer[size:]
-        return data
-
-
-def stream_archive(
-    database: Database, store: BlobStore, release: Release
-) -> Iterator[bytes]:
-    """The release as an uncompressed tar, produced clip by clip: memory holds one clip.
-
-    Members are ``<release>/manifest.json`` then ``<release>/clips/<clip>.flac`` in the
-    release's shuffled order; every member is dated the release day (P4).
-    """
-    sink = _ChunkSink()
-    mtime = calendar.timegm(release.release_day.timetuple())
-    prefix = release.id
-    with tarfile.open(fileobj=sink, mode="w|", format=tarfile.PAX_FORMAT) as archive:  # type: ignore[call-overload]
-        manifest = store.get(release.manifest_key)
-        archive.addfile(
-            _tar_member(f"{prefix}/manifest.json", len(manifest), mtime),
-            _BlobReader(iter([manifest])),
-        )
-        yield sink.drain()
-        for clip in iter_released_clips(database, release.id):
-            size = store.size(clip.object_key)
-            name = clip.object_key.removeprefix(release_prefix(release.id))
-            archive.addfile(
-                _tar_member(f"{prefix}/{name}", size, mtime),
-                _BlobReader(store.stream(clip.object_key)),
-            )
-            yield sink.drain()
-    yield sink.drain()
 
 
 def count_all_releases(session: Session) -> int:

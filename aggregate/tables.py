@@ -66,6 +66,8 @@ class PendingClip(Base):
     __table_args__ = (
         sa.UniqueConstraint("bucket_id", "contributor_tag", "slot"),
         sa.Index("ix_pending_clips_bucket_id_id", "bucket_id", "id"),
+        # A release reads its planned clips in their released order, joined to their originals.
+        sa.Index("ix_pending_clips_release_clip_id", "release_clip_id"),
         {"sqlite_with_rowid": False},
     )
 
@@ -99,6 +101,10 @@ class Release(Base):
     policy_hash: Mapped[str] = mapped_column(sa.String(64))
     manifest_key: Mapped[str] = mapped_column(sa.String(300))
     statistics: Mapped[str] = mapped_column(sa.Text, default="{}")
+    # What the exercise catalog said of the exercise when the release was claimed.
+    text: Mapped[str | None] = mapped_column(sa.Text, nullable=True)
+    course: Mapped[str | None] = mapped_column(sa.String(200), nullable=True)
+    skill: Mapped[str | None] = mapped_column(sa.String(200), nullable=True)
 
 
 class ReleasedClip(Base):
@@ -114,3 +120,9 @@ class ReleasedClip(Base):
     duration_s: Mapped[float] = mapped_column(sa.Float)
     sample_rate: Mapped[int] = mapped_column(sa.Integer)
     loudness_dbfs: Mapped[float] = mapped_column(sa.Float)
+    # Set when the clip is written into its shard: the SHA-256 of its released bytes, the
+    # shard's number, and where the bytes start in the shard's tar and how long they are.
+    sha256: Mapped[str | None] = mapped_column(sa.String(64), nullable=True)
+    shard: Mapped[int | None] = mapped_column(sa.Integer, nullable=True)
+    member_offset: Mapped[int | None] = mapped_column(sa.BigInteger, nullable=True)
+    member_size: Mapped[int | None] = mapped_column(sa.Integer, nullable=True)

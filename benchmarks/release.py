@@ -1,14 +1,17 @@
-"""Release throughput (clips/s) and peak memory of the release job.
+"""Release throughput (clips/s) against ``tar`` of the same pending blobs, and peak memory of
+the release job against the bucket size, in one run.
 
-Seeds BUCKETS ready buckets of CLIPS pending clips each (a real FSDD recording re-encoded as
-FLAC; every clip its own contributor), then times one ``release_ready_buckets`` run in a fresh
-subprocess, whose peak resident memory (VmHWM) is reported next to its peak right before the
-release starts (interpreter, imports, database and store clients). Back ends: the file
-store, and SeaweedFS's S3 gateway started on free loopback ports.
+For each store (the file store, and SeaweedFS's S3 gateway started on free loopback ports) it
+seeds BUCKETS ready buckets of CLIPS pending clips each (a real FSDD recording re-encoded as
+FLAC; every clip its own contributor), times ``tar cf`` of the same pending blobs as local files
+(the file store's own pending folder; for SeaweedFS a local copy of the same blobs), then times
+one ``release_ready_buckets`` run in a fresh subprocess, whose peak resident memory (VmHWM) is
+reported next to its peak right before the release starts. Then, on the file store, it
+releases single buckets of each size in --memory-sizes and reports the peak memory of each.
 
-    .venv/bin/python benchmarks/release.py                         # 1,000 × 100, both stores
-    .venv/bin/python benchmarks/release.py --buckets 20 --clips 50 # quick run
-    .venv/bin/python benchmarks/release.py --buckets 1 --clips 100000 --store file
+    .venv/bin/python benchmarks/release.py                          # 100 × 100, both stores
+    .venv/bin/python benchmarks/release.py --quick                  # 10 × 100, smaller sizes
+    .venv/bin/python benchmarks/release.py --store file --memory-sizes 1000,100000
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import io
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -44,8 +48,11 @@ def _flac_sample() -> tuple[bytes, float, int]:
     return buffer.getvalue(), len(samples) / rate, int(rate)
 
 
-def seed(database_url: str, store_url: str, *, buckets: int, clips: int) -> None:
-    """Ready buckets written straight to the tables and the store (seeding is not timed)."""
+def seed(
+    database_url: str, store_url: str, *, buckets: int, clips: int, copy_to: Path | None = None
+) -> None:
+    """Ready buckets written straight to the tables and the store (seeding is not timed);
+    with ``copy_to``, each blob is also written there as a local file, for the tar baseline."""
     import sqlalchemy as sa
 
     from aggregate.buckets import pending_object_key
@@ -53,6 +60,7 @@ def seed(database_url: str, store_url: str, *, buckets: int, clips: int) -> None
     from core.db import Database
     from core.ids import new_id
     from core.storage import open_store
+    from exercises.tables import ExerciseUsage
 
     data, duration, rate = _flac_sample()
     database = Database(database_url)
@@ -64,6 +72,11 @@ def seed(database_url: str, store_url: str, *, buckets: int, clips: int) -> None
         rows = []
         keys = [pending_object_key() for _ in range(clips)]
         list(pool.map(lambda key: store.put(key, data), keys))
+        if copy_to is not None:
+            for key in keys:
+                path = copy_to / key
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_bytes(data)
         for key in keys:
             rows.append(
                 {
@@ -84,6 +97,12 @@ def seed(database_url: str, store_url: str, *, buckets: int, clips: int) -> None
                     exercise_id=f"bench-{b}",
                     state="open",
                     opened_cycle=0,
+                )
+            )
+            session.add(
+                ExerciseUsage(
+                    exercise_id=f"bench-{b}", learners=100_000, language="en",
+                    text="Say seven.",
                 )
             )
             session.flush()
@@ -143,50 +162,94 @@ def _store(kind: str, workdir: Path) -> Iterator[str]:
         yield server.storage_url("bench")
 
 
+def tar_baseline(folder: Path, out: Path) -> float:
+    """Seconds ``tar cf`` takes to pack ``folder/pending`` into ``out`` (then the tar is
+    removed)."""
+    started = time.perf_counter()
+    subprocess.run(["tar", "cf", str(out), "-C", str(folder), "pending"], check=True)
+    seconds = time.perf_counter() - started
+    out.unlink()
+    return seconds
+
+
+def _measure(database_url: str, store_url: str, batch_size: int) -> dict[str, float]:
+    result = subprocess.run(
+        [sys.executable, __file__, "--measure", database_url, store_url,
+         "--batch-size", str(batch_size)],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=REPO_ROOT,
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+    )
+    if result.returncode != 0:
+        raise SystemExit(f"the measured release failed:\n{result.stderr}")
+    figures: dict[str, float] = json.loads(result.stdout.strip().splitlines()[-1])
+    return figures
+
+
 def bench(
     kind: str, *, buckets: int, clips: int, batch_size: int, database: str | None
 ) -> dict[str, object]:
+    """Release throughput on one store, next to ``tar`` of the same pending blobs."""
     with tempfile.TemporaryDirectory(prefix="chorus-bench-") as tmp:
         workdir = Path(tmp)
         database_url = database or f"sqlite:///{workdir / 'chorus.db'}"
         with _store(kind, workdir) as store_url:
+            local = workdir / "blobs" if kind == "file" else workdir / "local-copy"
             t0 = time.perf_counter()
-            seed(database_url, store_url, buckets=buckets, clips=clips)
+            seed(database_url, store_url, buckets=buckets, clips=clips,
+                 copy_to=None if kind == "file" else local)
             seeding = time.perf_counter() - t0
-            result = subprocess.run(
-                [
-                    sys.executable,
-                    __file__,
-                    "--measure",
-                    database_url,
-                    store_url,
-                    "--batch-size",
-                    str(batch_size),
-                ],
-                capture_output=True,
-                text=True,
-                check=False,
-                cwd=REPO_ROOT,
-                env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
-            )
-            if result.returncode != 0:
-                raise SystemExit(f"the measured release failed:\n{result.stderr}")
-        figures = json.loads(result.stdout.strip().splitlines()[-1])
+            tar_s = tar_baseline(local, workdir / "pending.tar")
+            if kind != "file":
+                shutil.rmtree(local)
+            figures: dict[str, object] = dict(_measure(database_url, store_url, batch_size))
+    release_rate = float(figures["clips"]) / float(figures["seconds"])  # type: ignore[arg-type]
+    tar_rate = buckets * clips / tar_s
     figures.update(
         store=kind,
         database=database_url.split(":", 1)[0],
         seeding_s=round(seeding, 1),
-        clips_per_s=round(figures["clips"] / figures["seconds"], 1),
+        clips_per_s=round(release_rate, 1),
+        tar_s=round(tar_s, 2),
+        tar_clips_per_s=round(tar_rate, 1),
+        ratio_to_tar=round(release_rate / tar_rate, 3),
     )
     return figures
 
 
+def memory(sizes: list[int], *, batch_size: int) -> list[dict[str, object]]:
+    """Peak memory of the release job for one bucket of each size (file store)."""
+    rows = []
+    for size in sizes:
+        with tempfile.TemporaryDirectory(prefix="chorus-bench-") as tmp:
+            workdir = Path(tmp)
+            database_url = f"sqlite:///{workdir / 'chorus.db'}"
+            store_url = f"file://{workdir / 'blobs'}"
+            seed(database_url, store_url, buckets=1, clips=size)
+            figures: dict[str, object] = dict(_measure(database_url, store_url, batch_size))
+        figures.update(
+            bucket_clips=size,
+            growth_mb=round(
+                float(figures["peak_rss_mb"]) - float(figures["baseline_rss_mb"]), 1  # type: ignore[arg-type]
+            ),
+        )
+        rows.append(figures)
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--buckets", type=int, default=1000)
+    parser.add_argument("--buckets", type=int, default=100)
     parser.add_argument("--clips", type=int, default=100, help="clips per bucket")
     parser.add_argument("--store", choices=("file", "seaweed", "both"), default="both")
-    parser.add_argument("--batch-size", type=int, default=1000)
+    parser.add_argument("--batch-size", type=int, default=1000, help="clips per shard")
+    parser.add_argument(
+        "--memory-sizes", default="1000,10000,50000",
+        help="bucket sizes whose peak memory is measured (file store); empty: none",
+    )
+    parser.add_argument("--quick", action="store_true", help="10 × 100 and sizes 500,5000")
     parser.add_argument("--database", help="a database URL (default: a fresh SQLite file)")
     parser.add_argument(
         "--measure", nargs=2, metavar=("DATABASE_URL", "STORE_URL"), help=argparse.SUPPRESS
@@ -195,6 +258,8 @@ def main() -> None:
     if args.measure:
         print(json.dumps(run_release(*args.measure, args.batch_size)))
         return
+    if args.quick:
+        args.buckets, args.clips, args.memory_sizes = 10, 100, "500,5000"
     kinds = ("file", "seaweed") if args.store == "both" else (args.store,)
     for kind in kinds:
         figures = bench(
@@ -205,6 +270,9 @@ def main() -> None:
             database=args.database,
         )
         print(json.dumps(figures), flush=True)
+    sizes = [int(size) for size in args.memory_sizes.split(",") if size.strip()]
+    for row in memory(sizes, batch_size=args.batch_size):
+        print(json.dumps({"memory": row}), flush=True)
 
 
 if __name__ == "__main__":

@@ -417,8 +417,9 @@ class _Tour:
         self.outcome.downloaded_release = release_id
         self.outcome.downloaded_clips = len(clips)
         self.echo(
-            f"researcher download: release {release_id}: {len(clips)} FLAC clips and "
-            f"manifest.json in {target}"
+            f"researcher download: release {release_id}: {len(clips)} FLAC clips with "
+            f"metadata.csv, README.md, SHA256SUMS and manifest.json in {target} "
+            "(datasets.load_dataset loads the folder)"
         )
 
     def audit(self) -> None:

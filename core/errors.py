@@ -17,6 +17,7 @@ Every error a user can see has a stable ``code``; routes never raise ``HTTPExcep
     ├── UploadTimeout                408 upload_timeout
     ├── PayloadTooLarge              413 payload_too_large
     ├── UnsupportedAudio             415 unsupported_audio
+    ├── RangeNotSatisfiable          416 range_not_satisfiable
     ├── InvalidInput                 422 invalid_input
     │   ├── InvalidMetadata          422 invalid_metadata
     │   ├── ExerciseNotEligible      422 exercise_not_eligible
@@ -129,6 +130,12 @@ class UnsupportedAudio(ChorusError):
     status = 415
     code = "unsupported_audio"
     title = "Audio could not be decoded"
+
+
+class RangeNotSatisfiable(ChorusError):
+    status = 416
+    code = "range_not_satisfiable"
+    title = "The requested range is not in the file"
 
 
 class InvalidInput(ChorusError):

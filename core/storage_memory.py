@@ -7,7 +7,7 @@ that went away would.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -61,6 +61,15 @@ class MemoryBlobStore:
         self._reachable()
         with self._lock:
             self._objects.pop(key, None)
+
+    def delete_many(self, keys: Sequence[str]) -> None:
+        for key in keys:
+            self.delete(key)
+
+    def get_range(self, key: str, start: int, length: int) -> bytes:
+        if start < 0 or length < 0:
+            raise ValueError("a range starts and lasts at least 0 bytes")
+        return self.get(key)[start : start + length]
 
     def copy(self, src: str, dst: str) -> None:
         validate_key(dst)

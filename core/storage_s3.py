@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, NoReturn, cast
 from urllib.parse import unquote, urlsplit
@@ -52,6 +52,7 @@ CONNECT_TIMEOUT_S = 2.0
 READ_TIMEOUT_S = 15.0
 MAX_ATTEMPTS = 2  # the first try and one retry
 MAX_PRESIGN_S = 7 * 24 * 3600
+DELETE_BATCH = 1000  # the most keys one DeleteObjects request takes
 # Compacting rewrites whole volumes: give it longer than an object request.
 VACUUM_TIMEOUT_S = 300.0
 # Any garbage at all: a single deleted clip is a clip too many.
@@ -60,7 +61,15 @@ VACUUM_GARBAGE_THRESHOLD = "0.0001"
 AddressingStyle = Literal["auto", "virtual", "path"]
 
 _URL_OPTIONS = frozenset(
-    {"endpoint_url", "region", "access_key", "secret_key", "addressing_style", "seaweedfs_master"}
+    {
+        "endpoint_url",
+        "region",
+        "access_key",
+        "secret_key",
+        "addressing_style",
+        "seaweedfs_master",
+        "public_endpoint_url",
+    }
 )
 _BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _MISSING_OBJECT = frozenset({"NoSuchKey", "404", "NotFound"})
@@ -87,6 +96,7 @@ class S3BlobStore:
         addressing_style: AddressingStyle | None = None,
         page_size: int = 1000,
         seaweedfs_master: str | None = None,
+        public_endpoint_url: str | None = None,
     ) -> None:
         self.bucket = bucket
         self.endpoint_url = endpoint_url
@@ -114,10 +124,24 @@ class S3BlobStore:
             aws_secret_access_key=secret_key,
             config=config,
         )
+        # Presigned URLs are for clients outside the deployment: signed for the endpoint they
+        # reach (``public_endpoint_url``), which may differ from the one the service uses.
+        self.public_endpoint_url = public_endpoint_url
+        self._presigner: S3Client = self._client if public_endpoint_url is None else (
+            boto3.client(
+                "s3",
+                endpoint_url=public_endpoint_url,
+                region_name=region,
+                aws_access_key_id=access_key,
+                aws_secret_access_key=secret_key,
+                config=config,
+            )
+        )
 
     @classmethod
     def from_url(cls, url: str) -> S3BlobStore:
-        """``s3://bucket?endpoint_url=…&region=…&access_key=…&secret_key=…&seaweedfs_master=…``.
+        """``s3://bucket?endpoint_url=…&region=…&access_key=…&secret_key=…&seaweedfs_master=…``
+        ``&public_endpoint_url=…`` (the endpoint researchers reach, for presigned URLs).
 
         Query values are percent-decoded; a ``+`` stays a ``+`` (secret keys contain them).
         Without ``access_key``/``secret_key`` boto3's usual credential chain applies.
@@ -141,6 +165,7 @@ class S3BlobStore:
             )
         endpoint_url = _http_url(options, "endpoint_url")
         seaweedfs_master = _http_url(options, "seaweedfs_master")
+        public_endpoint_url = _http_url(options, "public_endpoint_url")
         style = options.get("addressing_style")
         if style is not None and style not in ("path", "virtual", "auto"):
             raise ConfigurationError(
@@ -154,6 +179,7 @@ class S3BlobStore:
             secret_key=options.get("secret_key"),
             addressing_style=cast("AddressingStyle | None", style),
             seaweedfs_master=seaweedfs_master,
+            public_endpoint_url=public_endpoint_url,
         )
 
     def __repr__(self) -> str:
@@ -185,6 +211,24 @@ class S3BlobStore:
         with self._errors("delete"):
             self._client.delete_object(Bucket=self.bucket, Key=key)
 
+    def delete_many(self, keys: Sequence[str]) -> None:
+        """DeleteObjects, 1,000 keys a request; ``StorageUnavailable`` if any key failed."""
+        for key in keys:
+            validate_key(key)
+        for start in range(0, len(keys), DELETE_BATCH):
+            batch = keys[start : start + DELETE_BATCH]
+            with self._errors("delete"):
+                answer = self._client.delete_objects(
+                    Bucket=self.bucket,
+                    Delete={"Objects": [{"Key": key} for key in batch], "Quiet": True},
+                )
+            failed = [e for e in answer.get("Errors", []) if e.get("Code") not in _MISSING_OBJECT]
+            if failed:
+                raise StorageUnavailable(
+                    f"S3 delete failed for {len(failed)} object(s) in bucket {self.bucket!r}: "
+                    f"{failed[0].get('Code')}"
+                )
+
     # reading
 
     def get(self, key: str) -> bytes:
@@ -201,6 +245,26 @@ class S3BlobStore:
                 return next(chunks, b"")
 
         return ChunkIterator(read, body.close)
+
+    def get_range(self, key: str, start: int, length: int) -> bytes:
+        validate_key(key)
+        if start < 0 or length < 0:
+            raise ValueError("a range starts and lasts at least 0 bytes")
+        if length == 0:
+            return b""
+        with self._errors("read", key):
+            try:
+                body = self._client.get_object(
+                    Bucket=self.bucket, Key=key, Range=f"bytes={start}-{start + length - 1}"
+                )["Body"]
+            except ClientError as exc:
+                if _error_code(exc) != "InvalidRange":
+                    raise
+                return b""  # the range starts past the object's end
+            try:
+                return body.read()
+            finally:
+                body.close()
 
     def exists(self, key: str) -> bool:
         try:
@@ -274,7 +338,7 @@ class S3BlobStore:
         if not 1 <= expires_s <= MAX_PRESIGN_S:
             raise ValueError(f"expires_s must be between 1 and {MAX_PRESIGN_S}, not {expires_s}")
         with self._errors("presign"):
-            return self._client.generate_presigned_url(
+            return self._presigner.generate_presigned_url(
                 "get_object", Params={"Bucket": self.bucket, "Key": key}, ExpiresIn=expires_s
             )
 
@@ -304,6 +368,8 @@ class S3BlobStore:
     def close(self) -> None:
         """Release the connection pool (the store is unusable afterwards)."""
         self._client.close()
+        if self._presigner is not self._client:
+            self._presigner.close()
 
     # errors
 

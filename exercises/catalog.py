@@ -20,6 +20,7 @@ import time
 import weakref
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from pydantic import ValidationError
@@ -27,24 +28,68 @@ from sqlalchemy.orm import Session
 
 from core.db import Database
 from core.errors import ExerciseNotEligible, InvalidInput
-from exercises.models import ExerciseUsageCreate
+from exercises.models import ExerciseUsageCreate, ExerciseUsageUpdate
 from exercises.tables import ExerciseUsage
 
+E = TypeVar("E", ExerciseUsageCreate, ExerciseUsageUpdate)
+CATALOG_FIELDS = ("learners", "language", "text", "course", "skill")
 
-def replace_usage(session: Session, entries: Iterable[ExerciseUsageCreate]) -> int:
-    """Replace the whole catalog with ``entries``; returns how many exercises it now holds."""
-    rows: dict[str, ExerciseUsageCreate] = {}
+
+def _unique(entries: Iterable[E]) -> dict[str, E]:
+    rows: dict[str, E] = {}
     for entry in entries:
         if entry.exercise_id in rows:
             raise InvalidInput(f"exercise {entry.exercise_id!r} is listed twice")
         rows[entry.exercise_id] = entry
+    return rows
+
+
+def replace_usage(session: Session, entries: Iterable[ExerciseUsageCreate]) -> int:
+    """Replace the whole catalog with ``entries``; returns how many exercises it now holds."""
+    rows = _unique(entries)
     session.execute(sa.delete(ExerciseUsage))
-    session.add_all(
-        ExerciseUsage(exercise_id=e.exercise_id, learners=e.learners, language=e.language)
-        for e in rows.values()
-    )
+    session.add_all(ExerciseUsage(**entry.model_dump()) for entry in rows.values())
     session.flush()
     return len(rows)
+
+
+def update_usage(session: Session, entries: Iterable[ExerciseUsageUpdate]) -> tuple[int, int]:
+    """Add or change catalog entries, keeping the others; returns ``(added, changed)``.
+
+    Only the fields an entry sets are written (a field set to null is cleared); a new
+    exercise must give ``learners``. Nothing is written unless every entry is valid.
+    """
+    rows = _unique(entries)
+    existing = {
+        row.exercise_id: row
+        for row in session.execute(
+            sa.select(ExerciseUsage)
+            .where(ExerciseUsage.exercise_id.in_(list(rows)))
+            .with_for_update()
+        ).scalars()
+    }
+    added = changed = 0
+    for exercise_id, entry in rows.items():
+        given = {name: getattr(entry, name) for name in CATALOG_FIELDS
+                 if name in entry.model_fields_set}
+        row = existing.get(exercise_id)
+        if row is None:
+            if given.get("learners") is None:
+                raise InvalidInput(f"exercise {exercise_id!r} is new: give its learners")
+            session.add(ExerciseUsage(exercise_id=exercise_id, **given))
+            added += 1
+            continue
+        if given.get("learners", row.learners) is None:
+            raise InvalidInput(f"exercise {exercise_id!r}: learners cannot be cleared")
+        for name, value in given.items():
+            setattr(row, name, value)
+        changed += 1
+    session.flush()
+    return added, changed
+
+
+def count_usage(session: Session) -> int:
+    return session.execute(sa.select(sa.func.count()).select_from(ExerciseUsage)).scalar_one()
 
 
 def count_eligible(session: Session, *, min_learners: int) -> int:
@@ -129,24 +174,40 @@ def eligibility_cache(database: Database) -> EligibilityCache:
         return cache
 
 
-def read_usage_csv(path: Path) -> list[ExerciseUsageCreate]:
-    """Rows of a CSV with columns ``exercise_id,learners[,language]`` (header required)."""
+CSV_COLUMNS = ("exercise_id", "learners", "language", "text", "course", "skill")
+
+
+def read_usage_csv(path: Path, *, update: bool = False) -> list[Any]:
+    """Rows of a CSV with columns ``exercise_id,learners[,language,text,course,skill]``
+    (header required). With ``update``, rows are upsert entries: an empty cell leaves that
+    field as it is, and ``learners`` may be left out for an exercise already cataloged."""
+    model: type[ExerciseUsageCreate | ExerciseUsageUpdate] = (
+        ExerciseUsageUpdate if update else ExerciseUsageCreate
+    )
+    required = {"exercise_id"} if update else {"exercise_id", "learners"}
     try:
         with path.open(newline="", encoding="utf-8") as handle:
             reader = csv.DictReader(handle)
-            missing = {"exercise_id", "learners"} - set(reader.fieldnames or ())
+            columns = set(reader.fieldnames or ())
+            missing = required - columns
             if missing:
                 raise InvalidInput(f"{path.name}: missing column(s) {', '.join(sorted(missing))}")
+            unknown = columns - set(CSV_COLUMNS)
+            if unknown:
+                raise InvalidInput(f"{path.name}: unknown column(s) {', '.join(sorted(unknown))}")
             entries = []
             for line, row in enumerate(reader, start=2):
+                cells = {name: (row.get(name) or "").strip() for name in CSV_COLUMNS}
+                fields: dict[str, Any] = {
+                    name: value for name, value in cells.items() if value or not update
+                }
                 try:
-                    entries.append(
-                        ExerciseUsageCreate(
-                            exercise_id=(row.get("exercise_id") or "").strip(),
-                            learners=int((row.get("learners") or "").strip()),
-                            language=(row.get("language") or "").strip() or None,
-                        )
-                    )
+                    if "learners" in fields:
+                        fields["learners"] = int(fields["learners"])
+                    for name in ("language", "text", "course", "skill"):
+                        if fields.get(name) == "":
+                            fields[name] = None
+                    entries.append(model(**fields))
                 except (ValueError, ValidationError) as exc:
                     reason = exc.errors()[0]["msg"] if isinstance(exc, ValidationError) else (
                         "learners is not an integer"

@@ -43,6 +43,13 @@ class Policy(BaseModel):
     )
     release_interval: ReleaseInterval = "daily"
     retention_cycles: int = Field(default=30, ge=1)
+    release_license: str = Field(
+        default="cc-by-4.0",
+        min_length=1,
+        max_length=64,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9.+-]*$",
+        description="the licence a released dataset carries (an SPDX-style id, lower case)",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> Policy:

@@ -30,11 +30,13 @@ ACCESS: dict[tuple[str, str], str | frozenset[Role]] = {
     ("POST", "/v1/clips"): CONSENT,
     ("POST", "/v1/consent/withdrawals"): CONSENT,
     ("PUT", "/v1/exercises/usage"): frozenset({R.ADMIN}),
+    ("PATCH", "/v1/exercises/usage"): frozenset({R.ADMIN}),
     # releases and aggregates
     ("GET", "/v1/releases"): frozenset({R.RESEARCHER}),
     ("GET", "/v1/releases/{}"): frozenset({R.RESEARCHER}),
     ("GET", "/v1/releases/{}/clips/{}"): frozenset({R.RESEARCHER}),
     ("GET", "/v1/releases/{}/archive"): frozenset({R.RESEARCHER}),
+    ("GET", "/v1/releases/{}/files/{}"): frozenset({R.RESEARCHER}),
     ("GET", "/v1/aggregates/{}"): frozenset({R.RESEARCHER}),
     # audit
     ("GET", "/v1/audit/policy"): frozenset({R.AUDITOR}),

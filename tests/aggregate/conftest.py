@@ -9,6 +9,9 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import socket
+import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -18,6 +21,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 import sqlalchemy as sa
+import uvicorn
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
 
 from aggregate.buckets import ClipFacts, add_pending_clip, pending_object_key
 from aggregate.tables import Bucket, PendingClip, ReleasedClip
@@ -25,6 +31,7 @@ from chorus.devservers import provision_postgres_database
 from core.db import Database
 from core.storage import BlobStore, open_store
 from policies.audit import verify_chain
+from policies.context import shard_members
 from policies.policy import POLICY_DIR, Policy, load_policy
 from policies.tables import AuditEntry
 from tests.keys import catalog_exercise, keys_for
@@ -150,13 +157,21 @@ class Census:
         return self.pending[clip.digest] + self.released[clip.digest]
 
 
+def released_clip_bytes(store: BlobStore, prefix: str = "releases/") -> list[bytes]:
+    """Every clip readable under ``prefix``: the members of every release shard, and any
+    loose FLAC object."""
+    clips = []
+    for key in store.list(prefix):
+        if key.endswith(".tar"):
+            clips.extend(data for _name, data in shard_members(store.get(key)))
+        elif key.endswith(".flac"):
+            clips.append(store.get(key))
+    return clips
+
+
 def take_census(database: Database, store: BlobStore) -> Census:
     pending = Counter(hashlib.sha256(store.get(k)).hexdigest() for k in store.list("pending/"))
-    released = Counter(
-        hashlib.sha256(store.get(k)).hexdigest()
-        for k in store.list("releases/")
-        if k.endswith(".flac")
-    )
+    released = Counter(hashlib.sha256(data).hexdigest() for data in released_clip_bytes(store))
     with database.session() as session:
         pending_rows = session.execute(
             sa.select(sa.func.count()).select_from(PendingClip)
@@ -250,3 +265,25 @@ def database_on_both(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator
     db.upgrade()
     yield db
     db.dispose()
+
+
+@pytest.fixture
+def live_url(client: TestClient, app: FastAPI, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """The test app served over real HTTP on a free loopback port (lifespan already entered)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="off", log_config=None)
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert server.started
+    url = f"http://127.0.0.1:{port}"
+    monkeypatch.setenv("CHORUS_URL", url)
+    yield url
+    server.should_exit = True
+    thread.join(timeout=10)

@@ -6,16 +6,12 @@ import errno
 import io
 import json
 import os
-import socket
 import tarfile
-import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import soundfile as sf
-import uvicorn
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
@@ -178,28 +174,6 @@ def released(app: FastAPI, client: TestClient, seed: Seed) -> str:
     return report.released[0].release_id
 
 
-@pytest.fixture
-def live_url(client: TestClient, app: FastAPI, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """The test app served over real HTTP on a free loopback port (lifespan already entered)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="off", log_config=None)
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert server.started
-    url = f"http://127.0.0.1:{port}"
-    monkeypatch.setenv("CHORUS_URL", url)
-    yield url
-    server.should_exit = True
-    thread.join(timeout=10)
-
-
 def test_releases_list_show_and_download(
     released: str, live_url: str, role_keys: dict[Role, str], tmp_path: Path
 ) -> None:
@@ -218,18 +192,40 @@ def test_releases_list_show_and_download(
     out = tmp_path / "download"
     result = runner.invoke(chorus, ["releases", "download", released, "--out", str(out), *key])
     assert result.exit_code == 0, result.output
-    clips = sorted((out / released / "clips").glob("*.flac"))
+    assert "checksums verified" in result.output
+    clips = sorted((out / "clips").glob("*.flac"))
     assert len(clips) == 5
     for path in clips:
         assert sf.info(path).samplerate > 0
-    assert json.loads((out / released / "manifest.json").read_text())["release_id"] == released
+    assert json.loads((out / "manifest.json").read_text())["release_id"] == released
+    assert (out / "metadata.csv").read_text().count("\n") == 6
+
+    result = runner.invoke(chorus, ["releases", "download", released, "--out", str(out), *key])
+    assert result.exit_code == 2
+    assert "not empty" in result.output
 
     result = runner.invoke(
         chorus, ["releases", "download", released, "--out", str(out), "--tar", *key]
     )
     assert result.exit_code == 0, result.output
     with tarfile.open(out / f"{released}.tar") as archive:
-        assert len(archive.getnames()) == 6
+        # card, 3 tables, SHA256SUMS, manifest, 5 clips
+        assert len(archive.getnames()) == 11
+
+
+def test_releases_list_json_has_whole_ids(
+    released: str, live_url: str, role_keys: dict[Role, str]
+) -> None:
+    key = ["--key", role_keys[Role.RESEARCHER]]
+    result = runner.invoke(chorus, ["releases", "list", "--json", *key])
+    assert result.exit_code == 0, result.output
+    (item,) = json.loads(result.output)
+    assert item["release_id"] == released
+    assert item["clip_count"] == 5
+    # A narrow terminal wraps other columns, never the id a researcher copies.
+    result = runner.invoke(chorus, ["releases", "list", *key], env={"COLUMNS": "60"})
+    assert result.exit_code == 0, result.output
+    assert released in result.output
 
 
 def test_releases_commands_report_problems_in_one_line(

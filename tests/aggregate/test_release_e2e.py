@@ -24,6 +24,7 @@ from aggregate.tables import Bucket, PendingClip
 from core.auth import Role
 from ingest.consent import mint_token
 from policies.audit import verify_chain
+from policies.context import shard_members
 from policies.tables import AuditEntry
 from tests.aggregate.conftest import SPEAKERS
 from tests.conftest import ConsentKeys
@@ -192,14 +193,18 @@ def test_archive_is_the_whole_batch_as_tar(
     response = client.get(f"/v1/releases/{outcome.release_id}/archive", headers=researcher)
     assert response.status_code == 200
     assert response.headers["content-type"] == "application/x-tar"
+    assert int(response.headers["content-length"]) == len(response.content)
     with tarfile.open(fileobj=io.BytesIO(response.content)) as archive:
         members = archive.getmembers()
         names = [m.name for m in members]
-        manifest = json.load(archive.extractfile(members[0]))  # type: ignore[arg-type]
-        flacs = {m.name: archive.extractfile(m).read() for m in members[1:]}  # type: ignore[union-attr]
-    assert names[0] == f"{outcome.release_id}/manifest.json"
-    expected = [f"{outcome.release_id}/clips/{c['clip_id']}.flac" for c in manifest["clips"]]
-    assert names[1:] == expected  # the manifest's shuffled order
+        manifest = json.load(archive.extractfile("manifest.json"))  # type: ignore[arg-type]
+        flacs = {m.name: archive.extractfile(m).read() for m in members[6:]}  # type: ignore[union-attr]
+    assert names[:6] == [
+        "README.md", "metadata.csv", "validated.tsv", "clip_durations.tsv", "SHA256SUMS",
+        "manifest.json",
+    ]
+    expected = [f"clips/{c['clip_id']}.flac" for c in manifest["clips"]]
+    assert names[6:] == expected  # the manifest's shuffled order
     for data in flacs.values():
         samples, rate = sf.read(io.BytesIO(data))
         assert rate == 16000
@@ -298,15 +303,17 @@ def test_a_release_in_progress_is_invisible_until_finalized(
             interval_s=3600,
             checkpoint=stop_before_finalize,
         )
-    copied = [k for k in app.state.store.list("releases/") if k.endswith(".flac")]
-    assert len(copied) == 5  # the objects are there, yet nobody can read them
-    release_id = copied[0].split("/")[1]
-    clip_id = copied[0].rsplit("/", 1)[1].removesuffix(".flac")
+    shards = [k for k in app.state.store.list("releases/") if k.endswith(".tar")]
+    assert len(shards) == 1  # the objects are there, yet nobody can read them
+    release_id = shards[0].split("/")[1]
+    clip_id = next(shard_members(app.state.store.get(shards[0])))[0]
+    clip_id = clip_id.removeprefix("clips/").removesuffix(".flac")
     assert client.get("/v1/releases", headers=researcher).json()["items"] == []
     for path in (
         f"/v1/releases/{release_id}",
         f"/v1/releases/{release_id}/clips/{clip_id}",
         f"/v1/releases/{release_id}/archive",
+        f"/v1/releases/{release_id}/files/metadata.csv",
         "/v1/aggregates/digit-8",
     ):
         assert client.get(path, headers=researcher).status_code == 404, path

@@ -56,14 +56,15 @@ def _checkpoints_of_a_clean_run(tmp_path: Path, seed: Seed, policy: Policy) -> l
 def test_a_clean_run_passes_every_step(tmp_path: Path, seed: Seed, policy: Policy) -> None:
     steps = _checkpoints_of_a_clean_run(tmp_path, seed, policy)
     assert set(steps) == set(STEPS)
-    # 5 clips in batches of 2: three plan/copy rounds, then manifest, finalize, three cleanups.
+    # 5 clips in batches of 2: three plan rounds, three shards, then manifest, finalize,
+    # three cleanups.
     assert steps == [
         "claimed",
         "planned",
-        "copied",
+        "planned",
         "planned",
         "copied",
-        "planned",
+        "copied",
         "copied",
         "manifest",
         "finalized",
@@ -113,19 +114,27 @@ def test_killed_at_any_step_the_next_run_finishes(
 
 
 class FailingStore:
-    """The file store, with copies that start failing after ``copies_ok`` successes."""
+    """The file store, with writes (stored files, copies) that start failing after
+    ``writes_ok`` successes."""
 
-    def __init__(self, inner: BlobStore, copies_ok: int) -> None:
+    def __init__(self, inner: BlobStore, writes_ok: int) -> None:
         self._inner = inner
-        self.copies_left = copies_ok
+        self.writes_left = writes_ok
         self._lock = threading.Lock()
 
-    def copy(self, source: str, destination: str) -> None:
+    def _spend(self) -> None:
         with self._lock:
-            if self.copies_left <= 0:
+            if self.writes_left <= 0:
                 raise StorageUnavailable("storage went away")
-            self.copies_left -= 1
+            self.writes_left -= 1
+
+    def copy(self, source: str, destination: str) -> None:
+        self._spend()
         self._inner.copy(source, destination)
+
+    def put_file(self, key: str, path: Path) -> None:
+        self._spend()
+        self._inner.put_file(key, path)
 
     def __getattr__(self, name: str) -> object:
         return getattr(self._inner, name)
@@ -135,12 +144,13 @@ def test_storage_unavailable_mid_release_is_finished_by_the_next_run(
     database: Database, store: BlobStore, seed: Seed, policy: Policy
 ) -> None:
     clips = seed(database, store, digit=6) + seed(database, store, digit=9)
-    flaky = FailingStore(store, copies_ok=7)  # the first bucket's 5, then 2 of the second
+    # The first bucket's 2 shards, 5 dataset files and manifest, then 1 shard of the second.
+    flaky = FailingStore(store, writes_ok=9)
     with pytest.raises(StorageUnavailable):
         release_ready_buckets(database, flaky, policy, keys=keys_for(database), batch_size=3)  # type: ignore[arg-type]
     census = take_census(database, store)
     assert census.releasing_buckets == 1
-    assert sum(census.released.values()) == 7
+    assert sum(census.released.values()) == 5 + 3
     outcomes = release_ready_buckets(database, store, policy, keys=keys_for(database), batch_size=3)
     assert len(outcomes) == 1
     assert len(_releases(database)) == 2

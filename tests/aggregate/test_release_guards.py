@@ -15,7 +15,7 @@ from core.db import Database
 from core.storage import BlobStore
 from policies.policy import Policy
 from policies.tables import AuditEntry
-from tests.aggregate.conftest import SPEAKERS, Seed
+from tests.aggregate.conftest import SPEAKERS, Seed, released_clip_bytes
 from tests.keys import keys_for
 
 
@@ -47,7 +47,7 @@ def _withdraw(database: Database, store: BlobStore, learner_id: str) -> int:
 
 
 def _released_bytes(store: BlobStore) -> set[bytes]:
-    return {store.get(key) for key in store.list("releases/") if key.endswith(".flac")}
+    return set(released_clip_bytes(store))
 
 
 def test_a_withdrawal_during_a_release_keeps_the_clip_out_of_it(

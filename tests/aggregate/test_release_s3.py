@@ -1,10 +1,12 @@
-"""Releases on SeaweedFS (S3): clips are handed out as short-lived presigned redirects."""
+"""Releases on SeaweedFS (S3): shards with ranges, presigned URLs at the public endpoint."""
 
 from __future__ import annotations
 
+import hashlib
 import io
 import tarfile
 from collections.abc import Callable
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
@@ -19,12 +21,18 @@ from tests.aggregate.conftest import Seed, assert_each_released_once, take_censu
 from tests.keys import keys_for
 
 
+def _public(url: str) -> str:
+    """The same server under another name, as a researcher outside the deployment sees it."""
+    return url.replace("127.0.0.1", "localhost")
+
+
 @pytest.fixture
 def settings(make_settings: Callable[..., Settings], s3_store_url: str) -> Settings:
-    return make_settings(storage_url=s3_store_url)
+    endpoint = parse_qs(urlsplit(s3_store_url).query)["endpoint_url"][0]
+    return make_settings(storage_url=f"{s3_store_url}&public_endpoint_url={_public(endpoint)}")
 
 
-def test_a_release_on_s3_serves_presigned_redirects_and_a_streamed_archive(
+def test_a_release_on_s3_serves_clips_shards_with_ranges_and_a_streamed_archive(
     app: FastAPI, client: TestClient, seed: Seed, auth: Callable[[Role], dict[str, str]]
 ) -> None:
     clips = seed(app.state.database, app.state.store, digit=6)
@@ -38,20 +46,40 @@ def test_a_release_on_s3_serves_presigned_redirects_and_a_streamed_archive(
     assert_each_released_once(take_census(app.state.database, app.state.store), clips)
     researcher = auth(Role.RESEARCHER)
     manifest = client.get(f"/v1/releases/{outcome.release_id}", headers=researcher).json()
-    clip_id = manifest["clips"][0]["clip_id"]
+    first = manifest["clips"][0]
+    # One clip is read out of its shard by range, through the API.
     response = client.get(
-        f"/v1/releases/{outcome.release_id}/clips/{clip_id}",
-        headers=researcher,
-        follow_redirects=False,
+        f"/v1/releases/{outcome.release_id}/clips/{first['clip_id']}", headers=researcher
     )
-    assert response.status_code == 307
-    location = response.headers["location"]
+    assert response.status_code == 200
+    assert hashlib.sha256(response.content).hexdigest() == first["sha256"]
+    samples, rate = sf.read(io.BytesIO(response.content))
+    assert rate == first["sample_rate"]
+    assert len(samples) > 0
+
+    (shard,) = manifest["shards"]
+    shard_url = f"/v1/releases/{outcome.release_id}/files/{shard['name']}"
+    head = client.head(shard_url, headers=researcher)
+    assert head.status_code == 200
+    assert int(head.headers["content-length"]) == shard["size"]
+    ranged = client.get(
+        shard_url,
+        headers={**researcher, "Range": f"bytes={first['offset']}-"
+                 f"{first['offset'] + first['size'] - 1}"},
+    )
+    assert ranged.status_code == 206
+    assert ranged.content == response.content
+    # A presigned URL names the public endpoint, and works there.
+    redirect = client.get(
+        shard_url, params={"presigned": "true"}, headers=researcher, follow_redirects=False
+    )
+    assert redirect.status_code == 307
+    location = redirect.headers["location"]
+    assert location.startswith(_public(app.state.store.endpoint_url))
     assert "pending" not in location
     fetched = httpx.get(location, timeout=10)
     assert fetched.status_code == 200
-    samples, rate = sf.read(io.BytesIO(fetched.content))
-    assert rate == manifest["clips"][0]["sample_rate"]
-    assert len(samples) > 0
+    assert hashlib.sha256(fetched.content).hexdigest() == shard["sha256"]
 
     archive = client.get(f"/v1/releases/{outcome.release_id}/archive", headers=researcher)
     with tarfile.open(fileobj=io.BytesIO(archive.content)) as tar:

@@ -21,21 +21,31 @@ from tests.keys import catalog_exercise, keys_for
 
 
 class CountingStore:
-    """A store double that remembers only how many objects it holds."""
+    """A store double that remembers only how many objects it read, wrote and deleted."""
+
+    CLIP = b"fLaC" + bytes(60)
 
     def __init__(self) -> None:
         self.copies = 0
         self.deletes = 0
+        self.shards = 0
         self.manifest_bytes = 0
 
-    def copy(self, src: str, dst: str) -> None:
+    def get(self, key: str) -> bytes:
         self.copies += 1
+        return self.CLIP
 
     def delete(self, key: str) -> None:
         self.deletes += 1
 
+    def delete_many(self, keys: list[str]) -> None:
+        self.deletes += len(keys)
+
     def put_file(self, key: str, path: Path) -> None:
-        self.manifest_bytes = path.stat().st_size
+        if key.endswith(".tar"):
+            self.shards += 1
+        if key.endswith("manifest.json"):
+            self.manifest_bytes = path.stat().st_size
 
     def exists(self, key: str) -> bool:
         return True
@@ -85,6 +95,7 @@ def _release_one_bucket(tmp_path: Path, clips: int) -> tuple[CountingStore, int]
         database.dispose()
     assert outcome.clip_count == clips
     assert store.copies == store.deletes == clips
+    assert store.shards == -(-clips // 500)
     return store, peak
 
 

@@ -11,6 +11,7 @@ from scipy.stats import kendalltau
 from aggregate.release import release_ready_buckets
 from core.db import Database
 from core.storage import BlobStore
+from policies.context import shard_members
 from policies.policy import load_policy
 from tests.aggregate.conftest import SPEAKERS, ClipSource, seed_clip
 from tests.keys import keys_for
@@ -51,10 +52,15 @@ def test_release_order_and_names_are_independent_of_arrival(
         assert len(ids) == len(SPEAKERS) * TAKES
         assert all(re.fullmatch(r"[0-9a-f]{32}", i) for i in ids)
         assert not set(ids) & pending_names  # fresh names, not the pending ones
-        digests = [
-            hashlib.sha256(store.get(f"releases/{outcome.release_id}/clips/{i}.flac")).hexdigest()
-            for i in ids
-        ]
+        members = {
+            name: data
+            for shard in manifest["shards"]
+            for name, data in shard_members(
+                store.get(f"releases/{outcome.release_id}/{shard['name']}")
+            )
+        }
+        assert list(members) == [f"clips/{i}.flac" for i in ids]  # shards keep that order
+        digests = [hashlib.sha256(members[f"clips/{i}.flac"]).hexdigest() for i in ids]
         arrival_rank = [arrival[digit].index(d) for d in digests]
         # Neither the released order nor the sorted names follow arrival: with 60 clips a
         # Kendall tau beyond 0.35 (about four standard deviations) would be a leak.

@@ -91,6 +91,43 @@ def test_delete_removes_an_object_and_a_missing_one_is_fine(store: BlobStore) ->
     store.delete("never/was")
 
 
+def test_delete_many_removes_every_object_and_missing_ones_are_fine(store: BlobStore) -> None:
+    keys = [f"batch/{n:04d}" for n in range(1203)]  # more than one S3 DeleteObjects request
+    for key in keys:
+        store.put(key, b"x")
+    store.put("kept/one", b"y")
+    store.delete_many([*keys, "batch/never-there"])
+    assert list(store.list("batch/")) == []
+    assert store.get("kept/one") == b"y"
+    store.delete_many([])
+
+
+def test_get_range_reads_part_of_an_object(store: BlobStore) -> None:
+    data = os.urandom(70_000)
+    store.put("ranged", data)
+    assert store.get_range("ranged", 0, 10) == data[:10]
+    assert store.get_range("ranged", 65_000, 4_000) == data[65_000:69_000]
+    assert store.get_range("ranged", 69_990, 100) == data[69_990:]  # short at the end
+    assert store.get_range("ranged", 70_000, 10) == b""
+    assert store.get_range("ranged", 5, 0) == b""
+    with pytest.raises(BlobNotFound):
+        store.get_range("absent", 0, 1)
+
+
+def test_presigned_urls_name_the_public_endpoint() -> None:
+    store = S3BlobStore.from_url(
+        "s3://clips?endpoint_url=http://seaweedfs:8333&access_key=AK&secret_key=SK"
+        "&public_endpoint_url=https://s3.example.org"
+    )
+    url = store.presigned_url("releases/r/shards/shard-00000.tar", expires_s=60)
+    assert url is not None
+    assert url.startswith("https://s3.example.org/clips/releases/r/shards/shard-00000.tar?")
+    assert store.endpoint_url == "http://seaweedfs:8333"  # requests still go inside
+    store.close()
+    with pytest.raises(ConfigurationError, match="public_endpoint_url"):
+        S3BlobStore.from_url("s3://clips?public_endpoint_url=ftp://x")
+
+
 def test_copy_makes_an_independent_object(store: BlobStore) -> None:
     store.put("pending/p1", b"audio")
     store.copy("pending/p1", "releases/r1/clips/c1.flac")

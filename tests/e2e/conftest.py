@@ -30,6 +30,7 @@ from core.storage import BlobStore
 from exercises.catalog import replace_usage
 from exercises.models import ExerciseUsageCreate
 from ingest.consent import mint_token
+from policies.context import shard_members
 from tests.conftest import ConsentKeys
 from tests.e2e.procs import ChorusProcess
 from tests.keys import keys_for
@@ -295,7 +296,12 @@ def take_census(database: Database, store: BlobStore, acks: Sequence[Answer]) ->
                 break
         else:
             unmatched.append(ack)
-    released_objects = sum(1 for key in store.list("releases/") if key.endswith(".flac"))
+    # Released clips are members of the releases' tar shards (plus any loose FLAC object).
+    released_objects = sum(
+        sum(1 for _member in shard_members(store.get(key))) if key.endswith(".tar") else 1
+        for key in store.list("releases/")
+        if key.endswith((".tar", ".flac"))
+    )
     return Census(
         pending_rows=len(pending),
         released_rows=released_rows,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import re
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -76,8 +77,10 @@ def credentials_by_route(live: LiveApp) -> dict[tuple[str, str], list[dict[str, 
     token."""
     headers: dict[tuple[str, str], list[dict[str, str]]] = {}
     for route in _api_routes(live.app.routes):
+        # The published path drops a parameter's convertor: {name:path} is {name}.
+        path = re.sub(r"\{(\w+):\w+\}", r"{\1}", route.path)
         for method in route.methods:
-            key = (method, route.path)
+            key = (method, path)
             if key in CONSENT_ROUTES:
                 headers[key] = [{"Authorization": f"Bearer {live.token()}"}]
             else:

@@ -7,7 +7,9 @@ against that state with the same ``CHORUS_*`` settings the service uses.
 
 from __future__ import annotations
 
+import io
 import json
+import tarfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +31,7 @@ from core.storage import BlobStore
 from ingest.audio import sanitize_audio
 from ingest.service import audio_limits
 from policies.audit import GENESIS_HASH, entry_hash
+from policies.context import shard_members
 from policies.policy import Policy
 from policies.tables import AuditEntry
 from tests.keys import catalog_exercise, keys_for
@@ -81,7 +84,34 @@ class AuditedState:
                 prev_hash = digest
 
     def released_clip_keys(self) -> list[str]:
-        return sorted(self.store.list(f"releases/{self.release_id}/clips/"))
+        """The released clips as the auditor names them: ``<shard key>:<member>``."""
+        return [
+            f"{shard}:{name}"
+            for shard in self._shards()
+            for name, _data in shard_members(self.store.get(shard))
+        ]
+
+    def _shards(self) -> list[str]:
+        return sorted(self.store.list(f"releases/{self.release_id}/shards/"))
+
+    def get_clip(self, subject: str) -> bytes:
+        shard, _, member = subject.partition(":")
+        return dict(shard_members(self.store.get(shard)))[member]
+
+    def put_clip(self, subject: str, data: bytes | None, *, rename: str | None = None) -> None:
+        """Rewrite the clip's shard with ``data`` in place of the clip (None: without it),
+        under the member name ``rename`` if given."""
+        shard, _, member = subject.partition(":")
+        members = list(shard_members(self.store.get(shard)))
+        buffer = io.BytesIO()
+        with tarfile.open(fileobj=buffer, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+            for name, old in members:
+                new = old if name != member else data
+                if new is not None:
+                    info = tarfile.TarInfo(rename if rename and name == member else name)
+                    info.size = len(new)
+                    tar.addfile(info, io.BytesIO(new))
+        self.store.put(shard, buffer.getvalue())
 
     def manifest(self) -> dict[str, Any]:
         loaded: dict[str, Any] = json.loads(

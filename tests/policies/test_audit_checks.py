@@ -37,6 +37,14 @@ def assert_exactly(
     return findings
 
 
+# A released clip changed in its shard no longer matches its SHA-256 in the manifest either.
+TAMPERED = "release_object_count_mismatch"
+
+
+def _only(check: str, findings: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [finding for finding in findings if finding["check"] == check]
+
+
 def test_clean_state_passes_everywhere(
     audited: AuditedState, run_audit_cli: RunAudit, verify_api: VerifyApi
 ) -> None:
@@ -116,15 +124,49 @@ def test_edited_release_row_disagrees_with_its_manifest(
 def test_dropped_released_object(
     audited: AuditedState, run_audit_cli: RunAudit, verify_api: VerifyApi
 ) -> None:
-    audited.store.delete(audited.released_clip_keys()[0])
+    audited.put_clip(audited.released_clip_keys()[0], None)
     findings = assert_exactly({"release_object_count_mismatch"}, run_audit_cli, verify_api)
-    assert "5 clip objects" in findings[0]["message"]
+    assert "(5 member(s))" in findings[0]["message"]  # of 6
+    assert "1 listed clip(s) in no shard" in findings[0]["message"]
+
+
+def test_extra_or_altered_shard_member(
+    audited: AuditedState, run_audit_cli: RunAudit, verify_api: VerifyApi
+) -> None:
+    first, second = audited.released_clip_keys()[:2]
+    # A member swapped for another clip's bytes: every byte canonical, the checksum not.
+    audited.put_clip(first, audited.get_clip(second))
+    findings = assert_exactly({"release_object_count_mismatch"}, run_audit_cli, verify_api)
+    assert "differs from its SHA-256 in the manifest" in findings[0]["message"]
+
+
+def test_shard_member_with_a_counter_for_a_name(
+    audited: AuditedState, run_audit_cli: RunAudit, verify_api: VerifyApi
+) -> None:
+    for subject in audited.released_clip_keys():
+        audited.put_clip(subject, audited.get_clip(subject), rename=f"clips/{len(subject)}.flac")
+    findings = run_audit_cli().report["findings"]
+    assert "non_random_id" in {finding["check"] for finding in findings}
+
+
+def test_member_the_manifest_does_not_list(
+    audited: AuditedState, run_audit_cli: RunAudit, verify_api: VerifyApi
+) -> None:
+    subject = audited.released_clip_keys()[0]
+    shard = subject.partition(":")[0]
+    manifest = audited.manifest()
+    manifest["clips"] = manifest["clips"][1:]
+    audited.write_manifest(manifest)
+    findings = run_audit_cli().report["findings"]
+    mismatch = [f for f in findings if f["check"] == "release_object_count_mismatch"]
+    assert len(mismatch) == 1
+    assert f"{shard.rsplit('/', 2)[-2]}/{shard.rsplit('/', 1)[-1]} holds" in mismatch[0]["message"]
 
 
 def test_unrecorded_objects_under_the_release_prefix(
     audited: AuditedState, run_audit_cli: RunAudit, verify_api: VerifyApi
 ) -> None:
-    stray = audited.store.get(audited.released_clip_keys()[0])
+    stray = audited.get_clip(audited.released_clip_keys()[0])
     audited.store.put(f"releases/{new_id()}/clips/{new_id()}.flac", stray)
     assert_exactly({"release_unrecorded"}, run_audit_cli, verify_api)
 
@@ -160,8 +202,10 @@ def test_tagged_flac_in_a_release(
     audited: AuditedState, run_audit_cli: RunAudit, verify_api: VerifyApi, tmp_path: Path
 ) -> None:
     key = audited.released_clip_keys()[0]
-    audited.store.put(key, _tagged(audited.store.get(key), tmp_path))
-    findings = assert_exactly({"released_clip_metadata"}, run_audit_cli, verify_api)
+    audited.put_clip(key, _tagged(audited.get_clip(key), tmp_path))
+    findings = _only("released_clip_metadata", assert_exactly(
+        {"released_clip_metadata", TAMPERED}, run_audit_cli, verify_api
+    ))
     assert findings[0]["subject"] == key
     assert "PICTURE" in findings[0]["message"]
     assert "Vorbis comment" in findings[0]["message"]
@@ -171,11 +215,13 @@ def test_released_object_in_another_format(
     audited: AuditedState, run_audit_cli: RunAudit, verify_api: VerifyApi
 ) -> None:
     key = audited.released_clip_keys()[0]
-    samples, rate = sf.read(io.BytesIO(audited.store.get(key)), dtype="int16")
+    samples, rate = sf.read(io.BytesIO(audited.get_clip(key)), dtype="int16")
     wav = io.BytesIO()
     sf.write(wav, samples, rate, format="WAV", subtype="PCM_16")
-    audited.store.put(key, wav.getvalue())
-    assert_exactly({"released_clip_not_clean_flac"}, run_audit_cli, verify_api)
+    audited.put_clip(key, wav.getvalue())
+    assert_exactly(
+        {"released_clip_not_clean_flac", TAMPERED}, run_audit_cli, verify_api
+    )
 
 
 def _flac_blocks(data: bytes) -> tuple[list[tuple[int, bytes]], bytes]:
@@ -234,14 +280,16 @@ def test_data_hidden_in_a_clip_that_still_decodes(
     audited: AuditedState, run_audit_cli: RunAudit, verify_api: VerifyApi, how: str, named: str
 ) -> None:
     key = audited.released_clip_keys()[0]
-    clean = audited.store.get(key)
+    clean = audited.get_clip(key)
     doctored = _doctored(clean, how)
     assert doctored != clean
     # Still the same audio, and nothing the metadata parser calls a tag.
     original, _ = sf.read(io.BytesIO(clean), dtype="int16")
     assert (sf.read(io.BytesIO(doctored), dtype="int16")[0] == original).all()
-    audited.store.put(key, doctored)
-    findings = assert_exactly({"released_clip_not_canonical"}, run_audit_cli, verify_api)
+    audited.put_clip(key, doctored)
+    findings = _only("released_clip_not_canonical", assert_exactly(
+        {"released_clip_not_canonical", TAMPERED}, run_audit_cli, verify_api
+    ))
     assert findings[0]["subject"] == key
     assert named in findings[0]["message"]
     assert "learner-000" not in findings[0]["message"]
@@ -252,11 +300,13 @@ def test_a_clip_reencoded_at_another_level(
 ) -> None:
     # Same samples, same blocks, but not the service's encoder settings: the frames differ.
     key = audited.released_clip_keys()[0]
-    samples, rate = sf.read(io.BytesIO(audited.store.get(key)), dtype="int16")
+    samples, rate = sf.read(io.BytesIO(audited.get_clip(key)), dtype="int16")
     other = io.BytesIO()
     sf.write(other, samples, rate, format="FLAC", subtype="PCM_16", compression_level=1.0)
-    audited.store.put(key, other.getvalue())
-    findings = assert_exactly({"released_clip_not_canonical"}, run_audit_cli, verify_api)
+    audited.put_clip(key, other.getvalue())
+    findings = _only("released_clip_not_canonical", assert_exactly(
+        {"released_clip_not_canonical", TAMPERED}, run_audit_cli, verify_api
+    ))
     assert "audio frames differ" in findings[0]["message"]
 
 
@@ -479,7 +529,7 @@ def test_the_installed_command_exits_with_the_documented_codes(audited: AuditedS
         [chorus, "audit"], env=env, capture_output=True, text=True, timeout=120, check=False
     )
     assert clean.returncode == 0, clean.stdout + clean.stderr
-    audited.store.delete(audited.released_clip_keys()[0])
+    audited.put_clip(audited.released_clip_keys()[0], None)
     broken = subprocess.run(
         [chorus, "audit"], env=env, capture_output=True, text=True, timeout=120, check=False
     )

@@ -65,7 +65,7 @@ def test_audit_on_s3(
         state = build_audited_state(app, client, settings, fsdd_dir)
         clean = run_audit_cli(storage_url=s3_store_url)
         assert clean.exit_code == 0, clean.stdout + clean.stderr
-        state.store.delete(state.released_clip_keys()[0])
+        state.put_clip(state.released_clip_keys()[0], None)
         key = state.pending_keys[0]
         state.store.put(key, state.store.get(key) + b"learner-100")
         result = run_audit_cli("--canary", "learner-100", storage_url=s3_store_url)

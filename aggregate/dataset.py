@@ -1,0 +1,269 @@
+"""The layout of a released dataset, and the one place a released clip's bytes are produced.
+
+A release is stored under ``releases/<release>/`` as a few objects:
+
+    shards/shard-00000.tar …   tar shards (USTAR, uncompressed) whose members are
+                               ``clips/<clip>.flac`` in the release's random order
+    metadata.csv               one row per clip: file_name, text, language, exercise_id,
+                               duration_s, sample_rate (what ``datasets``' audiofolder reads)
+    validated.tsv              Common Voice-style: path, sentence, locale, exercise_id, …
+    clip_durations.tsv         Common Voice-style: clip, duration[ms]
+    README.md                  the dataset card: YAML front matter, then prose
+    SHA256SUMS                 ``sha256sum -c`` lines for every file of the dataset folder
+    manifest.json              written last: the release, its shards and files with their
+                               sizes and SHA-256, and every clip with its shard and offset
+
+Unpacking every shard into a folder beside the other files gives the dataset folder
+(``clips/…`` next to ``metadata.csv``), which ``datasets.load_dataset(folder)`` loads as an
+audiofolder. The shards are also WebDataset shards (key ``clips/<clip>``, field ``flac``).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import tarfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import IO, Any
+
+BLOCK = 512
+END_OF_ARCHIVE = b"\0" * (2 * BLOCK)
+SHARD_PREFIX = "shards/"
+CLIP_FOLDER = "clips/"
+MANIFEST = "manifest.json"
+METADATA_CSV = "metadata.csv"
+VALIDATED_TSV = "validated.tsv"
+DURATIONS_TSV = "clip_durations.tsv"
+CARD = "README.md"
+CHECKSUMS = "SHA256SUMS"
+# The small files of the dataset folder, in the order an archive carries them.
+DATASET_FILES = (CARD, METADATA_CSV, VALIDATED_TSV, DURATIONS_TSV, CHECKSUMS)
+METADATA_COLUMNS = ("file_name", "text", "language", "exercise_id", "duration_s", "sample_rate")
+
+
+def release_clip_bytes(pending_flac: bytes) -> bytes:
+    """The bytes a clip is released as, from the bytes it was stored with while pending.
+
+    The single place a released clip's bytes are produced: every shard member comes from
+    here. Today the canonical FLAC is released unchanged (the auditor checks P7 on it).
+    """
+    return pending_flac
+
+
+def shard_name(index: int) -> str:
+    return f"{SHARD_PREFIX}shard-{index:05d}.tar"
+
+
+def clip_file_name(clip_id: str) -> str:
+    """The clip's path inside the dataset folder and inside its shard."""
+    return f"{CLIP_FOLDER}{clip_id}.flac"
+
+
+def padded(size: int) -> int:
+    return -(-size // BLOCK) * BLOCK
+
+
+def member_header(name: str, size: int, mtime: int) -> bytes:
+    """A USTAR header carrying nothing but the name, size, mode and the release day."""
+    info = tarfile.TarInfo(name)
+    info.size = size
+    info.mtime = mtime
+    info.mode = 0o644
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    return info.tobuf(tarfile.USTAR_FORMAT, "utf-8", "strict")
+
+
+class HashingWriter:
+    """Writes to a binary file while counting the bytes and hashing them with SHA-256."""
+
+    def __init__(self, out: IO[bytes]) -> None:
+        self._out = out
+        self.size = 0
+        self.digest = hashlib.sha256()
+
+    def write(self, data: bytes) -> None:
+        self._out.write(data)
+        self.digest.update(data)
+        self.size += len(data)
+
+
+class TarWriter:
+    """A tar stream of regular files: a header, the data, padding; the end marker on close.
+
+    Returns where each member's data starts, so one clip can be read out of a shard by range.
+    """
+
+    def __init__(self, out: HashingWriter, *, mtime: int) -> None:
+        self._out = out
+        self._mtime = mtime
+
+    def add(self, name: str, data: bytes) -> int:
+        header = member_header(name, len(data), self._mtime)
+        self._out.write(header)
+        offset = self._out.size
+        self._out.write(data)
+        self._out.write(b"\0" * (padded(len(data)) - len(data)))
+        return offset
+
+    def close(self) -> None:
+        self._out.write(END_OF_ARCHIVE)
+
+
+@dataclass(frozen=True)
+class StoredFile:
+    """A file of the release as stored: its path in the dataset, size and SHA-256."""
+
+    name: str
+    size: int
+    sha256: str
+    clips: int | None = None  # shards only
+
+    def to_json(self) -> dict[str, Any]:
+        entry: dict[str, Any] = {"name": self.name, "size": self.size, "sha256": self.sha256}
+        if self.clips is not None:
+            entry["clips"] = self.clips
+        return entry
+
+
+@dataclass(frozen=True)
+class ClipRow:
+    """What the dataset's tables say of one clip."""
+
+    clip_id: str
+    duration_s: float
+    sample_rate: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class Describing:
+    """What the catalog said of the release's exercise: the same for every clip."""
+
+    exercise_id: str
+    text: str | None
+    language: str | None
+    course: str | None
+    skill: str | None
+
+
+class TableWriters:
+    """``metadata.csv``, ``validated.tsv``, ``clip_durations.tsv`` and the clip lines of
+    ``SHA256SUMS``, written row by row as the clips are read in their release order."""
+
+    def __init__(self, files: Mapping[str, IO[str]], describing: Describing) -> None:
+        self._describing = describing
+        self._checksums = files[CHECKSUMS]
+        self._metadata = csv.writer(files[METADATA_CSV], lineterminator="\n")
+        self._validated = csv.writer(
+            files[VALIDATED_TSV], delimiter="\t", lineterminator="\n", quoting=csv.QUOTE_MINIMAL
+        )
+        self._durations = csv.writer(files[DURATIONS_TSV], delimiter="\t", lineterminator="\n")
+        self._metadata.writerow(METADATA_COLUMNS)
+        self._validated.writerow(
+            ("path", "sentence", "locale", "exercise_id", "course", "skill")
+        )
+        self._durations.writerow(("clip", "duration[ms]"))
+
+    def add(self, clip: ClipRow) -> None:
+        d = self._describing
+        name = clip_file_name(clip.clip_id)
+        self._metadata.writerow(
+            (name, d.text or "", d.language or "", d.exercise_id, repr(clip.duration_s),
+             clip.sample_rate)
+        )
+        basename = name.removeprefix(CLIP_FOLDER)
+        self._validated.writerow(
+            (basename, _one_line(d.text), d.language or "", d.exercise_id, d.course or "",
+             d.skill or "")
+        )
+        self._durations.writerow((basename, round(clip.duration_s * 1000)))
+        self._checksums.write(f"{clip.sha256}  {name}\n")
+
+
+def _one_line(text: str | None) -> str:
+    return " ".join((text or "").split())
+
+
+def size_category(clips: int) -> str:
+    """The Hugging Face ``size_categories`` bucket of a dataset of ``clips`` rows."""
+    for limit, label in ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"),
+                         (1_000_000, "100K<n<1M")):
+        if clips < limit:
+            return label
+    return "1M<n<10M"
+
+
+ANONYMIZATION = (
+    "Clips are released only in batches holding clips of at least k distinct contributors "
+    "(the k in force is given above). Learner identifiers never leave the service: released "
+    "clips get fresh random names and a random order from a cryptographic random source, carry "
+    "no per-clip time (every file is dated the release day), and are re-encoded as plain FLAC "
+    "with no metadata beyond the encoder's. The key that linked a batch's clips to their "
+    "contributors lived only in memory and was deleted when the batch was released."
+)
+
+
+def dataset_card(header: dict[str, Any], *, license_id: str) -> str:
+    """``README.md``: YAML front matter a hub or ``datasets`` reads, then a human summary.
+
+    String values are written as JSON strings, which are valid YAML scalars whatever they
+    hold.
+    """
+    q = json.dumps
+    language = header.get("language")
+    lines = ["---", f"license: {q(license_id)}"]
+    if language:
+        lines += ["language:", f"- {q(language)}"]
+    lines += [
+        f"pretty_name: {q('Chorus release ' + header['release_id'])}",
+        "size_categories:",
+        f"- {q(size_category(header['clip_count']))}",
+        "task_categories:",
+        "- automatic-speech-recognition",
+        "tags:",
+        "- speech",
+        "- chorus",
+        "chorus:",
+        f"  release_id: {q(header['release_id'])}",
+        f"  exercise_id: {q(header['exercise_id'])}",
+        f"  release_day: {q(header['release_day'])}",
+        f"  clip_count: {header['clip_count']}",
+        f"  contributor_count: {header['contributor_count']}",
+        f"  k: {header['k']}",
+        f"  policy_hash: {q(header['policy_hash'])}",
+        f"  anonymization: {q(ANONYMIZATION)}",
+        "---",
+        "",
+        f"# Chorus release {header['release_id']}",
+        "",
+        f"{header['clip_count']} clip(s) of exercise `{header['exercise_id']}` from "
+        f"{header['contributor_count']} distinct contributors (k = {header['k']} in force), "
+        f"released on {header['release_day']} under licence `{license_id}`.",
+        "",
+    ]
+    if header.get("text"):
+        lines += [f"Prompt: {_one_line(header['text'])}", ""]
+    lines += [
+        "## Files",
+        "",
+        "- `clips/<clip>.flac`: the clips, mono 16-bit FLAC, in the release's random order",
+        "- `metadata.csv`: file_name, text, language, exercise_id, duration_s, sample_rate",
+        "- `validated.tsv`, `clip_durations.tsv`: the same in Common Voice's layout",
+        "- `SHA256SUMS`: check with `sha256sum -c SHA256SUMS`",
+        "",
+        "## Loading",
+        "",
+        "```python",
+        "from datasets import load_dataset",
+        'clips = load_dataset("path/to/this/folder", split="train")',
+        "```",
+        "",
+        "## How it was anonymized",
+        "",
+        ANONYMIZATION,
+        "",
+    ]
+    return "\n".join(lines)

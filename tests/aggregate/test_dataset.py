@@ -1,0 +1,175 @@
+"""A release is a dataset: downloaded with ``chorus releases download`` it loads with Hugging
+Face ``datasets`` (no builder named), one row per clip with its audio, text and language."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import yaml
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from typer.testing import CliRunner
+
+from aggregate.jobs import run_release_cycle
+from aggregate.models import ManifestRead
+from chorus.cli import app as chorus
+from core.auth import Role
+from tests.aggregate.conftest import Seed
+from tests.keys import keys_for
+
+runner = CliRunner()
+CATALOG = {
+    "exercise_id": "digit-7",
+    "learners": 5000,
+    "text": "Say the number seven.",
+    "language": "en-US",
+    "course": "numbers",
+    "skill": "speaking",
+}
+
+
+def _release(app: FastAPI) -> str:
+    (outcome,) = run_release_cycle(
+        database=app.state.database,
+        keys=keys_for(app.state.database),
+        store=app.state.store,
+        policy=app.state.policy,
+        interval_s=3600,
+    ).released
+    return outcome.release_id
+
+
+def _samples(data: bytes) -> np.ndarray:
+    samples, _rate = sf.read(io.BytesIO(data), dtype="float32")
+    return np.asarray(samples)
+
+
+# ``datasets`` leaves metadata.csv open (pandas' chunked reader); not this project's file.
+@pytest.mark.filterwarnings("ignore::ResourceWarning")
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_a_downloaded_release_loads_with_datasets(
+    app: FastAPI,
+    client: TestClient,
+    seed: Seed,
+    auth: Callable[[Role], dict[str, str]],
+    live_url: str,
+    role_keys: dict[Role, str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    answer = client.patch("/v1/exercises/usage", json=[CATALOG], headers=auth(Role.ADMIN))
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["added"] == 1
+    uploaded = seed(app.state.database, app.state.store, digit=7)
+    release_id = _release(app)
+
+    out = tmp_path / "dataset"
+    result = runner.invoke(
+        chorus,
+        ["releases", "download", release_id, "--out", str(out),
+         "--key", role_keys[Role.RESEARCHER]],
+    )
+    assert result.exit_code == 0, result.output
+
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    import datasets
+
+    loaded = datasets.load_dataset(str(out), split="train", cache_dir=str(tmp_path / "hf"))
+    assert loaded.num_rows == len(uploaded) == 5
+    assert isinstance(loaded.features["audio"], datasets.Audio)
+    assert {"text", "language", "exercise_id", "duration_s", "sample_rate"} <= set(
+        loaded.column_names
+    )
+    expected = {hashlib.sha256(_samples(clip.data).tobytes()).hexdigest(): clip
+                for clip in uploaded}
+    seen = set()
+    for row in loaded:
+        audio = row["audio"]
+        decoded = np.asarray(audio["array"], dtype="float32")
+        digest = hashlib.sha256(decoded.tobytes()).hexdigest()
+        assert digest in expected, "a row's audio is none of the uploaded clips"
+        clip = expected[digest]
+        assert audio["sampling_rate"] == clip.sample_rate == row["sample_rate"]
+        assert row["duration_s"] == pytest.approx(clip.duration_s)
+        assert row["text"] == CATALOG["text"]
+        assert row["language"] == CATALOG["language"]
+        assert row["exercise_id"] == "digit-7"
+        seen.add(digest)
+    assert seen == set(expected)
+
+    # The Common Voice-style table and the card say the same.
+    with (out / "validated.tsv").open(newline="") as handle:
+        rows = list(csv.DictReader(handle, delimiter="\t"))
+    assert len(rows) == 5
+    assert {row["sentence"] for row in rows} == {CATALOG["text"]}
+    assert {row["locale"] for row in rows} == {"en-US"}
+    assert all((out / "clips" / row["path"]).is_file() for row in rows)
+    card = (out / "README.md").read_text(encoding="utf-8")
+    front = yaml.safe_load(card.split("---\n")[1])
+    assert front["license"] == app.state.policy.release_license
+    assert front["language"] == ["en-US"]
+    assert front["size_categories"] == ["n<1K"]
+    assert front["chorus"]["k"] == app.state.policy.k
+    assert front["chorus"]["clip_count"] == 5
+    assert "k distinct contributors" in front["chorus"]["anonymization"]
+    assert os.access(out / "SHA256SUMS", os.R_OK)
+
+
+def test_the_manifest_records_shards_files_and_checksums(
+    app: FastAPI,
+    client: TestClient,
+    seed: Seed,
+    auth: Callable[[Role], dict[str, str]],
+) -> None:
+    client.patch("/v1/exercises/usage", json=[CATALOG], headers=auth(Role.ADMIN))
+    seed(app.state.database, app.state.store, digit=7)
+    release_id = _release(app)
+    researcher = auth(Role.RESEARCHER)
+    manifest = client.get(f"/v1/releases/{release_id}", headers=researcher).json()
+    documented = ManifestRead.model_validate(manifest)  # the published schema holds
+    assert all(clip.sha256 and clip.shard and clip.size for clip in documented.clips)
+    assert (manifest["text"], manifest["language"]) == (CATALOG["text"], "en-US")
+    assert (manifest["course"], manifest["skill"]) == ("numbers", "speaking")
+    for entry in [*manifest["shards"], *manifest["files"]]:
+        url = f"/v1/releases/{release_id}/files/{entry['name']}"
+        head = client.head(url, headers=researcher)
+        assert head.status_code == 200
+        assert int(head.headers["content-length"]) == entry["size"]
+        assert head.headers["accept-ranges"] == "bytes"
+        body = client.get(url, headers=researcher).content
+        assert hashlib.sha256(body).hexdigest() == entry["sha256"]
+    for clip in manifest["clips"]:
+        data = client.get(
+            f"/v1/releases/{release_id}/clips/{clip['clip_id']}", headers=researcher
+        ).content
+        assert hashlib.sha256(data).hexdigest() == clip["sha256"]
+
+    archive = f"/v1/releases/{release_id}/archive"
+    whole = client.get(archive, headers=researcher).content
+    head = client.head(archive, headers=researcher)
+    assert int(head.headers["content-length"]) == len(whole)
+    part = client.get(archive, headers={**researcher, "Range": "bytes=1000-4999"})
+    assert part.status_code == 206
+    assert part.headers["content-range"] == f"bytes 1000-4999/{len(whole)}"
+    assert part.content == whole[1000:5000]
+    tail = client.get(archive, headers={**researcher, "Range": "bytes=-700"})
+    assert tail.content == whole[-700:]
+    beyond = client.get(archive, headers={**researcher, "Range": f"bytes={len(whole)}-"})
+    assert beyond.status_code == 416
+    assert beyond.json()["code"] == "range_not_satisfiable"
+    for name in ("../manifest.json", "pending/x.flac", "shards/shard-1.tar"):
+        missing = client.get(f"/v1/releases/{release_id}/files/{name}", headers=researcher)
+        assert missing.status_code == 404, name
+    assert json.loads(
+        client.get(f"/v1/releases/{release_id}/files/manifest.json", headers=researcher).content
+    )["release_id"] == release_id
