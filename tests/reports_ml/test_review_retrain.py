@@ -22,10 +22,9 @@ from reports_ml.review import answer_key
 from reports_ml.simulate import simulate_course
 from reports_ml.staple import load_staple
 from reports_ml.tables import AcceptedTranslation, CoursePrompt, Report
+from tests.datasets import STAPLE_DIR as STAPLE
 
-STAPLE_PT = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "staple" / (
-    "dev.en_pt.2020-02-20.gold.txt"
-)
+STAPLE_PT = STAPLE / "excerpt.en_pt.gold.txt"
 
 
 @functools.cache

@@ -10,8 +10,7 @@ from typer.testing import CliRunner
 
 from chorus.cli import app
 from reports_ml.staple import load_staple, read_records
-
-STAPLE = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "staple"
+from tests.datasets import STAPLE_DIR as STAPLE
 
 
 def _sample(source: str, target: Path, count: int) -> Path:
@@ -28,8 +27,8 @@ def _sample(source: str, target: Path, count: int) -> Path:
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("scorer-cli")
-    _sample("dev.en_pt.2020-02-20.gold.txt", folder / "sample.en_pt.gold.txt", 50)
-    _sample("train-split-a.en_vi.2020-01-13.gold.txt", folder / "sample.en_vi.gold.txt", 50)
+    _sample("excerpt.en_pt.gold.txt", folder / "sample.en_pt.gold.txt", 50)
+    _sample("excerpt.en_vi.gold.txt", folder / "sample.en_vi.gold.txt", 50)
     return folder
 
 
