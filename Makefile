@@ -5,6 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEV_KEYS := var/keys
+PORT ?= 8000
 
 .PHONY: install run test lint pytest system-deps bench clean
 
@@ -23,10 +24,10 @@ system-deps:
 	  else sudo apt-get update -qq && sudo apt-get install -y -qq chromium >/dev/null; fi; }
 
 $(DEV_KEYS)/public.pem: $(STAMP)
-	$(BIN)/chorus consent keygen --out $(DEV_KEYS)
+	$(BIN)/chorus consent keygen
 
 run: install $(DEV_KEYS)/public.pem
-	CHORUS_CONSENT_PUBLIC_KEY=$(DEV_KEYS)/public.pem $(BIN)/chorus serve
+	CHORUS_CONSENT_PUBLIC_KEY=$(DEV_KEYS)/public.pem CHORUS_PORT=$(PORT) $(BIN)/chorus serve
 
 lint: install
 	$(BIN)/ruff check .

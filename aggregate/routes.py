@@ -23,6 +23,8 @@ from aggregate.models import (
 )
 from aggregate.tables import Release
 from core.deps import AuditorRole, DatabaseDep, ResearcherRole, SessionDep, StoreDep
+from core.errors import NotFound
+from core.handlers import problem_responses
 from policies.deps import PolicyDep
 
 router = APIRouter(tags=["releases"])
@@ -62,7 +64,10 @@ def list_releases(
 @router.get(
     "/v1/releases/{release_id}",
     response_class=StreamingResponse,
-    responses={200: {"model": ManifestRead, "content": {"application/json": {}}}},
+    responses={
+        200: {"model": ManifestRead, "content": {"application/json": {}}},
+        **problem_responses(NotFound),
+    },
 )
 def get_release(
     release_id: str, _role: ResearcherRole, session: SessionDep, store: StoreDep
@@ -78,6 +83,7 @@ def get_release(
     responses={
         200: {"content": {"audio/flac": {}}, "description": "the clip (file store)"},
         307: {"description": "a short-lived presigned URL of the clip (S3 store)"},
+        **problem_responses(NotFound),
     },
 )
 def get_clip(
@@ -98,7 +104,7 @@ def get_clip(
 @router.get(
     "/v1/releases/{release_id}/archive",
     response_class=StreamingResponse,
-    responses={200: {"content": {"application/x-tar": {}}}},
+    responses={200: {"content": {"application/x-tar": {}}}, **problem_responses(NotFound)},
 )
 def get_archive(
     release_id: str,
@@ -117,7 +123,11 @@ def get_archive(
     )
 
 
-@router.get("/v1/aggregates/{exercise_id}", response_model=AggregateRead)
+@router.get(
+    "/v1/aggregates/{exercise_id}",
+    response_model=AggregateRead,
+    responses=problem_responses(NotFound),
+)
 def get_aggregate(exercise_id: str, _role: ResearcherRole, session: SessionDep) -> Any:
     """Statistics over every released batch of an exercise."""
     count, stats = service.aggregate(session, exercise_id)

@@ -34,6 +34,9 @@ class Settings(BaseSettings):
     scheduler_enabled: bool = True
     sweep_interval_s: int = Field(default=3600, ge=10)
     decoder_workers: int = Field(default=2, ge=1, le=64)
+    idempotency_ttl_s: int = Field(
+        default=3600, ge=60, le=86400, description="how long an upload's Idempotency-Key holds"
+    )
     model_dir: Path = Path("./var/models")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     host: str = "127.0.0.1"
