@@ -37,6 +37,10 @@ def test_docs_pages_reference_only_the_services_own_origin(client: TestClient, p
             asset = client.get(link)
             assert asset.status_code == 200, link
             assert len(asset.content) > 1000, link
+    # And the browser is told to fetch from nowhere else, whatever the bundles would like.
+    policy = response.headers["content-security-policy"]
+    assert "default-src 'self'" in policy
+    assert "img-src 'self' data:" in policy
     assert "fonts.googleapis" not in response.text
     assert "cdn.jsdelivr" not in response.text
 
