@@ -52,6 +52,11 @@ def create_key(session: Session, *, role: Role, name: str) -> str:
     return key
 
 
+def get_all(session: Session) -> list[ApiKey]:
+    """Every key's id, role, name and state (never a key: only hashes are stored)."""
+    return list(session.scalars(sa.select(ApiKey).order_by(ApiKey.role, ApiKey.name, ApiKey.id)))
+
+
 def revoke_key(session: Session, *, key_id: str) -> bool:
     row = session.get(ApiKey, key_id)
     if row is None:
