@@ -435,8 +435,8 @@ def describe(url: str) -> str:
     backend = parsed.get_backend_name()
     if backend == "sqlite":
         return f"the SQLite database {parsed.database}"
-    port = f":{parsed.port}" if parsed.port else ""
-    return f"the {backend} server at {parsed.host or 'localhost'}{port} (database {parsed.database})"
+    where = f"{parsed.host or 'localhost'}" + (f":{parsed.port}" if parsed.port else "")
+    return f"the {backend} server at {where} (database {parsed.database})"
 
 
 def upgrade(url: str, revision: str = "heads") -> None:
