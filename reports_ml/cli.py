@@ -31,6 +31,13 @@ DataArgument = Annotated[
 ]
 JobsOption = Annotated[int, typer.Option("--jobs", min=1, help="worker processes for features")]
 SeedOption = Annotated[int, typer.Option("--seed", help="random seed")]
+SkipInvalidOption = Annotated[
+    bool,
+    typer.Option(
+        "--skip-invalid",
+        help="leave out malformed lines (counted, the first few named) instead of stopping",
+    ),
+]
 
 
 class Split(StrEnum):
@@ -59,11 +66,24 @@ def _progress(description: str, total: int) -> Iterator[Callable[[int], None]]:
         yield lambda advance: progress.advance(task, advance)
 
 
-def _read(data: Path) -> list[ReportRecord]:
+def _read(data: Path, *, skip_invalid: bool = False) -> list[ReportRecord]:
     from reports_ml.staple import read_records
 
+    skipped: list[str] = []
     with _stderr.status(f"reading {data}"):
-        return read_records(data)
+        records = read_records(
+            data, on_invalid=(lambda error: skipped.append(error.detail)) if skip_invalid else None
+        )
+    if skipped:
+        typer.echo(f"skipped {len(skipped)} invalid line(s) of {data}:", err=True)
+        for detail in skipped[:_SKIPPED_SHOWN]:
+            typer.echo(f"  {detail}", err=True)
+        if len(skipped) > _SKIPPED_SHOWN:
+            typer.echo(f"  … and {len(skipped) - _SKIPPED_SHOWN} more", err=True)
+    return records
+
+
+_SKIPPED_SHOWN = 5
 
 
 @app.command()
@@ -108,13 +128,14 @@ def train(
     ] = 0.2,
     seed: SeedOption = 0,
     jobs: JobsOption = 1,
+    skip_invalid: SkipInvalidOption = False,
 ) -> None:
     """Train the scorer on every labelled record of DATA; writes the model and its JSON card."""
     from reports_ml.evaluate import holdout_metrics
     from reports_ml.model import card_path, train_model
 
     with _user_errors():
-        records = _read(data)
+        records = _read(data, skip_invalid=skip_invalid)
         metrics: dict[str, float | None] = {}
         if holdout > 0:
             with _stderr.status("measuring on held-out prompts"):
@@ -220,6 +241,7 @@ def score(
         Path | None, typer.Option("--out", help="JSON Lines file to write (default: stdout)"),
     ] = None,
     jobs: JobsOption = 1,
+    skip_invalid: SkipInvalidOption = False,
 ) -> None:
     """Add a ``score`` (probability the answer should be accepted) to every record of DATA."""
     from reports_ml.model import ReportModel
@@ -227,7 +249,7 @@ def score(
 
     with _user_errors():
         trained = ReportModel.load(model)
-        records = _read(data)
+        records = _read(data, skip_invalid=skip_invalid)
         with _progress("scoring", len(records)) as advance:
             scores = trained.score(records, n_jobs=jobs, progress=advance)
     scored = (
