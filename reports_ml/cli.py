@@ -40,6 +40,12 @@ SkipInvalidOption = Annotated[
 ]
 
 
+class LabelSourceChoice(StrEnum):
+    SIMULATED = "simulated"
+    REVIEWERS = "reviewers"
+    UNKNOWN = "unknown"
+
+
 class Split(StrEnum):
     none = "none"
     prompt = "prompt"
@@ -129,6 +135,16 @@ def train(
     seed: SeedOption = 0,
     jobs: JobsOption = 1,
     skip_invalid: SkipInvalidOption = False,
+    labels: Annotated[
+        LabelSourceChoice,
+        typer.Option("--labels", help="where DATA's labels come from, for the model card: "
+                     "simulated (chorus reports simulate) or reviewers (contributors' decisions)"),
+    ] = LabelSourceChoice.SIMULATED,
+    data_licence: Annotated[
+        str | None,
+        typer.Option("--data-licence", help="licence of DATA, for the model card (default: "
+                     "STAPLE's CC BY-NC 4.0 for simulated labels)"),
+    ] = None,
 ) -> None:
     """Train the scorer on every labelled record of DATA; writes the model and its JSON card."""
     from reports_ml.evaluate import holdout_metrics
@@ -144,7 +160,10 @@ def train(
                 )
         labelled = sum(record.label is not None for record in records)
         with _progress("training: features", labelled) as advance:
-            trained = train_model(records, random_state=seed, n_jobs=jobs, progress=advance)
+            trained = train_model(
+                records, random_state=seed, n_jobs=jobs, progress=advance,
+                label_source=labels.value, data_licence=data_licence,
+            )
         assert trained.card is not None
         trained.card = trained.card.model_copy(update={"metrics": metrics})
         trained.save(model)

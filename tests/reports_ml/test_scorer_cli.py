@@ -55,6 +55,10 @@ def test_simulate_train_evaluate_score(workspace: Path) -> None:
     card = json.loads(model.with_suffix(".json").read_text(encoding="utf-8"))
     assert card["n_reports"] == len(records)
     assert card["metrics"]["holdout_auc"] > card["metrics"]["holdout_count_baseline_auc"]
+    assert card["label_source"] == "simulated"
+    assert card["data_licence"].startswith("CC BY-NC 4.0")
+    assert card["sklearn_version"]
+    assert card["intended_use"]
     assert "held-out prompts: AUC" in out
 
     code, out, err = _run("evaluate", str(data), "--model", str(model), "--json")
