@@ -1,5 +1,5 @@
 """Review-service commands, registered in ``reports_ml.cli``: ``import-staple``, ``retrain`` and
-``models list|promote``. Each opens the configured database and model folder (CHORUS_*)."""
+``models list|promote|import``. Each opens the configured database and model folder (CHORUS_*)."""
 
 from __future__ import annotations
 
@@ -120,3 +120,46 @@ def models_promote(
     with _service() as (database, serving):
         rescored = promote_version(database, serving, version)
     typer.echo(f"version {version} promoted; {rescored} open reports rescored")
+
+
+@models_app.command("import")
+def models_import(
+    model: Annotated[
+        Path,
+        typer.Argument(exists=True, dir_okay=False, help="a model written by `reports train`"),
+    ],
+    promote: Annotated[
+        bool, typer.Option("--promote", help="serve it at once and rescore the open reports")
+    ] = False,
+) -> None:
+    """Store a model trained by ``chorus reports train`` as the next version (with its card)."""
+    from datetime import UTC, datetime
+
+    from reports_ml.jobs import promote_version
+    from reports_ml.model import ReportModel
+
+    try:
+        trained = ReportModel.load(model)
+    except ChorusError as exc:
+        _fail(exc.detail)
+    card = trained.card
+    assert card is not None  # a loaded model is a fitted one
+    with _service() as (database, serving):
+        version = serving.registry.add(
+            trained,
+            {
+                "created": datetime.now(UTC).isoformat(timespec="seconds"),
+                "trained_on": card.n_reports,
+                "held_back": int(card.metrics.get("holdout_reports") or 0),
+                "auc": card.metrics.get("holdout_auc"),
+                "compared_with": "count" if "holdout_count_baseline_auc" in card.metrics else None,
+                "compared_auc": card.metrics.get("holdout_count_baseline_auc"),
+            },
+        )
+        typer.echo(
+            f"imported {model} as version {version.version} ({card.label_source} labels, "
+            f"{card.n_reports} reports)"
+        )
+        if promote:
+            rescored = promote_version(database, serving, version.version)
+            typer.echo(f"version {version.version} promoted; {rescored} open reports rescored")
