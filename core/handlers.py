@@ -20,6 +20,7 @@ from core.errors import (
     DatabaseUnavailable,
     Forbidden,
     InvalidInput,
+    StorageUnavailable,
     problem_body,
 )
 
@@ -177,7 +178,8 @@ def document_problems(app: FastAPI) -> None:
     Routes name their own domain errors (``responses=problem_responses(...)``); this adds what
     follows from the operation itself: 401/403 for a role key, 401/403 for a consent token,
     422 ``invalid_input`` (our problem document, in place of FastAPI's own validation schema)
-    where there are parameters or a body, and 503 ``database_unavailable`` behind credentials.
+    where there are parameters or a body, and 503 ``database_unavailable`` and
+    ``storage_unavailable`` behind credentials.
     """
     generate = app.openapi
 
@@ -204,7 +206,7 @@ def _add_shared_problems(operation: dict[str, Any]) -> None:
             responses.pop("422", None)  # FastAPI's own schema; ours answers problem+json
         errors.append(InvalidInput)
     if errors:
-        errors.append(DatabaseUnavailable)
+        errors += (DatabaseUnavailable, StorageUnavailable)
     problem_responses(*errors, into=responses)
 
 
