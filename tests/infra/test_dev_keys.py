@@ -5,6 +5,8 @@ tests/ingest/test_cli.py)."""
 from __future__ import annotations
 
 import re
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -40,3 +42,18 @@ def test_run_scaled_makes_and_serves_the_same_pair(dev_keys: Path) -> None:
     assert served == ["var/keys/public.pem"]
     assert (dev_keys / served[0]).is_file()
 
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
+@pytest.mark.parametrize(("arguments", "port"), [((), "8000"), (("PORT=8123",), "8123")])
+def test_make_run_serves_on_the_port_given_with_the_dev_pair(
+    arguments: tuple[str, ...], port: str
+) -> None:
+    planned = subprocess.run(
+        ["make", "-n", "-C", str(REPO_ROOT), "run", *arguments],
+        capture_output=True, text=True, check=True, timeout=30,
+    ).stdout.splitlines()
+    serve = [line for line in planned if line.endswith("chorus serve")]
+    assert serve == [
+        f"CHORUS_CONSENT_PUBLIC_KEY=var/keys/public.pem CHORUS_PORT={port} .venv/bin/chorus serve"
+    ]
