@@ -5,13 +5,14 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEV_KEYS := var/keys
+PORT ?= 8000
 
-.PHONY: install run test lint pytest system-deps bench clean
+.PHONY: install run test lint pytest system-deps bench clean lock
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip setuptools wheel
-	$(BIN)/pip install --quiet -e '.[dev]'
+	PIP_CONSTRAINT=requirements.lock $(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -23,10 +24,10 @@ system-deps:
 	  else sudo apt-get update -qq && sudo apt-get install -y -qq chromium nginx >/dev/null; fi; }
 
 $(DEV_KEYS)/public.pem: $(STAMP)
-	$(BIN)/chorus consent keygen --out $(DEV_KEYS)
+	$(BIN)/chorus consent keygen
 
 run: install $(DEV_KEYS)/public.pem
-	CHORUS_CONSENT_PUBLIC_KEY=$(DEV_KEYS)/public.pem $(BIN)/chorus serve
+	CHORUS_CONSENT_PUBLIC_KEY=$(DEV_KEYS)/public.pem CHORUS_PORT=$(PORT) $(BIN)/chorus serve
 
 lint: install
 	$(BIN)/ruff check .
@@ -41,6 +42,13 @@ bench: install
 	$(BIN)/python benchmarks/scorer.py --quick
 	$(BIN)/python benchmarks/ingest.py --quick
 	$(BIN)/python benchmarks/release.py --quick
+
+# Re-pin every dependency (runtime and dev) after a change to pyproject.toml; keeps the pins it
+# can. The lock names no package index: pip uses whichever the machine is configured with.
+lock: install
+	$(BIN)/pip install --quiet pip-tools
+	$(BIN)/pip-compile --quiet --extra dev --strip-extras --no-emit-index-url \
+	  --no-emit-trusted-host --no-emit-find-links --output-file requirements.lock pyproject.toml
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

@@ -24,6 +24,8 @@ from aggregate.models import (
 from aggregate.release import shard_key
 from aggregate.tables import Release
 from core.deps import AuditorRole, ResearcherRole, SessionDep, StoreDep
+from core.errors import NotFound
+from core.handlers import problem_responses
 from core.text import StorableText
 from policies.deps import PolicyDep
 
@@ -67,7 +69,10 @@ def list_releases(
 @router.get(
     "/v1/releases/{release_id}",
     response_class=StreamingResponse,
-    responses={200: {"model": ManifestRead, "content": {"application/json": {}}}},
+    responses={
+        200: {"model": ManifestRead, "content": {"application/json": {}}},
+        **problem_responses(NotFound),
+    },
 )
 def get_release(
     release_id: ReleaseId, _role: ResearcherRole, session: SessionDep, store: StoreDep
@@ -80,7 +85,10 @@ def get_release(
 @router.get(
     "/v1/releases/{release_id}/clips/{clip_id}",
     response_class=Response,
-    responses={200: {"content": {"audio/flac": {}}, "description": "the clip"}},
+    responses={
+        200: {"content": {"audio/flac": {}}, "description": "the clip"},
+        **problem_responses(NotFound),
+    },
 )
 def get_clip(
     release_id: ReleaseId,
@@ -120,6 +128,7 @@ _FILE_TYPES = {".tar": "application/x-tar", ".csv": "text/csv", ".tsv": "text/ta
         200: {"description": "the file"},
         206: {"description": "the range asked for"},
         307: {"description": "with ?presigned=true on an S3 store: a short-lived URL"},
+        **problem_responses(NotFound),
     },
 )
 def get_release_file(
@@ -158,6 +167,7 @@ def get_release_file(
     responses={
         200: {"content": {"application/x-tar": {}}},
         206: {"description": "the range asked for"},
+        **problem_responses(NotFound),
     },
 )
 def get_archive(
@@ -179,7 +189,11 @@ def get_archive(
     )
 
 
-@router.get("/v1/aggregates/{exercise_id}", response_model=AggregateRead)
+@router.get(
+    "/v1/aggregates/{exercise_id}",
+    response_model=AggregateRead,
+    responses=problem_responses(NotFound),
+)
 def get_aggregate(exercise_id: ExerciseIdParam, _role: ResearcherRole, session: SessionDep) -> Any:
     """Statistics over every released batch of an exercise."""
     count, stats = service.aggregate(session, exercise_id)

@@ -2,9 +2,22 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
 EXERCISES = [f"digit-{d}" for d in range(10)]
+
+
+def data_dir() -> Path:
+    """The full data sets: ``CHORUS_DATA_DIR``, by default ``../shared/data`` beside the repo."""
+    configured = os.environ.get("CHORUS_DATA_DIR")
+    return Path(configured) if configured else REPO_ROOT.parent / "shared" / "data"
+
+
+def fsdd_recordings() -> Path:
+    return data_dir() / "fsdd" / "recordings"
 
 
 def embedded_service(workdir: Path, **settings: str) -> tuple[dict[str, str], str]:

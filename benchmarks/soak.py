@@ -36,11 +36,10 @@ import httpx
 import numpy as np
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-FSDD = REPO_ROOT / ".." / "shared" / "data" / "fsdd" / "recordings"
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from benchmarks.service_env import EXERCISES, embedded_service  # noqa: E402
+from benchmarks.service_env import EXERCISES, embedded_service, fsdd_recordings  # noqa: E402
 from ingest.consent import load_private_key, mint_token  # noqa: E402
 from tests.e2e.procs import ChorusProcess, descendants, rss_kib  # noqa: E402
 
@@ -95,6 +94,10 @@ class SoakResult:
         return sum(w.errors for w in self.windows)
 
     @property
+    def shed(self) -> int:
+        return sum(w.shed for w in self.windows)
+
+    @property
     def error_rate(self) -> float:
         return self.errors / self.uploads if self.uploads else 0.0
 
@@ -114,11 +117,12 @@ def rss_total_kib(pid: int) -> int:
     return total
 
 
-def load_clips(count: int = 60) -> list[bytes]:
-    files = sorted(FSDD.glob("*.wav"))[::37]
+def load_clips(fsdd: Path, count: int = 60) -> list[bytes]:
+    files = sorted(fsdd.glob("*.wav"))
+    files = files[:: max(1, len(files) // 80)]
     clips = [path.read_bytes() for path in files if path.stat().st_size > 8000]
     if len(clips) < 10:
-        raise SystemExit(f"too few FSDD recordings in {FSDD}")
+        raise SystemExit(f"too few FSDD recordings in {fsdd}")
     return clips[:count]
 
 
@@ -302,7 +306,7 @@ async def _drive(server: ChorusProcess, clips: list[bytes], private_pem: str,
 
 def run_soak(args: argparse.Namespace) -> SoakResult:
     result = SoakResult(0.0, 0.0, args.duration, args.window)
-    clips = load_clips()
+    clips = load_clips(args.fsdd)
     with tempfile.TemporaryDirectory(prefix="chorus-soak-") as tmp:
         workdir = Path(tmp)
         env, private_pem = prepare_service(workdir, release_interval=args.release_interval)
@@ -367,6 +371,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--release-interval", type=int, default=15,
                         help="seconds between release cycles in the server")
     parser.add_argument("--out", type=Path, help="also write the Markdown table here")
+    parser.add_argument("--fsdd", type=Path, default=fsdd_recordings(),
+                        help="folder of FSDD WAV recordings (default: CHORUS_DATA_DIR's)")
     return parser.parse_args(argv)
 
 

@@ -13,12 +13,19 @@ from fastapi.responses import JSONResponse
 from aggregate.jobs import schedule_release_job
 from aggregate.routes import audit_router as aggregate_audit_router
 from aggregate.routes import router as aggregate_router
+from chorus.docs import add_offline_docs
 from chorus.routes import router as verify_router
 from core.db import Database
 from core.deps import OperatorOrAuditorRole
 from core.errors import ChorusError, ConfigurationError
-from core.handlers import PROBLEM_RESPONSES, install_error_handlers, problem_response
-from core.keystore import KeyStore, open_key_store
+from core.handlers import (
+    PROBLEM_RESPONSES,
+    document_problems,
+    install_error_handlers,
+    problem_response,
+)
+from core.idempotency import open_idempotency_store
+from core.keystore import KeyStore, namespace_for, open_key_store
 from core.limits import BodyLimitMiddleware
 from core.logs import AccessLogMiddleware
 from core.metrics import render_metrics
@@ -116,11 +123,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         summary="Consent-gated speech collection released only in k-anonymous batches",
         lifespan=lifespan,
         responses=PROBLEM_RESPONSES,
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.database = database
     app.state.store = store
     app.state.keys = keys
+    app.state.idempotency = open_idempotency_store(
+        settings.key_store_url,
+        namespace=namespace_for(settings.database_url),
+        ttl_s=settings.idempotency_ttl_s,
+    )
     app.state.policy = policy
     app.state.serving_model = ServingModel(
         ModelRegistry(database, store), poll_s=settings.model_poll_s
@@ -139,6 +153,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(verify_router)
     app.include_router(reports_router)
     _add_operational_routes(app)
+    add_offline_docs(app)
+    document_problems(app)
     return app
 
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import sys
-from typing import Annotated, Any
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -12,6 +14,9 @@ from core.auth import Role, create_key
 from core.errors import ChorusError, DatabaseUnavailable, StorageUnavailable
 from core.files import set_private_umask
 from core.settings import Settings, get_settings
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
 
 app = typer.Typer(
     name="chorus",
@@ -107,26 +112,64 @@ def db_upgrade() -> None:
     typer.echo("database schema is up to date")
 
 
+@contextlib.contextmanager
+def _keys_session() -> Iterator[Session]:
+    """A write session on the service's database (migrated first), errors as one line."""
+    from core.db import Database
+
+    database = Database(get_settings().database_url)
+    try:
+        database.upgrade()
+        with database.session(write=True) as session:
+            yield session
+    except ChorusError as exc:
+        fail(exc.detail)
+    finally:
+        database.dispose()
+
+
 @keys_app.command("create")
 def keys_create(
     role: Annotated[Role, typer.Option(help="the key's role")],
     name: Annotated[str, typer.Option(help="who or what holds the key")],
 ) -> None:
     """Create a role key and print it once; only its hash is stored."""
-    from core.db import Database
     from policies.audit import append
 
-    database = Database(get_settings().database_url)
-    try:
-        database.upgrade()
-        with database.session() as session:
-            key = create_key(session, role=role, name=name)
-            append(session, kind="key_created", body={"role": role.value, "name": name})
-    except ChorusError as exc:
-        fail(exc.detail)
-    finally:
-        database.dispose()
+    with _keys_session() as session:
+        key = create_key(session, role=role, name=name)
+        append(session, kind="key_created", body={"role": role.value, "name": name})
     typer.echo(key)
+
+
+@keys_app.command("list")
+def keys_list() -> None:
+    """List role keys: id, role, name and whether revoked (the keys themselves are not kept)."""
+    from core.auth import get_all
+
+    with _keys_session() as session:
+        rows = [(key.id, key.role, key.name, "revoked" if key.revoked else "active")
+                for key in get_all(session)]
+    if not rows:
+        typer.echo("no role keys yet (chorus keys create --role ROLE --name NAME)")
+        return
+    for key_id, role, name, state in rows:
+        typer.echo(f"{key_id}  {role:<11}  {state:<7}  {name}")
+
+
+@keys_app.command("revoke")
+def keys_revoke(
+    key_id: Annotated[str, typer.Argument(help="the key's id, from `chorus keys list`")],
+) -> None:
+    """Revoke a role key: it answers 401 from now on."""
+    from core.auth import revoke_key
+    from policies.audit import append
+
+    with _keys_session() as session:
+        if not revoke_key(session, key_id=key_id):
+            fail(f"no role key with id {key_id!r} (see chorus keys list)")
+        append(session, kind="key_revoked", body={"id": key_id})
+    typer.echo(f"revoked {key_id}")
 
 
 def _register_domains() -> None:

@@ -10,15 +10,26 @@ import enum
 import hashlib
 import secrets
 from collections.abc import Callable
+from typing import Annotated
 
 import sqlalchemy as sa
-from fastapi import Request
+from fastapi import Request, Security
+from fastapi.security import APIKeyHeader
 from sqlalchemy.orm import Session
 
 from core.errors import AuthError, Forbidden
 from core.tables import ApiKey
 
 API_KEY_HEADER = "X-API-Key"
+# Declares the header in OpenAPI (``securitySchemes.RoleKey``); the check itself is ours, so a
+# missing key is our own 401 problem document, not FastAPI's.
+ROLE_KEY = APIKeyHeader(
+    name=API_KEY_HEADER,
+    scheme_name="RoleKey",
+    description="A role key (`chorus keys create --role ROLE`): researcher, auditor, "
+    "contributor, admin or app. Each route admits only the roles it names.",
+    auto_error=False,
+)
 
 
 class Role(enum.StrEnum):
@@ -41,6 +52,11 @@ def create_key(session: Session, *, role: Role, name: str) -> str:
     return key
 
 
+def get_all(session: Session) -> list[ApiKey]:
+    """Every key's id, role, name and state (never a key: only hashes are stored)."""
+    return list(session.scalars(sa.select(ApiKey).order_by(ApiKey.role, ApiKey.name, ApiKey.id)))
+
+
 def revoke_key(session: Session, *, key_id: str) -> bool:
     row = session.get(ApiKey, key_id)
     if row is None:
@@ -57,12 +73,11 @@ def role_of(session: Session, key: str) -> Role | None:
     return Role(row) if row is not None else None
 
 
-def require_roles(*roles: Role) -> Callable[[Request], Role]:
+def require_roles(*roles: Role) -> Callable[[Request, str | None], Role]:
     """A FastAPI dependency admitting only ``roles``; returns the caller's role."""
     allowed = frozenset(roles)
 
-    def dependency(request: Request) -> Role:
-        key = request.headers.get(API_KEY_HEADER, "")
+    def dependency(request: Request, key: Annotated[str | None, Security(ROLE_KEY)]) -> Role:
         if not key:
             raise AuthError(f"send a role key in the {API_KEY_HEADER} header")
         database = request.app.state.database

@@ -467,11 +467,21 @@ def alembic_config(url: str) -> Config:
     return config
 
 
+def describe(url: str) -> str:
+    """Where a database URL points, for an operator: backend, host, port and name, no password."""
+    parsed = make_url(url)
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        return f"the SQLite database {parsed.database}"
+    where = f"{parsed.host or 'localhost'}" + (f":{parsed.port}" if parsed.port else "")
+    return f"the {backend} server at {where} (database {parsed.database})"
+
+
 def upgrade(url: str, revision: str = "heads") -> None:
     """Apply every migration up to ``revision`` (all heads by default)."""
     engine = make_engine(url)
     try:
-        with translate_db_errors(), engine.begin() as connection:
+        with _naming_the_server(url), translate_db_errors(), engine.begin() as connection:
             if connection.dialect.name == "postgresql":
                 # Replicas starting together take turns; the later ones find the schema current.
                 connection.execute(
@@ -482,6 +492,20 @@ def upgrade(url: str, revision: str = "heads") -> None:
             command.upgrade(config, revision)
     finally:
         engine.dispose()
+
+
+@contextlib.contextmanager
+def _naming_the_server(url: str) -> Iterator[None]:
+    """The operator's version of a 503: which server could not be reached, and the driver's
+    reason (its first line: no query, no values)."""
+    try:
+        yield
+    except DatabaseUnavailable as exc:
+        cause = exc.__cause__
+        original = cause.orig if isinstance(cause, DBAPIError) else cause
+        reason = str(original).strip().splitlines()[0][:300] if original is not None else ""
+        detail = f"cannot connect to {describe(url)}" + (f": {reason}" if reason else "")
+        raise DatabaseUnavailable(detail) from cause
 
 
 def current_revisions(url: str) -> set[str]:

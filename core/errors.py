@@ -13,6 +13,7 @@ Every error a user can see has a stable ``code``; routes never raise ``HTTPExcep
     │   └── BlobNotFound             404 not_found
     ├── Conflict                     409 conflict
     │   ├── ContributionLimit        409 contribution_limit
+    │   ├── IdempotencyKeyBusy       409 idempotency_key_busy
     │   └── AlreadyDecided           409 already_decided
     ├── UploadTimeout                408 upload_timeout
     ├── PayloadTooLarge              413 payload_too_large
@@ -107,6 +108,11 @@ class Conflict(ChorusError):
 class ContributionLimit(Conflict):
     code = "contribution_limit"
     title = "Contribution limit for this exercise reached"
+
+
+class IdempotencyKeyBusy(Conflict):
+    code = "idempotency_key_busy"
+    title = "An upload with this Idempotency-Key is still being handled"
 
 
 class AlreadyDecided(Conflict):

@@ -1,4 +1,5 @@
-"""One place that turns every error into RFC 9457 problem+json."""
+"""One place that turns every error into RFC 9457 problem+json, and that documents, per
+route, which problem codes it may answer."""
 
 from __future__ import annotations
 
@@ -11,7 +12,18 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DataError, DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from core.errors import ChorusError, DatabaseUnavailable, UnstorableInput, problem_body
+from core.errors import (
+    AuthError,
+    ChorusError,
+    ConsentInvalid,
+    ConsentScopeInvalid,
+    DatabaseUnavailable,
+    Forbidden,
+    InvalidInput,
+    StorageUnavailable,
+    UnstorableInput,
+    problem_body,
+)
 from core.text import UNSTORABLE_ERROR_TYPES
 
 PROBLEM_JSON = "application/problem+json"
@@ -37,6 +49,13 @@ PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
         ("4XX", "the request was refused (RFC 9457 problem document)"),
         ("5XX", "the service or a dependency failed (RFC 9457 problem document)"),
     )
+}
+# Seconds a client should wait before retrying a 503: every 503 says so (RFC 9110 §10.2.3).
+RETRY_AFTER_S = 5
+# What a route's security scheme (by OpenAPI name) adds to the problems it may answer.
+SCHEME_PROBLEMS: dict[str, tuple[type[ChorusError], ...]] = {
+    "RoleKey": (AuthError, Forbidden),
+    "ConsentToken": (ConsentInvalid, ConsentScopeInvalid),
 }
 _logger = logging.getLogger("chorus.errors")
 _HTTP_CODES = {
@@ -65,11 +84,13 @@ def problem_response(
         headers["WWW-Authenticate"] = "Bearer"
     if retry_after_s is not None:
         headers["Retry-After"] = str(retry_after_s)
+    elif status == 503:
+        headers["Retry-After"] = str(RETRY_AFTER_S)
     return JSONResponse(
         problem_body(status=status, code=code, title=title, detail=detail, **extra),
         status_code=status,
         media_type=PROBLEM_JSON,
-        headers=headers,
+        headers=headers or None,
     )
 
 
@@ -142,6 +163,78 @@ async def _unexpected_error(_request: Request, exc: Exception) -> JSONResponse:
         title="Internal error",
         detail="The service failed to handle this request.",
     )
+
+
+def problem_responses(
+    *errors: type[ChorusError], into: dict[int | str, Any] | None = None
+) -> dict[int | str, Any]:
+    """OpenAPI ``responses`` naming each error's status and stable code, with an example each.
+
+    Merged into ``into`` (a route's own ``responses``) when given: codes of one status join.
+    """
+    responses: dict[int | str, Any] = into if into is not None else {}
+    for error in errors:
+        entry = responses.setdefault(str(error.status), {"description": ""})
+        content = entry.setdefault("content", {}).setdefault(PROBLEM_JSON, {})
+        examples = content.setdefault("examples", {})
+        if error.code in examples:
+            continue
+        examples[error.code] = {
+            "summary": error.title,
+            "value": problem_body(
+                status=error.status, code=error.code, title=error.title, detail=error.title
+            ),
+        }
+        codes = list(examples)
+        content["schema"] = {
+            **PROBLEM_SCHEMA,
+            "properties": {
+                **PROBLEM_SCHEMA["properties"],
+                "code": {"type": "string", "enum": codes, "description": "stable error code"},
+            },
+        }
+        entry["description"] = "; ".join(
+            f"`{code}`: {example['summary']}" for code, example in examples.items()
+        )
+    return responses
+
+
+def document_problems(app: FastAPI) -> None:
+    """Add to every operation of ``app``'s OpenAPI document the problems it shares with others.
+
+    Routes name their own domain errors (``responses=problem_responses(...)``); this adds what
+    follows from the operation itself: 401/403 for a role key, 401/403 for a consent token,
+    422 ``invalid_input`` (our problem document, in place of FastAPI's own validation schema)
+    where there are parameters or a body, and 503 ``database_unavailable`` and
+    ``storage_unavailable`` behind credentials.
+    """
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            for operations in generate()["paths"].values():
+                for operation in operations.values():
+                    _add_shared_problems(operation)
+        return app.openapi_schema or generate()
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _add_shared_problems(operation: dict[str, Any]) -> None:
+    errors: list[type[ChorusError]] = [
+        error
+        for requirement in operation.get("security", ())
+        for name in requirement
+        for error in SCHEME_PROBLEMS.get(name, ())
+    ]
+    responses = operation.setdefault("responses", {})
+    if operation.get("parameters") or operation.get("requestBody"):
+        if PROBLEM_JSON not in responses.get("422", {}).get("content", {}):
+            responses.pop("422", None)  # FastAPI's own schema; ours answers problem+json
+        errors.append(InvalidInput)
+    if errors:
+        errors += (DatabaseUnavailable, StorageUnavailable)
+    problem_responses(*errors, into=responses)
 
 
 def install_error_handlers(app: FastAPI) -> None:

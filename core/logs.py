@@ -50,7 +50,7 @@ def configure_logging(level: str = "INFO") -> None:
         logger.handlers[:] = []
         logger.propagate = True
     # HTTP client libraries log full URLs, query strings included.
-    for chatty in ("httpx", "httpx2", "httpcore", "botocore", "boto3", "urllib3", "s3transfer"):
+    for chatty in ("httpx", "httpcore", "botocore", "boto3", "urllib3", "s3transfer"):
         logging.getLogger(chatty).setLevel(logging.WARNING)
     access = logging.getLogger("uvicorn.access")
     access.handlers[:] = []

@@ -50,6 +50,9 @@ class Settings(BaseSettings):
     storage_min_free_mb: int = Field(
         default=100, ge=0, description="/readyz is not ready when the file store has less free"
     )
+    idempotency_ttl_s: int = Field(
+        default=3600, ge=60, le=86400, description="how long an upload's Idempotency-Key holds"
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     header_timeout_s: float = Field(
         default=10.0, gt=0, le=300, description="close a connection whose request headers "

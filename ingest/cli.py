@@ -11,6 +11,9 @@ import typer
 from core.errors import ChorusError
 from core.files import make_private_dir, write_private_bytes
 
+# Where ``make run`` keeps its development key pair, relative to the working directory.
+DEV_KEY_DIR = Path("var/keys")
+
 consent_app = typer.Typer(
     help="Consent keys and tokens for development, tests and the demo.", no_args_is_help=True
 )
@@ -23,7 +26,9 @@ def _fail(message: str) -> None:
 
 @consent_app.command("keygen")
 def consent_keygen(
-    out: Annotated[Path, typer.Option(help="folder for private.pem (0600) and public.pem")],
+    out: Annotated[
+        Path, typer.Option(help="folder for private.pem (0600) and public.pem")
+    ] = DEV_KEY_DIR,
 ) -> None:
     """Create an Ed25519 key pair standing in for the app's account service."""
     from ingest.consent import generate_keypair
@@ -48,7 +53,9 @@ def consent_mint(
     child: Annotated[bool, typer.Option("--child", help="flag the learner as a child")] = False,
     version: Annotated[str, typer.Option(help="consent version")] = "speech-research-v1",
     ttl: Annotated[int, typer.Option(min=1, help="lifetime in seconds")] = 3600,
-    key: Annotated[Path, typer.Option(help="private key PEM")] = Path("private.pem"),
+    key: Annotated[
+        Path, typer.Option(help="private key PEM (default: the pair `make run` uses)")
+    ] = DEV_KEY_DIR / "private.pem",
 ) -> None:
     """Print a signed consent token (development, tests and the demo)."""
     from ingest.consent import mint_token

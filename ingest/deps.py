@@ -10,19 +10,33 @@ from typing import Annotated
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from fastapi import Depends, Request
+from fastapi.security import HTTPBearer
 
 from core.db import Database
 from core.errors import Unavailable
+from core.idempotency import IdempotencyStore
 from ingest.decoder import DecoderPool
 from policies.deps import PolicyDep
 
 __all__ = [
+    "CONSENT_TOKEN",
     "ConsentKeyDep",
     "DecoderDep",
+    "IdempotencyDep",
     "PolicyDep",
     "StorageUrlDep",
     "UploadDatabaseDep",
 ]
+
+# Declares the bearer token in OpenAPI (``securitySchemes.ConsentToken``); the routes check the
+# header themselves (``ingest.consent``), so the answers stay our own problem documents.
+CONSENT_TOKEN = HTTPBearer(
+    scheme_name="ConsentToken",
+    bearerFormat="JWT",
+    description="The learner's consent token: an EdDSA-signed JWT from the app's account "
+    "service (claims: docs/consent-token.md).",
+    auto_error=False,
+)
 
 
 async def get_consent_key(request: Request) -> Ed25519PublicKey:
@@ -51,6 +65,12 @@ async def get_storage_url(request: Request) -> str:
     return url
 
 
+async def get_idempotency(request: Request) -> IdempotencyStore:
+    store: IdempotencyStore = request.app.state.idempotency
+    return store
+
+
+IdempotencyDep = Annotated[IdempotencyStore, Depends(get_idempotency)]
 ConsentKeyDep = Annotated[Ed25519PublicKey, Depends(get_consent_key)]
 DecoderDep = Annotated[DecoderPool, Depends(get_decoder)]
 UploadDatabaseDep = Annotated[Database, Depends(get_database)]

@@ -15,20 +15,41 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from typing import Annotated
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Header, Request, Security
 from starlette.concurrency import run_in_threadpool
 
 from core.db import Database
 from core.deps import DatabaseDep, KeyStoreDep, StoreDep
-from core.errors import ChorusError, MinorRefused, UploadTimeout
+from core.errors import (
+    ChorusError,
+    ContributionLimit,
+    DatabaseUnavailable,
+    DecoderUnavailable,
+    ExerciseNotEligible,
+    IdempotencyKeyBusy,
+    InvalidAudio,
+    InvalidMetadata,
+    MinorRefused,
+    NoSpeech,
+    PayloadTooLarge,
+    StorageUnavailable,
+    Unavailable,
+    UnsupportedAudio,
+    UploadTimeout,
+)
+from core.handlers import problem_responses
+from core.idempotency import Claim, IdempotencyStore, key_hash
 from core.metrics import leave_uncounted
 from exercises.catalog import eligibility_cache
 from ingest import metrics, service
 from ingest.consent import bearer_token, check_age, verify_consent
 from ingest.deps import (
+    CONSENT_TOKEN,
     ConsentKeyDep,
     DecoderDep,
+    IdempotencyDep,
     PolicyDep,
     StorageUrlDep,
     UploadDatabaseDep,
@@ -76,6 +97,23 @@ _UPLOAD_BODY = {
     response_model=ClipAcceptedRead,
     summary="Upload a consented recording of an exercise",
     openapi_extra=_UPLOAD_BODY,
+    dependencies=[Security(CONSENT_TOKEN)],
+    responses=problem_responses(
+        MinorRefused,
+        UploadTimeout,
+        ContributionLimit,
+        IdempotencyKeyBusy,
+        PayloadTooLarge,
+        UnsupportedAudio,
+        InvalidMetadata,
+        ExerciseNotEligible,
+        InvalidAudio,
+        NoSpeech,
+        Unavailable,
+        DecoderUnavailable,
+        DatabaseUnavailable,
+        StorageUnavailable,
+    ),
 )
 async def upload_clip(
     request: Request,
@@ -84,7 +122,18 @@ async def upload_clip(
     database: UploadDatabaseDep,
     storage_url: StorageUrlDep,
     decoder: DecoderDep,
+    idempotency: IdempotencyDep,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            alias="Idempotency-Key",
+            description="A fresh random value per upload (8–128 of letters, digits, '._:-'). "
+            "A retry with the same key within the window (an hour by default) gets the first "
+            "answer, 201, instead of 409 contribution_limit; only its hash is kept, in memory.",
+        ),
+    ] = None,
 ) -> ClipAcceptedRead:
+    claimed: str | None = None
     try:
         # 1–2: consent and age, from the headers alone.
         consent = verify_consent(
@@ -93,6 +142,11 @@ async def upload_clip(
             policy=policy,
         )
         check_age(consent, policy=policy)
+        if idempotency_key is not None:
+            digest = key_hash(idempotency_key)
+            if await _claim(idempotency, digest) is Claim.DONE:
+                return ClipAcceptedRead()  # the first answer, which the client lost
+            claimed = digest
         check_content_length(
             request.headers.get("content-length"), max_upload_bytes=policy.max_upload_bytes
         )
@@ -125,11 +179,25 @@ async def upload_clip(
         # A minor's attempt is neither stored, counted nor logged (P2).
         leave_uncounted(request.scope)
         raise
-    except ChorusError as exc:
-        metrics.UPLOADS.labels(outcome=exc.code).inc()
+    except BaseException as exc:
+        if claimed is not None:  # refused or failed: a retry with this key runs afresh
+            await run_in_threadpool(idempotency.release, claimed)
+        if isinstance(exc, ChorusError):
+            metrics.UPLOADS.labels(outcome=exc.code).inc()
         raise
+    if claimed is not None:
+        await run_in_threadpool(idempotency.complete, claimed)
     metrics.UPLOADS.labels(outcome="accepted").inc()
     return ClipAcceptedRead()
+
+
+async def _claim(idempotency: IdempotencyStore, digest: str) -> Claim:
+    claim = await run_in_threadpool(idempotency.claim, digest)
+    if claim is Claim.BUSY:
+        raise IdempotencyKeyBusy(
+            "an upload with this Idempotency-Key is still being handled; retry in a moment"
+        )
+    return claim
 
 
 async def _body_chunks(request: Request) -> AsyncIterator[bytes]:
@@ -182,6 +250,8 @@ async def _admit_metadata(raw: bytes, database: Database, policy: Policy) -> Par
     "/v1/consent/withdrawals",
     response_model=WithdrawalRead,
     summary="Withdraw consent: remove the learner's pending clips",
+    dependencies=[Security(CONSENT_TOKEN)],
+    responses=problem_responses(Unavailable, DatabaseUnavailable, StorageUnavailable),
 )
 def withdraw_consent(
     request: Request,

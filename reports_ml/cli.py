@@ -31,6 +31,19 @@ DataArgument = Annotated[
 ]
 JobsOption = Annotated[int, typer.Option("--jobs", min=1, help="worker processes for features")]
 SeedOption = Annotated[int, typer.Option("--seed", help="random seed")]
+SkipInvalidOption = Annotated[
+    bool,
+    typer.Option(
+        "--skip-invalid",
+        help="leave out malformed lines (counted, the first few named) instead of stopping",
+    ),
+]
+
+
+class LabelSourceChoice(StrEnum):
+    SIMULATED = "simulated"
+    REVIEWERS = "reviewers"
+    UNKNOWN = "unknown"
 
 
 class Split(StrEnum):
@@ -59,11 +72,24 @@ def _progress(description: str, total: int) -> Iterator[Callable[[int], None]]:
         yield lambda advance: progress.advance(task, advance)
 
 
-def _read(data: Path) -> list[ReportRecord]:
+def _read(data: Path, *, skip_invalid: bool = False) -> list[ReportRecord]:
     from reports_ml.staple import read_records
 
+    skipped: list[str] = []
     with _stderr.status(f"reading {data}"):
-        return read_records(data)
+        records = read_records(
+            data, on_invalid=(lambda error: skipped.append(error.detail)) if skip_invalid else None
+        )
+    if skipped:
+        typer.echo(f"skipped {len(skipped)} invalid line(s) of {data}:", err=True)
+        for detail in skipped[:_SKIPPED_SHOWN]:
+            typer.echo(f"  {detail}", err=True)
+        if len(skipped) > _SKIPPED_SHOWN:
+            typer.echo(f"  … and {len(skipped) - _SKIPPED_SHOWN} more", err=True)
+    return records
+
+
+_SKIPPED_SHOWN = 5
 
 
 @app.command()
@@ -108,13 +134,24 @@ def train(
     ] = 0.2,
     seed: SeedOption = 0,
     jobs: JobsOption = 1,
+    skip_invalid: SkipInvalidOption = False,
+    labels: Annotated[
+        LabelSourceChoice,
+        typer.Option("--labels", help="where DATA's labels come from, for the model card: "
+                     "simulated (chorus reports simulate) or reviewers (contributors' decisions)"),
+    ] = LabelSourceChoice.SIMULATED,
+    data_licence: Annotated[
+        str | None,
+        typer.Option("--data-licence", help="licence of DATA, for the model card (default: "
+                     "STAPLE's CC BY-NC 4.0 for simulated labels)"),
+    ] = None,
 ) -> None:
     """Train the scorer on every labelled record of DATA; writes the model and its JSON card."""
     from reports_ml.evaluate import holdout_metrics
     from reports_ml.model import card_path, train_model
 
     with _user_errors():
-        records = _read(data)
+        records = _read(data, skip_invalid=skip_invalid)
         metrics: dict[str, float | None] = {}
         if holdout > 0:
             with _stderr.status("measuring on held-out prompts"):
@@ -123,7 +160,10 @@ def train(
                 )
         labelled = sum(record.label is not None for record in records)
         with _progress("training: features", labelled) as advance:
-            trained = train_model(records, random_state=seed, n_jobs=jobs, progress=advance)
+            trained = train_model(
+                records, random_state=seed, n_jobs=jobs, progress=advance,
+                label_source=labels.value, data_licence=data_licence,
+            )
         assert trained.card is not None
         trained.card = trained.card.model_copy(update={"metrics": metrics})
         trained.save(model)
@@ -220,6 +260,7 @@ def score(
         Path | None, typer.Option("--out", help="JSON Lines file to write (default: stdout)"),
     ] = None,
     jobs: JobsOption = 1,
+    skip_invalid: SkipInvalidOption = False,
 ) -> None:
     """Add a ``score`` (probability the answer should be accepted) to every record of DATA."""
     from reports_ml.model import ReportModel
@@ -227,7 +268,7 @@ def score(
 
     with _user_errors():
         trained = ReportModel.load(model)
-        records = _read(data)
+        records = _read(data, skip_invalid=skip_invalid)
         with _progress("scoring", len(records)) as advance:
             scores = trained.score(records, n_jobs=jobs, progress=advance)
     scored = (

@@ -85,7 +85,7 @@ def held_back(course: str, prompt_id: str) -> bool:
 def _train_model(records: Sequence[ReportRecord], random_state: int) -> SavableModel:
     from reports_ml.model import train_model
 
-    model: SavableModel = train_model(records, random_state=random_state)
+    model: SavableModel = train_model(records, random_state=random_state, label_source="reviewers")
     return model
 
 

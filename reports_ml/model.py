@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import platform
 import warnings
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -19,6 +20,7 @@ from typing import Any
 
 import joblib
 import numpy as np
+import sklearn
 from scipy import sparse
 from scipy.special import expit
 from sklearn.exceptions import ConvergenceWarning
@@ -26,7 +28,7 @@ from sklearn.linear_model import LogisticRegression
 
 from core.errors import InvalidInput
 from reports_ml.features import DENSE_FEATURES, FeatureExtractor, Features, FeatureSet
-from reports_ml.models import ModelCard, ReportLike, ReportRecord
+from reports_ml.models import LabelSource, ModelCard, ReportLike, ReportRecord
 
 __all__ = [
     "FORMAT_VERSION",
@@ -191,6 +193,32 @@ class ReportModel:
 
 
 
+DATA_LICENCES: dict[LabelSource, str] = {
+    "simulated": "CC BY-NC 4.0: simulated from the Duolingo STAPLE 2020 gold data (Mayhew et al. "
+    "2020); research and other non-commercial use only",
+    "reviewers": "the deployment's own learner reports and contributor decisions",
+}
+INTENDED_USE = (
+    "Ranks learners' reports that a translation should have been accepted, so course "
+    "contributors review the likely-right ones first. A contributor decides every report; the "
+    "score only orders the queue. Not for accepting or rejecting answers on its own, nor for "
+    "judging learners."
+)
+LIMITATIONS = (
+    "Trained on the labels named in label_source: simulated labels come from a simulator over "
+    "STAPLE gold sets (an answer is correct when it is in the gold set), not from real "
+    "learners' reports, and real reports may differ in their mix of errors.",
+    "Scores are comparable within one course's queue; across courses and over time they are "
+    "not calibrated probabilities.",
+    "Features are hashed word n-grams and edits against the nearest accepted translation: an "
+    "answer far from every accepted translation, a course unlike the training courses (other "
+    "scripts, other word orders) or a prompt with few accepted translations is ranked less "
+    "reliably.",
+    "How many learners reported an answer (times_reported) weighs in: a popular wrong answer "
+    "can rank high.",
+)
+
+
 def _card(model: ReportModel, records: Sequence[ReportRecord], labels: np.ndarray) -> ModelCard:
     return ModelCard(
         format_version=FORMAT_VERSION,
@@ -207,6 +235,10 @@ def _card(model: ReportModel, records: Sequence[ReportRecord], labels: np.ndarra
         courses=dict(sorted(Counter(record.course for record in records).items())),
         metrics={},
         created=dt.datetime.now(dt.UTC).date().isoformat(),
+        intended_use=INTENDED_USE,
+        limitations=list(LIMITATIONS),
+        sklearn_version=sklearn.__version__,
+        python_version=platform.python_version(),
     )
 
 
@@ -246,8 +278,16 @@ def split_by_prompt(
 def train_model(
     records: Sequence[ReportRecord], *, random_state: int = 0, feature_set: FeatureSet = "full",
     n_jobs: int = 1, progress: Callable[[int], None] | None = None,
+    label_source: LabelSource = "unknown", data_licence: str | None = None,
 ) -> ReportModel:
     """A model fit on all labelled ``records`` (its card's ``metrics`` are left empty; see
-    ``evaluate.holdout_metrics``)."""
+    ``evaluate.holdout_metrics``). The card names ``label_source`` and ``data_licence``
+    (by default, for simulated labels, the STAPLE licence)."""
     model = ReportModel(feature_set, random_state=random_state)
-    return model.fit(records, n_jobs=n_jobs, progress=progress)
+    model.fit(records, n_jobs=n_jobs, progress=progress)
+    assert model.card is not None  # set by fit
+    licence = data_licence or DATA_LICENCES.get(label_source, "unspecified")
+    model.card = model.card.model_copy(
+        update={"label_source": label_source, "data_licence": licence}
+    )
+    return model

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Annotated, Protocol
+from typing import Annotated, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from reports_ml.text import normalize_answer
 
 __all__ = [
+    "LabelSource",
     "ModelCard",
     "Prompt",
     "ReportLike",
@@ -18,6 +19,8 @@ __all__ = [
 ]
 
 NonEmpty = Annotated[str, Field(min_length=1, max_length=200)]
+# simulated: ``reports_ml.simulate`` over STAPLE gold sets; reviewers: contributors' decisions.
+LabelSource = Literal["simulated", "reviewers", "unknown"]
 
 
 class Translation(BaseModel):
@@ -110,3 +113,11 @@ class ModelCard(BaseModel):
     courses: dict[str, int]
     metrics: dict[str, float | None]
     created: str
+    # What the model is for and what it is not, where its labels came from, under what
+    # licence its training data is, and what it ran on (cards older than these fields lack them).
+    intended_use: str = ""
+    limitations: list[str] = Field(default_factory=list)
+    label_source: LabelSource = "unknown"
+    data_licence: str = "unspecified"
+    sklearn_version: str = ""
+    python_version: str = ""

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -115,11 +115,14 @@ def _parse_translation(where: Path, number: int, line: str) -> Translation:
     return Translation(text=text.strip(), weight=weight)
 
 
-def iter_records(path: Path | str) -> Iterator[ReportRecord]:
+def iter_records(
+    path: Path | str, *, on_invalid: Callable[[InvalidInput], None] | None = None
+) -> Iterator[ReportRecord]:
     """Report records of a JSON Lines file, validated line by line.
 
     Blank lines are skipped. The first malformed line raises ``InvalidInput`` with the file,
-    the line number and what is wrong; a repeated ``report_id`` is malformed too. Records with
+    the line number and what is wrong; a repeated ``report_id`` is malformed too. With
+    ``on_invalid``, each malformed line is handed to it instead and left out. Records with
     equal accepted lists share one tuple in memory.
     """
     where = Path(path)
@@ -130,21 +133,30 @@ def iter_records(path: Path | str) -> Iterator[ReportRecord]:
             for number, line in enumerate(stream, start=1):
                 if not line.strip():
                     continue
-                record = _parse_record(where, number, line, context)
-                first = seen.setdefault(record.report_id, number)
-                if first != number:
-                    raise InvalidInput(
-                        f"{where}:{number}: report_id {record.report_id!r} already used on "
-                        f"line {first}",
-                    )
+                try:
+                    record = _parse_record(where, number, line, context)
+                    first = seen.setdefault(record.report_id, number)
+                    if first != number:
+                        raise InvalidInput(
+                            f"{where}:{number}: report_id {record.report_id!r} already used on "
+                            f"line {first}",
+                            line=number,
+                        )
+                except InvalidInput as invalid:
+                    if on_invalid is None:
+                        raise
+                    on_invalid(invalid)
+                    continue
                 yield record
     except (OSError, UnicodeDecodeError) as error:
         raise InvalidInput(f"{where}: cannot read report records: {error}") from error
 
 
-def read_records(path: Path | str) -> list[ReportRecord]:
+def read_records(
+    path: Path | str, *, on_invalid: Callable[[InvalidInput], None] | None = None
+) -> list[ReportRecord]:
     """All records of a JSON Lines file (see ``iter_records``)."""
-    return list(iter_records(path))
+    return list(iter_records(path, on_invalid=on_invalid))
 
 
 def _parse_record(where: Path, number: int, line: str, context: dict[str, Any]) -> ReportRecord:

@@ -24,26 +24,27 @@ from chorus.devservers import SeaweedServer, provision_postgres_database
 from core.auth import Role, create_key
 from core.settings import Settings, reset_settings_cache
 from core.storage import BlobStore, FileBlobStore, open_store
+from tests.datasets import FULL_DATA_HINT, build_mini_fsdd, full_data_dir
 from tests.keys import TEST_KEY_STORE_FOLDER, TEST_KEY_STORE_URL
 
 # --- paths and data ------------------------------------------------------------------------
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
-FSDD_DIR = SHARED_DATA / "fsdd" / "recordings"
-STAPLE_DIR = SHARED_DATA / "staple"
 
 
 @pytest.fixture(scope="session")
-def shared_data() -> Path:
-    if not SHARED_DATA.is_dir():
-        pytest.fail(f"the shared data folder is missing: expected it at {SHARED_DATA}")
-    return SHARED_DATA
+def full_data() -> Path:
+    """The full FSDD and STAPLE data (``CHORUS_DATA_DIR``); tests using it are ``full_data``."""
+    folder = full_data_dir()
+    if folder is None:
+        pytest.skip(f"needs the full FSDD and STAPLE data: {FULL_DATA_HINT}")
+    return folder
 
 
 @pytest.fixture(scope="session")
-def fsdd_dir(shared_data: Path) -> Path:
-    return shared_data / "fsdd" / "recordings"
+def fsdd_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A miniature FSDD built from the fixtures (see tests/datasets.py): every name for 10 takes."""
+    return build_mini_fsdd(tmp_path_factory.mktemp("fsdd"))
 
 
 @pytest.fixture(scope="session", autouse=True)

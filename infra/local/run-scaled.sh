@@ -4,8 +4,8 @@
 # Stops both processes on Ctrl-C. Servers are started only when their URL is not exported yet:
 #   CHORUS_DATABASE_URL  unset -> infra/local/start-postgres.sh
 #   CHORUS_STORAGE_URL   unset -> infra/local/start-seaweedfs.sh
-#   CHORUS_CONSENT_PUBLIC_KEY unset -> a development key pair in ./var/keys (the private half
-#                        mints test consent tokens; never use it in production)
+#   CHORUS_CONSENT_PUBLIC_KEY unset -> `chorus consent keygen`'s development pair in ./var/keys
+#                        (`chorus consent mint` signs with its private half; never in production)
 #   CHORUS_SCALED_PORTS  ports of the processes (default "8001 8002")
 #   CHORUS_POLICY        policy (default demo)
 set -euo pipefail
@@ -25,29 +25,11 @@ if [[ -z "${CHORUS_STORAGE_URL:-}" ]]; then
   eval "$("$here/start-seaweedfs.sh")"
 fi
 if [[ -z "${CHORUS_CONSENT_PUBLIC_KEY:-}" ]]; then
-  mkdir -p ./var/keys
-  if [[ ! -f ./var/keys/consent-public.pem ]]; then
-    "$python" - ./var/keys <<'PY'
-import os, sys
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
-folder = sys.argv[1]
-key = Ed25519PrivateKey.generate()
-private = key.private_bytes(
-    serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-)
-public = key.public_key().public_bytes(
-    serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-)
-fd = os.open(os.path.join(folder, "consent-private.pem"), os.O_WRONLY | os.O_CREAT, 0o600)
-with os.fdopen(fd, "wb") as handle:
-    handle.write(private)
-with open(os.path.join(folder, "consent-public.pem"), "wb") as handle:
-    handle.write(public)
-PY
+  # The same development pair `make run` uses and `chorus consent mint` reads by default.
+  if [[ ! -f ./var/keys/public.pem ]]; then
+    "$chorus" consent keygen --out ./var/keys >&2
   fi
-  CHORUS_CONSENT_PUBLIC_KEY="$(pwd)/var/keys/consent-public.pem"
+  CHORUS_CONSENT_PUBLIC_KEY="$(pwd)/var/keys/public.pem"
 fi
 export CHORUS_DATABASE_URL CHORUS_STORAGE_URL CHORUS_CONSENT_PUBLIC_KEY
 export CHORUS_POLICY="${CHORUS_POLICY:-demo}"

@@ -31,6 +31,7 @@ def test_readyz_reports_an_unreachable_database(make_settings: Callable[..., Set
     assert response.headers["content-type"] == "application/problem+json"
     assert response.json()["checks"]["database"] == "database_unavailable"
     assert response.json()["checks"]["storage"] == "ok"
+    assert int(response.headers["retry-after"]) > 0
 
 
 @pytest.mark.parametrize(

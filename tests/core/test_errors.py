@@ -105,3 +105,18 @@ def test_every_error_class_has_a_unique_code_per_status() -> None:
             key = (cls.status, cls.code)
             assert key not in seen, f"{name} repeats the code of {seen.get(key)}"
             seen[key] = name
+
+
+@pytest.mark.parametrize(
+    "name", ["Unavailable", "StorageUnavailable", "DatabaseUnavailable", "DecoderUnavailable"]
+)
+def test_every_503_says_when_to_retry(problem_client: TestClient, name: str) -> None:
+    response = problem_client.get(f"/raise/{name}")
+    assert response.status_code == 503
+    assert int(response.headers["retry-after"]) > 0
+
+
+def test_other_errors_carry_no_retry_after(problem_client: TestClient) -> None:
+    for name in ("ContributionLimit", "AuthError", "InvalidInput"):
+        assert "retry-after" not in problem_client.get(f"/raise/{name}").headers
+    assert problem_client.get("/raise/AuthError").headers["www-authenticate"] == "Bearer"

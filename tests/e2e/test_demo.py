@@ -11,6 +11,8 @@ from typer.testing import CliRunner
 
 from chorus.cli import app as cli_app
 from chorus.demo import DemoOutcome, run_demo, synthesized_wav
+from reports_ml.staple import load_staple
+from tests.datasets import STAPLE_DIR
 
 pytestmark = pytest.mark.e2e
 
@@ -21,6 +23,7 @@ EXPECTED_REFUSALS = {
     "a second clip for the same bucket": (409, "contribution_limit"),
 }
 K = 5
+STAPLE_HU = STAPLE_DIR / "excerpt.en_hu.gold.txt"
 
 
 def _assert_tour_succeeded(outcome: DemoOutcome) -> None:
@@ -42,20 +45,18 @@ def _assert_tour_succeeded(outcome: DemoOutcome) -> None:
     )
 
 
-def test_demo_on_fsdd_releases_refuses_audits_and_ranks(
-    tmp_path: Path, shared_data: Path
-) -> None:
+def test_demo_on_fsdd_releases_refuses_audits_and_ranks(tmp_path: Path, fsdd_dir: Path) -> None:
     lines: list[str] = []
     outcome = run_demo(
         folder=tmp_path / "demo",
-        fsdd=shared_data / "fsdd",
-        staple=shared_data / "staple" / "dev.en_hu.2020-02-20.gold.txt",
+        fsdd=fsdd_dir.parent,
+        staple=STAPLE_HU,
         echo=lines.append,
     )
 
     assert outcome.audio_source == "fsdd"
     _assert_tour_succeeded(outcome)
-    assert outcome.course_prompts == 500
+    assert outcome.course_prompts == len(load_staple(STAPLE_HU))
     assert outcome.seconds < 60
     # The researcher's download is a real batch: manifest and the service's own FLAC clips.
     batch = tmp_path / "demo" / "downloads" / str(outcome.downloaded_release)
@@ -74,12 +75,12 @@ def test_demo_on_fsdd_releases_refuses_audits_and_ranks(
         assert expected in text
 
 
-def test_demo_synthesizes_audio_when_fsdd_is_absent(tmp_path: Path, shared_data: Path) -> None:
+def test_demo_synthesizes_audio_when_fsdd_is_absent(tmp_path: Path) -> None:
     lines: list[str] = []
     outcome = run_demo(
         folder=tmp_path / "demo",
         fsdd=tmp_path / "no-such-fsdd",
-        staple=shared_data / "staple" / "dev.en_hu.2020-02-20.gold.txt",
+        staple=STAPLE_HU,
         echo=lines.append,
     )
 

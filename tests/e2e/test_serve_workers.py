@@ -32,6 +32,7 @@ from tests.e2e.procs import ChorusProcess, descendants
 pytestmark = pytest.mark.e2e
 
 HEALTHZ_REQUESTS = 120
+HEALTHZ_ROUNDS = 5
 
 
 def _healthz_count(exposition: str) -> float:
@@ -96,9 +97,18 @@ def test_two_workers_report_the_sum_and_leave_no_directory(
         assert directory.parent == shm
     assert stat.S_IMODE(os.stat(directory).st_mode) == 0o700
 
-    with ThreadPoolExecutor(8) as pool:
-        answers = list(pool.map(lambda _: _get(f"{server.url}/healthz"), range(HEALTHZ_REQUESTS)))
-    assert [a.status_code for a in answers] == [200] * HEALTHZ_REQUESTS
+    # Which worker accepts a connection is the kernel's choice: on a busy machine one worker
+    # may take a whole round, so rounds go on (a bounded number) until both have served.
+    sent = 0
+    for _ in range(HEALTHZ_ROUNDS):
+        with ThreadPoolExecutor(8) as pool:
+            answers = list(
+                pool.map(lambda _: _get(f"{server.url}/healthz"), range(HEALTHZ_REQUESTS))
+            )
+        assert [a.status_code for a in answers] == [200] * HEALTHZ_REQUESTS
+        sent += HEALTHZ_REQUESTS
+        if _processes_that_served(directory, "/healthz") == 2:
+            break
     assert _processes_that_served(directory, "/healthz") == 2, "one worker served every request"
 
     headers = {"X-API-Key": operator_key}
@@ -107,7 +117,7 @@ def test_two_workers_report_the_sum_and_leave_no_directory(
         scrapes = list(pool.map(lambda _: _get(f"{server.url}/metrics", headers), range(12)))
     for scrape in scrapes:
         assert scrape.status_code == 200, scrape.text
-        assert _healthz_count(scrape.text) == HEALTHZ_REQUESTS
+        assert _healthz_count(scrape.text) == sent
         assert "_created" not in scrape.text
 
     server.stop()

@@ -12,7 +12,7 @@ import numpy as np
 import soundfile as sf
 from hypothesis import strategies as st
 
-from tests.conftest import FSDD_DIR
+from tests.datasets import fixture_clip
 
 SOURCE_CLIPS = ("7_jackson_32.wav", "8_lucas_0.wav", "0_george_1.wav")
 FORMATS = {
@@ -31,7 +31,7 @@ def base_files() -> dict[str, bytes]:
     """The FSDD clips in every container the sanitizer must handle."""
     files: dict[str, bytes] = {}
     for name in SOURCE_CLIPS:
-        samples, rate = sf.read(FSDD_DIR / name, dtype="float32")
+        samples, rate = sf.read(fixture_clip(name), dtype="float32")
         for kind, (container, subtype) in FORMATS.items():
             buffer = io.BytesIO()
             sf.write(buffer, samples, rate, format=container, subtype=subtype)

@@ -49,6 +49,21 @@ def test_mint_child_flag_and_missing_key(tmp_path: Path) -> None:
     assert missing.exit_code == 2
 
 
+def test_keygen_and_mint_default_to_the_pair_make_run_serves_with(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert runner.invoke(app, ["consent", "keygen"]).exit_code == 0
+    makefile = (Path(__file__).resolve().parents[2] / "Makefile").read_text()
+    assert "CHORUS_CONSENT_PUBLIC_KEY=$(DEV_KEYS)/public.pem" in makefile
+    assert "DEV_KEYS := var/keys" in makefile
+    minted = runner.invoke(app, ["consent", "mint", "--learner", "L2", "--age", "30"])
+    assert minted.exit_code == 0, minted.output
+    public_key = load_public_key(str(tmp_path / "var" / "keys" / "public.pem"))
+    assert public_key is not None
+    assert verify_consent(minted.output.strip(), public_key=public_key, policy=DEMO).age == 30
+
+
 @pytest.fixture
 def cli_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     database = tmp_path / "cli.db"

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
-from pathlib import Path
 
 import sqlalchemy as sa
 
@@ -15,10 +14,9 @@ from reports_ml.review import answer_key
 from reports_ml.simulate import simulate_course
 from reports_ml.staple import load_staple
 from reports_ml.tables import AcceptedTranslation, CoursePrompt, Report
+from tests.datasets import STAPLE_DIR
 
-STAPLE_PT = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "staple" / (
-    "dev.en_pt.2020-02-20.gold.txt"
-)
+STAPLE_PT = STAPLE_DIR / "excerpt.en_pt.gold.txt"
 
 
 @functools.cache

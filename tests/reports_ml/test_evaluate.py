@@ -22,8 +22,7 @@ from reports_ml.model import train_model
 from reports_ml.models import ReportRecord
 from reports_ml.simulate import simulate_reports
 from reports_ml.staple import load_staple
-
-STAPLE = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "staple"
+from tests.datasets import STAPLE_DIR as STAPLE
 
 
 def _pairwise_auc(labels: np.ndarray, scores: np.ndarray) -> float:
@@ -81,8 +80,8 @@ def test_summarize_counts_reports_per_course() -> None:
 @functools.cache
 def _records() -> tuple[ReportRecord, ...]:
     prompts = {
-        "en_pt": load_staple(STAPLE / "dev.en_pt.2020-02-20.gold.txt")[100:150],
-        "en_vi": load_staple(STAPLE / "train-split-a.en_vi.2020-01-13.gold.txt")[100:150],
+        "en_pt": load_staple(STAPLE / "excerpt.en_pt.gold.txt")[10:60],
+        "en_vi": load_staple(STAPLE / "excerpt.en_vi.gold.txt")[10:60],
     }
     return tuple(simulate_reports(prompts, seed=5))
 

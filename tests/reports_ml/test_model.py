@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import functools
+import platform
 import re
 from pathlib import Path
 
 import joblib
 import numpy as np
 import pytest
+import sklearn
 
 from core.errors import InvalidInput
 from reports_ml.evaluate import roc_auc_score
@@ -23,15 +25,14 @@ from reports_ml.model import (
 from reports_ml.models import ModelCard, ReportRecord
 from reports_ml.simulate import simulate_reports
 from reports_ml.staple import load_staple
-
-STAPLE = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "staple"
+from tests.datasets import STAPLE_DIR as STAPLE
 
 
 @functools.cache
 def _records() -> tuple[ReportRecord, ...]:
     prompts = {
-        "en_pt": load_staple(STAPLE / "dev.en_pt.2020-02-20.gold.txt")[:60],
-        "en_vi": load_staple(STAPLE / "train-split-a.en_vi.2020-01-13.gold.txt")[:60],
+        "en_pt": load_staple(STAPLE / "excerpt.en_pt.gold.txt")[:60],
+        "en_vi": load_staple(STAPLE / "excerpt.en_vi.gold.txt")[:60],
     }
     return tuple(simulate_reports(prompts, seed=21))
 
@@ -67,6 +68,33 @@ def test_train_save_load_score_round_trip(tmp_path: Path) -> None:
     assert set(card.courses) == {"en_pt", "en_vi"}
     assert card.training_data_sha256 == training_data_sha256(train)
     assert "new_words_unknown" in card.feature_names
+    # What it is for and not, its labels and their licence, and what it ran on.
+    assert "contributor decides every report" in card.intended_use
+    assert any("simulated labels" in limitation for limitation in card.limitations)
+    assert card.label_source == "unknown"  # train_model's default: nobody said
+    assert card.data_licence == "unspecified"
+    assert card.sklearn_version == sklearn.__version__
+    assert card.python_version == platform.python_version()
+
+
+def test_card_names_simulated_labels_and_the_staple_licence() -> None:
+    train, _ = _split()
+    card = train_model(train[:300], label_source="simulated").card
+    assert card is not None
+    assert card.label_source == "simulated"
+    assert card.data_licence.startswith("CC BY-NC 4.0")
+    assert "STAPLE" in card.data_licence
+    custom = train_model(train[:300], label_source="reviewers", data_licence="ours").card
+    assert custom is not None
+    assert (custom.label_source, custom.data_licence) == ("reviewers", "ours")
+
+
+def test_a_card_written_before_these_fields_still_reads() -> None:
+    old = _trained().card
+    assert old is not None
+    fields = old.model_dump(exclude={"intended_use", "limitations", "label_source",
+                                     "data_licence", "sklearn_version", "python_version"})
+    assert ModelCard.model_validate(fields).label_source == "unknown"
 
 
 def test_model_ranks_held_out_prompts_better_than_counting() -> None:

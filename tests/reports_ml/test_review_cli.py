@@ -12,9 +12,9 @@ from typer.testing import CliRunner
 from chorus.cli import app
 from core.db import Database
 from core.settings import reset_settings_cache
+from reports_ml.staple import load_staple
 from reports_ml.tables import AcceptedTranslation, CoursePrompt
-
-STAPLE = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "staple"
+from tests.datasets import STAPLE_DIR as STAPLE
 
 
 @pytest.fixture
@@ -29,7 +29,7 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
 
 def test_import_staple_loads_prompts_and_translations(env: str) -> None:
     runner = CliRunner()
-    staple = STAPLE / "train-split-a.en_vi.2020-01-13.gold.txt"
+    staple = STAPLE / "excerpt.en_vi.gold.txt"
     result = runner.invoke(app, ["reports", "import-staple", str(staple), "--course", "en_vi"])
     assert result.exit_code == 0, result.output
     assert "en_vi:" in result.output
@@ -43,8 +43,7 @@ def test_import_staple_loads_prompts_and_translations(env: str) -> None:
             )
     finally:
         database.dispose()
-    assert prompts is not None
-    assert prompts > 300
+    assert prompts == len(load_staple(staple))
     assert translations is not None
     assert translations > prompts
     again = runner.invoke(app, ["reports", "import-staple", str(staple), "--course", "en_vi"])
@@ -74,7 +73,7 @@ def test_models_list_marks_the_promoted_version_and_promote_switches(
     from reports_ml.staple import load_staple
 
     records = simulate_course(
-        "en_pt", load_staple(STAPLE / "dev.en_pt.2020-02-20.gold.txt")[:10], seed=1
+        "en_pt", load_staple(STAPLE / "excerpt.en_pt.gold.txt")[:10], seed=1
     )
     database = Database(env)
     database.upgrade()

@@ -10,8 +10,7 @@ from typer.testing import CliRunner
 
 from chorus.cli import app
 from reports_ml.staple import load_staple, read_records
-
-STAPLE = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "staple"
+from tests.datasets import STAPLE_DIR as STAPLE
 
 
 def _sample(source: str, target: Path, count: int) -> Path:
@@ -28,8 +27,8 @@ def _sample(source: str, target: Path, count: int) -> Path:
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("scorer-cli")
-    _sample("dev.en_pt.2020-02-20.gold.txt", folder / "sample.en_pt.gold.txt", 50)
-    _sample("train-split-a.en_vi.2020-01-13.gold.txt", folder / "sample.en_vi.gold.txt", 50)
+    _sample("excerpt.en_pt.gold.txt", folder / "sample.en_pt.gold.txt", 50)
+    _sample("excerpt.en_vi.gold.txt", folder / "sample.en_vi.gold.txt", 50)
     return folder
 
 
@@ -56,6 +55,10 @@ def test_simulate_train_evaluate_score(workspace: Path) -> None:
     card = json.loads(model.with_suffix(".json").read_text(encoding="utf-8"))
     assert card["n_reports"] == len(records)
     assert card["metrics"]["holdout_auc"] > card["metrics"]["holdout_count_baseline_auc"]
+    assert card["label_source"] == "simulated"
+    assert card["data_licence"].startswith("CC BY-NC 4.0")
+    assert card["sklearn_version"]
+    assert card["intended_use"]
     assert "held-out prompts: AUC" in out
 
     code, out, err = _run("evaluate", str(data), "--model", str(model), "--json")
@@ -110,3 +113,46 @@ def test_score_with_a_missing_model_fails_clearly(workspace: Path) -> None:
     code, _, err = _run("score", str(data), "--model", str(workspace / "missing.joblib"))
     assert code == 2
     assert "no model file there" in err
+
+
+def test_skip_invalid_leaves_out_and_counts_malformed_lines(workspace: Path) -> None:
+    data = workspace / "reports-skip.jsonl"
+    assert _run("simulate", str(workspace / "sample.en_pt.gold.txt"),
+                str(workspace / "sample.en_vi.gold.txt"), "--out", str(data), "--seed", "5")[0] == 0
+    good = data.read_text(encoding="utf-8").splitlines()
+    first = json.loads(good[0])
+    damaged = workspace / "damaged.jsonl"
+    damaged.write_text(
+        "\n".join([
+            good[0],
+            "{not json",  # line 2
+            *good[1:40],
+            json.dumps({**first, "answer": 7}),  # line 42: wrong type
+            json.dumps(first),  # line 43: report_id repeated
+            *good[40:],
+        ]) + "\n",
+        encoding="utf-8",
+    )
+    model = workspace / "skip.joblib"
+    # Without the option the first malformed line stops the run, as before.
+    code, _, err = _run("train", str(damaged), "--model", str(model), "--holdout", "0")
+    assert code == 2
+    assert f"{damaged}:2:" in err
+    assert not model.exists()
+
+    code, out, err = _run("train", str(damaged), "--model", str(model), "--holdout", "0",
+                          "--skip-invalid")
+    assert code == 0, err
+    assert f"skipped 3 invalid line(s) of {damaged}" in err
+    for line in (2, 42, 43):
+        assert f"{damaged}:{line}:" in err
+    card = json.loads(model.with_suffix(".json").read_text(encoding="utf-8"))
+    assert card["n_reports"] == len(good)
+
+    scored = workspace / "skip-scored.jsonl"
+    code, out, err = _run("score", str(damaged), "--model", str(model), "--out", str(scored),
+                          "--skip-invalid")
+    assert code == 0, err
+    assert "skipped 3 invalid line(s)" in err
+    assert f"wrote {len(good)} scored reports" in out
+    assert len(read_records(scored)) == len(good)

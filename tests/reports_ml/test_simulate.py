@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 from collections import Counter
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,8 +13,7 @@ from reports_ml.models import Prompt, ReportRecord
 from reports_ml.simulate import SimulationParams, simulate_course, simulate_reports
 from reports_ml.staple import load_staple
 from reports_ml.text import normalize_answer
-
-STAPLE = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "staple"
+from tests.datasets import STAPLE_DIR as STAPLE
 
 
 @functools.cache
@@ -24,11 +22,11 @@ def _prompts(name: str) -> list[Prompt]:
 
 
 def _pt(count: int) -> list[Prompt]:
-    return _prompts("dev.en_pt.2020-02-20.gold.txt")[:count]
+    return _prompts("excerpt.en_pt.gold.txt")[:count]
 
 
 def _vi(count: int) -> list[Prompt]:
-    return _prompts("train-split-a.en_vi.2020-01-13.gold.txt")[:count]
+    return _prompts("excerpt.en_vi.gold.txt")[:count]
 
 
 def _keys(records: list[ReportRecord]) -> list[tuple[str, str, int, bool | None]]:

@@ -17,6 +17,7 @@ from reports_ml.staple import (
     read_records,
     write_records,
 )
+from tests.datasets import STAPLE_DIR
 
 FILES = {
     "dev.en_hu.2020-02-20.gold.txt": ("en_hu", 500),
@@ -26,16 +27,27 @@ FILES = {
 }
 
 
-@pytest.fixture(scope="module")
-def staple_dir(shared_data: Path) -> Path:
-    return shared_data / "staple"
+EXCERPTS = {
+    "excerpt.en_hu.gold.txt": ("en_hu", 30),
+    "excerpt.en_pt.gold.txt": ("en_pt", 60),
+    "excerpt.en_vi.gold.txt": ("en_vi", 60),
+}
 
 
+@pytest.mark.full_data
 @pytest.mark.parametrize(("name", "expected"), FILES.items())
-def test_real_staple_files_load(staple_dir: Path, name: str, expected: tuple[str, int]) -> None:
-    course, n_prompts = expected
-    prompts = load_staple(staple_dir / name)
-    assert course_from_path(staple_dir / name) == course
+def test_real_staple_files_load(full_data: Path, name: str, expected: tuple[str, int]) -> None:
+    _check_gold_file(full_data / "staple" / name, *expected)
+
+
+@pytest.mark.parametrize(("name", "expected"), EXCERPTS.items())
+def test_shipped_staple_excerpts_load(name: str, expected: tuple[str, int]) -> None:
+    _check_gold_file(STAPLE_DIR / name, *expected)
+
+
+def _check_gold_file(path: Path, course: str, n_prompts: int) -> None:
+    prompts = load_staple(path)
+    assert course_from_path(path) == course
     assert len(prompts) == n_prompts
     assert len({p.prompt_id for p in prompts}) == n_prompts
     for prompt in prompts:
@@ -44,8 +56,9 @@ def test_real_staple_files_load(staple_dir: Path, name: str, expected: tuple[str
         assert weights == sorted(weights, reverse=True)
 
 
-def test_real_file_content_is_read_exactly(staple_dir: Path) -> None:
-    first = load_staple(staple_dir / "dev.en_hu.2020-02-20.gold.txt")[0]
+def test_real_file_content_is_read_exactly() -> None:
+    # The excerpt is the head of dev.en_hu.2020-02-20.gold.txt, unchanged.
+    first = load_staple(STAPLE_DIR / "excerpt.en_hu.gold.txt")[0]
     assert first.prompt_id == "prompt_bde43302e530441c0afdea532cbbd419"
     assert first.text == "i think about her night and day."
     assert first.translations[0].text == "éjjel nappal rá gondolok."

@@ -1,0 +1,72 @@
+"""requirements.lock pins every dependency for the image and for ``make install`` (CI), names
+no package index, and the image holds every package the project installs."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+LOCK = REPO_ROOT / "requirements.lock"
+_PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==(\S+)")
+
+
+def _pyproject() -> dict[str, object]:
+    return tomllib.loads((REPO_ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+
+
+def _pins() -> dict[str, str]:
+    pins = {}
+    for line in LOCK.read_text(encoding="utf-8").splitlines():
+        match = _PIN.match(line)
+        if match:
+            pins[canonicalize_name(match.group(1))] = match.group(2)
+    return pins
+
+
+def test_every_dependency_is_pinned_within_its_range() -> None:
+    project = _pyproject()["project"]
+    assert isinstance(project, dict)
+    declared = [*project["dependencies"], *project["optional-dependencies"]["dev"]]
+    pins = _pins()
+    for text in declared:
+        requirement = Requirement(text)
+        name = canonicalize_name(requirement.name)
+        assert name in pins, f"{requirement.name} is not in requirements.lock (make lock)"
+        assert requirement.specifier.contains(pins[name], prereleases=True), (
+            f"{requirement.name}=={pins[name]} is outside {requirement.specifier} (make lock)"
+        )
+
+
+def test_the_lock_names_no_index_host_or_local_path() -> None:
+    text = LOCK.read_text(encoding="utf-8")
+    options = [line for line in text.splitlines() if line.startswith("-")]
+    assert options == []
+    assert "://" not in text
+    assert " @ " not in text  # no direct file or URL references
+
+
+def test_image_and_make_install_use_the_lock() -> None:
+    dockerfile = (REPO_ROOT / "infra" / "Dockerfile").read_text(encoding="utf-8")
+    assert re.search(r"^COPY .*\brequirements\.lock\b", dockerfile, re.MULTILINE)
+    assert "PIP_CONSTRAINT=requirements.lock pip install ." in dockerfile
+    ignore = (REPO_ROOT / "infra" / "Dockerfile.dockerignore").read_text(encoding="utf-8")
+    assert "!requirements.lock" in ignore.splitlines()
+    makefile = (REPO_ROOT / "Makefile").read_text(encoding="utf-8")
+    assert "PIP_CONSTRAINT=requirements.lock $(BIN)/pip install --quiet -e '.[dev]'" in makefile
+    assert re.search(r"^\$\(STAMP\): pyproject\.toml requirements\.lock$", makefile, re.MULTILINE)
+
+
+def test_image_holds_every_package_the_project_installs() -> None:
+    tool = _pyproject()["tool"]
+    assert isinstance(tool, dict)
+    packages = [p.rstrip("*") for p in tool["setuptools"]["packages"]["find"]["include"]]
+    dockerfile = (REPO_ROOT / "infra" / "Dockerfile").read_text(encoding="utf-8")
+    ignore = (REPO_ROOT / "infra" / "Dockerfile.dockerignore").read_text(encoding="utf-8")
+    for package in packages:
+        assert f"COPY {package} ./{package}" in dockerfile, package
+        assert f"!{package}/" in ignore.splitlines(), package
