@@ -204,9 +204,9 @@ def document_problems(app: FastAPI) -> None:
 
     Routes name their own domain errors (``responses=problem_responses(...)``); this adds what
     follows from the operation itself: 401/403 for a role key, 401/403 for a consent token,
-    422 ``invalid_input`` (our problem document, in place of FastAPI's own validation schema)
-    where there are parameters or a body, and 503 ``database_unavailable`` and
-    ``storage_unavailable`` behind credentials.
+    422 ``invalid_input`` and ``unstorable_input`` (our problem document, in place of FastAPI's
+    own validation schema) where there are parameters or a body, and 503
+    ``database_unavailable`` and ``storage_unavailable`` behind credentials.
     """
     generate = app.openapi
 
@@ -231,7 +231,8 @@ def _add_shared_problems(operation: dict[str, Any]) -> None:
     if operation.get("parameters") or operation.get("requestBody"):
         if PROBLEM_JSON not in responses.get("422", {}).get("content", {}):
             responses.pop("422", None)  # FastAPI's own schema; ours answers problem+json
-        errors.append(InvalidInput)
+        # Any text may hold what no database stores (core.text): refused as unstorable_input.
+        errors += (InvalidInput, UnstorableInput)
     if errors:
         errors += (DatabaseUnavailable, StorageUnavailable)
     problem_responses(*errors, into=responses)

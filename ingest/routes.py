@@ -34,6 +34,7 @@ from core.errors import (
     MinorRefused,
     NoSpeech,
     PayloadTooLarge,
+    StorageFull,
     StorageUnavailable,
     Unavailable,
     UnsupportedAudio,
@@ -42,6 +43,7 @@ from core.errors import (
 from core.handlers import problem_responses
 from core.idempotency import Claim, IdempotencyStore, key_hash
 from core.metrics import leave_uncounted
+from core.text import StorableText
 from exercises.catalog import eligibility_cache
 from ingest import metrics, service
 from ingest.consent import bearer_token, check_age, verify_consent
@@ -113,6 +115,7 @@ _UPLOAD_BODY = {
         DecoderUnavailable,
         DatabaseUnavailable,
         StorageUnavailable,
+        StorageFull,
     ),
 )
 async def upload_clip(
@@ -124,7 +127,7 @@ async def upload_clip(
     decoder: DecoderDep,
     idempotency: IdempotencyDep,
     idempotency_key: Annotated[
-        str | None,
+        StorableText | None,
         Header(
             alias="Idempotency-Key",
             description="A fresh random value per upload (8–128 of letters, digits, '._:-'). "

@@ -23,8 +23,9 @@ UPLOAD_CODES = {
     "409": {"contribution_limit", "idempotency_key_busy"},
     "413": {"payload_too_large"},
     "415": {"unsupported_audio"},
-    "422": {"invalid_input", "invalid_metadata", "exercise_not_eligible", "invalid_audio",
-            "no_speech"},
+    "422": {"invalid_input", "unstorable_input", "invalid_metadata", "exercise_not_eligible",
+            "invalid_audio", "no_speech"},
+    "507": {"storage_full"},
     "503": {"unavailable", "decoder_unavailable", "database_unavailable", "storage_unavailable"},
 }
 
