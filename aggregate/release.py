@@ -15,8 +15,10 @@ Steps, each safe to repeat, so a run killed anywhere is finished by the next one
    released id and sort position, written to its ``released_clips`` row and to the pending
    row's ``release_clip_id`` in one transaction, so a resumed run copies it under the same
    name; then the pending object is copied to ``releases/<release>/clips/<clip>.flac`` (a copy
-   overwrites with the same bytes). Released copies whose pending clip was withdrawn meanwhile
-   are removed before the manifest.
+   overwrites with the same bytes). Under a policy with ``voice_anonymization`` the released
+   bytes are ``VoiceAnonymizer.released_audio`` of the pending bytes instead (a fresh random
+   transform each time, so a resumed run overwrites with another anonymized version).
+   Released copies whose pending clip was withdrawn meanwhile are removed before the manifest.
 3. manifest — written last among the release's objects, streamed through a temporary file.
 4. finalize — one transaction checks that every pending row is planned and that ≥ k distinct
    contributors remain, marks the bucket ``released`` and appends the ``release`` audit entry
@@ -70,6 +72,7 @@ from core.storage import BlobStore
 from exercises.tables import ExerciseUsage
 from policies.audit import append as append_audit
 from policies.policy import Policy
+from policies.voice import VoiceAnonymizer
 
 RELEASE_PREFIX = "releases/"
 DEFAULT_BATCH = 1000
@@ -213,6 +216,7 @@ class _Claim:
     release_day: dt.date
     k_in_force: int
     policy_hash: str
+    voice: VoiceAnonymizer
 
 
 @dataclass(frozen=True)
@@ -274,6 +278,7 @@ def _claim(
         release_day=release.release_day,
         k_in_force=release.k_in_force,
         policy_hash=release.policy_hash,
+        voice=VoiceAnonymizer.from_policy(policy),
     )
 
 
@@ -321,9 +326,18 @@ def _in_parallel(action: Callable[[T], object], items: list[T]) -> None:
             pass
 
 
-def _copy(store: BlobStore, planned: _PlannedClip, *, missing: list[_PlannedClip]) -> None:
+def _copy(
+    store: BlobStore,
+    planned: _PlannedClip,
+    *,
+    voice: VoiceAnonymizer,
+    missing: list[_PlannedClip],
+) -> None:
     try:
-        store.copy(planned.source_key, planned.object_key)
+        if voice.enabled:
+            store.put(planned.object_key, voice.released_audio(store.get(planned.source_key)))
+        else:
+            store.copy(planned.source_key, planned.object_key)
     except BlobNotFound:
         # Only a clip already copied may have lost its pending original, or one withdrawn
         # meanwhile (its row is gone too; ``_prune_withdrawn`` removes its plan).
@@ -409,7 +423,7 @@ def _plan_and_copy(
             plan = _plan_batch(session, claim, list(rows))
         checkpoint("planned")
         missing: list[_PlannedClip] = []
-        _in_parallel(functools.partial(_copy, store, missing=missing), plan)
+        _in_parallel(functools.partial(_copy, store, voice=claim.voice, missing=missing), plan)
         _require_withdrawn(database, missing)
         for planned in plan:
             stats.add(
@@ -487,6 +501,7 @@ def manifest_header(claim: _Claim, stats: BatchStatistics) -> dict[str, Any]:
         "contributor_count": stats.contributor_count,
         "k": claim.k_in_force,
         "policy_hash": claim.policy_hash,
+        "voice_anonymization": claim.voice.manifest_entry(),
         "statistics": stats.to_json(),
     }
 
