@@ -34,6 +34,7 @@ import os
 import sys
 import tempfile
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -155,7 +156,12 @@ class SpeakerEncoder:
 
     def __init__(self, *, batch: int = 256) -> None:
         import torch
-        from resemblyzer import VoiceEncoder
+
+        with warnings.catch_warnings():
+            # resemblyzer imports deprecated scipy and pkg_resources names; not ours to fix.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
+            from resemblyzer import VoiceEncoder
 
         torch.set_num_threads(1)  # the benchmark's processes share two cores
         self._encoder = VoiceEncoder("cpu", verbose=False)
