@@ -55,10 +55,22 @@ class ManifestClipRead(BaseModel):
     loudness_dbfs: float
 
 
+class VoiceAnonymizationRead(BaseModel):
+    """The voice transform applied to every clip of a release; per-clip draws are not kept."""
+
+    method: str = Field(description="none, mcadams or world (policy voice_anonymization)")
+    alpha_range: list[float] | None = None
+    pitch_octaves_range: list[float] | None = None
+    formant_octaves_range: list[float] | None = None
+
+
 class ManifestRead(ReleaseSummaryRead):
     """The release manifest as stored next to its clips (``manifest.json``)."""
 
     statistics: StatisticsRead
+    voice_anonymization: VoiceAnonymizationRead | None = Field(
+        default=None, description="absent in manifests written before the setting existed"
+    )
     clips: list[ManifestClipRead]
 
 

@@ -465,6 +465,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="48 clips, two transforms")
     parser.add_argument("--clips-per-speaker", type=int, default=None,
                         help="clips per speaker (default: all 500)")
+    parser.add_argument("--transforms", nargs="+", choices=list(SWEEP), default=None,
+                        help="run only these transforms of the sweep")
     parser.add_argument("--jobs", type=int, default=2,
                         help="processes for anonymization and the recognizer")
     parser.add_argument("--out", type=Path, default=None, help="write the Markdown table here")
@@ -475,7 +477,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     per_speaker = 8 if args.quick else args.clips_per_speaker
-    sweep = {k: SWEEP[k] for k in QUICK_SWEEP} if args.quick else SWEEP
+    chosen = args.transforms or (QUICK_SWEEP if args.quick else list(SWEEP))
+    sweep = {k: SWEEP[k] for k in chosen}
     report = run(load_fsdd(per_speaker=per_speaker), sweep, jobs=args.jobs)
     one, five, _ = os.getloadavg()
     command = "python benchmarks/voice_privacy.py " + " ".join(sys.argv[1:] if argv is None

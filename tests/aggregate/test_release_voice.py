@@ -11,6 +11,7 @@ import pytest
 import soundfile as sf
 import soxr
 
+from aggregate.models import ManifestRead
 from aggregate.release import manifest_key, release_ready_buckets
 from aggregate.tables import Release
 from core.db import Database
@@ -69,7 +70,15 @@ def test_released_voices_are_transformed_canonical_flac(
     assert sorted(len(decode_mono(data)[0]) for data in released) == sorted(
         len(decode_mono(clip.data)[0]) for clip in originals
     )
-    assert manifest["voice_anonymization"]["method"] == method  # type: ignore[index]
+    described = ManifestRead.model_validate(manifest).voice_anonymization
+    assert described is not None
+    assert described.method == method
+    if method == "mcadams":
+        assert described.alpha_range == [0.7, 0.9]
+    else:
+        assert (described.pitch_octaves_range, described.formant_octaves_range) == (
+            [0.4, 0.8], [0.1, 0.2]
+        )
     assert manifest["policy_hash"] == voiced.content_hash
     # The auditor's P7 check: every released clip is the encoder's bytes of its own samples.
     from aggregate.release_checks import check_released_media
