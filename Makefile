@@ -48,6 +48,7 @@ test: lint pytest
 bench: install
 	$(BIN)/python benchmarks/scorer.py --quick
 	$(BIN)/python benchmarks/ingest.py --quick
+	$(BIN)/python benchmarks/voice_privacy.py --quick
 	$(BIN)/python benchmarks/release.py --quick
 
 clean:
