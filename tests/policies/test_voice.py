@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import io
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,7 +12,7 @@ import scipy.linalg
 import scipy.signal
 import soundfile as sf
 
-from core.errors import UnsupportedAudio
+from core.errors import ConfigurationError, UnsupportedAudio
 from policies import flac
 from policies.policy import Policy, load_policy
 from policies.voice import (
@@ -184,3 +185,18 @@ def test_policy_ranges_are_checked() -> None:
     assert VoiceAnonymizer.from_policy(policy).manifest_entry() == {
         "method": "mcadams", "alpha_range": [0.7, 0.9]
     }
+
+
+def test_world_refuses_to_load_without_pyworld(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    real_find_spec = importlib.util.find_spec
+
+    def without_pyworld(name: str, *args: object) -> object:
+        return None if name == "pyworld" else real_find_spec(name)
+
+    monkeypatch.setattr(importlib.util, "find_spec", without_pyworld)
+    path = tmp_path / "world.toml"
+    path.write_text('name = "w"\nversion = 1\nvoice_anonymization = "world"\n', encoding="utf-8")
+    with pytest.raises(ConfigurationError, match="needs pyworld"):
+        load_policy(str(path))
