@@ -12,11 +12,11 @@ RESEMBLYZER := resemblyzer==0.1.4
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip setuptools wheel
-	# torch first, pinned, so that the voice extra does not pull another build of it.
+# torch first, pinned, so that the voice extra does not pull another build of it.
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet -e '.[dev,voice]'
-	# Without its dependencies: they are in the voice extra, and its old webrtcvad requirement
-	# would replace the webrtcvad module of webrtcvad-wheels.
+# resemblyzer without its dependencies: they are in the voice extra, and its old webrtcvad
+# requirement would replace the webrtcvad module of webrtcvad-wheels.
 	$(BIN)/pip install --quiet --no-deps $(RESEMBLYZER)
 	$(BIN)/python -W error -c 'import webrtcvad'
 	$(BIN)/python -c 'import resemblyzer, pocketsphinx, pyworld'
