@@ -28,6 +28,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import IO, Any
 
+from policies.voice import VoiceAnonymizer
+
 BLOCK = 512
 END_OF_ARCHIVE = b"\0" * (2 * BLOCK)
 SHARD_PREFIX = "shards/"
@@ -43,12 +45,16 @@ DATASET_FILES = (CARD, METADATA_CSV, VALIDATED_TSV, DURATIONS_TSV, CHECKSUMS)
 METADATA_COLUMNS = ("file_name", "text", "language", "exercise_id", "duration_s", "sample_rate")
 
 
-def release_clip_bytes(pending_flac: bytes) -> bytes:
+def release_clip_bytes(pending_flac: bytes, voice: VoiceAnonymizer) -> bytes:
     """The bytes a clip is released as, from the bytes it was stored with while pending.
 
     The single place a released clip's bytes are produced: every shard member comes from
-    here. Today the canonical FLAC is released unchanged (the auditor checks P7 on it).
+    here. The canonical FLAC is released unchanged, or, under a policy with
+    ``voice_anonymization``, the voice transformed and encoded canonically again
+    (``policies.voice``); the auditor checks P7 on either.
     """
+    if voice.enabled:
+        return voice.released_audio(pending_flac)
     return pending_flac
 
 

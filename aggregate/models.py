@@ -67,6 +67,15 @@ class ManifestFileRead(BaseModel):
     clips: int | None = Field(default=None, description="shards only: how many clips")
 
 
+class VoiceAnonymizationRead(BaseModel):
+    """The voice transform applied to every clip of a release; per-clip draws are not kept."""
+
+    method: str = Field(description="none, mcadams or world (policy voice_anonymization)")
+    alpha_range: list[float] | None = None
+    pitch_octaves_range: list[float] | None = None
+    formant_octaves_range: list[float] | None = None
+
+
 class ManifestRead(ReleaseSummaryRead):
     """The release manifest as stored next to its dataset files (``manifest.json``)."""
 
@@ -80,6 +89,9 @@ class ManifestRead(ReleaseSummaryRead):
     files: list[ManifestFileRead] = Field(
         default=[], description="README.md, metadata.csv, validated.tsv, clip_durations.tsv, "
         "SHA256SUMS"
+    )
+    voice_anonymization: VoiceAnonymizationRead | None = Field(
+        default=None, description="absent in manifests written before the setting existed"
     )
     clips: list[ManifestClipRead]
 

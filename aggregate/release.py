@@ -17,7 +17,9 @@ Steps, each safe to repeat, so a run killed anywhere is finished by the next one
    under the same name. Plans whose pending clip was withdrawn meanwhile are removed.
 3. shards — the planned clips are read in their random order, ``batch_size`` at a time, and
    each batch becomes one tar shard (``aggregate.dataset``): the pending bytes are turned into
-   the released bytes (``release_clip_bytes``), written into a temporary file, and the shard
+   the released bytes (``release_clip_bytes``: as they are, or under a policy with
+   ``voice_anonymization`` the voice transformed with fresh random parameters, so a resumed run
+   writes another anonymized version), written into a temporary file, and the shard
    is stored with one atomic write; its clips' SHA-256, shard and offset are then recorded.
    Every run writes every shard again from the plan (the same names, the same order), and
    removes shards a longer earlier plan left, so the shards hold each clip exactly once.
@@ -99,6 +101,7 @@ from core.storage import BlobStore
 from exercises.tables import ExerciseUsage
 from policies.audit import append as append_audit
 from policies.policy import Policy
+from policies.voice import VoiceAnonymizer
 
 RELEASE_PREFIX = "releases/"
 DEFAULT_BATCH = 1000
@@ -227,6 +230,7 @@ class _Claim:
     policy_hash: str
     token: str
     license: str
+    voice: VoiceAnonymizer
 
 
 def _fence(database: Database, claim: _Claim) -> contextlib.AbstractContextManager[None]:
@@ -306,6 +310,7 @@ def _claim(
         policy_hash=release.policy_hash,
         token=bucket.claim_token,
         license=policy.release_license,
+        voice=VoiceAnonymizer.from_policy(policy),
     )
 
 
@@ -535,7 +540,7 @@ def _write_shard(
                 if pending is None:
                     missing.append(clip)
                     continue
-                released = release_clip_bytes(pending)
+                released = release_clip_bytes(pending, claim.voice)
                 offset = tar.add(clip_file_name(clip.clip_id), released)
                 recorded.append(
                     {
@@ -623,6 +628,7 @@ def manifest_header(claim: _Claim, stats: BatchStatistics) -> dict[str, Any]:
         "k": claim.k_in_force,
         "policy_hash": claim.policy_hash,
         "license": claim.license,
+        "voice_anonymization": claim.voice.manifest_entry(),
         "statistics": stats.to_json(),
     }
 

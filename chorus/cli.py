@@ -177,9 +177,11 @@ def _register_domains() -> None:
     from chorus import audit_cli
     from exercises import cli as exercises_cli
     from ingest import cli as ingest_cli
+    from policies import cli as policies_cli
     from reports_ml import cli as reports_cli
 
     app.add_typer(ingest_cli.consent_app, name="consent")
+    app.add_typer(policies_cli.audio_app, name="audio")
     app.add_typer(exercises_cli.exercises_app, name="exercises")
     app.add_typer(aggregate_cli.releases_app, name="releases")
     for module in (aggregate_cli, audit_cli):

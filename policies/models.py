@@ -26,6 +26,13 @@ class PolicyRead(BaseModel):
     output_sample_rate: int
     release_interval: str
     retention_cycles: int
+    voice_anonymization: str
+    voice_mcadams_alpha_min: float
+    voice_mcadams_alpha_max: float
+    voice_pitch_octaves_min: float
+    voice_pitch_octaves_max: float
+    voice_formant_octaves_min: float
+    voice_formant_octaves_max: float
 
 
 class ChainStatusRead(BaseModel):

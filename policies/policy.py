@@ -7,6 +7,7 @@ version) refuse to load, so the service cannot run with them (P1, P2, P5, P6, P1
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import tomllib
 from pathlib import Path
@@ -18,6 +19,7 @@ from core.errors import ConfigurationError
 
 POLICY_DIR = Path(__file__).resolve().parent / "files"
 ReleaseInterval = Literal["hourly", "daily", "weekly"]
+VoiceAnonymization = Literal["none", "mcadams", "world"]
 
 
 class Policy(BaseModel):
@@ -50,6 +52,18 @@ class Policy(BaseModel):
         pattern=r"^[A-Za-z0-9][A-Za-z0-9.+-]*$",
         description="the licence a released dataset carries (an SPDX-style id, lower case)",
     )
+    voice_anonymization: VoiceAnonymization = Field(
+        default="none", description="transform applied to every released voice (policies.voice)"
+    )
+    # α = 1 leaves a voice as it is: the range stays clear of it, so every clip is transformed.
+    voice_mcadams_alpha_min: float = Field(default=0.7, ge=0.5, le=0.95)
+    voice_mcadams_alpha_max: float = Field(default=0.9, ge=0.5, le=0.95)
+    # Shift sizes (octaves) for ``world``; the direction is drawn per clip. Pitch moves the
+    # voice, formants the vocal tract: a formant shift of at least 0.05 octave is kept.
+    voice_pitch_octaves_min: float = Field(default=0.4, ge=0.0, le=1.5)
+    voice_pitch_octaves_max: float = Field(default=0.8, ge=0.0, le=1.5)
+    voice_formant_octaves_min: float = Field(default=0.1, ge=0.05, le=0.5)
+    voice_formant_octaves_max: float = Field(default=0.2, ge=0.05, le=0.5)
 
     @model_validator(mode="after")
     def _consistent(self) -> Policy:
@@ -59,6 +73,15 @@ class Policy(BaseModel):
             raise ValueError("min_sample_rate must not exceed max_sample_rate")
         if self.min_speech_s > self.min_duration_s:
             raise ValueError("min_speech_s must not exceed min_duration_s")
+        for low, high in (
+            ("voice_mcadams_alpha_min", "voice_mcadams_alpha_max"),
+            ("voice_pitch_octaves_min", "voice_pitch_octaves_max"),
+            ("voice_formant_octaves_min", "voice_formant_octaves_max"),
+        ):
+            if getattr(self, low) > getattr(self, high):
+                raise ValueError(f"{low} must not exceed {high}")
+        if self.voice_anonymization == "world" and importlib.util.find_spec("pyworld") is None:
+            raise ValueError("voice_anonymization 'world' needs pyworld (pip install '.[voice]')")
         if any(not version.strip() for version in self.accepted_consent_versions):
             raise ValueError("accepted_consent_versions must not contain blank versions")
         return self

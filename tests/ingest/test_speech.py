@@ -147,3 +147,16 @@ def test_silent_padding_does_not_count_towards_k(
     assert stored() == NOTHING
     assert upload(mint("speaker"), voiced_wav(seed=1, seconds=1.0)).status_code == 201
     assert stored() == Stored(objects=1, rows=1)
+
+
+def test_the_voice_detector_is_the_maintained_wheel_build() -> None:
+    """The old ``webrtcvad`` package (a dependency of the benchmark's speaker encoder) installs
+    a module of the same name that imports ``pkg_resources``; it must not replace ours."""
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-W", "error", "-c", "import webrtcvad; webrtcvad.Vad(2)"],
+        capture_output=True, text=True, check=False,
+    )
+    assert result.returncode == 0, result.stderr

@@ -27,6 +27,10 @@ def test_policy_shows_every_threshold_and_its_recorded_hash(
     assert body["accepted_consent_versions"] == ["speech-research-v1"]
     assert body["retention_cycles"] == 30
     assert body["output_sample_rate"] == 16000
+    assert body["voice_anonymization"] == "none"
+    assert (body["voice_mcadams_alpha_min"], body["voice_mcadams_alpha_max"]) == (0.7, 0.9)
+    assert (body["voice_pitch_octaves_min"], body["voice_pitch_octaves_max"]) == (0.4, 0.8)
+    assert (body["voice_formant_octaves_min"], body["voice_formant_octaves_max"]) == (0.1, 0.2)
     assert len(body["content_hash"]) == 64
     assert body["recorded_in_audit_log"] is True  # start-up recorded it
 

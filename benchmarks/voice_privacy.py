@@ -1,0 +1,494 @@
+"""Voice anonymization, VoicePrivacy style, on FSDD: speaker linkability against speech content.
+
+Data: the Free Spoken Digit Dataset in ``../shared/data/fsdd`` (3,000 clips, 6 speakers, 50 of
+each digit per speaker), resampled to the service's 16 kHz as the sanitizer does. Clips with
+index 0–24 are enrollment, 25–49 trial (so each half holds every digit of every speaker).
+Anonymized clips go through ``VoiceAnonymizer.released_audio``, the release's own function, on
+the canonical FLAC of the clip.
+
+Attacker: the pretrained ``resemblyzer`` speaker encoder (weights in its wheel). A speaker's
+model is the mean of its enrollment embeddings; a trial is scored by cosine similarity against
+all six models (target and non-target trials give the equal error rate, the best model gives
+speaker-identification accuracy). Conditions:
+
+- ``original``: enrollment and trials original (the baseline: how linkable voices are now);
+- ``ignorant``: enrollment original, trials anonymized;
+- ``lazy-informed``: enrollment anonymized by the same system with another seed;
+- ``trained``: a stronger attacker that trains a classifier (logistic regression on the
+  embeddings) on anonymized enrollment clips, then scores anonymized trials.
+
+Utility: PocketSphinx (en-US model in its wheel) with a grammar of the ten digits; word
+accuracy on the trial clips, original and anonymized, in the same run.
+
+A sweep over the McAdams coefficient range gives the privacy/utility curve (PNG plot).
+
+    .venv/bin/python benchmarks/voice_privacy.py [--clips N] [--jobs 2] [--out F.md] [--plot F.png]
+
+``--quick`` uses 48 clips and two sweep points (about a minute). Needs the ``voice`` extra.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+FSDD = REPO_ROOT / ".." / "shared" / "data" / "fsdd" / "recordings"
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+from policies import flac  # noqa: E402
+from policies.voice import VoiceAnonymizer, decode_mono  # noqa: E402
+
+SAMPLE_RATE = 16000
+DIGITS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+ENROLL_BELOW = 25
+# The transforms swept: McAdams ranges (the VoicePrivacy baseline) and WORLD pitch + formant
+# shifts at several strengths (the default policy ranges are "world ×1").
+def _world(scale: float) -> VoiceAnonymizer:
+    return VoiceAnonymizer(
+        method="world",
+        pitch_octaves=(0.4 * scale, 0.8 * scale),
+        formant_octaves=(0.1 * scale, 0.2 * scale),
+    )
+
+
+SWEEP: dict[str, VoiceAnonymizer] = {
+    "mcadams 0.7–0.9": VoiceAnonymizer(method="mcadams", alpha=(0.7, 0.9)),
+    "mcadams 0.5–0.6": VoiceAnonymizer(method="mcadams", alpha=(0.5, 0.6)),
+    "world ×0.75": _world(0.75),
+    "world ×1": _world(1.0),
+    "world ×1.25": _world(1.25),
+    "world ×1.5": _world(1.5),
+}
+QUICK_SWEEP = ("mcadams 0.7–0.9", "world ×1")
+
+
+@dataclass(frozen=True)
+class Clip:
+    digit: int
+    speaker: str
+    index: int
+    flac: bytes  # the canonical 16 kHz FLAC the service would hold
+
+    @property
+    def enrollment(self) -> bool:
+        return self.index < ENROLL_BELOW
+
+
+def load_fsdd(root: Path = FSDD, *, per_speaker: int | None = None) -> list[Clip]:
+    """FSDD clips as the sanitizer leaves them; ``per_speaker`` takes an even subset
+    (half enrollment, half trial, digits spread)."""
+    import soundfile as sf
+    import soxr
+
+    paths = sorted(root.glob("*.wav"))
+    chosen: list[Path] = []
+    if per_speaker is None:
+        chosen = paths
+    else:
+        by_speaker: dict[str, list[Path]] = {}
+        for path in paths:
+            by_speaker.setdefault(path.stem.split("_")[1], []).append(path)
+        half = max(1, per_speaker // 2)
+        for speaker_paths in by_speaker.values():
+            for group in (
+                [p for p in speaker_paths if int(p.stem.split("_")[2]) < ENROLL_BELOW],
+                [p for p in speaker_paths if int(p.stem.split("_")[2]) >= ENROLL_BELOW],
+            ):
+                step = max(1, len(group) // half)
+                # Walk digits and indices together so that a subset holds many digits.
+                ordered = sorted(group, key=lambda p: (int(p.stem.split("_")[2]), p.stem))
+                chosen.extend(ordered[::step][:half])
+    clips = []
+    for path in chosen:
+        digit, speaker, index = path.stem.split("_")
+        samples, rate = sf.read(path, dtype="float64", always_2d=True)
+        mono = samples.mean(axis=1)
+        if rate != SAMPLE_RATE:
+            mono = soxr.resample(mono, rate, SAMPLE_RATE, quality="HQ")
+        clips.append(Clip(int(digit), speaker, int(index), flac.encode_samples(mono, SAMPLE_RATE)))
+    return clips
+
+
+def anonymize_all(
+    clips: Sequence[Clip], voice: VoiceAnonymizer, *, seed: int, jobs: int = 1
+) -> list[np.ndarray]:
+    """Each clip through the release's transform (its own generator spawned from ``seed``,
+    so the result does not depend on ``jobs``), as samples."""
+    seeds = np.random.SeedSequence(seed).spawn(len(clips))
+    data = [clip.flac for clip in clips]
+    if jobs > 1:
+        with ProcessPoolExecutor(max_workers=jobs) as pool:
+            return list(pool.map(_anonymize_one, [voice] * len(data), data, seeds,
+                                 chunksize=32))
+    return [_anonymize_one(voice, d, s) for d, s in zip(data, seeds, strict=True)]
+
+
+def _anonymize_one(voice: VoiceAnonymizer, data: bytes, seed: np.random.SeedSequence
+                   ) -> np.ndarray:
+    return decode_mono(voice.released_audio(data, rng=np.random.default_rng(seed)))[0]
+
+
+def originals(clips: Sequence[Clip]) -> list[np.ndarray]:
+    return [decode_mono(clip.flac)[0] for clip in clips]
+
+
+# --- the attacker -----------------------------------------------------------------------------
+
+
+class SpeakerEncoder:
+    """resemblyzer's pretrained encoder on the CPU: unit-norm embeddings of 16 kHz clips.
+
+    Batched: the partial utterances of many clips go through the network together (the same
+    slices, padding and averaging as ``VoiceEncoder.embed_utterance``, a clip at a time)."""
+
+    def __init__(self, *, batch: int = 256) -> None:
+        import torch
+
+        with warnings.catch_warnings():
+            # resemblyzer imports deprecated scipy and pkg_resources names; not ours to fix.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
+            from resemblyzer import VoiceEncoder
+
+        torch.set_num_threads(1)  # the benchmark's processes share two cores
+        self._encoder = VoiceEncoder("cpu", verbose=False)
+        self._batch = batch
+
+    def embed(self, clips: Sequence[np.ndarray]) -> np.ndarray:
+        import torch
+        from resemblyzer import audio, preprocess_wav
+
+        partials: list[np.ndarray] = []
+        owners: list[int] = []
+        for owner, samples in enumerate(clips):
+            wav = preprocess_wav(samples.astype(np.float32), source_sr=SAMPLE_RATE)
+            if wav.size < SAMPLE_RATE // 10:  # VAD trimmed nearly everything: keep the clip
+                wav = samples.astype(np.float32)
+            wav_slices, mel_slices = self._encoder.compute_partial_slices(len(wav), 1.3, 0.75)
+            wav = np.pad(wav, (0, max(0, wav_slices[-1].stop - len(wav))))
+            mel = audio.wav_to_mel_spectrogram(wav)
+            partials.extend(mel[s] for s in mel_slices)
+            owners.extend([owner] * len(mel_slices))
+        embeddings = []
+        with torch.no_grad():
+            for start in range(0, len(partials), self._batch):
+                mels = torch.from_numpy(np.stack(partials[start : start + self._batch]))
+                embeddings.append(self._encoder(mels).numpy())
+        partial_embeddings = np.concatenate(embeddings).astype(np.float64)
+        sums = np.zeros((len(clips), partial_embeddings.shape[1]))
+        np.add.at(sums, np.asarray(owners), partial_embeddings)
+        return np.asarray(sums / np.linalg.norm(sums, axis=1, keepdims=True))
+
+
+def eer_score(target: np.ndarray, nontarget: np.ndarray) -> float:
+    """Equal error rate of a verifier: where false acceptance equals false rejection
+    (0.5 is chance, higher is more private)."""
+    scores = np.concatenate([target, nontarget])
+    labels = np.concatenate([np.ones(len(target)), np.zeros(len(nontarget))])
+    order = np.argsort(-scores, kind="stable")
+    labels = labels[order]
+    # Threshold just below each score, in descending order: accept the top i+1 trials.
+    false_accept = np.cumsum(1 - labels) / max(1, len(nontarget))
+    false_reject = 1 - np.cumsum(labels) / max(1, len(target))
+    false_accept = np.concatenate([[0.0], false_accept])
+    false_reject = np.concatenate([[1.0], false_reject])
+    gap = false_accept - false_reject
+    i = int(np.argmax(gap >= 0))
+    if i == 0:
+        return float(false_accept[0])
+    # Linear interpolation between the two operating points around the crossing.
+    a0, a1, r0, r1 = false_accept[i - 1], false_accept[i], false_reject[i - 1], false_reject[i]
+    denominator = (a1 - a0) - (r1 - r0)
+    t = 0.0 if denominator == 0 else (r0 - a0) / denominator
+    return float(a0 + t * (a1 - a0))
+
+
+@dataclass(frozen=True)
+class AttackResult:
+    eer: float
+    identification_accuracy: float
+
+
+def attack(
+    scores: np.ndarray, trial_speakers: Sequence[str], speakers: Sequence[str]
+) -> AttackResult:
+    """EER and identification accuracy from a (trials × speakers) score matrix."""
+    truth = np.array([[s == t for t in speakers] for s in trial_speakers])
+    eer = eer_score(scores[truth], scores[~truth])
+    predicted = np.asarray(speakers)[np.argmax(scores, axis=1)]
+    accuracy = float(np.mean(predicted == np.asarray(trial_speakers)))
+    return AttackResult(eer=eer, identification_accuracy=accuracy)
+
+
+def cosine_scores(
+    enroll: np.ndarray, enroll_speakers: Sequence[str], trials: np.ndarray
+) -> tuple[np.ndarray, list[str]]:
+    """Cosine similarity of each trial embedding to each speaker's mean enrollment embedding."""
+    speakers = sorted(set(enroll_speakers))
+    labels = np.asarray(enroll_speakers)
+    models = np.stack([enroll[labels == s].mean(axis=0) for s in speakers])
+    models /= np.linalg.norm(models, axis=1, keepdims=True)
+    unit = trials / np.linalg.norm(trials, axis=1, keepdims=True)
+    return unit @ models.T, speakers
+
+
+def trained_scores(
+    enroll: np.ndarray, enroll_speakers: Sequence[str], trials: np.ndarray
+) -> tuple[np.ndarray, list[str]]:
+    """A classifier trained on (anonymized) enrollment embeddings: per-speaker log-odds."""
+    from sklearn.linear_model import LogisticRegression
+
+    model = LogisticRegression(max_iter=2000, C=10.0)
+    model.fit(enroll, list(enroll_speakers))
+    return model.decision_function(trials), [str(c) for c in model.classes_]
+
+
+# --- utility ------------------------------------------------------------------------------------
+
+
+_DIGIT_GRAMMAR = (
+    "#JSGF V1.0;\ngrammar digits;\npublic <digit> = " + " | ".join(DIGITS) + " ;\n"
+)
+_decoder: Any = None
+
+
+def _recognize(samples: np.ndarray) -> str:
+    """The digit word PocketSphinx hears in one 16 kHz clip ('' when none)."""
+    global _decoder
+    if _decoder is None:
+        from pocketsphinx import Decoder
+
+        _decoder = Decoder(lm=None, loglevel="FATAL")
+        _decoder.add_jsgf_string("digits", _DIGIT_GRAMMAR)
+        _decoder.activate_search("digits")
+    pcm = np.rint(np.clip(samples, -1.0, 1.0) * 32767.0).astype(np.int16)
+    # Quarter-second of silence each side: FSDD is trimmed tight, the recognizer wants context.
+    pad = np.zeros(SAMPLE_RATE // 4, dtype=np.int16)
+    _decoder.start_utt()
+    _decoder.process_raw(np.concatenate([pad, pcm, pad]).tobytes(), full_utt=True)
+    _decoder.end_utt()
+    hypothesis = _decoder.hyp()
+    return "" if hypothesis is None else str(hypothesis.hypstr).strip()
+
+
+def word_accuracy_score(
+    clips: Sequence[np.ndarray], digits: Sequence[int], *, jobs: int = 1
+) -> float:
+    """Share of clips whose recognized word is the spoken digit (higher is better)."""
+    if jobs > 1:
+        with ProcessPoolExecutor(max_workers=jobs) as pool:
+            heard = list(pool.map(_recognize, clips, chunksize=16))
+    else:
+        heard = [_recognize(c) for c in clips]
+    return float(np.mean([h == DIGITS[d] for h, d in zip(heard, digits, strict=True)]))
+
+
+# --- one run ----------------------------------------------------------------------------------
+
+
+@dataclass
+class SweepPoint:
+    label: str
+    ignorant: AttackResult
+    lazy_informed: AttackResult
+    trained: AttackResult
+    word_accuracy: float
+    seconds_per_clip: float
+
+
+@dataclass
+class Report:
+    clips: int
+    speakers: int
+    original: AttackResult
+    original_word_accuracy: float
+    points: list[SweepPoint] = field(default_factory=list)
+
+
+def run(
+    clips: Sequence[Clip],
+    sweep: dict[str, VoiceAnonymizer],
+    *,
+    jobs: int = 1,
+    progress: Callable[[str], None] = print,
+) -> Report:
+    encoder = SpeakerEncoder()
+    enroll = [c for c in clips if c.enrollment]
+    trial = [c for c in clips if not c.enrollment]
+    enroll_speakers = [c.speaker for c in enroll]
+    trial_speakers = [c.speaker for c in trial]
+    trial_digits = [c.digit for c in trial]
+
+    enroll_original = encoder.embed(originals(enroll))
+    trial_original_audio = originals(trial)
+    trial_original = encoder.embed(trial_original_audio)
+    report = Report(
+        clips=len(clips),
+        speakers=len(set(enroll_speakers)),
+        original=_attack(
+            cosine_scores, enroll_original, enroll_speakers, trial_original, trial_speakers
+        ),
+        original_word_accuracy=word_accuracy_score(trial_original_audio, trial_digits, jobs=jobs),
+    )
+    progress(f"original: {report.original}, word accuracy {report.original_word_accuracy:.3f}")
+    for label, voice in sweep.items():
+        started = time.perf_counter()
+        trial_anonymized_audio = anonymize_all(trial, voice, seed=1, jobs=jobs)
+        # Wall time over the jobs' processes: the throughput a release with as many would see.
+        elapsed = time.perf_counter() - started
+        enroll_anonymized = encoder.embed(anonymize_all(enroll, voice, seed=2, jobs=jobs))
+        trial_anonymized = encoder.embed(trial_anonymized_audio)
+        point = SweepPoint(
+            label=label,
+            ignorant=_attack(
+                cosine_scores, enroll_original, enroll_speakers, trial_anonymized, trial_speakers
+            ),
+            lazy_informed=_attack(
+                cosine_scores, enroll_anonymized, enroll_speakers, trial_anonymized,
+                trial_speakers,
+            ),
+            trained=_attack(
+                trained_scores, enroll_anonymized, enroll_speakers, trial_anonymized,
+                trial_speakers,
+            ),
+            word_accuracy=word_accuracy_score(trial_anonymized_audio, trial_digits, jobs=jobs),
+            seconds_per_clip=elapsed / max(1, len(trial)),
+        )
+        report.points.append(point)
+        progress(f"{label}: {point}")
+    return report
+
+
+Scorer = Callable[[np.ndarray, Sequence[str], np.ndarray], tuple[np.ndarray, list[str]]]
+
+
+def _attack(
+    scorer: Scorer,
+    enroll: np.ndarray,
+    enroll_speakers: Sequence[str],
+    trials: np.ndarray,
+    trial_speakers: Sequence[str],
+) -> AttackResult:
+    scores, speakers = scorer(enroll, enroll_speakers, trials)
+    return attack(scores, trial_speakers, speakers)
+
+
+# --- report -----------------------------------------------------------------------------------
+
+GOAL_IGNORANT_EER = 0.35
+GOAL_LAZY_EER = 0.30
+GOAL_MAX_WORD_ACCURACY_DROP = 0.05
+
+
+def meets_goal(point: SweepPoint, report: Report) -> bool:
+    drop = report.original_word_accuracy - point.word_accuracy
+    return (
+        point.ignorant.eer >= GOAL_IGNORANT_EER
+        and point.lazy_informed.eer >= GOAL_LAZY_EER
+        and drop <= GOAL_MAX_WORD_ACCURACY_DROP
+    )
+
+
+def markdown(report: Report, *, command: str, load: str) -> str:
+    lines = [
+        f"`{command}` — {report.clips} FSDD clips ({report.speakers} speakers; half enrollment, "
+        f"half trial), load average {load}.",
+        "",
+        f"Original voices (baseline): EER {report.original.eer:.3f}, speaker identification "
+        f"{report.original.identification_accuracy:.1%}; PocketSphinx digit word accuracy "
+        f"{report.original_word_accuracy:.1%}.",
+        "",
+        "| transform | EER ignorant | EER lazy-informed | EER trained | speaker id (ignorant / "
+        "lazy / trained) | word accuracy (change) | ms/clip (wall, all jobs) | goal met |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for p in report.points:
+        drop = report.original_word_accuracy - p.word_accuracy
+        lines.append(
+            f"| {p.label} | {p.ignorant.eer:.3f} | {p.lazy_informed.eer:.3f} | "
+            f"{p.trained.eer:.3f} | {p.ignorant.identification_accuracy:.1%} / "
+            f"{p.lazy_informed.identification_accuracy:.1%} / "
+            f"{p.trained.identification_accuracy:.1%} | {p.word_accuracy:.1%} "
+            f"({-drop * 100:+.1f} pts) | {p.seconds_per_clip * 1000:.0f} | "
+            f"{'yes' if meets_goal(p, report) else 'no'} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def plot(report: Report, path: Path) -> None:
+    """EER of each attacker against the word-accuracy drop, one point per transform."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(7.5, 5))
+    drops = [(report.original_word_accuracy - p.word_accuracy) * 100 for p in report.points]
+    for name, key, marker in (
+        ("ignorant", "ignorant", "o"),
+        ("lazy-informed", "lazy_informed", "s"),
+        ("trained", "trained", "^"),
+    ):
+        eers = [getattr(p, key).eer for p in report.points]
+        axes.scatter(drops, eers, marker=marker, label=name)
+    for p, drop in zip(report.points, drops, strict=True):
+        axes.annotate(p.label, (drop, p.ignorant.eer), fontsize=7, xytext=(3, 3),
+                      textcoords="offset points")
+    axes.axhline(GOAL_IGNORANT_EER, color="grey", linestyle="--", linewidth=0.8)
+    axes.axhline(GOAL_LAZY_EER, color="grey", linestyle=":", linewidth=0.8)
+    axes.axvline(GOAL_MAX_WORD_ACCURACY_DROP * 100, color="grey", linestyle="-.", linewidth=0.8)
+    axes.axhline(report.original.eer, color="black", linewidth=0.8)
+    axes.set_xlabel("PocketSphinx word-accuracy drop (points, lower is better)")
+    axes.set_ylabel("attacker EER (0.5 = chance, higher is more private)")
+    axes.set_title(f"Voice anonymization on FSDD ({report.clips} clips)")
+    axes.legend(loc="lower right")
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--quick", action="store_true", help="48 clips, two transforms")
+    parser.add_argument("--clips-per-speaker", type=int, default=None,
+                        help="clips per speaker (default: all 500)")
+    parser.add_argument("--transforms", nargs="+", choices=list(SWEEP), default=None,
+                        help="run only these transforms of the sweep")
+    parser.add_argument("--jobs", type=int, default=2,
+                        help="processes for anonymization and the recognizer")
+    parser.add_argument("--out", type=Path, default=None, help="write the Markdown table here")
+    parser.add_argument("--plot", type=Path, default=None, help="write the PNG plot here")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parse_args(argv)
+    per_speaker = 8 if args.quick else args.clips_per_speaker
+    chosen = args.transforms or (QUICK_SWEEP if args.quick else list(SWEEP))
+    sweep = {k: SWEEP[k] for k in chosen}
+    report = run(load_fsdd(per_speaker=per_speaker), sweep, jobs=args.jobs)
+    one, five, _ = os.getloadavg()
+    command = "python benchmarks/voice_privacy.py " + " ".join(sys.argv[1:] if argv is None
+                                                              else argv)
+    text = markdown(report, command=command.strip(), load=f"{one:.1f} / {five:.1f}")
+    print(text)
+    out = args.out or Path(tempfile.gettempdir()) / "voice_privacy.md"
+    out.write_text(text, encoding="utf-8")
+    plot(report, args.plot or Path(tempfile.gettempdir()) / "voice_privacy.png")
+
+
+if __name__ == "__main__":
+    main()

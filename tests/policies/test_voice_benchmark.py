@@ -1,0 +1,73 @@
+"""The voice-privacy benchmark: its metrics against slow references, and its small mode."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from benchmarks.voice_privacy import (
+    QUICK_SWEEP,
+    SWEEP,
+    attack,
+    eer_score,
+    load_fsdd,
+    markdown,
+    plot,
+    run,
+)
+
+HAS_VOICE_EXTRA = all(
+    importlib.util.find_spec(name) is not None for name in ("resemblyzer", "pocketsphinx")
+)
+
+
+def _slow_eer(target: np.ndarray, nontarget: np.ndarray) -> float:
+    """Scan every threshold; the EER is where the two error rates are closest (their mean)."""
+    best = (2.0, 0.0)
+    for threshold in np.concatenate([target, nontarget, [np.inf]]):
+        false_accept = float(np.mean(nontarget >= threshold))
+        false_reject = float(np.mean(target < threshold))
+        gap = abs(false_accept - false_reject)
+        if gap < best[0]:
+            best = (gap, (false_accept + false_reject) / 2)
+    return best[1]
+
+
+def test_eer_matches_a_threshold_scan_on_a_seeded_toy_set() -> None:
+    rng = np.random.default_rng(0)
+    for shift in (0.0, 0.5, 1.0, 3.0):
+        target = rng.normal(shift, 1.0, 400)
+        nontarget = rng.normal(0.0, 1.0, 2000)
+        assert eer_score(target, nontarget) == pytest.approx(_slow_eer(target, nontarget),
+                                                              abs=0.005)
+    assert eer_score(np.array([2.0, 3.0]), np.array([0.0, 1.0])) == 0.0
+    assert eer_score(np.array([0.0, 1.0]), np.array([2.0, 3.0])) == pytest.approx(1.0)
+
+
+def test_attack_counts_identification_and_target_trials() -> None:
+    scores = np.array([[0.9, 0.1], [0.2, 0.8], [0.7, 0.6]])
+    result = attack(scores, ["a", "b", "b"], ["a", "b"])
+    assert result.identification_accuracy == pytest.approx(2 / 3)
+    assert 0.0 < result.eer < 0.5
+
+
+@pytest.mark.skipif(not HAS_VOICE_EXTRA, reason="needs the voice extra (pip install '.[voice]')")
+def test_small_mode_shows_anonymization_raising_the_attackers_error(tmp_path: Path) -> None:
+    clips = load_fsdd(per_speaker=8)
+    assert len(clips) == 48
+    report = run(clips, {k: SWEEP[k] for k in QUICK_SWEEP}, jobs=1, progress=lambda _: None)
+    assert report.speakers == 6
+    assert report.original.eer < 0.25
+    assert report.original.identification_accuracy > 0.8
+    for point in report.points:
+        assert point.ignorant.eer > report.original.eer + 0.1
+        assert point.ignorant.identification_accuracy < report.original.identification_accuracy
+        assert 0.0 <= point.word_accuracy <= 1.0
+    assert 0.4 < report.original_word_accuracy <= 1.0
+    text = markdown(report, command="voice_privacy.py --quick", load="0 / 0")
+    assert all(label in text for label in QUICK_SWEEP)
+    plot(report, tmp_path / "curve.png")
+    assert (tmp_path / "curve.png").read_bytes().startswith(b"\x89PNG")
