@@ -47,6 +47,7 @@ from core.text import StorableText
 from exercises.catalog import eligibility_cache
 from ingest import metrics, service
 from ingest.consent import bearer_token, check_age, verify_consent
+from ingest.decoder import DecoderPool
 from ingest.deps import (
     CONSENT_TOKEN,
     ConsentKeyDep,
@@ -63,6 +64,7 @@ from ingest.models import (
     parse_clip_metadata,
 )
 from ingest.multipart import MultipartUpload, check_content_length
+from ingest.service import UploadJob
 from policies.policy import Policy
 
 router = APIRouter(tags=["ingest"])
@@ -137,6 +139,7 @@ async def upload_clip(
     ] = None,
 ) -> ClipAcceptedRead:
     claimed: str | None = None
+    handed_over = False
     try:
         # 1–2: consent and age, from the headers alone.
         consent = verify_consent(
@@ -166,32 +169,45 @@ async def upload_clip(
         if parsed is None:
             parsed = await _admit_metadata(parts.metadata, database, policy)
         # 5–7 in a worker: sanitize, contribution cap, object, then row (whose transaction
-        # re-checks step 4).
-        await decoder.sanitize_and_store(
-            decoder.upload_job(
-                audio=parts.audio,
-                exercise_id=parsed.metadata.exercise_id,
-                consent=consent,
-                policy=policy,
-                database_url=database.url,
-                storage_url=storage_url,
-                key_store_url=request.app.state.settings.key_store_url,
-            )
+        # re-checks step 4). Shielded with the key's outcome: a client that hangs up does not
+        # cut them short, so its retry finds the first answer.
+        job = decoder.upload_job(
+            audio=parts.audio,
+            exercise_id=parsed.metadata.exercise_id,
+            consent=consent,
+            policy=policy,
+            database_url=database.url,
+            storage_url=storage_url,
+            key_store_url=request.app.state.settings.key_store_url,
         )
+        handed_over = True
+        await asyncio.shield(asyncio.ensure_future(_store(decoder, job, idempotency, claimed)))
     except MinorRefused:
         # A minor's attempt is neither stored, counted nor logged (P2).
         leave_uncounted(request.scope)
         raise
     except BaseException as exc:
-        if claimed is not None:  # refused or failed: a retry with this key runs afresh
+        if claimed is not None and not handed_over:  # a retry with this key runs afresh
             await run_in_threadpool(idempotency.release, claimed)
         if isinstance(exc, ChorusError):
             metrics.UPLOADS.labels(outcome=exc.code).inc()
         raise
-    if claimed is not None:
-        await run_in_threadpool(idempotency.complete, claimed)
     metrics.UPLOADS.labels(outcome="accepted").inc()
     return ClipAcceptedRead()
+
+
+async def _store(
+    decoder: DecoderPool, job: UploadJob, idempotency: IdempotencyStore, claimed: str | None
+) -> None:
+    """The upload's worker steps, then its Idempotency-Key marked done (or freed on failure)."""
+    try:
+        await decoder.sanitize_and_store(job)
+    except BaseException:
+        if claimed is not None:
+            await run_in_threadpool(idempotency.release, claimed)
+        raise
+    if claimed is not None:
+        await run_in_threadpool(idempotency.complete, claimed)
 
 
 async def _claim(idempotency: IdempotencyStore, digest: str) -> Claim:

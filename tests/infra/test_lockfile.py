@@ -57,7 +57,8 @@ def test_image_and_make_install_use_the_lock() -> None:
     ignore = (REPO_ROOT / "infra" / "Dockerfile.dockerignore").read_text(encoding="utf-8")
     assert "!requirements.lock" in ignore.splitlines()
     makefile = (REPO_ROOT / "Makefile").read_text(encoding="utf-8")
-    assert "PIP_CONSTRAINT=requirements.lock $(BIN)/pip install --quiet -e '.[dev]'" in makefile
+    install = "PIP_CONSTRAINT=requirements.lock $(BIN)/pip install --quiet -e '.[dev,voice]'"
+    assert install in makefile
     assert re.search(r"^\$\(STAMP\): pyproject\.toml requirements\.lock$", makefile, re.MULTILINE)
 
 

@@ -106,7 +106,7 @@ def test_models_import_stores_a_trained_model_and_can_promote_it(
     from reports_ml.staple import load_staple
 
     records = simulate_course(
-        "en_pt", load_staple(STAPLE / "dev.en_pt.2020-02-20.gold.txt")[:10], seed=1
+        "en_pt", load_staple(STAPLE / "excerpt.en_pt.gold.txt")[:10], seed=1
     )
     trained = ReportModel(hash_bits=12).fit(records)
     assert trained.card is not None
