@@ -112,7 +112,7 @@ def test_two_replicas_share_the_promoted_model_and_retrain_once(
     # ... and every other run, on either replica, finds it under way or nothing new to learn.
     _wait_for(
         lambda: all(_retraining_runs(s.log_path)["skipped"] >= 2 for s in replicas),
-        60, "both replicas ran their retraining job again",
+        180, "both replicas ran their retraining job again",
     )
     runs = [_retraining_runs(server.log_path) for server in replicas]
     print("retraining runs per replica:", runs)
