@@ -110,10 +110,14 @@ def test_two_replicas_share_the_promoted_model_and_retrain_once(
     promoted = registry.promoted_version()
     assert promoted is not None
     # ... and every other run, on either replica, finds it under way or nothing new to learn.
-    _wait_for(
-        lambda: all(_retraining_runs(s.log_path)["skipped"] >= 2 for s in replicas),
-        180, "both replicas ran their retraining job again",
-    )
+    try:
+        _wait_for(
+            lambda: all(_retraining_runs(s.log_path)["skipped"] >= 2 for s in replicas),
+            180, "both replicas ran their retraining job again",
+        )
+    except AssertionError as exc:
+        runs = [_retraining_runs(server.log_path) for server in replicas]
+        raise AssertionError(f"{exc}; runs per replica: {runs}") from None
     runs = [_retraining_runs(server.log_path) for server in replicas]
     print("retraining runs per replica:", runs)
     assert sum(r["promoted"] + r["kept_current"] for r in runs) == 1, runs
