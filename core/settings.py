@@ -32,7 +32,7 @@ class Settings(BaseSettings):
     )
     scheduler_enabled: bool = True
     sweep_interval_s: int = Field(default=3600, ge=10)
-    decoder_workers: int = Field(default=2, ge=1, le=64)
+    decoder_workers: int = Field(default=4, ge=1, le=64)
     model_poll_s: float = Field(
         default=2.0, ge=0, le=3600,
         description="seconds a replica serves the review model it knows before it asks the "
