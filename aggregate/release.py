@@ -455,34 +455,44 @@ def _planned_batches(
 ) -> Iterator[list[_ShardClip]]:
     """The planned clips in their random release order (keyset on position, id), a shard's
     worth at a time."""
+    query = (
+        sa.select(
+            ReleasedClip.id,
+            ReleasedClip.position,
+            PendingClip.object_key,
+            ReleasedClip.duration_s,
+            ReleasedClip.sample_rate,
+            ReleasedClip.loudness_dbfs,
+        )
+        .join(PendingClip, PendingClip.release_clip_id == ReleasedClip.id)
+        .where(
+            ReleasedClip.release_id == claim.release_id,
+            PendingClip.bucket_id == claim.bucket_id,
+        )
+    )
+    for rows in _in_release_order(database, query, batch_size=batch_size):
+        yield [_ShardClip(*row) for row in rows]
+
+
+def _in_release_order(
+    database: Database, query: sa.Select[*tuple[Any, ...]], *, batch_size: int
+) -> Iterator[list[Any]]:
+    """``query``'s rows (which select ``ReleasedClip.id`` and ``.position``) in the release's
+    random order, a batch per transaction (keyset on position, id)."""
     last: tuple[int, str] | None = None
     while True:
+        page = query
+        if last is not None:
+            page = page.where(sa.tuple_(ReleasedClip.position, ReleasedClip.id) > sa.tuple_(*last))
         with database.session(write=True) as session:
-            query = (
-                sa.select(
-                    ReleasedClip.id,
-                    ReleasedClip.position,
-                    PendingClip.object_key,
-                    ReleasedClip.duration_s,
-                    ReleasedClip.sample_rate,
-                    ReleasedClip.loudness_dbfs,
-                )
-                .join(PendingClip, PendingClip.release_clip_id == ReleasedClip.id)
-                .where(
-                    ReleasedClip.release_id == claim.release_id,
-                    PendingClip.bucket_id == claim.bucket_id,
-                )
+            rows = list(
+                session.execute(
+                    page.order_by(ReleasedClip.position, ReleasedClip.id).limit(batch_size)
+                ).all()
             )
-            if last is not None:
-                query = query.where(
-                    sa.tuple_(ReleasedClip.position, ReleasedClip.id) > sa.tuple_(*last)
-                )
-            rows = session.execute(
-                query.order_by(ReleasedClip.position, ReleasedClip.id).limit(batch_size)
-            ).all()
         if not rows:
             return
-        yield [_ShardClip(*row) for row in rows]
+        yield rows
         last = (rows[-1].position, rows[-1].id)
 
 
@@ -665,21 +675,9 @@ _CLIP_COLUMNS = (
 
 def _released_rows(database: Database, release_id: str, *, batch_size: int) -> Iterator[Any]:
     """A release's clips as plain rows in their shuffled order (keyset on position, id)."""
-    last: tuple[int, str] | None = None
-    while True:
-        with database.session(write=True) as session:
-            query = sa.select(*_CLIP_COLUMNS).where(ReleasedClip.release_id == release_id)
-            if last is not None:
-                query = query.where(
-                    sa.tuple_(ReleasedClip.position, ReleasedClip.id) > sa.tuple_(*last)
-                )
-            rows = session.execute(
-                query.order_by(ReleasedClip.position, ReleasedClip.id).limit(batch_size)
-            ).all()
-        if not rows:
-            return
+    query = sa.select(*_CLIP_COLUMNS).where(ReleasedClip.release_id == release_id)
+    for rows in _in_release_order(database, query, batch_size=batch_size):
         yield from rows
-        last = (rows[-1].position, rows[-1].id)
 
 
 def _write_dataset_files(

@@ -273,10 +273,11 @@ class DecoderPool:
     async def sanitize_and_store(self, job: UploadJob) -> None:
         """Decode, re-encode and store an upload in a worker; its ChorusErrors pass through.
 
-        A request cancelled meanwhile (its client went away) does not cut the job short: the
-        worker finishes it, as it would have for a client that stayed.
+        Cancelled while its worker runs, the worker is replaced (its job may be cut short, and
+        the orphan sweeper takes an object left without a row); the upload route shields this
+        call, so a client that goes away does not cut its upload short.
         """
-        outcome, detail = await asyncio.shield(asyncio.ensure_future(self._run(job)))
+        outcome, detail = await self._run(job)
         if outcome == "error":
             if isinstance(detail, _Failed):
                 raise RuntimeError(str(detail))
