@@ -213,7 +213,8 @@ class DecoderPool:
         *,
         workers: int,
         timeout_s: float = 20.0,
-        max_tasks_per_child: int = 200,
+        # A start (fork, warm-up) costs ~40 ms of CPU: 0.04 ms an upload at 1,000, 0.2 at 200.
+        max_tasks_per_child: int = 1000,
         task: SanitizeTask = sanitize_audio,
         warm_up: WarmUp | None = None,
     ) -> None:

@@ -19,7 +19,10 @@ FSDD; ≤ 0.05 and ≤ 0.07 on noise and steady tones).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
+import scipy.fft
 import soxr
 import webrtcvad
 
@@ -36,6 +39,7 @@ NOISE_FLATNESS = 0.3
 MIN_VOICED_SHARE = 0.15
 MIN_SPECTRAL_FLUX = 0.1
 # Flatness is measured over 200–3800 Hz, where speech has its formants.
+_WINDOW = np.hanning(FRAME).astype(np.float32)
 _BAND = slice(round(200 * FFT_SIZE / ANALYSIS_RATE), round(3800 * FFT_SIZE / ANALYSIS_RATE))
 
 
@@ -45,41 +49,66 @@ def require_speech(mono: np.ndarray, sample_rate: int, *, min_speech_s: float) -
         raise NoSpeech("no voice activity was found in the clip")
 
 
+@dataclass(frozen=True)
+class SpeechEvidence:
+    """What the check measured: voiced and active frame counts, median flux of voiced frames."""
+
+    voiced_frames: int
+    active_frames: int
+    median_flux: float
+
+
 def has_speech(mono: np.ndarray, sample_rate: int, *, min_speech_s: float) -> bool:
+    evidence = speech_evidence(mono, sample_rate)
+    needed = max(1, round(min_speech_s * ANALYSIS_RATE / FRAME))
+    return (
+        evidence.voiced_frames >= needed
+        and evidence.voiced_frames >= MIN_VOICED_SHARE * evidence.active_frames
+        and evidence.median_flux >= MIN_SPECTRAL_FLUX
+    )
+
+
+def speech_evidence(mono: np.ndarray, sample_rate: int) -> SpeechEvidence:
     frames = _frames(mono, sample_rate)
     if len(frames) < 2:
-        return False
+        return SpeechEvidence(0, 0, 0.0)
     level = np.sqrt(np.mean(np.square(frames, dtype=np.float64), axis=1))
     loudest = float(level.max())
     if loudest <= 0.0:
-        return False
-    frames = frames * min(MAX_GAIN, PEAK_FRAME_RMS / loudest)
+        return SpeechEvidence(0, 0, 0.0)
+    frames *= np.float32(min(MAX_GAIN, PEAK_FRAME_RMS / loudest))
     active = level > loudest * 10.0 ** (-ACTIVE_RANGE_DB / 20.0)
-    spectrum = np.abs(np.fft.rfft(frames * np.hanning(FRAME), FFT_SIZE, axis=1))
-    voiced = _webrtc_speech(frames) & active & (_flatness(spectrum) < NOISE_FLATNESS)
-    needed = max(1, round(min_speech_s * ANALYSIS_RATE / FRAME))
-    if voiced.sum() < needed or voiced.sum() < MIN_VOICED_SHARE * active.sum():
-        return False
-    return float(np.median(_spectral_flux(spectrum)[voiced])) >= MIN_SPECTRAL_FLUX
+    spectrum = np.abs(scipy.fft.rfft(frames * _WINDOW, FFT_SIZE, axis=1))
+    # WebRTC's detector is the dearest step: it only hears frames that could still be voiced.
+    voiced = active & (_flatness(spectrum) < NOISE_FLATNESS)
+    voiced[voiced] = _webrtc_speech(frames[voiced])
+    if not voiced.any():
+        return SpeechEvidence(0, int(active.sum()), 0.0)
+    flux = float(np.median(_spectral_flux(spectrum)[voiced]))
+    return SpeechEvidence(int(voiced.sum()), int(active.sum()), flux)
 
 
 def _frames(mono: np.ndarray, sample_rate: int) -> np.ndarray:
+    """30 ms frames of an 8 kHz copy, as float64 (a new array the caller may scale in place)."""
     samples = np.asarray(mono, dtype=np.float32)
     if sample_rate != ANALYSIS_RATE:
         samples = soxr.resample(samples, sample_rate, ANALYSIS_RATE, quality="MQ")
     count = len(samples) // FRAME
-    return np.asarray(samples[: count * FRAME], dtype=np.float64).reshape(count, FRAME)
+    return samples[: count * FRAME].reshape(count, FRAME).copy()
 
 
 def _webrtc_speech(frames: np.ndarray) -> np.ndarray:
     vad = webrtcvad.Vad(VAD_AGGRESSIVENESS)
     pcm = np.rint(np.clip(frames, -1.0, 1.0) * 32767.0).astype("<i2")
-    return np.array([vad.is_speech(frame.tobytes(), ANALYSIS_RATE) for frame in pcm], dtype=bool)
+    return np.fromiter(
+        (vad.is_speech(frame.tobytes(), ANALYSIS_RATE) for frame in pcm), dtype=bool,
+        count=len(pcm),
+    )
 
 
 def _flatness(spectrum: np.ndarray) -> np.ndarray:
     """Geometric over arithmetic mean of the band's power: near 0 for tones, ~0.5 for noise."""
-    power = np.square(spectrum[:, _BAND]) + 1e-12
+    power = np.square(spectrum[:, _BAND]) + np.float32(1e-12)
     return np.asarray(np.exp(np.mean(np.log(power), axis=1)) / np.mean(power, axis=1))
 
 
