@@ -6,7 +6,10 @@ and is never stored. Each bucket has its own random key, held only in memory
 the disk, WAL, dead tuple or backup can link a tag to anyone. A bucket whose key is lost
 (reboot, Redis flush) is **sealed**: it takes no new clips, is still released if its tags reach
 k, or retired by retention; the next upload opens a fresh bucket with a fresh key. Its clips
-can no longer be found by learner, exactly like released ones. The key is deleted when the
+can no longer be found by learner, exactly like released ones. An upload that finds its
+bucket's key lost ends its transaction before the bucket is sealed, in a transaction of its own,
+and then runs again (``run_upload_transaction``): on PostgreSQL two uploads that each held the
+row share-locked and then tried to seal it would deadlock. The key is deleted when the
 bucket is released or purged. Upholds P6's cap: a unique (bucket, tag, slot) constraint with
 slot < max_clips_per_contributor holds even under concurrent uploads.
 """
@@ -15,14 +18,16 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import cast
+from typing import TypeVar, cast
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from aggregate.tables import Bucket, BucketState, PendingClip, ReleasedClip
+from core.db import Database
 from core.errors import ContributionLimit, Unavailable
 from core.ids import new_id, new_secret
 from core.keystore import KeyStore
@@ -69,21 +74,53 @@ def key_name(bucket_id: str) -> str:
     return f"bucket:{bucket_id}"
 
 
+class BucketKeyLost(Exception):
+    """The exercise's open bucket has no key any more: the upload's transaction must end
+    before the bucket is sealed (``run_upload_transaction`` does both)."""
+
+    def __init__(self, bucket_id: str) -> None:
+        super().__init__(f"bucket {bucket_id} lost its key")
+        self.bucket_id = bucket_id
+
+
+T = TypeVar("T")
+
+
+def run_upload_transaction(database: Database, upload: Callable[[sa.Connection], T]) -> T:
+    """``upload`` (which calls ``add_pending_clip``) in a writing transaction; when it finds
+    its bucket's key lost, the bucket is sealed in a transaction of its own and ``upload``
+    runs again, in the fresh bucket.
+
+    The upload's transaction holds the bucket row share-locked on PostgreSQL; sealing under
+    that lock deadlocks with a second upload doing the same, so the seal waits until the
+    lock is gone. The rolled-back attempt stored nothing, so nothing acknowledged is lost.
+    """
+    for _attempt in range(_OPEN_ATTEMPTS):
+        try:
+            with database.connection(write=True) as connection:
+                return upload(connection)
+        except BucketKeyLost as lost:
+            with database.connection(write=True) as connection:
+                connection.execute(_SEAL, {"bucket_id": lost.bucket_id})
+    raise Unavailable("the exercise's bucket kept losing its key; try again")
+
+
 def open_bucket_for(session: Executor, exercise_id: str, *, keys: KeyStore) -> tuple[str, bytes]:
     """(id, key) of the exercise's open bucket, opened now (with a fresh key) if there is none.
 
     The open bucket's row stays share-locked on PostgreSQL until commit, so a release cannot
-    claim it while this upload is still adding to it (P6). An open bucket whose key is gone is
-    sealed first. Two uploads racing to open the same exercise's bucket meet the partial unique
-    index; the loser reads the winner's bucket, whose key the winner stored before inserting.
+    claim it while this upload is still adding to it (P6). An open bucket whose key is gone
+    raises ``BucketKeyLost``: it is sealed once this transaction has ended. Two uploads racing
+    to open the same exercise's bucket meet the partial unique index; the loser reads the
+    winner's bucket, whose key the winner stored before inserting.
     """
     for _attempt in range(_OPEN_ATTEMPTS):
         bucket_id = session.execute(_OPEN_BUCKET, {"exercise_id": exercise_id}).scalar()
         if bucket_id is not None:
             key = keys.get(key_name(bucket_id))
-            if key is not None:
-                return bucket_id, key
-            session.execute(_SEAL, {"bucket_id": bucket_id})
+            if key is None:
+                raise BucketKeyLost(bucket_id)
+            return bucket_id, key
         bucket_id = new_id()
         key = keys.put_if_absent(key_name(bucket_id), new_secret(32))
         try:
@@ -123,12 +160,13 @@ def add_pending_clip(
 ) -> None:
     """Record a stored clip in its exercise's open bucket, or raise ContributionLimit.
 
-    Must run in a writing transaction (``Database.connection(write=True)`` or
-    ``session(write=True)``). The bucket cannot be claimed by a release between the read of
-    its row and the insert: SQLite's writers take the database's write lock at BEGIN, and on
-    PostgreSQL the bucket row is share-locked until commit. The slot is counted and taken in
-    one ``INSERT … SELECT``; on PostgreSQL two uploads of one learner may still count the
-    same slot, and the loser of the unique (bucket, tag, slot) constraint counts again.
+    Must run in a writing transaction: ``run_upload_transaction``, which also seals a bucket
+    whose key was lost (``BucketKeyLost``), or ``session(write=True)``. The bucket cannot be
+    claimed by a release between the read of its row and the insert: SQLite's writers take the
+    database's write lock at BEGIN, and on PostgreSQL the bucket row is share-locked until
+    commit. The slot is counted and taken in one ``INSERT … SELECT``; on PostgreSQL two uploads
+    of one learner may still count the same slot, and the loser of the unique (bucket, tag,
+    slot) constraint counts again.
     """
     bucket_id, bucket_key = open_bucket_for(session, exercise_id, keys=keys)
     tag = contributor_tag(bucket_key, learner_id)

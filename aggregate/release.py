@@ -19,8 +19,9 @@ Steps, each safe to repeat, so a run killed anywhere is finished by the next one
    each batch becomes one tar shard (``aggregate.dataset``): the pending bytes are turned into
    the released bytes (``release_clip_bytes``: as they are, or under a policy with
    ``voice_anonymization`` the voice transformed with fresh random parameters, so a resumed run
-   writes another anonymized version), written into a temporary file, and the shard
-   is stored with one atomic write; its clips' SHA-256, shard and offset are then recorded.
+   writes another anonymized version), written into an anonymous temporary file (nothing is
+   left of it if the run is killed), and the shard is stored with one atomic write; its
+   clips' SHA-256, shard and offset are then recorded.
    Every run writes every shard again from the plan (the same names, the same order), and
    removes shards a longer earlier plan left, so the shards hold each clip exactly once.
 4. manifest — the dataset's tables, card and checksums, then the manifest, written last.
@@ -50,12 +51,10 @@ import logging
 import os
 import secrets
 import shutil
-import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Literal, TypeVar, cast
+from typing import Any, BinaryIO, Literal, TextIO, TypeVar, cast
 
 import sqlalchemy as sa
 from sqlalchemy.exc import DBAPIError
@@ -95,6 +94,7 @@ from aggregate.tables import (
 )
 from core.db import Database
 from core.errors import BlobNotFound, ChorusError
+from core.files import anonymous_file, anonymous_text_file
 from core.ids import new_id
 from core.keystore import KeyStore
 from core.storage import BlobStore
@@ -533,48 +533,44 @@ def _write_shard(
     pool: ThreadPoolExecutor,
     stats: BatchStatistics,
 ) -> StoredFile | None:
-    """One shard: the clips' released bytes into a temporary tar file, stored with one
-    atomic write, then their checksums and offsets recorded. None if every clip was
-    withdrawn meanwhile."""
+    """One shard: the clips' released bytes into an anonymous temporary tar file (a killed
+    run leaves nothing of a bucket not yet released), stored with one atomic write, then their
+    checksums and offsets recorded. None if every clip was withdrawn meanwhile."""
     recorded: list[dict[str, Any]] = []
     missing: list[_ShardClip] = []
-    fd, path = tempfile.mkstemp(prefix="chorus-shard-", suffix=".tar")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            out = HashingWriter(handle)
-            tar = TarWriter(out, mtime=_release_day_mtime(claim))
-            reads = _in_order(
-                pool, functools.partial(_read_pending, store), clips, ahead=2 * STORE_WORKERS
+    with anonymous_file() as handle:
+        out = HashingWriter(handle)
+        tar = TarWriter(out, mtime=_release_day_mtime(claim))
+        reads = _in_order(
+            pool, functools.partial(_read_pending, store), clips, ahead=2 * STORE_WORKERS
+        )
+        for clip, pending in reads:
+            if pending is None:
+                missing.append(clip)
+                continue
+            released = release_clip_bytes(pending, claim.voice)
+            offset = tar.add(clip_file_name(clip.clip_id), released)
+            recorded.append(
+                {
+                    "clip_id": clip.clip_id,
+                    "sha256": hashlib.sha256(released).hexdigest(),
+                    "shard": index,
+                    "member_offset": offset,
+                    "member_size": len(released),
+                }
             )
-            for clip, pending in reads:
-                if pending is None:
-                    missing.append(clip)
-                    continue
-                released = release_clip_bytes(pending, claim.voice)
-                offset = tar.add(clip_file_name(clip.clip_id), released)
-                recorded.append(
-                    {
-                        "clip_id": clip.clip_id,
-                        "sha256": hashlib.sha256(released).hexdigest(),
-                        "shard": index,
-                        "member_offset": offset,
-                        "member_size": len(released),
-                    }
-                )
-                stats.add(
-                    duration_s=clip.duration_s,
-                    sample_rate=clip.sample_rate,
-                    loudness_dbfs=clip.loudness_dbfs,
-                )
-            tar.close()
+            stats.add(
+                duration_s=clip.duration_s,
+                sample_rate=clip.sample_rate,
+                loudness_dbfs=clip.loudness_dbfs,
+            )
+        tar.close()
         _require_withdrawn(database, missing)
         if not recorded:
             return None
+        handle.seek(0)
         with _fence(database, claim):
-            store.put_file(shard_key(claim.release_id, index), Path(path))
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)
+            store.put_file(shard_key(claim.release_id, index), handle)
     released_clips = cast(sa.Table, ReleasedClip.__table__)
     with database.session(write=True) as session:
         hold_claim(session, bucket_id=claim.bucket_id, token=claim.token)
@@ -644,19 +640,30 @@ def manifest_header(claim: _Claim, stats: BatchStatistics) -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def _temporary_files(names: Iterable[str]) -> Iterator[dict[str, Path]]:
-    folder = Path(tempfile.mkdtemp(prefix="chorus-release-"))
-    try:
-        yield {name: folder / name for name in names}
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
+def _temporary_files(names: Iterable[str]) -> Iterator[dict[str, TextIO]]:
+    """An anonymous text file per name (``core.files.anonymous_text_file``): the tables hold
+    the clip ids and checksums of a release not yet finished, and a kill leaves none."""
+    with contextlib.ExitStack() as stack:
+        yield {name: stack.enter_context(anonymous_text_file()) for name in names}
 
 
-def _sha256_of(path: Path) -> str:
+def _rewound(handle: TextIO) -> BinaryIO:
+    """The bytes written through ``handle`` so far, to be read from the start."""
+    handle.flush()
+    handle.buffer.seek(0)
+    return handle.buffer
+
+
+def _stored_file(name: str, handle: TextIO) -> StoredFile:
+    digest = _sha256_of(handle)  # flushes: the size is then the whole file's
+    return StoredFile(name, os.fstat(handle.fileno()).st_size, digest)
+
+
+def _sha256_of(handle: TextIO) -> str:
     digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(1 << 16):
-            digest.update(chunk)
+    source = _rewound(handle)
+    while chunk := source.read(1 << 16):
+        digest.update(chunk)
     return digest.hexdigest()
 
 
@@ -700,55 +707,43 @@ def _write_dataset_files(
         course=claim.course,
         skill=claim.skill,
     )
-    tables = (METADATA_CSV, VALIDATED_TSV, DURATIONS_TSV, CHECKSUMS, _CLIP_ENTRIES)
-    with _temporary_files((*DATASET_FILES, MANIFEST, _CLIP_ENTRIES)) as paths:
-        with contextlib.ExitStack() as stack:
-            handles = {
-                name: stack.enter_context(paths[name].open("w", encoding="utf-8", newline=""))
-                for name in tables
-            }
-            writers = TableWriters(handles, describing)
-            rows = _released_rows(database, claim.release_id, batch_size=batch_size)
-            for index, clip in enumerate(rows):
-                if clip.sha256 is None:
-                    raise _UnplannedClips("a planned clip is in no shard")
-                writers.add(ClipRow(clip.id, clip.duration_s, clip.sample_rate, clip.sha256))
-                handles[_CLIP_ENTRIES].write(("," if index else "") + _clip_entry(index, clip))
-            paths[CARD].write_text(
-                dataset_card(header, license_id=claim.license), encoding="utf-8"
-            )
-            for handle in handles.values():
-                handle.flush()
-            for name in (CARD, METADATA_CSV, VALIDATED_TSV, DURATIONS_TSV):
-                handles[CHECKSUMS].write(f"{_sha256_of(paths[name])}  {name}\n")
-        files = [
-            StoredFile(name, paths[name].stat().st_size, _sha256_of(paths[name]))
-            for name in DATASET_FILES
-        ]
+    with _temporary_files((*DATASET_FILES, MANIFEST, _CLIP_ENTRIES)) as handles:
+        writers = TableWriters(handles, describing)
+        rows = _released_rows(database, claim.release_id, batch_size=batch_size)
+        for index, clip in enumerate(rows):
+            if clip.sha256 is None:
+                raise _UnplannedClips("a planned clip is in no shard")
+            writers.add(ClipRow(clip.id, clip.duration_s, clip.sample_rate, clip.sha256))
+            handles[_CLIP_ENTRIES].write(("," if index else "") + _clip_entry(index, clip))
+        handles[CARD].write(dataset_card(header, license_id=claim.license))
+        for name in (CARD, METADATA_CSV, VALIDATED_TSV, DURATIONS_TSV):
+            handles[CHECKSUMS].write(f"{_sha256_of(handles[name])}  {name}\n")
+        files = [_stored_file(name, handles[name]) for name in DATASET_FILES]
         with _fence(database, claim):
             _in_parallel(
                 lambda name: store.put_file(
-                    dataset_file_key(claim.release_id, name), paths[name]
+                    dataset_file_key(claim.release_id, name), _rewound(handles[name])
                 ),
                 list(DATASET_FILES),
             )
-        with paths[MANIFEST].open("w", encoding="utf-8") as out:
-            text = json.dumps(
-                {
-                    **header,
-                    "layout": "audiofolder in tar shards",
-                    "shards": [shard.to_json() for shard in shards],
-                    "files": [file.to_json() for file in files],
-                },
-                separators=(",", ":"),
-            )
-            out.write(text[:-1] + ',"clips":[')
-            with paths[_CLIP_ENTRIES].open(encoding="utf-8") as entries:
-                shutil.copyfileobj(entries, out, 1 << 16)
-            out.write("]}")
+        out = handles[MANIFEST]
+        text = json.dumps(
+            {
+                **header,
+                "layout": "audiofolder in tar shards",
+                "shards": [shard.to_json() for shard in shards],
+                "files": [file.to_json() for file in files],
+            },
+            separators=(",", ":"),
+        )
+        out.write(text[:-1] + ',"clips":[')
+        entries = handles[_CLIP_ENTRIES]
+        entries.seek(0)
+        shutil.copyfileobj(entries, out, 1 << 16)
+        out.write("]}")
         # After the ownership check, and under it: never over a finished release's manifest.
         with _fence(database, claim):
-            store.put_file(manifest_key(claim.release_id), paths[MANIFEST])
+            store.put_file(manifest_key(claim.release_id), _rewound(out))
 
 
 _CLIP_ENTRIES = "clips.part"

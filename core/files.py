@@ -10,7 +10,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
+import tempfile
 from pathlib import Path
+from typing import BinaryIO, TextIO
+
+from core.errors import ConfigurationError
 
 PRIVATE_UMASK = 0o077
 FILE_MODE = 0o600
@@ -71,3 +76,31 @@ def write_private_bytes(path: Path, data: bytes) -> None:
     with os.fdopen(fd, "wb") as handle:
         os.fchmod(handle.fileno(), FILE_MODE)
         handle.write(data)
+
+
+def private_temp_dir() -> Path:
+    """The service's own ``0700`` folder in the system's temporary directory (``TMPDIR``).
+
+    A folder of that name that another user made, or that others may enter, is refused: it
+    could let them see or swap the service's temporary files.
+    """
+    folder = Path(tempfile.gettempdir()) / f"chorus-{os.getuid()}"
+    with contextlib.suppress(FileExistsError):
+        folder.mkdir(mode=DIR_MODE)
+    found = folder.lstat()
+    if not stat.S_ISDIR(found.st_mode) or found.st_uid != os.getuid():
+        raise ConfigurationError(f"{folder} is not a folder of this user; remove it")
+    if stat.S_IMODE(found.st_mode) != DIR_MODE:
+        folder.chmod(DIR_MODE)
+    return folder
+
+
+def anonymous_file() -> BinaryIO:
+    """A ``0600`` temporary file in ``private_temp_dir`` without a name (``O_TMPFILE``, or
+    unlinked as soon as it is made): it is gone with its descriptor, even after a kill."""
+    return tempfile.TemporaryFile(dir=private_temp_dir())
+
+
+def anonymous_text_file() -> TextIO:
+    """``anonymous_file`` for UTF-8 text, written as is (no newline translation)."""
+    return tempfile.TemporaryFile("w+", encoding="utf-8", newline="", dir=private_temp_dir())

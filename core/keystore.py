@@ -20,6 +20,7 @@ recovered by design: its bucket is sealed (``aggregate.buckets``).
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 import threading
@@ -33,6 +34,9 @@ from sqlalchemy.exc import ArgumentError
 from core.errors import ConfigurationError, Unavailable
 
 _RAM_FILE_SYSTEMS = frozenset({"tmpfs", "ramfs"})
+# rmdir of a key folder that is not empty (ENOTEMPTY, or EEXIST as POSIX allows) or already gone.
+_FOLDER_IN_USE = frozenset({errno.ENOTEMPTY, errno.EEXIST, errno.ENOENT})
+_FOLDER_ATTEMPTS = 5
 
 
 class KeyStore(Protocol):
@@ -73,12 +77,30 @@ class MemoryKeyStore:
 
 
 class TmpfsKeyStore:
-    """One 0600 file per key in a 0700 folder on a RAM-backed file system."""
+    """One 0600 file per key in a 0700 folder on a RAM-backed file system.
+
+    The folder exists only while it holds a key: the delete of its last key removes it, and a
+    write that finds it gone (removed by another process a moment before) makes it again.
+    """
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
-        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-        os.chmod(folder, 0o700)
+        with contextlib.suppress(FileNotFoundError):
+            os.chmod(folder, 0o700)
+
+    def _make_folder(self) -> None:
+        self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        # Gone again already (another process deleted its last key): the caller tries again.
+        with contextlib.suppress(FileNotFoundError):
+            os.chmod(self.folder, 0o700)
+
+    def _create_staging(self, staging: Path) -> int:
+        for _attempt in range(_FOLDER_ATTEMPTS):
+            try:
+                return os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            except FileNotFoundError:
+                self._make_folder()
+        raise Unavailable("the key store's folder kept vanishing")
 
     def _path(self, name: str) -> Path:
         return self.folder / hashlib.sha256(name.encode()).hexdigest()
@@ -92,7 +114,7 @@ class TmpfsKeyStore:
     def put_if_absent(self, name: str, value: bytes) -> bytes:
         final = self._path(name)
         staging = final.with_name(f".{final.name}.{os.getpid()}.{threading.get_ident()}")
-        fd = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        fd = self._create_staging(staging)
         try:
             os.write(fd, value)
         finally:
@@ -111,6 +133,13 @@ class TmpfsKeyStore:
 
     def delete(self, name: str) -> None:
         self._path(name).unlink(missing_ok=True)
+        # Removes the folder only when it is empty: a key (or a write's staging file) that
+        # another process adds meanwhile keeps it, and a write that comes after makes it again.
+        try:
+            self.folder.rmdir()
+        except OSError as exc:
+            if exc.errno not in _FOLDER_IN_USE:
+                raise
 
 
 class RedisKeyStore:

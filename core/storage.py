@@ -56,8 +56,10 @@ class BlobStore(Protocol):
     def put(self, key: str, data: bytes) -> None:
         """Store ``data`` under ``key`` atomically, replacing any previous object."""
 
-    def put_file(self, key: str, path: Path) -> None:
-        """Store the contents of the local file ``path`` under ``key`` atomically."""
+    def put_file(self, key: str, source: BinaryIO) -> None:
+        """Store the open local file ``source``, from where it stands to its end, under
+        ``key`` atomically (a file without a name, such as an anonymous temporary file,
+        works as well as an opened one)."""
 
     def get(self, key: str) -> bytes:
         """The object's bytes; ``BlobNotFound`` if there is none."""
@@ -246,14 +248,11 @@ class FileBlobStore:
 
         self._write_atomically(self._path(key), write)
 
-    def put_file(self, key: str, path: Path) -> None:
-        target = self._path(key)
-        with open(path, "rb") as source:
+    def put_file(self, key: str, source: BinaryIO) -> None:
+        def write(handle: BinaryIO) -> None:
+            shutil.copyfileobj(source, handle, DEFAULT_CHUNK_SIZE * 16)
 
-            def write(handle: BinaryIO) -> None:
-                shutil.copyfileobj(source, handle, DEFAULT_CHUNK_SIZE * 16)
-
-            self._write_atomically(target, write)
+        self._write_atomically(self._path(key), write)
 
     def copy(self, src: str, dst: str) -> None:
         target = self._path(dst)

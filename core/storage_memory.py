@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator, Sequence
-from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 from core.errors import BlobNotFound, StorageUnavailable
 from core.storage import DEFAULT_CHUNK_SIZE, validate_key, validate_prefix
@@ -37,11 +36,9 @@ class MemoryBlobStore:
         with self._lock:
             self._objects[key] = bytes(data)
 
-    def put_file(self, key: str, path: Path) -> None:
+    def put_file(self, key: str, source: BinaryIO) -> None:
         validate_key(key)
-        with open(path, "rb") as source:
-            data = source.read()
-        self.put(key, data)
+        self.put(key, source.read())
 
     def get(self, key: str) -> bytes:
         validate_key(key)

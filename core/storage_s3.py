@@ -16,10 +16,10 @@ find nothing yet; the next one (the next release cycle or withdrawal) takes them
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 from collections.abc import Iterator, Sequence
-from pathlib import Path
-from typing import TYPE_CHECKING, Literal, NoReturn, cast
+from typing import TYPE_CHECKING, BinaryIO, Literal, NoReturn, cast
 from urllib.parse import unquote, urlsplit
 
 import boto3
@@ -192,11 +192,11 @@ class S3BlobStore:
         with self._errors("write"):
             self._client.put_object(Bucket=self.bucket, Key=key, Body=bytes(data))
 
-    def put_file(self, key: str, path: Path) -> None:
+    def put_file(self, key: str, source: BinaryIO) -> None:
         validate_key(key)
-        length = Path(path).stat().st_size
-        with open(path, "rb") as body, self._errors("write"):
-            self._client.put_object(Bucket=self.bucket, Key=key, Body=body, ContentLength=length)
+        with self._errors("write"):
+            length = os.fstat(source.fileno()).st_size - source.tell()
+            self._client.put_object(Bucket=self.bucket, Key=key, Body=source, ContentLength=length)
 
     def copy(self, src: str, dst: str) -> None:
         validate_key(src)

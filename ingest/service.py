@@ -32,6 +32,7 @@ from aggregate.buckets import (
     add_pending_clip,
     pending_object_key,
     prepare_upload_statements,
+    run_upload_transaction,
     withdraw_learner,
 )
 from aggregate.residue import purge_residue
@@ -89,23 +90,26 @@ def store_clip(
         sample_rate=clip.sample_rate,
         loudness_dbfs=clip.loudness_dbfs,
     )
-    try:
-        with database.connection(write=True) as connection:
-            if verify_exercise:
-                require_eligible(
-                    connection, exercise_id=exercise_id, min_learners=policy.min_exercise_learners
-                )
-            add_pending_clip(
-                connection,
-                exercise_id=exercise_id,
-                learner_id=consent.learner_id,
-                clip=facts,
-                max_clips_per_contributor=policy.max_clips_per_contributor,
-                keys=keys,
+
+    def add_row(connection: sa.Connection) -> None:
+        if verify_exercise:
+            require_eligible(
+                connection, exercise_id=exercise_id, min_learners=policy.min_exercise_learners
             )
-            # Read after the bucket row is locked: a withdrawal that committed meanwhile is seen.
-            if _is_withdrawn(connection, consent):
-                raise ConsentWithdrawn("the learner withdrew this consent; nothing was stored")
+        add_pending_clip(
+            connection,
+            exercise_id=exercise_id,
+            learner_id=consent.learner_id,
+            clip=facts,
+            max_clips_per_contributor=policy.max_clips_per_contributor,
+            keys=keys,
+        )
+        # Read after the bucket row is locked: a withdrawal that committed meanwhile is seen.
+        if _is_withdrawn(connection, consent):
+            raise ConsentWithdrawn("the learner withdrew this consent; nothing was stored")
+
+    try:
+        run_upload_transaction(database, add_row)
     except DatabaseUnavailable:
         # The commit may have landed although its answer was lost; deleting the object could
         # leave a row without its clip. If no row refers to it, the orphan sweeper removes it.

@@ -111,7 +111,8 @@ class ModelRegistry:
             model.save(Path(folder) / _MODEL_FILE)
             # The model and its card (whatever else the saver writes beside it).
             for written in sorted(Path(folder).iterdir()):
-                self.store.put_file(f"{prefix}{written.name}", written)
+                with written.open("rb") as source:
+                    self.store.put_file(f"{prefix}{written.name}", source)
         for _ in range(_CLAIM_ATTEMPTS):
             try:
                 with self.database.session(write=True) as session:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import threading
+import time
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -17,6 +19,12 @@ from aggregate.buckets import (
 from aggregate.tables import Bucket, PendingClip
 from core.db import Database
 from core.errors import ContributionLimit
+from core.keystore import KeyStore
+from core.storage import FileBlobStore
+from ingest.audio import SanitizedClip
+from ingest.consent import Consent
+from ingest.service import store_clip
+from policies.policy import load_policy
 from tests.keys import keys_for
 
 THREADS = 8
@@ -114,3 +122,85 @@ def test_a_clip_never_joins_a_claimed_bucket(database: Database) -> None:
             ).all()
         )
     assert per_bucket == {"releasing": 1, "open": 1}
+
+
+class _SlowToMiss:
+    """A key store that takes a while to answer "no such key": the uploads that find the key
+    lost all hold the bucket row at once, as they do under load."""
+
+    def __init__(self, inner: KeyStore) -> None:
+        self._inner = inner
+
+    def get(self, name: str) -> bytes | None:
+        key = self._inner.get(name)
+        if key is None:
+            time.sleep(0.5)
+        return key
+
+    def put_if_absent(self, name: str, value: bytes) -> bytes:
+        return self._inner.put_if_absent(name, value)
+
+    def delete(self, name: str) -> None:
+        self._inner.delete(name)
+
+
+def test_uploads_that_all_find_the_key_lost_seal_once_and_share_a_fresh_bucket(
+    database: Database, tmp_path: Path
+) -> None:
+    """A key store that restarted: every upload racing into the keyless bucket is stored."""
+    store = FileBlobStore(tmp_path / "blobs")
+    policy = load_policy("demo")
+    keys = _SlowToMiss(keys_for(database))
+
+    def upload(learner: str) -> None:
+        store_clip(
+            database=database,
+            store=store,
+            policy=policy,
+            consent=Consent(learner, "speech-research-v1", age=30, child=False),
+            exercise_id="digit-3",
+            clip=SanitizedClip(b"fLaC", duration_s=1.0, sample_rate=16000, loudness_dbfs=-20.0),
+            keys=keys,
+        )
+
+    upload("learner-first")
+    with database.session() as session:
+        lost = session.execute(sa.select(Bucket.id)).scalar_one()
+    keys.delete(key_name(lost))
+
+    barrier = threading.Barrier(THREADS)
+    failures: list[BaseException] = []
+
+    def racing_upload(learner: str) -> None:
+        barrier.wait()
+        try:
+            upload(learner)
+        except BaseException as exc:
+            failures.append(exc)
+
+    threads = [
+        threading.Thread(target=racing_upload, args=(f"learner-{n}",)) for n in range(THREADS)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert failures == []
+    with database.session() as session:
+        states = {row.id: row.state for row in session.execute(sa.select(Bucket.id, Bucket.state))}
+        learners = sa.func.count(sa.distinct(PendingClip.contributor_tag))
+        per_bucket = {
+            row.bucket_id: row.learners
+            for row in session.execute(
+                sa.select(PendingClip.bucket_id, learners.label("learners")).group_by(
+                    PendingClip.bucket_id
+                )
+            )
+        }
+    fresh = [bucket_id for bucket_id, state in states.items() if state == "open"]
+    assert states[lost] == "sealed"
+    assert len(states) == 2
+    assert len(fresh) == 1
+    assert per_bucket == {lost: 1, fresh[0]: THREADS}
+    assert len(list(store.list("pending/"))) == 1 + THREADS

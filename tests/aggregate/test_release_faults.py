@@ -10,6 +10,7 @@ import sys
 import textwrap
 import threading
 from pathlib import Path
+from typing import BinaryIO
 
 import pytest
 import sqlalchemy as sa
@@ -132,9 +133,9 @@ class FailingStore:
         self._spend()
         self._inner.copy(source, destination)
 
-    def put_file(self, key: str, path: Path) -> None:
+    def put_file(self, key: str, source: BinaryIO) -> None:
         self._spend()
-        self._inner.put_file(key, path)
+        self._inner.put_file(key, source)
 
     def __getattr__(self, name: str) -> object:
         return getattr(self._inner, name)
@@ -233,3 +234,73 @@ def test_kill_9_mid_release_then_rerun(
     assert_each_released_once(take_census(database, store), clips)
     assert len(_releases(database)) == 1
     assert len(release_audit_entries(database)) == 1
+
+
+_KILLED_WHILE_WRITING = textwrap.dedent(
+    """
+    import os, signal, sys
+    import aggregate.dataset
+    from aggregate.release import release_ready_buckets
+    from core.db import Database
+    from core.storage import open_store
+    from policies.policy import load_policy
+    from tests.keys import keys_for
+
+    db_url, store_url, writer = sys.argv[1], sys.argv[2], sys.argv[3]
+    # The kill lands once the second clip of a shard, or the second row of the tables, went
+    # into its temporary file.
+    patched = getattr(aggregate.dataset, writer)
+    original_add = patched.add
+    added = 0
+
+    def add(self, *args):
+        global added
+        result = original_add(self, *args)
+        added += 1
+        if added == 2:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return result
+
+    patched.add = add
+    release_ready_buckets(
+        Database(db_url), open_store(store_url), load_policy("demo"), keys=keys_for(db_url),
+        batch_size=3,
+    )
+    """
+)
+
+
+def _files_below(folder: Path) -> list[Path]:
+    return [path for path in folder.rglob("*") if not path.is_dir()]
+
+
+@pytest.mark.parametrize("writer", ["TarWriter", "TableWriters"])
+def test_a_release_killed_while_writing_leaves_no_temporary_file(
+    writer: str, tmp_path: Path, database: Database, store: BlobStore, seed: Seed
+) -> None:
+    """The shard being written holds clips of a bucket not yet released; the tables hold its
+    clip ids and checksums. A kill must leave neither, wherever temporary files go."""
+    seed(database, store, digit=4)
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            _KILLED_WHILE_WRITING,
+            database.url,
+            f"file://{tmp_path / 'blobs'}",
+            writer,
+        ],
+        cwd=REPO_ROOT,
+        env={
+            **os.environ,
+            "TMPDIR": str(temp),
+            "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")]),
+        },
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == -signal.SIGKILL, result.stderr.decode()
+    assert _files_below(temp) == []

@@ -14,16 +14,14 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from types import ModuleType
 
 import httpx
 import pytest
 
 import core.storage
-import core.storage_memory
-import core.storage_s3
 from chorus.devservers import SeaweedServer
 from core.errors import BlobNotFound, ConfigurationError, StorageFull, StorageUnavailable
+from core.files import anonymous_file
 from core.storage import TEMP_PREFIX, BlobStore, FileBlobStore, open_store
 from core.storage_memory import MemoryBlobStore
 from core.storage_s3 import S3BlobStore
@@ -38,14 +36,6 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> BlobStore:
     if request.param == "memory":
         return MemoryBlobStore()
     return open_store(request.getfixturevalue("s3_store_url"))
-
-
-def _module_of(store: BlobStore) -> ModuleType:
-    return {
-        FileBlobStore: core.storage,
-        MemoryBlobStore: core.storage_memory,
-        S3BlobStore: core.storage_s3,
-    }[type(store)]
 
 
 def _closed_port() -> int:
@@ -78,8 +68,18 @@ def test_put_replaces_an_object(store: BlobStore) -> None:
 def test_put_file_uploads_a_local_file(store: BlobStore, tmp_path: Path) -> None:
     source = tmp_path / "archive.tar"
     source.write_bytes(os.urandom(150_000))
-    store.put_file("releases/r1/archive.tar", source)
+    with source.open("rb") as handle:
+        store.put_file("releases/r1/archive.tar", handle)
     assert store.get("releases/r1/archive.tar") == source.read_bytes()
+
+
+def test_put_file_uploads_an_anonymous_file_from_where_it_stands(store: BlobStore) -> None:
+    data = os.urandom(150_000)
+    with anonymous_file() as handle:
+        handle.write(b"skipped" + data)
+        handle.seek(len(b"skipped"))
+        store.put_file("releases/r1/archive.tar", handle)
+    assert store.get("releases/r1/archive.tar") == data
 
 
 def test_delete_removes_an_object_and_a_missing_one_is_fine(store: BlobStore) -> None:
@@ -322,23 +322,19 @@ class _FailingSource(io.FileIO):
 
 
 def test_an_upload_that_fails_midway_leaves_the_old_object(
-    store: BlobStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    store: BlobStore, tmp_path: Path
 ) -> None:
     source = tmp_path / "new.flac"
     source.write_bytes(os.urandom(1_000_000))
     store.put("clips/c.flac", b"old version")
-    monkeypatch.setattr(
-        _module_of(store),
-        "open",
-        lambda path, mode="rb": io.BufferedReader(_FailingSource(path, "r")),
-        raising=False,
-    )
     for key in ("clips/c.flac", "clips/new.flac"):
         # The read error itself, or the storage error it became (core.storage.storage_error).
-        with pytest.raises((OSError, StorageUnavailable)) as failed:
-            store.put_file(key, source)
+        with (
+            pytest.raises((OSError, StorageUnavailable)) as failed,
+            io.BufferedReader(_FailingSource(source, "r")) as failing,
+        ):
+            store.put_file(key, failing)
         assert "simulated read failure" in str(failed.value) + str(failed.value.__cause__)
-    monkeypatch.undo()
     assert _FailingSource.read_so_far == _FailingSource.limit  # it failed mid-body
     assert store.get("clips/c.flac") == b"old version"
     assert not store.exists("clips/new.flac")
@@ -369,7 +365,8 @@ _WRITER = textwrap.dedent(
     import sys
     from pathlib import Path
     from core.storage import FileBlobStore
-    FileBlobStore(Path(sys.argv[1])).put_file("clips/big.flac", Path(sys.argv[2]))
+    with open(sys.argv[2], "rb") as source:
+        FileBlobStore(Path(sys.argv[1])).put_file("clips/big.flac", source)
     """
 )
 
