@@ -38,6 +38,7 @@ from aggregate.retention import (
 from aggregate.tables import PENDING_STATES, Bucket
 from core.db import Database
 from core.errors import ChorusError
+from core.files import sweep_legacy_temporary_files
 from core.keystore import KeyStore
 from core.logs import configure_logging
 from core.resources import Resources, process_resources
@@ -78,6 +79,7 @@ def run_release_cycle(
 ) -> CycleReport:
     now = now or dt.datetime.now(dt.UTC)
     record_policy_load(database, policy)
+    sweep_legacy_temporary_files()
     with database.session(write=True) as session:
         advanced = advance_cycle(session, interval_s=interval_s, now=now)
     release_failure: Exception | None = None

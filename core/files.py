@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import stat
 import tempfile
+import time
 from pathlib import Path
 from typing import BinaryIO, TextIO
 
@@ -93,6 +95,35 @@ def private_temp_dir() -> Path:
     if stat.S_IMODE(found.st_mode) != DIR_MODE:
         folder.chmod(DIR_MODE)
     return folder
+
+
+# Named temporary files of releases before they went nameless: a killed release left them,
+# holding audio of a bucket that was never released.
+_LEGACY_TEMPORARY = ("chorus-shard-*.tar", "chorus-release-*")
+LEGACY_MIN_AGE_S = 3600.0
+
+
+def sweep_legacy_temporary_files(min_age_s: float = LEGACY_MIN_AGE_S) -> int:
+    """Remove this user's named release temporary files older than ``min_age_s`` from the
+    system's temporary directory (a release still running under an older version is younger);
+    returns how many went."""
+    removed = 0
+    deadline = time.time() - min_age_s
+    for pattern in _LEGACY_TEMPORARY:
+        for path in Path(tempfile.gettempdir()).glob(pattern):
+            try:
+                found = path.lstat()
+            except FileNotFoundError:
+                continue
+            if found.st_uid != os.getuid() or found.st_mtime > deadline:
+                continue
+            if stat.S_ISDIR(found.st_mode):
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+            removed += 1
+    return removed
 
 
 def anonymous_file() -> BinaryIO:

@@ -5,12 +5,19 @@ from __future__ import annotations
 import os
 import stat
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
 
 from core.errors import ConfigurationError
-from core.files import anonymous_file, anonymous_text_file, private_temp_dir
+from core.files import (
+    LEGACY_MIN_AGE_S,
+    anonymous_file,
+    anonymous_text_file,
+    private_temp_dir,
+    sweep_legacy_temporary_files,
+)
 
 
 @pytest.fixture
@@ -43,3 +50,27 @@ def test_a_folder_open_to_others_is_narrowed_and_a_link_is_refused(temp_root: Pa
     folder.symlink_to(elsewhere)
     with pytest.raises(ConfigurationError, match="not a folder of this user"):
         private_temp_dir()
+
+
+def test_named_release_files_of_earlier_versions_are_swept(temp_root: Path) -> None:
+    tmp_path = temp_root
+    old, recent = time.time() - 2 * LEGACY_MIN_AGE_S, time.time()
+    shard = tmp_path / "chorus-shard-abc.tar"
+    shard.write_bytes(b"audio of a bucket never released")
+    tables = tmp_path / "chorus-release-xyz"
+    tables.mkdir()
+    (tables / "metadata.csv").write_text("file_name\n")
+    running = tmp_path / "chorus-shard-running.tar"
+    running.write_bytes(b"a release of an older version still at work")
+    unrelated = tmp_path / "other-shard.tar"
+    unrelated.write_bytes(b"not ours")
+    for path in (shard, tables, unrelated):
+        os.utime(path, (old, old))
+    os.utime(running, (recent, recent))
+
+    assert sweep_legacy_temporary_files() == 2
+
+    assert not shard.exists()
+    assert not tables.exists()
+    assert running.exists()
+    assert unrelated.exists()
