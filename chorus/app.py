@@ -7,6 +7,7 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
+from apscheduler.schedulers.background import BackgroundScheduler
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
@@ -85,34 +86,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         decoder.start()
         app.state.decoder = decoder
-        scheduler = build_scheduler()
-        scheduler.add_job(
-            OrphanSweeper(database=database, store=store).run,
-            interval_trigger(str(settings.sweep_interval_s)),
-            id="ingest-orphan-sweep",
-        )
-        schedule_release_job(
-            scheduler,
-            database_url=database.url,
-            storage_url=settings.storage_url,
-            key_store_url=settings.key_store_url,
-            policy=policy,
-            interval=settings.release_interval or policy.release_interval,
-            log_level=settings.log_level,
-        )
-        schedule_retraining(
-            scheduler,
-            database_url=database.url,
-            storage_url=settings.storage_url,
-            interval=settings.retrain_interval,
-            log_level=settings.log_level,
-        )
-        if settings.scheduler_enabled:
-            scheduler.start()
+        # Built only when it runs: its job-process executor makes interprocess queues at once,
+        # which a scheduler that never starts would never close.
+        scheduler = _start_scheduler(settings, database, store, policy)
         try:
             yield
         finally:
-            if scheduler.running:
+            if scheduler is not None:
                 scheduler.shutdown(wait=False)
             decoder.shutdown()
             database.dispose()
@@ -156,6 +136,39 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     add_offline_docs(app)
     document_problems(app)
     return app
+
+
+def _start_scheduler(
+    settings: Settings, database: Database, store: BlobStore, policy: Policy
+) -> BackgroundScheduler | None:
+    """The periodic jobs (orphan sweep, release cycle, retraining), started; ``None`` when the
+    settings turn the scheduler off."""
+    if not settings.scheduler_enabled:
+        return None
+    scheduler = build_scheduler()
+    scheduler.add_job(
+        OrphanSweeper(database=database, store=store).run,
+        interval_trigger(str(settings.sweep_interval_s)),
+        id="ingest-orphan-sweep",
+    )
+    schedule_release_job(
+        scheduler,
+        database_url=database.url,
+        storage_url=settings.storage_url,
+        key_store_url=settings.key_store_url,
+        policy=policy,
+        interval=settings.release_interval or policy.release_interval,
+        log_level=settings.log_level,
+    )
+    schedule_retraining(
+        scheduler,
+        database_url=database.url,
+        storage_url=settings.storage_url,
+        interval=settings.retrain_interval,
+        log_level=settings.log_level,
+    )
+    scheduler.start()
+    return scheduler
 
 
 def _add_operational_routes(app: FastAPI) -> None:
