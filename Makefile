@@ -7,6 +7,9 @@ STAMP := $(VENV)/.installed
 DEV_KEYS := var/keys
 PORT ?= 8000
 RESEMBLYZER := resemblyzer==0.1.4
+# A second environment, for the test that loads a release with datasets 4 (its own pins).
+DATASETS_VENV ?= .venv-datasets
+DATASETS_STAMP := $(DATASETS_VENV)/.installed
 
 .PHONY: install run test lint pytest system-deps bench clean lock
 
@@ -25,11 +28,21 @@ $(STAMP): pyproject.toml requirements.lock
 
 install: $(STAMP)
 
-# Debian packages the browser test needs (headless Chromium); skipped when already present.
+$(DATASETS_STAMP): requirements-datasets.txt | system-deps
+	$(PYTHON) -m venv $(DATASETS_VENV)
+	$(DATASETS_VENV)/bin/pip install --quiet --upgrade pip
+	$(DATASETS_VENV)/bin/pip install --quiet torch==2.13.0
+	$(DATASETS_VENV)/bin/pip install --quiet -r requirements-datasets.txt
+	$(DATASETS_VENV)/bin/python -c 'import datasets, torchcodec.decoders'
+	touch $(DATASETS_STAMP)
+
+# Debian packages the tests need: headless Chromium and nginx for the review console, FFmpeg's
+# libraries for datasets 4's audio decoding; skipped when already present.
+SYSTEM_PACKAGES := chromium nginx ffmpeg
 system-deps:
-	@{ command -v chromium && test -x /usr/sbin/nginx; } >/dev/null 2>&1 || { \
-	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium nginx >/dev/null; \
-	  else sudo apt-get update -qq && sudo apt-get install -y -qq chromium nginx >/dev/null; fi; }
+	@{ command -v chromium && test -x /usr/sbin/nginx && command -v ffmpeg; } >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq $(SYSTEM_PACKAGES) >/dev/null; \
+	  else sudo apt-get update -qq && sudo apt-get install -y -qq $(SYSTEM_PACKAGES) >/dev/null; fi; }
 
 $(DEV_KEYS)/public.pem: $(STAMP)
 	$(BIN)/chorus consent keygen
@@ -41,7 +54,7 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
-pytest: install system-deps
+pytest: install system-deps $(DATASETS_STAMP)
 	$(BIN)/pytest -p no:cacheprovider
 
 test: lint pytest
@@ -60,4 +73,4 @@ lock: install
 	  --no-emit-trusted-host --no-emit-find-links --output-file requirements.lock pyproject.toml
 
 clean:
-	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(DATASETS_VENV) var .pytest_cache .mypy_cache .ruff_cache

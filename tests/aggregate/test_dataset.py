@@ -8,6 +8,7 @@ import hashlib
 import io
 import json
 import os
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
@@ -46,6 +47,13 @@ def _release(app: FastAPI) -> str:
         interval_s=3600,
     ).released
     return outcome.release_id
+
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+# The second environment ``make test`` builds (requirements-datasets.txt): datasets 4.
+DATASETS4_PYTHON = Path(
+    os.environ.get("CHORUS_TEST_DATASETS4_PYTHON", REPO_ROOT / ".venv-datasets" / "bin" / "python")
+)
 
 
 def _samples(data: bytes) -> np.ndarray:
@@ -173,3 +181,53 @@ def test_the_manifest_records_shards_files_and_checksums(
     assert json.loads(
         client.get(f"/v1/releases/{release_id}/files/manifest.json", headers=researcher).content
     )["release_id"] == release_id
+
+
+def test_a_downloaded_release_loads_with_datasets_4(
+    app: FastAPI,
+    client: TestClient,
+    seed: Seed,
+    role_keys: dict[Role, str],
+    auth: Callable[[Role], dict[str, str]],
+    live_url: str,
+    tmp_path: Path,
+) -> None:
+    """datasets 4 decodes audio through torchcodec and FFmpeg, not soundfile: the same folder
+    loads there too, in the environment ``make test`` builds for it."""
+    assert DATASETS4_PYTHON.exists(), (
+        f"{DATASETS4_PYTHON} is missing: `make test` builds it (requirements-datasets.txt)"
+    )
+    client.patch("/v1/exercises/usage", json=[CATALOG], headers=auth(Role.ADMIN))
+    uploaded = seed(app.state.database, app.state.store, digit=7)
+    release_id = _release(app)
+    out = tmp_path / "dataset"
+    result = runner.invoke(
+        chorus,
+        ["releases", "download", release_id, "--out", str(out),
+         "--key", role_keys[Role.RESEARCHER]],
+    )
+    assert result.exit_code == 0, result.output
+
+    loaded = subprocess.run(
+        [str(DATASETS4_PYTHON), str(Path(__file__).with_name("load_with_datasets.py")),
+         str(out), str(tmp_path / "hf")],
+        capture_output=True, text=True, timeout=300, check=False,
+        env={**os.environ, "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1"},
+    )
+    assert loaded.returncode == 0, loaded.stderr[-3000:]
+    header, *rows = (json.loads(line) for line in loaded.stdout.splitlines())
+    assert header["datasets"].startswith("4.")
+    assert header["audio_feature"] == "Audio"
+    assert header["rows"] == len(rows) == len(uploaded) == 5
+    expected = {}
+    for clip in uploaded:
+        pcm, _rate = sf.read(io.BytesIO(clip.data), dtype="int16")
+        expected[hashlib.sha256(np.asarray(pcm).tobytes()).hexdigest()] = clip
+    assert {row["pcm_sha256"] for row in rows} == set(expected)
+    for row in rows:
+        clip = expected[row["pcm_sha256"]]
+        assert row["sampling_rate"] == row["sample_rate"] == clip.sample_rate
+        assert row["duration_s"] == pytest.approx(clip.duration_s)
+        assert row["text"] == CATALOG["text"]
+        assert row["language"] == CATALOG["language"]
+        assert row["exercise_id"] == "digit-7"
