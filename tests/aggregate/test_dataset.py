@@ -49,6 +49,18 @@ def _release(app: FastAPI) -> str:
     return outcome.release_id
 
 
+def _download(app: FastAPI, role_keys: dict[Role, str], out: Path) -> Path:
+    """Release the seeded bucket and download it with the CLI, as a researcher would."""
+    release_id = _release(app)
+    result = runner.invoke(
+        chorus,
+        ["releases", "download", release_id, "--out", str(out),
+         "--key", role_keys[Role.RESEARCHER]],
+    )
+    assert result.exit_code == 0, result.output
+    return out
+
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 # The second environment ``make test`` builds (requirements-datasets.txt): datasets 4.
 DATASETS4_PYTHON = Path(
@@ -78,15 +90,7 @@ def test_a_downloaded_release_loads_with_datasets(
     assert answer.status_code == 200, answer.text
     assert answer.json()["added"] == 1
     uploaded = seed(app.state.database, app.state.store, digit=7)
-    release_id = _release(app)
-
-    out = tmp_path / "dataset"
-    result = runner.invoke(
-        chorus,
-        ["releases", "download", release_id, "--out", str(out),
-         "--key", role_keys[Role.RESEARCHER]],
-    )
-    assert result.exit_code == 0, result.output
+    out = _download(app, role_keys, tmp_path / "dataset")
 
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
@@ -199,14 +203,7 @@ def test_a_downloaded_release_loads_with_datasets_4(
     )
     client.patch("/v1/exercises/usage", json=[CATALOG], headers=auth(Role.ADMIN))
     uploaded = seed(app.state.database, app.state.store, digit=7)
-    release_id = _release(app)
-    out = tmp_path / "dataset"
-    result = runner.invoke(
-        chorus,
-        ["releases", "download", release_id, "--out", str(out),
-         "--key", role_keys[Role.RESEARCHER]],
-    )
-    assert result.exit_code == 0, result.output
+    out = _download(app, role_keys, tmp_path / "dataset")
 
     loaded = subprocess.run(
         [str(DATASETS4_PYTHON), str(Path(__file__).with_name("load_with_datasets.py")),
