@@ -21,6 +21,7 @@ audiofolder. The shards are also WebDataset shards (key ``clips/<clip>``, field 
 from __future__ import annotations
 
 import csv
+import functools
 import hashlib
 import json
 import tarfile
@@ -72,7 +73,54 @@ def padded(size: int) -> int:
 
 
 def member_header(name: str, size: int, mtime: int) -> bytes:
-    """A USTAR header carrying nothing but the name, size, mode and the release day."""
+    """A USTAR header carrying nothing but the name, size, mode and the release day.
+
+    The same bytes as ``tarfile``'s (``_tarfile_header``), made from a template of the
+    release day's header: only the name, the size and the checksum change from member to
+    member. A name longer than the name field, or a size past its 11 octal digits, goes
+    through ``tarfile`` (which splits the name or refuses the size)."""
+    encoded = name.encode("utf-8")
+    if len(encoded) > _NAME_FIELD or size >= _MAX_OCTAL_SIZE or size < 0:
+        return _tarfile_header(name, size, mtime)
+    template, template_sum = _header_template(mtime)
+    size_field = b"%011o\0" % size
+    checksum = template_sum + sum(encoded) + sum(size_field)
+    return b"".join(
+        (
+            encoded,
+            bytes(_NAME_FIELD - len(encoded)),
+            template[_NAME_FIELD:_SIZE_AT],
+            size_field,
+            template[_SIZE_AT + _SIZE_FIELD : _CHECKSUM_AT],
+            b"%06o\0 " % checksum,
+            template[_CHECKSUM_AT + _CHECKSUM_FIELD :],
+        )
+    )
+
+
+_NAME_FIELD = 100
+_SIZE_AT, _SIZE_FIELD = 124, 12
+_CHECKSUM_AT, _CHECKSUM_FIELD = 148, 8
+_MAX_OCTAL_SIZE = 8**11
+
+
+@functools.lru_cache(maxsize=16)
+def _header_template(mtime: int) -> tuple[bytes, int]:
+    """``tarfile``'s header of an empty, unnamed member dated ``mtime``, and the checksum
+    of its bytes with the name, size and checksum fields left out (blank)."""
+    header = _tarfile_header("", 0, mtime)
+    blank = (
+        bytes(_NAME_FIELD)
+        + header[_NAME_FIELD:_SIZE_AT]
+        + bytes(_SIZE_FIELD)
+        + header[_SIZE_AT + _SIZE_FIELD : _CHECKSUM_AT]
+        + b" " * _CHECKSUM_FIELD
+        + header[_CHECKSUM_AT + _CHECKSUM_FIELD :]
+    )
+    return blank, sum(blank)
+
+
+def _tarfile_header(name: str, size: int, mtime: int) -> bytes:
     info = tarfile.TarInfo(name)
     info.size = size
     info.mtime = mtime

@@ -402,40 +402,49 @@ _PLAN_COLUMNS = (
 )
 
 
-def _plan_all(
-    database: Database, claim: _Claim, *, batch_size: int, checkpoint: Checkpoint
-) -> None:
-    """Plan every pending clip of the bucket, a batch of rows per transaction."""
+def _plan_all(database: Database, claim: _Claim, *, batch_size: int, checkpoint: Checkpoint) -> int:
+    """Plan every pending clip of the bucket, a batch of rows per transaction; returns the
+    bucket's distinct contributors as the last batch saw them.
+
+    The first transaction also removes stale plans, and a batch shorter than ``batch_size``
+    is the last: a pending row added or withdrawn after its batch makes ``_finalize`` find the
+    plan incomplete, and the plan pass runs again.
+    """
     after = ""
+    first = True
     while True:
         with database.session(write=True) as session:
             hold_claim(session, bucket_id=claim.bucket_id, token=claim.token)
+            if first:
+                _prune_withdrawn(session, claim)
             rows = session.execute(
                 sa.select(*_PLAN_COLUMNS)
                 .where(PendingClip.bucket_id == claim.bucket_id, PendingClip.id > after)
                 .order_by(PendingClip.id)
                 .limit(batch_size)
             ).all()
-            if not rows:
-                return
             _plan_batch(session, claim, list(rows))
-        checkpoint("planned")
+            last = len(rows) < batch_size
+            contributors = distinct_contributors(session, claim.bucket_id) if last else 0
+        if rows:
+            checkpoint("planned")
+        if last:
+            return contributors
         after = rows[-1].id
+        first = False
 
 
-def _prune_withdrawn(database: Database, claim: _Claim) -> None:
+def _prune_withdrawn(session: Session, claim: _Claim) -> None:
     """Remove plans that no pending clip stands behind any more (withdrawn while the release
     ran, or planned by an older run): the shards written next leave them out."""
     planned = sa.select(PendingClip.release_clip_id).where(
         PendingClip.bucket_id == claim.bucket_id, PendingClip.release_clip_id.is_not(None)
     )
-    with database.session(write=True) as session:
-        hold_claim(session, bucket_id=claim.bucket_id, token=claim.token)
-        session.execute(
-            sa.delete(ReleasedClip)
-            .where(ReleasedClip.release_id == claim.release_id)
-            .where(ReleasedClip.id.not_in(planned))
-        )
+    session.execute(
+        sa.delete(ReleasedClip)
+        .where(ReleasedClip.release_id == claim.release_id)
+        .where(ReleasedClip.id.not_in(planned))
+    )
 
 
 @dataclass(frozen=True)
@@ -490,18 +499,31 @@ def _in_release_order(
                     page.order_by(ReleasedClip.position, ReleasedClip.id).limit(batch_size)
                 ).all()
             )
-        if not rows:
-            return
-        yield rows
+        if rows:
+            yield rows
+        if len(rows) < batch_size:
+            return  # a short page is the last one
         last = (rows[-1].position, rows[-1].id)
 
 
-def _read_pending(store: BlobStore, clip: _ShardClip) -> bytes | None:
-    """The pending original's bytes; None when it is gone (withdrawn, checked afterwards)."""
+@dataclass(frozen=True)
+class _ReleasedBytes:
+    data: bytes
+    sha256: str
+
+
+def _read_released(
+    store: BlobStore, voice: VoiceAnonymizer, clip: _ShardClip
+) -> _ReleasedBytes | None:
+    """The clip's released bytes and their SHA-256, made in a read worker (hashing and any
+    voice transform release the GIL, so they overlap the shard's writing); None when the
+    pending original is gone (withdrawn, checked afterwards)."""
     try:
-        return store.get(clip.source_key)
+        pending = store.get(clip.source_key)
     except BlobNotFound:
         return None
+    released = release_clip_bytes(pending, voice)
+    return _ReleasedBytes(released, hashlib.sha256(released).hexdigest())
 
 
 def _require_withdrawn(database: Database, missing: list[_ShardClip]) -> None:
@@ -541,22 +563,19 @@ def _write_shard(
     with anonymous_file() as handle:
         out = HashingWriter(handle)
         tar = TarWriter(out, mtime=_release_day_mtime(claim))
-        reads = _in_order(
-            pool, functools.partial(_read_pending, store), clips, ahead=2 * STORE_WORKERS
-        )
-        for clip, pending in reads:
-            if pending is None:
+        read = functools.partial(_read_released, store, claim.voice)
+        for clip, released in _in_order(pool, read, clips, ahead=2 * STORE_WORKERS):
+            if released is None:
                 missing.append(clip)
                 continue
-            released = release_clip_bytes(pending, claim.voice)
-            offset = tar.add(clip_file_name(clip.clip_id), released)
+            offset = tar.add(clip_file_name(clip.clip_id), released.data)
             recorded.append(
                 {
                     "clip_id": clip.clip_id,
-                    "sha256": hashlib.sha256(released).hexdigest(),
+                    "sha256": released.sha256,
                     "shard": index,
                     "member_offset": offset,
-                    "member_size": len(released),
+                    "member_size": len(released.data),
                 }
             )
             stats.add(
@@ -615,8 +634,9 @@ def _write_shards(
         for key in store.list(f"{release_prefix(claim.release_id)}{SHARD_PREFIX}")
         if key not in written
     ]
-    with _fence(database, claim):
-        store.delete_many(stale)
+    if stale:
+        with _fence(database, claim):
+            store.delete_many(stale)
     return stats, shards
 
 
@@ -719,13 +739,6 @@ def _write_dataset_files(
         for name in (CARD, METADATA_CSV, VALIDATED_TSV, DURATIONS_TSV):
             handles[CHECKSUMS].write(f"{_sha256_of(handles[name])}  {name}\n")
         files = [_stored_file(name, handles[name]) for name in DATASET_FILES]
-        with _fence(database, claim):
-            _in_parallel(
-                lambda name: store.put_file(
-                    dataset_file_key(claim.release_id, name), _rewound(handles[name])
-                ),
-                list(DATASET_FILES),
-            )
         out = handles[MANIFEST]
         text = json.dumps(
             {
@@ -741,9 +754,15 @@ def _write_dataset_files(
         entries.seek(0)
         shutil.copyfileobj(entries, out, 1 << 16)
         out.write("]}")
-        # After the ownership check, and under it: never over a finished release's manifest.
+        # After the ownership check, and under it: never over a finished release's files.
         with _fence(database, claim):
-            store.put_file(manifest_key(claim.release_id), _rewound(out))
+            _in_parallel(
+                lambda name: store.put_file(
+                    dataset_file_key(claim.release_id, name), _rewound(handles[name])
+                ),
+                list(DATASET_FILES),
+            )
+            store.put_file(manifest_key(claim.release_id), _rewound(out))  # the last one
 
 
 _CLIP_ENTRIES = "clips.part"
@@ -783,8 +802,8 @@ def _finalize(
         or bucket.claim_token != claim.token
     ):
         return "not_ours", []
-    stats.contributor_count = distinct_contributors(session, claim.bucket_id)
-    if stats.contributor_count < claim.k_in_force:
+    contributors = distinct_contributors(session, claim.bucket_id)
+    if contributors < claim.k_in_force:
         return "below_k", _undo_claim(session, bucket, claim)
     pending = pending_clip_count(session, claim.bucket_id)
     planned = session.execute(
@@ -792,7 +811,8 @@ def _finalize(
             ReleasedClip.release_id == claim.release_id
         )
     ).scalar_one()
-    if pending != planned or pending != stats.clip_count:
+    # The manifest already says how many clips and contributors: the audit must say the same.
+    if pending != planned or pending != stats.clip_count or contributors != stats.contributor_count:
         raise _UnplannedClips("pending clips changed while the release was planned")
     release = session.get(Release, claim.release_id)
     assert release is not None
@@ -865,6 +885,8 @@ def drain_pending(
                 sa.delete(PendingClip).where(PendingClip.id.in_([row.id for row in rows]))
             )
         deleted += len(rows)
+        if len(rows) < batch_size:
+            return deleted  # a closed bucket gains no pending rows: a short batch is the last
 
 
 # --- one bucket, many buckets -----------------------------------------------------------------
@@ -909,7 +931,7 @@ def release_bucket(
                 # Taken over after this runner's lock was lost: the new owner finishes it.
                 _logger.warning("release claim taken over")
                 return None
-        if _is_closed(database, bucket_id):
+        if outcome is not None or _is_closed(database, bucket_id):
             keys.delete(key_name(bucket_id))
             drain_pending(
                 database, store, bucket_id, batch_size=batch_size, checkpoint=checkpoint
@@ -935,13 +957,11 @@ def _release_claimed(
     checkpoint: Checkpoint,
 ) -> ReleaseOutcome | None:
     for _attempt in range(3):
-        _plan_all(database, claim, batch_size=batch_size, checkpoint=checkpoint)
-        _prune_withdrawn(database, claim)
+        contributors = _plan_all(database, claim, batch_size=batch_size, checkpoint=checkpoint)
         stats, shards = _write_shards(
             database, store, claim, batch_size=batch_size, checkpoint=checkpoint
         )
-        with database.session(write=True) as session:
-            stats.contributor_count = distinct_contributors(session, claim.bucket_id)
+        stats.contributor_count = contributors
         try:
             _write_dataset_files(database, store, claim, stats, shards, batch_size=batch_size)
             checkpoint("manifest")

@@ -9,6 +9,7 @@ import io
 import json
 import os
 import subprocess
+import tarfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
+from aggregate.dataset import member_header
 from aggregate.jobs import run_release_cycle
 from aggregate.models import ManifestRead
 from chorus.cli import app as chorus
@@ -228,3 +230,25 @@ def test_a_downloaded_release_loads_with_datasets_4(
         assert row["text"] == CATALOG["text"]
         assert row["language"] == CATALOG["language"]
         assert row["exercise_id"] == "digit-7"
+
+
+@pytest.mark.parametrize(
+    ("name", "size"),
+    [
+        ("clips/" + "a" * 32 + ".flac", 17_000),
+        ("clips/ü.flac", 0),
+        ("x" * 100, 512),  # the longest name the name field holds
+        ("d" * 60 + "/" + "x" * 60, 1),  # longer: tarfile splits it into prefix and name
+        ("clips/big.flac", 8**11 - 1),  # the largest size of 11 octal digits
+    ],
+)
+def test_a_shard_member_header_is_tarfiles_ustar_header(name: str, size: int) -> None:
+    mtime = 1_764_460_800
+    info = tarfile.TarInfo(name)
+    info.size, info.mtime, info.mode = size, mtime, 0o644
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    expected = info.tobuf(tarfile.USTAR_FORMAT, "utf-8", "strict")
+    assert member_header(name, size, mtime) == expected
+    parsed = tarfile.TarInfo.frombuf(member_header(name, size, mtime), "utf-8", "strict")
+    assert (parsed.name, parsed.size, parsed.mtime) == (name, size, mtime)
