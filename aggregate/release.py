@@ -231,6 +231,8 @@ class _Claim:
     token: str
     license: str
     voice: VoiceAnonymizer
+    # Whether this claim created the release: then no earlier run stored any of its shards.
+    new_release: bool
 
 
 def _fence(database: Database, claim: _Claim) -> contextlib.AbstractContextManager[None]:
@@ -288,11 +290,13 @@ def _claim(
         bucket.state = BucketState.RELEASING
         bucket.release_id = release.id
         session.flush()
+        created = True
     elif bucket.state == BucketState.RELEASING and bucket.release_id is not None:
         found = session.get(Release, bucket.release_id)
         if found is None:
             raise ChorusError(f"bucket {bucket.id} is releasing without its release row")
         release = found
+        created = False
     else:
         return None
     # A new token fences off whichever runner claimed the bucket before (aggregate.fencing).
@@ -311,6 +315,7 @@ def _claim(
         token=bucket.claim_token,
         license=policy.release_license,
         voice=VoiceAnonymizer.from_policy(policy),
+        new_release=created,
     )
 
 
@@ -616,8 +621,11 @@ def _write_shards(
     *,
     batch_size: int,
     checkpoint: Checkpoint,
+    first_plan: bool,
 ) -> tuple[BatchStatistics, list[StoredFile]]:
-    """Every shard of the release from its plan, then shards an earlier, longer plan left."""
+    """Every shard of the release from its plan, then shards an earlier, longer plan left
+    (none when ``first_plan``: the release's first plan, made under the claim that created
+    it, so no listing is needed)."""
     stats = BatchStatistics()
     shards: list[StoredFile] = []
     with ThreadPoolExecutor(max_workers=STORE_WORKERS) as pool:
@@ -628,6 +636,8 @@ def _write_shards(
             if shard is not None:
                 shards.append(shard)
             checkpoint("copied")
+    if first_plan:
+        return stats, shards
     written = {shard_key(claim.release_id, index) for index in range(len(shards))}
     stale = [
         key
@@ -956,10 +966,15 @@ def _release_claimed(
     batch_size: int,
     checkpoint: Checkpoint,
 ) -> ReleaseOutcome | None:
-    for _attempt in range(3):
+    for attempt in range(3):
         contributors = _plan_all(database, claim, batch_size=batch_size, checkpoint=checkpoint)
         stats, shards = _write_shards(
-            database, store, claim, batch_size=batch_size, checkpoint=checkpoint
+            database,
+            store,
+            claim,
+            batch_size=batch_size,
+            checkpoint=checkpoint,
+            first_plan=claim.new_release and attempt == 0,
         )
         stats.contributor_count = contributors
         try:
