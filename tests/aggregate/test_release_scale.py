@@ -6,8 +6,10 @@ own memory: rows, plan, statistics and manifest streaming.
 
 from __future__ import annotations
 
+import os
 import tracemalloc
 from pathlib import Path
+from typing import BinaryIO
 
 import pytest
 import sqlalchemy as sa
@@ -41,11 +43,11 @@ class CountingStore:
     def delete_many(self, keys: list[str]) -> None:
         self.deletes += len(keys)
 
-    def put_file(self, key: str, path: Path) -> None:
+    def put_file(self, key: str, source: BinaryIO) -> None:
         if key.endswith(".tar"):
             self.shards += 1
         if key.endswith("manifest.json"):
-            self.manifest_bytes = path.stat().st_size
+            self.manifest_bytes = os.fstat(source.fileno()).st_size
 
     def exists(self, key: str) -> bool:
         return True
