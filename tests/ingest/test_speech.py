@@ -7,6 +7,7 @@ stored.
 from __future__ import annotations
 
 import io
+import math
 from collections.abc import Callable
 from pathlib import Path
 
@@ -17,9 +18,10 @@ import soxr
 
 from chorus.synthetic_voice import voiced_samples, voiced_wav
 from core.errors import NoSpeech
+from ingest import speech
 from ingest.audio import sanitize_audio
 from ingest.service import audio_limits
-from ingest.speech import require_speech
+from ingest.speech import has_speech, require_speech, speech_evidence
 from policies.policy import load_policy
 from tests.ingest.conftest import NOTHING, Mint, Stored, Upload
 
@@ -116,6 +118,30 @@ def test_the_synthesized_voice_holds_speech(rate: int, pitch: float) -> None:
 def test_sounds_without_a_voice_are_refused_by_the_sanitizer(name: str) -> None:
     with pytest.raises(NoSpeech):
         sanitize_audio(_wav(NOT_SPEECH[name]), LIMITS)
+
+
+@pytest.mark.parametrize("name", list(NOT_SPEECH))
+def test_long_sounds_without_a_voice_are_refused_too(name: str) -> None:
+    # Several seconds: the check judges them second by second and never stops early.
+    assert not has_speech(np.tile(NOT_SPEECH[name], 3), RATE, min_speech_s=LIMITS.min_speech_s)
+
+
+def test_a_long_voice_is_judged_on_its_first_seconds(monkeypatch: pytest.MonkeyPatch) -> None:
+    heard = []
+
+    def counting(vad: object, frames: np.ndarray) -> np.ndarray:
+        heard.append(len(frames))
+        return real(vad, frames)
+
+    real = speech._webrtc_speech
+    monkeypatch.setattr(speech, "_webrtc_speech", counting)
+    voice = voiced_samples(seed=1, seconds=12.0, sample_rate=RATE)
+
+    assert has_speech(voice, RATE, min_speech_s=LIMITS.min_speech_s)
+    assert len(heard) == 1  # one second of frames was enough
+    assert speech_evidence(voice, RATE).complete
+    frames = int(12.0 * speech.ANALYSIS_RATE) // speech.FRAME
+    assert len(heard) == 1 + math.ceil(frames / speech.CHUNK_FRAMES)  # the whole clip, in seconds
 
 
 def test_a_voice_among_silence_is_still_speech() -> None:
