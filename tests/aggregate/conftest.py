@@ -26,6 +26,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from aggregate.buckets import ClipFacts, add_pending_clip, pending_object_key
+from aggregate.jobs import CycleReport, run_release_cycle
 from aggregate.tables import Bucket, PendingClip, ReleasedClip
 from chorus.devservers import provision_postgres_database
 from core.db import Database
@@ -217,6 +218,17 @@ def audit_log(database: Database) -> list[tuple[str, dict[str, object]]]:
                 sa.select(AuditEntry.kind, AuditEntry.body).order_by(AuditEntry.seq)
             ).all()
         ]
+
+
+def release_now(app: FastAPI) -> CycleReport:
+    """One release cycle of the app's service, as its scheduler would run it."""
+    return run_release_cycle(
+        database=app.state.database,
+        keys=keys_for(app.state.database),
+        store=app.state.store,
+        policy=app.state.policy,
+        interval_s=3600,
+    )
 
 
 def write_policy(folder: Path, *, k: int) -> Path:

@@ -16,7 +16,6 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
-from aggregate.jobs import run_release_cycle
 from chorus.cli import app as chorus
 from core.auth import Role
 from core.db import Database
@@ -30,10 +29,10 @@ from tests.aggregate.conftest import (
     FlacClip,
     Seed,
     audit_log,
+    release_now,
     seed_clip,
     write_policy,
 )
-from tests.keys import keys_for
 
 runner = CliRunner()
 
@@ -164,14 +163,7 @@ def test_release_under_a_policy_file_records_that_policy_first(
 @pytest.fixture
 def released(app: FastAPI, client: TestClient, seed: Seed) -> str:
     seed(app.state.database, app.state.store, digit=9)
-    report = run_release_cycle(
-        database=app.state.database,
-        keys=keys_for(app.state.database),
-        store=app.state.store,
-        policy=app.state.policy,
-        interval_s=3600,
-    )
-    return report.released[0].release_id
+    return release_now(app).released[0].release_id
 
 
 def test_releases_list_show_and_download(

@@ -22,12 +22,10 @@ from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from aggregate.dataset import member_header
-from aggregate.jobs import run_release_cycle
 from aggregate.models import ManifestRead
 from chorus.cli import app as chorus
 from core.auth import Role
-from tests.aggregate.conftest import Seed
-from tests.keys import keys_for
+from tests.aggregate.conftest import Seed, release_now
 
 runner = CliRunner()
 CATALOG = {
@@ -41,13 +39,7 @@ CATALOG = {
 
 
 def _release(app: FastAPI) -> str:
-    (outcome,) = run_release_cycle(
-        database=app.state.database,
-        keys=keys_for(app.state.database),
-        store=app.state.store,
-        policy=app.state.policy,
-        interval_s=3600,
-    ).released
+    (outcome,) = release_now(app).released
     return outcome.release_id
 
 

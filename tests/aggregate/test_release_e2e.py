@@ -19,14 +19,14 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from aggregate.buckets import key_name
-from aggregate.jobs import CycleReport, run_release_cycle
+from aggregate.jobs import run_release_cycle
 from aggregate.tables import Bucket, PendingClip
 from core.auth import Role
 from ingest.consent import mint_token
 from policies.audit import verify_chain
 from policies.context import shard_members
 from policies.tables import AuditEntry
-from tests.aggregate.conftest import SPEAKERS
+from tests.aggregate.conftest import SPEAKERS, release_now
 from tests.conftest import ConsentKeys
 from tests.keys import keys_for
 
@@ -76,16 +76,6 @@ def upload(
         )
 
     return post
-
-
-def release_now(app: FastAPI) -> CycleReport:
-    return run_release_cycle(
-        database=app.state.database,
-        keys=keys_for(app.state.database),
-        store=app.state.store,
-        policy=app.state.policy,
-        interval_s=3600,
-    )
 
 
 def pending_objects(app: FastAPI) -> list[str]:

@@ -14,11 +14,9 @@ import soundfile as sf
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from aggregate.jobs import run_release_cycle
 from core.auth import Role
 from core.settings import Settings
-from tests.aggregate.conftest import Seed, assert_each_released_once, take_census
-from tests.keys import keys_for
+from tests.aggregate.conftest import Seed, assert_each_released_once, release_now, take_census
 
 
 def _public(url: str) -> str:
@@ -36,13 +34,7 @@ def test_a_release_on_s3_serves_clips_shards_with_ranges_and_a_streamed_archive(
     app: FastAPI, client: TestClient, seed: Seed, auth: Callable[[Role], dict[str, str]]
 ) -> None:
     clips = seed(app.state.database, app.state.store, digit=6)
-    (outcome,) = run_release_cycle(
-        database=app.state.database,
-        keys=keys_for(app.state.database),
-        store=app.state.store,
-        policy=app.state.policy,
-        interval_s=3600,
-    ).released
+    (outcome,) = release_now(app).released
     assert_each_released_once(take_census(app.state.database, app.state.store), clips)
     researcher = auth(Role.RESEARCHER)
     manifest = client.get(f"/v1/releases/{outcome.release_id}", headers=researcher).json()
