@@ -4,23 +4,22 @@ Upholds P3: a learner id enters only ``contributor_tag`` = HMAC-SHA256(bucket ke
 and is never stored. Each bucket has its own random key, held only in memory
 (``core.keystore``: tmpfs or a Redis without persistence), never in the database, so no copy of
 the disk, WAL, dead tuple or backup can link a tag to anyone. A bucket whose key is lost
-(reboot, Redis flush) is **sealed**: it takes no new clips, is still released if its tags reach
-k, or retired by retention; the next upload opens a fresh bucket with a fresh key. Its clips
-can no longer be found by learner, exactly like released ones. An upload that finds its
-bucket's key lost ends its transaction before the bucket is sealed, in a transaction of its own,
-and then runs again (``run_upload_transaction``): on PostgreSQL two uploads that each held the
-row share-locked and then tried to seal it would deadlock. The key is deleted when the
-bucket is released or purged. Upholds P6's cap: a unique (bucket, tag, slot) constraint with
-slot < max_clips_per_contributor holds even under concurrent uploads.
+(reboot, Redis flush) is **sealed**: it takes no new clips, and since its sealed clips can no
+longer be opened by anyone (``aggregate.pending``), the next release cycle purges it with an
+audit entry (reason ``key_lost``); the next upload opens a fresh bucket with a fresh key. The
+bucket is sealed in a short transaction of its own, never under an upload's share lock (on
+PostgreSQL two uploads that each held the row share-locked and then tried to seal it would
+deadlock). The key is deleted when the bucket is released or purged. Upholds P6's cap: a unique
+(bucket, tag, slot) constraint with slot < max_clips_per_contributor holds even under
+concurrent uploads.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeVar, cast
+from typing import cast
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
@@ -31,9 +30,12 @@ from core.db import Database
 from core.errors import ContributionLimit, Unavailable
 from core.ids import new_id, new_secret
 from core.keystore import KeyStore
+from core.sealing import Sealer
 from policies.audit import current_cycle
 
 PENDING_PREFIX = "pending/"
+# The sealed field of a pending row that holds its release plan (``aggregate.pending``).
+PLAN_FIELD = "plan"
 # The Core table, for the upload's INSERT (the ORM's bulk path costs more than the statement).
 _PENDING_TABLE = cast(sa.Table, PendingClip.__table__)
 _BUCKET_TABLE = cast(sa.Table, Bucket.__table__)
@@ -67,6 +69,9 @@ _SEAL = (
     )
     .values(state=BucketState.SEALED)
 )
+_FIND_OPEN = sa.select(Bucket.id).where(
+    Bucket.exercise_id == sa.bindparam("exercise_id"), Bucket.state == BucketState.OPEN
+)
 _OPEN_ATTEMPTS = 3
 
 
@@ -74,53 +79,66 @@ def key_name(bucket_id: str) -> str:
     return f"bucket:{bucket_id}"
 
 
-class BucketKeyLost(Exception):
-    """The exercise's open bucket has no key any more: the upload's transaction must end
-    before the bucket is sealed (``run_upload_transaction`` does both)."""
-
-    def __init__(self, bucket_id: str) -> None:
-        super().__init__(f"bucket {bucket_id} lost its key")
-        self.bucket_id = bucket_id
+class BucketChanged(Exception):
+    """The bucket an upload sealed its clip for is no longer its exercise's open bucket (a
+    release claimed it, or its key was lost): the upload seals again for the new one."""
 
 
-T = TypeVar("T")
+@dataclass(frozen=True)
+class OpenBucket:
+    id: str
+    key: bytes
 
 
-def run_upload_transaction(database: Database, upload: Callable[[sa.Connection], T]) -> T:
-    """``upload`` (which calls ``add_pending_clip``) in a writing transaction; when it finds
-    its bucket's key lost, the bucket is sealed in a transaction of its own and ``upload``
-    runs again, in the fresh bucket.
+_SEAL_ATTEMPTS = 3
 
-    The upload's transaction holds the bucket row share-locked on PostgreSQL; sealing under
-    that lock deadlocks with a second upload doing the same, so the seal waits until the
-    lock is gone. The rolled-back attempt stored nothing, so nothing acknowledged is lost.
+
+def current_open_bucket(database: Database, exercise_id: str, *, keys: KeyStore) -> OpenBucket:
+    """The exercise's open bucket and its key, opened now (with a fresh key) if there is none.
+
+    An open bucket whose key is gone (reboot, Redis flush) is sealed in a short transaction of
+    its own and a fresh one opens: its clips can no longer be opened by anyone, so it is purged
+    by the next release cycle (``aggregate.retention.purge_keyless_buckets``).
     """
-    for _attempt in range(_OPEN_ATTEMPTS):
-        try:
+    for _attempt in range(_SEAL_ATTEMPTS):
+        with database.connection() as connection:
+            bucket_id = connection.execute(_FIND_OPEN, {"exercise_id": exercise_id}).scalar()
+        if bucket_id is None:
             with database.connection(write=True) as connection:
-                return upload(connection)
-        except BucketKeyLost as lost:
-            with database.connection(write=True) as connection:
-                connection.execute(_SEAL, {"bucket_id": lost.bucket_id})
+                opened_id, opened_key = open_bucket_for(connection, exercise_id, keys=keys)
+            return OpenBucket(opened_id, opened_key)
+        key = keys.get(key_name(bucket_id))
+        if key is not None:
+            return OpenBucket(bucket_id, key)
+        with database.connection(write=True) as connection:
+            connection.execute(_SEAL, {"bucket_id": bucket_id})
     raise Unavailable("the exercise's bucket kept losing its key; try again")
+
+
+def lock_open_bucket(session: Executor, exercise_id: str, *, expected: str) -> None:
+    """In the upload's transaction: share-lock the exercise's open bucket row, which must be
+    ``expected`` (else ``BucketChanged``). While it is held (until commit) no release can
+    claim the bucket (P6): SQLite's writers hold the database's write lock from BEGIN."""
+    bucket_id = session.execute(_OPEN_BUCKET, {"exercise_id": exercise_id}).scalar()
+    if bucket_id != expected:
+        raise BucketChanged()
 
 
 def open_bucket_for(session: Executor, exercise_id: str, *, keys: KeyStore) -> tuple[str, bytes]:
     """(id, key) of the exercise's open bucket, opened now (with a fresh key) if there is none.
 
-    The open bucket's row stays share-locked on PostgreSQL until commit, so a release cannot
-    claim it while this upload is still adding to it (P6). An open bucket whose key is gone
-    raises ``BucketKeyLost``: it is sealed once this transaction has ended. Two uploads racing
-    to open the same exercise's bucket meet the partial unique index; the loser reads the
-    winner's bucket, whose key the winner stored before inserting.
+    Two uploads racing to open the same exercise's bucket meet the partial unique index; the
+    loser reads the winner's bucket, whose key the winner stored before inserting. An open
+    bucket whose key is gone is sealed here, in the caller's transaction, and a fresh one opens.
     """
     for _attempt in range(_OPEN_ATTEMPTS):
         bucket_id = session.execute(_OPEN_BUCKET, {"exercise_id": exercise_id}).scalar()
         if bucket_id is not None:
             key = keys.get(key_name(bucket_id))
-            if key is None:
-                raise BucketKeyLost(bucket_id)
-            return bucket_id, key
+            if key is not None:
+                return bucket_id, key
+            session.execute(_SEAL, {"bucket_id": bucket_id})
+            continue
         bucket_id = new_id()
         key = keys.put_if_absent(key_name(bucket_id), new_secret(32))
         try:
@@ -139,53 +157,21 @@ def open_bucket_for(session: Executor, exercise_id: str, *, keys: KeyStore) -> t
     raise Unavailable("the exercise's bucket kept changing; try again")
 
 
-@dataclass(frozen=True)
-class ClipFacts:
-    """What the pipeline knows of a sanitized clip: nothing about who or when."""
+def insert_pending_row(session: Executor, row: dict[str, object]) -> None:
+    """Insert a pending row (``aggregate.pending``) in the next free slot of its contributor,
+    or raise ContributionLimit.
 
-    object_key: str
-    duration_s: float
-    sample_rate: int
-    loudness_dbfs: float
-
-
-def add_pending_clip(
-    session: Executor,
-    *,
-    exercise_id: str,
-    learner_id: str,
-    clip: ClipFacts,
-    max_clips_per_contributor: int,
-    keys: KeyStore,
-) -> None:
-    """Record a stored clip in its exercise's open bucket, or raise ContributionLimit.
-
-    Must run in a writing transaction: ``run_upload_transaction``, which also seals a bucket
-    whose key was lost (``BucketKeyLost``), or ``session(write=True)``. The bucket cannot be
-    claimed by a release between the read of its row and the insert: SQLite's writers take the
-    database's write lock at BEGIN, and on PostgreSQL the bucket row is share-locked until
-    commit. The slot is counted and taken in one ``INSERT … SELECT``; on PostgreSQL two uploads
-    of one learner may still count the same slot, and the loser of the unique (bucket, tag,
-    slot) constraint counts again.
+    Must run in the upload's writing transaction, after ``lock_open_bucket``. The slot is
+    counted and taken in one ``INSERT … SELECT``; on PostgreSQL two uploads of one learner may
+    still count the same slot, and the loser of the unique (bucket, tag, slot) constraint
+    counts again.
     """
-    bucket_id, bucket_key = open_bucket_for(session, exercise_id, keys=keys)
-    tag = contributor_tag(bucket_key, learner_id)
-    row = {
-        "id": new_id(),
-        "bucket_id": bucket_id,
-        "tag": tag,
-        "object_key": clip.object_key,
-        "duration_s": clip.duration_s,
-        "sample_rate": clip.sample_rate,
-        "loudness_dbfs": clip.loudness_dbfs,
-        "max_slots": max_clips_per_contributor,
-    }
     if not _is_postgres(session):
         # Writers are serialized: no other upload can take a slot between count and insert.
         inserted = len(session.execute(_INSERT_IN_FREE_SLOT, row).all())
     else:
         inserted = 0
-        for _attempt in range(max_clips_per_contributor + 1):
+        for _attempt in range(int(str(row["max_slots"])) + 1):
             try:
                 with session.begin_nested():
                     inserted = len(session.execute(_INSERT_IN_FREE_SLOT, row).all())
@@ -205,9 +191,8 @@ def prepare_upload_statements(connection: sa.Connection) -> None:
         "bucket_id": "",
         "tag": "",
         "object_key": "",
-        "duration_s": 0.0,
-        "sample_rate": 0,
-        "loudness_dbfs": 0.0,
+        "recording_tag": "",
+        "sealed_facts": b"",
         "max_slots": 0,  # count(*) < 0 never holds: no row goes in
     }
     connection.execute(_INSERT_IN_FREE_SLOT, nothing).all()
@@ -229,9 +214,8 @@ def _insert_in_free_slot() -> sa.Insert:
             sa.bindparam("tag", type_=sa.String),
             used,
             sa.bindparam("object_key", type_=sa.String),
-            sa.bindparam("duration_s", type_=sa.Float),
-            sa.bindparam("sample_rate", type_=sa.Integer),
-            sa.bindparam("loudness_dbfs", type_=sa.Float),
+            sa.bindparam("recording_tag", type_=sa.String),
+            sa.bindparam("sealed_facts", type_=sa.LargeBinary),
         )
         .select_from(table)
         .where(
@@ -241,7 +225,7 @@ def _insert_in_free_slot() -> sa.Insert:
         .having(used < sa.bindparam("max_slots", type_=sa.Integer))
     )
     columns = ["id", "bucket_id", "contributor_tag", "slot", "object_key"]
-    columns += ["duration_s", "sample_rate", "loudness_dbfs"]
+    columns += ["recording_tag", "sealed_facts"]
     # RETURNING tells whether a row went in (psycopg reports no rowcount for INSERT … SELECT).
     return sa.insert(table).from_select(columns, free_slot).returning(table.c.slot)
 
@@ -293,10 +277,15 @@ def withdraw_learner(session: Session, learner_id: str, *, keys: KeyStore) -> li
         removed = session.execute(
             sa.delete(PendingClip)
             .where(PendingClip.bucket_id == bucket_id, PendingClip.contributor_tag == tag)
-            .returning(PendingClip.object_key, PendingClip.release_clip_id)
+            .returning(PendingClip.id, PendingClip.object_key, PendingClip.sealed_plan)
         ).all()
         object_keys.extend(row.object_key for row in removed)
-        planned = [row.release_clip_id for row in removed if row.release_clip_id is not None]
+        sealer = Sealer(bucket_key, bucket_id=bucket_id)
+        planned = [
+            sealer.open(row.sealed_plan, record=row.id, field=PLAN_FIELD).decode()
+            for row in removed
+            if row.sealed_plan is not None
+        ]
         if planned:
             object_keys.extend(
                 session.execute(

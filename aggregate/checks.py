@@ -12,6 +12,7 @@ import sqlalchemy as sa
 
 from aggregate.release_checks import (
     check_pending_isolation,
+    check_pending_sealed,
     check_release_entries,
     check_release_exercises,
     check_release_policies,
@@ -69,7 +70,10 @@ def check_bucket_keys(ctx: AuditContext) -> Iterable[Finding]:
                 "object_key",
                 "manifest_key",
             )
-            if named_key or any(binary in type_name for binary in _BINARY_TYPES):
+            # Sealed values are binary by nature; ``pending_sealed`` checks that they are sealed.
+            sealed = column["name"].startswith("sealed_")
+            binary = any(kind in type_name for kind in _BINARY_TYPES) and not sealed
+            if named_key or binary:
                 yield Finding(
                     "bucket_key_kept",
                     "P3",
@@ -94,6 +98,8 @@ CHECKS: tuple[Check, ...] = (
           check_bucket_keys),
     Check("pending_isolation", ("P6",), "no pending clip readable under a release prefix",
           check_pending_isolation),
+    Check("pending_sealed", ("P4",), "every pending object and row value is sealed",
+          check_pending_sealed),
     Check("release_policies", ("P8",), "every release's policy was recorded as loaded",
           check_release_policies),
     Check("release_exercises", ("P5",), "every release's exercise met min_exercise_learners",

@@ -24,11 +24,16 @@ import csv
 import functools
 import hashlib
 import json
+import math
 import tarfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import IO, Any
 
+import numpy as np
+from scipy import signal
+
+from policies import flac as flac_format
 from policies.voice import VoiceAnonymizer
 
 BLOCK = 512
@@ -46,17 +51,51 @@ DATASET_FILES = (CARD, METADATA_CSV, VALIDATED_TSV, DURATIONS_TSV, CHECKSUMS)
 METADATA_COLUMNS = ("file_name", "text", "language", "exercise_id", "duration_s", "sample_rate")
 
 
-def release_clip_bytes(pending_flac: bytes, voice: VoiceAnonymizer) -> bytes:
-    """The bytes a clip is released as, from the bytes it was stored with while pending.
+def release_clip_bytes(
+    pending_flac: bytes, voice: VoiceAnonymizer, *, bandwidth_hz: float | None = None
+) -> bytes:
+    """The bytes a clip is released as, from the canonical FLAC it was stored with.
 
     The single place a released clip's bytes are produced: every shard member comes from
-    here. The canonical FLAC is released unchanged, or, under a policy with
-    ``voice_anonymization``, the voice transformed and encoded canonically again
-    (``policies.voice``); the auditor checks P7 on either.
+    here. Under a policy with ``voice_anonymization`` the voice is transformed
+    (``policies.voice``); then the clip is limited to the release's one band (P4: the rate a
+    phone recorded at must not survive as the spectrum's cutoff) and encoded canonically again,
+    so the auditor checks P7 on either.
     """
-    if voice.enabled:
-        return voice.released_audio(pending_flac)
-    return pending_flac
+    flac = voice.released_audio(pending_flac) if voice.enabled else pending_flac
+    if bandwidth_hz is None or not math.isfinite(bandwidth_hz):
+        return flac
+    decoded = flac_format.decode(flac, sample_rate=0)
+    limited = limit_band(decoded.pcm.astype(np.float32) / 32767.0, decoded.sample_rate,
+                         bandwidth_hz=bandwidth_hz)
+    return flac_format.encode_samples(limited, decoded.sample_rate)
+
+
+# The release's filter passes up to this share of the bucket's narrowest band and is ~80 dB
+# down before that band's own roll-off begins, so every clip ends up with the same roll-off.
+PASS_SHARE = 0.85
+_TAPS = 255
+
+
+@functools.lru_cache(maxsize=32)
+def _low_pass(sample_rate: int, cutoff_hz: float) -> np.ndarray:
+    return np.asarray(
+        signal.firwin(_TAPS, cutoff_hz, window=("kaiser", 8.0), fs=sample_rate),
+        dtype=np.float32,
+    )
+
+
+def release_cutoff_hz(bandwidth_hz: float) -> float:
+    """Where the release's low-pass filter is centred for a band of ``bandwidth_hz``."""
+    return PASS_SHARE * bandwidth_hz
+
+
+def limit_band(samples: np.ndarray, sample_rate: int, *, bandwidth_hz: float) -> np.ndarray:
+    """``samples`` low-passed (linear phase, no delay) below ``bandwidth_hz``."""
+    cutoff = min(release_cutoff_hz(bandwidth_hz), 0.45 * sample_rate)
+    taps = _low_pass(sample_rate, round(cutoff, 1))
+    filtered = np.asarray(signal.oaconvolve(samples, taps, mode="same"), dtype=np.float32)
+    return np.clip(filtered, -1.0, 1.0, out=filtered)
 
 
 def shard_name(index: int) -> str:
@@ -298,6 +337,13 @@ def dataset_card(header: dict[str, Any], *, license_id: str) -> str:
         f"released on {header['release_day']} under licence `{license_id}`.",
         "",
     ]
+    if header.get("bandwidth_hz"):
+        lines += [
+            f"Every clip is limited to the same band, below {header['bandwidth_hz']} Hz "
+            "(the narrowest the batch's recordings carried), so the rate a device recorded "
+            "at cannot be read off a clip's spectrum.",
+            "",
+        ]
     if header.get("text"):
         lines += [f"Prompt: {_one_line(header['text'])}", ""]
     lines += [

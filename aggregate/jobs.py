@@ -34,6 +34,7 @@ from aggregate.retention import (
     PurgeOutcome,
     advance_cycle,
     purge_expired_buckets,
+    purge_keyless_buckets,
 )
 from aggregate.tables import PENDING_STATES, Bucket
 from core.db import Database
@@ -82,6 +83,8 @@ def run_release_cycle(
     sweep_legacy_temporary_files()
     with database.session(write=True) as session:
         advanced = advance_cycle(session, interval_s=interval_s, now=now)
+    # First: a bucket whose key was lost can be neither released nor opened by anyone.
+    lost = purge_keyless_buckets(database, store, policy, keys=keys, batch_size=batch_size)
     release_failure: Exception | None = None
     try:
         released = release_ready_buckets(
@@ -97,7 +100,9 @@ def run_release_cycle(
         # A bucket that failed to release (its store full or failing, anything) must not hold
         # back retention (P10) for everyone.
         released, release_failure = [], exc
-    purged = purge_expired_buckets(database, store, policy, keys=keys, batch_size=batch_size)
+    purged = lost + purge_expired_buckets(
+        database, store, policy, keys=keys, batch_size=batch_size
+    )
     if release_failure is not None:
         # Other buckets may have been released before the failure: their residue goes too.
         with contextlib.suppress(Exception):

@@ -48,6 +48,7 @@ import functools
 import hashlib
 import json
 import logging
+import math
 import os
 import secrets
 import shutil
@@ -79,9 +80,11 @@ from aggregate.dataset import (
     clip_file_name,
     dataset_card,
     release_clip_bytes,
+    release_cutoff_hz,
     shard_name,
 )
 from aggregate.fencing import ClaimLost, fenced, hold_claim, new_claim_token
+from aggregate.pending import open_audio, open_facts, open_plan, seal_plan
 from aggregate.statistics import BatchStatistics
 from aggregate.tables import (
     CLOSED_STATES,
@@ -97,6 +100,7 @@ from core.errors import BlobNotFound, ChorusError
 from core.files import anonymous_file, anonymous_text_file
 from core.ids import new_id
 from core.keystore import KeyStore
+from core.sealing import Sealer
 from core.storage import BlobStore
 from exercises.tables import ExerciseUsage
 from policies.audit import append as append_audit
@@ -231,6 +235,10 @@ class _Claim:
     token: str
     license: str
     voice: VoiceAnonymizer
+    # Opens the bucket's sealed clips, facts and plan (P4); made from its memory-only key.
+    sealer: Sealer
+    # The policy's release bandwidth, if it sets one: the release is never wider.
+    policy_bandwidth_hz: float | None
     # Whether this claim created the release: then no earlier run stored any of its shards.
     new_release: bool
 
@@ -250,10 +258,14 @@ class _Retire:
 
 
 def _claim(
-    session: Session, bucket_id: str, *, policy: Policy, today: dt.date
+    session: Session, bucket_id: str, *, policy: Policy, today: dt.date, keys: KeyStore
 ) -> _Claim | _Retire | None:
     bucket = _lock_bucket(session, bucket_id)
     if bucket is None:
+        return None
+    bucket_key = keys.get(key_name(bucket_id))
+    if bucket_key is None and bucket.state not in CLOSED_STATES:
+        # Its sealed clips can be opened by no one: purge_keyless_buckets closes it (P4).
         return None
     if bucket.state in PENDING_STATES:
         if distinct_contributors(session, bucket_id) < policy.k:
@@ -315,6 +327,8 @@ def _claim(
         token=bucket.claim_token,
         license=policy.release_license,
         voice=VoiceAnonymizer.from_policy(policy),
+        sealer=Sealer(cast(bytes, bucket_key), bucket_id=bucket.id),
+        policy_bandwidth_hz=policy.release_bandwidth_hz,
         new_release=created,
     )
 
@@ -367,12 +381,16 @@ def _in_order(
         yield first, future.result()
 
 
-def _plan_batch(session: Session, claim: _Claim, rows: list[Any]) -> None:
+def _plan_batch(session: Session, claim: _Claim, rows: list[Any]) -> set[float]:
     """Give every unplanned row a fresh random released id and position (P4): nothing about
-    the released clip is derived from the pending row, its id, its tag or any key."""
-    fresh = [row for row in rows if row.release_clip_id is None]
+    the released clip is derived from the pending row, its id, its tag or any key. The plan
+    is sealed on the pending row, so no copy of it links a pending row to a released clip once
+    the key is gone. Returns the bands the rows' clips carry."""
+    facts = {row.id: open_facts(claim.sealer, row.id, row.sealed_facts) for row in rows}
+    bands = {fact.band_hz for fact in facts.values()}
+    fresh = [row for row in rows if row.sealed_plan is None]
     if not fresh:
-        return
+        return bands
     names = {row.id: new_id() for row in fresh}
     session.execute(
         sa.insert(ReleasedClip),
@@ -382,9 +400,9 @@ def _plan_batch(session: Session, claim: _Claim, rows: list[Any]) -> None:
                 "release_id": claim.release_id,
                 "position": secrets.randbits(31),
                 "object_key": clip_key(claim.release_id, names[row.id]),
-                "duration_s": row.duration_s,
-                "sample_rate": row.sample_rate,
-                "loudness_dbfs": row.loudness_dbfs,
+                "duration_s": facts[row.id].duration_s,
+                "sample_rate": facts[row.id].sample_rate,
+                "loudness_dbfs": facts[row.id].loudness_dbfs,
             }
             for row in fresh
         ],
@@ -393,23 +411,34 @@ def _plan_batch(session: Session, claim: _Claim, rows: list[Any]) -> None:
     session.execute(
         sa.update(pending)
         .where(pending.c.id == sa.bindparam("pending_id"))
-        .values(release_clip_id=sa.bindparam("clip_id")),
-        [{"pending_id": row.id, "clip_id": names[row.id]} for row in fresh],
+        .values(sealed_plan=sa.bindparam("plan")),
+        [
+            {"pending_id": row.id, "plan": seal_plan(claim.sealer, row.id, names[row.id])}
+            for row in fresh
+        ],
     )
+    return bands
 
 
-_PLAN_COLUMNS = (
-    PendingClip.id,
-    PendingClip.duration_s,
-    PendingClip.sample_rate,
-    PendingClip.loudness_dbfs,
-    PendingClip.release_clip_id,
-)
+_PLAN_COLUMNS = (PendingClip.id, PendingClip.sealed_facts, PendingClip.sealed_plan)
 
 
-def _plan_all(database: Database, claim: _Claim, *, batch_size: int, checkpoint: Checkpoint) -> int:
-    """Plan every pending clip of the bucket, a batch of rows per transaction; returns the
-    bucket's distinct contributors as the last batch saw them.
+@dataclass(frozen=True)
+class _Plan:
+    """What the plan pass learned: the bucket's distinct contributors as its last batch saw
+    them, and the one band every released clip is limited to (P4: the rate a device recorded
+    at must not be readable off a clip's spectrum). None when every recording of the bucket
+    carries the same band and the policy sets none: the canonical resampling already gave
+    them all the same cutoff, so the clips are released as they were sanitized."""
+
+    contributors: int
+    bandwidth_hz: float | None
+
+
+def _plan_all(
+    database: Database, claim: _Claim, *, batch_size: int, checkpoint: Checkpoint
+) -> _Plan:
+    """Plan every pending clip of the bucket, a batch of rows per transaction.
 
     The first transaction also removes stale plans, and a batch shorter than ``batch_size``
     is the last: a pending row added or withdrawn after its batch makes ``_finalize`` find the
@@ -417,6 +446,7 @@ def _plan_all(database: Database, claim: _Claim, *, batch_size: int, checkpoint:
     """
     after = ""
     first = True
+    bands: set[float] = set()
     while True:
         with database.session(write=True) as session:
             hold_claim(session, bucket_id=claim.bucket_id, token=claim.token)
@@ -428,28 +458,50 @@ def _plan_all(database: Database, claim: _Claim, *, batch_size: int, checkpoint:
                 .order_by(PendingClip.id)
                 .limit(batch_size)
             ).all()
-            _plan_batch(session, claim, list(rows))
+            bands |= _plan_batch(session, claim, list(rows))
             last = len(rows) < batch_size
             contributors = distinct_contributors(session, claim.bucket_id) if last else 0
         if rows:
             checkpoint("planned")
         if last:
-            return contributors
+            return _Plan(contributors, _release_band(bands, claim.policy_bandwidth_hz))
         after = rows[-1].id
         first = False
+
+
+def _release_band(bands: set[float], policy_bandwidth_hz: float | None) -> float | None:
+    if policy_bandwidth_hz is not None:
+        return min([policy_bandwidth_hz, *bands])
+    if len(bands) > 1:
+        return min(bands)
+    return None
 
 
 def _prune_withdrawn(session: Session, claim: _Claim) -> None:
     """Remove plans that no pending clip stands behind any more (withdrawn while the release
     ran, or planned by an older run): the shards written next leave them out."""
-    planned = sa.select(PendingClip.release_clip_id).where(
-        PendingClip.bucket_id == claim.bucket_id, PendingClip.release_clip_id.is_not(None)
-    )
-    session.execute(
-        sa.delete(ReleasedClip)
-        .where(ReleasedClip.release_id == claim.release_id)
-        .where(ReleasedClip.id.not_in(planned))
-    )
+    planned = set(_plan_sources(session, claim))
+    released = session.execute(
+        sa.select(ReleasedClip.id).where(ReleasedClip.release_id == claim.release_id)
+    ).scalars()
+    stale = [clip_id for clip_id in released if clip_id not in planned]
+    for start in range(0, len(stale), DEFAULT_BATCH):
+        session.execute(
+            sa.delete(ReleasedClip).where(
+                ReleasedClip.id.in_(stale[start : start + DEFAULT_BATCH])
+            )
+        )
+
+
+def _plan_sources(session: Session, claim: _Claim) -> dict[str, str]:
+    """Released clip id -> the pending object it is made from, for every planned pending
+    clip of the bucket: the plans are sealed, so they are joined here, not in SQL."""
+    rows = session.execute(
+        sa.select(PendingClip.id, PendingClip.object_key, PendingClip.sealed_plan).where(
+            PendingClip.bucket_id == claim.bucket_id, PendingClip.sealed_plan.is_not(None)
+        )
+    ).all()
+    return {open_plan(claim.sealer, row.id, row.sealed_plan): row.object_key for row in rows}
 
 
 @dataclass(frozen=True)
@@ -468,24 +520,32 @@ def _planned_batches(
     database: Database, claim: _Claim, *, batch_size: int
 ) -> Iterator[list[_ShardClip]]:
     """The planned clips in their random release order (keyset on position, id), a shard's
-    worth at a time."""
-    query = (
-        sa.select(
-            ReleasedClip.id,
-            ReleasedClip.position,
-            PendingClip.object_key,
-            ReleasedClip.duration_s,
-            ReleasedClip.sample_rate,
-            ReleasedClip.loudness_dbfs,
-        )
-        .join(PendingClip, PendingClip.release_clip_id == ReleasedClip.id)
-        .where(
-            ReleasedClip.release_id == claim.release_id,
-            PendingClip.bucket_id == claim.bucket_id,
-        )
-    )
+    worth at a time. A planned clip whose pending original is gone (withdrawn) is left out;
+    ``_finalize`` then finds the plan changed and the release plans again."""
+    with database.session(write=True) as session:
+        sources = _plan_sources(session, claim)
+    query = sa.select(
+        ReleasedClip.id,
+        ReleasedClip.position,
+        ReleasedClip.duration_s,
+        ReleasedClip.sample_rate,
+        ReleasedClip.loudness_dbfs,
+    ).where(ReleasedClip.release_id == claim.release_id)
     for rows in _in_release_order(database, query, batch_size=batch_size):
-        yield [_ShardClip(*row) for row in rows]
+        clips = [
+            _ShardClip(
+                clip_id=row.id,
+                position=row.position,
+                source_key=sources[row.id],
+                duration_s=row.duration_s,
+                sample_rate=row.sample_rate,
+                loudness_dbfs=row.loudness_dbfs,
+            )
+            for row in rows
+            if row.id in sources
+        ]
+        if clips:
+            yield clips
 
 
 def _in_release_order(
@@ -518,16 +578,17 @@ class _ReleasedBytes:
 
 
 def _read_released(
-    store: BlobStore, voice: VoiceAnonymizer, clip: _ShardClip
+    store: BlobStore, claim: _Claim, bandwidth_hz: float | None, clip: _ShardClip
 ) -> _ReleasedBytes | None:
-    """The clip's released bytes and their SHA-256, made in a read worker (hashing and any
-    voice transform release the GIL, so they overlap the shard's writing); None when the
-    pending original is gone (withdrawn, checked afterwards)."""
+    """The clip's released bytes and their SHA-256, made in a read worker (opening, hashing
+    and any voice transform release the GIL, so they overlap the shard's writing); None when
+    the pending original is gone (withdrawn, checked afterwards)."""
     try:
-        pending = store.get(clip.source_key)
+        sealed = store.get(clip.source_key)
     except BlobNotFound:
         return None
-    released = release_clip_bytes(pending, voice)
+    pending = open_audio(claim.sealer, clip.source_key, sealed)
+    released = release_clip_bytes(pending, claim.voice, bandwidth_hz=bandwidth_hz)
     return _ReleasedBytes(released, hashlib.sha256(released).hexdigest())
 
 
@@ -559,6 +620,7 @@ def _write_shard(
     *,
     pool: ThreadPoolExecutor,
     stats: BatchStatistics,
+    bandwidth_hz: float | None,
 ) -> StoredFile | None:
     """One shard: the clips' released bytes into an anonymous temporary tar file (a killed
     run leaves nothing of a bucket not yet released), stored with one atomic write, then their
@@ -568,7 +630,7 @@ def _write_shard(
     with anonymous_file() as handle:
         out = HashingWriter(handle)
         tar = TarWriter(out, mtime=_release_day_mtime(claim))
-        read = functools.partial(_read_released, store, claim.voice)
+        read = functools.partial(_read_released, store, claim, bandwidth_hz)
         for clip, released in _in_order(pool, read, clips, ahead=2 * STORE_WORKERS):
             if released is None:
                 missing.append(clip)
@@ -622,6 +684,7 @@ def _write_shards(
     batch_size: int,
     checkpoint: Checkpoint,
     first_plan: bool,
+    bandwidth_hz: float | None,
 ) -> tuple[BatchStatistics, list[StoredFile]]:
     """Every shard of the release from its plan, then shards an earlier, longer plan left
     (none when ``first_plan``: the release's first plan, made under the claim that created
@@ -631,7 +694,14 @@ def _write_shards(
     with ThreadPoolExecutor(max_workers=STORE_WORKERS) as pool:
         for clips in _planned_batches(database, claim, batch_size=batch_size):
             shard = _write_shard(
-                database, store, claim, len(shards), clips, pool=pool, stats=stats
+                database,
+                store,
+                claim,
+                len(shards),
+                clips,
+                pool=pool,
+                stats=stats,
+                bandwidth_hz=bandwidth_hz,
             )
             if shard is not None:
                 shards.append(shard)
@@ -650,7 +720,12 @@ def _write_shards(
     return stats, shards
 
 
-def manifest_header(claim: _Claim, stats: BatchStatistics) -> dict[str, Any]:
+def manifest_header(
+    claim: _Claim, stats: BatchStatistics, *, bandwidth_hz: float | None = None
+) -> dict[str, Any]:
+    band = None
+    if bandwidth_hz is not None and math.isfinite(bandwidth_hz):
+        band = round(release_cutoff_hz(bandwidth_hz))
     return {
         "release_id": claim.release_id,
         "exercise_id": claim.exercise_id,
@@ -665,6 +740,7 @@ def manifest_header(claim: _Claim, stats: BatchStatistics) -> dict[str, Any]:
         "policy_hash": claim.policy_hash,
         "license": claim.license,
         "voice_anonymization": claim.voice.manifest_entry(),
+        "bandwidth_hz": band,
         "statistics": stats.to_json(),
     }
 
@@ -725,11 +801,12 @@ def _write_dataset_files(
     shards: list[StoredFile],
     *,
     batch_size: int,
+    bandwidth_hz: float | None,
 ) -> None:
     """The dataset's tables, card and checksums, then the manifest: one pass over the clips
     writes every table and the manifest's clip list into temporary files, so memory stays
     flat in the release's size; the small files are stored together, the manifest last."""
-    header = manifest_header(claim, stats)
+    header = manifest_header(claim, stats, bandwidth_hz=bandwidth_hz)
     describing = Describing(
         exercise_id=claim.exercise_id,
         text=claim.text,
@@ -860,7 +937,7 @@ def _undo_claim(session: Session, bucket: Bucket, claim: _Claim) -> list[str]:
     session.execute(
         sa.update(PendingClip)
         .where(PendingClip.bucket_id == claim.bucket_id)
-        .values(release_clip_id=None)
+        .values(sealed_plan=None)
     )
     session.execute(sa.delete(Release).where(Release.id == claim.release_id))
     bucket.state = BucketState.SEALED
@@ -925,7 +1002,7 @@ def release_bucket(
             return None
         try:
             with database.session(write=True) as session:
-                claim = _claim(session, bucket_id, policy=policy, today=today)
+                claim = _claim(session, bucket_id, policy=policy, today=today, keys=keys)
         except DBAPIError as exc:
             if getattr(exc.orig, "sqlstate", None) == _LOCK_NOT_AVAILABLE:
                 return None  # uploads kept the row busy; the next run tries again
@@ -967,7 +1044,7 @@ def _release_claimed(
     checkpoint: Checkpoint,
 ) -> ReleaseOutcome | None:
     for attempt in range(3):
-        contributors = _plan_all(database, claim, batch_size=batch_size, checkpoint=checkpoint)
+        plan = _plan_all(database, claim, batch_size=batch_size, checkpoint=checkpoint)
         stats, shards = _write_shards(
             database,
             store,
@@ -975,10 +1052,19 @@ def _release_claimed(
             batch_size=batch_size,
             checkpoint=checkpoint,
             first_plan=claim.new_release and attempt == 0,
+            bandwidth_hz=plan.bandwidth_hz,
         )
-        stats.contributor_count = contributors
+        stats.contributor_count = plan.contributors
         try:
-            _write_dataset_files(database, store, claim, stats, shards, batch_size=batch_size)
+            _write_dataset_files(
+                database,
+                store,
+                claim,
+                stats,
+                shards,
+                batch_size=batch_size,
+                bandwidth_hz=plan.bandwidth_hz,
+            )
             checkpoint("manifest")
             with database.session(write=True) as session:
                 finished, undone = _finalize(session, claim, stats)

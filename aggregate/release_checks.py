@@ -3,7 +3,8 @@
 Each release's objects are counted under its prefix and compared with its manifest and its row;
 every released clip is decoded, re-encoded the service's way and compared byte for byte; every
 finished release must appear in the audit log with the same counts, under a policy the log
-recorded; no pending clip may be readable under a release prefix.
+recorded; no pending clip may be readable under a release prefix, and everything pending must
+be sealed (P4).
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from aggregate.buckets import PENDING_PREFIX
 from aggregate.tables import Bucket, PendingClip, Release, ReleasedClip
+from core import sealing
 from core.errors import BlobNotFound
 from policies import flac
 from policies.context import RELEASES_PREFIX, AuditContext, release_id_of, shard_members
@@ -383,12 +386,8 @@ def check_pending_isolation(ctx: AuditContext) -> Iterable[Finding]:
     """No clip of a pending bucket is stored, or copied, under a release prefix."""
     with ctx.database.session() as session:
         pending = session.execute(
-            sa.select(PendingClip.object_key)
-            .join(Bucket, Bucket.id == PendingClip.bucket_id)
-            .where(Bucket.state == "open")
-            .order_by(PendingClip.object_key)
+            sa.select(PendingClip.object_key).order_by(PendingClip.object_key)
         ).scalars().all()
-    released = {digest: key for key, digest in ctx.released_digests().items()}
     for object_key in pending:
         if object_key.startswith(RELEASES_PREFIX):
             yield Finding(
@@ -397,15 +396,42 @@ def check_pending_isolation(ctx: AuditContext) -> Iterable[Finding]:
                 f"a pending clip is stored under the release prefix: {object_key}",
                 object_key,
             )
-            continue
+
+
+# --- P4: everything pending is sealed -----------------------------------------------------------
+
+
+def check_pending_sealed(ctx: AuditContext) -> Iterable[Finding]:
+    """Every pending object, and every sealed value of every pending row, has the form of
+    AEAD ciphertext padded to a size class (``core.sealing``): nothing pending can be joined
+    to a released clip once its bucket's key is gone. The auditor holds no key; the form is
+    what can be checked, and a plain FLAC, a plain number or a size off the classes is not it.
+    """
+    for object_key in ctx.keys(PENDING_PREFIX):
         try:
-            digest = hashlib.sha256(ctx.store.get(object_key)).hexdigest()
+            data = ctx.store.get(object_key)
         except BlobNotFound:
-            continue
-        if digest in released:
+            continue  # deleted while the audit ran
+        if not sealing.is_sealed(data) or sealing.size_class(len(data)) != len(data):
             yield Finding(
-                "pending_object_released",
-                "P6",
-                f"pending clip {object_key} is readable as released object {released[digest]}",
+                "pending_unsealed",
+                "P4",
+                f"pending object {object_key} is not sealed under its bucket's key: its bytes "
+                "could be joined to a released clip. Likely cause: a writer that bypassed "
+                "aggregate.pending; remedy: purge the bucket and find the writer",
                 object_key,
+            )
+    with ctx.database.session() as session:
+        rows = session.execute(
+            sa.select(PendingClip.id, PendingClip.sealed_facts, PendingClip.sealed_plan)
+        ).all()
+    for row in rows:
+        values = [row.sealed_facts, *([row.sealed_plan] if row.sealed_plan is not None else [])]
+        if not all(sealing.is_sealed(bytes(value)) for value in values):
+            yield Finding(
+                "pending_unsealed",
+                "P4",
+                f"pending row {row.id} holds a value in the clear. Likely cause: a writer that "
+                "bypassed aggregate.pending; remedy: purge the bucket and find the writer",
+                row.id,
             )

@@ -1,7 +1,11 @@
-"""Release cycles and the retention purge.
+"""Release cycles, the retention purge and the purge of buckets whose key was lost.
 
 Upholds P10: a bucket that has not reached k within ``retention_cycles`` release cycles is
 purged — key destroyed (P3), rows and objects deleted — with a ``purge`` audit entry (P8).
+Upholds P4's crypto-shredding contract: a bucket whose memory-only key is gone (a reboot, a
+Redis flush) holds clips no one can open any more, so it is purged too, with a ``purge`` entry
+whose reason is ``key_lost``; a bucket lost while ``releasing`` takes its unfinished release
+with it (its partial shards were never readable: readers see only ``released`` buckets).
 Buckets count cycles, a coarse counter, never time (P4); the single ``release_cycles`` row
 notes when it last advanced so that several replicas advance it once per interval.
 """
@@ -15,14 +19,16 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from aggregate.buckets import distinct_contributors, key_name, pending_clip_count
+from aggregate.metrics import KEY_LOST_BUCKETS, KEY_LOST_CLIPS
 from aggregate.release import (
     DEFAULT_BATCH,
     Checkpoint,
     bucket_claim,
     drain_pending,
     no_checkpoint,
+    release_prefix,
 )
-from aggregate.tables import PENDING_STATES, Bucket, BucketState
+from aggregate.tables import PENDING_STATES, Bucket, BucketState, Release, ReleasedClip
 from core.db import Database
 from core.keystore import KeyStore
 from core.storage import BlobStore
@@ -160,4 +166,96 @@ def purge_expired_buckets(
         )
         if outcome is not None:
             outcomes.append(outcome)
+    return outcomes
+
+
+# Buckets whose key must exist: a closed bucket's key was deleted on purpose.
+_KEYED_STATES = (BucketState.OPEN, BucketState.SEALED, BucketState.RELEASING)
+
+
+def keyless_bucket_ids(session: Session, *, keys: KeyStore) -> list[str]:
+    """Buckets not yet closed whose key is gone from the key store.
+
+    A bucket's key is stored before its row is inserted and deleted only after the bucket is
+    closed, so a missing key is a lost one. A key store that does not answer raises
+    ``Unavailable``: nothing is purged for an outage.
+    """
+    candidates = session.execute(
+        sa.select(Bucket.id).where(Bucket.state.in_(_KEYED_STATES)).order_by(Bucket.id)
+    ).scalars().all()
+    return [bucket_id for bucket_id in candidates if keys.get(key_name(bucket_id)) is None]
+
+
+def _close_keyless(
+    session: Session, bucket_id: str, *, keys: KeyStore, policy: Policy
+) -> tuple[PurgeOutcome, str | None] | None:
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(sa.text("SET LOCAL lock_timeout = '30s'"))
+    bucket = session.execute(
+        sa.select(Bucket).where(Bucket.id == bucket_id).with_for_update()
+    ).scalar_one_or_none()
+    if bucket is None or bucket.state not in _KEYED_STATES:
+        return None
+    if keys.get(key_name(bucket_id)) is not None:
+        return None
+    contributors = distinct_contributors(session, bucket_id)
+    clips = pending_clip_count(session, bucket_id)
+    unfinished = bucket.release_id if bucket.state == BucketState.RELEASING else None
+    if unfinished is not None:
+        session.execute(sa.delete(ReleasedClip).where(ReleasedClip.release_id == unfinished))
+        session.execute(sa.delete(Release).where(Release.id == unfinished))
+        bucket.release_id = None
+    bucket.state = BucketState.PURGED
+    append_audit(
+        session,
+        kind="purge",
+        body={
+            "bucket_id": bucket.id,
+            "exercise_id": bucket.exercise_id,
+            "clip_count": clips,
+            "contributor_count": contributors,
+            "reason": "key_lost",
+            "k": policy.k,
+            "policy_hash": policy.content_hash,
+        },
+    )
+    outcome = PurgeOutcome(
+        bucket_id=bucket.id,
+        exercise_id=bucket.exercise_id,
+        clip_count=clips,
+        contributor_count=contributors,
+    )
+    return outcome, unfinished
+
+
+def purge_keyless_buckets(
+    database: Database,
+    store: BlobStore,
+    policy: Policy,
+    *,
+    keys: KeyStore,
+    batch_size: int = DEFAULT_BATCH,
+) -> list[PurgeOutcome]:
+    """Purge every bucket whose key was lost, with an audit entry each (reason ``key_lost``).
+
+    Nothing of such a bucket was or will be released: its clips are sealed under the lost key.
+    """
+    with database.session() as session:
+        candidates = keyless_bucket_ids(session, keys=keys)
+    outcomes = []
+    for bucket_id in candidates:
+        with bucket_claim(database, bucket_id) as acquired:
+            if not acquired:
+                continue
+            with database.session(write=True) as session:
+                closed = _close_keyless(session, bucket_id, keys=keys, policy=policy)
+            if closed is None:
+                continue
+            outcome, unfinished = closed
+            if unfinished is not None:
+                store.delete_many(list(store.list(release_prefix(unfinished))))
+            drain_pending(database, store, bucket_id, batch_size=batch_size)
+        KEY_LOST_BUCKETS.inc()
+        KEY_LOST_CLIPS.inc(outcome.clip_count)
+        outcomes.append(outcome)
     return outcomes

@@ -61,13 +61,17 @@ class Bucket(Base):
 class PendingClip(Base):
     __tablename__ = "pending_clips"
     # One row per (bucket, contributor, slot) with slot < max_clips_per_contributor: the unique
-    # constraint enforces the contribution cap even under concurrent uploads (P6).
+    # constraint enforces the contribution cap even under concurrent uploads (P6), and one row
+    # per (bucket, recording) refuses the same recording twice (P6: k distinct recordings).
     # The (bucket, id) index lets a release walk a 100,000-clip bucket in keyset batches.
+    # Nothing here is in the clear that a release publishes or that released audio determines:
+    # the clip's facts and its release plan are sealed under the bucket's key (core.sealing).
     __table_args__ = (
         sa.UniqueConstraint("bucket_id", "contributor_tag", "slot"),
+        sa.UniqueConstraint(
+            "bucket_id", "recording_tag", name="uq_pending_clips_bucket_id_recording_tag"
+        ),
         sa.Index("ix_pending_clips_bucket_id_id", "bucket_id", "id"),
-        # A release reads its planned clips in their released order, joined to their originals.
-        sa.Index("ix_pending_clips_release_clip_id", "release_clip_id"),
         {"sqlite_with_rowid": False},
     )
 
@@ -77,13 +81,15 @@ class PendingClip(Base):
     )
     contributor_tag: Mapped[str] = mapped_column(sa.String(64))
     slot: Mapped[int] = mapped_column(sa.Integer)
+    # The sealed audio's object: a random name in the pending prefix.
     object_key: Mapped[str] = mapped_column(sa.String(300), unique=True)
-    duration_s: Mapped[float] = mapped_column(sa.Float)
-    sample_rate: Mapped[int] = mapped_column(sa.Integer)
-    loudness_dbfs: Mapped[float] = mapped_column(sa.Float)
+    # HMAC(bucket key, SHA-256 of the canonical samples): equal only for the same recording.
+    recording_tag: Mapped[str] = mapped_column(sa.String(64))
+    # Duration, loudness, rates and the recording's fingerprint (aggregate.pending.PendingFacts).
+    sealed_facts: Mapped[bytes] = mapped_column(sa.LargeBinary)
     # While its bucket is releasing: the fresh random id this clip is released under, so a
     # resumed release copies it under the same name. Gone with the row once the release is done.
-    release_clip_id: Mapped[str | None] = mapped_column(sa.String(32), nullable=True)
+    sealed_plan: Mapped[bytes | None] = mapped_column(sa.LargeBinary, nullable=True)
 
 
 class Release(Base):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
@@ -26,7 +27,7 @@ from core.handlers import (
     problem_response,
 )
 from core.idempotency import open_idempotency_store
-from core.keystore import KeyStore, namespace_for, open_key_store
+from core.keystore import KeyStore, open_key_store
 from core.limits import BodyLimitMiddleware
 from core.logs import AccessLogMiddleware
 from core.metrics import render_metrics
@@ -112,7 +113,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.keys = keys
     app.state.idempotency = open_idempotency_store(
         settings.key_store_url,
-        namespace=namespace_for(settings.database_url),
+        namespace=hashlib.sha256(settings.database_url.encode()).hexdigest()[:16],
         ttl_s=settings.idempotency_ttl_s,
     )
     app.state.policy = policy

@@ -12,6 +12,7 @@ from pathlib import Path
 from aggregate import checks as aggregate_checks
 from chorus import checks as chorus_checks
 from core.db import Database
+from core.keystore import KeyStore
 from core.storage import BlobStore
 from policies import checks as policies_checks
 from policies.checks import AuditReport, Check, run_checks
@@ -27,6 +28,7 @@ _REPORT_ORDER = (
     "release_entries",
     "bucket_keys",
     "pending_isolation",
+    "pending_sealed",
     "canaries",
     "release_policies",
     "release_exercises",
@@ -34,6 +36,7 @@ _REPORT_ORDER = (
     "sqlite_pragmas",
     "clip_table_rowid",
     "metrics_exposition",
+    "key_store_persistence",
 )
 
 
@@ -54,8 +57,9 @@ def run_audit(
     policy: Policy,
     canaries: Sequence[str] = (),
     log_dirs: Sequence[Path] = (),
+    key_store: KeyStore | None = None,
 ) -> AuditReport:
-    """Run every domain's checks against the database and the store."""
+    """Run every domain's checks against the database and the store (and the key store)."""
     return run_checks(
         AUDIT_CHECKS,
         database=database,
@@ -63,4 +67,5 @@ def run_audit(
         policy=policy,
         canaries=canaries,
         log_dirs=log_dirs,
+        key_store=key_store,
     )

@@ -60,6 +60,7 @@ def _run(*, canaries: list[str], log_dirs: list[Path]) -> AuditReport:
     import sqlalchemy as sa
 
     from core.db import Database
+    from core.keystore import open_key_store
     from core.storage import open_store
     from policies.policy import load_policy
 
@@ -82,7 +83,12 @@ def _run(*, canaries: list[str], log_dirs: list[Path]) -> AuditReport:
                 "run `chorus db upgrade` first"
             )
         return run_audit(
-            database=database, store=store, policy=policy, canaries=canaries, log_dirs=log_dirs
+            database=database,
+            store=store,
+            policy=policy,
+            canaries=canaries,
+            log_dirs=log_dirs,
+            key_store=open_key_store(settings.key_store_url, database_url=settings.database_url),
         )
     finally:
         database.dispose()

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from prometheus_client.parser import text_string_to_metric_families
 
 import ingest.metrics  # noqa: F401  (its counters are part of the exposition)
-from core.errors import MinorRefused
+from core.errors import MinorRefused, Unavailable
 from core.metrics import render_metrics
 from policies.checks import Check
 from policies.context import AuditContext
@@ -48,8 +48,28 @@ def check_metrics_exposition(_ctx: AuditContext) -> Iterable[Finding]:
         )
 
 
+def check_key_store_persistence(ctx: AuditContext) -> Iterable[Finding]:
+    """The bucket-key store keeps nothing on disk right now (P3, P4): a Redis told to persist
+    at run time would write every bucket key, and with them the tags' meaning, into a dump."""
+    if ctx.key_store is None:
+        return
+    try:
+        ctx.key_store.ensure_memory_only()
+    except Unavailable as exc:
+        yield Finding(
+            "key_store_persists",
+            "P3",
+            f"the bucket-key store would keep keys on disk: {exc.detail}. Likely cause: "
+            "`CONFIG SET appendonly yes` or a `save` schedule on the Redis server; remedy: "
+            "`CONFIG SET appendonly no` and `CONFIG SET save ''`, then delete its dump files",
+            "key_store",
+        )
+
+
 CHECKS: tuple[Check, ...] = (
     Check("metrics_exposition", ("P2", "P4"),
           "the metrics exposition has no creation times and counts no minors",
           check_metrics_exposition),
+    Check("key_store_persistence", ("P3", "P4"),
+          "the bucket-key store keeps nothing on disk", check_key_store_persistence),
 )

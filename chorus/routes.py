@@ -8,7 +8,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from chorus.audit import run_audit
-from core.deps import AuditorRole, DatabaseDep, StoreDep
+from core.deps import AuditorRole, DatabaseDep, KeyStoreDep, StoreDep
 from policies.deps import PolicyDep
 from policies.models import AuditVerifyRead, CheckRead, FindingRead
 
@@ -17,10 +17,14 @@ router = APIRouter(tags=["audit"])
 
 @router.get("/v1/audit/verify", response_model=AuditVerifyRead)
 def verify(
-    _role: AuditorRole, policy: PolicyDep, database: DatabaseDep, store: StoreDep
+    _role: AuditorRole,
+    policy: PolicyDep,
+    database: DatabaseDep,
+    store: StoreDep,
+    keys: KeyStoreDep,
 ) -> AuditVerifyRead:
     """Run every audit check against the database and the store; list the findings."""
-    report = run_audit(database=database, store=store, policy=policy)
+    report = run_audit(database=database, store=store, policy=policy, key_store=keys)
     return AuditVerifyRead(
         ok=report.ok,
         findings=[

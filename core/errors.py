@@ -14,6 +14,7 @@ Every error a user can see has a stable ``code``; routes never raise ``HTTPExcep
     ├── Conflict                     409 conflict
     │   ├── ContributionLimit        409 contribution_limit
     │   ├── IdempotencyKeyBusy       409 idempotency_key_busy
+    │   ├── DuplicateRecording       409 duplicate_recording
     │   └── AlreadyDecided           409 already_decided
     ├── UploadTimeout                408 upload_timeout
     ├── PayloadTooLarge              413 payload_too_large
@@ -26,6 +27,7 @@ Every error a user can see has a stable ``code``; routes never raise ``HTTPExcep
     │   └── InvalidAudio             422 invalid_audio
     │       └── NoSpeech             422 no_speech
     ├── StorageFull                  507 storage_full
+    ├── SealBroken                   500 seal_broken
     └── Unavailable                  503 unavailable
         ├── StorageUnavailable       503 storage_unavailable (Retry-After)
         ├── DatabaseUnavailable      503 database_unavailable
@@ -115,6 +117,11 @@ class IdempotencyKeyBusy(Conflict):
     title = "An upload with this Idempotency-Key is still being handled"
 
 
+class DuplicateRecording(Conflict):
+    code = "duplicate_recording"
+    title = "This recording is already in the exercise's batch"
+
+
 class AlreadyDecided(Conflict):
     code = "already_decided"
     title = "This report already has a decision"
@@ -183,6 +190,13 @@ class StorageFull(ChorusError):
     status = 507
     code = "storage_full"
     title = "Storage full"
+
+
+class SealBroken(ChorusError):
+    """A sealed value did not open under its bucket's key: altered, moved or another key's."""
+
+    code = "seal_broken"
+    title = "Sealed data could not be opened"
 
 
 class Unavailable(ChorusError):

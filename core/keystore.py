@@ -12,24 +12,33 @@ ids re-link every tag, so it lives only in memory:
   on disk (no RDB snapshots, no AOF); one that says it does refuses to start.
 - ``memory://``: one process only (tests, tools).
 
-Every store is namespaced by the database it serves, so two deployments (or two tests) on one
-machine never see each other's keys. A key that is gone (reboot, Redis flush) cannot be
-recovered by design: its bucket is sealed (``aggregate.buckets``).
+Every store is namespaced by the deployment it serves: a random id kept in that deployment's
+database (the ``deployment`` table, written once by its migration), read when the store is
+first used, so two deployments (or two tests) on one machine never see each other's keys,
+whatever their database URLs look like. A key that is gone (reboot, Redis flush) cannot be
+recovered by design: its bucket's sealed clips are purged (``aggregate.retention``).
+
+A Redis server is checked before keys are written, at most every ``PERSISTENCE_CHECK_S``
+seconds, and by readiness and the audit: one that was told to persist at run time (``CONFIG
+SET appendonly yes``) makes key writes answer 503 instead of putting keys into a dump.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import hashlib
+import math
 import os
 import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 from urllib.parse import urlsplit
 
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
+import sqlalchemy as sa
 
 from core.errors import ConfigurationError, Unavailable
 
@@ -37,12 +46,18 @@ _RAM_FILE_SYSTEMS = frozenset({"tmpfs", "ramfs"})
 # rmdir of a key folder that is not empty (ENOTEMPTY, or EEXIST as POSIX allows) or already gone.
 _FOLDER_IN_USE = frozenset({errno.ENOTEMPTY, errno.EEXIST, errno.ENOENT})
 _FOLDER_ATTEMPTS = 5
+# How often a Redis key store re-checks, before a key write, that it keeps nothing on disk.
+PERSISTENCE_CHECK_S = 5.0
 
 
 class KeyStore(Protocol):
     """Named secrets held in memory only."""
 
     def get(self, name: str) -> bytes | None: ...
+
+    def ensure_memory_only(self) -> None:
+        """Raise ``Unavailable`` if the store would now keep keys on disk."""
+        ...
 
     def put_if_absent(self, name: str, value: bytes) -> bytes:
         """Store ``value`` unless ``name`` is taken; returns the value now stored."""
@@ -70,6 +85,9 @@ class MemoryKeyStore:
         with self._lock:
             self._keys.pop(name, None)
 
+    def ensure_memory_only(self) -> None:
+        return None
+
     def clear(self) -> None:
         """Lose every key, as a restart of a memory-only store would."""
         with self._lock:
@@ -83,10 +101,21 @@ class TmpfsKeyStore:
     write that finds it gone (removed by another process a moment before) makes it again.
     """
 
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
-        with contextlib.suppress(FileNotFoundError):
-            os.chmod(folder, 0o700)
+    def __init__(self, folder: Path | Callable[[], Path]) -> None:
+        self._folder = folder
+
+    @property
+    def folder(self) -> Path:
+        if callable(self._folder):
+            self._folder = self._folder()
+            with contextlib.suppress(FileNotFoundError):
+                os.chmod(self._folder, 0o700)
+        return self._folder
+
+    def ensure_memory_only(self) -> None:
+        fs_type = file_system_type(self.folder.parent)
+        if fs_type not in _RAM_FILE_SYSTEMS:
+            raise Unavailable(f"the key store's folder is on {fs_type}, not tmpfs")
 
     def _make_folder(self) -> None:
         self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -145,27 +174,61 @@ class TmpfsKeyStore:
 class RedisKeyStore:
     """Keys in a Redis (or Valkey) server that persists nothing."""
 
-    def __init__(self, url: str, *, namespace: str) -> None:
+    def __init__(self, url: str, *, namespace: str | Callable[[], str]) -> None:
         import redis
 
         self._client = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
-        self._prefix = f"chorus:{namespace}:"
+        self._namespace = namespace
         self._errors: tuple[type[Exception], ...] = (redis.RedisError,)
+        self._checked_at = -math.inf
 
-    def check_not_persistent(self) -> None:
-        """Refuse a server configured to write snapshots or an append-only file."""
+    @property
+    def _prefix(self) -> str:
+        if callable(self._namespace):
+            self._namespace = self._namespace()
+        return f"chorus:{self._namespace}:"
+
+    def persistence(self) -> str | None:
+        """What the server would write to disk now ("save …", "appendonly"), or None."""
         try:
             config = self._client.config_get("save")
             config.update(self._client.config_get("appendonly"))
         except self._errors as exc:
+            raise Unavailable(f"the key store does not answer ({type(exc).__name__})") from None
+        if str(config.get("save", "")).strip():
+            return f"save {config['save']}"
+        if str(config.get("appendonly", "no")) == "yes":
+            return "appendonly"
+        return None
+
+    def check_not_persistent(self) -> None:
+        """Refuse to start on a server configured to write snapshots or an append-only file."""
+        try:
+            persisting = self.persistence()
+        except Unavailable as exc:
             raise ConfigurationError(
-                f"CHORUS_KEY_STORE_URL: the Redis server cannot be checked ({type(exc).__name__})"
+                f"CHORUS_KEY_STORE_URL: the Redis server cannot be checked ({exc.detail})"
             ) from None
-        if str(config.get("save", "")).strip() or str(config.get("appendonly", "no")) == "yes":
+        if persisting is not None:
             raise ConfigurationError(
                 "CHORUS_KEY_STORE_URL: the Redis server persists data (save or appendonly is "
                 "set); bucket keys must never reach disk: run it with --save '' --appendonly no"
             )
+        self._checked_at = time.monotonic()
+
+    def ensure_memory_only(self) -> None:
+        """Raise Unavailable (503) while the server persists: no key is written into a dump."""
+        persisting = self.persistence()
+        if persisting is not None:
+            raise Unavailable(
+                f"the key store started to persist data ({persisting}); bucket keys are not "
+                "written until it keeps nothing on disk"
+            )
+        self._checked_at = time.monotonic()
+
+    def _ensure_recently_checked(self) -> None:
+        if time.monotonic() - self._checked_at >= PERSISTENCE_CHECK_S:
+            self.ensure_memory_only()
 
     def get(self, name: str) -> bytes | None:
         try:
@@ -175,6 +238,7 @@ class RedisKeyStore:
         return value if isinstance(value, bytes) else None
 
     def put_if_absent(self, name: str, value: bytes) -> bytes:
+        self._ensure_recently_checked()
         try:
             self._client.set(self._prefix + name, value, nx=True)
         except self._errors as exc:
@@ -191,13 +255,27 @@ class RedisKeyStore:
             raise Unavailable(f"the key store does not answer ({type(exc).__name__})") from None
 
 
-def namespace_for(database_url: str) -> str:
-    """A short name for the database a store serves: deployments never share keys."""
+@functools.lru_cache(maxsize=64)
+def deployment_id(database_url: str) -> str:
+    """The random id of the deployment whose database is ``database_url`` (written once, by
+    the migration that made the ``deployment`` table). Read once per process."""
+    engine = sa.create_engine(database_url, poolclass=sa.pool.NullPool)
     try:
-        canonical = make_url(database_url).render_as_string(hide_password=False)
-    except ArgumentError:
-        canonical = database_url
-    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+        with engine.connect() as connection:
+            found = connection.execute(sa.text("SELECT id FROM deployment")).scalars().all()
+    except sa.exc.SQLAlchemyError:
+        raise Unavailable("the deployment's id cannot be read from its database") from None
+    finally:
+        engine.dispose()
+    if len(found) != 1:
+        raise Unavailable("the database holds no single deployment id")
+    return str(found[0])
+
+
+def namespace_for(database_url: str) -> Callable[[], str]:
+    """The namespace of the deployment behind ``database_url``, read when first needed (the
+    database may not be migrated yet when a store is opened)."""
+    return functools.partial(deployment_id, database_url)
 
 
 def open_key_store(url: str, *, database_url: str) -> KeyStore:
@@ -210,7 +288,7 @@ def open_key_store(url: str, *, database_url: str) -> KeyStore:
         # A RAM-backed folder is the point here, not a temporary file (checked below).
         base = Path(parts.path or "/dev/shm")  # noqa: S108
         _require_ram_backed(base)
-        return TmpfsKeyStore(base / f"chorus-keys-{namespace}")
+        return TmpfsKeyStore(lambda: base / f"chorus-keys-{namespace()}")
     if parts.scheme in ("redis", "rediss", "valkey"):
         store = RedisKeyStore(url.replace("valkey://", "redis://", 1), namespace=namespace)
         store.check_not_persistent()

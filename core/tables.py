@@ -1,4 +1,4 @@
-"""Role API keys, stored only as SHA-256 hashes (P11)."""
+"""Role API keys, stored only as SHA-256 hashes (P11); the deployment's random id."""
 
 from __future__ import annotations
 
@@ -17,3 +17,13 @@ class ApiKey(Base):
     role: Mapped[str] = mapped_column(sa.String(20))
     key_hash: Mapped[str] = mapped_column(sa.String(64), unique=True)
     revoked: Mapped[bool] = mapped_column(sa.Boolean, default=False)
+
+
+class Deployment(Base):
+    """One row: a random id naming this deployment's memory-only folders (``core.keystore``),
+    so two deployments on one host never share one, whatever their database URLs say."""
+
+    __tablename__ = "deployment"
+    __table_args__ = ({"sqlite_with_rowid": False},)
+
+    id: Mapped[str] = mapped_column(sa.String(32), primary_key=True, default=new_id)

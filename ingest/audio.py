@@ -21,6 +21,7 @@ import soundfile as sf
 import soxr
 
 from core.errors import InvalidAudio, UnsupportedAudio
+from ingest.recordings import fingerprint_bytes, samples_digest
 from ingest.speech import require_speech
 from policies import flac
 
@@ -46,6 +47,11 @@ class SanitizedClip:
     duration_s: float
     sample_rate: int
     loudness_dbfs: float
+    # The upload's own rate: the release limits every clip to its bucket's narrowest band.
+    source_sample_rate: int
+    # SHA-256 of the canonical samples and the recording's robust print (P6: no duplicates).
+    samples_digest: bytes
+    fingerprint: bytes
 
 
 def sanitize_audio(data: bytes, limits: AudioLimits) -> SanitizedClip:
@@ -70,6 +76,9 @@ def sanitize_audio(data: bytes, limits: AudioLimits) -> SanitizedClip:
         duration_s=round(duration_s, 3),
         sample_rate=limits.output_sample_rate,
         loudness_dbfs=rms_dbfs(mono),
+        source_sample_rate=sample_rate,
+        samples_digest=samples_digest(mono),
+        fingerprint=fingerprint_bytes(mono, limits.output_sample_rate),
     )
 
 

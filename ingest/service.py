@@ -5,12 +5,13 @@ re-encoding, the object write and the row's transaction all happen there, so the
 event loop only parses requests and checks tokens, and no thread of it competes for the
 interpreter with the store step.
 
-Upholds P3 (the learner id goes only into ``add_pending_clip``, which keeps a keyed tag), P4
-(a random object key, no time anywhere, no per-clip log line), P6's cap (``ContributionLimit``
-from the unique slot constraint) and P9 (withdrawal removes every pending clip of the learner).
-An object whose row is refused is deleted at once; one whose row write ended with the database
-unreachable (the commit may have landed) or that survives a crash between the two steps is
-removed by the orphan sweeper (``ingest.jobs``) if no row refers to it.
+Upholds P3 (the learner id goes only into ``put_pending_clip``, which keeps a keyed tag), P4
+(the clip and its facts sealed under the bucket's memory-only key, a random object key, no time
+anywhere, no per-clip log line), P6 (``ContributionLimit`` from the unique slot constraint,
+``DuplicateRecording`` for a recording already in the bucket) and P9 (withdrawal removes every
+pending clip of the learner). An object whose row is refused is deleted at once; one whose row
+write ended with the database unreachable (the commit may have landed) or that survives a crash
+between the two steps is removed by the orphan sweeper (``ingest.jobs``) if no row refers to it.
 """
 
 from __future__ import annotations
@@ -26,25 +27,19 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from aggregate.buckets import (
-    PENDING_PREFIX,
-    ClipFacts,
-    add_pending_clip,
-    pending_object_key,
-    prepare_upload_statements,
-    run_upload_transaction,
-    withdraw_learner,
-)
+from aggregate.buckets import PENDING_PREFIX, prepare_upload_statements, withdraw_learner
+from aggregate.pending import PendingFacts, SanitizedAudio, put_pending_clip
 from aggregate.residue import purge_residue
 from core.db import Database
-from core.errors import ChorusError, ConsentWithdrawn, DatabaseUnavailable, ExerciseNotEligible
+from core.errors import ChorusError, ConsentWithdrawn, ExerciseNotEligible
 from core.keystore import KeyStore
 from core.resources import process_resources
 from core.storage import BlobStore
 from exercises.catalog import require_eligible
 from ingest.audio import AudioLimits, SanitizedClip, sanitize_audio
 from ingest.consent import Consent
-from ingest.tables import WithdrawnToken
+from ingest.recordings import is_duplicate_print
+from ingest.tables import WithdrawnToken, expiry_day
 from policies.audit import append as append_audit
 from policies.policy import Policy
 
@@ -78,45 +73,42 @@ def store_clip(
     keys: KeyStore,
     verify_exercise: bool = False,
 ) -> None:
-    """Write the object under a random key, then its pending row; undo the object on failure.
+    """Seal the clip under its bucket's key and store it, then its pending row
+    (``aggregate.pending``); the object is undone if the row is refused.
 
     ``verify_exercise`` re-reads the exercise's eligibility in the row's own transaction.
     """
-    object_key = pending_object_key()
-    store.put(object_key, clip.flac)
-    facts = ClipFacts(
-        object_key=object_key,
-        duration_s=clip.duration_s,
-        sample_rate=clip.sample_rate,
-        loudness_dbfs=clip.loudness_dbfs,
-    )
 
-    def add_row(connection: sa.Connection) -> None:
+    def checks(connection: sa.Connection) -> None:
         if verify_exercise:
             require_eligible(
                 connection, exercise_id=exercise_id, min_learners=policy.min_exercise_learners
             )
-        add_pending_clip(
-            connection,
-            exercise_id=exercise_id,
-            learner_id=consent.learner_id,
-            clip=facts,
-            max_clips_per_contributor=policy.max_clips_per_contributor,
-            keys=keys,
-        )
         # Read after the bucket row is locked: a withdrawal that committed meanwhile is seen.
         if _is_withdrawn(connection, consent):
             raise ConsentWithdrawn("the learner withdrew this consent; nothing was stored")
 
-    try:
-        run_upload_transaction(database, add_row)
-    except DatabaseUnavailable:
-        # The commit may have landed although its answer was lost; deleting the object could
-        # leave a row without its clip. If no row refers to it, the orphan sweeper removes it.
-        raise
-    except BaseException:
-        _delete_quietly(store, object_key)
-        raise
+    put_pending_clip(
+        database,
+        store,
+        keys=keys,
+        exercise_id=exercise_id,
+        learner_id=consent.learner_id,
+        clip=SanitizedAudio(
+            flac=clip.flac,
+            facts=PendingFacts(
+                duration_s=clip.duration_s,
+                sample_rate=clip.sample_rate,
+                loudness_dbfs=clip.loudness_dbfs,
+                source_sample_rate=clip.source_sample_rate,
+                fingerprint=clip.fingerprint,
+            ),
+            samples_digest=clip.samples_digest,
+        ),
+        max_clips_per_contributor=policy.max_clips_per_contributor,
+        in_transaction=checks,
+        is_duplicate=is_duplicate_print,
+    )
 
 
 SanitizeTask = Callable[[bytes, AudioLimits], SanitizedClip]
@@ -208,7 +200,9 @@ def withdraw(*, database: Database, store: BlobStore, keys: KeyStore, consent: C
         _forget_expired_tokens(session)
         if session.get(WithdrawnToken, consent.token_hash) is None:
             session.add(
-                WithdrawnToken(token_hash=consent.token_hash, expires_at=consent.expires_at)
+                WithdrawnToken(
+                    token_hash=consent.token_hash, expires_at=expiry_day(consent.expires_at)
+                )
             )
         object_keys = withdraw_learner(session, consent.learner_id, keys=keys)
         pending = [key for key in object_keys if key.startswith(PENDING_PREFIX)]

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from core.db import Database
+from core.keystore import KeyStore
 from core.storage import BlobStore
 from policies.audit import verify_chain
 from policies.canary import scan_for_canaries
@@ -112,6 +113,7 @@ def run_checks(
     policy: Policy,
     canaries: Sequence[str] = (),
     log_dirs: Sequence[Path] = (),
+    key_store: KeyStore | None = None,
 ) -> AuditReport:
     """Run ``checks`` in order; those that need canaries only when canaries are given.
 
@@ -123,6 +125,7 @@ def run_checks(
         policy=policy,
         canaries=tuple(canary for canary in canaries if canary),
         log_dirs=tuple(log_dirs),
+        key_store=key_store,
     )
     results = []
     for check in checks:

@@ -12,6 +12,7 @@ from pathlib import Path
 from sqlalchemy.engine import Engine
 
 from core.db import Database
+from core.keystore import KeyStore
 from core.storage import BlobStore, ChunkReader
 from policies.policy import Policy
 
@@ -35,6 +36,8 @@ class AuditContext:
     policy: Policy
     canaries: tuple[str, ...] = ()
     log_dirs: tuple[Path, ...] = ()
+    # The deployment's bucket-key store, when the audit can reach it (the service, the CLI).
+    key_store: KeyStore | None = None
     _object_keys: dict[str, list[str]] = field(default_factory=dict)
     _released_digests: dict[str, str] | None = None
 

@@ -43,6 +43,14 @@ class Policy(BaseModel):
     min_speech_s: float = Field(
         default=0.06, ge=0.03, description="voiced audio a clip must hold to count (P6)"
     )
+    release_bandwidth_hz: float | None = Field(
+        default=None,
+        ge=1000,
+        description=(
+            "an upper bound on the one band every clip of a release is limited to (P4); the "
+            "band is otherwise the narrowest its bucket's recordings carry"
+        ),
+    )
     release_interval: ReleaseInterval = "daily"
     retention_cycles: int = Field(default=30, ge=1)
     release_license: str = Field(
@@ -71,6 +79,11 @@ class Policy(BaseModel):
             raise ValueError("min_duration_s must be below max_duration_s")
         if self.min_sample_rate > self.max_sample_rate:
             raise ValueError("min_sample_rate must not exceed max_sample_rate")
+        if (
+            self.release_bandwidth_hz is not None
+            and self.release_bandwidth_hz > self.output_sample_rate / 2
+        ):
+            raise ValueError("release_bandwidth_hz must not exceed half of output_sample_rate")
         if self.min_speech_s > self.min_duration_s:
             raise ValueError("min_speech_s must not exceed min_duration_s")
         for low, high in (

@@ -25,7 +25,6 @@ import uvicorn
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from aggregate.buckets import ClipFacts, add_pending_clip, pending_object_key
 from aggregate.jobs import CycleReport, run_release_cycle
 from aggregate.tables import Bucket, PendingClip, ReleasedClip
 from chorus.devservers import provision_postgres_database
@@ -35,7 +34,8 @@ from policies.audit import verify_chain
 from policies.context import shard_members
 from policies.policy import POLICY_DIR, Policy, load_policy
 from policies.tables import AuditEntry
-from tests.keys import catalog_exercise, keys_for
+from tests.keys import keys_for
+from tests.pending import opened_pending_clips, seed_pending_clip
 
 SPEAKERS = ("george", "jackson", "lucas", "nicolas", "theo", "yweweler")
 
@@ -96,20 +96,18 @@ def seed_clip(
     clip: FlacClip,
     max_clips_per_contributor: int = 1,
 ) -> str:
-    """What ingest does after sanitizing: store the object, then record its pending row."""
-    key = pending_object_key()
-    store.put(key, clip.data)
-    with database.session(write=True) as session:
-        catalog_exercise(session, exercise_id)
-        add_pending_clip(
-            session,
-            keys=keys_for(session),
-            exercise_id=exercise_id,
-            learner_id=learner_id,
-            clip=ClipFacts(key, clip.duration_s, clip.sample_rate, clip.loudness_dbfs),
-            max_clips_per_contributor=max_clips_per_contributor,
-        )
-    return key
+    """What ingest does after sanitizing: seal and store the object, record its pending row."""
+    return seed_pending_clip(
+        database,
+        store,
+        exercise_id=exercise_id,
+        learner_id=learner_id,
+        flac=clip.data,
+        duration_s=clip.duration_s,
+        sample_rate=clip.sample_rate,
+        loudness_dbfs=clip.loudness_dbfs,
+        max_clips_per_contributor=max_clips_per_contributor,
+    )
 
 
 @pytest.fixture
@@ -171,7 +169,12 @@ def released_clip_bytes(store: BlobStore, prefix: str = "releases/") -> list[byt
 
 
 def take_census(database: Database, store: BlobStore) -> Census:
-    pending = Counter(hashlib.sha256(store.get(k)).hexdigest() for k in store.list("pending/"))
+    # Pending clips are sealed: the census opens each with its bucket's key.
+    pending = Counter(
+        hashlib.sha256(data).hexdigest()
+        for data in opened_pending_clips(database, store).values()
+        if data is not None
+    )
     released = Counter(hashlib.sha256(data).hexdigest() for data in released_clip_bytes(store))
     with database.session() as session:
         pending_rows = session.execute(

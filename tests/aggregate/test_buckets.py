@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 import threading
 import time
 from pathlib import Path
@@ -9,23 +10,18 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from aggregate.buckets import (
-    ClipFacts,
-    add_pending_clip,
-    contributor_tag,
-    key_name,
-    pending_object_key,
-)
+from aggregate.buckets import contributor_tag, key_name
 from aggregate.tables import Bucket, PendingClip
 from core.db import Database
 from core.errors import ContributionLimit
 from core.keystore import KeyStore
-from core.storage import FileBlobStore
+from core.storage import BlobStore, FileBlobStore
 from ingest.audio import SanitizedClip
 from ingest.consent import Consent
 from ingest.service import store_clip
 from policies.policy import load_policy
 from tests.keys import keys_for
+from tests.pending import seed_pending_clip
 
 THREADS = 8
 
@@ -35,11 +31,28 @@ def database(database_on_both: Database) -> Database:
     return database_on_both
 
 
-def _facts() -> ClipFacts:
-    return ClipFacts(pending_object_key(), duration_s=1.0, sample_rate=16000, loudness_dbfs=-20.0)
+def _add(database: Database, store: BlobStore, learner: str, *, cap: int = 1) -> None:
+    """One clip of ``learner`` (a recording of its own) into digit-3's open bucket."""
+    seed_pending_clip(
+        database,
+        store,
+        exercise_id="digit-3",
+        learner_id=learner,
+        flac=secrets.token_bytes(64),
+        duration_s=1.0,
+        sample_rate=16000,
+        loudness_dbfs=-20.0,
+        max_clips_per_contributor=cap,
+        catalog=False,
+    )
 
 
-def _race(database: Database, learners: list[str], *, cap: int) -> list[str]:
+@pytest.fixture
+def store(tmp_path: Path) -> BlobStore:
+    return FileBlobStore(tmp_path / "blobs")
+
+
+def _race(database: Database, store: BlobStore, learners: list[str], *, cap: int) -> list[str]:
     """Each learner id on its own thread, all starting together; returns the outcomes."""
     barrier = threading.Barrier(len(learners))
     outcomes: list[str] = []
@@ -47,15 +60,7 @@ def _race(database: Database, learners: list[str], *, cap: int) -> list[str]:
     def add(learner: str) -> None:
         barrier.wait()
         try:
-            with database.connection(write=True) as connection:
-                add_pending_clip(
-                    connection,
-                    keys=keys_for(connection),
-                    exercise_id="digit-3",
-                    learner_id=learner,
-                    clip=_facts(),
-                    max_clips_per_contributor=cap,
-                )
+            _add(database, store, learner, cap=cap)
             outcomes.append("stored")
         except ContributionLimit:
             outcomes.append("limit")
@@ -68,8 +73,8 @@ def _race(database: Database, learners: list[str], *, cap: int) -> list[str]:
     return outcomes
 
 
-def test_one_learner_racing_gets_exactly_the_cap(database: Database) -> None:
-    outcomes = _race(database, ["learner-race"] * THREADS, cap=2)
+def test_one_learner_racing_gets_exactly_the_cap(database: Database, store: BlobStore) -> None:
+    outcomes = _race(database, store, ["learner-race"] * THREADS, cap=2)
     assert sorted(outcomes) == ["limit"] * (THREADS - 2) + ["stored"] * 2
     with database.session() as session:
         bucket = session.execute(sa.select(Bucket)).scalar_one()
@@ -82,8 +87,8 @@ def test_one_learner_racing_gets_exactly_the_cap(database: Database) -> None:
     assert slots == [(0, tag), (1, tag)]
 
 
-def test_learners_racing_to_open_a_bucket_share_one(database: Database) -> None:
-    outcomes = _race(database, [f"learner-{n}" for n in range(THREADS)], cap=1)
+def test_learners_racing_to_open_a_bucket_share_one(database: Database, store: BlobStore) -> None:
+    outcomes = _race(database, store, [f"learner-{n}" for n in range(THREADS)], cap=1)
     assert outcomes == ["stored"] * THREADS
     with database.session() as session:
         buckets = session.execute(sa.select(Bucket.id, Bucket.state)).all()
@@ -92,27 +97,11 @@ def test_learners_racing_to_open_a_bucket_share_one(database: Database) -> None:
     assert sorted(rows) == [(buckets[0].id, 0)] * THREADS
 
 
-def test_a_clip_never_joins_a_claimed_bucket(database: Database) -> None:
-    with database.connection(write=True) as connection:
-        add_pending_clip(
-            connection,
-            keys=keys_for(connection),
-            exercise_id="digit-3",
-            learner_id="a",
-            clip=_facts(),
-            max_clips_per_contributor=1,
-        )
+def test_a_clip_never_joins_a_claimed_bucket(database: Database, store: BlobStore) -> None:
+    _add(database, store, "a")
     with database.session(write=True) as session:
         session.execute(sa.update(Bucket).values(state="releasing"))
-    with database.connection(write=True) as connection:
-        add_pending_clip(
-            connection,
-            keys=keys_for(connection),
-            exercise_id="digit-3",
-            learner_id="a",
-            clip=_facts(),
-            max_clips_per_contributor=1,
-        )
+    _add(database, store, "a")
     with database.session() as session:
         per_bucket = dict(
             session.execute(
@@ -159,7 +148,15 @@ def test_uploads_that_all_find_the_key_lost_seal_once_and_share_a_fresh_bucket(
             policy=policy,
             consent=Consent(learner, "speech-research-v1", age=30, child=False),
             exercise_id="digit-3",
-            clip=SanitizedClip(b"fLaC", duration_s=1.0, sample_rate=16000, loudness_dbfs=-20.0),
+            clip=SanitizedClip(
+                learner.encode(),  # a recording of its own, as far as the bucket can tell
+                duration_s=1.0,
+                sample_rate=16000,
+                loudness_dbfs=-20.0,
+                source_sample_rate=16000,
+                samples_digest=learner.encode(),
+                fingerprint=b"",
+            ),
             keys=keys,
         )
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -27,7 +28,7 @@ def test_the_scheduled_job_releases_a_ready_bucket(
         scheduler,
         database_url=database.url,
         storage_url=f"file://{tmp_path / 'blobs'}",
-        key_store_url="memory://",
+        key_store_url=os.environ["CHORUS_KEY_STORE_URL"],  # shared with this process
         policy=load_policy("demo"),
         interval="1",
     )

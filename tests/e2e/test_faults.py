@@ -19,6 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
+from aggregate.buckets import current_open_bucket
 from aggregate.tables import PendingClip
 from chorus.devservers import SeaweedServer
 from core.db import Database
@@ -252,6 +253,10 @@ def test_a_commit_whose_answer_was_lost_keeps_its_object(
     consent = Consent(
         learner_id="learner-1", consent_version="speech-research-v1", age=30, child=False
     )
+    # The exercise's bucket is open already: the next write is the clip's row.
+    database.armed = False
+    current_open_bucket(database, "digit-0", keys=keys_for(database))
+    database.armed = True
 
     with pytest.raises(DatabaseUnavailable):
         store_clip(

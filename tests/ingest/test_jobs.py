@@ -34,22 +34,27 @@ def test_orphans_go_on_the_second_pass_and_clips_with_rows_stay(
 
 
 def test_object_whose_row_arrives_between_passes_is_kept(app: FastAPI) -> None:
-    from aggregate.buckets import ClipFacts, add_pending_clip
+    from aggregate.buckets import current_open_bucket, insert_pending_row
 
     store = app.state.store
     database = app.state.database
     database.upgrade()
     sweeper = OrphanSweeper(database=database, store=store)
-    store.put("pending/slow.flac", b"fLaC")
+    store.put("pending/slow.flac", b"CHS1 sealed")
     assert sweeper.run() == 0
-    with database.session(write=True) as session:
-        add_pending_clip(
-            session,
-            keys=keys_for(session),
-            exercise_id="digit-1",
-            learner_id="learner-1",
-            clip=ClipFacts("pending/slow.flac", 1.0, 16000, -20.0),
-            max_clips_per_contributor=1,
+    bucket = current_open_bucket(database, "digit-1", keys=keys_for(database))
+    with database.connection(write=True) as connection:
+        insert_pending_row(
+            connection,
+            {
+                "id": "slow",
+                "bucket_id": bucket.id,
+                "tag": "tag",
+                "object_key": "pending/slow.flac",
+                "recording_tag": "recording",
+                "sealed_facts": b"CHS1 sealed",
+                "max_slots": 1,
+            },
         )
     assert sweeper.run() == 0
     assert store.exists("pending/slow.flac")

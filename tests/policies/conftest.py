@@ -21,7 +21,6 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
-from aggregate.buckets import ClipFacts, add_pending_clip, pending_object_key
 from aggregate.release import release_ready_buckets
 from aggregate.tables import PendingClip, Release
 from core.auth import Role
@@ -34,7 +33,8 @@ from policies.audit import GENESIS_HASH, entry_hash
 from policies.context import shard_members
 from policies.policy import Policy
 from policies.tables import AuditEntry
-from tests.keys import catalog_exercise, keys_for
+from tests.keys import keys_for
+from tests.pending import seed_pending_clip
 
 RELEASED_LEARNERS = [f"learner-{n:03d}" for n in range(6)]
 PENDING_LEARNERS = [f"learner-{n:03d}" for n in range(100, 103)]
@@ -134,24 +134,18 @@ def _record(
 ) -> str:
     """What the upload path does after consent and eligibility: sanitize, store, record."""
     clip = sanitize_audio(wav.read_bytes(), audio_limits(policy))
-    object_key = pending_object_key()
-    store.put(object_key, clip.flac)
-    with database.session(write=True) as session:
-        catalog_exercise(session, exercise_id)
-        add_pending_clip(
-            session,
-            keys=keys_for(session),
-            exercise_id=exercise_id,
-            learner_id=learner_id,
-            clip=ClipFacts(
-                object_key=object_key,
-                duration_s=clip.duration_s,
-                sample_rate=clip.sample_rate,
-                loudness_dbfs=clip.loudness_dbfs,
-            ),
-            max_clips_per_contributor=policy.max_clips_per_contributor,
-        )
-    return object_key
+    return seed_pending_clip(
+        database,
+        store,
+        exercise_id=exercise_id,
+        learner_id=learner_id,
+        flac=clip.flac,
+        duration_s=clip.duration_s,
+        sample_rate=clip.sample_rate,
+        loudness_dbfs=clip.loudness_dbfs,
+        source_sample_rate=clip.source_sample_rate,
+        max_clips_per_contributor=policy.max_clips_per_contributor,
+    )
 
 
 @pytest.fixture

@@ -1,0 +1,75 @@
+"""Seeding and reading sealed pending clips in tests, as the service does (``aggregate.pending``).
+
+Pending audio is stored only sealed under its bucket's memory-only key: a test that wants to
+see a pending clip's bytes opens it with the key from the shared test key store.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import sqlalchemy as sa
+
+from aggregate.buckets import key_name
+from aggregate.pending import PendingFacts, SanitizedAudio, open_audio, put_pending_clip
+from aggregate.tables import PendingClip
+from core.db import Database
+from core.sealing import Sealer
+from core.storage import BlobStore
+from tests.keys import catalog_exercise, keys_for
+
+
+def seed_pending_clip(
+    database: Database,
+    store: BlobStore,
+    *,
+    exercise_id: str,
+    learner_id: str,
+    flac: bytes,
+    duration_s: float,
+    sample_rate: int,
+    loudness_dbfs: float,
+    source_sample_rate: int | None = None,
+    max_clips_per_contributor: int = 1,
+    catalog: bool = True,
+) -> str:
+    """What ingest does after sanitizing: seal and store the clip, record its pending row.
+    The recording is told apart by its bytes' digest. Returns the pending object's key."""
+    if catalog:
+        with database.session(write=True) as session:
+            catalog_exercise(session, exercise_id)
+    return put_pending_clip(
+        database,
+        store,
+        keys=keys_for(database),
+        exercise_id=exercise_id,
+        learner_id=learner_id,
+        clip=SanitizedAudio(
+            flac=flac,
+            facts=PendingFacts(
+                duration_s=duration_s,
+                sample_rate=sample_rate,
+                loudness_dbfs=loudness_dbfs,
+                source_sample_rate=source_sample_rate or sample_rate,
+            ),
+            samples_digest=hashlib.sha256(flac).digest(),
+        ),
+        max_clips_per_contributor=max_clips_per_contributor,
+    )
+
+
+def opened_pending_clips(database: Database, store: BlobStore) -> dict[str, bytes | None]:
+    """Every pending row's object key -> its clip's bytes, opened with its bucket's key (None
+    when the key or the object is gone)."""
+    keys = keys_for(database)
+    with database.session() as session:
+        rows = session.execute(sa.select(PendingClip.bucket_id, PendingClip.object_key)).all()
+    opened: dict[str, bytes | None] = {}
+    for row in rows:
+        key = keys.get(key_name(row.bucket_id))
+        if key is None or not store.exists(row.object_key):
+            opened[row.object_key] = None
+            continue
+        sealer = Sealer(key, bucket_id=row.bucket_id)
+        opened[row.object_key] = open_audio(sealer, row.object_key, store.get(row.object_key))
+    return opened
