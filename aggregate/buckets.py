@@ -249,6 +249,22 @@ def distinct_contributors(session: Session, bucket_id: str) -> int:
     ).scalar_one()
 
 
+def _planned_ids(session: Session, sealer: Sealer, tags: set[str]) -> list[str]:
+    """The released ids planned for pending rows whose plan tags are ``tags``: found among
+    the releasing bucket's planned clips, since a keyed digest cannot be turned back."""
+    if not tags:
+        return []
+    release_id = session.execute(
+        sa.select(Bucket.release_id).where(Bucket.id == sealer.bucket_id)
+    ).scalar()
+    if release_id is None:
+        return []
+    planned = session.execute(
+        sa.select(ReleasedClip.id).where(ReleasedClip.release_id == release_id)
+    ).scalars()
+    return [clip_id for clip_id in planned if sealer.digest(clip_id, field=PLAN_FIELD) in tags]
+
+
 # Buckets whose pending clips a withdrawal must still find: everything not yet closed.
 _WITHDRAWABLE = (BucketState.OPEN, BucketState.SEALED, BucketState.RELEASING)
 
@@ -277,15 +293,14 @@ def withdraw_learner(session: Session, learner_id: str, *, keys: KeyStore) -> li
         removed = session.execute(
             sa.delete(PendingClip)
             .where(PendingClip.bucket_id == bucket_id, PendingClip.contributor_tag == tag)
-            .returning(PendingClip.id, PendingClip.object_key, PendingClip.sealed_plan)
+            .returning(PendingClip.object_key, PendingClip.plan_tag)
         ).all()
         object_keys.extend(row.object_key for row in removed)
-        sealer = Sealer(bucket_key, bucket_id=bucket_id)
-        planned = [
-            sealer.open(row.sealed_plan, record=row.id, field=PLAN_FIELD).decode()
-            for row in removed
-            if row.sealed_plan is not None
-        ]
+        planned = _planned_ids(
+            session,
+            Sealer(bucket_key, bucket_id=bucket_id),
+            {row.plan_tag for row in removed if row.plan_tag is not None},
+        )
         if planned:
             object_keys.extend(
                 session.execute(

@@ -97,12 +97,9 @@ def open_facts(sealer: Sealer, row_id: str, sealed: bytes) -> PendingFacts:
     return PendingFacts.unpack(sealer.open(sealed, record=row_id, field=FACTS_FIELD))
 
 
-def seal_plan(sealer: Sealer, row_id: str, release_clip_id: str) -> bytes:
-    return sealer.seal(release_clip_id.encode(), record=row_id, field=PLAN_FIELD)
-
-
-def open_plan(sealer: Sealer, row_id: str, sealed: bytes) -> str:
-    return sealer.open(sealed, record=row_id, field=PLAN_FIELD).decode()
+def plan_tag(sealer: Sealer, release_clip_id: str) -> str:
+    """The pending row's mark of the released id it was planned under (a keyed digest)."""
+    return sealer.digest(release_clip_id, field=PLAN_FIELD)
 
 
 def open_audio(sealer: Sealer, object_key: str, sealed: bytes) -> bytes:
@@ -190,15 +187,16 @@ def put_pending_clip(
         object_key = pending_object_key()
         row_id = new_id()
         store.put(object_key, sealer.seal_blob(clip.flac, record=object_key, field=AUDIO_FIELD))
-        row = {
-            "id": row_id,
-            "bucket_id": bucket.id,
-            "tag": contributor_tag(bucket.key, learner_id),
-            "object_key": object_key,
-            "recording_tag": recording_tag(bucket.key, clip.samples_digest),
-            "sealed_facts": seal_facts(sealer, row_id, clip.facts),
-            "max_slots": max_clips_per_contributor,
-        }
+        row = sealed_pending_row(
+            sealer,
+            bucket_key=bucket.key,
+            row_id=row_id,
+            learner_id=learner_id,
+            object_key=object_key,
+            clip=clip,
+            max_clips_per_contributor=max_clips_per_contributor,
+        )
+
         try:
             with database.connection(write=True) as connection:
                 lock_open_bucket(connection, exercise_id, expected=bucket.id)
@@ -216,6 +214,29 @@ def put_pending_clip(
             _delete_quietly(store, object_key)
             raise
     raise Unavailable("the exercise's bucket kept changing; try again")
+
+
+def sealed_pending_row(
+    sealer: Sealer,
+    *,
+    bucket_key: bytes,
+    row_id: str,
+    learner_id: str,
+    object_key: str,
+    clip: SanitizedAudio,
+    max_clips_per_contributor: int,
+) -> dict[str, object]:
+    """The values of a pending row (``aggregate.buckets.insert_pending_row``): keyed tags and
+    sealed facts, nothing in the clear that a release publishes."""
+    return {
+        "id": row_id,
+        "bucket_id": sealer.bucket_id,
+        "tag": contributor_tag(bucket_key, learner_id),
+        "object_key": object_key,
+        "recording_tag": recording_tag(bucket_key, clip.samples_digest),
+        "sealed_facts": seal_facts(sealer, row_id, clip.facts),
+        "max_slots": max_clips_per_contributor,
+    }
 
 
 def _require_new_recording(

@@ -84,7 +84,7 @@ from aggregate.dataset import (
     shard_name,
 )
 from aggregate.fencing import ClaimLost, fenced, hold_claim, new_claim_token
-from aggregate.pending import open_audio, open_facts, open_plan, seal_plan
+from aggregate.pending import open_audio, open_facts, plan_tag
 from aggregate.statistics import BatchStatistics
 from aggregate.tables import (
     CLOSED_STATES,
@@ -388,7 +388,7 @@ def _plan_batch(session: Session, claim: _Claim, rows: list[Any]) -> set[float]:
     the key is gone. Returns the bands the rows' clips carry."""
     facts = {row.id: open_facts(claim.sealer, row.id, row.sealed_facts) for row in rows}
     bands = {fact.band_hz for fact in facts.values()}
-    fresh = [row for row in rows if row.sealed_plan is None]
+    fresh = [row for row in rows if row.plan_tag is None]
     if not fresh:
         return bands
     names = {row.id: new_id() for row in fresh}
@@ -411,16 +411,13 @@ def _plan_batch(session: Session, claim: _Claim, rows: list[Any]) -> set[float]:
     session.execute(
         sa.update(pending)
         .where(pending.c.id == sa.bindparam("pending_id"))
-        .values(sealed_plan=sa.bindparam("plan")),
-        [
-            {"pending_id": row.id, "plan": seal_plan(claim.sealer, row.id, names[row.id])}
-            for row in fresh
-        ],
+        .values(plan_tag=sa.bindparam("plan")),
+        [{"pending_id": row.id, "plan": plan_tag(claim.sealer, names[row.id])} for row in fresh],
     )
     return bands
 
 
-_PLAN_COLUMNS = (PendingClip.id, PendingClip.sealed_facts, PendingClip.sealed_plan)
+_PLAN_COLUMNS = (PendingClip.id, PendingClip.sealed_facts, PendingClip.plan_tag)
 
 
 @dataclass(frozen=True)
@@ -479,29 +476,35 @@ def _release_band(bands: set[float], policy_bandwidth_hz: float | None) -> float
 
 def _prune_withdrawn(session: Session, claim: _Claim) -> None:
     """Remove plans that no pending clip stands behind any more (withdrawn while the release
-    ran, or planned by an older run): the shards written next leave them out."""
-    planned = set(_plan_sources(session, claim))
-    released = session.execute(
-        sa.select(ReleasedClip.id).where(ReleasedClip.release_id == claim.release_id)
-    ).scalars()
-    stale = [clip_id for clip_id in released if clip_id not in planned]
-    for start in range(0, len(stale), DEFAULT_BATCH):
-        session.execute(
-            sa.delete(ReleasedClip).where(
-                ReleasedClip.id.in_(stale[start : start + DEFAULT_BATCH])
-            )
-        )
+    ran, or planned by an older run): the shards written next leave them out. The planned
+    clips are walked a batch at a time, so memory stays flat in the bucket's size."""
+    after = ""
+    while True:
+        planned = session.execute(
+            sa.select(ReleasedClip.id)
+            .where(ReleasedClip.release_id == claim.release_id, ReleasedClip.id > after)
+            .order_by(ReleasedClip.id)
+            .limit(DEFAULT_BATCH)
+        ).scalars().all()
+        if not planned:
+            return
+        sources = _plan_sources(session, claim, planned)
+        stale = [clip_id for clip_id in planned if clip_id not in sources]
+        if stale:
+            session.execute(sa.delete(ReleasedClip).where(ReleasedClip.id.in_(stale)))
+        after = planned[-1]
 
 
-def _plan_sources(session: Session, claim: _Claim) -> dict[str, str]:
-    """Released clip id -> the pending object it is made from, for every planned pending
-    clip of the bucket: the plans are sealed, so they are joined here, not in SQL."""
+def _plan_sources(session: Session, claim: _Claim, clip_ids: Iterable[str]) -> dict[str, str]:
+    """Released clip id -> the pending object it is made from, for ``clip_ids`` whose pending
+    clip is still there: found by the keyed digest of each id (``plan_tag``)."""
+    by_tag = {plan_tag(claim.sealer, clip_id): clip_id for clip_id in clip_ids}
     rows = session.execute(
-        sa.select(PendingClip.id, PendingClip.object_key, PendingClip.sealed_plan).where(
-            PendingClip.bucket_id == claim.bucket_id, PendingClip.sealed_plan.is_not(None)
+        sa.select(PendingClip.plan_tag, PendingClip.object_key).where(
+            PendingClip.bucket_id == claim.bucket_id, PendingClip.plan_tag.in_(list(by_tag))
         )
     ).all()
-    return {open_plan(claim.sealer, row.id, row.sealed_plan): row.object_key for row in rows}
+    return {by_tag[row.plan_tag]: row.object_key for row in rows}
 
 
 @dataclass(frozen=True)
@@ -522,8 +525,6 @@ def _planned_batches(
     """The planned clips in their random release order (keyset on position, id), a shard's
     worth at a time. A planned clip whose pending original is gone (withdrawn) is left out;
     ``_finalize`` then finds the plan changed and the release plans again."""
-    with database.session(write=True) as session:
-        sources = _plan_sources(session, claim)
     query = sa.select(
         ReleasedClip.id,
         ReleasedClip.position,
@@ -532,6 +533,8 @@ def _planned_batches(
         ReleasedClip.loudness_dbfs,
     ).where(ReleasedClip.release_id == claim.release_id)
     for rows in _in_release_order(database, query, batch_size=batch_size):
+        with database.session() as session:
+            sources = _plan_sources(session, claim, [row.id for row in rows])
         clips = [
             _ShardClip(
                 clip_id=row.id,
@@ -937,7 +940,7 @@ def _undo_claim(session: Session, bucket: Bucket, claim: _Claim) -> list[str]:
     session.execute(
         sa.update(PendingClip)
         .where(PendingClip.bucket_id == claim.bucket_id)
-        .values(sealed_plan=None)
+        .values(plan_tag=None)
     )
     session.execute(sa.delete(Release).where(Release.id == claim.release_id))
     bucket.state = BucketState.SEALED

@@ -72,6 +72,7 @@ class PendingClip(Base):
             "bucket_id", "recording_tag", name="uq_pending_clips_bucket_id_recording_tag"
         ),
         sa.Index("ix_pending_clips_bucket_id_id", "bucket_id", "id"),
+        sa.Index("ix_pending_clips_plan_tag", "plan_tag"),
         {"sqlite_with_rowid": False},
     )
 
@@ -87,9 +88,11 @@ class PendingClip(Base):
     recording_tag: Mapped[str] = mapped_column(sa.String(64))
     # Duration, loudness, rates and the recording's fingerprint (aggregate.pending.PendingFacts).
     sealed_facts: Mapped[bytes] = mapped_column(sa.LargeBinary)
-    # While its bucket is releasing: the fresh random id this clip is released under, so a
-    # resumed release copies it under the same name. Gone with the row once the release is done.
-    sealed_plan: Mapped[bytes | None] = mapped_column(sa.LargeBinary, nullable=True)
+    # While its bucket is releasing: a keyed digest of the fresh random id this clip is released
+    # under (``core.sealing.Sealer.digest``), so a resumed release copies it under the same
+    # name and finds it by that id; no one without the bucket's key can tell which released
+    # clip it was. Gone with the row once the release is done.
+    plan_tag: Mapped[str | None] = mapped_column(sa.String(64), nullable=True)
 
 
 class Release(Base):

@@ -41,6 +41,13 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__)
 sys.path.insert(0, str(REPO_ROOT))
 
 
+# Bucket keys shared by the seeding process and the measured release (as the service shares
+# them with its release job): a tmpfs folder of this run's own.
+KEY_STORE_URL = os.environ.get(
+    "CHORUS_KEY_STORE_URL", f"tmpfs:///dev/shm/chorus-bench-keys-{os.getppid()}-{os.getpid()}"
+)
+
+
 def _flac_sample() -> tuple[bytes, float, int]:
     samples, rate = sf.read(FSDD / SAMPLE, dtype="float32")
     buffer = io.BytesIO()
@@ -55,10 +62,13 @@ def seed(
     with ``copy_to``, each blob is also written there as a local file, for the tar baseline."""
     import sqlalchemy as sa
 
-    from aggregate.buckets import pending_object_key
+    from aggregate.buckets import key_name, pending_object_key
+    from aggregate.pending import PendingFacts, seal_facts
     from aggregate.tables import Bucket, PendingClip
     from core.db import Database
-    from core.ids import new_id
+    from core.ids import new_id, new_secret
+    from core.keystore import open_key_store
+    from core.sealing import Sealer
     from core.storage import open_store
     from exercises.tables import ExerciseUsage
 
@@ -67,27 +77,36 @@ def seed(
     database.upgrade()
     store = open_store(store_url)
     pool = ThreadPoolExecutor(max_workers=16)  # seeding is fsync-bound, not timed
+    key_store = open_key_store(KEY_STORE_URL, database_url=database_url)
+    facts = PendingFacts(
+        duration_s=duration, sample_rate=rate, loudness_dbfs=-20.0, source_sample_rate=rate
+    )
     for b in range(buckets):
         bucket_id = new_id()
+        # Pending clips are sealed under their bucket's memory-only key, as uploads store them.
+        sealer = Sealer(
+            key_store.put_if_absent(key_name(bucket_id), new_secret(32)), bucket_id=bucket_id
+        )
         rows = []
         keys = [pending_object_key() for _ in range(clips)]
-        list(pool.map(lambda key: store.put(key, data), keys))
+        sealed = {key: sealer.seal_blob(data, record=key) for key in keys}
+        list(pool.map(store.put, keys, [sealed[key] for key in keys]))
         if copy_to is not None:
             for key in keys:
                 path = copy_to / key
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_bytes(data)
         for key in keys:
+            row_id = new_id()
             rows.append(
                 {
-                    "id": new_id(),
+                    "id": row_id,
                     "bucket_id": bucket_id,
                     "contributor_tag": new_id() + new_id(),
                     "slot": 0,
                     "object_key": key,
-                    "duration_s": duration,
-                    "sample_rate": rate,
-                    "loudness_dbfs": -20.0,
+                    "recording_tag": new_id() + new_id(),
+                    "sealed_facts": seal_facts(sealer, row_id, facts),
                 }
             )
         with database.session() as session:
@@ -128,7 +147,7 @@ def run_release(database_url: str, store_url: str, batch_size: int) -> dict[str,
     """In the measuring subprocess: one release run, timed, with its memory figures."""
     from aggregate.release import release_ready_buckets
     from core.db import Database
-    from core.keystore import MemoryKeyStore
+    from core.keystore import open_key_store
     from core.storage import open_store
     from policies.policy import load_policy
 
@@ -138,7 +157,11 @@ def run_release(database_url: str, store_url: str, batch_size: int) -> dict[str,
     baseline_mb = _peak_rss_mb()
     started = time.perf_counter()
     outcomes = release_ready_buckets(
-        database, store, policy, keys=MemoryKeyStore(), batch_size=batch_size
+        database,
+        store,
+        policy,
+        keys=open_key_store(KEY_STORE_URL, database_url=database_url),
+        batch_size=batch_size,
     )
     seconds = time.perf_counter() - started
     database.dispose()
@@ -180,7 +203,7 @@ def _measure(database_url: str, store_url: str, batch_size: int) -> dict[str, fl
         text=True,
         check=False,
         cwd=REPO_ROOT,
-        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT), "CHORUS_KEY_STORE_URL": KEY_STORE_URL},
     )
     if result.returncode != 0:
         raise SystemExit(f"the measured release failed:\n{result.stderr}")

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import functools
 import hashlib
 import math
 import os
@@ -255,10 +254,9 @@ class RedisKeyStore:
             raise Unavailable(f"the key store does not answer ({type(exc).__name__})") from None
 
 
-@functools.lru_cache(maxsize=64)
 def deployment_id(database_url: str) -> str:
     """The random id of the deployment whose database is ``database_url`` (written once, by
-    the migration that made the ``deployment`` table). Read once per process."""
+    the migration that made the ``deployment`` table)."""
     engine = sa.create_engine(database_url, poolclass=sa.pool.NullPool)
     try:
         with engine.connect() as connection:
@@ -273,9 +271,31 @@ def deployment_id(database_url: str) -> str:
 
 
 def namespace_for(database_url: str) -> Callable[[], str]:
-    """The namespace of the deployment behind ``database_url``, read when first needed (the
-    database may not be migrated yet when a store is opened)."""
-    return functools.partial(deployment_id, database_url)
+    """The namespace of the deployment behind ``database_url``, read once, when first needed
+    (the database may not be migrated yet when a store is opened). A relative SQLite path is
+    resolved now, against this process's working directory."""
+    url = _absolute(database_url)
+    found: list[str] = []
+    lock = threading.Lock()
+
+    def namespace() -> str:
+        with lock:
+            if not found:
+                found.append(deployment_id(url))
+            return found[0]
+
+    return namespace
+
+
+def _absolute(database_url: str) -> str:
+    try:
+        parsed = sa.engine.make_url(database_url)
+    except sa.exc.ArgumentError:
+        return database_url
+    path = parsed.database
+    if parsed.get_backend_name() != "sqlite" or not path or path == ":memory:":
+        return database_url
+    return parsed.set(database=str(Path(path).absolute())).render_as_string(hide_password=False)
 
 
 def open_key_store(url: str, *, database_url: str) -> KeyStore:

@@ -15,6 +15,8 @@ size class, so their stored size says at most which class the clip falls in.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
 import struct
 
@@ -35,6 +37,7 @@ _LENGTH = struct.Struct("<Q")
 # leaves eight classes, and a short spoken exercise falls in the first one or two.
 MIN_BLOB_CLASS = 64 * 1024
 _KDF_INFO = b"chorus pending seal v1"
+_MAC_INFO = b"chorus pending digest v1"
 
 
 def size_class(size: int) -> int:
@@ -63,7 +66,17 @@ class Sealer:
             algorithm=hashes.SHA256(), length=32, salt=bucket_id.encode(), info=_KDF_INFO
         ).derive(bucket_key)
         self._aead = AESGCM(derived)
+        self._mac_key = HKDF(
+            algorithm=hashes.SHA256(), length=32, salt=bucket_id.encode(), info=_MAC_INFO
+        ).derive(bucket_key)
         self.bucket_id = bucket_id
+
+    def digest(self, value: str, *, field: str) -> str:
+        """A keyed digest (HMAC-SHA256 under a key derived from the bucket's): equal values
+        give equal digests, which only the key's holder can compute, so a database can find
+        a row by it without holding anything a copy could be joined on."""
+        message = field.encode() + b"\0" + value.encode()
+        return hmac.new(self._mac_key, message, hashlib.sha256).hexdigest()
 
     def _associated(self, record: str, field: str) -> bytes:
         return b"\0".join((self.bucket_id.encode(), record.encode(), field.encode()))

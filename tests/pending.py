@@ -7,13 +7,21 @@ see a pending clip's bytes opens it with the key from the shared test key store.
 from __future__ import annotations
 
 import hashlib
+import secrets
 
 import sqlalchemy as sa
 
 from aggregate.buckets import key_name
-from aggregate.pending import PendingFacts, SanitizedAudio, open_audio, put_pending_clip
+from aggregate.pending import (
+    PendingFacts,
+    SanitizedAudio,
+    open_audio,
+    put_pending_clip,
+    seal_facts,
+)
 from aggregate.tables import PendingClip
 from core.db import Database
+from core.ids import new_id
 from core.sealing import Sealer
 from core.storage import BlobStore
 from tests.keys import catalog_exercise, keys_for
@@ -73,3 +81,25 @@ def opened_pending_clips(database: Database, store: BlobStore) -> dict[str, byte
         sealer = Sealer(key, bucket_id=row.bucket_id)
         opened[row.object_key] = open_audio(sealer, row.object_key, store.get(row.object_key))
     return opened
+
+
+def keyed_bucket(database: Database, bucket_id: str) -> Sealer:
+    """A fresh key for ``bucket_id`` in the shared test key store, and its sealer (for rows a
+    test writes in bulk, straight into the table)."""
+    key = keys_for(database).put_if_absent(key_name(bucket_id), secrets.token_bytes(32))
+    return Sealer(key, bucket_id=bucket_id)
+
+
+def bulk_row(sealer: Sealer, *, object_key: str, facts: PendingFacts) -> dict[str, object]:
+    """A sealed pending row of a recording of its own, by a contributor of its own, for a bulk
+    ``INSERT`` (``sa.insert(PendingClip)``)."""
+    row_id = new_id()
+    return {
+        "id": row_id,
+        "bucket_id": sealer.bucket_id,
+        "contributor_tag": new_id() * 2,
+        "slot": 0,
+        "object_key": object_key,
+        "recording_tag": new_id() * 2,
+        "sealed_facts": seal_facts(sealer, row_id, facts),
+    }

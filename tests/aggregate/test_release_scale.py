@@ -14,12 +14,15 @@ from typing import BinaryIO
 import pytest
 import sqlalchemy as sa
 
+from aggregate.pending import PendingFacts
 from aggregate.release import release_ready_buckets
 from aggregate.tables import Bucket, PendingClip
 from core.db import Database
 from core.ids import new_id
+from core.sealing import Sealer
 from policies.policy import load_policy
 from tests.keys import catalog_exercise, keys_for
+from tests.pending import bulk_row, keyed_bucket
 
 
 class CountingStore:
@@ -27,7 +30,8 @@ class CountingStore:
 
     CLIP = b"fLaC" + bytes(60)
 
-    def __init__(self) -> None:
+    def __init__(self, sealer: Sealer) -> None:
+        self.sealer = sealer  # pending clips are stored sealed: each is sealed when read
         self.copies = 0
         self.deletes = 0
         self.shards = 0
@@ -35,7 +39,7 @@ class CountingStore:
 
     def get(self, key: str) -> bytes:
         self.copies += 1
-        return self.CLIP
+        return self.sealer.seal_blob(self.CLIP, record=key)
 
     def delete(self, key: str) -> None:
         self.deletes += 1
@@ -60,6 +64,10 @@ def _release_one_bucket(tmp_path: Path, clips: int) -> tuple[CountingStore, int]
     database = Database(f"sqlite:///{tmp_path / f'{clips}.db'}")
     database.upgrade()
     bucket_id = new_id()
+    sealer = keyed_bucket(database, bucket_id)
+    facts = PendingFacts(
+        duration_s=0.5, sample_rate=16000, loudness_dbfs=-20.0, source_sample_rate=16000
+    )
     with database.session() as session:
         session.add(Bucket(id=bucket_id, exercise_id=f"big-{clips}", state="open", opened_cycle=0))
         catalog_exercise(session, f"big-{clips}")
@@ -68,20 +76,11 @@ def _release_one_bucket(tmp_path: Path, clips: int) -> tuple[CountingStore, int]
             session.execute(
                 sa.insert(PendingClip),
                 [
-                    {
-                        "id": new_id(),
-                        "bucket_id": bucket_id,
-                        "contributor_tag": new_id() * 2,
-                        "slot": 0,
-                        "object_key": f"pending/{new_id()}.flac",
-                        "duration_s": 0.5,
-                        "sample_rate": 16000,
-                        "loudness_dbfs": -20.0,
-                    }
+                    bulk_row(sealer, object_key=f"pending/{new_id()}.flac", facts=facts)
                     for _ in range(min(10_000, clips - start))
                 ],
             )
-    store = CountingStore()
+    store = CountingStore(sealer)
     tracemalloc.start()
     try:
         (outcome,) = release_ready_buckets(

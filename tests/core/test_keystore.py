@@ -16,8 +16,8 @@ THREADS = 4
 
 def _tmpfs_store() -> TmpfsKeyStore:
     """A store of its own namespace in the test run's tmpfs folder."""
-    store = open_key_store(TEST_KEY_STORE_URL, database_url=f"sqlite:///{secrets.token_hex(8)}")
-    assert isinstance(store, TmpfsKeyStore)
+    store = TmpfsKeyStore(Path(TEST_KEY_STORE_URL.removeprefix("tmpfs://")) / secrets.token_hex(8))
+    assert isinstance(open_key_store(TEST_KEY_STORE_URL, database_url="sqlite://"), TmpfsKeyStore)
     return store
 
 

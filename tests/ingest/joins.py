@@ -33,21 +33,28 @@ class ReleasedClip:
     data: bytes
     loudness_dbfs: float
 
-    def needles(self) -> list[bytes]:
-        """Byte strings that only this clip's pending residue would contain."""
+    def needles(self, *, release_rows: bool) -> list[bytes]:
+        """Byte strings that only this clip's pending residue would contain. Once the release
+        has written its own rows (``released_clips`` holds each clip's SHA-256 and loudness:
+        release-side, made at release time, in the release's random order), only what no
+        release-side row holds is a join key: the audio itself and its MD5 (an ETag)."""
         middle = len(self.data) // 2
         sha = hashlib.sha256(self.data)
         md5 = hashlib.md5(self.data, usedforsecurity=False)
-        return [
+        needles = [
             self.data[middle : middle + WINDOW],
             self.data[-WINDOW:],
-            sha.digest(),
-            sha.hexdigest().encode(),
             md5.digest(),
             md5.hexdigest().encode(),
-            struct.pack("<d", self.loudness_dbfs),
-            struct.pack(">d", self.loudness_dbfs),
         ]
+        if not release_rows:
+            needles += [
+                sha.digest(),
+                sha.hexdigest().encode(),
+                struct.pack("<d", self.loudness_dbfs),
+                struct.pack(">d", self.loudness_dbfs),
+            ]
+        return needles
 
 
 def released_clips(get: Callable[[str], bytes], manifest: Mapping[str, Any]) -> list[ReleasedClip]:
@@ -75,11 +82,13 @@ def copy_of_files(root: Path, *, skip: Iterable[str] = ("releases",)) -> dict[st
     return copy
 
 
-def joined_clips(copy: Mapping[str, bytes], clips: Iterable[ReleasedClip]) -> dict[str, str]:
+def joined_clips(
+    copy: Mapping[str, bytes], clips: Iterable[ReleasedClip], *, release_rows: bool
+) -> dict[str, str]:
     """Released clip id -> the file of the copy in which one of its join keys was found."""
     joined: dict[str, str] = {}
     for clip in clips:
-        needles = clip.needles()
+        needles = clip.needles(release_rows=release_rows)
         for name, data in copy.items():
             if any(needle in data for needle in needles):
                 joined[clip.clip_id] = name

@@ -29,7 +29,7 @@ from chorus.devservers import SeaweedServer
 from chorus.devservers_postgres import EmbeddedPostgres, _installed_binaries
 from core.db import Database
 from core.settings import Settings
-from core.storage import BlobStore, open_store
+from core.storage import BlobStore
 from ingest.audio import sanitize_audio
 from ingest.service import audio_limits
 from policies.policy import Policy
@@ -92,7 +92,10 @@ def _joined(
 ) -> dict[str, set[str]]:
     clips = released_clips(store.get, manifest)
     assert len(clips) == len(WAVS)
-    return {when: set(joined_clips(copy, clips)) for when, copy in copies.items()}
+    return {
+        when: set(joined_clips(copy, clips, release_rows=when != "before"))
+        for when, copy in copies.items()
+    }
 
 
 # --- SQLite and the file store (the embedded default) ---------------------------------------
@@ -214,8 +217,7 @@ def test_the_attack_joins_plaintext_pending_clips_on_postgres(
     with plaintext_sealing(monkeypatch):
         joined = _on_postgres(postgres, make_settings, fsdd_dir, tmp_path)
     assert len(joined["before"]) == len(WAVS)
-    # The plaintext rows' dead tuples and WAL records outlive the release.
-    assert joined["after"]
+    assert len(joined["during (planned)"]) == len(WAVS)
 
 
 # --- SeaweedFS: the filer's metadata (ETags) and the volumes ---------------------------------
@@ -242,13 +244,21 @@ def _on_seaweed(
         bucket = "chorus-join"
         settings = make_settings(storage_url=server.storage_url(bucket))
         app = create_app(settings)
-        store = open_store(settings.storage_url)
+        store = app.state.store
 
         def copy() -> dict[str, bytes]:
-            return {
-                **{f"seaweed/{n}": v for n, v in copy_of_files(server.data_dir).items()},
-                "etags": _etags(server, bucket),
+            # Once a release has stored its shards, the volumes hold released audio by right:
+            # from then on the attacker's join keys are sought in the filer's metadata and the
+            # ETags (the volumes, before it, hold only pending objects).
+            released = bool(list(store.list("releases/")))
+            skip = ("releases", ".dat", ".idx") if released else ("releases",)
+            files = {
+                name: value
+                for name, value in copy_of_files(server.data_dir).items()
+                if not name.endswith(skip)
             }
+            volumes = {f"seaweed/{name}": value for name, value in files.items()}
+            return {**volumes, "etags": _etags(server, bucket)}
 
         try:
             copies, manifest = _seed_and_release(

@@ -3,7 +3,7 @@
 Every pending value a release publishes, or that anyone could compute from released audio, is
 now AEAD ciphertext under a key derived from the bucket's key (``core.sealing``): the plain
 ``duration_s``, ``sample_rate``, ``loudness_dbfs`` and ``release_clip_id`` columns give way to
-``sealed_facts`` and ``sealed_plan``, and ``recording_tag`` (a keyed digest of the canonical
+``sealed_facts`` and ``plan_tag`` (a keyed digest of the released id), and ``recording_tag`` (a keyed digest of the canonical
 samples) makes a bucket refuse the same recording twice. Clips still pending from before were
 stored in clear and cannot be sealed here (their keys live only in memory): their buckets are
 closed as purged and their rows deleted; the orphan sweeper removes their objects.
@@ -42,7 +42,7 @@ def _pending_clips(**kwargs: Any) -> None:
         sa.Column("object_key", sa.String(length=300), nullable=False),
         sa.Column("recording_tag", sa.String(length=64), nullable=False),
         sa.Column("sealed_facts", sa.LargeBinary(), nullable=False),
-        sa.Column("sealed_plan", sa.LargeBinary(), nullable=True),
+        sa.Column("plan_tag", sa.String(length=64), nullable=True),
         sa.ForeignKeyConstraint(
             ["bucket_id"],
             ["buckets.id"],
@@ -62,6 +62,7 @@ def _pending_clips(**kwargs: Any) -> None:
     op.create_index(
         "ix_pending_clips_bucket_id_id", "pending_clips", ["bucket_id", "id"], unique=False
     )
+    op.create_index("ix_pending_clips_plan_tag", "pending_clips", ["plan_tag"], unique=False)
 
 
 def upgrade() -> None:
