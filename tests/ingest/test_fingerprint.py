@@ -9,7 +9,6 @@ what the service does to an upload: resampled to its canonical rate and kept as 
 from __future__ import annotations
 
 import io
-import time
 from collections.abc import Callable
 from functools import cache
 from itertools import combinations
@@ -264,19 +263,3 @@ def test_an_empty_bucket_holds_no_duplicate() -> None:
     empty = np.zeros((0, *PRINT_SHAPE), dtype=np.float32)
     assert similarity_scores(original_print("0_george_1.wav"), empty).shape == (0,)
     assert not is_duplicate(original_print("0_george_1.wav"), empty)
-
-
-def test_ten_thousand_prints_are_scored_in_well_under_five_milliseconds() -> None:
-    rng = np.random.default_rng(1)
-    bucket = rng.standard_normal(size=(10_000, *PRINT_SHAPE), dtype=np.float32)
-    query = original_print("7_nicolas_21.wav")
-    similarity_scores(query, bucket)
-    # The best of several runs: the machine running the tests may be busy with other work.
-    best = min(_elapsed(lambda: similarity_scores(query, bucket)) for _ in range(30))
-    assert best < 0.005, f"{best * 1000:.2f} ms"
-
-
-def _elapsed(run: Callable[[], object]) -> float:
-    started = time.perf_counter()
-    run()
-    return time.perf_counter() - started

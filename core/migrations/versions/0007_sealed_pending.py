@@ -3,10 +3,11 @@
 Every pending value a release publishes, or that anyone could compute from released audio, is
 now AEAD ciphertext under a key derived from the bucket's key (``core.sealing``): the plain
 ``duration_s``, ``sample_rate``, ``loudness_dbfs`` and ``release_clip_id`` columns give way to
-``sealed_facts`` and ``plan_tag`` (a keyed digest of the released id), and ``recording_tag`` (a keyed digest of the canonical
-samples) makes a bucket refuse the same recording twice. Clips still pending from before were
-stored in clear and cannot be sealed here (their keys live only in memory): their buckets are
-closed as purged and their rows deleted; the orphan sweeper removes their objects.
+``sealed_facts`` and ``plan_tag`` (a keyed digest of the released id), and ``recording_tag`` (a
+keyed digest of the canonical samples) makes a bucket refuse the same recording twice. Clips
+still pending from before were stored in clear and cannot be sealed here (their keys live only
+in memory): their buckets are closed as purged and their rows deleted; the orphan sweeper
+removes their objects.
 
 ``deployment`` holds one random id that names this deployment's memory-only folders, so two
 deployments on one host never share one. ``withdrawn_tokens`` loses its hidden rowid on SQLite
