@@ -228,7 +228,7 @@ def test_a_stored_print_is_compact_and_scores_as_the_original() -> None:
     others = np.stack([print_from_bytes(print_to_bytes(original_print(n))) for n in CLIPS])
     direct = np.stack([original_print(n) for n in CLIPS])
     np.testing.assert_allclose(
-        similarity_scores(fingerprint, others), similarity_scores(fingerprint, direct), atol=2e-3
+        similarity_scores(fingerprint, others), similarity_scores(fingerprint, direct), atol=3e-3
     )
 
 
