@@ -39,7 +39,13 @@ from aggregate.buckets import (
 )
 from aggregate.tables import PendingClip
 from core.db import Database
-from core.errors import ChorusError, DatabaseUnavailable, DuplicateRecording, Unavailable
+from core.errors import (
+    ChorusError,
+    ContributionLimit,
+    DatabaseUnavailable,
+    DuplicateRecording,
+    Unavailable,
+)
 from core.ids import new_id
 from core.keystore import KeyStore
 from core.sealing import Sealer
@@ -246,6 +252,15 @@ def _require_new_recording(
     facts: PendingFacts,
     is_duplicate: DuplicateTest,
 ) -> None:
+    """Raise DuplicateRecording if the bucket holds this recording already; a contributor at
+    their cap hears ContributionLimit first (their own retake is not someone else's copy)."""
+    taken = connection.execute(
+        sa.select(sa.func.count()).where(
+            PendingClip.bucket_id == sealer.bucket_id, PendingClip.contributor_tag == row["tag"]
+        )
+    ).scalar_one()
+    if taken >= int(str(row["max_slots"])):
+        raise ContributionLimit()
     same = connection.execute(
         sa.select(PendingClip.id).where(
             PendingClip.bucket_id == sealer.bucket_id,

@@ -36,6 +36,8 @@ CI_EXAMPLES = int(os.environ.get("CHORUS_FUZZ_EXAMPLES", "500"))
 LONG_EXAMPLES = int(os.environ.get("CHORUS_FUZZ_EXAMPLES", "5000"))
 API_EXAMPLES = int(os.environ.get("CHORUS_FUZZ_API_EXAMPLES", "40"))
 DOCUMENTED = {
+    # Mutations of one file may still be the same recording, which a bucket takes once.
+    409: {"duplicate_recording"},
     415: {"unsupported_audio"},
     422: {"invalid_audio", "no_speech"},
     503: {"decoder_unavailable"},

@@ -15,6 +15,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from aggregate.tables import PendingClip
+from chorus.synthetic_voice import voiced_wav
 from core.auth import Role
 from ingest.consent import mint_token
 from tests.conftest import ConsentKeys
@@ -104,3 +105,17 @@ def stored(app: FastAPI) -> Callable[[], Stored]:
 
 
 NOTHING = Stored(objects=0, rows=0)
+
+
+Recording = Callable[[int], bytes]
+
+
+@pytest.fixture
+def recording() -> Recording:
+    """``recording(n)``: the n-th of many distinct recordings (a synthesized voice of its own,
+    0.8 s at 16 kHz), for tests that fill a bucket: a bucket refuses the same recording twice."""
+
+    def make(index: int) -> bytes:
+        return voiced_wav(seed=1000 + index, seconds=0.8, pitch_hz=100.0 + 7.0 * (index % 9))
+
+    return make

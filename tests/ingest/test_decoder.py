@@ -12,7 +12,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from ingest.decoder import STORE_ALLOWANCE_S, DecoderPool, WarmUp
-from tests.ingest.conftest import NOTHING, Mint, Stored, Upload
+from tests.ingest.conftest import NOTHING, Mint, Recording, Stored, Upload
 from tests.ingest.faulty_decoders import (
     CRASH,
     HANG,
@@ -81,13 +81,14 @@ def test_hanging_decode_times_out_and_the_next_upload_succeeds(
 def test_workers_are_recycled_after_max_tasks(
     swap_decoder: Callable[[DecoderPool], None],
     wav_bytes: bytes,
+    recording: Recording,
     upload: Upload,
     mint: Mint,
     stored: Callable[[], Stored],
 ) -> None:
     swap_decoder(DecoderPool(workers=1, max_tasks_per_child=2))
     for number in range(5):
-        assert upload(mint(f"learner-{number}"), wav_bytes).status_code == 201
+        assert upload(mint(f"learner-{number}"), recording(number)).status_code == 201
     assert stored() == Stored(objects=5, rows=5)
 
 
@@ -101,19 +102,20 @@ def test_a_worker_killed_mid_decode_fails_only_its_own_upload(
     client: TestClient,
     swap_decoder: Callable[[DecoderPool], None],
     wav_bytes: bytes,
+    recording: Recording,
     upload: Upload,
     mint: Mint,
     stored: Callable[[], Stored],
 ) -> None:
     pool = DecoderPool(workers=2, task=killed_mid_decode_or_sanitize)
     swap_decoder(pool)
-    before = [_timed(upload, mint(f"warm-{n}"), wav_bytes) for n in range(6)]
+    before = [_timed(upload, mint(f"warm-{n}"), recording(n)) for n in range(6)]
     assert {status for status, _ in before} == {201}
     with ThreadPoolExecutor(max_workers=7) as threads:
         killed = threads.submit(upload, mint("learner-killed"), KILL + wav_bytes)
         time.sleep(0.1)  # the kill is in its worker; these run beside it and after it
         others = [
-            threads.submit(upload, mint(f"learner-{n}"), wav_bytes) for n in range(6)
+            threads.submit(upload, mint(f"learner-{n}"), recording(10 + n)) for n in range(6)
         ]
         assert killed.result().status_code == 503
         assert killed.result().json()["code"] == "decoder_unavailable"
@@ -121,7 +123,7 @@ def test_a_worker_killed_mid_decode_fails_only_its_own_upload(
     assert pool.replacements == 1
     assert stored() == Stored(objects=12, rows=12)
     # The replacement was started in the background; the next uploads do not wait for it.
-    after = [_timed(upload, mint(f"after-{n}"), wav_bytes) for n in range(6)]
+    after = [_timed(upload, mint(f"after-{n}"), recording(20 + n)) for n in range(6)]
     assert {status for status, _ in after} == {201}
     typical = statistics.median(seconds for _, seconds in before)
     assert statistics.median(seconds for _, seconds in after) < 3 * typical + 0.05
@@ -133,6 +135,7 @@ def test_workers_are_warm_before_the_first_upload(
     swap_decoder: Callable[[DecoderPool], None],
     app: FastAPI,
     wav_bytes: bytes,
+    recording: Recording,
     upload: Upload,
     mint: Mint,
 ) -> None:
@@ -146,8 +149,8 @@ def test_workers_are_warm_before_the_first_upload(
         warm_up=WarmUp(app.state.database.url, settings.storage_url, settings.key_store_url),
     )
     swap_decoder(pool)
-    first = [_timed(upload, mint(f"first-{n}"), wav_bytes) for n in range(2)]
-    later = [_timed(upload, mint(f"later-{n}"), wav_bytes) for n in range(8)]
+    first = [_timed(upload, mint(f"first-{n}"), recording(n)) for n in range(2)]
+    later = [_timed(upload, mint(f"later-{n}"), recording(10 + n)) for n in range(8)]
     assert {status for status, _ in first + later} == {201}
     typical = statistics.median(seconds for _, seconds in later)
     assert max(seconds for _, seconds in first) < 3 * typical + 0.05
@@ -156,6 +159,7 @@ def test_workers_are_warm_before_the_first_upload(
 def test_workers_are_recycled_in_the_background(
     swap_decoder: Callable[[DecoderPool], None],
     wav_bytes: bytes,
+    recording: Recording,
     upload: Upload,
     mint: Mint,
     stored: Callable[[], Stored],
@@ -163,7 +167,7 @@ def test_workers_are_recycled_in_the_background(
     pool = DecoderPool(workers=2, max_tasks_per_child=3)
     swap_decoder(pool)
     for number in range(20):
-        assert upload(mint(f"learner-{number}"), wav_bytes).status_code == 201
+        assert upload(mint(f"learner-{number}"), recording(number)).status_code == 201
     assert stored() == Stored(objects=20, rows=20)
     assert pool.recycled >= 4
     assert pool.replacements == 0

@@ -19,7 +19,7 @@ from fastapi.testclient import TestClient
 from aggregate.jobs import run_release_cycle
 from aggregate.tables import PendingClip
 from core.settings import Settings
-from tests.ingest.conftest import Mint, Upload
+from tests.ingest.conftest import Mint, Recording, Upload
 from tests.keys import keys_for
 
 pytestmark = pytest.mark.usefixtures("catalog")
@@ -48,6 +48,7 @@ def test_withdrawn_and_released_clips_leave_no_residue_in_sqlite_files(
     client: TestClient,
     settings: Settings,
     wav_bytes: bytes,
+    recording: Recording,
     upload: Upload,
     mint: Mint,
 ) -> None:
@@ -55,7 +56,7 @@ def test_withdrawn_and_released_clips_leave_no_residue_in_sqlite_files(
     assert upload(leaving, wav_bytes, {"exercise_id": "digit-1"}).status_code == 201
     for learner in range(app.state.policy.k):  # digit-2 reaches k and is released
         token = mint(f"learner-{learner}")
-        assert upload(token, wav_bytes, {"exercise_id": "digit-2"}).status_code == 201
+        assert upload(token, recording(learner), {"exercise_id": "digit-2"}).status_code == 201
     assert upload(mint("waiting"), wav_bytes, {"exercise_id": "digit-3"}).status_code == 201
     gone = _pending_residue(app, {"digit-1", "digit-2"})
     kept = _pending_residue(app, {"digit-3"})
@@ -89,12 +90,13 @@ def test_every_file_the_service_wrote_is_private(
     client: TestClient,
     settings: Settings,
     wav_bytes: bytes,
+    recording: Recording,
     upload: Upload,
     mint: Mint,
     stored: Callable[[], object],
 ) -> None:
     for learner in range(app.state.policy.k):
-        assert upload(mint(f"learner-{learner}"), wav_bytes).status_code == 201
+        assert upload(mint(f"learner-{learner}"), recording(learner)).status_code == 201
     run_release_cycle(
         database=app.state.database,
         keys=keys_for(app.state.database),

@@ -26,6 +26,7 @@ from tests.ingest.samples import (
     transcode,
     wav_claiming_length,
 )
+from tests.pending import opened_pending_clips
 
 pytestmark = pytest.mark.usefixtures("catalog")
 
@@ -50,8 +51,9 @@ def test_accepts_each_container_and_stores_clean_flac(
     assert response.status_code == 201, response.text
     assert response.json() == {"status": "accepted"}
     assert stored() == Stored(objects=1, rows=1)
-    (key,) = app.state.store.list("pending/")
-    info = sf.info(io.BytesIO(app.state.store.get(key)))
+    (clip,) = opened_pending_clips(app.state.database, app.state.store).values()
+    assert clip is not None
+    info = sf.info(io.BytesIO(clip))
     assert (info.format, info.subtype, info.channels, info.samplerate) == (
         "FLAC", "PCM_16", 1, 16000
     )
@@ -66,8 +68,9 @@ def test_stereo_48k_is_downmixed_and_resampled(
     buffer = io.BytesIO()
     sf.write(buffer, soxr.resample(stereo, rate, 48000), 48000, format="WAV")
     assert upload(mint(), buffer.getvalue()).status_code == 201
-    (key,) = app.state.store.list("pending/")
-    info = sf.info(io.BytesIO(app.state.store.get(key)))
+    (clip,) = opened_pending_clips(app.state.database, app.state.store).values()
+    assert clip is not None
+    info = sf.info(io.BytesIO(clip))
     assert (info.channels, info.samplerate) == (1, 16000)
 
 
@@ -243,8 +246,9 @@ def test_wav_header_claiming_hours_is_read_only_as_far_as_its_data(
 ) -> None:
     # libsndfile trusts the file's real length over a WAV data size, so only 0.54 s is read.
     assert upload(mint(), wav_claiming_length(wav_bytes, frames=8000 * 3 * 3600)).status_code == 201
-    (key,) = app.state.store.list("pending/")
-    assert sf.info(io.BytesIO(app.state.store.get(key))).duration == pytest.approx(0.54, abs=0.01)
+    (clip,) = opened_pending_clips(app.state.database, app.state.store).values()
+    assert clip is not None
+    assert sf.info(io.BytesIO(clip)).duration == pytest.approx(0.54, abs=0.01)
 
 
 def test_not_multipart_is_422(client: TestClient, mint: Mint, stored: Callable[[], Stored]) -> None:

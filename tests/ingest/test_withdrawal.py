@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 
 from policies.audit import verify_chain
 from policies.tables import AuditEntry
-from tests.ingest.conftest import Mint, Stored, Upload
+from tests.ingest.conftest import Mint, Recording, Stored, Upload
 
 pytestmark = pytest.mark.usefixtures("catalog")
 
@@ -20,6 +20,7 @@ def test_withdrawal_removes_the_learners_clips_in_every_bucket(
     client: TestClient,
     app: FastAPI,
     wav_bytes: bytes,
+    recording: Recording,
     upload: Upload,
     mint: Mint,
     stored: Callable[[], Stored],
@@ -27,7 +28,7 @@ def test_withdrawal_removes_the_learners_clips_in_every_bucket(
     token = mint("leaving")
     for exercise in ("digit-1", "digit-2", "digit-3"):
         assert upload(token, wav_bytes, {"exercise_id": exercise}).status_code == 201
-    assert upload(mint("staying"), wav_bytes, {"exercise_id": "digit-1"}).status_code == 201
+    assert upload(mint("staying"), recording(1), {"exercise_id": "digit-1"}).status_code == 201
     assert stored() == Stored(objects=4, rows=4)
 
     response = client.post("/v1/consent/withdrawals", headers={"Authorization": f"Bearer {token}"})
