@@ -388,12 +388,27 @@ def check_pending_isolation(ctx: AuditContext) -> Iterable[Finding]:
         pending = session.execute(
             sa.select(PendingClip.object_key).order_by(PendingClip.object_key)
         ).scalars().all()
+    released = {digest: key for key, digest in ctx.released_digests().items()}
     for object_key in pending:
         if object_key.startswith(RELEASES_PREFIX):
             yield Finding(
                 "pending_object_released",
                 "P6",
                 f"a pending clip is stored under the release prefix: {object_key}",
+                object_key,
+            )
+            continue
+        try:
+            digest = hashlib.sha256(ctx.store.get(object_key)).hexdigest()
+        except BlobNotFound:
+            continue
+        if digest in released:
+            yield Finding(
+                "pending_object_released",
+                "P6",
+                f"pending object {object_key} was copied as released object {released[digest]}. "
+                "Likely cause: a tool or operator copied the pending prefix; remedy: delete the "
+                "copy and audit who can write under releases/",
                 object_key,
             )
 

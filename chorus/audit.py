@@ -35,8 +35,8 @@ _REPORT_ORDER = (
     "file_modes",
     "sqlite_pragmas",
     "clip_table_rowid",
-    "metrics_exposition",
     "key_store_persistence",
+    "metrics_exposition",
 )
 
 

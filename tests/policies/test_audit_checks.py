@@ -176,8 +176,11 @@ def test_pending_clip_copied_under_a_release_prefix(
 ) -> None:
     leaked = audited.store.get(audited.pending_keys[0])
     audited.store.put(f"releases/{new_id()}/clips/{new_id()}.flac", leaked)
+    # The copy is sealed, so it is no clean FLAC either.
     findings = assert_exactly(
-        {"release_unrecorded", "pending_object_released"}, run_audit_cli, verify_api
+        {"release_unrecorded", "pending_object_released", "released_clip_not_clean_flac"},
+        run_audit_cli,
+        verify_api,
     )
     leak = next(f for f in findings if f["check"] == "pending_object_released")
     assert leak["subject"] == audited.pending_keys[0]
@@ -469,10 +472,12 @@ def test_canary_planted_in_an_object(
 ) -> None:
     key = audited.pending_keys[1]
     audited.store.put(key, audited.store.get(key) + b"learner-101")
+    # Appended bytes also leave the sealed object off its size class.
     findings = assert_exactly(
-        {"canary_found"}, run_audit_cli, verify_api, "--canary", "learner-101"
+        {"canary_found", "pending_unsealed"}, run_audit_cli, verify_api, "--canary", "learner-101"
     )
-    assert findings[0]["subject"] == key
+    canary = next(f for f in findings if f["check"] == "canary_found")
+    assert canary["subject"] == key
 
 
 def test_canary_planted_in_a_log_file(
