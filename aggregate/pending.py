@@ -120,6 +120,27 @@ def _never_duplicate(_new: bytes, _known: list[bytes]) -> bool:
     return False
 
 
+# The upload's statements are built once: building a statement costs more than running it.
+_BUCKET_ROW_IDS = sa.select(PendingClip.id).where(
+    PendingClip.bucket_id == sa.bindparam("bucket_id")
+)
+_CONTRIBUTOR_CLIPS = sa.select(sa.func.count()).where(
+    PendingClip.bucket_id == sa.bindparam("bucket_id"),
+    PendingClip.contributor_tag == sa.bindparam("tag"),
+)
+_SAME_RECORDING = sa.select(PendingClip.id).where(
+    PendingClip.bucket_id == sa.bindparam("bucket_id"),
+    PendingClip.recording_tag == sa.bindparam("recording_tag"),
+)
+
+
+def prepare_pending_statements(connection: sa.Connection) -> None:
+    """Run the upload's checks once, matching nothing, so a new worker has them compiled."""
+    nothing = {"bucket_id": "", "tag": "", "recording_tag": ""}
+    for statement in (_BUCKET_ROW_IDS, _CONTRIBUTOR_CLIPS, _SAME_RECORDING):
+        connection.execute(statement, nothing).all()
+
+
 class _PrintCache:
     """Opened fingerprints of the buckets this process uploaded to: an upload reads and opens
     only the rows it has not seen, so checking a bucket of n clips costs one id scan, not n
@@ -131,9 +152,7 @@ class _PrintCache:
 
     def prints(self, connection: sa.Connection, sealer: Sealer) -> list[bytes]:
         bucket_id = sealer.bucket_id
-        ids = connection.execute(
-            sa.select(PendingClip.id).where(PendingClip.bucket_id == bucket_id)
-        ).scalars().all()
+        ids = connection.execute(_BUCKET_ROW_IDS, {"bucket_id": bucket_id}).scalars().all()
         with self._lock:
             known = dict(self._by_bucket.get(bucket_id, {}))
         missing = [row_id for row_id in ids if row_id not in known]
@@ -255,17 +274,12 @@ def _require_new_recording(
     """Raise DuplicateRecording if the bucket holds this recording already; a contributor at
     their cap hears ContributionLimit first (their own retake is not someone else's copy)."""
     taken = connection.execute(
-        sa.select(sa.func.count()).where(
-            PendingClip.bucket_id == sealer.bucket_id, PendingClip.contributor_tag == row["tag"]
-        )
+        _CONTRIBUTOR_CLIPS, {"bucket_id": sealer.bucket_id, "tag": row["tag"]}
     ).scalar_one()
     if taken >= int(str(row["max_slots"])):
         raise ContributionLimit()
     same = connection.execute(
-        sa.select(PendingClip.id).where(
-            PendingClip.bucket_id == sealer.bucket_id,
-            PendingClip.recording_tag == row["recording_tag"],
-        )
+        _SAME_RECORDING, {"bucket_id": sealer.bucket_id, "recording_tag": row["recording_tag"]}
     ).first()
     if same is not None:
         raise DuplicateRecording("this recording is already waiting in the exercise's batch")

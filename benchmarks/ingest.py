@@ -53,8 +53,18 @@ from starlette.concurrency import run_in_threadpool
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 FSDD = REPO_ROOT / ".." / "shared" / "data" / "fsdd" / "recordings"
-EXERCISES = [f"digit-{d}" for d in range(10)]
 SERVERS = ("bare", "transcode", "full")
+# A bucket takes a recording once (P6: k distinct recordings), so the load never sends one
+# twice to an exercise: upload number n goes to exercise n // UPLOADS_PER_EXERCISE with clip
+# n % CLIP_COUNT, and CLIP_COUNT > UPLOADS_PER_EXERCISE. A few uploads per exercise (below the
+# demo policy's k = 5, so nothing is released meanwhile) also keep opening buckets as often as
+# a busy service does at the start of a release cycle.
+UPLOADS_PER_EXERCISE = 4
+CLIP_COUNT = 41
+
+
+def exercise_for(serial: int) -> str:
+    return f"bench-{serial // UPLOADS_PER_EXERCISE:06d}"
 
 
 # --- the bare endpoint (run by uvicorn in its own process) ---------------------------------
@@ -132,7 +142,9 @@ def four_second_clips(count: int) -> list[bytes]:
     return clips
 
 
-def prepare_full_service(workdir: Path, **overrides: str) -> tuple[dict[str, str], str]:
+def prepare_full_service(
+    workdir: Path, exercises: list[str], **overrides: str
+) -> tuple[dict[str, str], str]:
     """Environment for the full app, with a usage catalog; returns (env, private key PEM)."""
     from benchmarks.service_env import embedded_service
 
@@ -142,7 +154,7 @@ def prepare_full_service(workdir: Path, **overrides: str) -> tuple[dict[str, str
         **{k: v for k, v in os.environ.items() if k == "CHORUS_DECODER_WORKERS"},
         **overrides,
     }
-    return embedded_service(workdir, **settings)
+    return embedded_service(workdir, exercises=exercises, **settings)
 
 
 # --- servers and load -----------------------------------------------------------------------
@@ -297,7 +309,7 @@ class HttpxLoad:
 # wrk: a load generator in C, driven by a Lua script that sends each prepared body with a
 # consent token of its own (a fresh learner per upload) and prints a JSON summary.
 WRK_SCRIPT = r"""
-local bodies, tokens, index = {}, {}, 0
+local clips, serials, tokens, index = {}, {}, {}, 0
 local thread_count = 0
 function setup(thread)
   thread_count = thread_count + 1
@@ -306,22 +318,34 @@ end
 function init(args)
   local folder, count = args[1], tonumber(args[2])
   for i = 0, count - 1 do
-    local file = io.open(folder .. "/body-" .. i .. ".bin", "rb")
-    bodies[i] = file:read("*a")
+    local file = io.open(folder .. "/clip-" .. i .. ".bin", "rb")
+    clips[i] = file:read("*a")
     file:close()
   end
   for line in io.lines(folder .. "/tokens-" .. id .. ".txt") do
-    tokens[#tokens + 1] = line
+    local serial, token = line:match("^(%d+) (.+)$")
+    serials[#serials + 1] = tonumber(serial)
+    tokens[#tokens + 1] = token
   end
-  body_count = count
+  clip_count = count
   boundary = args[3]
+  per_exercise = tonumber(args[4])
 end
 function request()
   index = index + 1
+  local serial = serials[index]
   local headers = {}
   headers["Authorization"] = "Bearer " .. tokens[index]
   headers["Content-Type"] = "multipart/form-data; boundary=" .. boundary
-  return wrk.format("POST", "/v1/clips", headers, bodies[index % body_count])
+  local body = "--" .. boundary .. "\r\n"
+    .. 'Content-Disposition: form-data; name="metadata"\r\n\r\n'
+    .. string.format('{"exercise_id": "bench-%06d"}', math.floor(serial / per_exercise))
+    .. "\r\n--" .. boundary .. "\r\n"
+    .. 'Content-Disposition: form-data; name="audio"; filename="clip.wav"\r\n'
+    .. "Content-Type: audio/wav\r\n\r\n"
+    .. clips[serial % clip_count]
+    .. "\r\n--" .. boundary .. "--\r\n"
+  return wrk.format("POST", "/v1/clips", headers, body)
 end
 function done(summary, latency, requests)
   local e = summary.errors
@@ -365,8 +389,7 @@ class WrkLoad:
     def __post_init__(self) -> None:
         self.folder.mkdir(exist_ok=True)
         for index, clip in enumerate(self.clips):
-            body = multipart_body(clip, EXERCISES[index % len(EXERCISES)])
-            (self.folder / f"body-{index}.bin").write_bytes(body)
+            (self.folder / f"clip-{index}.bin").write_bytes(clip)
         (self.folder / "script.lua").write_text(WRK_SCRIPT)
 
     def prepare(self) -> list[str]:
@@ -384,6 +407,7 @@ class WrkLoad:
                 "-d", f"{round(self.seconds)}s", "--timeout", "30s",
                 "-s", str(self.folder / "script.lua"), url,
                 "--", str(self.folder), str(len(self.clips)), BOUNDARY,
+                str(UPLOADS_PER_EXERCISE),
             ],
             capture_output=True, text=True, check=True,
         ).stdout
@@ -418,15 +442,17 @@ async def drive(url: str, clips: list[bytes], tokens: list[str], concurrency: in
                     index = queue.get_nowait()
                 except asyncio.QueueEmpty:
                     return
-                metadata = json.dumps({"exercise_id": EXERCISES[index % len(EXERCISES)]})
+                serial_text, token = tokens[index].split(" ", 1)
+                serial = int(serial_text)
+                metadata = json.dumps({"exercise_id": exercise_for(serial)})
                 started = time.perf_counter()
                 response = await client.post(
                     "/v1/clips",
                     files=[
                         ("metadata", (None, metadata.encode(), "application/json")),
-                        ("audio", ("clip.wav", clips[index % len(clips)], "audio/wav")),
+                        ("audio", ("clip.wav", clips[serial % len(clips)], "audio/wav")),
                     ],
-                    headers={"Authorization": f"Bearer {tokens[index]}"},
+                    headers={"Authorization": f"Bearer {token}"},
                 )
                 latencies.append((time.perf_counter() - started) * 1000)
                 if response.status_code != 201:
@@ -464,7 +490,7 @@ def main() -> None:
     from core.storage import open_store
     from ingest.consent import load_private_key, mint_token
 
-    clips = four_second_clips(40)
+    clips = four_second_clips(CLIP_COUNT)
     results: dict[str, list[RunResult]] = {name: [] for name in SERVERS}
     with contextlib.ExitStack() as stack:
         tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="chorus-bench-"))
@@ -483,15 +509,22 @@ def main() -> None:
 
             url = stack.enter_context(provision_postgres_database(prefix="chorus_bench"))
             overrides["CHORUS_DATABASE_URL"] = url
-        full_env, private_pem = prepare_full_service(full_dir, **overrides)
+        # Every upload of the run may go to the full service: its catalog admits them all.
+        wrk_run = int(WRK_THREADS * (MAX_RATE * args.seconds / WRK_THREADS + 100))
+        per_run = args.requests if args.load == "httpx" else wrk_run
+        uploads = len(SERVERS) * (args.warmup + args.rounds * per_run)
+        exercises = [exercise_for(n) for n in range(0, uploads + 1, UPLOADS_PER_EXERCISE)]
+        full_env, private_pem = prepare_full_service(full_dir, exercises, **overrides)
         bare_env = {"CHORUS_STORAGE_URL": storage["bare"]}
         transcode_env = {"CHORUS_STORAGE_URL": storage["tx"]}
         key = load_private_key(private_pem)
         learner = iter(range(10**9))
 
         def tokens(count: int) -> list[str]:
-            # One learner per upload: the contribution cap must not refuse the load.
-            return [mint_token(key, learner_id=f"bench-{next(learner)}") for _ in range(count)]
+            # One learner per upload ("SERIAL TOKEN"): the contribution cap must not refuse
+            # the load, and the serial picks the upload's exercise and clip.
+            serials = [next(learner) for _ in range(count)]
+            return [f"{n} {mint_token(key, learner_id=f'bench-{n}')}" for n in serials]
 
         with (
             serve("benchmarks.ingest:create_bare_app", bare_env) as bare,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -20,9 +21,11 @@ def fsdd_recordings() -> Path:
     return data_dir() / "fsdd" / "recordings"
 
 
-def embedded_service(workdir: Path, **settings: str) -> tuple[dict[str, str], str]:
+def embedded_service(
+    workdir: Path, *, exercises: Sequence[str] = EXERCISES, **settings: str
+) -> tuple[dict[str, str], str]:
     """``CHORUS_*`` environment on SQLite + file store under ``workdir``, with a usage catalog
-    admitting every exercise in EXERCISES; returns (env, consent private key PEM).
+    admitting every exercise in ``exercises``; returns (env, consent private key PEM).
 
     ``settings`` add or override variables, e.g. ``CHORUS_SCHEDULER_ENABLED="false"``.
     """
@@ -45,7 +48,7 @@ def embedded_service(workdir: Path, **settings: str) -> tuple[dict[str, str], st
         database.upgrade()
         with database.session() as session:
             replace_usage(
-                session, [ExerciseUsageCreate(exercise_id=e, learners=10_000) for e in EXERCISES]
+                session, [ExerciseUsageCreate(exercise_id=e, learners=10_000) for e in exercises]
             )
     finally:
         database.dispose()

@@ -28,7 +28,12 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from aggregate.buckets import PENDING_PREFIX, prepare_upload_statements, withdraw_learner
-from aggregate.pending import PendingFacts, SanitizedAudio, put_pending_clip
+from aggregate.pending import (
+    PendingFacts,
+    SanitizedAudio,
+    prepare_pending_statements,
+    put_pending_clip,
+)
 from aggregate.residue import purge_residue
 from core.db import Database
 from core.errors import ChorusError, ConsentWithdrawn, ExerciseNotEligible
@@ -165,6 +170,7 @@ def warm_up(database_url: str, storage_url: str, key_store_url: str) -> None:
         with contextlib.suppress(ExerciseNotEligible):
             require_eligible(connection, exercise_id="", min_learners=0)
         prepare_upload_statements(connection)
+        prepare_pending_statements(connection)
         _is_withdrawn(connection, Consent("", "", None, False))
 
 
