@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 import soundfile as sf
 import sqlalchemy as sa
@@ -25,6 +26,7 @@ import sqlalchemy as sa
 from aggregate.buckets import contributor_tag, key_name
 from aggregate.tables import Bucket, PendingClip, Release, ReleasedClip
 from chorus.devservers import provision_postgres_database
+from chorus.synthetic_voice import voiced_samples
 from core.db import Database
 from core.storage import BlobStore
 from exercises.catalog import replace_usage
@@ -143,13 +145,21 @@ class Answer:
 
 
 def _one_of_a_kind(wav: bytes, rng: random.Random) -> bytes:
-    """The recording with its last two samples set at random: no two uploads are the same bytes,
-    as no two real recordings are (the auditor flags a pending clip whose bytes are a released
-    clip's, which the same file uploaded twice would be)."""
-    samples, rate = sf.read(io.BytesIO(wav), dtype="int16")
-    samples[-2:] = [rng.randrange(-32768, 32768) for _ in range(2)]
+    """A recording of its own for each upload: a bucket takes a recording once (P6), and the
+    same file with a few samples changed is the same recording to it. A fault test needs
+    clips, not words: half of the uploads are a synthesized voice of their own, the other
+    half the real recording followed by one (so the clip's print is the voice's)."""
+    voice = voiced_samples(
+        seed=rng.randrange(1 << 30), seconds=0.8, sample_rate=8000,
+        pitch_hz=rng.uniform(90.0, 220.0),
+    )
+    if rng.random() < 0.5:
+        samples = voice
+    else:
+        real, _rate = sf.read(io.BytesIO(wav), dtype="float32")
+        samples = np.concatenate([real * 0.3, voice])
     out = io.BytesIO()
-    sf.write(out, samples, rate, format="WAV", subtype="PCM_16")
+    sf.write(out, samples, 8000, format="WAV", subtype="PCM_16")
     return out.getvalue()
 
 

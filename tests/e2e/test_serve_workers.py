@@ -22,6 +22,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 
 from aggregate.tables import Bucket, PendingClip
+from chorus.synthetic_voice import voiced_wav
 from core.auth import Role, create_key
 from core.db import Database
 from ingest.consent import mint_token
@@ -205,7 +206,8 @@ def test_no_upload_waits_for_an_upload_worker_once_the_server_is_ready(
                 f"{server.url}/v1/clips",
                 files=[
                     ("metadata", (None, json.dumps({"exercise_id": "digit-1"}), "text/plain")),
-                    ("audio", ("clip.wav", fsdd_wavs[number % len(fsdd_wavs)], "audio/wav")),
+                    # A recording of its own: a bucket takes a recording once.
+                    ("audio", ("clip.wav", voiced_wav(seed=number, seconds=0.8), "audio/wav")),
                 ],
                 headers={"Authorization": f"Bearer {token}"},
             )
