@@ -9,9 +9,12 @@ STAMP := $(VENV)/.installed
 DEV_KEYS := var/keys
 PORT ?= 8000
 RESEMBLYZER := resemblyzer==0.1.4
-# A second environment, for the test that loads a release with datasets 4 (its own pins).
+# Two more environments, for the tests that load a release with datasets 4 and with datasets 3
+# under pandas 3 (their own pins; the suite's own environment has datasets 3 under pandas 2).
 DATASETS_VENV ?= .venv-datasets
 DATASETS_STAMP := $(DATASETS_VENV)/.installed
+DATASETS3_VENV ?= .venv-datasets3
+DATASETS3_STAMP := $(DATASETS3_VENV)/.installed
 
 .PHONY: install install-runtime run test lint pytest system-deps bench clean lock
 
@@ -47,6 +50,13 @@ $(DATASETS_STAMP): requirements-datasets.txt | system-deps
 	$(DATASETS_VENV)/bin/python -c 'import datasets, torchcodec.decoders'
 	touch $(DATASETS_STAMP)
 
+$(DATASETS3_STAMP): requirements-datasets3.txt
+	$(PYTHON) -m venv $(DATASETS3_VENV)
+	$(DATASETS3_VENV)/bin/pip install --upgrade pip
+	$(DATASETS3_VENV)/bin/pip install -r requirements-datasets3.txt
+	$(DATASETS3_VENV)/bin/python -c 'import datasets, librosa, pandas'
+	touch $(DATASETS3_STAMP)
+
 # Debian packages the tests need: headless Chromium and nginx for the review console, FFmpeg's
 # libraries for datasets 4's audio decoding; skipped when already present.
 SYSTEM_PACKAGES := chromium nginx ffmpeg
@@ -65,7 +75,7 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
-pytest: install system-deps $(DATASETS_STAMP)
+pytest: install system-deps $(DATASETS_STAMP) $(DATASETS3_STAMP)
 	$(BIN)/pytest -p no:cacheprovider
 
 test: lint pytest
@@ -88,4 +98,4 @@ lock: install
 	  --output-file requirements-runtime.lock pyproject.toml
 
 clean:
-	rm -rf $(VENV) $(DATASETS_VENV) var .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(DATASETS_VENV) $(DATASETS3_VENV) var .pytest_cache .mypy_cache .ruff_cache
