@@ -406,6 +406,7 @@ def check_pending_isolation(ctx: AuditContext) -> Iterable[Finding]:
             yield Finding(
                 "pending_object_released",
                 "P6",
-                f"pending clip {object_key} is readable as released object {released[digest]}",
+                f"pending clip {object_key} has the same bytes as released object "
+                f"{released[digest]} (a second upload of the same audio, or a copy)",
                 object_key,
             )

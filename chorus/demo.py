@@ -446,7 +446,7 @@ class _Tour:
     def audit(self) -> None:
         """What ``chorus audit`` does: every check against the database and the store."""
         from chorus.app import prepare
-        from chorus.audit import run_audit
+        from chorus.audit import explain, run_audit
 
         database, store, policy, _keys = prepare(self.settings)
         try:
@@ -456,10 +456,11 @@ class _Tour:
         self.outcome.audit_ok = report.ok
         self.outcome.audit_checks = len(report.results)
         for result in report.results:
-            status = "ok  " if not result.findings else "FAIL"
+            status = {"ok": "ok  ", "fail": "FAIL", "n/a": "n/a "}[result.status.value]
             self.echo(f"  audit {status} {result.name:<18} [{','.join(result.invariants)}]")
             for finding in result.findings:
                 self.echo(f"       - {finding.check}: {finding.message}")
+                self.echo(f"         likely cause: {explain(finding.check).cause}")
         verdict = "clean" if report.ok else f"{len(report.findings)} finding(s)"
         self.echo(f"audit: {verdict} ({len(report.results)} checks)")
 

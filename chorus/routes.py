@@ -13,7 +13,7 @@ from pathlib import Path
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import HTMLResponse
 
-from chorus.audit import run_audit
+from chorus.audit import explain, run_audit
 from core.deps import AuditorRole, DatabaseDep, StoreDep
 from policies.deps import PolicyDep
 from policies.models import AuditVerifyRead, CheckRead, FindingRead
@@ -74,13 +74,16 @@ def favicon() -> Response:
 def verify(
     _role: AuditorRole, policy: PolicyDep, database: DatabaseDep, store: StoreDep
 ) -> AuditVerifyRead:
-    """Run every audit check against the database and the store; list the findings."""
+    """Run every audit check against the database and the store; list the findings, each
+    with its likely cause and remedy. A check that does not apply to this deployment (SQLite's
+    settings on PostgreSQL, file modes with no local file) is ``n/a`` and says why."""
     report = run_audit(database=database, store=store, policy=policy)
     return AuditVerifyRead(
         ok=report.ok,
         findings=[
             FindingRead(
-                check=f.check, invariant=f.invariant, message=f.message, subject=f.subject
+                check=f.check, invariant=f.invariant, message=f.message, subject=f.subject,
+                cause=explain(f.check).cause, remedy=explain(f.check).remedy,
             )
             for f in report.findings
         ],
@@ -90,6 +93,8 @@ def verify(
                 invariants=list(result.invariants),
                 description=result.description,
                 findings=len(result.findings),
+                status=result.status.value,
+                not_applicable=result.not_applicable,
             )
             for result in report.results
         ],
