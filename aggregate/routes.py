@@ -123,7 +123,7 @@ def get_clip(
 
 
 _FILE_TYPES = {".tar": "application/x-tar", ".csv": "text/csv", ".tsv": "text/tab-separated-values",
-               ".md": "text/markdown", ".json": "application/json"}
+               ".md": "text/markdown", ".json": "application/json", ".jsonl": "application/jsonl"}
 
 
 @router.head("/v1/releases/{release_id}/files/{name:path}", include_in_schema=False)

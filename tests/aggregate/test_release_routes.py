@@ -4,6 +4,7 @@ presigned URLs refused plainly where the store makes none."""
 from __future__ import annotations
 
 import io
+import json
 import tarfile
 from collections.abc import Callable
 
@@ -63,3 +64,17 @@ def test_presigned_on_the_file_store_is_a_clear_501_not_a_stream(
     streamed = client.get(url, headers=researcher)
     assert streamed.status_code == 200
     assert streamed.headers["content-type"] == "application/x-tar"
+
+
+def test_the_json_lines_metadata_is_served_as_json_lines(
+    app: FastAPI, client: TestClient, seed: Seed, auth: Callable[[Role], dict[str, str]]
+) -> None:
+    release_id = _released(app, seed)
+    response = client.get(
+        f"/v1/releases/{release_id}/files/metadata.jsonl", headers=auth(Role.RESEARCHER)
+    )
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("application/jsonl")
+    rows = [json.loads(line) for line in response.text.splitlines()]
+    assert len(rows) == 5
+    assert all(row["file_name"].startswith("clips/") for row in rows)
