@@ -27,7 +27,6 @@ import soxr
 
 from core.sample_data import full_sample_data
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).resolve().parent / "data"
 FSDD_FIXTURES = FIXTURES / "fsdd"
 STAPLE_DIR = FIXTURES / "staple"
