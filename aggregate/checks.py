@@ -6,7 +6,7 @@ The composition root adds these to every other domain's checks (``chorus.audit``
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 import sqlalchemy as sa
 
@@ -24,7 +24,7 @@ from aggregate.tables import PENDING_STATES, Bucket
 from policies.audit import current_cycle
 from policies.checks import Check
 from policies.context import AuditContext
-from policies.findings import Finding
+from policies.findings import Explanation, Finding
 
 # --- P10: retention --------------------------------------------------------------------------
 
@@ -105,3 +105,115 @@ CHECKS: tuple[Check, ...] = (
     Check("release_exercises", ("P5",), "every release's exercise met min_exercise_learners",
           check_release_exercises),
 )
+
+_BY_HAND = "find the writer (the store's or the database's access logs)"
+
+EXPLANATIONS: Mapping[str, Explanation] = {
+    "timestamp_column": Explanation(
+        cause="a migration or a manual change added a date or time column to a clip or "
+        "bucket table",
+        remedy="drop the column in a new migration; release days are kept as days, nothing "
+        "finer",
+    ),
+    "time_ordered_id": Explanation(
+        cause="rows written by another tool or an old build with auto-increment or time-based "
+        "ids (UUID v1/v6/v7, ULID), which say in what order rows arrived",
+        remedy=f"{_BY_HAND}; make it take ids from core.ids.new_id (random) and re-key the "
+        "rows it wrote",
+    ),
+    "non_random_id": Explanation(
+        cause="rows or objects named by hand or by another tool, not by core.ids.new_id",
+        remedy=f"{_BY_HAND}; re-key or remove what it wrote",
+    ),
+    "release_unrecorded": Explanation(
+        cause="objects copied under releases/ by hand, or a database restored from a backup "
+        "older than the store",
+        remedy="if the release is genuine, restore its row from a later backup; otherwise "
+        "delete the objects under the release's prefix",
+    ),
+    "release_below_k": Explanation(
+        cause="the policy's k was raised after this release, or the release row was edited",
+        remedy="if k was raised, the release predates it: withdraw it if the new k must "
+        "apply to past releases; otherwise compare the row with its audit entry",
+    ),
+    "release_manifest_missing": Explanation(
+        cause="a release interrupted before its manifest was stored (not yet finished by a "
+        "later run), or the manifest deleted or damaged in the store",
+        remedy="run chorus release, which finishes interrupted releases; for a finished one, "
+        "restore manifest.json from a backup",
+    ),
+    "release_manifest_mismatch": Explanation(
+        cause="manifest.json or the release row was changed after the release",
+        remedy="restore both from a backup; the release's audit entry says which is right",
+    ),
+    "release_object_count_mismatch": Explanation(
+        cause="objects deleted, added or truncated under the release's prefix (store "
+        "maintenance, an interrupted copy or restore)",
+        remedy="restore what the manifest lists from a backup and remove what it does not "
+        "list, then audit again",
+    ),
+    "released_clip_not_clean_flac": Explanation(
+        cause="a released clip is damaged in the store or was replaced by a file the "
+        "service's decoder refuses",
+        remedy="restore it from a backup or replica; several at once point to the store's "
+        "health",
+    ),
+    "released_clip_metadata": Explanation(
+        cause="a released clip carries tags, pictures or application blocks: another tool "
+        "rewrote it after the release",
+        remedy=f"{_BY_HAND}; restore the clip from a backup or withdraw it from the release",
+    ),
+    "released_clip_not_canonical": Explanation(
+        cause="a released clip is not the service's own encoding of its samples: re-encoded "
+        "or edited after the release",
+        remedy=f"{_BY_HAND}; restore the clip from a backup or withdraw it from the release",
+    ),
+    "release_not_audited": Explanation(
+        cause="the release's audit entry is missing: removed from the log, or the log was "
+        "restored from a backup older than the release",
+        remedy="the audit_chain check says whether entries were removed; restore the log "
+        "from a backup that holds the entry",
+    ),
+    "release_audit_mismatch": Explanation(
+        cause="the release row was edited after its audit entry was written (the entry is "
+        "hash-chained; the row is not)",
+        remedy="restore the row from a backup; the audit entry holds the counts as released",
+    ),
+    "release_policy_unrecorded": Explanation(
+        cause="the release ran under a policy whose load never reached the audit log, e.g. "
+        "the log was restored from an older backup, or a release ran from a tool other "
+        "than chorus serve and chorus release",
+        remedy="identify the policy by its content hash and record why it is missing; run "
+        "releases only through chorus serve or chorus release, which log the policy first",
+    ),
+    "release_exercise_rare": Explanation(
+        cause="the usage catalog listed fewer learners for the exercise than the policy's "
+        "min_exercise_learners when the release was made (or the minimum was raised)",
+        remedy="check the catalog's history (PUT/PATCH /v1/exercises/usage); withdraw the "
+        "release if the exercise was too rare to release",
+    ),
+    "pending_object_released": Explanation(
+        cause="a pending object was copied under releases/, byte for byte (pending objects "
+        "are sealed under their bucket's key, so two uploads of the same audio never share "
+        "bytes, and a bucket refuses the same recording twice)",
+        remedy="delete the copy and find who can write under releases/",
+    ),
+    "pending_unsealed": Explanation(
+        cause="a pending object or row value was written by something other than "
+        "aggregate.pending (a tool, a restore of an old backup, a hand-made row), or a sealed "
+        "object was altered",
+        remedy="purge the bucket (its clips cannot be trusted to stay unlinkable) and find "
+        "the writer",
+    ),
+    "bucket_past_retention": Explanation(
+        cause="release cycles did not run or could not purge: the scheduler is off "
+        "(CHORUS_SCHEDULER_ENABLED=false) with no chorus release in cron, or the job fails",
+        remedy="run chorus release now (it purges expired buckets), then check the "
+        "scheduler and the job's log lines",
+    ),
+    "bucket_key_kept": Explanation(
+        cause="a migration added a column that can hold a key to a bucket table",
+        remedy="drop the column; bucket keys live only in the key store "
+        "(CHORUS_KEY_STORE_URL, memory only)",
+    ),
+}

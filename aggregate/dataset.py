@@ -5,7 +5,9 @@ A release is stored under ``releases/<release>/`` as a few objects:
     shards/shard-00000.tar …   tar shards (USTAR, uncompressed) whose members are
                                ``clips/<clip>.flac`` in the release's random order
     metadata.csv               one row per clip: file_name, text, language, exercise_id,
-                               duration_s, sample_rate (what ``datasets``' audiofolder reads)
+                               duration_s, sample_rate
+    metadata.jsonl             the same rows as JSON Lines: what ``datasets``' audiofolder
+                               reads (the card's ``configs`` name it)
     validated.tsv              Common Voice-style: path, sentence, locale, exercise_id, …
     clip_durations.tsv         Common Voice-style: clip, duration[ms]
     README.md                  the dataset card: YAML front matter, then prose
@@ -16,6 +18,13 @@ A release is stored under ``releases/<release>/`` as a few objects:
 Unpacking every shard into a folder beside the other files gives the dataset folder
 (``clips/…`` next to ``metadata.csv``), which ``datasets.load_dataset(folder)`` loads as an
 audiofolder. The shards are also WebDataset shards (key ``clips/<clip>``, field ``flac``).
+
+Why JSON Lines beside the CSV: ``datasets`` 3 reads a ``metadata.csv`` through pandas, and
+under pandas 3 its text columns come out as ``large_string``, which ``datasets`` 3 refuses for
+``file_name``; JSON Lines is read by pyarrow alone, the same under ``datasets`` 3 and 4 and any
+pandas. The audiofolder refuses two metadata formats in one folder, so the card's ``configs``
+give it the clips and ``metadata.jsonl`` only; ``metadata.csv`` stays for spreadsheets and
+pandas users.
 """
 
 from __future__ import annotations
@@ -42,12 +51,15 @@ SHARD_PREFIX = "shards/"
 CLIP_FOLDER = "clips/"
 MANIFEST = "manifest.json"
 METADATA_CSV = "metadata.csv"
+METADATA_JSONL = "metadata.jsonl"
 VALIDATED_TSV = "validated.tsv"
 DURATIONS_TSV = "clip_durations.tsv"
 CARD = "README.md"
 CHECKSUMS = "SHA256SUMS"
 # The small files of the dataset folder, in the order an archive carries them.
-DATASET_FILES = (CARD, METADATA_CSV, VALIDATED_TSV, DURATIONS_TSV, CHECKSUMS)
+DATASET_FILES = (CARD, METADATA_CSV, METADATA_JSONL, VALIDATED_TSV, DURATIONS_TSV, CHECKSUMS)
+# Those SHA256SUMS lists (itself excepted), after the clips.
+CHECKSUMMED_FILES = tuple(name for name in DATASET_FILES if name != CHECKSUMS)
 METADATA_COLUMNS = ("file_name", "text", "language", "exercise_id", "duration_s", "sample_rate")
 
 
@@ -243,12 +255,14 @@ class Describing:
 
 
 class TableWriters:
-    """``metadata.csv``, ``validated.tsv``, ``clip_durations.tsv`` and the clip lines of
-    ``SHA256SUMS``, written row by row as the clips are read in their release order."""
+    """``metadata.csv``, ``metadata.jsonl``, ``validated.tsv``, ``clip_durations.tsv`` and the
+    clip lines of ``SHA256SUMS``, written row by row as the clips are read in their release
+    order."""
 
     def __init__(self, files: Mapping[str, IO[str]], describing: Describing) -> None:
         self._describing = describing
         self._checksums = files[CHECKSUMS]
+        self._jsonl = files[METADATA_JSONL]
         self._metadata = csv.writer(files[METADATA_CSV], lineterminator="\n")
         self._validated = csv.writer(
             files[VALIDATED_TSV], delimiter="\t", lineterminator="\n", quoting=csv.QUOTE_MINIMAL
@@ -266,6 +280,12 @@ class TableWriters:
         self._metadata.writerow(
             (name, d.text or "", d.language or "", d.exercise_id, repr(clip.duration_s),
              clip.sample_rate)
+        )
+        # Strings stay strings when absent (""), so every release has the same column types.
+        row = (name, d.text or "", d.language or "", d.exercise_id, clip.duration_s,
+               clip.sample_rate)
+        self._jsonl.write(
+            json.dumps(dict(zip(METADATA_COLUMNS, row, strict=True)), ensure_ascii=False) + "\n"
         )
         basename = name.removeprefix(CLIP_FOLDER)
         self._validated.writerow(
@@ -319,6 +339,14 @@ def dataset_card(header: dict[str, Any], *, license_id: str) -> str:
         "tags:",
         "- speech",
         "- chorus",
+        # datasets reads these files only: the clips and the JSON Lines metadata (see above).
+        "configs:",
+        "- config_name: default",
+        "  data_files:",
+        "  - split: train",
+        "    path:",
+        f"    - {q(CLIP_FOLDER + '*.flac')}",
+        f"    - {q(METADATA_JSONL)}",
         "chorus:",
         f"  release_id: {q(header['release_id'])}",
         f"  exercise_id: {q(header['exercise_id'])}",
@@ -351,6 +379,8 @@ def dataset_card(header: dict[str, Any], *, license_id: str) -> str:
         "",
         "- `clips/<clip>.flac`: the clips, mono 16-bit FLAC, in the release's random order",
         "- `metadata.csv`: file_name, text, language, exercise_id, duration_s, sample_rate",
+        "- `metadata.jsonl`: the same rows as JSON Lines (what `load_dataset` reads, with "
+        "`datasets` 3 or 4)",
         "- `validated.tsv`, `clip_durations.tsv`: the same in Common Voice's layout",
         "- `SHA256SUMS`: check with `sha256sum -c SHA256SUMS`",
         "",

@@ -64,13 +64,11 @@ from sqlalchemy.orm import Session
 from aggregate.buckets import distinct_contributors, key_name, pending_clip_count
 from aggregate.dataset import (
     CARD,
+    CHECKSUMMED_FILES,
     CHECKSUMS,
     DATASET_FILES,
-    DURATIONS_TSV,
     MANIFEST,
-    METADATA_CSV,
     SHARD_PREFIX,
-    VALIDATED_TSV,
     ClipRow,
     Describing,
     HashingWriter,
@@ -826,7 +824,7 @@ def _write_dataset_files(
             writers.add(ClipRow(clip.id, clip.duration_s, clip.sample_rate, clip.sha256))
             handles[_CLIP_ENTRIES].write(("," if index else "") + _clip_entry(index, clip))
         handles[CARD].write(dataset_card(header, license_id=claim.license))
-        for name in (CARD, METADATA_CSV, VALIDATED_TSV, DURATIONS_TSV):
+        for name in CHECKSUMMED_FILES:
             handles[CHECKSUMS].write(f"{_sha256_of(handles[name])}  {name}\n")
         files = [_stored_file(name, handles[name]) for name in DATASET_FILES]
         out = handles[MANIFEST]

@@ -24,7 +24,7 @@ from aggregate.models import (
 from aggregate.release import shard_key
 from aggregate.tables import Release
 from core.deps import AuditorRole, ResearcherRole, SessionDep, StoreDep
-from core.errors import NotFound
+from core.errors import NotFound, PresignedUrlUnsupported
 from core.handlers import problem_responses
 from core.text import StorableText
 from policies.deps import PolicyDep
@@ -82,6 +82,9 @@ def get_release(
     return StreamingResponse(store.stream(release.manifest_key), media_type="application/json")
 
 
+CLIP_SUFFIX = ".flac"
+
+
 @router.get(
     "/v1/releases/{release_id}/clips/{clip_id}",
     response_class=Response,
@@ -97,8 +100,11 @@ def get_clip(
     session: SessionDep,
     store: StoreDep,
 ) -> Response:
-    """One released clip as FLAC, read out of its shard."""
-    clip = service.get_clip(session, release_id=release_id, clip_id=clip_id)
+    """One released clip as FLAC, read out of its shard. ``clip_id`` is the clip's id as the
+    manifest gives it, or its member name in the shards and the archive (``{id}.flac``)."""
+    clip = service.get_clip(
+        session, release_id=release_id, clip_id=clip_id.removesuffix(CLIP_SUFFIX)
+    )
     if clip.shard is None or clip.member_offset is None or clip.member_size is None:
         # A release made before releases were sharded keeps one object per clip.
         return StreamingResponse(
@@ -117,7 +123,7 @@ def get_clip(
 
 
 _FILE_TYPES = {".tar": "application/x-tar", ".csv": "text/csv", ".tsv": "text/tab-separated-values",
-               ".md": "text/markdown", ".json": "application/json"}
+               ".md": "text/markdown", ".json": "application/json", ".jsonl": "application/jsonl"}
 
 
 @router.head("/v1/releases/{release_id}/files/{name:path}", include_in_schema=False)
@@ -128,7 +134,7 @@ _FILE_TYPES = {".tar": "application/x-tar", ".csv": "text/csv", ".tsv": "text/ta
         200: {"description": "the file"},
         206: {"description": "the range asked for"},
         307: {"description": "with ?presigned=true on an S3 store: a short-lived URL"},
-        **problem_responses(NotFound),
+        **problem_responses(NotFound, PresignedUrlUnsupported),
     },
 )
 def get_release_file(
@@ -138,18 +144,24 @@ def get_release_file(
     _role: ResearcherRole,
     session: SessionDep,
     store: StoreDep,
-    presigned: Annotated[bool, Query(description="redirect to a presigned URL if the store "
-                                     "has them (S3, at its public endpoint)")] = False,
+    presigned: Annotated[bool, Query(description="redirect to a presigned URL (S3 stores, at "
+                                     "their public endpoint); 501 presigned_unsupported on a "
+                                     "store that has none")] = False,
 ) -> Response:
-    """One file of the release's dataset: ``README.md``, ``metadata.csv``, ``validated.tsv``,
-    ``clip_durations.tsv``, ``SHA256SUMS``, ``manifest.json`` or ``shards/shard-NNNNN.tar``.
-    Answers ``HEAD`` and a ``Range``, with ``Content-Length``."""
+    """One file of the release's dataset: ``README.md``, ``metadata.csv``, ``metadata.jsonl``,
+    ``validated.tsv``, ``clip_durations.tsv``, ``SHA256SUMS``, ``manifest.json`` or
+    ``shards/shard-NNNNN.tar``. Answers ``HEAD`` and a ``Range``, with ``Content-Length``."""
     release = service.get(session, release_id)
     segments = downloads.file_segments(store, release, name)
     if presigned and request.method == "GET":
         url = store.presigned_url(segments[0].key or "", expires_s=PRESIGNED_TTL_S)
-        if url is not None:
-            return RedirectResponse(url, status_code=307)
+        if url is None:
+            # Streaming instead would hand a client that wants a URL the whole file.
+            raise PresignedUrlUnsupported(
+                "this service's blob store makes no presigned URLs (a file store); "
+                "fetch the file without ?presigned=true"
+            )
+        return RedirectResponse(url, status_code=307)
     suffix = name[name.rfind("."):] if "." in name else ""
     return downloads.ranged_response(
         request,

@@ -52,7 +52,6 @@ from fastapi import FastAPI, File, Form, UploadFile
 from starlette.concurrency import run_in_threadpool
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-FSDD = REPO_ROOT / ".." / "shared" / "data" / "fsdd" / "recordings"
 SERVERS = ("bare", "transcode", "full")
 # A bucket takes a recording once (P6: k distinct recordings), so the load never sends one
 # twice to an exercise: upload number n goes to exercise n // UPLOADS_PER_EXERCISE with clip
@@ -124,7 +123,9 @@ def create_transcode_app() -> FastAPI:
 
 def four_second_clips(count: int) -> list[bytes]:
     """WAV clips of 4 s, each a run of one speaker's real recordings."""
-    files = sorted(FSDD.glob("*.wav"))
+    from benchmarks.service_env import fsdd_recordings
+
+    files = sorted(fsdd_recordings().glob("*.wav"))
     clips: list[bytes] = []
     cursor = 0
     for _ in range(count):

@@ -34,11 +34,20 @@ from pathlib import Path
 import soundfile as sf
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-FSDD = REPO_ROOT.parent / "shared" / "data" / "fsdd" / "recordings"
 SAMPLE = "7_jackson_32.wav"
 # Sibling benchmark scripts (ingest.py, …) would shadow the packages of the same name.
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 sys.path.insert(0, str(REPO_ROOT))
+
+
+def _fsdd() -> Path:
+    """The FSDD recordings ``core.sample_data`` finds; SAMPLE is among the fixtures too."""
+    from core.sample_data import find_sample_data
+
+    found = find_sample_data()
+    if found is None:
+        raise SystemExit("no FSDD recordings: set CHORUS_DATA_DIR (README: Test data)")
+    return found.fsdd
 
 
 # Bucket keys shared by the seeding process and the measured release (as the service shares
@@ -49,7 +58,7 @@ KEY_STORE_URL = os.environ.get(
 
 
 def _flac_sample() -> tuple[bytes, float, int]:
-    samples, rate = sf.read(FSDD / SAMPLE, dtype="float32")
+    samples, rate = sf.read(_fsdd() / SAMPLE, dtype="float32")
     buffer = io.BytesIO()
     sf.write(buffer, samples, rate, format="FLAC", subtype="PCM_16")
     return buffer.getvalue(), len(samples) / rate, int(rate)

@@ -1,7 +1,8 @@
 """Report scorer: ranking quality on simulated reports from real STAPLE data, and speed.
 
-Quality: reports simulated (``reports_ml.simulate``, seeded) from all four STAPLE gold files in
-``../shared/data/staple``; per-course ROC AUC of the model, the count baseline and the
+Quality: reports simulated (``reports_ml.simulate``, seeded) from the STAPLE gold files
+``core.sample_data`` finds (``CHORUS_DATA_DIR``, ``../shared/data``, else the excerpts in
+``tests/data``); per-course ROC AUC of the model, the count baseline and the
 n-gram-only model, out of fold with prompts split into folds, and leaving one course out.
 Checks: the model beats the count baseline on every course and the n-gram-only model overall.
 
@@ -30,10 +31,10 @@ from typing import Any
 import numpy as np
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-STAPLE = REPO_ROOT / ".." / "shared" / "data" / "staple"
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
+from core.sample_data import find_sample_data  # noqa: E402
 from reports_ml.evaluate import (  # noqa: E402
     Evaluation,
     cross_validate_by_prompt,
@@ -49,7 +50,11 @@ from reports_ml.staple import course_from_path, load_staple  # noqa: E402
 
 def _load_prompts(per_file: int | None) -> dict[str, list[Prompt]]:
     by_course: dict[str, list[Prompt]] = {}
-    for path in sorted(STAPLE.glob("*.gold.txt")):
+    found = find_sample_data()
+    if found is None:
+        raise SystemExit("no STAPLE gold files: set CHORUS_DATA_DIR (README: Test data)")
+    print(f"STAPLE gold files: {found.describe()}", file=sys.stderr)
+    for path in found.staple_files():
         prompts = load_staple(path)
         by_course.setdefault(course_from_path(path), []).extend(prompts[:per_file])
     return by_course

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -11,14 +10,15 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 EXERCISES = [f"digit-{d}" for d in range(10)]
 
 
-def data_dir() -> Path:
-    """The full data sets: ``CHORUS_DATA_DIR``, by default ``../shared/data`` beside the repo."""
-    configured = os.environ.get("CHORUS_DATA_DIR")
-    return Path(configured) if configured else REPO_ROOT.parent / "shared" / "data"
-
-
 def fsdd_recordings() -> Path:
-    return data_dir() / "fsdd" / "recordings"
+    """The FSDD recordings ``core.sample_data`` finds: ``CHORUS_DATA_DIR``, then
+    ``../shared/data``, then the twelve in ``tests/data``."""
+    from core.sample_data import find_sample_data
+
+    found = find_sample_data()
+    if found is None:
+        raise SystemExit("no FSDD recordings: set CHORUS_DATA_DIR (README: Test data)")
+    return found.fsdd
 
 
 def embedded_service(

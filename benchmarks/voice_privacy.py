@@ -1,8 +1,10 @@
 """Voice anonymization, VoicePrivacy style, on FSDD: speaker linkability against speech content.
 
-Data: the Free Spoken Digit Dataset in ``../shared/data/fsdd`` (3,000 clips, 6 speakers, 50 of
-each digit per speaker), resampled to the service's 16 kHz as the sanitizer does. Clips with
-index 0–24 are enrollment, 25–49 trial (so each half holds every digit of every speaker).
+Data: the Free Spoken Digit Dataset where ``core.sample_data`` finds it (``CHORUS_DATA_DIR``, then
+``../shared/data``: 3,000 clips, 6 speakers, 50 of each digit per speaker; without either, the
+twelve recordings in ``tests/data``), resampled to the service's 16 kHz as the sanitizer does.
+Each speaker's clips with the lower half of the take indices are enrollment, the others trial
+(on the full set: index 0–24 and 25–49, so each half holds every digit of every speaker).
 Anonymized clips go through ``VoiceAnonymizer.released_audio``, the release's own function, on
 the canonical FLAC of the clip.
 
@@ -44,16 +46,15 @@ from typing import Any
 import numpy as np
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-FSDD = REPO_ROOT / ".." / "shared" / "data" / "fsdd" / "recordings"
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
+from core.sample_data import find_sample_data  # noqa: E402
 from policies import flac  # noqa: E402
 from policies.voice import VoiceAnonymizer, decode_mono  # noqa: E402
 
 SAMPLE_RATE = 16000
 DIGITS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
-ENROLL_BELOW = 25
 # The transforms swept: McAdams ranges (the VoicePrivacy baseline) and WORLD pitch + formant
 # shifts at several strengths (the default policy ranges are "world ×1").
 def _world(scale: float) -> VoiceAnonymizer:
@@ -81,19 +82,37 @@ class Clip:
     speaker: str
     index: int
     flac: bytes  # the canonical 16 kHz FLAC the service would hold
-
-    @property
-    def enrollment(self) -> bool:
-        return self.index < ENROLL_BELOW
+    enrollment: bool
 
 
-def load_fsdd(root: Path = FSDD, *, per_speaker: int | None = None) -> list[Clip]:
+def fsdd_folder() -> Path:
+    """The FSDD recordings ``core.sample_data`` finds (the full set or the fixtures)."""
+    found = find_sample_data()
+    if found is None:
+        raise SystemExit("no FSDD recordings: set CHORUS_DATA_DIR (README: Test data)")
+    return found.fsdd
+
+
+def _enrollment_stems(paths: Sequence[Path]) -> set[str]:
+    """Each speaker's lower half by take index (ties by name): its enrollment clips."""
+    by_speaker: dict[str, list[Path]] = {}
+    for path in paths:
+        by_speaker.setdefault(path.stem.split("_")[1], []).append(path)
+    stems: set[str] = set()
+    for speaker_paths in by_speaker.values():
+        ordered = sorted(speaker_paths, key=lambda p: (int(p.stem.split("_")[2]), p.stem))
+        stems.update(p.stem for p in ordered[: len(ordered) // 2])
+    return stems
+
+
+def load_fsdd(root: Path | None = None, *, per_speaker: int | None = None) -> list[Clip]:
     """FSDD clips as the sanitizer leaves them; ``per_speaker`` takes an even subset
     (half enrollment, half trial, digits spread)."""
     import soundfile as sf
     import soxr
 
-    paths = sorted(root.glob("*.wav"))
+    paths = sorted((root or fsdd_folder()).glob("*.wav"))
+    enrollment = _enrollment_stems(paths)
     chosen: list[Path] = []
     if per_speaker is None:
         chosen = paths
@@ -104,8 +123,8 @@ def load_fsdd(root: Path = FSDD, *, per_speaker: int | None = None) -> list[Clip
         half = max(1, per_speaker // 2)
         for speaker_paths in by_speaker.values():
             for group in (
-                [p for p in speaker_paths if int(p.stem.split("_")[2]) < ENROLL_BELOW],
-                [p for p in speaker_paths if int(p.stem.split("_")[2]) >= ENROLL_BELOW],
+                [p for p in speaker_paths if p.stem in enrollment],
+                [p for p in speaker_paths if p.stem not in enrollment],
             ):
                 step = max(1, len(group) // half)
                 # Walk digits and indices together so that a subset holds many digits.
@@ -118,7 +137,8 @@ def load_fsdd(root: Path = FSDD, *, per_speaker: int | None = None) -> list[Clip
         mono = samples.mean(axis=1)
         if rate != SAMPLE_RATE:
             mono = soxr.resample(mono, rate, SAMPLE_RATE, quality="HQ")
-        clips.append(Clip(int(digit), speaker, int(index), flac.encode_samples(mono, SAMPLE_RATE)))
+        clips.append(Clip(int(digit), speaker, int(index),
+                          flac.encode_samples(mono, SAMPLE_RATE), path.stem in enrollment))
     return clips
 
 
@@ -479,7 +499,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     per_speaker = 8 if args.quick else args.clips_per_speaker
     chosen = args.transforms or (QUICK_SWEEP if args.quick else list(SWEEP))
     sweep = {k: SWEEP[k] for k in chosen}
-    report = run(load_fsdd(per_speaker=per_speaker), sweep, jobs=args.jobs)
+    found = find_sample_data()
+    if found is None:
+        raise SystemExit("no FSDD recordings: set CHORUS_DATA_DIR (README: Test data)")
+    print(f"FSDD: {found.describe()}")
+    report = run(load_fsdd(found.fsdd, per_speaker=per_speaker), sweep, jobs=args.jobs)
     one, five, _ = os.getloadavg()
     command = "python benchmarks/voice_privacy.py " + " ".join(sys.argv[1:] if argv is None
                                                               else argv)

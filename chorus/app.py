@@ -16,6 +16,7 @@ from aggregate.jobs import schedule_release_job
 from aggregate.routes import audit_router as aggregate_audit_router
 from aggregate.routes import router as aggregate_router
 from chorus.docs import add_offline_docs
+from chorus.routes import home_router
 from chorus.routes import router as verify_router
 from core.db import Database
 from core.deps import OperatorOrAuditorRole
@@ -133,6 +134,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(aggregate_audit_router)
     app.include_router(verify_router)
     app.include_router(reports_router)
+    app.include_router(home_router)
     _add_operational_routes(app)
     add_offline_docs(app)
     document_problems(app)

@@ -6,7 +6,7 @@ order here is the order of ``chorus audit``'s report and of ``GET /v1/audit/veri
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from aggregate import checks as aggregate_checks
@@ -16,6 +16,7 @@ from core.keystore import KeyStore
 from core.storage import BlobStore
 from policies import checks as policies_checks
 from policies.checks import AuditReport, Check, run_checks
+from policies.findings import Explanation
 from policies.policy import Policy
 
 _REPORT_ORDER = (
@@ -48,6 +49,20 @@ def _compose(*domains: Sequence[Check]) -> tuple[Check, ...]:
 
 
 AUDIT_CHECKS = _compose(aggregate_checks.CHECKS, policies_checks.CHECKS, chorus_checks.CHECKS)
+# Every finding id's likely cause and remedy (a test checks that every id yielded is here).
+EXPLANATIONS: Mapping[str, Explanation] = {
+    **aggregate_checks.EXPLANATIONS,
+    **policies_checks.EXPLANATIONS,
+    **chorus_checks.EXPLANATIONS,
+}
+_UNEXPLAINED = Explanation(
+    cause="not described", remedy="see docs/privacy.md for the invariant named"
+)
+
+
+def explain(finding_check: str) -> Explanation:
+    """The likely cause and remedy of a finding with this id."""
+    return EXPLANATIONS.get(finding_check, _UNEXPLAINED)
 
 
 def run_audit(

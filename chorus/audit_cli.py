@@ -13,13 +13,16 @@ import typer
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
-from chorus.audit import run_audit
+from chorus.audit import explain, run_audit
 from core.errors import ChorusError
 from core.settings import get_settings
-from policies.checks import AuditReport
+from policies.checks import AuditReport, CheckStatus
 
 ROOT_COMMANDS = ("audit",)
 EXIT_CLEAN, EXIT_FINDINGS, EXIT_FAILED = 0, 1, 2
+_STATUS_WORDS = {
+    CheckStatus.OK: "ok  ", CheckStatus.FAIL: "FAIL", CheckStatus.NOT_APPLICABLE: "n/a "
+}
 REQUIRED_TABLES = ("audit_entries", "buckets", "pending_clips", "releases", "released_clips")
 
 
@@ -123,6 +126,8 @@ def _as_json(report: AuditReport) -> dict[str, object]:
                 "invariant": f.invariant,
                 "message": f.message,
                 "subject": f.subject,
+                "cause": explain(f.check).cause,
+                "remedy": explain(f.check).remedy,
             }
             for f in report.findings
         ],
@@ -132,6 +137,8 @@ def _as_json(report: AuditReport) -> dict[str, object]:
                 "invariants": list(result.invariants),
                 "description": result.description,
                 "findings": len(result.findings),
+                "status": result.status.value,
+                "not_applicable": result.not_applicable,
             }
             for result in report.results
         ],
@@ -140,11 +147,16 @@ def _as_json(report: AuditReport) -> dict[str, object]:
 
 def _print_human(report: AuditReport) -> None:
     for result in report.results:
-        status = "ok  " if not result.findings else "FAIL"
+        status = _STATUS_WORDS[result.status]
         invariants = ",".join(result.invariants)
         typer.echo(f"{status} {result.name:<18} [{invariants}] {result.description}")
+        if result.not_applicable is not None:
+            typer.echo(f"       (not applicable: {result.not_applicable})")
         for finding in result.findings:
+            explanation = explain(finding.check)
             typer.echo(f"       - {finding.check}: {finding.message}")
+            typer.echo(f"         likely cause: {explanation.cause}")
+            typer.echo(f"         remedy: {explanation.remedy}")
     total = len(report.findings)
     if total:
         typer.echo(f"{total} finding(s) in {len(report.results)} checks")

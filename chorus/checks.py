@@ -8,7 +8,7 @@ refusal would count minors' attempts (P2).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -17,7 +17,7 @@ from core.errors import MinorRefused, Unavailable
 from core.metrics import render_metrics
 from policies.checks import Check
 from policies.context import AuditContext
-from policies.findings import Finding
+from policies.findings import Explanation, Finding
 
 
 def check_metrics_exposition(_ctx: AuditContext) -> Iterable[Finding]:
@@ -73,3 +73,22 @@ CHECKS: tuple[Check, ...] = (
     Check("key_store_persistence", ("P3", "P4"),
           "the bucket-key store keeps nothing on disk", check_key_store_persistence),
 )
+
+EXPLANATIONS: Mapping[str, Explanation] = {
+    "key_store_persists": Explanation(
+        cause="the Redis key store was told to persist at run time (CONFIG SET appendonly "
+        "yes, or a save schedule), or started from a configuration that persists",
+        remedy="CONFIG SET appendonly no and CONFIG SET save '', then delete its dump and "
+        "append-only files; key writes answer 503 until then",
+    ),
+    "metrics_created_series": Explanation(
+        cause="a counter registered outside core.metrics, which turns prometheus_client's "
+        "*_created series off",
+        remedy="register every metric through core.metrics.counter",
+    ),
+    "metrics_minor_counter": Explanation(
+        cause="a metric labels refused requests by their problem code, the age gate's "
+        "included",
+        remedy="count the age gate's refusals under a generic label, or not at all",
+    ),
+}

@@ -3,7 +3,10 @@
 The tour drives the service as its users do: it starts the API with uvicorn on a free loopback
 port, talks HTTP to it with role keys and consent tokens, and calls the same functions the
 ``chorus`` commands call (keys, release, audit). Learners are the speakers of the Free Spoken
-Digit Dataset; when that folder is absent, speech-like tones are synthesized instead.
+Digit Dataset and the course is a STAPLE gold file, both where ``core.sample_data`` finds them
+(``CHORUS_DATA_DIR``, ``../shared/data``, else the small fixtures in ``tests/data``, where a
+speaker's two recordings stand in, at other gains, for the digits it lacks); with no recordings
+at all, speech-like tones are synthesized instead.
 Everything it makes lives under one folder (``./var/demo`` unless ``--dir`` says otherwise).
 """
 
@@ -28,15 +31,13 @@ import typer
 from core.auth import Role, create_key
 from core.db import Database
 from core.errors import ChorusError, ConfigurationError
+from core.sample_data import find_sample_data
 from core.settings import Settings
 
 if TYPE_CHECKING:
     import uvicorn
     from fastapi import FastAPI
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_FSDD = REPO_ROOT.parent / "shared" / "data" / "fsdd"
-DEFAULT_STAPLE = REPO_ROOT.parent / "shared" / "data" / "staple" / "dev.en_hu.2020-02-20.gold.txt"
 DEFAULT_DIR = Path("var/demo")
 SPEAKERS = ("george", "jackson", "lucas", "nicolas", "theo", "yweweler")
 DIGITS = tuple(range(10))
@@ -132,10 +133,12 @@ class BackgroundServer:
 
 
 def _fsdd_recordings(fsdd: Path | None) -> Path | None:
+    """The folder of recordings in ``fsdd`` (itself or its ``recordings``) if it holds at
+    least one recording of every speaker."""
     if fsdd is None:
         return None
     for candidate in (fsdd / "recordings", fsdd):
-        if (candidate / "0_george_0.wav").is_file():
+        if all(any(candidate.glob(f"*_{speaker}_*.wav")) for speaker in SPEAKERS):
             return candidate
     return None
 
@@ -166,11 +169,27 @@ class AudioSource:
             return synthesized_wav(speaker_index, digit, rank)
         import soundfile as sf
 
-        names = (f"{digit}_{SPEAKERS[speaker_index]}_{t}.wav" for t in range(50))
+        speaker = SPEAKERS[speaker_index]
+        names = (f"{digit}_{speaker}_{t}.wav" for t in range(50))
         # A partial copy of FSDD (fewer takes) serves as well as the whole set.
         takes = [path for path in map(self.recordings.joinpath, names) if path.is_file()]
         takes.sort(key=lambda path: -sf.info(str(path)).duration)
-        return takes[rank].read_bytes()
+        if rank < len(takes):
+            return takes[rank].read_bytes()
+        return self._stand_in(speaker, digit, rank)
+
+    def _stand_in(self, speaker: str, digit: int, rank: int) -> bytes:
+        """One of the speaker's other recordings at its own gain: distinct audio for each
+        digit and rank (identical audio from two learners would be one clip released twice)."""
+        import soundfile as sf
+
+        assert self.recordings is not None
+        own = sorted(self.recordings.glob(f"*_{speaker}_*.wav"))
+        samples, rate = sf.read(own[(digit + rank) % len(own)], dtype="float32")
+        gain = 0.95 - 0.03 * digit - 0.015 * rank
+        buffer = io.BytesIO()
+        sf.write(buffer, samples * gain, rate, format="WAV", subtype="PCM_16")
+        return buffer.getvalue()
 
 
 # --- the tour --------------------------------------------------------------------------------
@@ -427,7 +446,7 @@ class _Tour:
     def audit(self) -> None:
         """What ``chorus audit`` does: every check against the database and the store."""
         from chorus.app import prepare
-        from chorus.audit import run_audit
+        from chorus.audit import explain, run_audit
 
         database, store, policy, _keys = prepare(self.settings)
         try:
@@ -437,10 +456,11 @@ class _Tour:
         self.outcome.audit_ok = report.ok
         self.outcome.audit_checks = len(report.results)
         for result in report.results:
-            status = "ok  " if not result.findings else "FAIL"
+            status = {"ok": "ok  ", "fail": "FAIL", "n/a": "n/a "}[result.status.value]
             self.echo(f"  audit {status} {result.name:<18} [{','.join(result.invariants)}]")
             for finding in result.findings:
                 self.echo(f"       - {finding.check}: {finding.message}")
+                self.echo(f"         likely cause: {explain(finding.check).cause}")
         verdict = "clean" if report.ok else f"{len(report.findings)} finding(s)"
         self.echo(f"audit: {verdict} ({len(report.results)} checks)")
 
@@ -514,15 +534,21 @@ class _Tour:
 def run_demo(
     *,
     folder: Path = DEFAULT_DIR,
-    fsdd: Path | None = DEFAULT_FSDD,
-    staple: Path | None = DEFAULT_STAPLE,
+    fsdd: Path | None = None,
+    staple: Path | None = None,
     reset: bool = False,
     echo: Echo = print,
     keep_running: Callable[[BackgroundServer], None] | None = None,
 ) -> DemoOutcome:
-    """Run the whole tour under ``folder``; raises ConfigurationError when a step goes wrong."""
+    """Run the whole tour under ``folder``; raises ConfigurationError when a step goes wrong.
+
+    ``fsdd`` and ``staple`` default to what ``core.sample_data`` finds."""
     from chorus.app import create_app
 
+    sample_data = find_sample_data()
+    if sample_data is not None:
+        fsdd = sample_data.fsdd if fsdd is None else fsdd
+        staple = sample_data.staple_file(COURSE) if staple is None else staple
     started = time.monotonic()
     folder = folder.resolve()
     _prepare_folder(folder, reset=reset)
@@ -535,6 +561,8 @@ def run_demo(
     outcome.audio_source = audio.name
     if audio.recordings is None:
         echo(f"no FSDD recordings under {fsdd}; synthesizing a speech-like voice instead")
+    else:
+        echo(f"audio: FSDD recordings in {audio.recordings}")
     with BackgroundServer(create_app(settings)) as server, httpx.Client(
         base_url=server.url, timeout=60.0
     ) as client:
@@ -551,30 +579,39 @@ def run_demo(
             echo=echo,
         ).run()
         outcome.seconds = time.monotonic() - started
-        for line in _next_steps(outcome, public_path):
+        serving_url = server.url if keep_running is not None else None
+        for line in _next_steps(outcome, public_path, serving_url=serving_url):
             echo(line)
         if keep_running is not None:
             keep_running(server)
     return outcome
 
 
-def _next_steps(outcome: DemoOutcome, public_path: Path) -> Iterator[str]:
+def _next_steps(
+    outcome: DemoOutcome, public_path: Path, *, serving_url: str | None
+) -> Iterator[str]:
+    """Where to look next; the URLs are the demo server's while it keeps serving, otherwise
+    those of ``chorus serve`` on its default port."""
     folder = outcome.folder
+    url = serving_url or f"http://127.0.0.1:{Settings.model_fields['port'].default}"
     yield f"done in {outcome.seconds:.1f} s. Where to look next:"
     yield f"  role keys:        {folder / 'keys' / 'role-keys.txt'} (shown once, keep private)"
     yield f"  consent keys:     {folder / 'keys'} (private.pem mints tokens: chorus consent mint)"
     yield f"  released batches: {folder / 'blobs' / 'releases'}"
     yield f"  downloaded batch: {folder / 'downloads'}"
-    yield "  serve it again:"
-    yield f"    export CHORUS_DATABASE_URL=sqlite:///{folder / 'chorus.db'}"
-    yield f"    export CHORUS_STORAGE_URL=file://{folder / 'blobs'}"
-    yield f"    export CHORUS_CONSENT_PUBLIC_KEY={public_path}"
-    yield "    chorus serve        # or: chorus demo --dir DIR --serve"
-    yield "  then:"
-    yield "    chorus releases list --url http://127.0.0.1:8000 --key <researcher key>"
+    if serving_url is None:
+        yield "  serve it again:"
+        yield f"    export CHORUS_DATABASE_URL=sqlite:///{folder / 'chorus.db'}"
+        yield f"    export CHORUS_STORAGE_URL=file://{folder / 'blobs'}"
+        yield f"    export CHORUS_CONSENT_PUBLIC_KEY={public_path}"
+        yield "    chorus serve        # or: chorus demo --dir DIR --reset --serve"
+        yield "  then:"
+    else:
+        yield f"  the demo server keeps serving on {url}; with it:"
+    yield f"    chorus releases list --url {url} --key <researcher key>"
     yield "    chorus audit"
-    yield "    http://127.0.0.1:8000/review   (paste the contributor key)"
-    yield "    http://127.0.0.1:8000/docs     (the API)"
+    yield f"    {url}/review   (paste the contributor key)"
+    yield f"    {url}/docs     (the API)"
 
 
 # --- the command -----------------------------------------------------------------------------
@@ -594,11 +631,21 @@ def demo(
         Path, typer.Option("--dir", help="folder for the demo's database, blobs and keys")
     ] = DEFAULT_DIR,
     fsdd: Annotated[
-        Path, typer.Option("--fsdd", help="the Free Spoken Digit Dataset (synthesized if absent)")
-    ] = DEFAULT_FSDD,
+        Path | None,
+        typer.Option(
+            "--fsdd",
+            help="the Free Spoken Digit Dataset (default: CHORUS_DATA_DIR, ../shared/data, else "
+            "tests/data; synthesized if absent)",
+        ),
+    ] = None,
     staple: Annotated[
-        Path, typer.Option("--staple", help="a STAPLE gold file to import as a course")
-    ] = DEFAULT_STAPLE,
+        Path | None,
+        typer.Option(
+            "--staple",
+            help=f"a STAPLE gold file to import as a course (default: the {COURSE} file found "
+            "beside the FSDD recordings)",
+        ),
+    ] = None,
     reset: Annotated[
         bool, typer.Option("--reset", help="remove a previous demo in the folder first")
     ] = False,

@@ -26,6 +26,7 @@ Every error a user can see has a stable ``code``; routes never raise ``HTTPExcep
     │   ├── UnstorableInput          422 unstorable_input
     │   └── InvalidAudio             422 invalid_audio
     │       └── NoSpeech             422 no_speech
+    ├── PresignedUrlUnsupported      501 presigned_unsupported
     ├── StorageFull                  507 storage_full
     ├── SealBroken                   500 seal_broken
     └── Unavailable                  503 unavailable
@@ -182,6 +183,14 @@ class InvalidAudio(InvalidInput):
 class NoSpeech(InvalidAudio):
     code = "no_speech"
     title = "No speech in the audio"
+
+
+class PresignedUrlUnsupported(ChorusError):
+    """A presigned URL was asked of a store that cannot make one (the file store)."""
+
+    status = 501
+    code = "presigned_unsupported"
+    title = "Presigned URLs are not available"
 
 
 class StorageFull(ChorusError):

@@ -10,8 +10,9 @@ every table, object and log file whatever domain wrote it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 
 from core.db import Database
@@ -20,13 +21,24 @@ from core.storage import BlobStore
 from policies.audit import verify_chain
 from policies.canary import scan_for_canaries
 from policies.context import AuditContext
-from policies.findings import Finding
+from policies.findings import Explanation, Finding
 from policies.policy import Policy
 from policies.residue_checks import (
+    RESIDUE_EXPLANATIONS,
     check_clip_table_rowid,
     check_file_modes,
     check_sqlite_pragmas,
+    unless_local_files,
+    unless_sqlite,
 )
+
+
+class CheckStatus(StrEnum):
+    OK = "ok"
+    FAIL = "fail"
+    # The check has nothing to look at in this deployment (e.g. SQLite's settings on
+    # PostgreSQL); the result says why.
+    NOT_APPLICABLE = "n/a"
 
 
 @dataclass(frozen=True)
@@ -35,6 +47,13 @@ class CheckResult:
     invariants: tuple[str, ...]
     description: str
     findings: tuple[Finding, ...]
+    not_applicable: str | None = None
+
+    @property
+    def status(self) -> CheckStatus:
+        if self.not_applicable is not None:
+            return CheckStatus.NOT_APPLICABLE
+        return CheckStatus.FAIL if self.findings else CheckStatus.OK
 
 
 @dataclass(frozen=True)
@@ -51,6 +70,8 @@ class AuditReport:
 
 
 CheckFn = Callable[[AuditContext], Iterable[Finding]]
+# Why a check does not apply to this deployment, or None when it does.
+ApplicabilityFn = Callable[[AuditContext], str | None]
 
 
 @dataclass(frozen=True)
@@ -61,6 +82,7 @@ class Check:
     run: CheckFn
     # A check that only runs when the auditor gave canary strings to look for.
     needs_canaries: bool = False
+    not_applicable: ApplicabilityFn | None = None
 
 
 # --- P8: audit chain -------------------------------------------------------------------------
@@ -97,12 +119,29 @@ CHECKS: tuple[Check, ...] = (
     Check("canaries", ("P3", "P4"), "no canary string in objects, rows or logs",
           check_canaries, needs_canaries=True),
     Check("file_modes", ("P3",), "database and file store files are 0600, folders 0700",
-          check_file_modes),
+          check_file_modes, not_applicable=unless_local_files),
     Check("sqlite_pragmas", ("P3", "P4"), "SQLite overwrites deleted content (secure_delete)",
-          check_sqlite_pragmas),
+          check_sqlite_pragmas, not_applicable=unless_sqlite),
     Check("clip_table_rowid", ("P4",), "pending clip tables have no insertion-ordered rowid",
-          check_clip_table_rowid),
+          check_clip_table_rowid, not_applicable=unless_sqlite),
 )
+
+EXPLANATIONS: Mapping[str, Explanation] = {
+    "audit_chain_broken": Explanation(
+        cause="an audit entry was edited, deleted or inserted after it was written (a direct "
+        "database edit, or a restore of part of the database)",
+        remedy="restore the audit_entries table from a backup taken before the entry named; "
+        "review who had write access to the database at that time",
+    ),
+    "canary_found": Explanation(
+        cause="a value the auditor planted (as a learner id, metadata field or audio) was "
+        "stored or logged where the service must drop it: a code path or a proxy keeps "
+        "what it should not",
+        remedy="find the writer from the subject (object, table.column or log file), fix it, "
+        "then delete the stored copies and rotate the logs that hold it",
+    ),
+    **RESIDUE_EXPLANATIONS,
+}
 
 
 def run_checks(
@@ -130,6 +169,12 @@ def run_checks(
     results = []
     for check in checks:
         if check.needs_canaries and not ctx.canaries:
+            continue
+        reason = check.not_applicable(ctx) if check.not_applicable is not None else None
+        if reason is not None:
+            results.append(
+                CheckResult(check.name, check.invariants, check.description, (), reason)
+            )
             continue
         findings = tuple(check.run(ctx))
         results.append(CheckResult(check.name, check.invariants, check.description, findings))

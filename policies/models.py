@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 
 class PolicyRead(BaseModel):
@@ -64,6 +64,8 @@ class FindingRead(BaseModel):
     invariant: str
     message: str
     subject: str | None
+    cause: str = Field(description="what most likely led to a finding of this kind")
+    remedy: str = Field(description="how an operator clears it")
 
 
 class CheckRead(BaseModel):
@@ -71,6 +73,10 @@ class CheckRead(BaseModel):
     invariants: list[str]
     description: str
     findings: int
+    status: Literal["ok", "fail", "n/a"]
+    not_applicable: str | None = Field(
+        default=None, description="why the check does not apply to this deployment (n/a)"
+    )
 
 
 class AuditVerifyRead(BaseModel):

@@ -12,15 +12,32 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
 from core.files import OTHERS_BITS
 from core.storage import FileBlobStore
 from policies.context import AuditContext
-from policies.findings import Finding
+from policies.findings import Explanation, Finding
 
 ROWID_FREE_TABLES = ("buckets", "pending_clips")
+
+
+def unless_sqlite(ctx: AuditContext) -> str | None:
+    """Not applicable on PostgreSQL: the setting and the rowid are SQLite's."""
+    if ctx.database.is_postgres:
+        return "the database is PostgreSQL; this is about SQLite's files and rowids"
+    return None
+
+
+def unless_local_files(ctx: AuditContext) -> str | None:
+    """Not applicable when neither the database nor the blob store is a local file."""
+    if ctx.database.sqlite_file is None and not isinstance(ctx.store, FileBlobStore):
+        return (
+            "no local file to check: the database is not a SQLite file and the blob store is "
+            "not a file store (their servers' own permissions apply)"
+        )
+    return None
 
 
 def check_file_modes(ctx: AuditContext) -> Iterable[Finding]:
@@ -81,3 +98,26 @@ def check_clip_table_rowid(ctx: AuditContext) -> Iterable[Finding]:
             "says in what order its rows arrived",
             table,
         )
+
+
+RESIDUE_EXPLANATIONS: Mapping[str, Explanation] = {
+    "file_readable_by_others": Explanation(
+        cause="the file or folder was created under a permissive umask, or copied or restored "
+        "by a tool that does not keep modes (cp without -p, an archive extracted as another "
+        "user)",
+        remedy="chmod 600 the files and 700 the folders (e.g. chmod -R go= on the folder "
+        "named) and run the service under umask 077",
+    ),
+    "sqlite_secure_delete_off": Explanation(
+        cause="a connection was opened outside core.db (another tool or an old build), which "
+        "is where Chorus turns secure_delete on",
+        remedy="open the database only through Chorus (chorus serve, chorus db upgrade); then "
+        "run VACUUM once to overwrite what deleted rows left",
+    ),
+    "clip_table_has_rowid": Explanation(
+        cause="the table was created by hand or by a tool other than the migrations, which "
+        "create it WITHOUT ROWID",
+        remedy="recreate it through chorus db upgrade on an empty database and copy the rows "
+        "over, or rebuild it WITHOUT ROWID by hand",
+    ),
+}

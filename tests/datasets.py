@@ -9,14 +9,14 @@ names, every other name a variant of one of that speaker's recordings (resampled
 slower and at another gain, with its own faint noise), so each name holds distinct real speech.
 
 Tests that need the whole data sets (all 3,000 recordings, the complete gold files) take the
-``full_data`` fixture and carry the ``full_data`` marker: they read ``CHORUS_DATA_DIR``
-(default ``../shared/data`` beside the repository) and are skipped, saying so, without it.
+``full_data`` fixture and carry the ``full_data`` marker: they read what
+``core.sample_data.full_sample_data`` finds (``CHORUS_DATA_DIR``, then ``../shared/data`` beside
+the repository) and are skipped, saying so, without it.
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
 import shutil
 from functools import cache
 from pathlib import Path
@@ -25,7 +25,8 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from core.sample_data import full_sample_data
+
 FIXTURES = Path(__file__).resolve().parent / "data"
 FSDD_FIXTURES = FIXTURES / "fsdd"
 STAPLE_DIR = FIXTURES / "staple"
@@ -39,12 +40,9 @@ FULL_DATA_HINT = (
 
 
 def full_data_dir() -> Path | None:
-    """``CHORUS_DATA_DIR`` (default ``../shared/data``) if it holds both data sets."""
-    configured = os.environ.get("CHORUS_DATA_DIR")
-    folder = Path(configured) if configured else REPO_ROOT.parent / "shared" / "data"
-    if (folder / "fsdd" / "recordings").is_dir() and (folder / "staple").is_dir():
-        return folder
-    return None
+    """The folder holding both whole data sets, if ``core.sample_data`` finds one."""
+    found = full_sample_data()
+    return None if found is None else found.root
 
 
 def fixture_clip(name: str) -> Path:

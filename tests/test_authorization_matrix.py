@@ -54,7 +54,9 @@ ACCESS: dict[tuple[str, str], str | frozenset[Role]] = {
     # the review console shell carries no data; its page calls the API with a contributor key
     ("GET", "/review"): PUBLIC,
     ("GET", "/review/static/{}"): PUBLIC,
-    # operations and API description
+    # operations and API description; the home page only links the others
+    ("GET", "/"): PUBLIC,
+    ("GET", "/favicon.ico"): PUBLIC,
     ("GET", "/healthz"): PUBLIC,
     ("GET", "/readyz"): PUBLIC,
     ("GET", "/metrics"): frozenset({R.ADMIN, R.AUDITOR}),

@@ -1,9 +1,9 @@
 """Load a downloaded release with the ``datasets`` of the interpreter running this script and
 print one JSON line per row: what the test compares with what was uploaded.
 
-Run by ``tests/aggregate/test_dataset.py`` under a second virtual environment (``make test``
-builds it: ``datasets`` 4 with its audio extra, which decodes through torchcodec and FFmpeg), so
-it imports nothing of Chorus.
+Run by ``tests/aggregate/test_dataset.py`` under other virtual environments than the suite's
+(``make test`` builds them: ``datasets`` 4 with its audio extra, which decodes through torchcodec
+and FFmpeg; ``datasets`` 3 under pandas 3), so it imports nothing of Chorus.
 """
 
 from __future__ import annotations
@@ -14,11 +14,13 @@ import sys
 
 import datasets
 import numpy as np
+import pandas
 
 
 def main(folder: str, cache_dir: str) -> None:
     loaded = datasets.load_dataset(folder, split="train", cache_dir=cache_dir)
-    print(json.dumps({"datasets": datasets.__version__, "rows": loaded.num_rows,
+    print(json.dumps({"datasets": datasets.__version__, "pandas": pandas.__version__,
+                      "rows": loaded.num_rows,
                       "audio_feature": type(loaded.features["audio"]).__name__}))
     for row in loaded:
         audio = row["audio"]

@@ -201,8 +201,8 @@ def test_releases_list_show_and_download(
     )
     assert result.exit_code == 0, result.output
     with tarfile.open(out / f"{released}.tar") as archive:
-        # card, 3 tables, SHA256SUMS, manifest, 5 clips
-        assert len(archive.getnames()) == 11
+        # card, 4 tables, SHA256SUMS, manifest, 5 clips
+        assert len(archive.getnames()) == 12
 
 
 def test_releases_list_json_has_whole_ids(

@@ -56,10 +56,17 @@ def _download(app: FastAPI, role_keys: dict[Role, str], out: Path) -> Path:
 
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-# The second environment ``make test`` builds (requirements-datasets.txt): datasets 4.
-DATASETS4_PYTHON = Path(
-    os.environ.get("CHORUS_TEST_DATASETS4_PYTHON", REPO_ROOT / ".venv-datasets" / "bin" / "python")
-)
+# The other environments ``make test`` builds, each with the versions of a kind of researcher:
+# (datasets major version, pandas major version) -> (variable overriding it, its interpreter).
+# The suite's own environment is the third combination: datasets 3 under pandas 2.
+OTHER_ENVIRONMENTS = {
+    ("4", "3"): ("CHORUS_TEST_DATASETS4_PYTHON", ".venv-datasets"),  # requirements-datasets.txt
+    ("3", "3"): ("CHORUS_TEST_DATASETS3_PYTHON", ".venv-datasets3"),  # requirements-datasets3.txt
+}
+
+
+def _interpreter(variable: str, venv: str) -> Path:
+    return Path(os.environ.get(variable, REPO_ROOT / venv / "bin" / "python"))
 
 
 def _samples(data: bytes) -> np.ndarray:
@@ -89,6 +96,10 @@ def test_a_downloaded_release_loads_with_datasets(
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     import datasets
+    import pandas
+
+    # The combination this test stands for; the others run in their own environments below.
+    assert (datasets.__version__[0], pandas.__version__[0]) == ("3", "2")
 
     loaded = datasets.load_dataset(str(out), split="train", cache_dir=str(tmp_path / "hf"))
     assert loaded.num_rows == len(uploaded) == 5
@@ -120,8 +131,16 @@ def test_a_downloaded_release_loads_with_datasets(
     assert {row["sentence"] for row in rows} == {CATALOG["text"]}
     assert {row["locale"] for row in rows} == {"en-US"}
     assert all((out / "clips" / row["path"]).is_file() for row in rows)
+    # The JSON Lines metadata datasets reads holds the CSV's rows, and the card points to it.
+    with (out / "metadata.csv").open(newline="") as handle:
+        table = list(csv.DictReader(handle))
+    lines = [json.loads(line) for line in (out / "metadata.jsonl").read_text().splitlines()]
+    assert [row["file_name"] for row in lines] == [row["file_name"] for row in table]
+    assert [str(row["sample_rate"]) for row in lines] == [row["sample_rate"] for row in table]
     card = (out / "README.md").read_text(encoding="utf-8")
     front = yaml.safe_load(card.split("---\n")[1])
+    assert front["configs"] == [{"config_name": "default", "data_files": [
+        {"split": "train", "path": ["clips/*.flac", "metadata.jsonl"]}]}]
     assert front["license"] == app.state.policy.release_license
     assert front["language"] == ["en-US"]
     assert front["size_categories"] == ["n<1K"]
@@ -181,7 +200,12 @@ def test_the_manifest_records_shards_files_and_checksums(
     )["release_id"] == release_id
 
 
-def test_a_downloaded_release_loads_with_datasets_4(
+@pytest.mark.parametrize(
+    ("datasets_major", "pandas_major"),
+    sorted(OTHER_ENVIRONMENTS),
+    ids=lambda major: major,
+)
+def test_a_downloaded_release_loads_with_other_datasets_and_pandas(
     app: FastAPI,
     client: TestClient,
     seed: Seed,
@@ -189,25 +213,29 @@ def test_a_downloaded_release_loads_with_datasets_4(
     auth: Callable[[Role], dict[str, str]],
     live_url: str,
     tmp_path: Path,
+    datasets_major: str,
+    pandas_major: str,
 ) -> None:
-    """datasets 4 decodes audio through torchcodec and FFmpeg, not soundfile: the same folder
-    loads there too, in the environment ``make test`` builds for it."""
-    assert DATASETS4_PYTHON.exists(), (
-        f"{DATASETS4_PYTHON} is missing: `make test` builds it (requirements-datasets.txt)"
-    )
+    """datasets 4 decodes audio through torchcodec and FFmpeg, not soundfile; datasets 3 under
+    pandas 3 would read metadata.csv's names as large_string and refuse them: the same folder
+    loads in both, in the environments ``make test`` builds for them."""
+    variable, venv = OTHER_ENVIRONMENTS[(datasets_major, pandas_major)]
+    python = _interpreter(variable, venv)
+    assert python.exists(), f"{python} is missing: `make test` builds it (or set {variable})"
     client.patch("/v1/exercises/usage", json=[CATALOG], headers=auth(Role.ADMIN))
     uploaded = seed(app.state.database, app.state.store, digit=7)
     out = _download(app, role_keys, tmp_path / "dataset")
 
     loaded = subprocess.run(
-        [str(DATASETS4_PYTHON), str(Path(__file__).with_name("load_with_datasets.py")),
+        [str(python), str(Path(__file__).with_name("load_with_datasets.py")),
          str(out), str(tmp_path / "hf")],
         capture_output=True, text=True, timeout=300, check=False,
         env={**os.environ, "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1"},
     )
     assert loaded.returncode == 0, loaded.stderr[-3000:]
     header, *rows = (json.loads(line) for line in loaded.stdout.splitlines())
-    assert header["datasets"].startswith("4.")
+    assert header["datasets"].startswith(f"{datasets_major}.")
+    assert header["pandas"].startswith(f"{pandas_major}.")
     assert header["audio_feature"] == "Audio"
     assert header["rows"] == len(rows) == len(uploaded) == 5
     expected = {}

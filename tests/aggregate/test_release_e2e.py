@@ -188,13 +188,13 @@ def test_archive_is_the_whole_batch_as_tar(
         members = archive.getmembers()
         names = [m.name for m in members]
         manifest = json.load(archive.extractfile("manifest.json"))  # type: ignore[arg-type]
-        flacs = {m.name: archive.extractfile(m).read() for m in members[6:]}  # type: ignore[union-attr]
-    assert names[:6] == [
-        "README.md", "metadata.csv", "validated.tsv", "clip_durations.tsv", "SHA256SUMS",
-        "manifest.json",
+        flacs = {m.name: archive.extractfile(m).read() for m in members[7:]}  # type: ignore[union-attr]
+    assert names[:7] == [
+        "README.md", "metadata.csv", "metadata.jsonl", "validated.tsv", "clip_durations.tsv",
+        "SHA256SUMS", "manifest.json",
     ]
     expected = [f"clips/{c['clip_id']}.flac" for c in manifest["clips"]]
-    assert names[6:] == expected  # the manifest's shuffled order
+    assert names[7:] == expected  # the manifest's shuffled order
     for data in flacs.values():
         samples, rate = sf.read(io.BytesIO(data))
         assert rate == 16000

@@ -145,8 +145,8 @@ def test_storage_unavailable_mid_release_is_finished_by_the_next_run(
     database: Database, store: BlobStore, seed: Seed, policy: Policy
 ) -> None:
     clips = seed(database, store, digit=6) + seed(database, store, digit=9)
-    # The first bucket's 2 shards, 5 dataset files and manifest, then 1 shard of the second.
-    flaky = FailingStore(store, writes_ok=9)
+    # The first bucket's 2 shards, 6 dataset files and manifest, then 1 shard of the second.
+    flaky = FailingStore(store, writes_ok=10)
     with pytest.raises(StorageUnavailable):
         release_ready_buckets(database, flaky, policy, keys=keys_for(database), batch_size=3)  # type: ignore[arg-type]
     census = take_census(database, store)

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from chorus.cli import app as cli_app
 from chorus.demo import DemoOutcome, run_demo, synthesized_wav
 from reports_ml.staple import load_staple
-from tests.datasets import STAPLE_DIR
+from tests.datasets import FIXTURES, FSDD_FIXTURES, STAPLE_DIR
 
 pytestmark = pytest.mark.e2e
 
@@ -73,6 +73,41 @@ def test_demo_on_fsdd_releases_refuses_audits_and_ranks(tmp_path: Path, fsdd_dir
     for expected in ("403 minor", "422 exercise_not_eligible", "401 consent_invalid",
                      "audit: clean", "/review", "chorus audit", str(role_keys)):
         assert expected in text
+
+
+def test_demo_runs_its_whole_tour_on_the_repositorys_fixtures(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A bare clone: only tests/data (two recordings a speaker, STAPLE excerpts) to go on.
+    monkeypatch.setenv("CHORUS_DATA_DIR", str(FIXTURES))
+    lines: list[str] = []
+    served: list[str] = []
+    outcome = run_demo(
+        folder=tmp_path / "demo", echo=lines.append,
+        keep_running=lambda server: served.append(server.url),
+    )
+
+    assert outcome.audio_source == "fsdd"
+    _assert_tour_succeeded(outcome)
+    assert outcome.course_prompts == len(load_staple(STAPLE_HU))
+    text = "\n".join(lines)
+    assert str(FSDD_FIXTURES) in text
+    # The hints name the port the demo server actually listens on.
+    assert served == [outcome.base_url]
+    assert f"{outcome.base_url}/review" in text
+    assert ":8000" not in text
+
+
+def test_demo_hints_name_chorus_serves_port_once_the_tour_is_over(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CHORUS_DATA_DIR", str(FIXTURES))
+    lines: list[str] = []
+    outcome = run_demo(folder=tmp_path / "demo", echo=lines.append)
+    hints = "\n".join(lines[next(i for i, line in enumerate(lines) if "look next" in line):])
+    assert "http://127.0.0.1:8000/review" in hints
+    assert "chorus serve" in hints
+    assert outcome.base_url not in hints
 
 
 def test_demo_synthesizes_audio_when_fsdd_is_absent(tmp_path: Path) -> None:
