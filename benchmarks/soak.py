@@ -39,7 +39,16 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from benchmarks.service_env import EXERCISES, embedded_service, fsdd_recordings  # noqa: E402
+from benchmarks.service_env import embedded_service, fsdd_recordings  # noqa: E402
+
+# A bucket takes a recording once (P6: k distinct recordings): upload n goes to exercise
+# (n // UPLOADS_PER_EXERCISE) mod EXERCISE_COUNT, so an exercise gets k = 5 uploads in a row,
+# reaches k and is released by the next cycle; the clips cycle through the speakers, so any
+# UPLOADS_PER_EXERCISE consecutive ones are different people's recordings. An exercise comes
+# round again only after EXERCISE_COUNT × 5 uploads, long after its bucket was released.
+UPLOADS_PER_EXERCISE = 5
+EXERCISE_COUNT = 20_000
+EXERCISES = [f"soak-{n:05d}" for n in range(EXERCISE_COUNT)]
 from ingest.consent import load_private_key, mint_token  # noqa: E402
 from tests.e2e.procs import ChorusProcess, descendants, rss_kib  # noqa: E402
 
@@ -118,18 +127,28 @@ def rss_total_kib(pid: int) -> int:
 
 
 def load_clips(fsdd: Path, count: int = 60) -> list[bytes]:
-    files = sorted(fsdd.glob("*.wav"))
-    files = files[:: max(1, len(files) // 80)]
-    clips = [path.read_bytes() for path in files if path.stat().st_size > 8000]
-    if len(clips) < 10:
-        raise SystemExit(f"too few FSDD recordings in {fsdd}")
-    return clips[:count]
+    """FSDD recordings ordered take by take, digit by digit, speaker by speaker: consecutive
+    clips are different speakers' (FSDD names are ``digit_speaker_take.wav``)."""
+
+    def order(path: Path) -> tuple[int, int, str]:
+        digit, speaker, take = path.stem.split("_")
+        return int(take), int(digit), speaker
+
+    files = sorted(
+        (path for path in fsdd.glob("*.wav") if path.stat().st_size > 8000), key=order
+    )
+    speakers = len({path.stem.split("_")[1] for path in files})
+    clips = [path.read_bytes() for path in files[: count - count % max(speakers, 1)]]
+    if len(clips) < 10 or speakers < UPLOADS_PER_EXERCISE:
+        raise SystemExit(f"too few FSDD recordings or speakers in {fsdd}")
+    return clips
 
 
 def prepare_service(workdir: Path, *, release_interval: int) -> tuple[dict[str, str], str]:
     """Environment of the embedded default with a usage catalog; returns (env, private PEM)."""
     return embedded_service(
         workdir,
+        exercises=EXERCISES,
         CHORUS_SCHEDULER_ENABLED="true",
         CHORUS_RELEASE_INTERVAL=str(release_interval),
     )
@@ -157,7 +176,8 @@ class Uploader:
     def _request(self) -> tuple[str, bytes, str]:
         self.serial += 1
         token = mint_token(self.key, learner_id=f"soak-{self.serial}")
-        metadata = json.dumps({"exercise_id": EXERCISES[self.serial % len(EXERCISES)]})
+        exercise = EXERCISES[(self.serial // UPLOADS_PER_EXERCISE) % EXERCISE_COUNT]
+        metadata = json.dumps({"exercise_id": exercise})
         return token, self.clips[self.serial % len(self.clips)], metadata
 
     async def upload(self, scheduled: float) -> Sample:
