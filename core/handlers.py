@@ -97,12 +97,13 @@ def problem_response(
 async def _chorus_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ChorusError)
     if exc.status >= 500:
-        _logger.warning("service error", extra={"code": exc.code})
+        # The detail names what failed inside (host, port, bucket, path): the log keeps it.
+        _logger.warning("service error", extra={"code": exc.code, "detail": exc.detail})
     return problem_response(
         status=exc.status,
         code=exc.code,
         title=exc.title,
-        detail=exc.detail,
+        detail=exc.client_detail,
         retry_after_s=exc.retry_after_s,
         **exc.extra,
     )
