@@ -216,9 +216,27 @@ def document_problems(app: FastAPI) -> None:
             for operations in generate()["paths"].values():
                 for operation in operations.values():
                     _add_shared_problems(operation)
+                    _name_roles(operation)
         return app.openapi_schema or generate()
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _name_roles(operation: dict[str, Any]) -> None:
+    """Say in the description which roles' keys the operation admits (the security
+    requirement lists them too, as OpenAPI 3.1 allows for any scheme)."""
+    roles = sorted(
+        {
+            role
+            for requirement in operation.get("security", ())
+            for role in requirement.get("RoleKey", ())
+        }
+    )
+    if not roles:
+        return
+    line = f"**Roles:** {', '.join(roles)} (a role key in `X-API-Key`)."
+    description = operation.get("description")
+    operation["description"] = f"{description}\n\n{line}" if description else line
 
 
 def _add_shared_problems(operation: dict[str, Any]) -> None:
