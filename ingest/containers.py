@@ -62,8 +62,16 @@ CODECS = frozenset(
         "libopencore_amrwb",
     }
 )
-# Integer sample formats and the divisor that maps them to [-1, 1).
-_INTEGER_SCALE = {"s16": 2.0**15, "s32": 2.0**31, "s64": 2.0**63}
+# Sample formats (planar or packed): their dtype, and the offset and divisor mapping them to
+# [-1, 1).
+_SAMPLE_FORMATS: dict[str, tuple[type[np.generic], float, float]] = {
+    "flt": (np.float32, 0.0, 1.0),
+    "dbl": (np.float64, 0.0, 1.0),
+    "u8": (np.uint8, 128.0, 128.0),
+    "s16": (np.int16, 0.0, 2.0**15),
+    "s32": (np.int32, 0.0, 2.0**31),
+    "s64": (np.int64, 0.0, 2.0**63),
+}
 
 
 def decode(
@@ -160,9 +168,8 @@ def _read_frames(
         for frame in container.decode(stream):
             if frame.sample_rate != sample_rate or frame.layout.nb_channels != channels:
                 raise UnsupportedAudio("the audio changes its rate or channels mid-stream")
-            block = _as_float(frame, channels)
-            take = min(len(block), len(buffer) - filled)
-            buffer[filled : filled + take] = block[:take]
+            take = min(frame.samples, len(buffer) - filled)
+            _copy_into(frame, buffer[filled : filled + take], channels)
             filled += take
             if filled > max_frames:
                 break
@@ -173,16 +180,26 @@ def _read_frames(
     return buffer[:filled]
 
 
-def _as_float(frame: AudioFrame, channels: int) -> np.ndarray:
-    """One decoded frame as float32 ``(samples, channels)``, whatever its sample format."""
-    array = frame.to_ndarray()
+def _copy_into(frame: AudioFrame, out: np.ndarray, channels: int) -> None:
+    """Write the first ``len(out)`` samples of ``frame`` into ``out`` (float32, frames ×
+    channels), read straight from its planes: whatever its sample format, no copy between."""
     name = frame.format.name.rstrip("p")
-    array = array.T if frame.format.is_planar else array.reshape(-1, channels)
-    if name in ("flt", "dbl"):
-        return array.astype(np.float32, copy=False)
-    if name == "u8":
-        return ((array.astype(np.float32) - 128.0) / 128.0).astype(np.float32, copy=False)
-    scale = _INTEGER_SCALE.get(name)
-    if scale is None:
+    dtype, offset, scale = _SAMPLE_FORMATS.get(name, (None, 0.0, 1.0))
+    if dtype is None:
         raise UnsupportedAudio("the audio's sample format is not accepted")
-    return (array.astype(np.float32) / np.float32(scale)).astype(np.float32, copy=False)
+    count = len(out)
+    if frame.format.is_planar:
+        sources = [
+            np.frombuffer(memoryview(plane), dtype=dtype, count=count) for plane in frame.planes
+        ]
+        sources = sources[:channels]
+    else:
+        packed = np.frombuffer(memoryview(frame.planes[0]), dtype=dtype, count=count * channels)
+        sources = [packed[channel::channels] for channel in range(channels)]
+    for channel, source in enumerate(sources):
+        column = out[:, channel]
+        column[:] = source
+        if offset:
+            column -= np.float32(offset)
+        if scale != 1.0:
+            column /= np.float32(scale)

@@ -58,9 +58,9 @@ PHONE_FORMATS: dict[str, PhoneFormat] = {
 }
 
 
-def encode(wav: bytes, kind: str) -> bytes:
-    """The WAV's audio, encoded and muxed as ``kind`` of ``PHONE_FORMATS``."""
-    spec = PHONE_FORMATS[kind]
+def encode(wav: bytes, kind: str | PhoneFormat) -> bytes:
+    """The WAV's audio, encoded and muxed as ``kind`` (a name of ``PHONE_FORMATS``, or a spec)."""
+    spec = kind if isinstance(kind, PhoneFormat) else PHONE_FORMATS[kind]
     samples, rate = sf.read(io.BytesIO(wav), dtype="float32", always_2d=True)
     mono = samples.mean(axis=1)
     target = spec.sample_rate or rate

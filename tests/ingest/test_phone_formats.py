@@ -25,6 +25,7 @@ from policies.policy import load_policy
 from tests.ingest.conftest import NOTHING, Mint, Stored, Upload
 from tests.ingest.phone_formats import (
     PHONE_FORMATS,
+    PhoneFormat,
     amr_wb_frames,
     corrupted,
     encode,
@@ -209,3 +210,34 @@ def test_a_damaged_upload_stores_nothing(
     assert response.status_code == 415, response.text
     assert response.json()["code"] == "unsupported_audio"
     assert stored() == NOTHING
+
+
+@pytest.mark.parametrize(
+    ("muxer", "encoder", "layout", "tolerance"),
+    [
+        ("wav", "pcm_u8", "mono", 1 / 64),
+        ("caf", "pcm_s16le", "stereo", 1 / 2**14),
+        ("caf", "pcm_s32be", "stereo", 1 / 2**14),
+        ("caf", "pcm_f32le", "mono", 1e-6),
+        ("caf", "pcm_f64be", "stereo", 1e-6),
+    ],
+)
+def test_every_sample_format_reads_as_the_same_samples(
+    muxer: str, encoder: str, layout: str, tolerance: float, fsdd_dir: Path
+) -> None:
+    # Read by FFmpeg's path directly (libsndfile would take the WAV): packed and planar
+    # layouts of every sample width reach the sanitizer as the same float samples.
+    wav = (fsdd_dir / "7_jackson_32.wav").read_bytes()
+    expected, rate = sf.read(io.BytesIO(wav), dtype="float32")
+    data = encode(wav, PhoneFormat(muxer, encoder, layout=layout))
+    samples, decoded_rate = containers.decode(
+        data,
+        max_channels=8,
+        min_sample_rate=LIMITS.min_sample_rate,
+        max_sample_rate=LIMITS.max_sample_rate,
+        max_duration_s=LIMITS.max_duration_s,
+    )
+    assert decoded_rate == rate
+    assert samples.shape == (len(expected), 2 if layout == "stereo" else 1)
+    for channel in range(samples.shape[1]):
+        assert np.max(np.abs(samples[:, channel] - expected)) < tolerance
