@@ -1,7 +1,8 @@
 """Recordings in the formats phones and browsers make, encoded here from real FSDD clips.
 
 Every file is made by FFmpeg's own encoders as the PyAV wheel ships them (AAC, Opus, Vorbis,
-MP3, AMR-NB through libopencore, FLAC, PCM), so the suite needs nothing beside the repo.
+MP3, AMR-NB through libopencore, FLAC, PCM), so the suite needs nothing beside the repo. FFmpeg
+cannot mux AAC into CAF, so ``caf_aac`` writes that file's chunks around the encoder's packets.
 No AMR-WB encoder ships in the wheel (nor in Debian's ffmpeg), so ``amr_wb_frames`` builds an
 AMR-WB file frame by frame: valid frame headers around random payload bits, which the decoder
 must read to the right length.
@@ -51,8 +52,10 @@ PHONE_FORMATS: dict[str, PhoneFormat] = {
     "webm-vorbis": PhoneFormat("webm", "vorbis", layout="stereo", media_type="audio/webm"),
     "ogg-vorbis": PhoneFormat("ogg", "vorbis", layout="stereo", media_type="audio/ogg"),
     "mp3": PhoneFormat("mp3", "libmp3lame", bit_rate=64000, padding_s=0.1, media_type="audio/mpeg"),
-    # iOS Core Audio Format with linear PCM (FFmpeg's CAF muxer writes no AAC)
+    # iOS Core Audio Format with linear PCM or AAC (FFmpeg's CAF muxer writes no AAC: the
+    # AAC packets are put in a CAF file here, ``caf_aac``)
     "caf": PhoneFormat("caf", "pcm_s16le", media_type="audio/x-caf"),
+    "caf-aac": PhoneFormat("caf", "aac", bit_rate=64000, media_type="audio/x-caf"),
     "flac": PhoneFormat("flac", "flac", media_type="audio/flac"),
     "wav": PhoneFormat("wav", "pcm_s16le", media_type="audio/wav"),
 }
@@ -61,6 +64,8 @@ PHONE_FORMATS: dict[str, PhoneFormat] = {
 def encode(wav: bytes, kind: str | PhoneFormat) -> bytes:
     """The WAV's audio, encoded and muxed as ``kind`` (a name of ``PHONE_FORMATS``, or a spec)."""
     spec = kind if isinstance(kind, PhoneFormat) else PHONE_FORMATS[kind]
+    if (spec.muxer, spec.encoder) == ("caf", "aac"):
+        return caf_aac(encode(wav, PhoneFormat("ipod", "aac", bit_rate=spec.bit_rate)))
     samples, rate = sf.read(io.BytesIO(wav), dtype="float32", always_2d=True)
     mono = samples.mean(axis=1)
     target = spec.sample_rate or rate
@@ -94,6 +99,69 @@ def encode(wav: bytes, kind: str | PhoneFormat) -> bytes:
             container.mux(stream.encode(piece))
         container.mux(stream.encode(None))
     return buffer.getvalue()
+
+
+# --- AAC in CAF, chunk by chunk ---------------------------------------------------------------
+
+
+def caf_aac(m4a: bytes) -> bytes:
+    """The AAC packets of an M4A in a Core Audio Format file, as iOS writes one: a ``desc``
+    chunk, the decoder configuration as an MPEG-4 ES descriptor (``kuki``), the packet table
+    with priming and remainder frames (``pakt``), then the packets (``data``)."""
+    with av.open(io.BytesIO(m4a), mode="r") as container:
+        stream = container.streams.audio[0]
+        config = bytes(stream.codec_context.extradata or b"")
+        rate, channels = stream.codec_context.sample_rate, stream.codec_context.channels
+        valid = int(stream.duration or 0)
+        packets = [bytes(packet) for packet in container.demux(stream) if packet.size]
+    frames_per_packet = 1024
+    priming = len(packets) * frames_per_packet - valid
+    desc = struct.pack(
+        ">dIIIIII", rate, int.from_bytes(b"aac ", "big"), 2, 0, frames_per_packet, channels, 0
+    )
+    decoder_info = _descriptor(5, config)
+    decoder_config = _descriptor(
+        4, bytes([0x40, 0x15]) + bytes(3) + struct.pack(">II", 0, 0) + decoder_info
+    )
+    kuki = bytes(4) + _descriptor(
+        3, struct.pack(">HB", 0, 0) + decoder_config + _descriptor(6, b"\x02")
+    )
+    pakt = struct.pack(
+        ">qqii", len(packets), valid, min(priming, 1024), max(0, priming - 1024)
+    ) + b"".join(_ber(len(p)) for p in packets)
+    data = bytes(4) + b"".join(packets)  # edit count, then the packets
+    chunks = [(b"desc", desc), (b"kuki", kuki), (b"pakt", pakt), (b"data", data)]
+    return (
+        b"caff"
+        + struct.pack(">HH", 1, 0)
+        + b"".join(kind + struct.pack(">q", len(body)) + body for kind, body in chunks)
+    )
+
+
+def _descriptor(tag: int, body: bytes) -> bytes:
+    size = len(body)
+    return (
+        bytes(
+            [
+                tag,
+                0x80 | (size >> 21) & 0x7F,
+                0x80 | (size >> 14) & 0x7F,
+                0x80 | (size >> 7) & 0x7F,
+                size & 0x7F,
+            ]
+        )
+        + body
+    )
+
+
+def _ber(value: int) -> bytes:
+    """A packet size as CAF writes it: 7 bits a byte, high bit set on all but the last."""
+    out = [value & 0x7F]
+    value >>= 7
+    while value:
+        out.append(0x80 | (value & 0x7F))
+        value >>= 7
+    return bytes(reversed(out))
 
 
 # --- AMR-WB, frame by frame ------------------------------------------------------------------
