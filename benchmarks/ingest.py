@@ -493,7 +493,7 @@ def main() -> None:
     parser.add_argument(
         "--format", default="wav",
         choices=("wav", "m4a", "mp4", "aac", "3gp", "amr", "webm", "ogg-opus", "webm-vorbis",
-                 "ogg-vorbis", "mp3", "caf", "flac"),
+                 "ogg-vorbis", "mp3", "caf", "caf-aac", "flac"),
         help="how the clips are encoded, as the phone or browser would record them",
     )
     parser.add_argument("--requests", type=int, default=300, help="uploads per httpx round")

@@ -43,6 +43,8 @@ DEMUXERS = (
     "flac",
     "wav",
 )
+# Demuxers whose files state their exact length (sample tables, edit lists, packet tables).
+EXACT_LENGTH_DEMUXERS = frozenset({"mov,mp4,m4a,3gp,3g2,mj2", "caf"})
 # Decoder names: native and library builds of the same codec.
 CODECS = frozenset(
     {
@@ -144,7 +146,10 @@ def _check_bounds(
 def _declared_frames(
     container: av.container.InputContainer, stream: AudioStream, sample_rate: int
 ) -> int | None:
-    """The length the container states, in frames at ``sample_rate`` (None if it states none)."""
+    """The length the container states, in frames at ``sample_rate``; None where it states none
+    or FFmpeg only estimates one from the bitrate (ADTS, MP3), which may fall short."""
+    if container.format.name not in EXACT_LENGTH_DEMUXERS:
+        return None
     if stream.duration is not None and stream.duration > 0 and stream.time_base is not None:
         seconds = Fraction(stream.duration) * stream.time_base
     elif container.duration is not None and container.duration > 0:
