@@ -45,6 +45,7 @@ PHONE_FORMATS: dict[str, PhoneFormat] = {
     "aac": PhoneFormat("adts", "aac", bit_rate=64000, padding_s=0.3, media_type="audio/aac"),
     # Android MediaRecorder THREE_GPP / AMR_NB
     "3gp": PhoneFormat("3gp", "libopencore_amrnb", 8000, bit_rate=12200, media_type="audio/3gpp"),
+    "3gp-aac": PhoneFormat("3gp", "aac", bit_rate=64000, media_type="audio/3gpp"),
     "amr": PhoneFormat("amr", "libopencore_amrnb", 8000, bit_rate=12200, media_type="audio/amr"),
     # Chrome and Firefox MediaRecorder; Android OGG/OPUS
     "webm": PhoneFormat("webm", "libopus", 48000, bit_rate=32000, media_type="audio/webm"),
