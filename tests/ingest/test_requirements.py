@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
@@ -53,3 +55,17 @@ def test_the_upload_operation_describes_the_same_contract(client: TestClient, ap
     for container in ("MP4 / M4A", "WebM", "3GP / AMR", "CAF"):
         assert container in description
     assert "/v1/clips/requirements" in description
+
+
+def test_the_client_guide_says_what_to_do_for_every_upload_problem(client: TestClient) -> None:
+    guide = (Path(__file__).resolve().parents[2] / "docs" / "clients.md").read_text()
+    operation = client.get("/openapi.json").json()["paths"]["/v1/clips"]["post"]
+    codes = {
+        code
+        for response in operation["responses"].values()
+        for content in response.get("content", {}).values()
+        for code in content.get("examples", {})
+    }
+    assert {"unsupported_audio", "no_speech", "contribution_limit"} <= codes
+    missing = sorted(code for code in codes if f"`{code}`" not in guide)
+    assert missing == []
