@@ -20,7 +20,7 @@ from policies.policy import Policy
 FORMATS = (
     AudioFormatRead(
         container="MP4 / M4A",
-        codecs=["AAC"],
+        codecs=["AAC", "Apple Lossless"],
         media_types=["audio/mp4", "audio/x-m4a", "video/mp4"],
         recorded_by="iOS AVAudioRecorder, Android MediaRecorder (MPEG_4), Safari MediaRecorder",
     ),

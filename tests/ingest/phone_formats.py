@@ -40,6 +40,7 @@ class PhoneFormat:
 PHONE_FORMATS: dict[str, PhoneFormat] = {
     # iOS AVAudioRecorder, Android MediaRecorder (MPEG_4/AAC), Safari's MediaRecorder
     "m4a": PhoneFormat("ipod", "aac", bit_rate=64000, media_type="audio/mp4"),
+    "m4a-alac": PhoneFormat("ipod", "alac", media_type="audio/mp4"),  # kAudioFormatAppleLossless
     "mp4": PhoneFormat("mp4", "aac", bit_rate=64000, media_type="audio/mp4"),
     # Android MediaRecorder AAC_ADTS
     "aac": PhoneFormat("adts", "aac", bit_rate=64000, padding_s=0.3, media_type="audio/aac"),
