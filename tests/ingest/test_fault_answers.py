@@ -1,8 +1,9 @@
 """A dependency that fails answers a problem that names no host, port, bucket or path.
 
-Each fault is real: an S3 store, a PostgreSQL server and a Redis key store on loopback ports
-where nothing listens. The answer says which kind of dependency failed and when to retry; the
-log keeps what the operator needs (where, and why).
+Each fault is real: an S3 store, a PostgreSQL server and an idempotency store on loopback ports
+where nothing listens, a Redis key store stopped while the service runs, a file store whose
+folder went away. The answer says which kind of dependency failed and when to retry; the log
+keeps what the operator needs (where, and why).
 """
 
 from __future__ import annotations
