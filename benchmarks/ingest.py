@@ -19,6 +19,10 @@ server (its process and every descendant, such as upload workers) and the load g
 per upload, read from /proc.
 
     .venv/bin/python benchmarks/ingest.py [--requests 300] [--concurrency 8] [--rounds 2]
+
+``--format m4a|webm|3gp|…`` sends the clips encoded as a phone or browser records them (the
+encoders of ``tests.ingest.phone_formats``), to all three servers alike: the transcode server
+then measures that format's own limit.
 """
 
 from __future__ import annotations
@@ -141,6 +145,28 @@ def four_second_clips(count: int) -> list[bytes]:
         sf.write(buffer, np.concatenate(pieces)[: 4 * 8000], 8000, format="WAV", subtype="PCM_16")
         clips.append(buffer.getvalue())
     return clips
+
+
+@dataclass(frozen=True)
+class ClipFormat:
+    name: str
+    media_type: str
+
+    @property
+    def filename(self) -> str:
+        return f"clip.{self.name}"
+
+
+def encoded_clips(wav_clips: list[bytes], name: str) -> tuple[list[bytes], ClipFormat]:
+    """The clips as format ``name`` records them (WAV: as they are)."""
+    from tests.ingest.phone_formats import PHONE_FORMATS, encode
+
+    spec = PHONE_FORMATS[name]
+    clips = wav_clips if name == "wav" else [encode(clip, name) for clip in wav_clips]
+    return clips, ClipFormat(name, spec.media_type)
+
+
+WAV = ClipFormat("wav", "audio/wav")
 
 
 def prepare_full_service(
@@ -297,13 +323,16 @@ class HttpxLoad:
     mint: Callable[[int], list[str]]
     requests: int
     concurrency: int
+    clip_format: ClipFormat = WAV
 
     def prepare(self) -> list[str]:
         return self.mint(self.requests)
 
     def run(self, url: str, tokens: list[str]) -> RunResult:
         before = time.process_time()
-        result = asyncio.run(drive(url, self.clips, tokens, self.concurrency))
+        result = asyncio.run(
+            drive(url, self.clips, tokens, self.concurrency, self.clip_format)
+        )
         return dataclasses.replace(result, client_cpu_s=time.process_time() - before)
 
 
@@ -331,6 +360,7 @@ function init(args)
   clip_count = count
   boundary = args[3]
   per_exercise = tonumber(args[4])
+  filename, media_type = args[5], args[6]
 end
 function request()
   index = index + 1
@@ -342,8 +372,8 @@ function request()
     .. 'Content-Disposition: form-data; name="metadata"\r\n\r\n'
     .. string.format('{"exercise_id": "bench-%06d"}', math.floor(serial / per_exercise))
     .. "\r\n--" .. boundary .. "\r\n"
-    .. 'Content-Disposition: form-data; name="audio"; filename="clip.wav"\r\n'
-    .. "Content-Type: audio/wav\r\n\r\n"
+    .. 'Content-Disposition: form-data; name="audio"; filename="' .. filename .. '"\r\n'
+    .. "Content-Type: " .. media_type .. "\r\n\r\n"
     .. clips[serial % clip_count]
     .. "\r\n--" .. boundary .. "--\r\n"
   return wrk.format("POST", "/v1/clips", headers, body)
@@ -361,22 +391,6 @@ WRK_THREADS = 2
 MAX_RATE = 1500  # uploads per second a round could reach at most: tokens are made for it
 
 
-def multipart_body(clip: bytes, exercise_id: str) -> bytes:
-    metadata = json.dumps({"exercise_id": exercise_id}).encode()
-    return b"".join(
-        [
-            f"--{BOUNDARY}\r\n".encode(),
-            b'Content-Disposition: form-data; name="metadata"\r\n\r\n',
-            metadata,
-            f"\r\n--{BOUNDARY}\r\n".encode(),
-            b'Content-Disposition: form-data; name="audio"; filename="clip.wav"\r\n',
-            b"Content-Type: audio/wav\r\n\r\n",
-            clip,
-            f"\r\n--{BOUNDARY}--\r\n".encode(),
-        ]
-    )
-
-
 @dataclass(frozen=True)
 class WrkLoad:
     """Rounds of ``seconds`` of wrk at ``concurrency`` connections, fresh tokens each round."""
@@ -386,6 +400,7 @@ class WrkLoad:
     mint: Callable[[int], list[str]]
     seconds: float
     concurrency: int
+    clip_format: ClipFormat = WAV
 
     def __post_init__(self) -> None:
         self.folder.mkdir(exist_ok=True)
@@ -408,7 +423,8 @@ class WrkLoad:
                 "-d", f"{round(self.seconds)}s", "--timeout", "30s",
                 "-s", str(self.folder / "script.lua"), url,
                 "--", str(self.folder), str(len(self.clips)), BOUNDARY,
-                str(UPLOADS_PER_EXERCISE),
+                str(UPLOADS_PER_EXERCISE), self.clip_format.filename,
+                self.clip_format.media_type,
             ],
             capture_output=True, text=True, check=True,
         ).stdout
@@ -423,7 +439,13 @@ class WrkLoad:
         )
 
 
-async def drive(url: str, clips: list[bytes], tokens: list[str], concurrency: int) -> RunResult:
+async def drive(
+    url: str,
+    clips: list[bytes],
+    tokens: list[str],
+    concurrency: int,
+    clip_format: ClipFormat = WAV,
+) -> RunResult:
     """``concurrency`` uploaders, each with a client of its own.
 
     One shared httpx client with a large pool costs more CPU per request the more connections
@@ -451,7 +473,14 @@ async def drive(url: str, clips: list[bytes], tokens: list[str], concurrency: in
                     "/v1/clips",
                     files=[
                         ("metadata", (None, metadata.encode(), "application/json")),
-                        ("audio", ("clip.wav", clips[serial % len(clips)], "audio/wav")),
+                        (
+                            "audio",
+                            (
+                                clip_format.filename,
+                                clips[serial % len(clips)],
+                                clip_format.media_type,
+                            ),
+                        ),
                     ],
                     headers={"Authorization": f"Bearer {token}"},
                 )
@@ -473,6 +502,12 @@ def main() -> None:
         help="load generator: wrk (Debian's, the default when installed) or Python httpx",
     )
     parser.add_argument("--seconds", type=float, default=10.0, help="length of a wrk round")
+    parser.add_argument(
+        "--format", default="wav",
+        choices=("wav", "m4a", "mp4", "aac", "3gp", "amr", "webm", "ogg-opus", "webm-vorbis",
+                 "ogg-vorbis", "mp3", "caf", "caf-aac", "flac"),
+        help="how the clips are encoded, as the phone or browser would record them",
+    )
     parser.add_argument("--requests", type=int, default=300, help="uploads per httpx round")
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=2)
@@ -491,7 +526,7 @@ def main() -> None:
     from core.storage import open_store
     from ingest.consent import load_private_key, mint_token
 
-    clips = four_second_clips(CLIP_COUNT)
+    clips, clip_format = encoded_clips(four_second_clips(CLIP_COUNT), args.format)
     results: dict[str, list[RunResult]] = {name: [] for name in SERVERS}
     with contextlib.ExitStack() as stack:
         tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="chorus-bench-"))
@@ -534,12 +569,16 @@ def main() -> None:
         ):
             servers = {"bare": bare, "transcode": transcode, "full": full}
             for url, _pid in servers.values():
-                asyncio.run(drive(url, clips, tokens(args.warmup), args.concurrency))
+                asyncio.run(
+                    drive(url, clips, tokens(args.warmup), args.concurrency, clip_format)
+                )
             load: Load
             if args.load == "wrk":
-                load = WrkLoad(Path(tmp, "wrk"), clips, tokens, args.seconds, args.concurrency)
+                load = WrkLoad(
+                    Path(tmp, "wrk"), clips, tokens, args.seconds, args.concurrency, clip_format
+                )
             else:
-                load = HttpxLoad(clips, tokens, args.requests, args.concurrency)
+                load = HttpxLoad(clips, tokens, args.requests, args.concurrency, clip_format)
 
             for _ in range(args.rounds):
                 for name, server in servers.items():
@@ -568,7 +607,8 @@ def report(
     print(
         f"database {args.database}, store {args.store}, "
         f"load {args.load}: {args.rounds} rounds x {size}, concurrency {args.concurrency}, "
-        f"4 s clips ({clip_bytes} B WAV), cpus {os.cpu_count()}, full pipeline stored {stored}"
+        f"4 s clips ({clip_bytes} B {args.format}), cpus {os.cpu_count()}, "
+        f"full pipeline stored {stored}"
     )
     print(
         "| endpoint | throughput (req/s) | p50 (ms) | p99 (ms) | failures "

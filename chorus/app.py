@@ -39,6 +39,7 @@ from exercises.routes import router as exercises_router
 from ingest.consent import load_public_key
 from ingest.decoder import DecoderPool, WarmUp
 from ingest.jobs import OrphanSweeper
+from ingest.requirements import document_upload_contract
 from ingest.routes import router as ingest_router
 from policies.policy import Policy, load_policy
 from policies.routes import router as policies_router
@@ -138,6 +139,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     _add_operational_routes(app)
     add_offline_docs(app)
     document_problems(app)
+    document_upload_contract(app)
     return app
 
 

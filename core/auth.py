@@ -77,7 +77,11 @@ def require_roles(*roles: Role) -> Callable[[Request, str | None], Role]:
     """A FastAPI dependency admitting only ``roles``; returns the caller's role."""
     allowed = frozenset(roles)
 
-    def dependency(request: Request, key: Annotated[str | None, Security(ROLE_KEY)]) -> Role:
+    # The roles travel as the requirement's list in OpenAPI (3.1 allows role names there for
+    # any scheme), so each operation names the roles it admits: `{"RoleKey": ["auditor"]}`.
+    scopes = sorted(role.value for role in allowed)
+
+    def dependency(request: Request, key: str | None) -> Role:
         if not key:
             raise AuthError(f"send a role key in the {API_KEY_HEADER} header")
         database = request.app.state.database
@@ -89,5 +93,7 @@ def require_roles(*roles: Role) -> Callable[[Request, str | None], Role]:
             raise Forbidden("this key's role may not use this route")
         return role
 
+    # Set as an object, not as source text: the scopes are this call's, not a module global.
+    dependency.__annotations__["key"] = Annotated[str | None, Security(ROLE_KEY, scopes=scopes)]
     dependency.__name__ = "require_" + "_or_".join(sorted(r.value for r in allowed))
     return dependency

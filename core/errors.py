@@ -1,6 +1,8 @@
 """The Chorus exception tree and its rendering as RFC 9457 problem+json.
 
 Every error a user can see has a stable ``code``; routes never raise ``HTTPException``.
+A service fault (status 5xx) answers its class's ``public_detail``: the detail it was raised
+with names what failed inside (a host, a port, a bucket, a path) and goes to the log only.
 
     ChorusError                      500 internal_error
     ├── ConfigurationError           (start-up only: one clear line, no traceback)
@@ -48,11 +50,18 @@ class ChorusError(Exception):
     title: ClassVar[str] = "Internal error"
     # Seconds a client should wait before trying again: sent as ``Retry-After`` when set.
     retry_after_s: ClassVar[int | None] = None
+    # What a client reads of a service fault (5xx) in place of the detail, which stays in the log.
+    public_detail: ClassVar[str] = "The service failed to handle this request."
 
     def __init__(self, detail: str | None = None, **extra: Any) -> None:
         self.detail = detail or self.title
         self.extra = extra
         super().__init__(self.detail)
+
+    @property
+    def client_detail(self) -> str:
+        """The detail a client may read: its own request's fault, or the class's public text."""
+        return self.detail if self.status < 500 else self.public_detail
 
 
 class ConfigurationError(ChorusError):
@@ -199,6 +208,7 @@ class StorageFull(ChorusError):
     status = 507
     code = "storage_full"
     title = "Storage full"
+    public_detail = "The service has no room to store this right now; nothing was stored."
 
 
 class SealBroken(ChorusError):
@@ -212,22 +222,26 @@ class Unavailable(ChorusError):
     status = 503
     code = "unavailable"
     title = "Service temporarily unavailable"
+    public_detail = "The service cannot handle this request right now; retry after Retry-After."
 
 
 class StorageUnavailable(Unavailable):
     code = "storage_unavailable"
     title = "Storage temporarily unavailable"
+    public_detail = "The service's storage does not answer; retry after Retry-After."
     retry_after_s = 30
 
 
 class DatabaseUnavailable(Unavailable):
     code = "database_unavailable"
     title = "Database temporarily unavailable"
+    public_detail = "The service's database does not answer; retry after Retry-After."
 
 
 class DecoderUnavailable(Unavailable):
     code = "decoder_unavailable"
     title = "Audio decoder temporarily unavailable"
+    public_detail = "The audio decoder could not take this upload; retry after Retry-After."
 
 
 def problem_body(

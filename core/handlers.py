@@ -97,12 +97,13 @@ def problem_response(
 async def _chorus_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ChorusError)
     if exc.status >= 500:
-        _logger.warning("service error", extra={"code": exc.code})
+        # The detail names what failed inside (host, port, bucket, path): the log keeps it.
+        _logger.warning("service error", extra={"code": exc.code, "detail": exc.detail})
     return problem_response(
         status=exc.status,
         code=exc.code,
         title=exc.title,
-        detail=exc.detail,
+        detail=exc.client_detail,
         retry_after_s=exc.retry_after_s,
         **exc.extra,
     )
@@ -215,9 +216,27 @@ def document_problems(app: FastAPI) -> None:
             for operations in generate()["paths"].values():
                 for operation in operations.values():
                     _add_shared_problems(operation)
+                    _name_roles(operation)
         return app.openapi_schema or generate()
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _name_roles(operation: dict[str, Any]) -> None:
+    """Say in the description which roles' keys the operation admits (the security
+    requirement lists them too, as OpenAPI 3.1 allows for any scheme)."""
+    roles = sorted(
+        {
+            role
+            for requirement in operation.get("security", ())
+            for role in requirement.get("RoleKey", ())
+        }
+    )
+    if not roles:
+        return
+    line = f"**Roles:** {', '.join(roles)} (a role key in `X-API-Key`)."
+    description = operation.get("description")
+    operation["description"] = f"{description}\n\n{line}" if description else line
 
 
 def _add_shared_problems(operation: dict[str, Any]) -> None:

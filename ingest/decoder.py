@@ -49,6 +49,7 @@ import soundfile as sf
 
 from core.errors import ChorusError, DecoderUnavailable
 from core.lifeline import serve_process
+from ingest import containers
 from ingest.audio import AudioLimits, sanitize_audio
 from ingest.service import SanitizeTask, UploadJob, sanitize_and_store
 from ingest.service import warm_up as warm_up_resources
@@ -95,6 +96,14 @@ def _warm_audio() -> None:
         )
         with contextlib.suppress(ChorusError):
             sanitize_audio(buffer.getvalue(), limits)
+    # FFmpeg's path (what libsndfile cannot read) opens its libraries on first use.
+    containers.decode(
+        buffer.getvalue(),
+        max_channels=1,
+        min_sample_rate=8000,
+        max_sample_rate=48000,
+        max_duration_s=2.0,
+    )
     flac.encode_canonical(np.zeros(16000, dtype=np.int16), 16000)
 
 
@@ -235,7 +244,14 @@ class DecoderPool:
         self._start_failing = False  # the last start of a replacement failed
         self._context = multiprocessing.get_context("forkserver")
         self._context.set_forkserver_preload(
-            ["ingest.audio", "ingest.service", "core.resources", "core.db", "core.storage"]
+            [
+                "ingest.audio",
+                "ingest.containers",
+                "ingest.service",
+                "core.resources",
+                "core.db",
+                "core.storage",
+            ]
         )
 
     # lifecycle

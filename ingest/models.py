@@ -51,3 +51,33 @@ class ClipAcceptedRead(BaseModel):
 
 class WithdrawalRead(BaseModel):
     withdrawn: int = Field(description="pending clips removed")
+
+
+class AudioFormatRead(BaseModel):
+    container: str
+    codecs: list[str]
+    media_types: list[str] = Field(description="what to declare the audio part as")
+    recorded_by: str = Field(description="the recorders that make it by default")
+
+
+class UploadRequirementsRead(BaseModel):
+    """What ``POST /v1/clips`` accepts under the policy in force."""
+
+    formats: list[AudioFormatRead]
+    accepted_media_types: list[str] = Field(
+        description="declared types of the audio part besides any audio/* (none is fine too)"
+    )
+    max_upload_bytes: int
+    min_duration_s: float
+    max_duration_s: float
+    min_sample_rate_hz: int
+    max_sample_rate_hz: int
+    max_channels: int = Field(description="mixed down to mono")
+    min_speech_s: float = Field(description="seconds of voice a clip must hold")
+    min_exercise_learners: int = Field(
+        description="learners an exercise needs in the usage catalog before it is collected"
+    )
+    consent_scope: str
+    consent_versions: list[str] = Field(description="consent versions the policy accepts")
+    max_clips_per_contributor: int = Field(description="per exercise, per pending batch")
+    stored_as: str

@@ -3,7 +3,9 @@
 The body is parsed as it arrives and held in memory only up to the caps: the audio part up to
 ``max_upload_bytes``, the metadata part up to a few KiB, a handful of parts and short headers.
 Going past a cap raises 413 at once, before the rest of the body is read, and nothing touches
-the disk. Part file names and every other header value are discarded unread (P3).
+the disk. The audio part's declared type must be one an audio recording has (``AUDIO_MEDIA_TYPES``)
+or absent; anything else is refused with 415 as soon as the part's headers are in. Part file
+names and every other header value are discarded unread (P3).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from dataclasses import dataclass, field
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
-from core.errors import InvalidInput, InvalidMetadata, PayloadTooLarge
+from core.errors import InvalidInput, InvalidMetadata, PayloadTooLarge, UnsupportedAudio
 
 AUDIO_PART = "audio"
 METADATA_PART = "metadata"
@@ -21,6 +23,18 @@ MAX_METADATA_BYTES = 16 * 1024
 MAX_PARTS = 4
 MAX_PART_HEADERS = 4
 MAX_HEADER_BYTES = 2048
+# What the audio part may be declared as, besides any ``audio/*`` type: bytes of unknown type,
+# and the container types that phones and browsers give audio-only recordings (Android labels
+# .3gp and .mp4 files video/3gpp and video/mp4; Ogg files are also application/ogg).
+AUDIO_MEDIA_TYPES = (
+    "audio/*",
+    "application/octet-stream",
+    "application/ogg",
+    "video/mp4",
+    "video/webm",
+    "video/3gpp",
+    "video/3gpp2",
+)
 # Boundaries, part headers and the metadata part on top of the audio itself.
 BODY_OVERHEAD_BYTES = MAX_METADATA_BYTES + MAX_PARTS * (MAX_PART_HEADERS * MAX_HEADER_BYTES + 200)
 
@@ -28,6 +42,7 @@ BODY_OVERHEAD_BYTES = MAX_METADATA_BYTES + MAX_PARTS * (MAX_PART_HEADERS * MAX_H
 @dataclass
 class _Part:
     name: str | None = None
+    media_type: bytes | None = None
     header_field: bytearray = field(default_factory=bytearray)
     header_value: bytearray = field(default_factory=bytearray)
     data: bytearray = field(default_factory=bytearray)
@@ -56,6 +71,18 @@ def check_content_length(value: str | None, *, max_upload_bytes: int) -> None:
         raise PayloadTooLarge(f"uploads are limited to {max_upload_bytes} bytes of audio")
 
 
+def check_audio_media_type(declared: bytes | None) -> None:
+    """Refuse an audio part declared as something no recording is (``text/plain``, JSON…)."""
+    media_type = (declared or b"").decode("latin-1").strip().lower()
+    if not media_type or media_type.startswith("audio/") or media_type in AUDIO_MEDIA_TYPES:
+        return
+    raise UnsupportedAudio(
+        "the audio part must be declared as an audio type (audio/mp4, audio/webm, audio/wav…), "
+        "application/octet-stream, or not at all",
+        accepted_media_types=list(AUDIO_MEDIA_TYPES),
+    )
+
+
 class MultipartUpload:
     """Feed body chunks in order; read ``metadata`` early and ``parts()`` at the end."""
 
@@ -76,6 +103,7 @@ class MultipartUpload:
                 "on_header_field": self._on_header_field,
                 "on_header_value": self._on_header_value,
                 "on_header_end": self._on_header_end,
+                "on_headers_finished": self._on_headers_finished,
                 "on_part_data": self._on_part_data,
                 "on_part_end": self._on_part_end,
                 "on_end": self._on_end,
@@ -125,7 +153,10 @@ class MultipartUpload:
 
     def _on_header_end(self) -> None:
         part = self._parts[-1]
-        if bytes(part.header_field).strip().lower() == b"content-disposition":
+        header = bytes(part.header_field).strip().lower()
+        if header == b"content-type":
+            part.media_type, _options = parse_options_header(bytes(part.header_value))
+        if header == b"content-disposition":
             _disposition, options = parse_options_header(bytes(part.header_value))
             name = options.get(b"name", b"").decode("latin-1")
             if name in (AUDIO_PART, METADATA_PART):
@@ -136,6 +167,11 @@ class MultipartUpload:
         # File names and other headers are dropped here, unread beyond this point.
         part.header_field.clear()
         part.header_value.clear()
+
+    def _on_headers_finished(self) -> None:
+        part = self._parts[-1]
+        if part.name == AUDIO_PART:
+            check_audio_media_type(part.media_type)
 
     def _on_part_data(self, data: bytes, start: int, end: int) -> None:
         part = self._parts[-1]

@@ -60,10 +60,12 @@ from ingest.deps import (
 from ingest.models import (
     ClipAcceptedRead,
     ParsedMetadata,
+    UploadRequirementsRead,
     WithdrawalRead,
     parse_clip_metadata,
 )
 from ingest.multipart import MultipartUpload, check_content_length
+from ingest.requirements import upload_requirements
 from ingest.service import UploadJob
 from policies.policy import Policy
 
@@ -81,7 +83,12 @@ _UPLOAD_BODY = {
                     "type": "object",
                     "required": ["audio", "metadata"],
                     "properties": {
-                        "audio": {"type": "string", "format": "binary"},
+                        "audio": {
+                            "type": "string",
+                            "format": "binary",
+                            "description": "the recording (formats and limits: "
+                            "GET /v1/clips/requirements)",
+                        },
                         "metadata": {
                             "type": "string",
                             "description": 'JSON object: {"exercise_id": "..."}; '
@@ -93,6 +100,15 @@ _UPLOAD_BODY = {
         },
     }
 }
+
+
+@router.get(
+    "/v1/clips/requirements",
+    response_model=UploadRequirementsRead,
+    summary="What an upload must be: formats, size, length, rates, exercise and consent",
+)
+async def get_upload_requirements(policy: PolicyDep) -> UploadRequirementsRead:
+    return upload_requirements(policy)
 
 
 @router.post(

@@ -28,6 +28,7 @@ R = Role
 ACCESS: dict[tuple[str, str], str | frozenset[Role]] = {
     # ingest
     ("POST", "/v1/clips"): CONSENT,
+    ("GET", "/v1/clips/requirements"): PUBLIC,
     ("POST", "/v1/consent/withdrawals"): CONSENT,
     ("PUT", "/v1/exercises/usage"): frozenset({R.ADMIN}),
     ("PATCH", "/v1/exercises/usage"): frozenset({R.ADMIN}),
@@ -179,3 +180,24 @@ def test_an_unknown_or_revoked_key_is_401(
     revoked = client.get("/v1/audit/policy", headers={"X-API-Key": role_keys[Role.AUDITOR]})
     assert revoked.status_code == 401
     assert revoked.headers["content-type"].startswith("application/problem+json")
+
+
+def test_openapi_names_the_roles_of_every_operation(app: FastAPI) -> None:
+    """Each operation's entry says who may call it: the roles of its key, or the consent token."""
+    wrong: list[str] = []
+    for path, operations in app.openapi()["paths"].items():
+        for method, operation in operations.items():
+            access = ACCESS[(method.upper(), normalized(path))]
+            security = operation.get("security", [])
+            if isinstance(access, frozenset):
+                named = {role for entry in security for role in entry.get("RoleKey", [])}
+                if named != {role.value for role in access}:
+                    wrong.append(f"{method.upper()} {path}: names {sorted(named)}")
+                if not all(role.value in operation["description"] for role in access):
+                    wrong.append(f"{method.upper()} {path}: roles not in its description")
+            elif access == CONSENT:
+                if security != [{"ConsentToken": []}]:
+                    wrong.append(f"{method.upper()} {path}: {security}")
+            elif security:
+                wrong.append(f"{method.upper()} {path}: public, yet {security}")
+    assert wrong == []

@@ -62,7 +62,9 @@ def test_chorus_errors_render_as_problem_json(
     body = response.json()
     assert body["code"] == code
     assert body["status"] == status
-    assert body["detail"] == "specific detail"
+    # A service fault's detail names its inside: the client reads the class's public text.
+    expected = "specific detail" if status < 500 else getattr(errors, name).public_detail
+    assert body["detail"] == expected
     assert body["type"].endswith(f"/{code}")
     assert body["title"]
 

@@ -13,6 +13,7 @@ import soundfile as sf
 from hypothesis import strategies as st
 
 from tests.datasets import fixture_clip
+from tests.ingest.phone_formats import encode
 
 SOURCE_CLIPS = ("7_jackson_32.wav", "8_lucas_0.wav", "0_george_1.wav")
 FORMATS = {
@@ -21,6 +22,7 @@ FORMATS = {
     "ogg": ("OGG", "VORBIS"),
     "mp3": ("MP3", "MPEG_LAYER_III"),
 }
+PHONE_KINDS = ("m4a", "aac", "3gp", "webm", "caf-aac")
 # Values that make header fields lie: zero, one, signed/unsigned extremes, powers of two.
 HOSTILE_U32 = (0, 1, 2, 0x7FFF, 0xFFFF, 0x10000, 0x7FFFFFFF, 0x80000000, 0xFFFFFFFF)
 HEADER_BYTES = 96
@@ -37,6 +39,10 @@ def base_files() -> dict[str, bytes]:
             sf.write(buffer, samples, rate, format=container, subtype=subtype)
             files[f"{Path(name).stem}.{kind}"] = buffer.getvalue()
         files[f"{Path(name).stem}.stereo48k.wav"] = _stereo_48k(samples, rate)
+        # What phones and browsers record, read by FFmpeg's path (ingest.containers).
+        wav = fixture_clip(name).read_bytes()
+        for kind in PHONE_KINDS:
+            files[f"{Path(name).stem}.{kind}"] = encode(wav, kind)
     return files
 
 

@@ -1,4 +1,5 @@
-"""Fuzzing the audio sanitizer with mutated real recordings (WAV, FLAC, Ogg Vorbis, MP3).
+"""Fuzzing the audio sanitizer with mutated real recordings (WAV, FLAC, Ogg Vorbis, MP3, and
+what phones and browsers record: M4A, ADTS, 3GP/AMR, WebM/Opus, CAF/AAC).
 
 The sanitizer may only ever return the service's own clean FLAC within the policy's bounds or
 raise its documented errors (415 ``unsupported_audio``, 422 ``invalid_audio`` or ``no_speech``,

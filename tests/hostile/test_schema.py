@@ -42,7 +42,7 @@ from tests.hostile.conftest import LiveApp, LiveServer, _start, hostile_settings
 
 MAX_EXAMPLES = int(os.environ.get("CHORUS_SCHEMA_EXAMPLES", "15"))
 CONSENT_ROUTES = {("POST", "/v1/clips"), ("POST", "/v1/consent/withdrawals")}
-PUBLIC_PATHS = {"/healthz", "/readyz", "/review"}
+PUBLIC_PATHS = {"/healthz", "/readyz", "/review", "/v1/clips/requirements"}
 CHECKS = [
     not_a_server_error,
     status_code_conformance,

@@ -69,6 +69,7 @@ def upload(client: TestClient) -> Upload:
         metadata: dict[str, Any] | bytes | None = None,
         *,
         filename: str = "clip.wav",
+        media_type: str = "application/octet-stream",
         headers: dict[str, str] | None = None,
     ) -> httpx.Response:
         if metadata is None:
@@ -81,7 +82,7 @@ def upload(client: TestClient) -> Upload:
             "/v1/clips",
             files=[
                 ("metadata", (None, raw, "application/json")),
-                ("audio", (filename, audio, "application/octet-stream")),
+                ("audio", (filename, audio, media_type)),
             ],
             headers=all_headers,
         )
