@@ -19,7 +19,7 @@ from core.errors import ConfigurationError
 
 POLICY_DIR = Path(__file__).resolve().parent / "files"
 ReleaseInterval = Literal["hourly", "daily", "weekly"]
-VoiceAnonymization = Literal["none", "mcadams", "world"]
+VoiceAnonymization = Literal["none", "mcadams", "world", "pseudo_voice"]
 
 
 class Policy(BaseModel):
