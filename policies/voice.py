@@ -54,14 +54,15 @@ class VoiceAnonymizer:
     Ranges are (low, high); ``pitch_octaves`` and ``formant_octaves`` are shift sizes whose
     direction (up or down, the same for both) is drawn per clip too. For ``pseudo_voice`` the
     release's one target voice is drawn when the anonymizer is built (``from_policy``, once per
-    release) and lives only in this object; ``strength`` below 1 maps part of the way (for the
-    benchmark's curve)."""
+    release) and lives only in this object; ``strength`` below 1 maps part of the way and
+    ``vocal_tract_share`` adds a formant-scale warp (both for the benchmark's curve)."""
 
     method: VoiceAnonymization
     alpha: tuple[float, float] = (0.7, 0.9)
     pitch_octaves: tuple[float, float] = (0.4, 0.8)
     formant_octaves: tuple[float, float] = (0.1, 0.2)
     strength: float = 1.0
+    vocal_tract_share: float = 0.0
     target: PseudoVoice | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -119,7 +120,12 @@ class VoiceAnonymizer:
         if self.method == "pseudo_voice":
             assert self.target is not None  # drawn in __post_init__ at the latest
             transformed = convert(
-                samples, sample_rate, self.target, rng=generator, strength=self.strength
+                samples,
+                sample_rate,
+                self.target,
+                rng=generator,
+                strength=self.strength,
+                vocal_tract_share=self.vocal_tract_share,
             )
         elif self.method == "mcadams":
             alpha = float(generator.uniform(*self.alpha))
