@@ -70,8 +70,10 @@ def _world(scale: float) -> VoiceAnonymizer:
     )
 
 
-def _pseudo_voice(strength: float) -> VoiceAnonymizer:
-    return VoiceAnonymizer(method="pseudo_voice", strength=strength)
+def _pseudo_voice(strength: float, vocal_tract_share: float = 0.0) -> VoiceAnonymizer:
+    return VoiceAnonymizer(
+        method="pseudo_voice", strength=strength, vocal_tract_share=vocal_tract_share
+    )
 
 
 SWEEP: dict[str, VoiceAnonymizer] = {
@@ -85,6 +87,7 @@ SWEEP: dict[str, VoiceAnonymizer] = {
     "pseudo-voice ×0.5": _pseudo_voice(0.5),
     "pseudo-voice ×0.75": _pseudo_voice(0.75),
     "pseudo-voice": _pseudo_voice(1.0),
+    "pseudo-voice + vocal tract ×0.5": _pseudo_voice(1.0, 0.5),
 }
 QUICK_SWEEP = ("mcadams 0.7–0.9", "pseudo-voice")
 

@@ -169,7 +169,8 @@ def target_curve(level_from: np.ndarray, frequencies: np.ndarray, target: Pseudo
     band = (frequencies >= BAND_LOW_HZ) & (frequencies <= high_hz)
     octaves = np.log2(np.clip(frequencies, BAND_LOW_HZ, high_hz))
     level = float(np.mean(level_from[band]))
-    return level + target.tilt_db_per_octave * _DB * (octaves - float(np.mean(octaves[band])))
+    centre = float(np.mean(octaves[band]))
+    return np.asarray(level + target.tilt_db_per_octave * _DB * (octaves - centre))
 
 
 def long_term_change(long_term: np.ndarray, frequencies: np.ndarray, target: PseudoVoice,
