@@ -147,8 +147,16 @@ def third_formant_warp(envelopes: np.ndarray, frequencies: np.ndarray, target_sc
     """The factor that moves the clip's median third formant (the strongest envelope peak in
     ``F3_SEARCH_HZ`` of each voiced frame) to the neutral tube's scaled by ``target_scale``,
     within ±``MAX_WARP_OCTAVES``."""
-    band = (frequencies >= F3_SEARCH_HZ[0]) & (frequencies <= F3_SEARCH_HZ[1])
-    peaks = frequencies[band][np.argmax(envelopes[:, band], axis=1)]
+    inside = np.flatnonzero((frequencies >= F3_SEARCH_HZ[0]) & (frequencies <= F3_SEARCH_HZ[1]))
+    best = inside[np.argmax(envelopes[:, inside], axis=1)]
+    # A parabola through the peak and its neighbours places it between grid points.
+    rows = np.arange(len(envelopes))
+    left, centre, right = (envelopes[rows, best - 1], envelopes[rows, best],
+                           envelopes[rows, best + 1])
+    curvature = left - 2 * centre + right
+    offset = np.where(curvature < 0, 0.5 * (left - right) / np.minimum(curvature, -1e-12), 0.0)
+    step = float(frequencies[1] - frequencies[0])
+    peaks = frequencies[best] + np.clip(offset, -0.5, 0.5) * step
     octaves = np.log2(NEUTRAL_F3_HZ * target_scale / float(np.median(peaks)))
     return float(np.exp2(np.clip(octaves, -MAX_WARP_OCTAVES, MAX_WARP_OCTAVES)))
 
