@@ -247,9 +247,10 @@ def _excitation(
     phase = np.cumsum(f0_per_sample / grid.rate)
     pulse_at = np.diff(np.floor(phase), prepend=0.0) > 0
     pulses = np.where(pulse_at, np.sqrt(grid.rate / f0_per_sample), 0.0)
-    frequencies = np.fft.rfftfreq(length, 1.0 / grid.rate)
+    size = sfft.next_fast_len(length, real=True)  # a clip's length may be a large prime
+    frequencies = np.fft.rfftfreq(size, 1.0 / grid.rate)
     breathy = 0.02 + 0.98 / (1 + np.exp(-(frequencies - target.voicing_limit_hz) / 250.0))
-    breath = sfft.irfft(sfft.rfft(noise) * np.sqrt(breathy), length)
+    breath = sfft.irfft(sfft.rfft(noise, size) * np.sqrt(breathy), size)[:length]
     sample_voiced = voiced[np.minimum((positions + grid.hop // 2) // grid.hop, count - 1)]
     return np.asarray(np.where(sample_voiced, pulses + breath, noise), dtype=np.float32)
 
