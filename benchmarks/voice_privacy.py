@@ -17,14 +17,28 @@ speaker-identification accuracy). Conditions:
 - ``trained``: a stronger attacker that trains a classifier (logistic regression on the
   embeddings) on anonymized enrollment clips, then scores anonymized trials.
 
+Releases: enrollment and trial clips are each grouped into releases of k (``--k``, default 5
+and 20; ``compose_releases``): a release is one digit from k different speakers where FSDD's
+six allow, so k = 20 holds each speaker three or four times. Each release gets the anonymizer a
+release builds (``VoiceAnonymizer.for_release``: the ``pseudo_voice`` target is drawn per
+release; ``mcadams`` and ``world`` draw per clip anyway). Linking within releases: an attacker
+holding two consecutive releases links each clip of the first to its most similar clip of the
+second (cosine of encoder embeddings, or of the trained attacker's speaker posteriors); the
+share of links that find the same speaker is set against chance.
+
 Utility: PocketSphinx (en-US model in its wheel) with a grammar of the ten digits; word
 accuracy on the trial clips, original and anonymized, in the same run.
 
-A sweep over the McAdams coefficient range gives the privacy/utility curve (PNG plot).
+Speed: clips per second per core of ``released_audio`` (FLAC in and out), the transforms taking
+turns round by round in one process, ``world ×1`` (the per-clip transform) always among them.
 
-    .venv/bin/python benchmarks/voice_privacy.py [--clips N] [--jobs 2] [--out F.md] [--plot F.png]
+The sweep (McAdams ranges, WORLD strengths, pseudo-voice strengths) gives the privacy/utility
+curve (PNG plot).
 
-``--quick`` uses 48 clips and two sweep points (about a minute). Needs the ``voice`` extra.
+    .venv/bin/python benchmarks/voice_privacy.py [--clips-per-speaker N] [--k 5 20]
+        [--transforms …] [--jobs 2] [--speed-clips 200] [--out F.md] [--plot F.png]
+
+``--quick`` uses 48 clips, two transforms and k = 5 (about a minute). Needs the ``voice`` extra.
 """
 
 from __future__ import annotations
