@@ -127,23 +127,26 @@ def convert(
     return _filter_and_add(excitation, filters, grid, len(samples))
 
 
-def map_f0(f0_hz: np.ndarray, voiced: np.ndarray, target: PseudoVoice, strength: float
-           ) -> np.ndarray:
+def map_f0(
+    f0_hz: np.ndarray, voiced: np.ndarray, target: PseudoVoice, strength: float
+) -> np.ndarray:
     """Voiced frames' log F0 moved from the clip's mean and spread to the target's."""
     if not voiced.any():
         return np.zeros_like(f0_hz)
     log_f0 = np.log2(np.where(voiced, f0_hz, 1.0))
     mean = float(np.mean(log_f0[voiced]))
     spread = float(np.std(log_f0[voiced])) if voiced.sum() >= 5 else target.f0_spread_octaves
-    ratio = np.clip((target.f0_spread_octaves / max(spread, 1e-3)) ** strength,
-                    *_SPREAD_RATIO_LIMITS)
+    ratio = np.clip(
+        (target.f0_spread_octaves / max(spread, 1e-3)) ** strength, *_SPREAD_RATIO_LIMITS
+    )
     centre = mean + strength * (np.log2(target.f0_hz) - mean)
     mapped = np.exp2(centre + (log_f0 - mean) * ratio)
     return np.where(voiced, np.clip(mapped, F0_MIN_HZ, F0_MAX_HZ), 0.0)
 
 
-def third_formant_warp(envelopes: np.ndarray, frequencies: np.ndarray, target_scale: float
-                       ) -> float:
+def third_formant_warp(
+    envelopes: np.ndarray, frequencies: np.ndarray, target_scale: float
+) -> float:
     """The factor that moves the clip's median third formant (the strongest envelope peak in
     ``F3_SEARCH_HZ`` of each voiced frame) to the neutral tube's scaled by ``target_scale``,
     within ±``MAX_WARP_OCTAVES``."""
@@ -151,8 +154,11 @@ def third_formant_warp(envelopes: np.ndarray, frequencies: np.ndarray, target_sc
     best = inside[np.argmax(envelopes[:, inside], axis=1)]
     # A parabola through the peak and its neighbours places it between grid points.
     rows = np.arange(len(envelopes))
-    left, centre, right = (envelopes[rows, best - 1], envelopes[rows, best],
-                           envelopes[rows, best + 1])
+    left, centre, right = (
+        envelopes[rows, best - 1],
+        envelopes[rows, best],
+        envelopes[rows, best + 1],
+    )
     curvature = left - 2 * centre + right
     offset = np.where(curvature < 0, 0.5 * (left - right) / np.minimum(curvature, -1e-12), 0.0)
     step = float(frequencies[1] - frequencies[0])
@@ -170,8 +176,9 @@ def warp_envelopes(envelopes: np.ndarray, factor: float) -> np.ndarray:
     return np.asarray(envelopes[:, low] * (1.0 - weight) + envelopes[:, low + 1] * weight)
 
 
-def target_curve(level_from: np.ndarray, frequencies: np.ndarray, target: PseudoVoice,
-                 high_hz: float) -> np.ndarray:
+def target_curve(
+    level_from: np.ndarray, frequencies: np.ndarray, target: PseudoVoice, high_hz: float
+) -> np.ndarray:
     """The target's long-term envelope: its tilt, through the mean level of ``level_from``
     between ``BAND_LOW_HZ`` and ``high_hz`` (held flat outside that band)."""
     band = (frequencies >= BAND_LOW_HZ) & (frequencies <= high_hz)
@@ -181,8 +188,9 @@ def target_curve(level_from: np.ndarray, frequencies: np.ndarray, target: Pseudo
     return np.asarray(level + target.tilt_db_per_octave * _DB * (octaves - centre))
 
 
-def long_term_change(long_term: np.ndarray, frequencies: np.ndarray, target: PseudoVoice,
-                     high_hz: float) -> np.ndarray:
+def long_term_change(
+    long_term: np.ndarray, frequencies: np.ndarray, target: PseudoVoice, high_hz: float
+) -> np.ndarray:
     """What turns a clip's long-term envelope into the target's, held flat outside the band
     and at most ``MAX_LONG_TERM_CHANGE_DB`` either way."""
     change = target_curve(long_term, frequencies, target, high_hz) - long_term
@@ -193,8 +201,13 @@ def long_term_change(long_term: np.ndarray, frequencies: np.ndarray, target: Pse
     return np.asarray(np.clip(change, -limit, limit))
 
 
-def quiet_frames_floored(envelopes: np.ndarray, voiced: np.ndarray, frequencies: np.ndarray,
-                         target: PseudoVoice, high_hz: float) -> np.ndarray:
+def quiet_frames_floored(
+    envelopes: np.ndarray,
+    voiced: np.ndarray,
+    frequencies: np.ndarray,
+    target: PseudoVoice,
+    high_hz: float,
+) -> np.ndarray:
     """Quiet unvoiced frames (room and microphone noise) replaced by one target-shaped floor
     ``FLOOR_BELOW_DB`` under the loudest frame."""
     band = (frequencies >= BAND_LOW_HZ) & (frequencies <= high_hz)
@@ -242,8 +255,9 @@ def _excitation(
         return noise
     positions = np.arange(length)
     # Log F0 is held across unvoiced gaps, so the pulse phase runs on smoothly.
-    f0_per_sample = np.exp(np.interp(positions, np.flatnonzero(voiced) * grid.hop,
-                                     np.log(f0[voiced])))
+    f0_per_sample = np.exp(
+        np.interp(positions, np.flatnonzero(voiced) * grid.hop, np.log(f0[voiced]))
+    )
     phase = np.cumsum(f0_per_sample / grid.rate)
     pulse_at = np.diff(np.floor(phase), prepend=0.0) > 0
     pulses = np.where(pulse_at, np.sqrt(grid.rate / f0_per_sample), 0.0)
@@ -255,8 +269,9 @@ def _excitation(
     return np.asarray(np.where(sample_voiced, pulses + breath, noise), dtype=np.float32)
 
 
-def _filter_and_add(excitation: np.ndarray, filters: np.ndarray, grid: Grid, length: int
-                    ) -> np.ndarray:
+def _filter_and_add(
+    excitation: np.ndarray, filters: np.ndarray, grid: Grid, length: int
+) -> np.ndarray:
     """Excitation frames (periodic Hann, overlapping by a hop) through each frame's filter,
     overlap-added."""
     count = len(filters)

@@ -119,9 +119,7 @@ def analyse(samples: np.ndarray, grid: Grid, *, high_hz: float) -> Analysis:
     bands = smoothing.band_power(power)
     log_bands = np.log(np.maximum(bands, np.float32(FLOOR) * max(float(bands.max()), FLOOR)))
     # einsum, not BLAS: matrices this small cost more in BLAS threads than in arithmetic.
-    envelopes = np.einsum("fb,be->fe", log_bands, smoothing.to_envelope) - np.log(
-        np.sum(window**2)
-    )
+    envelopes = np.einsum("fb,be->fe", log_bands, smoothing.to_envelope) - np.log(np.sum(window**2))
     return Analysis(f0_hz=f0_hz, voiced=voiced, envelopes=np.asarray(envelopes, np.float64))
 
 
@@ -203,7 +201,7 @@ def _mel_smoothing(rate: int, n_fft: int, n_envelope: int, high_hz: int) -> _Mel
         raise ValueError(f"mel bands narrower than a bin at {rate} Hz up to {high_hz} Hz")
     low, high = edges[segment], edges[segment + 1]
     rising = (frequencies[first : last + 1] - low) / (high - low)
-    norms = (np.add.reduceat(rising, starts)[:-1] + np.add.reduceat(1 - rising, starts)[1:])
+    norms = np.add.reduceat(rising, starts)[:-1] + np.add.reduceat(1 - rising, starts)[1:]
     index = np.arange(MEL_BANDS)
     dct = np.sqrt(2.0 / MEL_BANDS) * np.cos(
         np.pi * np.outer(np.arange(MEL_CEPSTRA), index + 0.5) / MEL_BANDS

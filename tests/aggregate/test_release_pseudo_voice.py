@@ -28,8 +28,13 @@ def _sanitized(path: Path) -> FlacClip:
     samples, rate = sf.read(path, dtype="float64")
     mono = soxr.resample(samples, rate, RATE, quality="HQ")
     level = float(np.sqrt(np.mean(mono**2)))
-    return FlacClip(path.name, flac.encode_samples(mono, RATE), len(mono) / RATE, RATE,
-                    20 * float(np.log10(level)))
+    return FlacClip(
+        path.name,
+        flac.encode_samples(mono, RATE),
+        len(mono) / RATE,
+        RATE,
+        20 * float(np.log10(level)),
+    )
 
 
 def _median_f0(data: bytes) -> float:
@@ -38,12 +43,18 @@ def _median_f0(data: bytes) -> float:
     return float(np.median(analysis.f0_hz[analysis.voiced]))
 
 
-def _release(database: Database, store: BlobStore, policy: Policy, fsdd_dir: Path, digit: int
-             ) -> tuple[list[FlacClip], list[bytes], dict[str, object]]:
+def _release(
+    database: Database, store: BlobStore, policy: Policy, fsdd_dir: Path, digit: int
+) -> tuple[list[FlacClip], list[bytes], dict[str, object]]:
     originals = [_sanitized(fsdd_dir / f"{digit}_{speaker}_0.wav") for speaker in SPEAKERS[:5]]
     for speaker, clip in zip(SPEAKERS, originals, strict=False):
-        seed_clip(database, store, exercise_id=f"digit-{digit}", learner_id=f"learner-{speaker}",
-                  clip=clip)
+        seed_clip(
+            database,
+            store,
+            exercise_id=f"digit-{digit}",
+            learner_id=f"learner-{speaker}",
+            clip=clip,
+        )
     outcomes = release_ready_buckets(database, store, policy, keys=keys_for(database))
     assert len(outcomes) == 1
     release_id = outcomes[0].release_id
@@ -75,6 +86,7 @@ def test_a_release_speaks_in_one_drawn_voice(
     assert manifest["voice_anonymization"] == {"method": "pseudo_voice"}
     from aggregate.release_checks import check_released_media
 
-    findings = list(check_released_media(AuditContext(database=database, store=store,
-                                                      policy=voiced)))
+    findings = list(
+        check_released_media(AuditContext(database=database, store=store, policy=voiced))
+    )
     assert findings == []

@@ -26,7 +26,11 @@ RATE = 16000
 
 
 def speaker(
-    f0: float, *, formant_scale: float = 1.0, tilt: float = 0.0, seconds: float = 0.8,
+    f0: float,
+    *,
+    formant_scale: float = 1.0,
+    tilt: float = 0.0,
+    seconds: float = 0.8,
     seed: int = 0,
 ) -> np.ndarray:
     """A synthetic voiced clip: a glottal pulse train with a gentle F0 fall and 1 % jitter,
@@ -82,19 +86,24 @@ def test_mel_band_powers_match_a_dense_triangular_filterbank() -> None:
     smoothing = _mel_smoothing(RATE, grid.n_fft, grid.n_envelope, 3700)
     frequencies = grid.frequencies
     mel = 2595.0 * np.log10(1.0 + frequencies / 700.0)
-    edges_mel = np.linspace(2595.0 * np.log10(1 + 80 / 700), 2595.0 * np.log10(1 + 3700 / 700),
-                            32)
+    edges_mel = np.linspace(2595.0 * np.log10(1 + 80 / 700), 2595.0 * np.log10(1 + 3700 / 700), 32)
     power = np.random.default_rng(0).random((7, len(frequencies)))
     expected = []
     for band in range(30):
         low, centre, high = edges_mel[band : band + 3]
         hz = 700.0 * (10.0 ** (np.array([low, centre, high]) / 2595.0) - 1.0)
-        weights = np.clip(np.minimum((frequencies - hz[0]) / (hz[1] - hz[0]),
-                                     (hz[2] - frequencies) / (hz[2] - hz[1])), 0.0, None)
+        weights = np.clip(
+            np.minimum(
+                (frequencies - hz[0]) / (hz[1] - hz[0]), (hz[2] - frequencies) / (hz[2] - hz[1])
+            ),
+            0.0,
+            None,
+        )
         weights[(mel <= low) | (mel >= high)] = 0.0
         expected.append(power @ weights / weights.sum())
-    np.testing.assert_allclose(smoothing.band_power(power.astype(np.float32)),
-                               np.stack(expected, axis=1), rtol=2e-3)
+    np.testing.assert_allclose(
+        smoothing.band_power(power.astype(np.float32)), np.stack(expected, axis=1), rtol=2e-3
+    )
 
 
 @pytest.mark.parametrize("f0", [90.0, 130.0, 210.0, 300.0])
@@ -125,9 +134,7 @@ def test_strength_zero_keeps_the_clips_own_pitch() -> None:
 
 
 def test_nothing_above_the_targets_bandwidth_is_released() -> None:
-    noisy = speaker(120.0) + 0.02 * np.random.default_rng(4).standard_normal(
-        len(speaker(120.0))
-    )
+    noisy = speaker(120.0) + 0.02 * np.random.default_rng(4).standard_normal(len(speaker(120.0)))
     out = convert(noisy, RATE, TARGET, rng=np.random.default_rng(5))
     frequencies, power = scipy.signal.welch(out, RATE, nperseg=1024)
     inside = power[(frequencies > 500) & (frequencies < 3000)].mean()
@@ -167,8 +174,9 @@ def test_vocal_tract_warp_brings_the_third_formant_to_the_targets() -> None:
     warps = []
     for scale in (0.92, 1.0, 1.08):
         analysis = analyse(speaker(150.0, formant_scale=scale), grid, high_hz=3700.0)
-        warps.append(third_formant_warp(analysis.envelopes[analysis.voiced],
-                                        grid.envelope_frequencies, 0.95))
+        warps.append(
+            third_formant_warp(analysis.envelopes[analysis.voiced], grid.envelope_frequencies, 0.95)
+        )
         # The neutral tube's F3 (2.5 kHz) × 0.95 over this voice's F3 (2.5 kHz × scale); the
         # smoothed envelope reads F3 a little low, so the warp errs upwards, by < 0.1 octave.
         assert np.log2(warps[-1]) == pytest.approx(np.log2(0.95 / scale), abs=0.1)
@@ -211,8 +219,9 @@ def test_released_audio_is_canonical_flac_of_the_same_length_and_level() -> None
 
 def test_a_seed_reproduces_a_release_and_threads_change_nothing() -> None:
     policy = _pseudo_voice_policy()
-    clips = [flac.encode_samples(speaker(f0, seed=i), RATE)
-             for i, f0 in enumerate((100, 140, 180, 220))]
+    clips = [
+        flac.encode_samples(speaker(f0, seed=i), RATE) for i, f0 in enumerate((100, 140, 180, 220))
+    ]
     voice = VoiceAnonymizer.from_policy(policy, rng=np.random.default_rng(11))
     again = VoiceAnonymizer.from_policy(policy, rng=np.random.default_rng(11))
     assert voice.target == again.target
@@ -241,8 +250,7 @@ def test_out_of_range_shares_are_refused() -> None:
     with pytest.raises(ValueError, match="strength"):
         convert(speaker(120.0), RATE, TARGET, rng=np.random.default_rng(0), strength=1.5)
     with pytest.raises(ValueError, match="vocal_tract_share"):
-        convert(speaker(120.0), RATE, TARGET, rng=np.random.default_rng(0),
-                vocal_tract_share=-0.1)
+        convert(speaker(120.0), RATE, TARGET, rng=np.random.default_rng(0), vocal_tract_share=-0.1)
 
 
 def test_pseudo_voice_needs_no_extra_packages(
@@ -255,8 +263,9 @@ def test_pseudo_voice_needs_no_extra_packages(
 
     monkeypatch.setattr(importlib.util, "find_spec", without_pyworld)
     path = tmp_path / "p.toml"
-    path.write_text('name = "p"\nversion = 1\nvoice_anonymization = "pseudo_voice"\n',
-                    encoding="utf-8")
+    path.write_text(
+        'name = "p"\nversion = 1\nvoice_anonymization = "pseudo_voice"\n', encoding="utf-8"
+    )
     assert load_policy(str(path)).voice_anonymization == "pseudo_voice"
 
 
@@ -275,16 +284,29 @@ def test_the_research_command_maps_a_folder_onto_one_voice_reproducibly(tmp_path
     for i, f0 in enumerate((95.0, 230.0)):
         (source / f"clip{i}.flac").write_bytes(flac.encode_samples(speaker(f0, seed=i), RATE))
     policy = tmp_path / "p.toml"
-    policy.write_text('name = "p"\nversion = 1\nvoice_anonymization = "pseudo_voice"\n',
-                      encoding="utf-8")
+    policy.write_text(
+        'name = "p"\nversion = 1\nvoice_anonymization = "pseudo_voice"\n', encoding="utf-8"
+    )
     runner = CliRunner()
     for out in ("a", "b"):
-        result = runner.invoke(app, ["audio", "anonymize", str(source), "--out",
-                                     str(tmp_path / out), "--policy", str(policy),
-                                     "--seed", "4"])
+        result = runner.invoke(
+            app,
+            [
+                "audio",
+                "anonymize",
+                str(source),
+                "--out",
+                str(tmp_path / out),
+                "--policy",
+                str(policy),
+                "--seed",
+                "4",
+            ],
+        )
         assert result.exit_code == 0, result.output
-    outputs = [[(tmp_path / out / f"clip{i}.flac").read_bytes() for i in range(2)]
-               for out in ("a", "b")]
+    outputs = [
+        [(tmp_path / out / f"clip{i}.flac").read_bytes() for i in range(2)] for out in ("a", "b")
+    ]
     assert outputs[0] == outputs[1]
     pitches = [median_f0(decode_mono(data)[0]) for data in outputs[0]]
     assert pitches[0] == pytest.approx(pitches[1], rel=0.08)
