@@ -2,11 +2,13 @@
 
 The voice is a biometric: removing names and metadata does not stop a speaker encoder from
 matching a released clip to another recording of the same person. With the policy's
-``voice_anonymization`` set to ``mcadams``, every released clip is transformed by McAdams-
-coefficient LPC pole warping (the VoicePrivacy Challenge's signal-processing baseline): each
-20 ms frame's spectral envelope is modelled by linear prediction, the angle φ of every complex
-pole is moved to φ^α, and the frame is re-synthesised from its own excitation through the
-warped envelope. Formants move, the excitation (pitch, timing, voicing) and the duration stay.
+``voice_anonymization`` set to ``pseudo_voice``, every clip of a release is mapped onto one
+voice drawn for that release when its anonymizer is built (``policies.pseudo_voice``). With
+``mcadams``, every released clip is transformed by McAdams-coefficient LPC pole warping (the
+VoicePrivacy Challenge's signal-processing baseline): each 20 ms frame's spectral envelope is
+modelled by linear prediction, the angle φ of every complex pole is moved to φ^α, and the frame
+is re-synthesised from its own excitation through the warped envelope. Formants move, the
+excitation (pitch, timing, voicing) and the duration stay.
 
 α is drawn for every clip from the policy's range ``[voice_mcadams_alpha_min,
 voice_mcadams_alpha_max]`` by a generator seeded from ``secrets`` and is never stored or
