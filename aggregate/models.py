@@ -68,9 +68,12 @@ class ManifestFileRead(BaseModel):
 
 
 class VoiceAnonymizationRead(BaseModel):
-    """The voice transform applied to every clip of a release; per-clip draws are not kept."""
+    """The voice transform applied to every clip of a release; its draws (per clip, or the
+    release's one pseudo-voice) are not kept."""
 
-    method: str = Field(description="none, mcadams or world (policy voice_anonymization)")
+    method: str = Field(
+        description="none, pseudo_voice, mcadams or world (policy voice_anonymization)"
+    )
     alpha_range: list[float] | None = None
     pitch_octaves_range: list[float] | None = None
     formant_octaves_range: list[float] | None = None

@@ -1,10 +1,8 @@
 """Voice anonymization, VoicePrivacy style, on FSDD: speaker linkability against speech content.
 
-Data: the Free Spoken Digit Dataset where ``core.sample_data`` finds it (``CHORUS_DATA_DIR``, then
-``../shared/data``: 3,000 clips, 6 speakers, 50 of each digit per speaker; without either, the
-twelve recordings in ``tests/data``), resampled to the service's 16 kHz as the sanitizer does.
-Each speaker's clips with the lower half of the take indices are enrollment, the others trial
-(on the full set: index 0–24 and 25–49, so each half holds every digit of every speaker).
+Data: the Free Spoken Digit Dataset in ``../shared/data/fsdd`` (3,000 clips, 6 speakers, 50 of
+each digit per speaker), resampled to the service's 16 kHz as the sanitizer does. Clips with
+index 0–24 are enrollment, 25–49 trial (so each half holds every digit of every speaker).
 Anonymized clips go through ``VoiceAnonymizer.released_audio``, the release's own function, on
 the canonical FLAC of the clip.
 
@@ -19,19 +17,35 @@ speaker-identification accuracy). Conditions:
 - ``trained``: a stronger attacker that trains a classifier (logistic regression on the
   embeddings) on anonymized enrollment clips, then scores anonymized trials.
 
+Releases: enrollment and trial clips are each grouped into releases of k (``--k``, default 5
+and 20; ``compose_releases``): a release is one digit from k different speakers where FSDD's
+six allow, so k = 20 holds each speaker three or four times. Each release gets the anonymizer a
+release builds (``VoiceAnonymizer.for_release``: the ``pseudo_voice`` target is drawn per
+release; ``mcadams`` and ``world`` draw per clip anyway). Linking within releases: an attacker
+holding two consecutive releases links each clip of the first to its most similar clip of the
+second (cosine of encoder embeddings, or of the trained attacker's speaker posteriors); the
+share of links that find the same speaker is set against chance.
+
 Utility: PocketSphinx (en-US model in its wheel) with a grammar of the ten digits; word
 accuracy on the trial clips, original and anonymized, in the same run.
 
-A sweep over the McAdams coefficient range gives the privacy/utility curve (PNG plot).
+Speed: clips per second per core of ``released_audio`` (FLAC in and out), the transforms taking
+turns round by round in one process, ``world ×1`` (the per-clip transform) always among them.
 
-    .venv/bin/python benchmarks/voice_privacy.py [--clips N] [--jobs 2] [--out F.md] [--plot F.png]
+The sweep (McAdams ranges, WORLD strengths, pseudo-voice strengths) gives the privacy/utility
+curve (PNG plot).
 
-``--quick`` uses 48 clips and two sweep points (about a minute). Needs the ``voice`` extra.
+    .venv/bin/python benchmarks/voice_privacy.py [--clips-per-speaker N] [--k 5 20]
+        [--transforms …] [--jobs 2] [--speed-clips 200] [--out F.md] [--plot F.png]
+
+``--quick`` uses 48 clips, two transforms and k = 5 (about a minute). Needs the ``voice`` extra.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import itertools
 import os
 import sys
 import tempfile
@@ -55,13 +69,23 @@ from policies.voice import VoiceAnonymizer, decode_mono  # noqa: E402
 
 SAMPLE_RATE = 16000
 DIGITS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
-# The transforms swept: McAdams ranges (the VoicePrivacy baseline) and WORLD pitch + formant
-# shifts at several strengths (the default policy ranges are "world ×1").
+RELEASE_SIZES = (5, 20)
+
+
+# The transforms swept: McAdams ranges (the VoicePrivacy baseline), WORLD pitch + formant
+# shifts at several strengths (the default policy ranges are "world ×1"), all drawn per clip,
+# and the release's pseudo-voice at several strengths (1 maps each clip all the way).
 def _world(scale: float) -> VoiceAnonymizer:
     return VoiceAnonymizer(
         method="world",
         pitch_octaves=(0.4 * scale, 0.8 * scale),
         formant_octaves=(0.1 * scale, 0.2 * scale),
+    )
+
+
+def _pseudo_voice(strength: float, vocal_tract_share: float = 0.0) -> VoiceAnonymizer:
+    return VoiceAnonymizer(
+        method="pseudo_voice", strength=strength, vocal_tract_share=vocal_tract_share
     )
 
 
@@ -72,8 +96,13 @@ SWEEP: dict[str, VoiceAnonymizer] = {
     "world ×1": _world(1.0),
     "world ×1.25": _world(1.25),
     "world ×1.5": _world(1.5),
+    "pseudo-voice ×0": _pseudo_voice(0.0),
+    "pseudo-voice ×0.5": _pseudo_voice(0.5),
+    "pseudo-voice ×0.75": _pseudo_voice(0.75),
+    "pseudo-voice": _pseudo_voice(1.0),
+    "pseudo-voice + vocal tract ×0.5": _pseudo_voice(1.0, 0.5),
 }
-QUICK_SWEEP = ("mcadams 0.7–0.9", "world ×1")
+QUICK_SWEEP = ("mcadams 0.7–0.9", "pseudo-voice")
 
 
 @dataclass(frozen=True)
@@ -82,7 +111,7 @@ class Clip:
     speaker: str
     index: int
     flac: bytes  # the canonical 16 kHz FLAC the service would hold
-    enrollment: bool
+    enrollment: bool = False
 
 
 def fsdd_folder() -> Path:
@@ -142,23 +171,81 @@ def load_fsdd(root: Path | None = None, *, per_speaker: int | None = None) -> li
     return clips
 
 
+def compose_releases(clips: Sequence[Clip], k: int, *, seed: int) -> list[list[int]]:
+    """Clip indices grouped into releases of ``k`` (the last may be smaller).
+
+    A release is one exercise from k learners, so each speaker's clips are queued digit by
+    digit (in a seeded random order within a digit) and every release takes the next clip of
+    the speakers it holds fewest of, those with most clips left first: with FSDD's six speakers a
+    release of k ≤ 6 holds k different speakers, one clip each, mostly of one digit; a release of
+    k = 20 holds every speaker three or four times."""
+    rng = np.random.default_rng(seed)
+    queues: dict[str, list[int]] = {}
+    order = rng.permutation(len(clips))
+    for i in sorted(order, key=lambda i: clips[i].digit):
+        queues.setdefault(clips[i].speaker, []).append(int(i))
+    releases: list[list[int]] = []
+    while any(queues.values()):
+        release: list[int] = []
+        held: dict[str, int] = {}
+        while len(release) < k and any(queues.values()):
+            speaker = min(
+                (s for s, queue in queues.items() if queue),
+                key=lambda s: (held.get(s, 0), -len(queues[s]), rng.random()),
+            )
+            release.append(queues[speaker].pop(0))
+            held[speaker] = held.get(speaker, 0) + 1
+        releases.append(release)
+    return releases
+
+
 def anonymize_all(
-    clips: Sequence[Clip], voice: VoiceAnonymizer, *, seed: int, jobs: int = 1
+    clips: Sequence[Clip],
+    voice: VoiceAnonymizer,
+    *,
+    seed: int,
+    releases: Sequence[Sequence[int]] | None = None,
+    jobs: int = 1,
 ) -> list[np.ndarray]:
-    """Each clip through the release's transform (its own generator spawned from ``seed``,
-    so the result does not depend on ``jobs``), as samples."""
-    seeds = np.random.SeedSequence(seed).spawn(len(clips))
+    """Each clip through the release's transform, as samples.
+
+    Every release gets the anonymizer a release would build (``for_release``: a pseudo-voice
+    target of its own) and every clip its own generator, all spawned from ``seed``, so the
+    result does not depend on ``jobs``. Without ``releases`` every clip is a release alone."""
+    groups = releases if releases is not None else [[i] for i in range(len(clips))]
+    release_seeds = np.random.SeedSequence(seed).spawn(len(groups))
+    clip_seeds = np.random.SeedSequence([seed, 1]).spawn(len(clips))
+    voices: list[VoiceAnonymizer] = [voice] * len(clips)
+    for group, release_seed in zip(groups, release_seeds, strict=True):
+        release_voice = voice.for_release(np.random.default_rng(release_seed))
+        for i in group:
+            voices[i] = release_voice
     data = [clip.flac for clip in clips]
     if jobs > 1:
         with ProcessPoolExecutor(max_workers=jobs) as pool:
-            return list(pool.map(_anonymize_one, [voice] * len(data), data, seeds,
-                                 chunksize=32))
-    return [_anonymize_one(voice, d, s) for d, s in zip(data, seeds, strict=True)]
+            return list(pool.map(_anonymize_one, voices, data, clip_seeds, chunksize=32))
+    return [_anonymize_one(v, d, s) for v, d, s in zip(voices, data, clip_seeds, strict=True)]
 
 
 def _anonymize_one(voice: VoiceAnonymizer, data: bytes, seed: np.random.SeedSequence
                    ) -> np.ndarray:
     return decode_mono(voice.released_audio(data, rng=np.random.default_rng(seed)))[0]
+
+
+def clips_per_second(
+    clips: Sequence[Clip], voices: dict[str, VoiceAnonymizer], *, rounds: int = 3
+) -> dict[str, float]:
+    """CPU throughput of ``released_audio`` (FLAC in, FLAC out) in this one process: clips per
+    second per core. The transforms take turns, round by round, so load falls on all alike."""
+    spent = dict.fromkeys(voices, 0.0)
+    for _ in range(rounds):
+        for label, voice in voices.items():
+            release_voice = voice.for_release()
+            started = time.process_time()
+            for clip in clips:
+                release_voice.released_audio(clip.flac)
+            spent[label] += time.process_time() - started
+    return {label: rounds * len(clips) / max(seconds, 1e-9) for label, seconds in spent.items()}
 
 
 def originals(clips: Sequence[Clip]) -> list[np.ndarray]:
@@ -316,15 +403,55 @@ def word_accuracy_score(
     return float(np.mean([h == DIGITS[d] for h, d in zip(heard, digits, strict=True)]))
 
 
+# --- linking within releases ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LinkageResult:
+    """How often an attacker, holding two releases, picks for a clip of the first the clip of
+    the second spoken by the same speaker (chance is the share of such clips)."""
+
+    accuracy: float
+    chance: float
+
+
+def release_linkage(
+    features: np.ndarray,
+    speakers: Sequence[str],
+    releases: Sequence[Sequence[int]],
+) -> LinkageResult:
+    """Each release against the next: every clip whose speaker the next release holds is
+    linked to its most similar clip there (cosine of ``features``)."""
+    unit = features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
+    labels = np.asarray(speakers)
+    hits: list[bool] = []
+    chances: list[float] = []
+    for first, second in itertools.pairwise(releases):
+        a, b = np.asarray(first), np.asarray(second)
+        similarity = unit[a] @ unit[b].T
+        for row, clip in enumerate(a):
+            same = labels[b] == labels[clip]
+            if not same.any():
+                continue
+            hits.append(bool(same[int(np.argmax(similarity[row]))]))
+            chances.append(float(same.mean()))
+    if not hits:
+        return LinkageResult(accuracy=float("nan"), chance=float("nan"))
+    return LinkageResult(accuracy=float(np.mean(hits)), chance=float(np.mean(chances)))
+
+
 # --- one run ----------------------------------------------------------------------------------
 
 
 @dataclass
 class SweepPoint:
     label: str
+    k: int
     ignorant: AttackResult
     lazy_informed: AttackResult
     trained: AttackResult
+    linkage_encoder: LinkageResult
+    linkage_trained: LinkageResult
     word_accuracy: float
     seconds_per_clip: float
 
@@ -335,13 +462,16 @@ class Report:
     speakers: int
     original: AttackResult
     original_word_accuracy: float
+    original_linkage: dict[int, LinkageResult] = field(default_factory=dict)
     points: list[SweepPoint] = field(default_factory=list)
+    clips_per_second: dict[str, float] = field(default_factory=dict)
 
 
 def run(
     clips: Sequence[Clip],
     sweep: dict[str, VoiceAnonymizer],
     *,
+    sizes: Sequence[int] = RELEASE_SIZES,
     jobs: int = 1,
     progress: Callable[[str], None] = print,
 ) -> Report:
@@ -364,32 +494,50 @@ def run(
         original_word_accuracy=word_accuracy_score(trial_original_audio, trial_digits, jobs=jobs),
     )
     progress(f"original: {report.original}, word accuracy {report.original_word_accuracy:.3f}")
-    for label, voice in sweep.items():
-        started = time.perf_counter()
-        trial_anonymized_audio = anonymize_all(trial, voice, seed=1, jobs=jobs)
-        # Wall time over the jobs' processes: the throughput a release with as many would see.
-        elapsed = time.perf_counter() - started
-        enroll_anonymized = encoder.embed(anonymize_all(enroll, voice, seed=2, jobs=jobs))
-        trial_anonymized = encoder.embed(trial_anonymized_audio)
-        point = SweepPoint(
-            label=label,
-            ignorant=_attack(
-                cosine_scores, enroll_original, enroll_speakers, trial_anonymized, trial_speakers
-            ),
-            lazy_informed=_attack(
-                cosine_scores, enroll_anonymized, enroll_speakers, trial_anonymized,
-                trial_speakers,
-            ),
-            trained=_attack(
-                trained_scores, enroll_anonymized, enroll_speakers, trial_anonymized,
-                trial_speakers,
-            ),
-            word_accuracy=word_accuracy_score(trial_anonymized_audio, trial_digits, jobs=jobs),
-            seconds_per_clip=elapsed / max(1, len(trial)),
-        )
-        report.points.append(point)
-        progress(f"{label}: {point}")
+    for k in sizes:
+        enroll_releases = compose_releases(enroll, k, seed=10 + k)
+        trial_releases = compose_releases(trial, k, seed=20 + k)
+        report.original_linkage[k] = release_linkage(trial_original, trial_speakers,
+                                                     trial_releases)
+        for label, voice in sweep.items():
+            started = time.perf_counter()
+            trial_anonymized_audio = anonymize_all(
+                trial, voice, seed=1, releases=trial_releases, jobs=jobs
+            )
+            # Wall time over the jobs' processes: the throughput a release with as many would see.
+            elapsed = time.perf_counter() - started
+            enroll_anonymized = encoder.embed(
+                anonymize_all(enroll, voice, seed=2, releases=enroll_releases, jobs=jobs)
+            )
+            trial_anonymized = encoder.embed(trial_anonymized_audio)
+            trained_features, _ = trained_scores(enroll_anonymized, enroll_speakers,
+                                                 trial_anonymized)
+            point = SweepPoint(
+                label=label,
+                k=k,
+                ignorant=_attack(cosine_scores, enroll_original, enroll_speakers,
+                                 trial_anonymized, trial_speakers),
+                lazy_informed=_attack(cosine_scores, enroll_anonymized, enroll_speakers,
+                                      trial_anonymized, trial_speakers),
+                trained=_attack(trained_scores, enroll_anonymized, enroll_speakers,
+                                trial_anonymized, trial_speakers),
+                linkage_encoder=release_linkage(trial_anonymized, trial_speakers,
+                                                trial_releases),
+                linkage_trained=release_linkage(_softmax(trained_features), trial_speakers,
+                                                trial_releases),
+                word_accuracy=word_accuracy_score(trial_anonymized_audio, trial_digits,
+                                                  jobs=jobs),
+                seconds_per_clip=elapsed / max(1, len(trial)),
+            )
+            report.points.append(point)
+            progress(f"k={k} {label}: {point}")
     return report
+
+
+def _softmax(scores: np.ndarray) -> np.ndarray:
+    """The trained attacker's speaker posteriors from its per-speaker scores."""
+    shifted = np.exp(scores - scores.max(axis=1, keepdims=True))
+    return np.asarray(shifted / shifted.sum(axis=1, keepdims=True))
 
 
 Scorer = Callable[[np.ndarray, Sequence[str], np.ndarray], tuple[np.ndarray, list[str]]]
@@ -408,54 +556,69 @@ def _attack(
 
 # --- report -----------------------------------------------------------------------------------
 
+GOAL_TRAINED_EER = 0.20
 GOAL_IGNORANT_EER = 0.35
 GOAL_LAZY_EER = 0.30
 GOAL_MAX_WORD_ACCURACY_DROP = 0.05
+GOAL_CLIPS_PER_SECOND = 200.0
 
 
 def meets_goal(point: SweepPoint, report: Report) -> bool:
+    """The privacy and utility goal (speed is judged apart, on ``clips_per_second``)."""
     drop = report.original_word_accuracy - point.word_accuracy
     return (
         point.ignorant.eer >= GOAL_IGNORANT_EER
         and point.lazy_informed.eer >= GOAL_LAZY_EER
+        and point.trained.eer >= GOAL_TRAINED_EER
         and drop <= GOAL_MAX_WORD_ACCURACY_DROP
     )
 
 
 def markdown(report: Report, *, command: str, load: str) -> str:
+    trials = report.clips // 2
+    linkage = "; ".join(
+        f"k = {k}: {result.accuracy:.1%} (chance {result.chance:.1%})"
+        for k, result in report.original_linkage.items()
+    )
     lines = [
         f"`{command}` — {report.clips} FSDD clips ({report.speakers} speakers; half enrollment, "
-        f"half trial), load average {load}.",
+        f"half trial, about {trials} each), load average {load}.",
         "",
         f"Original voices (baseline): EER {report.original.eer:.3f}, speaker identification "
         f"{report.original.identification_accuracy:.1%}; PocketSphinx digit word accuracy "
-        f"{report.original_word_accuracy:.1%}.",
+        f"{report.original_word_accuracy:.1%}; linking across two releases (encoder) {linkage}.",
         "",
-        "| transform | EER ignorant | EER lazy-informed | EER trained | speaker id (ignorant / "
-        "lazy / trained) | word accuracy (change) | ms/clip (wall, all jobs) | goal met |",
-        "|---|---|---|---|---|---|---|---|",
+        "| k | transform | EER ignorant | EER lazy-informed | EER trained | speaker id (ignorant "
+        "/ lazy / trained) | linked across releases: encoder / trained (chance) | word accuracy "
+        "(change) | ms/clip (wall, all jobs) | goal met |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for p in report.points:
         drop = report.original_word_accuracy - p.word_accuracy
         lines.append(
-            f"| {p.label} | {p.ignorant.eer:.3f} | {p.lazy_informed.eer:.3f} | "
+            f"| {p.k} | {p.label} | {p.ignorant.eer:.3f} | {p.lazy_informed.eer:.3f} | "
             f"{p.trained.eer:.3f} | {p.ignorant.identification_accuracy:.1%} / "
             f"{p.lazy_informed.identification_accuracy:.1%} / "
-            f"{p.trained.identification_accuracy:.1%} | {p.word_accuracy:.1%} "
-            f"({-drop * 100:+.1f} pts) | {p.seconds_per_clip * 1000:.0f} | "
+            f"{p.trained.identification_accuracy:.1%} | {p.linkage_encoder.accuracy:.1%} / "
+            f"{p.linkage_trained.accuracy:.1%} ({p.linkage_encoder.chance:.1%}) | "
+            f"{p.word_accuracy:.1%} ({-drop * 100:+.1f} pts) | {p.seconds_per_clip * 1000:.0f} | "
             f"{'yes' if meets_goal(p, report) else 'no'} |"
         )
+    if report.clips_per_second:
+        lines += ["", "| transform | clips/s per core (`released_audio`, FLAC in and out) |",
+                  "|---|---|"]
+        lines += [f"| {label} | {rate:.0f} |" for label, rate in report.clips_per_second.items()]
     return "\n".join(lines) + "\n"
 
 
 def plot(report: Report, path: Path) -> None:
-    """EER of each attacker against the word-accuracy drop, one point per transform."""
+    """EER of each attacker against the word-accuracy drop, one point per transform and k."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(figsize=(7.5, 5))
+    figure, axes = plt.subplots(figsize=(8, 5.5))
     drops = [(report.original_word_accuracy - p.word_accuracy) * 100 for p in report.points]
     for name, key, marker in (
         ("ignorant", "ignorant", "o"),
@@ -465,10 +628,11 @@ def plot(report: Report, path: Path) -> None:
         eers = [getattr(p, key).eer for p in report.points]
         axes.scatter(drops, eers, marker=marker, label=name)
     for p, drop in zip(report.points, drops, strict=True):
-        axes.annotate(p.label, (drop, p.ignorant.eer), fontsize=7, xytext=(3, 3),
+        axes.annotate(f"{p.label} (k={p.k})", (drop, p.trained.eer), fontsize=6, xytext=(3, -8),
                       textcoords="offset points")
     axes.axhline(GOAL_IGNORANT_EER, color="grey", linestyle="--", linewidth=0.8)
     axes.axhline(GOAL_LAZY_EER, color="grey", linestyle=":", linewidth=0.8)
+    axes.axhline(GOAL_TRAINED_EER, color="grey", linestyle=(0, (1, 3)), linewidth=0.8)
     axes.axvline(GOAL_MAX_WORD_ACCURACY_DROP * 100, color="grey", linestyle="-.", linewidth=0.8)
     axes.axhline(report.original.eer, color="black", linewidth=0.8)
     axes.set_xlabel("PocketSphinx word-accuracy drop (points, lower is better)")
@@ -487,6 +651,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="clips per speaker (default: all 500)")
     parser.add_argument("--transforms", nargs="+", choices=list(SWEEP), default=None,
                         help="run only these transforms of the sweep")
+    parser.add_argument("--k", type=int, nargs="+", default=None,
+                        help="release sizes (default: 5 and 20; --quick: 5)")
+    parser.add_argument("--speed-clips", type=int, default=None,
+                        help="clips timed per transform and round for clips/s per core "
+                        "(default 200; --quick: none)")
     parser.add_argument("--jobs", type=int, default=2,
                         help="processes for anonymization and the recognizer")
     parser.add_argument("--out", type=Path, default=None, help="write the Markdown table here")
@@ -498,12 +667,21 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     per_speaker = 8 if args.quick else args.clips_per_speaker
     chosen = args.transforms or (QUICK_SWEEP if args.quick else list(SWEEP))
-    sweep = {k: SWEEP[k] for k in chosen}
+    sweep = {label: SWEEP[label] for label in chosen}
+    sizes = args.k or ((5,) if args.quick else RELEASE_SIZES)
     found = find_sample_data()
     if found is None:
         raise SystemExit("no FSDD recordings: set CHORUS_DATA_DIR (README: Test data)")
     print(f"FSDD: {found.describe()}")
-    report = run(load_fsdd(found.fsdd, per_speaker=per_speaker), sweep, jobs=args.jobs)
+    clips = load_fsdd(found.fsdd, per_speaker=per_speaker)
+    report = run(clips, sweep, sizes=sizes, jobs=args.jobs)
+    speed_clips = args.speed_clips if args.speed_clips is not None else (0 if args.quick else 200)
+    if speed_clips:
+        timed = {"none (copy)": VoiceAnonymizer(method="none"), **sweep}
+        if "world ×1" not in timed and importlib.util.find_spec("pyworld") is not None:
+            timed["world ×1"] = SWEEP["world ×1"]  # the per-clip transform this one replaces
+        trial = [clip for clip in clips if not clip.enrollment][:speed_clips]
+        report.clips_per_second = clips_per_second(trial, timed)
     one, five, _ = os.getloadavg()
     command = "python benchmarks/voice_privacy.py " + " ".join(sys.argv[1:] if argv is None
                                                               else argv)

@@ -42,7 +42,8 @@ def anonymize(
         policy = load_policy(policy_name or get_settings().policy)
     except ChorusError as exc:
         _fail(exc.detail)
-    voice = VoiceAnonymizer.from_policy(policy)
+    rng = np.random.default_rng(seed) if seed is not None else None
+    voice = VoiceAnonymizer.from_policy(policy, rng=rng)  # one folder, one pseudo-voice
     if not voice.enabled:
         _fail(f"policy {policy.name!r} does not anonymize voices (voice_anonymization = "
               f"{policy.voice_anonymization!r}); pass --policy with one that does")
@@ -52,7 +53,6 @@ def anonymize(
     stems = [clip.stem for clip in clips]
     if len(set(stems)) != len(stems):
         _fail("two clips in the folder share a stem; their outputs would overwrite each other")
-    rng = np.random.default_rng(seed) if seed is not None else None
     out.mkdir(parents=True, exist_ok=True)
     for clip in clips:
         try:

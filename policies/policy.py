@@ -19,7 +19,7 @@ from core.errors import ConfigurationError
 
 POLICY_DIR = Path(__file__).resolve().parent / "files"
 ReleaseInterval = Literal["hourly", "daily", "weekly"]
-VoiceAnonymization = Literal["none", "mcadams", "world"]
+VoiceAnonymization = Literal["none", "mcadams", "world", "pseudo_voice"]
 
 
 class Policy(BaseModel):
@@ -61,7 +61,9 @@ class Policy(BaseModel):
         description="the licence a released dataset carries (an SPDX-style id, lower case)",
     )
     voice_anonymization: VoiceAnonymization = Field(
-        default="none", description="transform applied to every released voice (policies.voice)"
+        default="none",
+        description="transform applied to every released voice (policies.voice): none, "
+        "pseudo_voice (one voice drawn per release), mcadams or world (drawn per clip)",
     )
     # α = 1 leaves a voice as it is: the range stays clear of it, so every clip is transformed.
     voice_mcadams_alpha_min: float = Field(default=0.7, ge=0.5, le=0.95)

@@ -2,11 +2,13 @@
 
 The voice is a biometric: removing names and metadata does not stop a speaker encoder from
 matching a released clip to another recording of the same person. With the policy's
-``voice_anonymization`` set to ``mcadams``, every released clip is transformed by McAdams-
-coefficient LPC pole warping (the VoicePrivacy Challenge's signal-processing baseline): each
-20 ms frame's spectral envelope is modelled by linear prediction, the angle φ of every complex
-pole is moved to φ^α, and the frame is re-synthesised from its own excitation through the
-warped envelope. Formants move, the excitation (pitch, timing, voicing) and the duration stay.
+``voice_anonymization`` set to ``pseudo_voice``, every clip of a release is mapped onto one
+voice drawn for that release when its anonymizer is built (``policies.pseudo_voice``). With
+``mcadams``, every released clip is transformed by McAdams-coefficient LPC pole warping (the
+VoicePrivacy Challenge's signal-processing baseline): each 20 ms frame's spectral envelope is
+modelled by linear prediction, the angle φ of every complex pole is moved to φ^α, and the frame
+is re-synthesised from its own excitation through the warped envelope. Formants move, the
+excitation (pitch, timing, voicing) and the duration stay.
 
 α is drawn for every clip from the policy's range ``[voice_mcadams_alpha_min,
 voice_mcadams_alpha_max]`` by a generator seeded from ``secrets`` and is never stored or
@@ -27,7 +29,7 @@ from __future__ import annotations
 import io
 import secrets
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import get_args
 
 import numpy as np
@@ -36,6 +38,7 @@ import soundfile as sf
 from core.errors import UnsupportedAudio
 from policies import flac
 from policies.policy import Policy, VoiceAnonymization
+from policies.pseudo_voice import PseudoVoice, convert, draw_pseudo_voice
 
 VOICE_METHODS: tuple[str, ...] = get_args(VoiceAnonymization)
 
@@ -51,21 +54,43 @@ class VoiceAnonymizer:
     """The release's voice transform, built once from the policy in force.
 
     Ranges are (low, high); ``pitch_octaves`` and ``formant_octaves`` are shift sizes whose
-    direction (up or down, the same for both) is drawn per clip too."""
+    direction (up or down, the same for both) is drawn per clip too. For ``pseudo_voice`` the
+    release's one target voice is drawn when the anonymizer is built (``from_policy``, once per
+    release) and lives only in this object; ``strength`` below 1 maps part of the way and
+    ``vocal_tract_share`` adds a formant-scale warp (both for the benchmark's curve)."""
 
     method: VoiceAnonymization
     alpha: tuple[float, float] = (0.7, 0.9)
     pitch_octaves: tuple[float, float] = (0.4, 0.8)
     formant_octaves: tuple[float, float] = (0.1, 0.2)
+    strength: float = 1.0
+    vocal_tract_share: float = 0.0
+    target: PseudoVoice | None = field(default=None, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.method == "pseudo_voice" and self.target is None:
+            object.__setattr__(self, "target", draw_pseudo_voice(fresh_generator()))
 
     @classmethod
-    def from_policy(cls, policy: Policy) -> VoiceAnonymizer:
-        return cls(
+    def from_policy(
+        cls, policy: Policy, *, rng: np.random.Generator | None = None
+    ) -> VoiceAnonymizer:
+        """The transform for one release; a ``pseudo_voice`` target is drawn here, from the
+        CSPRNG unless ``rng`` is given (tests and research only)."""
+        voice = cls(
             method=policy.voice_anonymization,
             alpha=(policy.voice_mcadams_alpha_min, policy.voice_mcadams_alpha_max),
             pitch_octaves=(policy.voice_pitch_octaves_min, policy.voice_pitch_octaves_max),
             formant_octaves=(policy.voice_formant_octaves_min, policy.voice_formant_octaves_max),
         )
+        return voice.for_release(rng)
+
+    def for_release(self, rng: np.random.Generator | None = None) -> VoiceAnonymizer:
+        """This transform with a fresh release target (``pseudo_voice``; others draw per clip)."""
+        if self.method != "pseudo_voice":
+            return self
+        generator = rng if rng is not None else fresh_generator()
+        return replace(self, target=draw_pseudo_voice(generator))
 
     def manifest_entry(self) -> dict[str, object]:
         """What a release's manifest says about the transform: the method and its ranges."""
@@ -94,7 +119,17 @@ class VoiceAnonymizer:
             return data
         samples, sample_rate = decode_mono(data)
         generator = rng if rng is not None else fresh_generator()
-        if self.method == "mcadams":
+        if self.method == "pseudo_voice":
+            assert self.target is not None  # drawn in __post_init__ at the latest
+            transformed = convert(
+                samples,
+                sample_rate,
+                self.target,
+                rng=generator,
+                strength=self.strength,
+                vocal_tract_share=self.vocal_tract_share,
+            )
+        elif self.method == "mcadams":
             alpha = float(generator.uniform(*self.alpha))
             transformed = mcadams_transform(samples, sample_rate, alpha=alpha)
         else:

@@ -12,12 +12,15 @@ import pytest
 from benchmarks.voice_privacy import (
     QUICK_SWEEP,
     SWEEP,
+    Clip,
     attack,
+    compose_releases,
     eer_score,
     fsdd_folder,
     load_fsdd,
     markdown,
     plot,
+    release_linkage,
     run,
 )
 from core.sample_data import find_sample_data
@@ -56,6 +59,42 @@ def test_attack_counts_identification_and_target_trials() -> None:
     result = attack(scores, ["a", "b", "b"], ["a", "b"])
     assert result.identification_accuracy == pytest.approx(2 / 3)
     assert 0.0 < result.eer < 0.5
+
+
+def _toy_clips(per_speaker: int) -> list[Clip]:
+    return [
+        Clip(digit=i % 10, speaker=f"s{s}", index=i, flac=b"")
+        for s in range(6)
+        for i in range(per_speaker)
+    ]
+
+
+def test_releases_hold_k_speakers_where_six_allow_and_every_clip_once() -> None:
+    clips = _toy_clips(20)
+    for k in (5, 20):
+        releases = compose_releases(clips, k, seed=1)
+        assert sorted(i for release in releases for i in release) == list(range(len(clips)))
+        assert all(len(release) == k for release in releases[:-1])
+        for release in releases[:-1]:
+            counts = [sum(clips[i].speaker == f"s{s}" for i in release) for s in range(6)]
+            if k == 5:
+                assert sorted(counts) == [0, 1, 1, 1, 1, 1]
+            else:
+                assert sorted(counts) == [3, 3, 3, 3, 4, 4]
+    # A release is one exercise where it can be: k = 5 releases mostly hold one digit.
+    one_digit = [len({clips[i].digit for i in r}) == 1 for r in compose_releases(clips, 5, seed=2)]
+    assert np.mean(one_digit) > 0.5
+
+
+def test_linkage_counts_the_same_speaker_across_consecutive_releases() -> None:
+    speakers = ["a", "b", "c", "a", "b", "d"]
+    releases = [[0, 1, 2], [3, 4, 5]]
+    identity = np.eye(4)[[0, 1, 2, 0, 1, 3]]
+    perfect = release_linkage(identity, speakers, releases)
+    assert perfect.accuracy == 1.0
+    assert perfect.chance == pytest.approx(1 / 3)
+    swapped = np.eye(4)[[0, 1, 2, 1, 0, 3]]
+    assert release_linkage(swapped, speakers, releases).accuracy == 0.0
 
 
 NEEDS_VOICE_EXTRA = pytest.mark.skipif(
@@ -120,11 +159,17 @@ def test_small_mode_on_the_full_data_shows_anonymization_raising_the_attackers_e
 ) -> None:
     clips = load_fsdd(full_data / "fsdd" / "recordings", per_speaker=8)
     assert len(clips) == 48
-    report = run(clips, {k: SWEEP[k] for k in QUICK_SWEEP}, jobs=1, progress=lambda _: None)
+    report = run(clips, {label: SWEEP[label] for label in QUICK_SWEEP}, sizes=(5,), jobs=1,
+                 progress=lambda _: None)
     assert report.speakers == 6
     assert report.original.eer < 0.25
     assert report.original.identification_accuracy > 0.8
+    assert report.original_linkage[5].accuracy > 0.6
     for point in report.points:
+        assert point.k == 5
         assert point.ignorant.eer > report.original.eer + 0.1
         assert point.ignorant.identification_accuracy < report.original.identification_accuracy
     assert 0.4 < report.original_word_accuracy <= 1.0
+    # The release's one pseudo-voice: a trained attacker does worse than on any per-clip draw.
+    by_label = {point.label: point for point in report.points}
+    assert by_label["pseudo-voice"].trained.eer > by_label["mcadams 0.7–0.9"].trained.eer
