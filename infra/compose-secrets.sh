@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Write the secrets infra/compose.yaml mounts, once per deployment (existing files are kept):
-#   infra/.env                      POSTGRES_PASSWORD (compose reads it for interpolation)
+#   infra/.env                      POSTGRES_PASSWORD and REDIS_PASSWORD (compose reads them
+#                                   for interpolation)
 #   infra/secrets/consent-public.pem   the account service's Ed25519 public key
 #                                   (a fresh development pair is made when none is there;
 #                                   replace it with the real account service's public key)
@@ -22,6 +23,9 @@ random_hex() { od -An -N"$1" -tx1 /dev/urandom | tr -d ' \n'; }
 
 if [[ ! -f "$env_file" ]] || ! grep -q '^POSTGRES_PASSWORD=' "$env_file"; then
   (umask 077 && echo "POSTGRES_PASSWORD=$(random_hex 24)" >>"$env_file")
+fi
+if ! grep -q '^REDIS_PASSWORD=' "$env_file"; then
+  (umask 077 && echo "REDIS_PASSWORD=$(random_hex 24)" >>"$env_file")
 fi
 
 if [[ ! -f "$secrets_dir/consent-public.pem" ]]; then

@@ -307,11 +307,17 @@ def test_replicas_share_bucket_keys_through_a_redis_that_saves_nothing() -> None
     assert command[command.index("--save") + 1] == ""
     assert command[command.index("--appendonly") + 1] == "no"
     assert "volumes" not in redis
-    api_key_store = services["api"]["environment"]["CHORUS_KEY_STORE_URL"]
+    api_key_store = services["api"]["environment"]["CHORUS_KEY_STORE_URL"].replace(
+        "${REDIS_PASSWORD:?run infra/compose-secrets.sh first}", "pw"
+    )
     assert urlsplit(api_key_store).hostname == "redis"
+    assert urlsplit(api_key_store).password == "pw"
     assert services["api"]["depends_on"]["redis"]["condition"] == "service_healthy"
-    k8s_key_store = _find("ConfigMap", "chorus-settings")["data"]["CHORUS_KEY_STORE_URL"]
+    # In Kubernetes the URL carries the password, so it comes from the Secret, not the ConfigMap.
+    assert "CHORUS_KEY_STORE_URL" not in _find("ConfigMap", "chorus-settings")["data"]
+    k8s_key_store = _find("Secret", "chorus-secrets")["stringData"]["key-store-url"]
     assert urlsplit(k8s_key_store).hostname == "chorus-redis"
+    assert urlsplit(k8s_key_store).password
     _find("Service", "chorus-redis")
 
 
@@ -338,12 +344,20 @@ def test_compose_settings_are_settings_fields_and_match_the_mounts() -> None:
     assert "aws_credentials" in services["api"]["secrets"]
     # The compose-interpolated password aside, the values are valid settings.
     resolved = {
-        k: v.replace("${POSTGRES_PASSWORD:?run infra/compose-secrets.sh first}", "pw")
+        k: v.replace("${POSTGRES_PASSWORD:?run infra/compose-secrets.sh first}", "pw").replace(
+            "${REDIS_PASSWORD:?run infra/compose-secrets.sh first}", "redis-pw"
+        )
         for k, v in environment.items()
         if k.startswith("CHORUS_")
     }
     settings = _settings_from(resolved)
     assert settings.database_url.startswith("postgresql+psycopg://chorus:pw@postgres:5432/")
+    # The key store needs the password the redis service requires (P3: no open key store).
+    assert settings.key_store_url == "redis://:redis-pw@redis:6379/0"
+    redis_command = services["redis"]["command"]
+    assert redis_command[redis_command.index("--requirepass") + 1] == (
+        "${REDIS_PASSWORD:?run infra/compose-secrets.sh first}"
+    )
     store = S3BlobStore.from_url(settings.storage_url)
     assert (store.bucket, store.endpoint_url) == ("chorus", "http://seaweedfs:8333")
 
@@ -400,7 +414,9 @@ def test_compose_secrets_script_writes_every_mounted_secret(tmp_path: Path) -> N
     assert access_key is not None
     assert f'"accessKey": "{access_key.group(1)}"' in s3_config
     password_line = env_file.read_text(encoding="utf-8").strip()
-    assert re.fullmatch(r"POSTGRES_PASSWORD=[0-9a-f]{48}", password_line)
+    assert re.fullmatch(
+        r"POSTGRES_PASSWORD=[0-9a-f]{48}\nREDIS_PASSWORD=[0-9a-f]{48}", password_line
+    )
     assert secrets_dir.stat().st_mode & 0o077 == 0
     # A second run keeps what a running deployment already uses.
     subprocess.run(
