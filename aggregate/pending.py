@@ -23,6 +23,7 @@ import hashlib
 import hmac
 import struct
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -31,9 +32,11 @@ import sqlalchemy as sa
 from aggregate.buckets import (
     PLAN_FIELD,
     BucketChanged,
+    OpenBucket,
     contributor_tag,
     current_open_bucket,
     insert_pending_row,
+    key_name,
     lock_open_bucket,
     pending_object_key,
 )
@@ -175,6 +178,43 @@ class _PrintCache:
 
 _PRINTS = _PrintCache()
 
+# How long a process remembers the open bucket it found for an exercise. The upload's
+# transaction checks that it is still the open one (``lock_open_bucket``), and its key is
+# looked up in the key store on every upload, so a released bucket or a lost key is noticed at
+# once either way.
+OPEN_BUCKET_TTL_S = 60.0
+
+
+class _OpenBuckets:
+    """The open bucket (and key) of each exercise this process uploads to, for a second: an
+    upload then costs one transaction, not a read and a transaction."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._found: dict[tuple[str, str], tuple[float, OpenBucket]] = {}
+
+    def get(self, database: Database, exercise_id: str, *, keys: KeyStore) -> OpenBucket:
+        name = (database.url, exercise_id)
+        now = time.monotonic()
+        with self._lock:
+            cached = self._found.get(name)
+        fresh = cached is not None and now - cached[0] < OPEN_BUCKET_TTL_S
+        if cached is not None and fresh and keys.get(key_name(cached[1].id)) == cached[1].key:
+            return cached[1]
+        bucket = current_open_bucket(database, exercise_id, keys=keys)
+        with self._lock:
+            if len(self._found) > 4096:
+                self._found.clear()
+            self._found[name] = (now, bucket)
+        return bucket
+
+    def forget(self, database: Database, exercise_id: str) -> None:
+        with self._lock:
+            self._found.pop((database.url, exercise_id), None)
+
+
+_OPEN_BUCKETS = _OpenBuckets()
+
 
 @dataclass(frozen=True)
 class SanitizedAudio:
@@ -207,7 +247,7 @@ def put_pending_clip(
     is left to the orphan sweeper. Returns the pending object's key.
     """
     for _attempt in range(_ATTEMPTS):
-        bucket = current_open_bucket(database, exercise_id, keys=keys)
+        bucket = _OPEN_BUCKETS.get(database, exercise_id, keys=keys)
         sealer = Sealer(bucket.key, bucket_id=bucket.id)
         object_key = pending_object_key()
         row_id = new_id()
@@ -231,6 +271,7 @@ def put_pending_clip(
                 insert_pending_row(connection, row)
             return object_key
         except BucketChanged:
+            _OPEN_BUCKETS.forget(database, exercise_id)
             _delete_quietly(store, object_key)
             continue
         except DatabaseUnavailable:
