@@ -68,6 +68,9 @@ def sanitize_audio(data: bytes, limits: AudioLimits) -> SanitizedClip:
     # The speech check hears the decoded samples at their own rate: it analyses an 8 kHz copy,
     # which needs no resampling at all for the most common upload rate.
     require_speech(mono, sample_rate, min_speech_s=limits.min_speech_s)
+    # The print analyses an 8 kHz copy too: made from the decoded samples, an 8 kHz upload
+    # needs no resampling for it either.
+    fingerprint = fingerprint_bytes(mono.astype(np.float32, copy=False), sample_rate)
     if sample_rate != limits.output_sample_rate:
         mono = soxr.resample(mono, sample_rate, limits.output_sample_rate, quality="HQ")
     mono = np.clip(mono, -1.0, 1.0, out=mono).astype(np.float32, copy=False)
@@ -80,7 +83,7 @@ def sanitize_audio(data: bytes, limits: AudioLimits) -> SanitizedClip:
         loudness_dbfs=rms_dbfs(mono),
         source_sample_rate=sample_rate,
         samples_digest=samples_digest(mono),
-        fingerprint=fingerprint_bytes(mono, limits.output_sample_rate),
+        fingerprint=fingerprint,
     )
 
 
