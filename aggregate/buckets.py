@@ -12,6 +12,12 @@ and then runs again (``run_upload_transaction``): on PostgreSQL two uploads that
 row share-locked and then tried to seal it would deadlock. The key is deleted when the
 bucket is released or purged. Upholds P6's cap: a unique (bucket, tag, slot) constraint with
 slot < max_clips_per_contributor holds even under concurrent uploads.
+
+An upload sent with an Idempotency-Key is stored once: its row carries ``request_digest`` =
+HMAC(bucket key, request id) (``core.idempotency``), written in the row's own transaction and
+unique per bucket, so a retry whose first answer was lost, or whose key store entry was never
+completed, finds it there and stores nothing (``add_pending_clip`` returns False). Keyed like
+the tag, it links to no one once the bucket's key is gone.
 """
 
 from __future__ import annotations
@@ -46,6 +52,11 @@ def pending_object_key() -> str:
 
 def contributor_tag(bucket_key: bytes, learner_id: str) -> str:
     return hmac.new(bucket_key, learner_id.encode("utf-8"), hashlib.sha256).hexdigest()
+
+
+def request_digest(bucket_key: bytes, request_id: bytes) -> str:
+    """The keyed digest of an upload's Idempotency-Key request kept on its row."""
+    return hmac.new(bucket_key, b"upload-request\0" + request_id, hashlib.sha256).hexdigest()
 
 
 # An upload's transaction runs on a plain Connection (the lean path); tests and tools may pass
@@ -157,8 +168,12 @@ def add_pending_clip(
     clip: ClipFacts,
     max_clips_per_contributor: int,
     keys: KeyStore,
-) -> None:
+    request_id: bytes | None = None,
+) -> bool:
     """Record a stored clip in its exercise's open bucket, or raise ContributionLimit.
+
+    With ``request_id`` (an Idempotency-Key upload), a row of the same request already in the
+    bucket means it was stored before: nothing is added and False is returned.
 
     Must run in a writing transaction: ``run_upload_transaction``, which also seals a bucket
     whose key was lost (``BucketKeyLost``), or ``session(write=True)``. The bucket cannot be
@@ -170,6 +185,7 @@ def add_pending_clip(
     """
     bucket_id, bucket_key = open_bucket_for(session, exercise_id, keys=keys)
     tag = contributor_tag(bucket_key, learner_id)
+    digest = request_digest(bucket_key, request_id) if request_id is not None else None
     row = {
         "id": new_id(),
         "bucket_id": bucket_id,
@@ -178,14 +194,20 @@ def add_pending_clip(
         "duration_s": clip.duration_s,
         "sample_rate": clip.sample_rate,
         "loudness_dbfs": clip.loudness_dbfs,
+        "request_digest": digest,
         "max_slots": max_clips_per_contributor,
     }
     if not _is_postgres(session):
         # Writers are serialized: no other upload can take a slot between count and insert.
+        if digest is not None and _holds_request(session, bucket_id, digest):
+            return False
         inserted = len(session.execute(_INSERT_IN_FREE_SLOT, row).all())
     else:
         inserted = 0
-        for _attempt in range(max_clips_per_contributor + 1):
+        for _attempt in range(max_clips_per_contributor + 2):
+            # A retry of this request racing it loses the unique index, then finds its row.
+            if digest is not None and _holds_request(session, bucket_id, digest):
+                return False
             try:
                 with session.begin_nested():
                     inserted = len(session.execute(_INSERT_IN_FREE_SLOT, row).all())
@@ -194,6 +216,39 @@ def add_pending_clip(
                 continue
     if inserted != 1:
         raise ContributionLimit()
+    return True
+
+
+_HOLDS_REQUEST = sa.select(_PENDING_TABLE.c.id).where(
+    _PENDING_TABLE.c.bucket_id == sa.bindparam("bucket_id"),
+    _PENDING_TABLE.c.request_digest == sa.bindparam("digest"),
+)
+
+
+def _holds_request(session: Executor, bucket_id: str, digest: str) -> bool:
+    found = session.execute(_HOLDS_REQUEST, {"bucket_id": bucket_id, "digest": digest}).first()
+    return found is not None
+
+
+def find_stored_request(
+    session: Executor, *, exercise_id: str, request_id: bytes, keys: KeyStore
+) -> bool:
+    """Whether a bucket of the exercise not yet released holds this Idempotency-Key request.
+
+    Buckets whose key is lost are not searched: no one can tell their rows apart any more.
+    """
+    buckets = session.execute(
+        sa.select(Bucket.id).where(
+            Bucket.exercise_id == exercise_id, Bucket.state.in_(_WITHDRAWABLE)
+        )
+    ).scalars()
+    for bucket_id in buckets.all():
+        bucket_key = keys.get(key_name(bucket_id))
+        if bucket_key is None:
+            continue
+        if _holds_request(session, bucket_id, request_digest(bucket_key, request_id)):
+            return True
+    return False
 
 
 def prepare_upload_statements(connection: sa.Connection) -> None:
@@ -208,9 +263,11 @@ def prepare_upload_statements(connection: sa.Connection) -> None:
         "duration_s": 0.0,
         "sample_rate": 0,
         "loudness_dbfs": 0.0,
+        "request_digest": None,
         "max_slots": 0,  # count(*) < 0 never holds: no row goes in
     }
     connection.execute(_INSERT_IN_FREE_SLOT, nothing).all()
+    _holds_request(connection, "", "")
 
 
 def _is_postgres(session: Executor) -> bool:
@@ -232,6 +289,7 @@ def _insert_in_free_slot() -> sa.Insert:
             sa.bindparam("duration_s", type_=sa.Float),
             sa.bindparam("sample_rate", type_=sa.Integer),
             sa.bindparam("loudness_dbfs", type_=sa.Float),
+            sa.bindparam("request_digest", type_=sa.String),
         )
         .select_from(table)
         .where(
@@ -241,7 +299,7 @@ def _insert_in_free_slot() -> sa.Insert:
         .having(used < sa.bindparam("max_slots", type_=sa.Integer))
     )
     columns = ["id", "bucket_id", "contributor_tag", "slot", "object_key"]
-    columns += ["duration_s", "sample_rate", "loudness_dbfs"]
+    columns += ["duration_s", "sample_rate", "loudness_dbfs", "request_digest"]
     # RETURNING tells whether a row went in (psycopg reports no rowcount for INSERT … SELECT).
     return sa.insert(table).from_select(columns, free_slot).returning(table.c.slot)
 

@@ -68,6 +68,8 @@ class PendingClip(Base):
         sa.Index("ix_pending_clips_bucket_id_id", "bucket_id", "id"),
         # A release reads its planned clips in their released order, joined to their originals.
         sa.Index("ix_pending_clips_release_clip_id", "release_clip_id"),
+        # An upload's request is stored once per bucket, whatever a retry's timing.
+        sa.Index("uq_pending_clips_request", "bucket_id", "request_digest", unique=True),
         {"sqlite_with_rowid": False},
     )
 
@@ -84,6 +86,9 @@ class PendingClip(Base):
     # While its bucket is releasing: the fresh random id this clip is released under, so a
     # resumed release copies it under the same name. Gone with the row once the release is done.
     release_clip_id: Mapped[str | None] = mapped_column(sa.String(32), nullable=True)
+    # HMAC(bucket key, the upload's Idempotency-Key request) when it came with one: a retry of
+    # it is recognised in the row's own transaction, and links to no one once the key is gone.
+    request_digest: Mapped[str | None] = mapped_column(sa.String(64), nullable=True)
 
 
 class Release(Base):

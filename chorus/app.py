@@ -181,9 +181,13 @@ def _add_operational_routes(app: FastAPI) -> None:
         checks: dict[str, str] = {}
         failed: ChorusError | None = None
         min_free_bytes = request.app.state.settings.storage_min_free_mb * 2**20
+        state = request.app.state
         for name, probe in (
-            ("database", request.app.state.database.check),
-            ("storage", lambda: request.app.state.store.check(min_free_bytes=min_free_bytes)),
+            ("database", state.database.check),
+            ("storage", lambda: state.store.check(min_free_bytes=min_free_bytes)),
+            # Uploads need both: a bucket key to tag the clip, the idempotency store to claim.
+            ("key_store", lambda: state.keys.get("readiness-probe")),
+            ("idempotency_store", state.idempotency.check),
         ):
             try:
                 probe()

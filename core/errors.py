@@ -4,6 +4,8 @@ Every error a user can see has a stable ``code``; routes never raise ``HTTPExcep
 
     ChorusError                      500 internal_error
     ├── ConfigurationError           (start-up only: one clear line, no traceback)
+    ├── BadRequest                   400 bad_request
+    │   └── DuplicateHeader          400 duplicate_header
     ├── AuthError                    401 unauthorized
     │   └── ConsentInvalid           401 consent_invalid
     ├── Forbidden                    403 forbidden
@@ -13,7 +15,7 @@ Every error a user can see has a stable ``code``; routes never raise ``HTTPExcep
     │   └── BlobNotFound             404 not_found
     ├── Conflict                     409 conflict
     │   ├── ContributionLimit        409 contribution_limit
-    │   ├── IdempotencyKeyBusy       409 idempotency_key_busy
+    │   ├── IdempotencyKeyBusy       409 idempotency_key_busy (Retry-After)
     │   └── AlreadyDecided           409 already_decided
     ├── UploadTimeout                408 upload_timeout
     ├── PayloadTooLarge              413 payload_too_large
@@ -23,9 +25,11 @@ Every error a user can see has a stable ``code``; routes never raise ``HTTPExcep
     │   ├── InvalidMetadata          422 invalid_metadata
     │   ├── ExerciseNotEligible      422 exercise_not_eligible
     │   ├── UnstorableInput          422 unstorable_input
+    │   ├── IdempotencyKeyReused     422 idempotency_key_reused
     │   └── InvalidAudio             422 invalid_audio
     │       └── NoSpeech             422 no_speech
-    ├── StorageFull                  507 storage_full
+    ├── ClientClosedRequest          499 client_closed_request (logged at INFO, never 5xx)
+    ├── StorageFull                  507 storage_full (Retry-After)
     └── Unavailable                  503 unavailable
         ├── StorageUnavailable       503 storage_unavailable (Retry-After)
         ├── DatabaseUnavailable      503 database_unavailable
@@ -55,6 +59,19 @@ class ChorusError(Exception):
 class ConfigurationError(ChorusError):
     code = "configuration_error"
     title = "Invalid configuration"
+
+
+class BadRequest(ChorusError):
+    status = 400
+    code = "bad_request"
+    title = "Malformed request"
+
+
+class DuplicateHeader(BadRequest):
+    """A header that must appear once came twice: which one counts would be a guess."""
+
+    code = "duplicate_header"
+    title = "A header that must appear once was sent twice"
 
 
 class AuthError(ChorusError):
@@ -113,6 +130,7 @@ class ContributionLimit(Conflict):
 class IdempotencyKeyBusy(Conflict):
     code = "idempotency_key_busy"
     title = "An upload with this Idempotency-Key is still being handled"
+    retry_after_s = 2
 
 
 class AlreadyDecided(Conflict):
@@ -167,6 +185,13 @@ class UnstorableInput(InvalidInput):
     title = "A value cannot be stored"
 
 
+class IdempotencyKeyReused(InvalidInput):
+    """The learner sent this Idempotency-Key before with another request (exercise or audio)."""
+
+    code = "idempotency_key_reused"
+    title = "This Idempotency-Key was used for another upload"
+
+
 class InvalidAudio(InvalidInput):
     code = "invalid_audio"
     title = "Audio outside the accepted bounds"
@@ -183,6 +208,16 @@ class StorageFull(ChorusError):
     status = 507
     code = "storage_full"
     title = "Storage full"
+    retry_after_s = 300
+
+
+class ClientClosedRequest(ChorusError):
+    """The client went away before its request was read: not the service's failure. The status
+    (nginx's 499) is only ever counted and logged: there is no one left to send it to."""
+
+    status = 499
+    code = "client_closed_request"
+    title = "The client closed the request"
 
 
 class Unavailable(ChorusError):

@@ -4,103 +4,257 @@ An app that sends ``Idempotency-Key: <fresh random value>`` with an upload and l
 (a dropped connection, a timeout) retries with the same key; within ``ttl_s`` the retry is
 answered 201 again instead of ``409 contribution_limit``, and nothing is stored twice.
 
-Upholds P3 and P4: only a SHA-256 hash of the key is kept, with a state (``busy`` while the
-first request runs, ``done`` once it was accepted) and nothing else: no learner id, token,
-exercise, clip or time. It lives where bucket keys live, never in the database or on disk: in a
-tmpfs folder of its own (one machine; its files' times are lost with the entry), or in Redis
-(replicas) with a native expiry. An entry outlives its window by at most one sweep: a durable
-record of it would be a receipt time.
+A key is bound to its learner and its request. An entry is named by a digest of (learner id,
+key), so another learner's key is simply a fresh key for them, and it holds a fingerprint of
+what was asked (exercise and audio), so the same key with another request answers 422
+``idempotency_key_reused`` instead of a 201 for something never stored.
 
-A ``busy`` entry whose request died (a killed worker) is taken over after ``busy_ttl_s``.
+This store is only the fast path. What makes an upload "already stored" is a keyed digest of
+its request on its pending row, written in the row's own transaction (``aggregate.buckets``):
+a retry whose entry is lost, busy or never completed is recognised there. The store covers the
+window after a release, when the pending row is gone.
+
+A ``busy`` entry knows its owner (boot, PID namespace, PID and process start): a retry after
+the owner died takes it over at once; a live owner's retry answers 409 with ``Retry-After``.
+An owner on another machine cannot be checked: its entry is taken over after ``busy_ttl_s``.
+
+Upholds P3 and P4: an entry is 16 bytes of name, 41 of value and its expiry, nothing else: no
+learner id, token, exercise, clip or arrival order. It lives where bucket keys live, never in
+the database or on disk: one SQLite file on tmpfs (one machine, every process; about 150 bytes
+of RAM an entry), or Redis (replicas) with native expiry. Expired entries are swept by a
+background thread, never on a request's path; an entry outlives its window by at most one
+sweep: a durable record of it would be a receipt time.
 """
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import hashlib
 import os
 import re
 import secrets
+import sqlite3
+import struct
 import threading
 import time
+import weakref
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Protocol
 from urllib.parse import urlsplit
 
 from core.errors import ConfigurationError, InvalidInput, Unavailable
-from core.files import write_private_bytes
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 DEFAULT_TTL_S = 3600
 # Longer than an upload may take (ingest.routes: 120 s to send it, then the worker's share).
 DEFAULT_BUSY_TTL_S = 300
+DEFAULT_SWEEP_EVERY_S = 60.0
 _KEY = re.compile(r"[A-Za-z0-9._:-]{8,128}")
-_BUSY = b"busy"
-_DONE = b"done"
+_BUSY = b"B"
+_DONE = b"D"
+_DIGEST_BYTES = 16
+# boot id (8 bytes), PID namespace (4), PID (4), process start in clock ticks since boot (8)
+_OWNER = struct.Struct("!8sIIQ")
+_VALUE_BYTES = 1 + _DIGEST_BYTES + _OWNER.size
+_SWEEP_BATCH = 256
 
 
 class Claim(enum.StrEnum):
     NEW = "new"  # this request holds the key now: run it, then complete or release
     DONE = "done"  # an earlier request with this key was accepted: answer as it was
     BUSY = "busy"  # an earlier request with this key is still running
+    REUSED = "reused"  # the key was used by this learner for another request
 
 
-def key_hash(value: str) -> str:
-    """The SHA-256 of a well-formed key: 8–128 characters of letters, digits and ``._:-``."""
+def check_key(value: str) -> str:
+    """A well-formed key: 8–128 characters of letters, digits and ``._:-``."""
     if not _KEY.fullmatch(value):
         raise InvalidInput(
             f"{IDEMPOTENCY_HEADER} must be 8 to 128 characters of letters, digits and '._:-' "
             "(a fresh UUID per upload, say)"
         )
-    return hashlib.sha256(value.encode("ascii")).hexdigest()
+    return value
+
+
+def _field(value: str) -> bytes:
+    raw = value.encode("utf-8")
+    return struct.pack("!I", len(raw)) + raw  # length-prefixed: no two tuples encode alike
+
+
+@dataclass(frozen=True)
+class IdempotentUpload:
+    """An upload sent with an Idempotency-Key, as the store and the pending row know it."""
+
+    entry: bytes  # digest of (learner id, key): the store's entry name
+    fingerprint: bytes  # digest of (exercise, audio): what the request asks
+
+    @property
+    def request_id(self) -> bytes:
+        """What the pending row keeps, keyed under its bucket's key (``aggregate.buckets``)."""
+        return self.entry + self.fingerprint
+
+
+def idempotent_upload(
+    key: str, *, learner_id: str, exercise_id: str, audio: bytes
+) -> IdempotentUpload:
+    entry = hashlib.sha256(b"entry" + _field(learner_id) + _field(check_key(key))).digest()
+    audio_digest = hashlib.sha256(audio).digest()
+    fingerprint = hashlib.sha256(b"request" + _field(exercise_id) + audio_digest).digest()
+    return IdempotentUpload(entry[:_DIGEST_BYTES], fingerprint[:_DIGEST_BYTES])
+
+
+# --- owners ----------------------------------------------------------------------------------
+
+
+def _boot_id() -> bytes:
+    try:
+        text = Path("/proc/sys/kernel/random/boot_id").read_text(encoding="ascii")
+        return bytes.fromhex(text.strip().replace("-", ""))[:8]
+    except (OSError, ValueError):
+        return b"\0" * 8
+
+
+def _pid_namespace() -> int:
+    try:
+        link = os.readlink("/proc/self/ns/pid")  # "pid:[4026531836]"
+        return int(link.partition("[")[2].rstrip("]")) & 0xFFFFFFFF
+    except (OSError, ValueError):
+        return 0
+
+
+def _process_start(pid: int) -> int | None:
+    """The process's start in clock ticks since boot; None when it is gone or a zombie."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text(encoding="ascii", errors="replace")
+    except OSError:
+        return None
+    fields = stat.rpartition(")")[2].split()  # after the command name, which may hold spaces
+    if len(fields) < 20 or fields[0] in ("Z", "X"):
+        return None
+    return int(fields[19])
+
+
+@lru_cache(maxsize=4)
+def _owner_of(pid: int) -> bytes:
+    return _OWNER.pack(_boot_id(), _pid_namespace(), pid, _process_start(pid) or 0)
+
+
+def this_owner() -> bytes:
+    """This process, as a busy entry names its owner (computed once per process)."""
+    return _owner_of(os.getpid())
+
+
+def owner_is_dead(owner: bytes) -> bool:
+    """True when the owner surely died; False when it runs or cannot be checked from here."""
+    boot, namespace, pid, start = _OWNER.unpack(owner)
+    mine_boot, mine_namespace, _pid, _start = _OWNER.unpack(this_owner())
+    if boot != mine_boot or namespace != mine_namespace:
+        return False  # another machine or container: its busy entry expires instead
+    alive: bool = _process_start(pid) == start
+    return not alive
+
+
+def _value(state: bytes, upload: IdempotentUpload, owner: bytes) -> bytes:
+    return state + upload.fingerprint + owner
+
+
+def _judge(value: bytes, upload: IdempotentUpload) -> Claim | None:
+    """What an existing entry means for ``upload``; None when it may be taken over."""
+    state, fingerprint, owner = value[:1], value[1 : 1 + _DIGEST_BYTES], value[1 + _DIGEST_BYTES :]
+    if fingerprint != upload.fingerprint:
+        return Claim.REUSED
+    if state == _DONE:
+        return Claim.DONE
+    if len(owner) == _OWNER.size and owner_is_dead(owner):
+        return None
+    return Claim.BUSY
+
+
+# --- stores ----------------------------------------------------------------------------------
 
 
 class IdempotencyStore(Protocol):
-    def claim(self, digest: str) -> Claim: ...
+    def claim(self, upload: IdempotentUpload) -> Claim: ...
 
-    def complete(self, digest: str) -> None:
-        """The request holding ``digest`` was accepted: retries get its answer until expiry."""
+    def complete(self, upload: IdempotentUpload) -> None:
+        """The request holding ``upload`` was accepted: retries get its answer until expiry."""
         ...
 
-    def release(self, digest: str) -> None:
-        """The request holding ``digest`` failed: a retry runs afresh."""
+    def release(self, upload: IdempotentUpload) -> None:
+        """The request holding ``upload`` failed: a retry runs afresh."""
+        ...
+
+    def check(self) -> None:
+        """Raise ``Unavailable`` unless claims can be written now (readiness)."""
         ...
 
 
 class MemoryIdempotencyStore:
     """One process's dictionary (tests, a single process)."""
 
-    def __init__(self, *, ttl_s: int = DEFAULT_TTL_S, busy_ttl_s: int = DEFAULT_BUSY_TTL_S):
+    def __init__(
+        self,
+        *,
+        ttl_s: int = DEFAULT_TTL_S,
+        busy_ttl_s: int = DEFAULT_BUSY_TTL_S,
+        owner: bytes | None = None,
+    ) -> None:
         self.ttl_s = ttl_s
         self.busy_ttl_s = busy_ttl_s
-        self._entries: dict[str, tuple[bytes, float]] = {}
+        self._owner = owner
+        self._entries: dict[bytes, tuple[bytes, float]] = {}
         self._lock = threading.Lock()
 
-    def claim(self, digest: str) -> Claim:
+    def claim(self, upload: IdempotentUpload) -> Claim:
         now = time.monotonic()
         with self._lock:
-            for name in [n for n, (_, until) in self._entries.items() if until <= now]:
+            entry = self._entries.get(upload.entry)
+            if entry is not None and entry[1] > now:
+                judged = _judge(entry[0], upload)
+                if judged is not None:
+                    return judged
+            owner = self._owner or this_owner()
+            self._entries[upload.entry] = (_value(_BUSY, upload, owner), now + self.busy_ttl_s)
+            return Claim.NEW
+
+    def complete(self, upload: IdempotentUpload) -> None:
+        value = _value(_DONE, upload, self._owner or this_owner())
+        with self._lock:
+            self._entries[upload.entry] = (value, time.monotonic() + self.ttl_s)
+
+    def release(self, upload: IdempotentUpload) -> None:
+        with self._lock:
+            self._entries.pop(upload.entry, None)
+
+    def check(self) -> None:
+        return None
+
+    def sweep(self) -> int:
+        now = time.monotonic()
+        with self._lock:
+            expired = [name for name, (_, until) in self._entries.items() if until <= now]
+            for name in expired:
                 del self._entries[name]
-            entry = self._entries.get(digest)
-            if entry is None:
-                self._entries[digest] = (_BUSY, now + self.busy_ttl_s)
-                return Claim.NEW
-            return Claim.DONE if entry[0] == _DONE else Claim.BUSY
+        return len(expired)
 
-    def complete(self, digest: str) -> None:
-        with self._lock:
-            self._entries[digest] = (_DONE, time.monotonic() + self.ttl_s)
 
-    def release(self, digest: str) -> None:
-        with self._lock:
-            self._entries.pop(digest, None)
+_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS entries "
+    "(name BLOB PRIMARY KEY, value BLOB NOT NULL, expires INTEGER NOT NULL) WITHOUT ROWID",
+    "CREATE INDEX IF NOT EXISTS entries_expires ON entries (expires)",
+)
 
 
 class TmpfsIdempotencyStore:
-    """One file per key hash in a 0700 folder on tmpfs, shared by the processes of a machine.
+    """One SQLite file in a 0700 folder on tmpfs, shared by the processes of a machine.
 
-    An entry's age is its file's modification time (in RAM, gone with the file); expired
-    entries are removed by a sweep at most every ``sweep_every_s`` seconds per process.
+    Each call is one short transaction; expired entries are deleted by a background thread
+    every ``sweep_every_s`` seconds in batches of a few hundred, so the write lock a request
+    may wait for is never held for a whole sweep.
     """
 
     def __init__(
@@ -109,65 +263,153 @@ class TmpfsIdempotencyStore:
         *,
         ttl_s: int = DEFAULT_TTL_S,
         busy_ttl_s: int = DEFAULT_BUSY_TTL_S,
-        sweep_every_s: float = 60.0,
+        sweep_every_s: float = DEFAULT_SWEEP_EVERY_S,
+        owner: bytes | None = None,
     ) -> None:
         self.folder = folder
+        self.path = folder / "entries.sqlite"
         self.ttl_s = ttl_s
         self.busy_ttl_s = busy_ttl_s
         self.sweep_every_s = sweep_every_s
-        self._next_sweep = 0.0
+        self._owner = owner
+        self._local = threading.local()
+        self._sweeper: _Sweeper | None = None
+        self._start_lock = threading.Lock()
         folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         os.chmod(folder, 0o700)
 
-    def _path(self, digest: str) -> Path:
-        return self.folder / digest
-
-    def _expired(self, state: bytes, modified: float, now: float) -> bool:
-        return modified + (self.ttl_s if state == _DONE else self.busy_ttl_s) <= now
-
-    def claim(self, digest: str) -> Claim:
-        self._sweep()
-        path = self._path(digest)
-        for _ in range(3):
+    def _connection(self) -> sqlite3.Connection:
+        connection: sqlite3.Connection | None = getattr(self._local, "connection", None)
+        if connection is None:
+            old_mask = os.umask(0o077)  # the file, its WAL and its shared memory: owner only
             try:
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            except FileExistsError:
-                try:
-                    state = path.read_bytes()
-                    modified = path.stat().st_mtime
-                except FileNotFoundError:
-                    continue  # released meanwhile: try to claim it again
-                if not self._expired(state, modified, time.time()):
-                    return Claim.DONE if state == _DONE else Claim.BUSY
-                path.unlink(missing_ok=True)
-                continue
-            try:
-                os.write(fd, _BUSY)
+                connection = sqlite3.connect(
+                    self.path, timeout=5.0, isolation_level=None, check_same_thread=False
+                )
+                connection.execute("PRAGMA journal_mode=WAL")
             finally:
-                os.close(fd)
-            return Claim.NEW
-        raise Unavailable("the idempotency key is changing hands; retry")
+                os.umask(old_mask)
+            connection.execute("PRAGMA synchronous=OFF")  # RAM: nothing to make durable
+            for statement in _SCHEMA:
+                connection.execute(statement)
+            self._local.connection = connection
+        return connection
 
-    def complete(self, digest: str) -> None:
-        final = self._path(digest)
-        staging = final.with_name(f".{digest}.{os.getpid()}.{threading.get_ident()}")
-        write_private_bytes(staging, _DONE)
-        os.replace(staging, final)  # a retry reads busy or done, never a half-written state
-
-    def release(self, digest: str) -> None:
-        self._path(digest).unlink(missing_ok=True)
-
-    def _sweep(self) -> None:
-        now = time.time()
-        if now < self._next_sweep:
-            return
-        self._next_sweep = now + self.sweep_every_s
-        for path in self.folder.iterdir():
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        try:
+            connection = self._connection()
+            connection.execute("BEGIN IMMEDIATE")
             try:
-                if self._expired(path.read_bytes(), path.stat().st_mtime, now):
-                    path.unlink(missing_ok=True)
-            except FileNotFoundError:
-                continue
+                yield connection
+            except BaseException:
+                connection.execute("ROLLBACK")
+                raise
+            connection.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise Unavailable(f"the idempotency store failed ({type(exc).__name__})") from None
+
+    def _start_sweeper(self) -> None:
+        if self._sweeper is None:
+            with self._start_lock:
+                if self._sweeper is None:
+                    self._sweeper = _Sweeper(self, self.sweep_every_s)
+
+    def claim(self, upload: IdempotentUpload) -> Claim:
+        self._start_sweeper()
+        now = int(time.time())
+        with self._transaction() as connection:
+            row = connection.execute(
+                "SELECT value FROM entries WHERE name = ? AND expires > ?", (upload.entry, now)
+            ).fetchone()
+            if row is not None:
+                judged = _judge(bytes(row[0]), upload)
+                if judged is not None:
+                    return judged
+            connection.execute(
+                "INSERT OR REPLACE INTO entries VALUES (?, ?, ?)",
+                (upload.entry, self._value(_BUSY, upload), now + self.busy_ttl_s),
+            )
+        return Claim.NEW
+
+    def complete(self, upload: IdempotentUpload) -> None:
+        with self._transaction() as connection:
+            connection.execute(
+                "INSERT OR REPLACE INTO entries VALUES (?, ?, ?)",
+                (upload.entry, self._value(_DONE, upload), int(time.time()) + self.ttl_s),
+            )
+
+    def release(self, upload: IdempotentUpload) -> None:
+        with self._transaction() as connection:  # only this request's own busy entry
+            connection.execute(
+                "DELETE FROM entries WHERE name = ? AND value = ?",
+                (upload.entry, self._value(_BUSY, upload)),
+            )
+
+    def check(self) -> None:
+        with self._transaction() as connection:
+            connection.execute("SELECT count(*) FROM entries WHERE expires < 0").fetchone()
+
+    def sweep(self) -> int:
+        """Delete expired entries, a batch per transaction; returns how many went."""
+        removed = 0
+        while True:
+            with self._transaction() as connection:
+                batch = connection.execute(
+                    "DELETE FROM entries WHERE name IN (SELECT name FROM entries "
+                    "WHERE expires <= ? LIMIT ?)",
+                    (int(time.time()), _SWEEP_BATCH),
+                ).rowcount
+            removed += batch
+            if batch < _SWEEP_BATCH:
+                return removed
+
+    def entries(self) -> int:
+        with self._transaction() as connection:
+            count: int = connection.execute("SELECT count(*) FROM entries").fetchone()[0]
+        return count
+
+    def close(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.stop()
+
+    def _value(self, state: bytes, upload: IdempotentUpload) -> bytes:
+        return _value(state, upload, self._owner or this_owner())
+
+
+class _Sweeper:
+    """A daemon thread that sweeps its store every ``every_s`` seconds while the store lives."""
+
+    def __init__(self, store: TmpfsIdempotencyStore, every_s: float) -> None:
+        self._stopped = threading.Event()
+        target = weakref.ref(store)
+        self.thread = threading.Thread(
+            target=self._run, args=(target, every_s), name="idempotency-sweep", daemon=True
+        )
+        self.thread.start()
+
+    def _run(self, target: Callable[[], TmpfsIdempotencyStore | None], every_s: float) -> None:
+        while not self._stopped.wait(every_s):
+            store = target()
+            if store is None:
+                return
+            with contextlib.suppress(Unavailable):  # busy or gone: the next sweep catches up
+                store.sweep()
+            del store
+
+    def stop(self) -> None:
+        self._stopped.set()
+
+
+# Take over a busy entry only if it still holds what the caller saw, and delete only one's own.
+_REPLACE_IF = (
+    "if redis.call('GET', KEYS[1]) == ARGV[1] then "
+    "redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3]) return 1 end return 0"
+)
+_DELETE_IF = (
+    "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end "
+    "return 0"
+)
 
 
 class RedisIdempotencyStore:
@@ -180,36 +422,57 @@ class RedisIdempotencyStore:
         namespace: str,
         ttl_s: int = DEFAULT_TTL_S,
         busy_ttl_s: int = DEFAULT_BUSY_TTL_S,
+        owner: bytes | None = None,
     ) -> None:
         import redis
 
         self._client = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
-        self._prefix = f"chorus:{namespace}:idempotency:"
+        self.prefix = f"chorus:{namespace}:i:".encode()
         self._errors: tuple[type[Exception], ...] = (redis.RedisError,)
         self.ttl_s = ttl_s
         self.busy_ttl_s = busy_ttl_s
+        self._owner = owner
 
-    def claim(self, digest: str) -> Claim:
-        name = self._prefix + digest
+    def _value(self, state: bytes, upload: IdempotentUpload) -> bytes:
+        return _value(state, upload, self._owner or this_owner())
+
+    def claim(self, upload: IdempotentUpload) -> Claim:
+        name = self.prefix + upload.entry
+        busy = self._value(_BUSY, upload)
         try:
-            if self._client.set(name, _BUSY, nx=True, ex=self.busy_ttl_s):
-                return Claim.NEW
-            state = self._client.get(name)
+            for _attempt in range(3):
+                if self._client.set(name, busy, nx=True, ex=self.busy_ttl_s):
+                    return Claim.NEW
+                found = self._client.get(name)
+                if not isinstance(found, bytes):
+                    continue  # expired between the two calls: claim it afresh
+                judged = _judge(found, upload)
+                if judged is not None:
+                    return judged
+                if self._client.eval(_REPLACE_IF, 1, name, found, busy, self.busy_ttl_s):
+                    return Claim.NEW  # its owner died: taken over
         except self._errors as exc:
             raise Unavailable(f"the key store does not answer ({type(exc).__name__})") from None
-        if state is None:  # expired between the two calls: claim it afresh
-            return self.claim(digest)
-        return Claim.DONE if state == _DONE else Claim.BUSY
+        raise Unavailable("the idempotency key is changing hands; retry")
 
-    def complete(self, digest: str) -> None:
+    def complete(self, upload: IdempotentUpload) -> None:
+        name = self.prefix + upload.entry
         try:
-            self._client.set(self._prefix + digest, _DONE, ex=self.ttl_s)
+            self._client.set(name, self._value(_DONE, upload), ex=self.ttl_s)
         except self._errors as exc:
             raise Unavailable(f"the key store does not answer ({type(exc).__name__})") from None
 
-    def release(self, digest: str) -> None:
+    def release(self, upload: IdempotentUpload) -> None:
+        name = self.prefix + upload.entry
         try:
-            self._client.delete(self._prefix + digest)
+            self._client.eval(_DELETE_IF, 1, name, self._value(_BUSY, upload))
+        except self._errors as exc:
+            raise Unavailable(f"the key store does not answer ({type(exc).__name__})") from None
+
+    def check(self) -> None:
+        """A write, since a server that answers reads may still refuse or hold writes."""
+        try:
+            self._client.set(self.prefix + b"ready", b"1", px=1000)
         except self._errors as exc:
             raise Unavailable(f"the key store does not answer ({type(exc).__name__})") from None
 

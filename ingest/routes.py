@@ -14,21 +14,25 @@ serving requests.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Request, Security
 from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect
 
 from core.db import Database
 from core.deps import DatabaseDep, KeyStoreDep, StoreDep
 from core.errors import (
     ChorusError,
+    ClientClosedRequest,
     ContributionLimit,
     DatabaseUnavailable,
     DecoderUnavailable,
     ExerciseNotEligible,
     IdempotencyKeyBusy,
+    IdempotencyKeyReused,
     InvalidAudio,
     InvalidMetadata,
     MinorRefused,
@@ -41,7 +45,14 @@ from core.errors import (
     UploadTimeout,
 )
 from core.handlers import problem_responses
-from core.idempotency import Claim, IdempotencyStore, key_hash
+from core.idempotency import (
+    Claim,
+    IdempotencyStore,
+    IdempotentUpload,
+    check_key,
+    idempotent_upload,
+)
+from core.keystore import KeyStore
 from core.metrics import leave_uncounted
 from core.text import StorableText
 from exercises.catalog import eligibility_cache
@@ -68,6 +79,7 @@ from ingest.service import UploadJob
 from policies.policy import Policy
 
 router = APIRouter(tags=["ingest"])
+_logger = logging.getLogger("chorus.ingest")
 # A body must keep arriving (idle) and be complete (total) within these; read at call time.
 UPLOAD_IDLE_TIMEOUT_S = 15.0
 UPLOAD_TOTAL_TIMEOUT_S = 120.0
@@ -107,6 +119,7 @@ _UPLOAD_BODY = {
         UploadTimeout,
         ContributionLimit,
         IdempotencyKeyBusy,
+        IdempotencyKeyReused,
         PayloadTooLarge,
         UnsupportedAudio,
         InvalidMetadata,
@@ -128,31 +141,29 @@ async def upload_clip(
     storage_url: StorageUrlDep,
     decoder: DecoderDep,
     idempotency: IdempotencyDep,
+    keys: KeyStoreDep,
     idempotency_key: Annotated[
         StorableText | None,
         Header(
             alias="Idempotency-Key",
             description="A fresh random value per upload (8–128 of letters, digits, '._:-'). "
-            "A retry with the same key within the window (an hour by default) gets the first "
-            "answer, 201, instead of 409 contribution_limit; only its hash is kept, in memory.",
+            "A retry of the same upload with the same key gets the first answer, 201, instead "
+            "of 409 contribution_limit, and nothing is stored twice; the same key with another "
+            "exercise or other audio answers 422 idempotency_key_reused. Only digests are kept.",
         ),
     ] = None,
 ) -> ClipAcceptedRead:
-    claimed: str | None = None
+    claimed: IdempotentUpload | None = None
     handed_over = False
     try:
         # 1–2: consent and age, from the headers alone.
         consent = verify_consent(
-            bearer_token(request.headers.get("authorization")),
+            bearer_token(request.headers.getlist("authorization")),
             public_key=public_key,
             policy=policy,
         )
         check_age(consent, policy=policy)
-        if idempotency_key is not None:
-            digest = key_hash(idempotency_key)
-            if await _claim(idempotency, digest) is Claim.DONE:
-                return ClipAcceptedRead()  # the first answer, which the client lost
-            claimed = digest
+        key = check_key(idempotency_key) if idempotency_key is not None else None
         check_content_length(
             request.headers.get("content-length"), max_upload_bytes=policy.max_upload_bytes
         )
@@ -168,17 +179,30 @@ async def upload_clip(
         parts = upload.parts()
         if parsed is None:
             parsed = await _admit_metadata(parts.metadata, database, policy)
+        exercise_id = parsed.metadata.exercise_id
+        if key is not None:
+            # The key binds to the learner and to this request (exercise and audio).
+            idempotent = await run_in_threadpool(
+                lambda: idempotent_upload(
+                    key, learner_id=consent.learner_id, exercise_id=exercise_id, audio=parts.audio
+                )
+            )
+            if not await _claim(idempotency, database, keys, idempotent, exercise_id):
+                metrics.UPLOADS.labels(outcome="accepted").inc()
+                return ClipAcceptedRead()  # the first answer, which the client lost
+            claimed = idempotent
         # 5–7 in a worker: sanitize, contribution cap, object, then row (whose transaction
-        # re-checks step 4). Shielded with the key's outcome: a client that hangs up does not
-        # cut them short, so its retry finds the first answer.
+        # re-checks step 4 and records the key's request). Shielded with the key's outcome: a
+        # client that hangs up does not cut them short, so its retry finds the first answer.
         job = decoder.upload_job(
             audio=parts.audio,
-            exercise_id=parsed.metadata.exercise_id,
+            exercise_id=exercise_id,
             consent=consent,
             policy=policy,
             database_url=database.url,
             storage_url=storage_url,
             key_store_url=request.app.state.settings.key_store_url,
+            request_id=claimed.request_id if claimed is not None else None,
         )
         handed_over = True
         await asyncio.shield(asyncio.ensure_future(_store(decoder, job, idempotency, claimed)))
@@ -188,7 +212,7 @@ async def upload_clip(
         raise
     except BaseException as exc:
         if claimed is not None and not handed_over:  # a retry with this key runs afresh
-            await run_in_threadpool(idempotency.release, claimed)
+            await _release(idempotency, claimed)
         if isinstance(exc, ChorusError):
             metrics.UPLOADS.labels(outcome=exc.code).inc()
         raise
@@ -197,26 +221,69 @@ async def upload_clip(
 
 
 async def _store(
-    decoder: DecoderPool, job: UploadJob, idempotency: IdempotencyStore, claimed: str | None
+    decoder: DecoderPool,
+    job: UploadJob,
+    idempotency: IdempotencyStore,
+    claimed: IdempotentUpload | None,
 ) -> None:
-    """The upload's worker steps, then its Idempotency-Key marked done (or freed on failure)."""
+    """The upload's worker steps, then its Idempotency-Key marked done (or freed on failure).
+
+    Once the worker's transaction committed the answer is 201, whatever the key store says:
+    an entry left unmarked is settled by the row's own record of the request.
+    """
     try:
         await decoder.sanitize_and_store(job)
     except BaseException:
         if claimed is not None:
-            await run_in_threadpool(idempotency.release, claimed)
+            await _release(idempotency, claimed)
         raise
     if claimed is not None:
-        await run_in_threadpool(idempotency.complete, claimed)
+        try:
+            await run_in_threadpool(idempotency.complete, claimed)
+        except ChorusError as exc:
+            _logger.warning("upload stored; its idempotency entry not marked done",
+                            extra={"code": exc.code})
 
 
-async def _claim(idempotency: IdempotencyStore, digest: str) -> Claim:
-    claim = await run_in_threadpool(idempotency.claim, digest)
+async def _release(idempotency: IdempotencyStore, claimed: IdempotentUpload) -> None:
+    """Free the claim of a failed upload; a store that fails to do so leaves the entry to its
+    owner check and its expiry, and the failure the client sees stays the upload's own."""
+    try:
+        await run_in_threadpool(idempotency.release, claimed)
+    except ChorusError as exc:
+        _logger.warning("idempotency entry not released", extra={"code": exc.code})
+
+
+async def _claim(
+    idempotency: IdempotencyStore,
+    database: Database,
+    keys: KeyStore,
+    upload: IdempotentUpload,
+    exercise_id: str,
+) -> bool:
+    """True when this request now holds its key and should run; False when it was stored."""
+    claim = await run_in_threadpool(idempotency.claim, upload)
+    if claim is Claim.REUSED:
+        raise IdempotencyKeyReused(
+            "this Idempotency-Key was sent before with another exercise or other audio; "
+            "send a fresh key with each new upload"
+        )
+    if claim is Claim.DONE:
+        return False
     if claim is Claim.BUSY:
+        # A first request still running, or one that stored its row and could not mark its
+        # entry: the bucket's own record tells them apart.
+        stored = await run_in_threadpool(
+            lambda: service.is_stored(
+                database, keys=keys, exercise_id=exercise_id, request_id=upload.request_id
+            )
+        )
+        if stored:
+            return False
         raise IdempotencyKeyBusy(
             "an upload with this Idempotency-Key is still being handled; retry in a moment"
         )
-    return claim
+    return True
 
 
 async def _body_chunks(request: Request) -> AsyncIterator[bytes]:
@@ -235,6 +302,8 @@ async def _body_chunks(request: Request) -> AsyncIterator[bytes]:
                 chunk = await anext(chunks)
         except StopAsyncIteration:
             return
+        except ClientDisconnect:
+            raise ClientClosedRequest("the client went away before the upload was sent") from None
         except TimeoutError:
             raise UploadTimeout(
                 f"send the upload within {UPLOAD_TOTAL_TIMEOUT_S:.0f} s, pausing at most "
@@ -281,7 +350,7 @@ def withdraw_consent(
     keys: KeyStoreDep,
 ) -> WithdrawalRead:
     consent = verify_consent(
-        bearer_token(request.headers.get("authorization")), public_key=public_key, policy=policy
+        bearer_token(request.headers.getlist("authorization")), public_key=public_key, policy=policy
     )
     withdrawn = service.withdraw(database=database, store=store, keys=keys, consent=consent)
     metrics.WITHDRAWN_CLIPS.inc(withdrawn)

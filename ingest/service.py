@@ -30,6 +30,7 @@ from aggregate.buckets import (
     PENDING_PREFIX,
     ClipFacts,
     add_pending_clip,
+    find_stored_request,
     pending_object_key,
     prepare_upload_statements,
     run_upload_transaction,
@@ -77,10 +78,13 @@ def store_clip(
     clip: SanitizedClip,
     keys: KeyStore,
     verify_exercise: bool = False,
-) -> None:
+    request_id: bytes | None = None,
+) -> bool:
     """Write the object under a random key, then its pending row; undo the object on failure.
 
     ``verify_exercise`` re-reads the exercise's eligibility in the row's own transaction.
+    With ``request_id`` (an Idempotency-Key upload) a request the bucket already holds is not
+    stored again: its new object is deleted and False returned.
     """
     object_key = pending_object_key()
     store.put(object_key, clip.flac)
@@ -91,25 +95,27 @@ def store_clip(
         loudness_dbfs=clip.loudness_dbfs,
     )
 
-    def add_row(connection: sa.Connection) -> None:
+    def add_row(connection: sa.Connection) -> bool:
         if verify_exercise:
             require_eligible(
                 connection, exercise_id=exercise_id, min_learners=policy.min_exercise_learners
             )
-        add_pending_clip(
+        added = add_pending_clip(
             connection,
             exercise_id=exercise_id,
             learner_id=consent.learner_id,
             clip=facts,
             max_clips_per_contributor=policy.max_clips_per_contributor,
             keys=keys,
+            request_id=request_id,
         )
         # Read after the bucket row is locked: a withdrawal that committed meanwhile is seen.
         if _is_withdrawn(connection, consent):
             raise ConsentWithdrawn("the learner withdrew this consent; nothing was stored")
+        return added
 
     try:
-        run_upload_transaction(database, add_row)
+        added = run_upload_transaction(database, add_row)
     except DatabaseUnavailable:
         # The commit may have landed although its answer was lost; deleting the object could
         # leave a row without its clip. If no row refers to it, the orphan sweeper removes it.
@@ -117,6 +123,19 @@ def store_clip(
     except BaseException:
         _delete_quietly(store, object_key)
         raise
+    if not added:
+        _delete_quietly(store, object_key)  # the request's first object is the one kept
+    return added
+
+
+def is_stored(
+    database: Database, *, keys: KeyStore, exercise_id: str, request_id: bytes
+) -> bool:
+    """Whether this Idempotency-Key request is on a pending row (its bucket not yet released)."""
+    with database.connection() as connection:
+        return find_stored_request(
+            connection, exercise_id=exercise_id, request_id=request_id, keys=keys
+        )
 
 
 SanitizeTask = Callable[[bytes, AudioLimits], SanitizedClip]
@@ -138,6 +157,8 @@ class UploadJob:
     storage_url: str
     key_store_url: str
     decode_timeout_s: float
+    # ``IdempotentUpload.request_id`` when the upload came with an Idempotency-Key.
+    request_id: bytes | None = None
 
 
 def sanitize_and_store(job: UploadJob, sanitize: SanitizeTask = sanitize_audio) -> None:
@@ -162,6 +183,7 @@ def sanitize_and_store(job: UploadJob, sanitize: SanitizeTask = sanitize_audio) 
         exercise_id=job.exercise_id,
         clip=clip,
         verify_exercise=True,
+        request_id=job.request_id,
     )
 
 
