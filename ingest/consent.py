@@ -120,15 +120,16 @@ def verify_consent(token: str, *, public_key: Ed25519PublicKey, policy: Policy) 
     version = claims.get("consent_version")
     if not isinstance(version, str) or version not in policy.accepted_consent_versions:
         raise ConsentScopeInvalid("the consent version is not accepted by the policy")
-    age = claims.get("age")
+    age = _number(claims.get("age"))
     child = claims.get("child", False)
     return Consent(
         token_hash=hashlib.sha256(token.encode("utf-8")).hexdigest(),
         expires_at=math.ceil(claims["exp"]),
         learner_id=learner_id,
         consent_version=version,
-        # An age below the minimum is refused by check_age, a fractional one rounded down.
-        age=math.floor(age) if age is not None else None,
+        # Anything but a number from 0 to _MAX_AGE is no age, which the age gate refuses (P2:
+        # fails closed, and uncounted); a fractional age is rounded down.
+        age=math.floor(age) if age is not None and 0 <= age <= _MAX_AGE else None,
         # Anything but an explicit false counts as a child flag: the gate fails closed.
         child=child is not False,
     )
@@ -142,8 +143,8 @@ def _number(value: object) -> float | None:
 
 
 def _check_numeric_claims(claims: dict[str, Any], *, now: float) -> None:
-    """``iat``, ``exp`` and ``age`` are JSON numbers within sane bounds (PyJWT accepts a string
-    of digits, or 10**30, as a time)."""
+    """``iat`` and ``exp`` are JSON numbers within sane bounds (PyJWT accepts a string of
+    digits, or 10**30, as a time)."""
     issued, expires = _number(claims.get("iat")), _number(claims.get("exp"))
     if issued is None or not _EARLIEST_IAT <= issued <= now + _LEEWAY_S:
         raise ConsentInvalid("the consent token's iat is not a plausible time (a number)")
@@ -151,10 +152,6 @@ def _check_numeric_claims(claims: dict[str, Any], *, now: float) -> None:
         raise ConsentInvalid(
             "the consent token's exp is not a time after iat and within two years (a number)"
         )
-    age = claims.get("age")
-    number = _number(age)
-    if age is not None and (number is None or not 0 <= number <= _MAX_AGE):
-        raise ConsentInvalid(f"the consent token's age is not a number from 0 to {_MAX_AGE}")
 
 
 def check_age(consent: Consent, *, policy: Policy) -> None:

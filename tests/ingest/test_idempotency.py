@@ -171,7 +171,7 @@ def test_a_key_held_by_a_process_that_died_is_taken_over_at_once(
     )
     audio = app.state.settings.storage_url.removeprefix("file://") + "/../upload.wav"
     Path(audio).write_bytes(wav_bytes)
-    subprocess.run(  # noqa: S603 - our own interpreter and arguments
+    subprocess.run(
         [sys.executable, "-c", claim_and_die, str(store.folder), KEY, audio],
         check=True,
         env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
@@ -221,7 +221,9 @@ def test_only_digests_of_the_key_are_kept(
     assert KEY.encode() not in Path(database).read_bytes()
     with app.state.database.session() as session:
         digests = session.execute(sa.select(PendingClip.request_digest)).scalars().all()
-    assert len(digests) == 1 and digests[0] is not None and len(digests[0]) == 64
+    assert len(digests) == 1
+    assert digests[0] is not None
+    assert len(digests[0]) == 64
 
 
 def _post_and_never_read(base: str, token: str, audio: bytes, key: str) -> socket.socket:
