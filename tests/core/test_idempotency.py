@@ -30,6 +30,7 @@ from core.idempotency import (
     this_owner,
 )
 from tests.live_server import free_port
+from tests.redis_server import RedisServer
 
 UPLOAD = idempotent_upload("an-upload-key-0001", learner_id="l-1", exercise_id="e", audio=b"a")
 OTHER_AUDIO = idempotent_upload("an-upload-key-0001", learner_id="l-1", exercise_id="e", audio=b"b")
@@ -53,30 +54,8 @@ def shm_folder() -> Iterator[Path]:
 
 @pytest.fixture(scope="module")
 def redis_url() -> Iterator[str]:
-    server = shutil.which("redis-server")
-    if server is None:
-        pytest.skip("redis-server is not installed (Debian package redis-server)")
-    port = free_port()
-    process = subprocess.Popen(
-        [server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
-    )
-    try:
-        import redis
-
-        client = redis.Redis(port=port)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                assert time.monotonic() < deadline, "redis-server did not start"
-                time.sleep(0.05)
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
+    with RedisServer() as server:
+        yield server.url
 
 
 def _lifecycle(store: IdempotencyStore) -> None:
