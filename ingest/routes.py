@@ -238,11 +238,17 @@ async def _store(
             await _release(idempotency, claimed)
         raise
     if claimed is not None:
-        try:
-            await run_in_threadpool(idempotency.complete, claimed)
-        except ChorusError as exc:
-            _logger.warning("upload stored; its idempotency entry not marked done",
-                            extra={"code": exc.code})
+        await _complete(idempotency, claimed)
+
+
+async def _complete(idempotency: IdempotencyStore, upload: IdempotentUpload) -> None:
+    """Mark a stored upload's entry done; a store that fails leaves it busy, which a retry
+    settles from the bucket's record of the request (and marks done then)."""
+    try:
+        await run_in_threadpool(idempotency.complete, upload)
+    except ChorusError as exc:
+        _logger.warning("upload stored; its idempotency entry not marked done",
+                        extra={"code": exc.code})
 
 
 async def _release(idempotency: IdempotencyStore, claimed: IdempotentUpload) -> None:
@@ -279,6 +285,7 @@ async def _claim(
             )
         )
         if stored:
+            await _complete(idempotency, upload)  # so it answers after the release, too
             return False
         raise IdempotencyKeyBusy(
             "an upload with this Idempotency-Key is still being handled; retry in a moment"
