@@ -61,6 +61,7 @@ _DIGEST_BYTES = 16
 _OWNER = struct.Struct("!8sIIQ")
 _VALUE_BYTES = 1 + _DIGEST_BYTES + _OWNER.size
 _SWEEP_BATCH = 256
+_WAL_PAGES = 64
 
 
 class Claim(enum.StrEnum):
@@ -290,6 +291,9 @@ class TmpfsIdempotencyStore:
             finally:
                 os.umask(old_mask)
             connection.execute("PRAGMA synchronous=OFF")  # RAM: nothing to make durable
+            # A short write-ahead log, cut back after each checkpoint: it is RAM too.
+            connection.execute(f"PRAGMA wal_autocheckpoint={_WAL_PAGES}")
+            connection.execute(f"PRAGMA journal_size_limit={_WAL_PAGES * 4096}")
             for statement in _SCHEMA:
                 connection.execute(statement)
             self._local.connection = connection

@@ -150,7 +150,9 @@ def test_redis_store_lifecycle_native_expiry_and_takeover(redis_url: str) -> Non
     _lifecycle(store)
     client = redis.Redis.from_url(redis_url)
     name = store.prefix + UPLOAD.entry
-    assert client.get(name)[:1] == b"D"
+    found = client.get(name)
+    assert isinstance(found, bytes)
+    assert found[:1] == b"D"
     assert 0 < client.ttl(name) <= 60
     memory = client.memory_usage(name)
     assert memory is not None
