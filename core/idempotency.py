@@ -14,6 +14,12 @@ its request on its pending row, written in the row's own transaction (``aggregat
 a retry whose entry is lost, busy or never completed is recognised there. The store covers the
 window after a release, when the pending row is gone.
 
+What no one can recognise, by design: a retry whose first 201 was lost *and* whose key store
+was flushed in between (a reboot, a Redis ``FLUSHALL``). The first row's bucket lost its key
+with the flush (it is sealed), and only that key could tell the row apart (P3), so the retry is
+stored again in a fresh bucket; the audit's ``recordings_released_once`` names the recording if
+both copies are released.
+
 A ``busy`` entry knows its owner (boot, PID namespace, PID and process start): a retry after
 the owner died takes it over at once; a live owner's retry answers 409 with ``Retry-After``.
 An owner on another machine cannot be checked: its entry is taken over after ``busy_ttl_s``.
@@ -291,6 +297,8 @@ class TmpfsIdempotencyStore:
             finally:
                 os.umask(old_mask)
             connection.execute("PRAGMA synchronous=OFF")  # RAM: nothing to make durable
+            # The file is in RAM already: a page cache per thread would only copy it.
+            connection.execute("PRAGMA cache_size=-64")
             # A short write-ahead log, cut back after each checkpoint: it is RAM too.
             connection.execute(f"PRAGMA wal_autocheckpoint={_WAL_PAGES}")
             connection.execute(f"PRAGMA journal_size_limit={_WAL_PAGES * 4096}")
