@@ -288,14 +288,12 @@ class TmpfsIdempotencyStore:
     def _connection(self) -> sqlite3.Connection:
         connection: sqlite3.Connection | None = getattr(self._local, "connection", None)
         if connection is None:
-            old_mask = os.umask(0o077)  # the file, its WAL and its shared memory: owner only
-            try:
-                connection = sqlite3.connect(
-                    self.path, timeout=5.0, isolation_level=None, check_same_thread=False
-                )
-                connection.execute("PRAGMA journal_mode=WAL")
-            finally:
-                os.umask(old_mask)
+            # Owner only; SQLite gives the WAL and shared-memory files the database file's mode.
+            os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
+            connection = sqlite3.connect(
+                self.path, timeout=5.0, isolation_level=None, check_same_thread=False
+            )
+            connection.execute("PRAGMA journal_mode=WAL")
             connection.execute("PRAGMA synchronous=OFF")  # RAM: nothing to make durable
             # The file is in RAM already: a page cache per thread would only copy it.
             connection.execute("PRAGMA cache_size=-64")
