@@ -168,13 +168,28 @@ def load_clips(fsdd: Path, count: int = 60) -> list[bytes]:
     return clips[:count]
 
 
-def prepare_service(workdir: Path, *, release_interval: int) -> tuple[dict[str, str], str]:
+def prepare_service(
+    workdir: Path, *, release_interval: int, key_store: Path
+) -> tuple[dict[str, str], str]:
     """Environment of the embedded default with a usage catalog; returns (env, private PEM)."""
     return embedded_service(
         workdir,
         CHORUS_SCHEDULER_ENABLED="true",
         CHORUS_RELEASE_INTERVAL=str(release_interval),
+        CHORUS_KEY_STORE_URL=f"tmpfs://{key_store}",
     )
+
+
+def unique_recording(clip: bytes, serial: int) -> bytes:
+    """The WAV with ``serial`` written into the lowest bit of its first 32 samples (inaudible):
+    each upload is a recording of its own, as each learner's is, so a recording released twice
+    can only be one stored twice."""
+    start = clip.index(b"data") + 8
+    audio = bytearray(clip)
+    for bit in range(32):
+        index = start + 2 * bit  # the low byte of a 16-bit little-endian sample
+        audio[index] = (audio[index] & 0xFE) | ((serial >> bit) & 1)
+    return bytes(audio)
 
 
 class Uploader:
@@ -206,7 +221,8 @@ class Uploader:
         self.serial += 1
         token = mint_token(self.key, learner_id=f"soak-{self.serial}")
         metadata = json.dumps({"exercise_id": EXERCISES[self.serial % len(EXERCISES)]})
-        return token, self.clips[self.serial % len(self.clips)], metadata, new_key()
+        clip = unique_recording(self.clips[self.serial % len(self.clips)], self.serial)
+        return token, clip, metadata, new_key()
 
     async def upload(self, scheduled: float) -> Sample:
         request = self._request()
@@ -402,17 +418,21 @@ async def _drive(server: ChorusProcess, clips: list[bytes], private_pem: str,
 def _idempotency_folder(server: ChorusProcess) -> Path:
     from core.keystore import namespace_for
 
-    url = server.env.get("CHORUS_KEY_STORE_URL") or os.environ.get("CHORUS_KEY_STORE_URL")
-    base = (url or "tmpfs:///dev/shm").removeprefix("tmpfs://")
+    base = server.env["CHORUS_KEY_STORE_URL"].removeprefix("tmpfs://")
     return Path(base) / f"chorus-idempotency-{namespace_for(server.env['CHORUS_DATABASE_URL'])}"
 
 
 def run_soak(args: argparse.Namespace) -> SoakResult:
     result = SoakResult(0.0, 0.0, args.duration, args.window)
     clips = load_clips(args.fsdd)
-    with tempfile.TemporaryDirectory(prefix="chorus-soak-") as tmp:
+    with (
+        tempfile.TemporaryDirectory(prefix="chorus-soak-") as tmp,
+        tempfile.TemporaryDirectory(prefix="chorus-soak-keys-", dir="/dev/shm") as key_store,
+    ):
         workdir = Path(tmp)
-        env, private_pem = prepare_service(workdir, release_interval=args.release_interval)
+        env, private_pem = prepare_service(
+            workdir, release_interval=args.release_interval, key_store=Path(key_store)
+        )
         with ChorusProcess(env, workdir / "serve.log") as server:
             signal.signal(signal.SIGTERM, _stopping(server))
             result.rss_start_kib = rss_kib(server.pid)
