@@ -36,6 +36,7 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 from core.idempotency import (  # noqa: E402
+    _SWEEP_PAUSE_S,
     IdempotentUpload,
     TmpfsIdempotencyStore,
     idempotent_upload,
@@ -90,7 +91,7 @@ def _latencies(
 
 def _timed_sweep(store: TmpfsIdempotencyStore, done: threading.Event, took: list[float]) -> None:
     started = time.perf_counter()
-    store.sweep()
+    store.sweep(pause_s=_SWEEP_PAUSE_S)  # as the background sweeper does
     took.append(time.perf_counter() - started)
     done.set()
 

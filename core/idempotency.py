@@ -67,6 +67,9 @@ _DIGEST_BYTES = 16
 _OWNER = struct.Struct("!8sIIQ")
 _VALUE_BYTES = 1 + _DIGEST_BYTES + _OWNER.size
 _SWEEP_BATCH = 256
+# Between two batches the write lock is free this long: long enough for an upload waiting in
+# SQLite's busy handler (which sleeps 1, 2, 5… ms between tries) to take it before the next.
+_SWEEP_PAUSE_S = 0.02
 _WAL_PAGES = 64
 
 
@@ -360,10 +363,13 @@ class TmpfsIdempotencyStore:
         with self._transaction() as connection:
             connection.execute("SELECT count(*) FROM entries WHERE expires < 0").fetchone()
 
-    def sweep(self) -> int:
-        """Delete expired entries, a batch per transaction; returns how many went."""
+    def sweep(self, *, pause_s: float = 0.0) -> int:
+        """Delete expired entries, a batch per transaction, ``pause_s`` apart; returns how
+        many went."""
         removed = 0
         while True:
+            if removed:
+                time.sleep(pause_s)
             with self._transaction() as connection:
                 batch = connection.execute(
                     "DELETE FROM entries WHERE name IN (SELECT name FROM entries "
@@ -404,7 +410,7 @@ class _Sweeper:
             if store is None:
                 return
             with contextlib.suppress(Unavailable):  # busy or gone: the next sweep catches up
-                store.sweep()
+                store.sweep(pause_s=_SWEEP_PAUSE_S)
             del store
 
     def stop(self) -> None:
