@@ -17,7 +17,7 @@ errors and shed uploads), p50, p99 and max latency, the server's resident memory
 entries and files and what /dev/shm holds in all, at the window's end. At the end, a census:
 every acknowledged upload is a pending row or a released clip, and none is stored twice.
 
-    .venv/bin/python benchmarks/soak.py [--duration 1800] [--window 60] [--out soak.md]
+    PYTHONPATH=. .venv/bin/python -m benchmarks.soak [--duration 1800] [--window 60] [--out soak.md]
 """
 
 from __future__ import annotations
