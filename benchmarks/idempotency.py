@@ -115,7 +115,9 @@ def sweep_effect(folder: Path, *, expired: int, rounds: int) -> dict[str, list[f
 def _baseline_module(commit: str) -> ModuleType:
     source = subprocess.run(
         ["git", "-C", str(REPO_ROOT), "show", f"{commit}:core/idempotency.py"],
-        check=True, capture_output=True, text=True,
+        check=True,
+        capture_output=True,
+        text=True,
     ).stdout
     path = Path(tempfile.mkdtemp()) / "idempotency_baseline.py"
     path.write_text(source)
@@ -152,8 +154,10 @@ def baseline(folder: Path, *, commit: str, entries: int) -> tuple[float, float, 
 
 def _stats(values: list[float]) -> str:
     array = np.asarray(values)
-    return (f"p50 {np.percentile(array, 50):.2f} ms, p99 {np.percentile(array, 99):.2f} ms, "
-            f"max {array.max():.1f} ms ({len(array)} uploads)")
+    return (
+        f"p50 {np.percentile(array, 50):.2f} ms, p99 {np.percentile(array, 99):.2f} ms, "
+        f"max {array.max():.1f} ms ({len(array)} uploads)"
+    )
 
 
 def main() -> None:
@@ -167,8 +171,10 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="chorus-bench-idempotency-", dir=SHM))
     try:
         per_entry = bytes_per_entry(work / "size", args.entries)
-        print(f"tmpfs SQLite store: {per_entry:.0f} bytes of /dev/shm per entry "
-              f"after {args.entries} uploads")
+        print(
+            f"tmpfs SQLite store: {per_entry:.0f} bytes of /dev/shm per entry "
+            f"after {args.entries} uploads"
+        )
         effect = sweep_effect(work / "sweep", expired=args.expired, rounds=args.rounds)
         sweeps = ", ".join(f"{s:.1f}" for s in effect["sweep_s"])
         print(f"sweeping {args.expired} expired entries in the background (s: {sweeps})")
@@ -177,9 +183,11 @@ def main() -> None:
         size, plain, sweeping = baseline(
             work / "baseline", commit=args.baseline, entries=args.baseline_entries
         )
-        print(f"previous store ({args.baseline}, one file per entry): {size:.0f} bytes of "
-              f"/dev/shm per entry; a claim {plain:.2f} ms, the claim that sweeps "
-              f"{args.baseline_entries} expired entries {sweeping:.0f} ms")
+        print(
+            f"previous store ({args.baseline}, one file per entry): {size:.0f} bytes of "
+            f"/dev/shm per entry; a claim {plain:.2f} ms, the claim that sweeps "
+            f"{args.baseline_entries} expired entries {sweeping:.0f} ms"
+        )
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -37,7 +37,11 @@ _IGNORED = (tracemalloc.__file__, "<frozen importlib._bootstrap>", "<unknown>")
 
 
 def _upload_forever(
-    base: str, private_pem: str, clips: list[bytes], rate: float, stop: threading.Event,
+    base: str,
+    private_pem: str,
+    clips: list[bytes],
+    rate: float,
+    stop: threading.Event,
     counts: dict[str, int],
 ) -> None:
     key = load_private_key(private_pem)
@@ -49,9 +53,18 @@ def _upload_forever(
             token = mint_token(key, learner_id=f"profile-{serial}")
             response = client.post(
                 "/v1/clips",
-                files=[("metadata", (None, json.dumps(
-                           {"exercise_id": EXERCISES[serial % len(EXERCISES)]}).encode())),
-                       ("audio", ("a.wav", clips[serial % len(clips)], "audio/wav"))],
+                files=[
+                    (
+                        "metadata",
+                        (
+                            None,
+                            json.dumps(
+                                {"exercise_id": EXERCISES[serial % len(EXERCISES)]}
+                            ).encode(),
+                        ),
+                    ),
+                    ("audio", ("a.wav", clips[serial % len(clips)], "audio/wav")),
+                ],
                 headers={"Authorization": f"Bearer {token}", "Idempotency-Key": new_key()},
             )
             counts[str(response.status_code)] = counts.get(str(response.status_code), 0) + 1
@@ -102,14 +115,20 @@ def main() -> None:
                     )
                     differences = snapshot.compare_to(baseline, "lineno")
                     traced = sum(d.size_diff for d in differences)
-                    print(f"[{time.monotonic() - started:4.0f} s after warm-up] uploads "
-                          f"{counts}, traced +{traced / 1024:.0f} KiB, RSS "
-                          f"+{(rss_kib(os.getpid()) - rss_base) / 1024:.1f} MiB", flush=True)
+                    print(
+                        f"[{time.monotonic() - started:4.0f} s after warm-up] uploads "
+                        f"{counts}, traced +{traced / 1024:.0f} KiB, RSS "
+                        f"+{(rss_kib(os.getpid()) - rss_base) / 1024:.1f} MiB",
+                        flush=True,
+                    )
                     for difference in differences[: args.top]:
                         frame = difference.traceback[0]
-                        print(f"    {difference.size_diff / 1024:+8.1f} KiB "
-                              f"{difference.count_diff:+6d} blocks  {frame.filename}:"
-                              f"{frame.lineno}", flush=True)
+                        print(
+                            f"    {difference.size_diff / 1024:+8.1f} KiB "
+                            f"{difference.count_diff:+6d} blocks  {frame.filename}:"
+                            f"{frame.lineno}",
+                            flush=True,
+                        )
             finally:
                 stop.set()
                 loader.join()

@@ -247,8 +247,9 @@ async def _complete(idempotency: IdempotencyStore, upload: IdempotentUpload) -> 
     try:
         await run_in_threadpool(idempotency.complete, upload)
     except ChorusError as exc:
-        _logger.warning("upload stored; its idempotency entry not marked done",
-                        extra={"code": exc.code})
+        _logger.warning(
+            "upload stored; its idempotency entry not marked done", extra={"code": exc.code}
+        )
 
 
 async def _release(idempotency: IdempotencyStore, claimed: IdempotentUpload) -> None:

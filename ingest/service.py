@@ -128,9 +128,7 @@ def store_clip(
     return added
 
 
-def is_stored(
-    database: Database, *, keys: KeyStore, exercise_id: str, request_id: bytes
-) -> bool:
+def is_stored(database: Database, *, keys: KeyStore, exercise_id: str, request_id: bytes) -> bool:
     """Whether this Idempotency-Key request is on a pending row (its bucket not yet released)."""
     with database.connection() as connection:
         return find_stored_request(

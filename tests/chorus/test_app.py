@@ -21,7 +21,10 @@ def test_healthz_and_readyz(client: TestClient) -> None:
     ready = client.get("/readyz")
     assert ready.status_code == 200
     assert ready.json()["checks"] == {
-        "database": "ok", "storage": "ok", "key_store": "ok", "idempotency_store": "ok"
+        "database": "ok",
+        "storage": "ok",
+        "key_store": "ok",
+        "idempotency_store": "ok",
     }
 
 

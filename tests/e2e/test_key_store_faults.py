@@ -63,8 +63,10 @@ def _post(client: TestClient, token: str, audio: bytes, key: str | None = KEY) -
         headers["Idempotency-Key"] = key
     return client.post(
         "/v1/clips",
-        files=[("metadata", (None, json.dumps({"exercise_id": "digit-7"}).encode())),
-               ("audio", ("a.wav", audio, "audio/wav"))],
+        files=[
+            ("metadata", (None, json.dumps({"exercise_id": "digit-7"}).encode())),
+            ("audio", ("a.wav", audio, "audio/wav")),
+        ],
         headers=headers,
     )
 

@@ -41,11 +41,15 @@ def test_a_hang_up_mid_upload_is_499_logged_once_at_info(
             "Content-Length": "90000",
         },
     )
+    disposition = f"--{boundary}\r\nContent-Disposition: form-data; "
     part = (
-        f'--{boundary}\r\nContent-Disposition: form-data; name="metadata"\r\n\r\n'
-        '{"exercise_id": "digit-7"}\r\n'
-        f'--{boundary}\r\nContent-Disposition: form-data; name="audio"; filename="a.wav"\r\n\r\n'
-    ).encode() + b"RIFF" + bytes(20_000)
+        (
+            f'{disposition}name="metadata"\r\n\r\n{{"exercise_id": "digit-7"}}\r\n'
+            f'{disposition}name="audio"; filename="a.wav"\r\n\r\n'
+        ).encode()
+        + b"RIFF"
+        + bytes(20_000)
+    )
     before = _requests_by_status(small_cap_server)
     with caplog.at_level(logging.INFO):
         with socket.create_connection((small_cap_server.host, small_cap_server.port)) as sock:
