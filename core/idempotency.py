@@ -22,7 +22,8 @@ both copies are released.
 
 A ``busy`` entry knows its owner (boot, PID namespace, PID and process start): a retry after
 the owner died takes it over at once; a live owner's retry answers 409 with ``Retry-After``.
-An owner on another machine cannot be checked: its entry is taken over after ``busy_ttl_s``.
+On Redis an owner on another machine is judged by its heartbeat key (gone within 15 s of its
+death); an owner that cannot be checked at all is taken over after ``busy_ttl_s``.
 
 Upholds P3 and P4: an entry is 16 bytes of name, 41 of value and its expiry, nothing else: no
 learner id, token, exercise, clip or arrival order. It lives where bucket keys live, never in
@@ -49,7 +50,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from core.errors import ConfigurationError, InvalidInput, Unavailable
@@ -70,6 +71,9 @@ _SWEEP_BATCH = 256
 # Between two batches the write lock is free this long: long enough for an upload waiting in
 # SQLite's busy handler (which sleeps 1, 2, 5… ms between tries) to take it before the next.
 _SWEEP_PAUSE_S = 0.02
+# A process that claims keys in Redis says it is alive this often, for this long.
+HEARTBEAT_S = 3.0
+ALIVE_TTL_S = 15
 _WAL_PAGES = 64
 
 
@@ -158,12 +162,18 @@ def this_owner() -> bytes:
     return _owner_of(os.getpid())
 
 
+def owner_is_local(owner: bytes) -> bool:
+    """Whether the owner runs on this machine, in this PID namespace (its PID means here)."""
+    boot, namespace, _pid, _start = _OWNER.unpack(owner)
+    mine_boot, mine_namespace, _my_pid, _my_start = _OWNER.unpack(this_owner())
+    return bool(boot == mine_boot and namespace == mine_namespace)
+
+
 def owner_is_dead(owner: bytes) -> bool:
     """True when the owner surely died; False when it runs or cannot be checked from here."""
-    boot, namespace, pid, start = _OWNER.unpack(owner)
-    mine_boot, mine_namespace, _pid, _start = _OWNER.unpack(this_owner())
-    if boot != mine_boot or namespace != mine_namespace:
+    if not owner_is_local(owner):
         return False  # another machine or container: its busy entry expires instead
+    _boot, _namespace, pid, start = _OWNER.unpack(owner)
     alive: bool = _process_start(pid) == start
     return not alive
 
@@ -172,14 +182,16 @@ def _value(state: bytes, upload: IdempotentUpload, owner: bytes) -> bytes:
     return state + upload.fingerprint + owner
 
 
-def _judge(value: bytes, upload: IdempotentUpload) -> Claim | None:
+def _judge(
+    value: bytes, upload: IdempotentUpload, is_dead: Callable[[bytes], bool] = owner_is_dead
+) -> Claim | None:
     """What an existing entry means for ``upload``; None when it may be taken over."""
     state, fingerprint, owner = value[:1], value[1 : 1 + _DIGEST_BYTES], value[1 + _DIGEST_BYTES :]
     if fingerprint != upload.fingerprint:
         return Claim.REUSED
     if state == _DONE:
         return Claim.DONE
-    if len(owner) == _OWNER.size and owner_is_dead(owner):
+    if len(owner) == _OWNER.size and is_dead(owner):
         return None
     return Claim.BUSY
 
@@ -283,7 +295,7 @@ class TmpfsIdempotencyStore:
         self.sweep_every_s = sweep_every_s
         self._owner = owner
         self._local = threading.local()
-        self._sweeper: _Sweeper | None = None
+        self._sweeper: _Ticker | None = None
         self._start_lock = threading.Lock()
         folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         os.chmod(folder, 0o700)
@@ -326,7 +338,12 @@ class TmpfsIdempotencyStore:
         if self._sweeper is None:
             with self._start_lock:
                 if self._sweeper is None:
-                    self._sweeper = _Sweeper(self, self.sweep_every_s)
+                    self._sweeper = _Ticker(
+                        self, self.sweep_every_s, TmpfsIdempotencyStore._background_sweep
+                    )
+
+    def _background_sweep(self) -> None:
+        self.sweep(pause_s=_SWEEP_PAUSE_S)
 
     def claim(self, upload: IdempotentUpload) -> Claim:
         self._start_sweeper()
@@ -393,24 +410,29 @@ class TmpfsIdempotencyStore:
         return _value(state, upload, self._owner or this_owner())
 
 
-class _Sweeper:
-    """A daemon thread that sweeps its store every ``every_s`` seconds while the store lives."""
+class _Ticker:
+    """A daemon thread that runs ``action(store)`` every ``every_s`` seconds while the store
+    lives (a sweep, a heartbeat); a failed run is left to the next."""
 
-    def __init__(self, store: TmpfsIdempotencyStore, every_s: float) -> None:
+    def __init__(self, store: Any, every_s: float, action: Callable[[Any], None]) -> None:
         self._stopped = threading.Event()
-        target = weakref.ref(store)
         self.thread = threading.Thread(
-            target=self._run, args=(target, every_s), name="idempotency-sweep", daemon=True
+            target=self._run,
+            args=(weakref.ref(store), every_s, action),
+            name="idempotency-sweep",
+            daemon=True,
         )
         self.thread.start()
 
-    def _run(self, target: Callable[[], TmpfsIdempotencyStore | None], every_s: float) -> None:
+    def _run(
+        self, target: Callable[[], Any], every_s: float, action: Callable[[Any], None]
+    ) -> None:
         while not self._stopped.wait(every_s):
             store = target()
             if store is None:
                 return
-            with contextlib.suppress(Unavailable):  # busy or gone: the next sweep catches up
-                store.sweep(pause_s=_SWEEP_PAUSE_S)
+            with contextlib.suppress(Unavailable):
+                action(store)
             del store
 
     def stop(self) -> None:
@@ -428,7 +450,12 @@ _DELETE_IF = (
 
 
 class RedisIdempotencyStore:
-    """Entries in the key store's Redis server, under its namespace, each with its own expiry."""
+    """Entries in the key store's Redis server, under its namespace, each with its own expiry.
+
+    Replicas on other machines cannot see each other's processes, so each process that claims
+    keeps a heartbeat key of its own (``ALIVE_TTL_S``, renewed every ``HEARTBEAT_S``): a busy
+    entry whose owner's heartbeat is gone is taken over at once.
+    """
 
     def __init__(
         self,
@@ -447,21 +474,50 @@ class RedisIdempotencyStore:
         self.ttl_s = ttl_s
         self.busy_ttl_s = busy_ttl_s
         self._owner = owner
+        self._heartbeat: _Ticker | None = None
+        self._start_lock = threading.Lock()
 
     def _value(self, state: bytes, upload: IdempotentUpload) -> bytes:
         return _value(state, upload, self._owner or this_owner())
+
+    def _alive_name(self, owner: bytes) -> bytes:
+        return self.prefix + b"alive:" + owner
+
+    def _beat(self) -> None:
+        owner = self._owner or this_owner()
+        try:
+            self._client.set(self._alive_name(owner), b"1", ex=ALIVE_TTL_S)
+        except self._errors as exc:
+            raise Unavailable(f"the key store does not answer ({type(exc).__name__})") from None
+
+    def _start_heartbeat(self) -> None:
+        if self._heartbeat is None:
+            with self._start_lock:
+                if self._heartbeat is None:
+                    self._beat()  # before this process's first busy entry can be seen
+                    self._heartbeat = _Ticker(self, HEARTBEAT_S, RedisIdempotencyStore._beat)
+
+    def _owner_is_dead(self, owner: bytes) -> bool:
+        if owner_is_local(owner):
+            return owner_is_dead(owner)
+        return not self._client.exists(self._alive_name(owner))
+
+    def close(self) -> None:
+        if self._heartbeat is not None:
+            self._heartbeat.stop()
 
     def claim(self, upload: IdempotentUpload) -> Claim:
         name = self.prefix + upload.entry
         busy = self._value(_BUSY, upload)
         try:
+            self._start_heartbeat()
             for _attempt in range(3):
                 if self._client.set(name, busy, nx=True, ex=self.busy_ttl_s):
                     return Claim.NEW
                 found = self._client.get(name)
                 if not isinstance(found, bytes):
                     continue  # expired between the two calls: claim it afresh
-                judged = _judge(found, upload)
+                judged = _judge(found, upload, self._owner_is_dead)
                 if judged is not None:
                     return judged
                 if self._client.eval(_REPLACE_IF, 1, name, found, busy, self.busy_ttl_s):

@@ -16,6 +16,7 @@ import pytest
 
 from core.errors import InvalidInput, Unavailable
 from core.idempotency import (
+    ALIVE_TTL_S,
     Claim,
     IdempotencyStore,
     IdempotentUpload,
@@ -165,6 +166,24 @@ def test_redis_store_lifecycle_native_expiry_and_takeover(redis_url: str) -> Non
     assert dead.claim(fresh) is Claim.BUSY
     client.delete(name)
     assert store.claim(UPLOAD) is Claim.NEW
+
+
+def test_a_replica_on_another_machine_is_judged_by_its_heartbeat(redis_url: str) -> None:
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    store = RedisIdempotencyStore(redis_url, namespace="replicas")
+    remote = b"\xee" * 8 + this_owner()[8:]  # another machine's boot: its PID means nothing here
+    upload = idempotent_upload("a-replica-upload-key", learner_id="l", exercise_id="e", audio=b"")
+    running = RedisIdempotencyStore(redis_url, namespace="replicas", owner=remote)
+    assert running.claim(upload) is Claim.NEW
+    alive = store.prefix + b"alive:" + remote
+    assert 0 < client.ttl(alive) <= ALIVE_TTL_S
+    assert store.claim(upload) is Claim.BUSY  # its replica still beats
+    running.close()
+    client.delete(alive)  # as its expiry would, once the replica is gone
+    assert store.claim(upload) is Claim.NEW  # taken over at once, not after busy_ttl_s
+    store.close()
 
 
 def test_a_redis_store_that_does_not_answer_is_unavailable() -> None:
