@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Request, Security
@@ -182,15 +183,11 @@ async def upload_clip(
         exercise_id = parsed.metadata.exercise_id
         if key is not None:
             # The key binds to the learner and to this request (exercise and audio).
-            idempotent = await run_in_threadpool(
-                lambda: idempotent_upload(
-                    key, learner_id=consent.learner_id, exercise_id=exercise_id, audio=parts.audio
-                )
-            )
-            if not await _claim(idempotency, database, keys, idempotent, exercise_id):
+            idempotent = _KeyedUpload(key, consent.learner_id, exercise_id, parts.audio)
+            claimed = await _claim(idempotency, database, keys, idempotent)
+            if claimed is None:
                 metrics.UPLOADS.labels(outcome="accepted").inc()
                 return ClipAcceptedRead()  # the first answer, which the client lost
-            claimed = idempotent
         # 5–7 in a worker: sanitize, contribution cap, object, then row (whose transaction
         # re-checks step 4 and records the key's request). Shielded with the key's outcome: a
         # client that hangs up does not cut them short, so its retry finds the first answer.
@@ -261,22 +258,39 @@ async def _release(idempotency: IdempotencyStore, claimed: IdempotentUpload) -> 
         _logger.warning("idempotency entry not released", extra={"code": exc.code})
 
 
+@dataclass(frozen=True)
+class _KeyedUpload:
+    """An upload sent with an Idempotency-Key, before its digests are made."""
+
+    key: str
+    learner_id: str
+    exercise_id: str
+    audio: bytes
+
+    def claim(self, idempotency: IdempotencyStore) -> tuple[IdempotentUpload, Claim]:
+        """Its digests (hashing the audio) and its claim: one trip to the thread pool."""
+        upload = idempotent_upload(
+            self.key, learner_id=self.learner_id, exercise_id=self.exercise_id, audio=self.audio
+        )
+        return upload, idempotency.claim(upload)
+
+
 async def _claim(
     idempotency: IdempotencyStore,
     database: Database,
     keys: KeyStore,
-    upload: IdempotentUpload,
-    exercise_id: str,
-) -> bool:
-    """True when this request now holds its key and should run; False when it was stored."""
-    claim = await run_in_threadpool(idempotency.claim, upload)
+    request: _KeyedUpload,
+) -> IdempotentUpload | None:
+    """The upload, now holding its key, when it should run; None when it was stored before."""
+    upload, claim = await run_in_threadpool(request.claim, idempotency)
+    exercise_id = request.exercise_id
     if claim is Claim.REUSED:
         raise IdempotencyKeyReused(
             "this Idempotency-Key was sent before with another exercise or other audio; "
             "send a fresh key with each new upload"
         )
     if claim is Claim.DONE:
-        return False
+        return None
     if claim is Claim.BUSY:
         # A first request still running, or one that stored its row and could not mark its
         # entry: the bucket's own record tells them apart.
@@ -287,11 +301,11 @@ async def _claim(
         )
         if stored:
             await _complete(idempotency, upload)  # so it answers after the release, too
-            return False
+            return None
         raise IdempotencyKeyBusy(
             "an upload with this Idempotency-Key is still being handled; retry in a moment"
         )
-    return True
+    return upload
 
 
 async def _body_chunks(request: Request) -> AsyncIterator[bytes]:
