@@ -50,6 +50,11 @@ def contributor_tag(bucket_key: bytes, learner_id: str) -> str:
     return hmac.new(bucket_key, learner_id.encode("utf-8"), hashlib.sha256).hexdigest()
 
 
+def request_digest(bucket_key: bytes, request_id: bytes) -> str:
+    """The keyed digest of an upload's Idempotency-Key request kept on its row."""
+    return hmac.new(bucket_key, b"upload-request\0" + request_id, hashlib.sha256).hexdigest()
+
+
 # An upload's transaction runs on a plain Connection (the lean path); tests and tools may pass
 # an ORM Session. Only ``execute`` and ``begin_nested`` are used, which both offer.
 Executor = Session | sa.Connection
@@ -157,21 +162,29 @@ def open_bucket_for(session: Executor, exercise_id: str, *, keys: KeyStore) -> t
     raise Unavailable("the exercise's bucket kept changing; try again")
 
 
-def insert_pending_row(session: Executor, row: dict[str, object]) -> None:
+def insert_pending_row(session: Executor, row: dict[str, object]) -> bool:
     """Insert a pending row (``aggregate.pending``) in the next free slot of its contributor,
-    or raise ContributionLimit.
+    or raise ContributionLimit. Returns False, inserting nothing, when the row's upload request
+    (``request_digest``) is in the bucket already: a retry of an upload that was stored.
 
     Must run in the upload's writing transaction, after ``lock_open_bucket``. The slot is
     counted and taken in one ``INSERT … SELECT``; on PostgreSQL two uploads of one learner may
     still count the same slot, and the loser of the unique (bucket, tag, slot) constraint
-    counts again.
+    counts again; a retry racing its own request loses the unique request index, then finds
+    the row.
     """
+    digest = row.get("request_digest")
+    bucket_id = str(row["bucket_id"])
     if not _is_postgres(session):
         # Writers are serialized: no other upload can take a slot between count and insert.
+        if digest is not None and holds_request(session, bucket_id, str(digest)):
+            return False
         inserted = len(session.execute(_INSERT_IN_FREE_SLOT, row).all())
     else:
         inserted = 0
-        for _attempt in range(int(str(row["max_slots"])) + 1):
+        for _attempt in range(int(str(row["max_slots"])) + 2):
+            if digest is not None and holds_request(session, bucket_id, str(digest)):
+                return False
             try:
                 with session.begin_nested():
                     inserted = len(session.execute(_INSERT_IN_FREE_SLOT, row).all())
@@ -180,6 +193,39 @@ def insert_pending_row(session: Executor, row: dict[str, object]) -> None:
                 continue
     if inserted != 1:
         raise ContributionLimit()
+    return True
+
+
+_HOLDS_REQUEST = sa.select(_PENDING_TABLE.c.id).where(
+    _PENDING_TABLE.c.bucket_id == sa.bindparam("bucket_id"),
+    _PENDING_TABLE.c.request_digest == sa.bindparam("digest"),
+)
+
+
+def holds_request(session: Executor, bucket_id: str, digest: str) -> bool:
+    found = session.execute(_HOLDS_REQUEST, {"bucket_id": bucket_id, "digest": digest}).first()
+    return found is not None
+
+
+def find_stored_request(
+    session: Executor, *, exercise_id: str, request_id: bytes, keys: KeyStore
+) -> bool:
+    """Whether a bucket of the exercise not yet released holds this Idempotency-Key request.
+
+    Buckets whose key is lost are not searched: no one can tell their rows apart any more.
+    """
+    buckets = session.execute(
+        sa.select(Bucket.id).where(
+            Bucket.exercise_id == exercise_id, Bucket.state.in_(_WITHDRAWABLE)
+        )
+    ).scalars()
+    for bucket_id in buckets.all():
+        bucket_key = keys.get(key_name(bucket_id))
+        if bucket_key is None:
+            continue
+        if holds_request(session, bucket_id, request_digest(bucket_key, request_id)):
+            return True
+    return False
 
 
 def prepare_upload_statements(connection: sa.Connection) -> None:
@@ -193,9 +239,11 @@ def prepare_upload_statements(connection: sa.Connection) -> None:
         "object_key": "",
         "recording_tag": "",
         "sealed_facts": b"",
+        "request_digest": None,
         "max_slots": 0,  # count(*) < 0 never holds: no row goes in
     }
     connection.execute(_INSERT_IN_FREE_SLOT, nothing).all()
+    holds_request(connection, "", "")
 
 
 def _is_postgres(session: Executor) -> bool:
@@ -216,6 +264,7 @@ def _insert_in_free_slot() -> sa.Insert:
             sa.bindparam("object_key", type_=sa.String),
             sa.bindparam("recording_tag", type_=sa.String),
             sa.bindparam("sealed_facts", type_=sa.LargeBinary),
+            sa.bindparam("request_digest", type_=sa.String),
         )
         .select_from(table)
         .where(
@@ -225,7 +274,7 @@ def _insert_in_free_slot() -> sa.Insert:
         .having(used < sa.bindparam("max_slots", type_=sa.Integer))
     )
     columns = ["id", "bucket_id", "contributor_tag", "slot", "object_key"]
-    columns += ["recording_tag", "sealed_facts"]
+    columns += ["recording_tag", "sealed_facts", "request_digest"]
     # RETURNING tells whether a row went in (psycopg reports no rowcount for INSERT … SELECT).
     return sa.insert(table).from_select(columns, free_slot).returning(table.c.slot)
 

@@ -13,6 +13,7 @@ import sqlalchemy as sa
 from aggregate.release_checks import (
     check_pending_isolation,
     check_pending_sealed,
+    check_recordings_released_once,
     check_release_entries,
     check_release_exercises,
     check_release_policies,
@@ -86,6 +87,8 @@ def check_bucket_keys(ctx: AuditContext) -> Iterable[Finding]:
 CHECKS: tuple[Check, ...] = (
     Check("releases", ("P6",), "k contributors per release; objects match manifests",
           check_releases),
+    Check("recordings_released_once", ("P6",), "no recording is in two releases",
+          check_recordings_released_once),
     Check("released_media", ("P7",), "released clips are byte for byte the service's FLAC",
           check_released_media),
     Check("retention", ("P10",), "no pending bucket past retention", check_retention),

@@ -35,10 +35,12 @@ from aggregate.buckets import (
     OpenBucket,
     contributor_tag,
     current_open_bucket,
+    holds_request,
     insert_pending_row,
     key_name,
     lock_open_bucket,
     pending_object_key,
+    request_digest,
 )
 from aggregate.tables import PendingClip
 from core.db import Database
@@ -237,14 +239,17 @@ def put_pending_clip(
     max_clips_per_contributor: int,
     in_transaction: Callable[[sa.Connection], None] | None = None,
     is_duplicate: DuplicateTest = _never_duplicate,
-) -> str:
+    request_id: bytes | None = None,
+) -> str | None:
     """Seal the clip under its exercise's open bucket's key, store it, record its row.
 
     ``in_transaction`` runs in the row's transaction, after the bucket row is locked (the
     upload re-checks eligibility and withdrawal there). Raises ContributionLimit,
     DuplicateRecording, or whatever ``in_transaction`` raises; the object is deleted then. An
     object whose row write ended with the database unreachable (the commit may have landed)
-    is left to the orphan sweeper. Returns the pending object's key.
+    is left to the orphan sweeper. Returns the pending object's key, or None when
+    ``request_id`` (an Idempotency-Key upload) names a request the bucket holds already: a
+    retry of a stored upload stores nothing, before any cap or duplicate check could refuse it.
     """
     for _attempt in range(_ATTEMPTS):
         bucket = _OPEN_BUCKETS.get(database, exercise_id, keys=keys)
@@ -261,14 +266,24 @@ def put_pending_clip(
             clip=clip,
             max_clips_per_contributor=max_clips_per_contributor,
         )
+        if request_id is not None:
+            row["request_digest"] = request_digest(bucket.key, request_id)
 
         try:
             with database.connection(write=True) as connection:
                 lock_open_bucket(connection, exercise_id, expected=bucket.id)
                 if in_transaction is not None:
                     in_transaction(connection)
-                _require_new_recording(connection, sealer, row, clip.facts, is_duplicate)
-                insert_pending_row(connection, row)
+                digest = row.get("request_digest")
+                stored_before = digest is not None and holds_request(
+                    connection, bucket.id, str(digest)
+                )
+                if not stored_before:
+                    _require_new_recording(connection, sealer, row, clip.facts, is_duplicate)
+                    stored_before = not insert_pending_row(connection, row)
+            if stored_before:
+                _delete_quietly(store, object_key)  # the request's first object is the one kept
+                return None
             return object_key
         except BucketChanged:
             _OPEN_BUCKETS.forget(database, exercise_id)
@@ -301,6 +316,7 @@ def sealed_pending_row(
         "object_key": object_key,
         "recording_tag": recording_tag(bucket_key, clip.samples_digest),
         "sealed_facts": seal_facts(sealer, row_id, clip.facts),
+        "request_digest": None,
         "max_slots": max_clips_per_contributor,
     }
 

@@ -4,7 +4,7 @@ Each release's objects are counted under its prefix and compared with its manife
 every released clip is decoded, re-encoded the service's way and compared byte for byte; every
 finished release must appear in the audit log with the same counts, under a policy the log
 recorded; no pending clip may be readable under a release prefix, and everything pending must
-be sealed (P4).
+be sealed (P4); no recording is released twice (an upload stored twice would be).
 """
 
 from __future__ import annotations
@@ -74,6 +74,37 @@ def check_releases(ctx: AuditContext) -> Iterable[Finding]:
             f"objects under releases/{release_id}/ belong to no recorded release",
             release_id,
         )
+
+
+def check_recordings_released_once(ctx: AuditContext) -> Iterable[Finding]:
+    """No recording, by the SHA-256 of its released bytes, is in two releases or twice in one:
+    each counts once toward k (P6), and an upload stored twice would show up here."""
+    with ctx.database.session() as session:
+        repeated = session.execute(
+            sa.select(
+                ReleasedClip.sha256,
+                sa.func.count(),
+                sa.func.count(sa.distinct(ReleasedClip.release_id)),
+            )
+            .where(ReleasedClip.sha256.is_not(None))
+            .group_by(ReleasedClip.sha256)
+            .having(sa.func.count() > 1)
+            .order_by(ReleasedClip.sha256)
+        ).all()
+        for sha256, copies, releases in repeated:
+            where = session.execute(
+                sa.select(ReleasedClip.release_id)
+                .where(ReleasedClip.sha256 == sha256)
+                .distinct()
+                .order_by(ReleasedClip.release_id)
+            ).scalars().all()
+            yield Finding(
+                "recording_released_twice",
+                "P6",
+                f"the recording with SHA-256 {sha256} is released {copies} times, in "
+                f"{releases} release(s): {', '.join(where)}",
+                sha256,
+            )
 
 
 def _release_thresholds(release: Release, policy: Policy) -> Iterable[Finding]:

@@ -73,6 +73,8 @@ class PendingClip(Base):
         ),
         sa.Index("ix_pending_clips_bucket_id_id", "bucket_id", "id"),
         sa.Index("ix_pending_clips_plan_tag", "plan_tag"),
+        # An upload's request is stored once per bucket, whatever a retry's timing.
+        sa.Index("uq_pending_clips_request", "bucket_id", "request_digest", unique=True),
         {"sqlite_with_rowid": False},
     )
 
@@ -93,6 +95,9 @@ class PendingClip(Base):
     # name and finds it by that id; no one without the bucket's key can tell which released
     # clip it was. Gone with the row once the release is done.
     plan_tag: Mapped[str | None] = mapped_column(sa.String(64), nullable=True)
+    # HMAC(bucket key, the upload's Idempotency-Key request) when it came with one: a retry of
+    # it is recognised in the row's own transaction, and links to no one once the key is gone.
+    request_digest: Mapped[str | None] = mapped_column(sa.String(64), nullable=True)
 
 
 class Release(Base):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
@@ -28,7 +27,7 @@ from core.handlers import (
     problem_response,
 )
 from core.idempotency import open_idempotency_store
-from core.keystore import KeyStore, open_key_store
+from core.keystore import KeyStore, namespace_for, open_key_store
 from core.limits import BodyLimitMiddleware
 from core.logs import AccessLogMiddleware
 from core.metrics import render_metrics
@@ -115,7 +114,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.keys = keys
     app.state.idempotency = open_idempotency_store(
         settings.key_store_url,
-        namespace=hashlib.sha256(settings.database_url.encode()).hexdigest()[:16],
+        namespace=namespace_for(settings.database_url),
         ttl_s=settings.idempotency_ttl_s,
     )
     app.state.policy = policy
@@ -186,9 +185,13 @@ def _add_operational_routes(app: FastAPI) -> None:
         checks: dict[str, str] = {}
         failed: ChorusError | None = None
         min_free_bytes = request.app.state.settings.storage_min_free_mb * 2**20
+        state = request.app.state
         for name, probe in (
-            ("database", request.app.state.database.check),
-            ("storage", lambda: request.app.state.store.check(min_free_bytes=min_free_bytes)),
+            ("database", state.database.check),
+            ("storage", lambda: state.store.check(min_free_bytes=min_free_bytes)),
+            # Uploads need both: a bucket key to tag the clip, the idempotency store to claim.
+            ("key_store", lambda: state.keys.get("readiness-probe")),
+            ("idempotency_store", state.idempotency.check),
         ):
             try:
                 probe()

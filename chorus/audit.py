@@ -22,6 +22,7 @@ from policies.policy import Policy
 _REPORT_ORDER = (
     "releases",
     "released_media",
+    "recordings_released_once",
     "retention",
     "timestamp_columns",
     "ids",

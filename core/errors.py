@@ -6,6 +6,8 @@ with names what failed inside (a host, a port, a bucket, a path) and goes to the
 
     ChorusError                      500 internal_error
     ├── ConfigurationError           (start-up only: one clear line, no traceback)
+    ├── BadRequest                   400 bad_request
+    │   └── DuplicateHeader          400 duplicate_header
     ├── AuthError                    401 unauthorized
     │   └── ConsentInvalid           401 consent_invalid
     ├── Forbidden                    403 forbidden
@@ -15,7 +17,7 @@ with names what failed inside (a host, a port, a bucket, a path) and goes to the
     │   └── BlobNotFound             404 not_found
     ├── Conflict                     409 conflict
     │   ├── ContributionLimit        409 contribution_limit
-    │   ├── IdempotencyKeyBusy       409 idempotency_key_busy
+    │   ├── IdempotencyKeyBusy       409 idempotency_key_busy (Retry-After)
     │   ├── DuplicateRecording       409 duplicate_recording
     │   └── AlreadyDecided           409 already_decided
     ├── UploadTimeout                408 upload_timeout
@@ -26,10 +28,12 @@ with names what failed inside (a host, a port, a bucket, a path) and goes to the
     │   ├── InvalidMetadata          422 invalid_metadata
     │   ├── ExerciseNotEligible      422 exercise_not_eligible
     │   ├── UnstorableInput          422 unstorable_input
+    │   ├── IdempotencyKeyReused     422 idempotency_key_reused
     │   └── InvalidAudio             422 invalid_audio
     │       └── NoSpeech             422 no_speech
+    ├── ClientClosedRequest          499 client_closed_request (logged at INFO, never 5xx)
     ├── PresignedUrlUnsupported      501 presigned_unsupported
-    ├── StorageFull                  507 storage_full
+    ├── StorageFull                  507 storage_full (Retry-After)
     ├── SealBroken                   500 seal_broken
     └── Unavailable                  503 unavailable
         ├── StorageUnavailable       503 storage_unavailable (Retry-After)
@@ -67,6 +71,19 @@ class ChorusError(Exception):
 class ConfigurationError(ChorusError):
     code = "configuration_error"
     title = "Invalid configuration"
+
+
+class BadRequest(ChorusError):
+    status = 400
+    code = "bad_request"
+    title = "Malformed request"
+
+
+class DuplicateHeader(BadRequest):
+    """A header that must appear once came twice: which one counts would be a guess."""
+
+    code = "duplicate_header"
+    title = "A header that must appear once was sent twice"
 
 
 class AuthError(ChorusError):
@@ -125,6 +142,7 @@ class ContributionLimit(Conflict):
 class IdempotencyKeyBusy(Conflict):
     code = "idempotency_key_busy"
     title = "An upload with this Idempotency-Key is still being handled"
+    retry_after_s = 2
 
 
 class DuplicateRecording(Conflict):
@@ -184,6 +202,13 @@ class UnstorableInput(InvalidInput):
     title = "A value cannot be stored"
 
 
+class IdempotencyKeyReused(InvalidInput):
+    """The learner sent this Idempotency-Key before with another request (exercise or audio)."""
+
+    code = "idempotency_key_reused"
+    title = "This Idempotency-Key was used for another upload"
+
+
 class InvalidAudio(InvalidInput):
     code = "invalid_audio"
     title = "Audio outside the accepted bounds"
@@ -209,6 +234,16 @@ class StorageFull(ChorusError):
     code = "storage_full"
     title = "Storage full"
     public_detail = "The service has no room to store this right now; nothing was stored."
+    retry_after_s = 300
+
+
+class ClientClosedRequest(ChorusError):
+    """The client went away before its request was read: not the service's failure. The status
+    (nginx's 499) is only ever counted and logged: there is no one left to send it to."""
+
+    status = 499
+    code = "client_closed_request"
+    title = "The client closed the request"
 
 
 class SealBroken(ChorusError):

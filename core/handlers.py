@@ -11,10 +11,12 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DataError, DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from core.errors import (
     AuthError,
     ChorusError,
+    ClientClosedRequest,
     ConsentInvalid,
     ConsentScopeInvalid,
     DatabaseUnavailable,
@@ -99,6 +101,9 @@ async def _chorus_error(_request: Request, exc: Exception) -> JSONResponse:
     if exc.status >= 500:
         # The detail names what failed inside (host, port, bucket, path): the log keeps it.
         _logger.warning("service error", extra={"code": exc.code, "detail": exc.detail})
+    elif exc.status == ClientClosedRequest.status:
+        # The client's network, not the service: one line, below any alert (counted as 499).
+        _logger.info("client closed the request", extra={"code": exc.code})
     return problem_response(
         status=exc.status,
         code=exc.code,
@@ -140,6 +145,11 @@ async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
         title=code.replace("_", " ").capitalize(),
         detail=str(exc.detail),
     )
+
+
+async def _client_disconnect(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ClientDisconnect)
+    return await _chorus_error(request, ClientClosedRequest())
 
 
 async def _database_error(request: Request, exc: Exception) -> JSONResponse:
@@ -262,4 +272,5 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(DBAPIError, _database_error)
+    app.add_exception_handler(ClientDisconnect, _client_disconnect)
     app.add_exception_handler(Exception, _unexpected_error)

@@ -13,7 +13,9 @@ only the public key.
 from __future__ import annotations
 
 import hashlib
+import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,13 +24,24 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from core.errors import ConfigurationError, ConsentInvalid, ConsentScopeInvalid, MinorRefused
+from core.errors import (
+    ConfigurationError,
+    ConsentInvalid,
+    ConsentScopeInvalid,
+    DuplicateHeader,
+    MinorRefused,
+)
 from policies.policy import Policy
 
 CONSENT_SCOPE = "speech-research"
 ALGORITHM = "EdDSA"
 DEFAULT_VERSION = "speech-research-v1"
 _LEEWAY_S = 30
+# Sane bounds of the numeric claims: issued after 2020 and not in the future, valid for at most
+# two years from now, an age a person can have. Anything else is refused, not clamped.
+_EARLIEST_IAT = 1_577_836_800
+_MAX_LIFETIME_S = 2 * 366 * 86400
+_MAX_AGE = 150
 
 
 @dataclass(frozen=True)
@@ -73,8 +86,12 @@ def load_public_key(value: str | None) -> Ed25519PublicKey | None:
     return key
 
 
-def bearer_token(authorization: str | None) -> str:
-    scheme, _, token = (authorization or "").partition(" ")
+def bearer_token(authorization: Sequence[str]) -> str:
+    """The token of the request's ``Authorization`` values (all of them: a second one is
+    refused, since which one would count is a guess)."""
+    if len(authorization) > 1:
+        raise DuplicateHeader("send one Authorization header")
+    scheme, _, token = (authorization[0] if authorization else "").partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise ConsentInvalid("send the consent token as 'Authorization: Bearer <token>'")
     return token.strip()
@@ -94,6 +111,7 @@ def verify_consent(token: str, *, public_key: Ed25519PublicKey, policy: Policy) 
         raise ConsentInvalid("the consent token has expired") from None
     except jwt.PyJWTError:
         raise ConsentInvalid("the consent token is not valid") from None
+    _check_numeric_claims(claims, now=time.time())
     learner_id = claims.get("sub")
     if not isinstance(learner_id, str) or not learner_id:
         raise ConsentInvalid("the consent token names no learner")
@@ -102,18 +120,38 @@ def verify_consent(token: str, *, public_key: Ed25519PublicKey, policy: Policy) 
     version = claims.get("consent_version")
     if not isinstance(version, str) or version not in policy.accepted_consent_versions:
         raise ConsentScopeInvalid("the consent version is not accepted by the policy")
-    age = claims.get("age")
+    age = _number(claims.get("age"))
     child = claims.get("child", False)
-    expires_at = claims.get("exp")
     return Consent(
         token_hash=hashlib.sha256(token.encode("utf-8")).hexdigest(),
-        expires_at=int(expires_at) if isinstance(expires_at, int | float) else 0,
+        expires_at=math.ceil(claims["exp"]),
         learner_id=learner_id,
         consent_version=version,
-        age=age if isinstance(age, int) and not isinstance(age, bool) else None,
+        # Anything but a number from 0 to _MAX_AGE is no age, which the age gate refuses (P2:
+        # fails closed, and uncounted); a fractional age is rounded down.
+        age=math.floor(age) if age is not None and 0 <= age <= _MAX_AGE else None,
         # Anything but an explicit false counts as a child flag: the gate fails closed.
         child=child is not False,
     )
+
+
+def _number(value: object) -> float | None:
+    """A JSON number: an int or a finite float (a bool, a string of digits or NaN is not)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return value if math.isfinite(value) else None
+
+
+def _check_numeric_claims(claims: dict[str, Any], *, now: float) -> None:
+    """``iat`` and ``exp`` are JSON numbers within sane bounds (PyJWT accepts a string of
+    digits, or 10**30, as a time)."""
+    issued, expires = _number(claims.get("iat")), _number(claims.get("exp"))
+    if issued is None or not _EARLIEST_IAT <= issued <= now + _LEEWAY_S:
+        raise ConsentInvalid("the consent token's iat is not a plausible time (a number)")
+    if expires is None or not issued < expires <= now + _MAX_LIFETIME_S:
+        raise ConsentInvalid(
+            "the consent token's exp is not a time after iat and within two years (a number)"
+        )
 
 
 def check_age(consent: Consent, *, policy: Policy) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -25,10 +26,25 @@ class ParsedMetadata:
     dropped_fields: int
 
 
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object whose keys are all distinct: with two ``exercise_id``s, which one the
+    pipeline reads would depend on the parser."""
+    document = dict(pairs)
+    if len(document) != len(pairs):
+        raise _DuplicateKey
+    return document
+
+
 def parse_clip_metadata(raw: bytes) -> ParsedMetadata:
     """Parse the ``metadata`` part; errors name the field, never a value."""
     try:
-        document = json.loads(raw)
+        document = json.loads(raw, object_pairs_hook=_unique_keys)
+    except _DuplicateKey:
+        raise InvalidMetadata("the metadata part names a field twice") from None
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
         # RecursionError: nesting deeper than the parser's stack, which 16 KiB allows.
         raise InvalidMetadata("the metadata part is not valid JSON") from None

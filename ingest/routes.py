@@ -14,21 +14,26 @@ serving requests.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Request, Security
 from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect
 
 from core.db import Database
 from core.deps import DatabaseDep, KeyStoreDep, StoreDep
 from core.errors import (
     ChorusError,
+    ClientClosedRequest,
     ContributionLimit,
     DatabaseUnavailable,
     DecoderUnavailable,
     ExerciseNotEligible,
     IdempotencyKeyBusy,
+    IdempotencyKeyReused,
     InvalidAudio,
     InvalidMetadata,
     MinorRefused,
@@ -41,7 +46,14 @@ from core.errors import (
     UploadTimeout,
 )
 from core.handlers import problem_responses
-from core.idempotency import Claim, IdempotencyStore, key_hash
+from core.idempotency import (
+    Claim,
+    IdempotencyStore,
+    IdempotentUpload,
+    check_key,
+    idempotent_upload,
+)
+from core.keystore import KeyStore
 from core.metrics import leave_uncounted
 from core.text import StorableText
 from exercises.catalog import eligibility_cache
@@ -70,6 +82,7 @@ from ingest.service import UploadJob
 from policies.policy import Policy
 
 router = APIRouter(tags=["ingest"])
+_logger = logging.getLogger("chorus.ingest")
 # A body must keep arriving (idle) and be complete (total) within these; read at call time.
 UPLOAD_IDLE_TIMEOUT_S = 15.0
 UPLOAD_TOTAL_TIMEOUT_S = 120.0
@@ -123,6 +136,7 @@ async def get_upload_requirements(policy: PolicyDep) -> UploadRequirementsRead:
         UploadTimeout,
         ContributionLimit,
         IdempotencyKeyBusy,
+        IdempotencyKeyReused,
         PayloadTooLarge,
         UnsupportedAudio,
         InvalidMetadata,
@@ -144,31 +158,29 @@ async def upload_clip(
     storage_url: StorageUrlDep,
     decoder: DecoderDep,
     idempotency: IdempotencyDep,
+    keys: KeyStoreDep,
     idempotency_key: Annotated[
         StorableText | None,
         Header(
             alias="Idempotency-Key",
             description="A fresh random value per upload (8–128 of letters, digits, '._:-'). "
-            "A retry with the same key within the window (an hour by default) gets the first "
-            "answer, 201, instead of 409 contribution_limit; only its hash is kept, in memory.",
+            "A retry of the same upload with the same key gets the first answer, 201, instead "
+            "of 409 contribution_limit, and nothing is stored twice; the same key with another "
+            "exercise or other audio answers 422 idempotency_key_reused. Only digests are kept.",
         ),
     ] = None,
 ) -> ClipAcceptedRead:
-    claimed: str | None = None
+    claimed: IdempotentUpload | None = None
     handed_over = False
     try:
         # 1–2: consent and age, from the headers alone.
         consent = verify_consent(
-            bearer_token(request.headers.get("authorization")),
+            bearer_token(request.headers.getlist("authorization")),
             public_key=public_key,
             policy=policy,
         )
         check_age(consent, policy=policy)
-        if idempotency_key is not None:
-            digest = key_hash(idempotency_key)
-            if await _claim(idempotency, digest) is Claim.DONE:
-                return ClipAcceptedRead()  # the first answer, which the client lost
-            claimed = digest
+        key = check_key(idempotency_key) if idempotency_key is not None else None
         check_content_length(
             request.headers.get("content-length"), max_upload_bytes=policy.max_upload_bytes
         )
@@ -184,17 +196,26 @@ async def upload_clip(
         parts = upload.parts()
         if parsed is None:
             parsed = await _admit_metadata(parts.metadata, database, policy)
+        exercise_id = parsed.metadata.exercise_id
+        if key is not None:
+            # The key binds to the learner and to this request (exercise and audio).
+            idempotent = _KeyedUpload(key, consent.learner_id, exercise_id, parts.audio)
+            claimed = await _claim(idempotency, database, keys, idempotent)
+            if claimed is None:
+                metrics.UPLOADS.labels(outcome="accepted").inc()
+                return ClipAcceptedRead()  # the first answer, which the client lost
         # 5–7 in a worker: sanitize, contribution cap, object, then row (whose transaction
-        # re-checks step 4). Shielded with the key's outcome: a client that hangs up does not
-        # cut them short, so its retry finds the first answer.
+        # re-checks step 4 and records the key's request). Shielded with the key's outcome: a
+        # client that hangs up does not cut them short, so its retry finds the first answer.
         job = decoder.upload_job(
             audio=parts.audio,
-            exercise_id=parsed.metadata.exercise_id,
+            exercise_id=exercise_id,
             consent=consent,
             policy=policy,
             database_url=database.url,
             storage_url=storage_url,
             key_store_url=request.app.state.settings.key_store_url,
+            request_id=claimed.request_id if claimed is not None else None,
         )
         handed_over = True
         await asyncio.shield(asyncio.ensure_future(_store(decoder, job, idempotency, claimed)))
@@ -204,7 +225,7 @@ async def upload_clip(
         raise
     except BaseException as exc:
         if claimed is not None and not handed_over:  # a retry with this key runs afresh
-            await run_in_threadpool(idempotency.release, claimed)
+            await _release(idempotency, claimed)
         if isinstance(exc, ChorusError):
             metrics.UPLOADS.labels(outcome=exc.code).inc()
         raise
@@ -213,26 +234,94 @@ async def upload_clip(
 
 
 async def _store(
-    decoder: DecoderPool, job: UploadJob, idempotency: IdempotencyStore, claimed: str | None
+    decoder: DecoderPool,
+    job: UploadJob,
+    idempotency: IdempotencyStore,
+    claimed: IdempotentUpload | None,
 ) -> None:
-    """The upload's worker steps, then its Idempotency-Key marked done (or freed on failure)."""
+    """The upload's worker steps, then its Idempotency-Key marked done (or freed on failure).
+
+    Once the worker's transaction committed the answer is 201, whatever the key store says:
+    an entry left unmarked is settled by the row's own record of the request.
+    """
     try:
         await decoder.sanitize_and_store(job)
     except BaseException:
         if claimed is not None:
-            await run_in_threadpool(idempotency.release, claimed)
+            await _release(idempotency, claimed)
         raise
     if claimed is not None:
-        await run_in_threadpool(idempotency.complete, claimed)
+        await _complete(idempotency, claimed)
 
 
-async def _claim(idempotency: IdempotencyStore, digest: str) -> Claim:
-    claim = await run_in_threadpool(idempotency.claim, digest)
+async def _complete(idempotency: IdempotencyStore, upload: IdempotentUpload) -> None:
+    """Mark a stored upload's entry done; a store that fails leaves it busy, which a retry
+    settles from the bucket's record of the request (and marks done then)."""
+    try:
+        await run_in_threadpool(idempotency.complete, upload)
+    except ChorusError as exc:
+        _logger.warning(
+            "upload stored; its idempotency entry not marked done", extra={"code": exc.code}
+        )
+
+
+async def _release(idempotency: IdempotencyStore, claimed: IdempotentUpload) -> None:
+    """Free the claim of a failed upload; a store that fails to do so leaves the entry to its
+    owner check and its expiry, and the failure the client sees stays the upload's own."""
+    try:
+        await run_in_threadpool(idempotency.release, claimed)
+    except ChorusError as exc:
+        _logger.warning("idempotency entry not released", extra={"code": exc.code})
+
+
+@dataclass(frozen=True)
+class _KeyedUpload:
+    """An upload sent with an Idempotency-Key, before its digests are made."""
+
+    key: str
+    learner_id: str
+    exercise_id: str
+    audio: bytes
+
+    def claim(self, idempotency: IdempotencyStore) -> tuple[IdempotentUpload, Claim]:
+        """Its digests (hashing the audio) and its claim: one trip to the thread pool."""
+        upload = idempotent_upload(
+            self.key, learner_id=self.learner_id, exercise_id=self.exercise_id, audio=self.audio
+        )
+        return upload, idempotency.claim(upload)
+
+
+async def _claim(
+    idempotency: IdempotencyStore,
+    database: Database,
+    keys: KeyStore,
+    request: _KeyedUpload,
+) -> IdempotentUpload | None:
+    """The upload, now holding its key, when it should run; None when it was stored before."""
+    upload, claim = await run_in_threadpool(request.claim, idempotency)
+    exercise_id = request.exercise_id
+    if claim is Claim.REUSED:
+        raise IdempotencyKeyReused(
+            "this Idempotency-Key was sent before with another exercise or other audio; "
+            "send a fresh key with each new upload"
+        )
+    if claim is Claim.DONE:
+        return None
     if claim is Claim.BUSY:
+        # A first request still running, or one that stored its row and could not mark its
+        # entry: the bucket's own record tells them apart.
+        stored = await run_in_threadpool(
+            lambda: service.is_stored(
+                database, keys=keys, exercise_id=exercise_id, request_id=upload.request_id
+            )
+        )
+        if stored:
+            await _complete(idempotency, upload)  # so it answers after the release, too
+            return None
         raise IdempotencyKeyBusy(
             "an upload with this Idempotency-Key is still being handled; retry in a moment"
         )
-    return claim
+    return upload
 
 
 async def _body_chunks(request: Request) -> AsyncIterator[bytes]:
@@ -251,6 +340,8 @@ async def _body_chunks(request: Request) -> AsyncIterator[bytes]:
                 chunk = await anext(chunks)
         except StopAsyncIteration:
             return
+        except ClientDisconnect:
+            raise ClientClosedRequest("the client went away before the upload was sent") from None
         except TimeoutError:
             raise UploadTimeout(
                 f"send the upload within {UPLOAD_TOTAL_TIMEOUT_S:.0f} s, pausing at most "
@@ -297,7 +388,7 @@ def withdraw_consent(
     keys: KeyStoreDep,
 ) -> WithdrawalRead:
     consent = verify_consent(
-        bearer_token(request.headers.get("authorization")), public_key=public_key, policy=policy
+        bearer_token(request.headers.getlist("authorization")), public_key=public_key, policy=policy
     )
     withdrawn = service.withdraw(database=database, store=store, keys=keys, consent=consent)
     metrics.WITHDRAWN_CLIPS.inc(withdrawn)

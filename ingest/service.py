@@ -27,7 +27,12 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from aggregate.buckets import PENDING_PREFIX, prepare_upload_statements, withdraw_learner
+from aggregate.buckets import (
+    PENDING_PREFIX,
+    find_stored_request,
+    prepare_upload_statements,
+    withdraw_learner,
+)
 from aggregate.pending import (
     PendingFacts,
     SanitizedAudio,
@@ -77,11 +82,14 @@ def store_clip(
     clip: SanitizedClip,
     keys: KeyStore,
     verify_exercise: bool = False,
-) -> None:
+    request_id: bytes | None = None,
+) -> bool:
     """Seal the clip under its bucket's key and store it, then its pending row
     (``aggregate.pending``); the object is undone if the row is refused.
 
     ``verify_exercise`` re-reads the exercise's eligibility in the row's own transaction.
+    With ``request_id`` (an Idempotency-Key upload) a request the bucket already holds is not
+    stored again: False is returned.
     """
 
     def checks(connection: sa.Connection) -> None:
@@ -93,7 +101,7 @@ def store_clip(
         if _is_withdrawn(connection, consent):
             raise ConsentWithdrawn("the learner withdrew this consent; nothing was stored")
 
-    put_pending_clip(
+    stored = put_pending_clip(
         database,
         store,
         keys=keys,
@@ -113,7 +121,17 @@ def store_clip(
         max_clips_per_contributor=policy.max_clips_per_contributor,
         in_transaction=checks,
         is_duplicate=is_duplicate_print,
+        request_id=request_id,
     )
+    return stored is not None
+
+
+def is_stored(database: Database, *, keys: KeyStore, exercise_id: str, request_id: bytes) -> bool:
+    """Whether this Idempotency-Key request is on a pending row (its bucket not yet released)."""
+    with database.connection() as connection:
+        return find_stored_request(
+            connection, exercise_id=exercise_id, request_id=request_id, keys=keys
+        )
 
 
 SanitizeTask = Callable[[bytes, AudioLimits], SanitizedClip]
@@ -135,6 +153,8 @@ class UploadJob:
     storage_url: str
     key_store_url: str
     decode_timeout_s: float
+    # ``IdempotentUpload.request_id`` when the upload came with an Idempotency-Key.
+    request_id: bytes | None = None
 
 
 def sanitize_and_store(job: UploadJob, sanitize: SanitizeTask = sanitize_audio) -> None:
@@ -159,6 +179,7 @@ def sanitize_and_store(job: UploadJob, sanitize: SanitizeTask = sanitize_audio) 
         exercise_id=job.exercise_id,
         clip=clip,
         verify_exercise=True,
+        request_id=job.request_id,
     )
 
 

@@ -20,7 +20,12 @@ def test_healthz_and_readyz(client: TestClient) -> None:
     assert client.get("/healthz").json() == {"status": "ok"}
     ready = client.get("/readyz")
     assert ready.status_code == 200
-    assert ready.json()["checks"] == {"database": "ok", "storage": "ok"}
+    assert ready.json()["checks"] == {
+        "database": "ok",
+        "storage": "ok",
+        "key_store": "ok",
+        "idempotency_store": "ok",
+    }
 
 
 def test_readyz_reports_an_unreachable_database(make_settings: Callable[..., Settings]) -> None:

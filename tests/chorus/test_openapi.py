@@ -24,7 +24,7 @@ UPLOAD_CODES = {
     "413": {"payload_too_large"},
     "415": {"unsupported_audio"},
     "422": {"invalid_input", "unstorable_input", "invalid_metadata", "exercise_not_eligible",
-            "invalid_audio", "no_speech"},
+            "invalid_audio", "no_speech", "idempotency_key_reused"},
     "507": {"storage_full"},
     "503": {"unavailable", "decoder_unavailable", "database_unavailable", "storage_unavailable"},
 }

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from pydantic import BaseModel
+from starlette.requests import ClientDisconnect
 
 from core import errors
 from core.handlers import install_error_handlers
@@ -22,6 +25,10 @@ def _app() -> FastAPI:
     @app.get("/raise/{name}")
     def raise_named(name: str) -> None:
         raise getattr(errors, name)("specific detail")
+
+    @app.get("/disconnect")
+    def disconnect() -> None:
+        raise ClientDisconnect()
 
     @app.get("/boom")
     def boom() -> None:
@@ -51,6 +58,10 @@ def problem_client() -> TestClient:
         ("UnsupportedAudio", 415, "unsupported_audio"),
         ("ExerciseNotEligible", 422, "exercise_not_eligible"),
         ("StorageUnavailable", 503, "storage_unavailable"),
+        ("DuplicateHeader", 400, "duplicate_header"),
+        ("IdempotencyKeyBusy", 409, "idempotency_key_busy"),
+        ("IdempotencyKeyReused", 422, "idempotency_key_reused"),
+        ("StorageFull", 507, "storage_full"),
     ],
 )
 def test_chorus_errors_render_as_problem_json(
@@ -122,3 +133,23 @@ def test_other_errors_carry_no_retry_after(problem_client: TestClient) -> None:
     for name in ("ContributionLimit", "AuthError", "InvalidInput"):
         assert "retry-after" not in problem_client.get(f"/raise/{name}").headers
     assert problem_client.get("/raise/AuthError").headers["www-authenticate"] == "Bearer"
+
+
+@pytest.mark.parametrize("name", ["StorageFull", "IdempotencyKeyBusy"])
+def test_a_full_store_and_a_busy_key_say_when_to_retry(
+    problem_client: TestClient, name: str
+) -> None:
+    assert int(problem_client.get(f"/raise/{name}").headers["retry-after"]) > 0
+
+
+def test_a_client_gone_away_is_499_logged_once_at_info(
+    problem_client: TestClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO, logger="chorus.errors"):
+        response = problem_client.get("/disconnect")
+    assert response.status_code == 499
+    assert response.json()["code"] == "client_closed_request"
+    records = [r for r in caplog.records if r.name == "chorus.errors"]
+    assert [(r.levelno, r.getMessage()) for r in records] == [
+        (logging.INFO, "client closed the request")
+    ]

@@ -22,7 +22,8 @@ pytestmark = pytest.mark.e2e
 def test_short_soak_has_no_errors_and_no_memory_growth(fsdd_dir: Path) -> None:
     # Uploads only: releases under load are the scale-out test's subject.
     args = parse_args(["--duration", "20", "--window", "10", "--capacity-seconds", "5",
-                       "--load", "0.33", "--release-interval", "600", "--fsdd", str(fsdd_dir)])
+                       "--load", "0.33", "--release-interval", "600", "--retry-every", "5",
+                       "--fsdd", str(fsdd_dir)])
     result = run_soak(args)
     print(markdown(result, args))
 
@@ -32,5 +33,9 @@ def test_short_soak_has_no_errors_and_no_memory_growth(fsdd_dir: Path) -> None:
     # Every upload sent was accepted: no refusal, no 5xx, no transport error.
     assert result.errors - result.shed == 0, markdown(result, args)
     assert result.shed <= result.uploads // 2, markdown(result, args)
+    # Every acknowledged upload is stored, once, its retries (same Idempotency-Key) included.
+    assert result.accepted > 0
+    assert (result.lost, result.duplicated) == (0, 0), markdown(result, args)
+    assert max(w.shm.entries for w in result.windows) > 0  # the keys went through the store
     growth_kib = result.rss_end_kib - result.rss_warm_kib
     assert growth_kib < 32 * 1024, f"the API process grew by {growth_kib / 1024:.0f} MiB"

@@ -12,6 +12,7 @@ from typing import Any
 import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from fastapi.testclient import TestClient
 
 from core.errors import ConfigurationError, ConsentInvalid, ConsentScopeInvalid, MinorRefused
 from ingest.consent import check_age, load_public_key, mint_token, verify_consent
@@ -106,7 +107,8 @@ def test_wrong_scope_or_version_is_forbidden(
 
 @pytest.mark.parametrize(
     "claims",
-    [{"child": True}, {"child": "no"}, {"age": None}, {"age": 15}, {"age": "30"}, {"age": True}],
+    [{"child": True}, {"child": "no"}, {"age": None}, {"age": 15}, {"age": "30"}, {"age": True},
+     {"age": 15.9}, {"age": -30}, {"age": 200}, {"age": 1e30}],
 )
 def test_age_gate_fails_closed(claims: dict[str, Any], consent_keys: ConsentKeys) -> None:
     token = jwt.encode(_claims(**claims), consent_keys.private_key, algorithm="EdDSA")
@@ -119,6 +121,68 @@ def test_age_gate_fails_closed(claims: dict[str, Any], consent_keys: ConsentKeys
 def test_age_gate_admits_adults(consent_keys: ConsentKeys) -> None:
     token = jwt.encode(_claims(age=16, child=False), consent_keys.private_key, algorithm="EdDSA")
     check_age(_verify(token, consent_keys), policy=POLICY)
+
+
+def _now() -> int:
+    return int(time.time())
+
+
+@pytest.mark.parametrize(
+    "claims",
+    [
+        {"exp": "9999999999"},  # a string of digits, which PyJWT reads as a time
+        {"exp": 10**30},
+        {"exp": float("inf")},  # written as Infinity, which Python's JSON reader accepts
+        {"exp": True},
+        {"exp": None},
+        {"iat": str(_now())},
+        {"iat": 0},
+        {"iat": _now() + 3600},  # issued in the future
+        {"iat": _now() + 600, "exp": _now() + 300},  # expires before it was issued
+        {"exp": _now() + 10 * 366 * 86400},  # valid for ten years
+    ],
+)
+def test_times_must_be_json_numbers_in_sane_bounds(
+    claims: dict[str, Any], consent_keys: ConsentKeys
+) -> None:
+    token = jwt.encode(_claims(**claims), consent_keys.private_key, algorithm="EdDSA")
+    with pytest.raises(ConsentInvalid):
+        _verify(token, consent_keys)
+
+
+def test_plausible_numbers_are_accepted(consent_keys: ConsentKeys) -> None:
+    now = time.time()
+    token = jwt.encode(
+        _claims(iat=now - 0.5, exp=now + 365 * 86400.5, age=30.5),
+        consent_keys.private_key,
+        algorithm="EdDSA",
+    )
+    consent = _verify(token, consent_keys)
+    assert consent.age == 30
+    assert consent.expires_at >= now + 365 * 86400
+    check_age(consent, policy=POLICY)
+
+
+@pytest.mark.usefixtures("catalog")
+@pytest.mark.parametrize("path", ["/v1/clips", "/v1/consent/withdrawals"])
+def test_a_second_authorization_header_is_400_and_stores_nothing(
+    path: str,
+    consent_keys: ConsentKeys,
+    client: TestClient,
+    wav_bytes: bytes,
+    stored: Callable[[], Stored],
+) -> None:
+    adult = mint_token(consent_keys.private_key, learner_id="learner-1")
+    other = mint_token(consent_keys.private_key, learner_id="learner-2")
+    response = client.post(
+        path,
+        files=[("metadata", (None, b'{"exercise_id":"digit-7"}')), ("audio", ("a", wav_bytes))],
+        headers=[("Authorization", f"Bearer {adult}"), ("Authorization", f"Bearer {other}")],
+    )
+    assert response.status_code == 400
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["code"] == "duplicate_header"
+    assert stored() == NOTHING
 
 
 @pytest.mark.parametrize(

@@ -3,10 +3,13 @@ stores nothing twice; another key of the same learner still meets the contributi
 
 from __future__ import annotations
 
-import hashlib
 import json
+import os
 import select
 import socket
+import sqlite3
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -20,9 +23,11 @@ from fastapi import FastAPI
 from aggregate.tables import PendingClip
 from chorus.app import create_app
 from core.auth import Role, create_key
-from core.idempotency import Claim, TmpfsIdempotencyStore, key_hash
+from core.errors import Unavailable
+from core.idempotency import Claim, IdempotentUpload, TmpfsIdempotencyStore, idempotent_upload
 from core.settings import Settings
-from tests.ingest.conftest import NOTHING, Mint, Stored, Upload
+from tests.conftest import REPO_ROOT
+from tests.ingest.conftest import CLIP, NOTHING, Mint, Stored, Upload
 from tests.live_server import serving
 
 KEY = "upload-3f0c9a51-0b7e-4f6e-9a57-2d1c8e4b7a10"
@@ -30,6 +35,16 @@ KEY = "upload-3f0c9a51-0b7e-4f6e-9a57-2d1c8e4b7a10"
 
 def _key(headers: dict[str, str] | None = None, key: str = KEY) -> dict[str, str]:
     return {**(headers or {}), "Idempotency-Key": key}
+
+
+def _request(audio: bytes, *, learner: str, exercise: str = "digit-7") -> IdempotentUpload:
+    return idempotent_upload(KEY, learner_id=learner, exercise_id=exercise, audio=audio)
+
+
+@pytest.fixture
+def other_wav(fsdd_dir: Path) -> bytes:
+    other = next(path for path in sorted(fsdd_dir.glob("7_*.wav")) if path.name != CLIP)
+    return other.read_bytes()
 
 
 @pytest.mark.usefixtures("catalog")
@@ -65,14 +80,107 @@ def test_a_refused_upload_frees_its_key(
 
 
 @pytest.mark.usefixtures("catalog")
-def test_a_key_still_in_use_answers_409_busy(
+def test_a_key_still_in_use_answers_409_busy_with_retry_after(
     app: FastAPI, upload: Upload, mint: Mint, wav_bytes: bytes, stored: Callable[[], Stored]
 ) -> None:
-    assert app.state.idempotency.claim(key_hash(KEY)) is Claim.NEW  # a first request running
+    first = _request(wav_bytes, learner="learner-idem")
+    assert app.state.idempotency.claim(first) is Claim.NEW  # a first request running here
     busy = upload(mint("learner-idem"), wav_bytes, headers=_key())
     assert busy.status_code == 409
     assert busy.json()["code"] == "idempotency_key_busy"
+    assert int(busy.headers["Retry-After"]) >= 1
     assert stored() == NOTHING
+
+
+@pytest.mark.usefixtures("catalog")
+def test_another_learners_key_is_a_fresh_key_for_them(
+    upload: Upload, mint: Mint, wav_bytes: bytes, stored: Callable[[], Stored]
+) -> None:
+    assert upload(mint("learner-a"), wav_bytes, headers=_key()).status_code == 201
+    theirs = upload(mint("learner-b"), wav_bytes, headers=_key())
+    assert theirs.status_code == 201, theirs.text
+    assert stored() == Stored(objects=2, rows=2)  # both clips kept, not one acknowledged twice
+
+
+@pytest.mark.usefixtures("catalog")
+def test_the_same_key_for_another_exercise_or_other_audio_is_refused(
+    upload: Upload, mint: Mint, wav_bytes: bytes, other_wav: bytes, stored: Callable[[], Stored]
+) -> None:
+    token = mint("learner-idem")
+    assert upload(token, wav_bytes, headers=_key()).status_code == 201
+    for metadata, audio in (({"exercise_id": "digit-3"}, wav_bytes), (None, other_wav)):
+        reused = upload(token, audio, metadata, headers=_key())
+        assert reused.status_code == 422, reused.text
+        assert reused.json()["code"] == "idempotency_key_reused"
+    assert stored() == Stored(objects=1, rows=1)
+    # The first request itself is still answered as it was.
+    assert upload(token, wav_bytes, headers=_key()).status_code == 201
+
+
+@pytest.mark.usefixtures("catalog")
+def test_the_answer_is_201_once_the_row_is_committed_whatever_the_key_store_says(
+    app: FastAPI,
+    upload: Upload,
+    mint: Mint,
+    wav_bytes: bytes,
+    stored: Callable[[], Stored],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    store = app.state.idempotency
+
+    def no_answer(_upload: object) -> None:
+        raise Unavailable("the key store does not answer (TimeoutError)")
+
+    token = mint("learner-idem")
+    with monkeypatch.context() as patch:
+        patch.setattr(store, "complete", no_answer)
+        first = upload(token, wav_bytes, headers=_key())
+    assert first.status_code == 201, first.text
+    assert stored() == Stored(objects=1, rows=1)
+    # Its entry was left busy by a live process; the bucket's record of the request answers.
+    again = upload(token, wav_bytes, headers=_key())
+    assert again.status_code == 201, again.text
+    assert stored() == Stored(objects=1, rows=1)
+
+
+@pytest.mark.usefixtures("catalog")
+def test_a_retry_whose_entry_is_gone_is_recognised_by_its_row(
+    app: FastAPI, upload: Upload, mint: Mint, wav_bytes: bytes, stored: Callable[[], Stored]
+) -> None:
+    token = mint("learner-idem")
+    assert upload(token, wav_bytes, headers=_key()).status_code == 201
+    with sqlite3.connect(app.state.idempotency.path) as entries:
+        entries.execute("DELETE FROM entries")  # a restarted key store, an expired window
+    again = upload(token, wav_bytes, headers=_key())
+    assert again.status_code == 201, again.text
+    assert stored() == Stored(objects=1, rows=1)
+
+
+@pytest.mark.usefixtures("catalog")
+def test_a_key_held_by_a_process_that_died_is_taken_over_at_once(
+    app: FastAPI, upload: Upload, mint: Mint, wav_bytes: bytes, stored: Callable[[], Stored]
+) -> None:
+    store = app.state.idempotency
+    claim_and_die = (
+        "import sys; from pathlib import Path; "
+        "from core.idempotency import TmpfsIdempotencyStore, idempotent_upload; "
+        "store = TmpfsIdempotencyStore(Path(sys.argv[1])); "
+        "upload = idempotent_upload(sys.argv[2], learner_id='learner-idem', "
+        "exercise_id='digit-7', audio=Path(sys.argv[3]).read_bytes()); "
+        "assert store.claim(upload).value == 'new'"
+    )
+    audio = app.state.settings.storage_url.removeprefix("file://") + "/../upload.wav"
+    Path(audio).write_bytes(wav_bytes)
+    subprocess.run(
+        [sys.executable, "-c", claim_and_die, str(store.folder), KEY, audio],
+        check=True,
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+    )
+    started = time.monotonic()
+    retry = upload(mint("learner-idem"), wav_bytes, headers=_key())
+    assert retry.status_code == 201, retry.text
+    assert time.monotonic() - started < 10
+    assert stored() == Stored(objects=1, rows=1)
 
 
 @pytest.mark.usefixtures("catalog")
@@ -96,19 +204,26 @@ def test_the_key_needs_a_valid_consent_token_first(
 
 
 @pytest.mark.usefixtures("catalog")
-def test_only_a_hash_of_the_key_is_kept_in_memory(
+def test_only_digests_of_the_key_are_kept(
     app: FastAPI, upload: Upload, mint: Mint, wav_bytes: bytes
 ) -> None:
     store = app.state.idempotency
     assert isinstance(store, TmpfsIdempotencyStore)  # the tests' key store is tmpfs
     assert str(store.folder).startswith("/dev/shm/")
+    assert (store.folder.stat().st_mode & 0o777) == 0o700
     assert upload(mint("learner-idem"), wav_bytes, headers=_key()).status_code == 201
-    entries = list(store.folder.iterdir())
-    assert [entry.name for entry in entries] == [hashlib.sha256(KEY.encode()).hexdigest()]
-    assert entries[0].read_bytes() == b"done"
-    assert entries[0].stat().st_mode & 0o077 == 0
+    assert store.entries() == 1
+    for memory in store.folder.iterdir():
+        assert memory.stat().st_mode & 0o077 == 0
+        assert KEY.encode() not in memory.read_bytes()
+        assert b"learner-idem" not in memory.read_bytes()
     database = app.state.database.url.split("///")[-1]
     assert KEY.encode() not in Path(database).read_bytes()
+    with app.state.database.session() as session:
+        digests = session.execute(sa.select(PendingClip.request_digest)).scalars().all()
+    assert len(digests) == 1
+    assert digests[0] is not None
+    assert len(digests[0]) == 64
 
 
 def _post_and_never_read(base: str, token: str, audio: bytes, key: str) -> socket.socket:

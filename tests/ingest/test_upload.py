@@ -129,7 +129,10 @@ def test_unknown_or_rare_exercise_is_422(
 
 @pytest.mark.parametrize(
     "metadata",
-    [b"{not json", b'["digit-7"]', b'{"course": "en_hu"}', b'{"exercise_id": 7}', b"\xff\xfe"],
+    [b"{not json", b'["digit-7"]', b'{"course": "en_hu"}', b'{"exercise_id": 7}', b"\xff\xfe",
+     # A field named twice: which one counts would depend on the parser.
+     b'{"exercise_id": "digit-7", "exercise_id": "rare-1"}',
+     b'{"exercise_id": "digit-7", "extra": {"a": 1, "a": 2}}'],
 )
 def test_malformed_metadata_is_422(
     metadata: bytes,

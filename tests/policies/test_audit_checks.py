@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 import soundfile as sf
+import sqlalchemy as sa
 from mutagen.flac import FLAC, Picture
 
 from core.ids import new_id
@@ -540,3 +541,21 @@ def test_the_installed_command_exits_with_the_documented_codes(audited: AuditedS
     )
     assert broken.returncode == 1
     assert "release_object_count_mismatch" in broken.stdout
+
+
+def test_a_recording_released_twice_is_found(
+    audited: AuditedState, run_audit_cli: RunAudit, verify_api: VerifyApi
+) -> None:
+    # An upload stored twice and released twice: two released clips with the same bytes.
+    with audited.database.session() as session:
+        first, second = session.execute(
+            sa.text("SELECT sha256 FROM released_clips ORDER BY id LIMIT 2")
+        ).scalars()
+    audited.sql("UPDATE released_clips SET sha256 = :first WHERE sha256 = :second",
+                first=first, second=second)
+    result = run_audit_cli()
+    assert result.exit_code == 1, result.stdout + result.stderr
+    twice = _only("recording_released_twice", result.report["findings"])
+    assert len(twice) == 1
+    assert twice[0]["subject"] == first
+    assert audited.release_id in twice[0]["message"]

@@ -4,9 +4,10 @@ Every pending value a release publishes, or that anyone could compute from relea
 now AEAD ciphertext under a key derived from the bucket's key (``core.sealing``): the plain
 ``duration_s``, ``sample_rate``, ``loudness_dbfs`` and ``release_clip_id`` columns give way to
 ``sealed_facts`` and ``plan_tag`` (a keyed digest of the released id), and ``recording_tag`` (a
-keyed digest of the canonical samples) makes a bucket refuse the same recording twice. Clips
-still pending from before were stored in clear and cannot be sealed here (their keys live only
-in memory): their buckets are closed as purged and their rows deleted; the orphan sweeper
+keyed digest of the canonical samples) makes a bucket refuse the same recording twice, and
+``request_digest`` (a keyed digest of an Idempotency-Key request) stores a retried upload once.
+Clips still pending from before were stored in clear and cannot be sealed here (their keys live
+only in memory): their buckets are closed as purged and their rows deleted; the orphan sweeper
 removes their objects.
 
 ``deployment`` holds one random id that names this deployment's memory-only folders, so two
@@ -44,6 +45,7 @@ def _pending_clips(**kwargs: Any) -> None:
         sa.Column("recording_tag", sa.String(length=64), nullable=False),
         sa.Column("sealed_facts", sa.LargeBinary(), nullable=False),
         sa.Column("plan_tag", sa.String(length=64), nullable=True),
+        sa.Column("request_digest", sa.String(length=64), nullable=True),
         sa.ForeignKeyConstraint(
             ["bucket_id"],
             ["buckets.id"],
@@ -64,6 +66,9 @@ def _pending_clips(**kwargs: Any) -> None:
         "ix_pending_clips_bucket_id_id", "pending_clips", ["bucket_id", "id"], unique=False
     )
     op.create_index("ix_pending_clips_plan_tag", "pending_clips", ["plan_tag"], unique=False)
+    op.create_index(
+        "uq_pending_clips_request", "pending_clips", ["bucket_id", "request_digest"], unique=True
+    )
 
 
 def upgrade() -> None:
