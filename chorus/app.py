@@ -190,7 +190,8 @@ def _add_operational_routes(app: FastAPI) -> None:
             ("database", state.database.check),
             ("storage", lambda: state.store.check(min_free_bytes=min_free_bytes)),
             # Uploads need both: a bucket key to tag the clip, the idempotency store to claim.
-            ("key_store", lambda: state.keys.get("readiness-probe")),
+            # A key store that started to persist is not ready: keys must never reach a disk.
+            ("key_store", lambda: _probe_key_store(state.keys)),
             ("idempotency_store", state.idempotency.check),
         ):
             try:
@@ -232,3 +233,10 @@ def create_app_from_env() -> FastAPI:
     settings = get_settings()
     configure_logging(settings.log_level)
     return create_app(settings)
+
+
+def _probe_key_store(keys: KeyStore) -> None:
+    """The key store answers, and keeps nothing on disk right now (a Redis told to persist at
+    run time is not ready: no bucket key may be written into its dump)."""
+    keys.get("readiness-probe")
+    keys.ensure_memory_only()

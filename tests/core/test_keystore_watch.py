@@ -7,7 +7,7 @@ import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -17,6 +17,7 @@ from core import keystore
 from core.db import Database
 from core.errors import Unavailable
 from core.keystore import RedisKeyStore, TmpfsKeyStore, open_key_store
+from core.settings import Settings
 from tests.keys import TEST_KEY_STORE_URL
 
 pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None, reason="no redis-server")
@@ -120,4 +121,24 @@ def test_the_audit_reports_a_persisting_key_store(redis_url: str, tmp_path: Path
     (finding,) = check_key_store_persistence(context)
     assert finding.check == "key_store_persists"
     server.config_set("appendonly", "no")
+    server.close()
+
+
+def test_readiness_fails_while_the_redis_key_store_persists(
+    redis_url: str, make_settings: Callable[..., Settings]
+) -> None:
+    from fastapi.testclient import TestClient
+
+    from chorus.app import create_app
+
+    app = create_app(make_settings(key_store_url=redis_url))
+    server = redis.Redis.from_url(redis_url)
+    with TestClient(app) as client:
+        assert client.get("/readyz").status_code == 200
+        server.config_set("appendonly", "yes")
+        answer = client.get("/readyz")
+        assert answer.status_code == 503
+        assert answer.json()["checks"]["key_store"] == "unavailable"
+        server.config_set("appendonly", "no")
+        assert client.get("/readyz").status_code == 200
     server.close()

@@ -102,7 +102,12 @@ def test_readyz_is_not_ready_below_the_free_space_threshold(make_settings: objec
         response = client.get("/readyz")
     assert response.status_code == 503
     body = response.json()
-    assert body["checks"] == {"database": "ok", "storage": "storage_full"}
+    assert body["checks"] == {
+        "database": "ok",
+        "storage": "storage_full",
+        "key_store": "ok",
+        "idempotency_store": "ok",
+    }
     assert body["code"] == "storage_full"
 
 
