@@ -201,6 +201,13 @@ EXPLANATIONS: Mapping[str, Explanation] = {
         "bytes, and a bucket refuses the same recording twice)",
         remedy="delete the copy and find who can write under releases/",
     ),
+    "recording_released_twice": Explanation(
+        cause="one upload stored twice (a retry after the key store lost the first one's "
+        "record and its bucket's key), or one recording uploaded to two exercises or to a "
+        "bucket after the first was released",
+        remedy="compare the releases named; if it is one upload stored twice, find what "
+        "flushed the key store",
+    ),
     "pending_unsealed": Explanation(
         cause="a pending object or row value was written by something other than "
         "aggregate.pending (a tool, a restore of an old backup, a hand-made row), or a sealed "

@@ -225,6 +225,8 @@ class PresignedUrlUnsupported(ChorusError):
     status = 501
     code = "presigned_unsupported"
     title = "Presigned URLs are not available"
+    # Names nothing inside: said as it is, not replaced like other 5xx details.
+    public_detail = "this store makes no presigned URLs: fetch the clip without ?presigned=true"
 
 
 class StorageFull(ChorusError):

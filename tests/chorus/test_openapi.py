@@ -20,7 +20,7 @@ UPLOAD_CODES = {
     "401": {"consent_invalid"},
     "403": {"consent_scope", "minor"},
     "408": {"upload_timeout"},
-    "409": {"contribution_limit", "idempotency_key_busy"},
+    "409": {"contribution_limit", "duplicate_recording", "idempotency_key_busy"},
     "413": {"payload_too_large"},
     "415": {"unsupported_audio"},
     "422": {"invalid_input", "unstorable_input", "invalid_metadata", "exercise_not_eligible",

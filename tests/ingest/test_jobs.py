@@ -53,6 +53,7 @@ def test_object_whose_row_arrives_between_passes_is_kept(app: FastAPI) -> None:
                 "object_key": "pending/slow.flac",
                 "recording_tag": "recording",
                 "sealed_facts": b"CHS1 sealed",
+                "request_digest": None,
                 "max_slots": 1,
             },
         )
