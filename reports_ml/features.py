@@ -12,7 +12,7 @@ Two blocks, combined by ``ReportModel``:
   (other accepted translations of the prompt, elsewhere in the course, the English prompt, or
   nowhere), length ratios, and ``times_reported``.
 
-The edit features themselves are in ``reports_ml.edits``. A ``FeatureExtractor`` caches one
+The similarity features themselves are in ``reports_ml.similarity``. A ``FeatureExtractor`` caches one
 ``PromptIndex`` per prompt (least recently used dropped first) and a vocabulary per course; the
 course vocabularies grow with every accepted list it sees and are kept when a model is saved.
 """
@@ -31,15 +31,15 @@ from rapidfuzz.distance import Levenshtein
 from scipy import sparse
 from sklearn.feature_extraction import FeatureHasher
 
-from reports_ml.edits import (
+from reports_ml.models import ReportLike
+from reports_ml.similarity import (
     DENSE_FEATURES,
     CourseVocabulary,
     PromptIndex,
-    edit_features,
     ngram_names,
+    similarity_features,
     word_bigrams,
 )
-from reports_ml.models import ReportLike
 from reports_ml.text import normalize_answer, normalize_answers, tokenize
 
 __all__ = [
@@ -78,11 +78,16 @@ class FeatureExtractor:
     Not thread-safe for concurrent calls (it updates its caches); use one per worker.
     """
 
-    def __init__(self, feature_set: FeatureSet = "full", *, hash_bits: int = 18) -> None:
+    def __init__(
+        self, feature_set: FeatureSet = "full", *, hash_bits: int = 18, hashed: bool = True,
+    ) -> None:
         if feature_set not in ("full", "ngram"):
             raise ValueError(f"unknown feature set {feature_set!r}")
         self.feature_set: FeatureSet = feature_set
         self.hash_bits = hash_bits
+        # Without hashed features (the full set, when no model reads them) the hashed block is
+        # all zeros and costs nothing to compute.
+        self.hashed = hashed or feature_set == "ngram"
         self.dense_names: tuple[str, ...] = DENSE_FEATURES if feature_set == "full" else ()
         self._hasher = _hasher(hash_bits)
         self._prompts: OrderedDict[tuple[str, str], PromptIndex] = OrderedDict()
@@ -154,7 +159,10 @@ class FeatureExtractor:
             dense[members] = block
             if progress is not None:
                 progress(len(members))
-        matrix = self._hasher.transform(hashed).tocsr()
+        if self.hashed:
+            matrix = self._hasher.transform(hashed).tocsr()
+        else:
+            matrix = sparse.csr_matrix((len(reports), 2**self.hash_bits))
         return Features(hashed=matrix, dense=dense, dense_names=self.dense_names)
 
     def _transform_parallel(
@@ -190,7 +198,13 @@ class FeatureExtractor:
             names = [ngram_names(words, word_bigrams(words)) for words in tokens]
             return names, np.zeros((len(reports), 0))
         index = self.prompt_index(reports[0])
-        return edit_features(reports, forms, tokens, index, self._courses[reports[0].course])
+        times = np.fromiter(
+            (report.times_reported for report in reports), dtype=float, count=len(reports),
+        )
+        return similarity_features(
+            reports[0].course, forms, tokens, np.maximum(times, 1.0), index,
+            self._courses[reports[0].course], with_names=self.hashed,
+        )
 
 
 _FORKED: tuple[FeatureExtractor, Sequence[ReportLike]] | None = None
@@ -223,7 +237,7 @@ def nearest_accepted(answer: str, accepted: Sequence[str]) -> int | None:
     index = PromptIndex(tuple(accepted), "")
     if not index.forms:
         return None
-    coded = index.encode(tokenize(normalize_answer(answer)))
+    coded, _ = index.encode(tokenize(normalize_answer(answer)))
     best = process.extractOne(coded, index.coded, scorer=Levenshtein.distance)
     form = index.forms[best[2]]
     return next(i for i, text in enumerate(accepted) if normalize_answer(text) == form)

@@ -1,0 +1,338 @@
+"""Similarity features of answers against their prompt's accepted translations, by the batch.
+
+Nothing here reads a language's words: every feature compares the answer with the prompt's own
+accepted translations (and the course's other accepted translations), at character level and
+at word level, so the features mean the same for Hungarian, Korean or Thai.
+
+``PromptIndex`` holds what is looked up about one prompt's accepted list, built once;
+``similarity_features`` computes, for one prompt's reports at a time, the ``DENSE_FEATURES``
+block and the names of the answers' hashed features. Distances come from rapidfuzz's
+``process.cdist`` (compiled, one call per prompt and measure): characters are compared in
+canonical decomposition (NFD), so a missing accent or a wrong Hangul jamo is one edit, not a
+whole letter; words are compared as short strings in which every word of the prompt's accepted
+translations is one code point. Word alignment counts (extra, missing, in common) come from the
+longest common subsequence, ``(len(a) + len(b) - indel) / 2``, without per-answer alignment.
+"""
+
+from __future__ import annotations
+
+import operator
+import unicodedata
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from itertools import chain
+
+import numpy as np
+from rapidfuzz import process
+from rapidfuzz.distance import Indel, Levenshtein
+
+from reports_ml.text import normalize_answers, strip_accents_all, tokenize
+
+__all__ = [
+    "DENSE_FEATURES",
+    "CourseVocabulary",
+    "PromptIndex",
+    "ngram_names",
+    "similarity_features",
+    "word_bigrams",
+]
+
+DENSE_FEATURES = (
+    "log_times_reported",
+    "same_up_to_punctuation_case",
+    "same_up_to_spacing",
+    "same_up_to_accents",
+    "same_words_reordered",
+    "char_distance",
+    "char_distance_ratio",
+    "char_similarity",
+    "char_similarity_mean",
+    "char_similarity_gap",
+    "accentless_char_distance",
+    "sorted_words_similarity",
+    "word_distance",
+    "word_distance_ratio",
+    "words_extra",
+    "words_missing",
+    "word_overlap_ratio",
+    "words_in_prompt_ratio",
+    "new_words_in_course",
+    "new_words_in_source",
+    "new_words_unknown",
+    "new_words_near_known",
+    "required_words_missing",
+    "bigrams_in_prompt_ratio",
+    "bigrams_unseen_in_prompt",
+    "length_ratio_words",
+    "length_ratio_chars",
+    "answer_chars",
+    "answer_words",
+    "accepted_count",
+    "repeated_word",
+)
+
+_START, _END = "\x01", "\x02"
+_NEAR_KNOWN = 0.34  # normalized edit distance of a typo to the word meant (about 1 in 3)
+_MAX_CDIST_CELLS = 1_000_000  # bounds the distance matrices of one prompt's answers
+
+
+def _code(index: int) -> str:
+    point = 0x100 + index
+    return chr(point if point < 0xD800 else point + 0x800)  # skip surrogates
+
+
+def _bigrams(coded: str) -> list[str]:
+    framed = _START + coded + _END
+    return list(map(operator.add, framed, framed[1:]))
+
+
+def _decomposed(texts: Sequence[str]) -> list[str]:
+    return unicodedata.normalize("NFD", "\n".join(texts)).split("\n")
+
+
+def word_bigrams(tokens: Sequence[str]) -> list[str]:
+    """Pairs of neighbouring words, with sentence start and end: ``<s> a``, ``a b``, ``b </s>``."""
+    framed = ["<s>", *tokens]
+    framed_end = [*tokens, "</s>"]
+    return list(map(" ".join, zip(framed, framed_end, strict=True)))
+
+
+def ngram_names(tokens: Sequence[str], bigrams: Sequence[str]) -> list[str]:
+    """Hashed-feature names of the answer's words and word bigrams."""
+    names = ["w=" + w for w in tokens]
+    names.extend(["b=" + g for g in bigrams])
+    return names
+
+
+class PromptIndex:
+    """Everything about one prompt's accepted list that features look up, built once."""
+
+    def __init__(self, accepted: tuple[str, ...], prompt: str) -> None:
+        self.accepted = accepted
+        self.forms = list(dict.fromkeys(f for f in normalize_answers(accepted) if f))
+        self.form_set = frozenset(self.forms)
+        self.decomposed = _decomposed(self.forms) if self.forms else []
+        self.tokens = list(map(tokenize, self.forms))
+        self.vocabulary = list(dict.fromkeys(chain.from_iterable(self.tokens)))
+        self.code_of = dict(zip(self.vocabulary, map(_code, range(len(self.vocabulary))),
+                                strict=True))
+        code = self.code_of.__getitem__
+        self.coded = ["".join(map(code, tokens)) for tokens in self.tokens]
+        self.sorted_words = [" ".join(sorted(tokens)) for tokens in self.tokens]
+        self.sorted_set = frozenset(self.sorted_words)
+        self.form_lengths = np.array(list(map(len, self.decomposed)), dtype=float)
+        self.token_counts = np.array(list(map(len, self.tokens)), dtype=float)
+        self.bigrams = frozenset(chain.from_iterable(map(_bigrams, self.coded)))
+        in_forms = Counter(chain.from_iterable(map(set, self.tokens)))
+        self.required = frozenset(w for w, n in in_forms.items() if n == len(self.forms))
+        self.no_space = frozenset(form.replace(" ", "") for form in self.forms)
+        self.stripped = strip_accents_all(self.forms) if self.forms else []
+        self.no_accent = frozenset(self.stripped)
+        self.source_words = frozenset(tokenize(normalize_answers([prompt])[0]))
+
+    def encode(self, tokens: Sequence[str]) -> tuple[str, int]:
+        """Words as code points (words off the accepted lists get fresh codes per answer) and
+        how many words were on them."""
+        codes = list(map(self.code_of.get, tokens))
+        if None not in codes:
+            return "".join(codes), len(codes)  # type: ignore[arg-type]  # no None
+        unknown: dict[str, str] = {}
+        first_free = len(self.vocabulary)
+        known = len(codes)
+        for i, (word, code) in enumerate(zip(tokens, codes, strict=True)):
+            if code is None:
+                known -= 1
+                codes[i] = unknown.setdefault(word, _code(first_free + len(unknown)))
+        return "".join(codes), known  # type: ignore[arg-type]  # no None left
+
+
+@dataclass
+class CourseVocabulary:
+    """Words of every accepted translation seen for a course."""
+
+    words: set[str] = field(default_factory=set)
+
+    def add(self, index: PromptIndex) -> None:
+        self.words.update(index.vocabulary)
+
+
+def _best(
+    queries: list[str], choices: list[str], scorer: object, *, highest: bool,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per query: the position of its best choice and the score there (chunked cdist)."""
+    positions = np.empty(len(queries), dtype=np.int64)
+    values = np.empty(len(queries), dtype=float)
+    step = max(1, _MAX_CDIST_CELLS // max(len(choices), 1))
+    for start in range(0, len(queries), step):
+        matrix = process.cdist(queries[start:start + step], choices, scorer=scorer)
+        best = matrix.argmax(axis=1) if highest else matrix.argmin(axis=1)
+        positions[start:start + step] = best
+        values[start:start + step] = matrix[np.arange(len(best)), best]
+    return positions, values
+
+
+def _similarity_stats(queries: list[str], choices: list[str]) -> tuple[np.ndarray, ...]:
+    """Per query: the highest and the mean normalized Indel similarity, and the gap between
+    the highest and the second highest."""
+    top = np.empty(len(queries))
+    mean = np.empty(len(queries))
+    gap = np.empty(len(queries))
+    step = max(1, _MAX_CDIST_CELLS // max(len(choices), 1))
+    for start in range(0, len(queries), step):
+        matrix = process.cdist(
+            queries[start:start + step], choices, scorer=Indel.normalized_similarity,
+            dtype=np.float32,
+        )
+        stop = start + len(matrix)
+        if matrix.shape[1] > 1:
+            two = -np.partition(-matrix, 1, axis=1)[:, :2]
+            top[start:stop], gap[start:stop] = two[:, 0], two[:, 0] - two[:, 1]
+        else:
+            top[start:stop], gap[start:stop] = matrix[:, 0], matrix[:, 0]
+        mean[start:stop] = matrix.mean(axis=1)
+    return top, mean, gap
+
+
+def similarity_features(
+    course_name: str, forms: list[str], tokens: list[list[str]], times_reported: np.ndarray,
+    index: PromptIndex, course: CourseVocabulary, *, with_names: bool = True,
+) -> tuple[list[list[str]], np.ndarray]:
+    """Hashed-feature names (empty lists unless ``with_names``) and the dense block
+    (``DENSE_FEATURES``) of one prompt's reports, given their normalized answers ``forms`` and
+    their ``tokens``."""
+    n = len(forms)
+    encoded = list(map(index.encode, tokens))
+    coded = [code for code, _ in encoded]
+    known = np.fromiter((k for _, k in encoded), dtype=float, count=n)
+    n_words = np.fromiter(map(len, tokens), dtype=float, count=n)
+    decomposed = _decomposed(forms)
+    n_chars = np.fromiter(map(len, decomposed), dtype=float, count=n)
+    stripped = strip_accents_all(forms)
+    sorted_words = [" ".join(sorted(words)) for words in tokens]
+    names: list[list[str]] = []
+    counts = np.zeros((n, len(_COUNTS)))
+    unknown_words: list[list[str]] = []
+    course_words, source_words = course.words, index.source_words
+    code_of, required, bigram_set = index.code_of, index.required, index.bigrams
+    badge = "c=" + course_name
+    for k, words in enumerate(tokens):
+        new = [w for w in words if w not in code_of]
+        row_names: list[str] = []
+        if with_names:
+            row_names = ngram_names(words, word_bigrams(words))
+            row_names.append(badge)
+            row_names.extend(["+=" + word for word in new])
+        in_course = in_source = 0
+        unknown: list[str] = []
+        for word in new:
+            seen_in_course = word in course_words
+            seen_in_source = word in source_words
+            in_course += seen_in_course
+            in_source += seen_in_source
+            if not (seen_in_course or seen_in_source):
+                unknown.append(word)
+        names.append(row_names)
+        unknown_words.append(unknown)
+        form = forms[k]
+        counts[k] = (
+            form in index.form_set,
+            form.replace(" ", "") in index.no_space,
+            stripped[k] in index.no_accent,
+            sorted_words[k] in index.sorted_set,
+            in_course, in_source, len(unknown),
+            len(required.difference(words)),
+            sum(map(bigram_set.__contains__, _bigrams(coded[k]))),
+            any(map(operator.eq, words, words[1:])),
+        )
+    count = dict(zip(_COUNTS, counts.T, strict=True))
+    count["near_known"] = _near_known_counts(unknown_words, index)
+    dense = _dense_block(
+        index, times_reported, decomposed, coded, stripped, sorted_words,
+        n_words, n_chars, known, count,
+    )
+    return names, dense
+
+
+_COUNTS = (
+    "same", "spacing", "accents", "reordered", "in_course", "in_source", "unknown",
+    "required_missing", "bigrams_in_prompt", "repeated",
+)
+
+
+def _near_known_counts(unknown: list[list[str]], index: PromptIndex) -> np.ndarray:
+    """Per answer, how many of its unknown words are within a typo of a word of the prompt."""
+    words = sorted(set(chain.from_iterable(unknown)))
+    if not words or not index.vocabulary:
+        return np.zeros(len(unknown))
+    distances = process.cdist(
+        words, index.vocabulary, scorer=Levenshtein.normalized_distance,
+        score_cutoff=_NEAR_KNOWN, dtype=np.float32,
+    )
+    near = dict(zip(words, (distances.min(axis=1) <= _NEAR_KNOWN).tolist(), strict=True))
+    return np.array([sum(map(near.__getitem__, row)) for row in unknown], dtype=float)
+
+
+def _dense_block(
+    index: PromptIndex, times_reported: np.ndarray, decomposed: list[str], coded: list[str],
+    stripped: list[str], sorted_words: list[str], n_words: np.ndarray, n_chars: np.ndarray,
+    known: np.ndarray, count: dict[str, np.ndarray],
+) -> np.ndarray:
+    n = len(coded)
+    log = np.log1p
+    if index.forms:
+        near_char, char_distance = _best(decomposed, index.decomposed, Levenshtein.distance,
+                                         highest=False)
+        char_similarity, char_mean, char_gap = _similarity_stats(decomposed, index.decomposed)
+        _, accentless = _best(stripped, index.stripped, Levenshtein.distance, highest=False)
+        _, sorted_similarity = _best(sorted_words, index.sorted_words,
+                                     Indel.normalized_similarity, highest=True)
+        near_word, word_distance = _best(coded, index.coded, Levenshtein.distance,
+                                         highest=False)
+        near_lcs, indel = _best(coded, index.coded, Indel.distance, highest=False)
+        near_words = index.token_counts[near_word]
+        near_length = index.form_lengths[near_char]
+        lcs_words = index.token_counts[near_lcs]
+        common = (n_words + lcs_words - indel) / 2
+        extra, missing = n_words - common, lcs_words - common
+    else:
+        char_distance, accentless = n_chars, n_chars
+        char_similarity = char_mean = char_gap = sorted_similarity = np.zeros(n)
+        word_distance = n_words
+        near_words = near_length = lcs_words = common = missing = np.zeros(n)
+        extra = n_words
+    n_bigrams = n_words + 1
+    columns = {
+        "log_times_reported": log(times_reported),
+        "same_up_to_punctuation_case": count["same"],
+        "same_up_to_spacing": count["spacing"],
+        "same_up_to_accents": count["accents"],
+        "same_words_reordered": count["reordered"],
+        "char_distance": log(char_distance),
+        "char_distance_ratio": char_distance / np.maximum(np.maximum(n_chars, near_length), 1),
+        "char_similarity": char_similarity,
+        "char_similarity_mean": char_mean,
+        "char_similarity_gap": char_gap,
+        "accentless_char_distance": log(accentless),
+        "sorted_words_similarity": sorted_similarity,
+        "word_distance": log(word_distance),
+        "word_distance_ratio": word_distance / np.maximum(np.maximum(n_words, near_words), 1),
+        "words_extra": log(extra),
+        "words_missing": log(missing),
+        "word_overlap_ratio": common / np.maximum(np.maximum(n_words, lcs_words), 1),
+        "words_in_prompt_ratio": known / np.maximum(n_words, 1),
+        "new_words_in_course": log(count["in_course"]),
+        "new_words_in_source": log(count["in_source"]),
+        "new_words_unknown": log(count["unknown"]),
+        "new_words_near_known": log(count["near_known"]),
+        "required_words_missing": log(count["required_missing"]),
+        "bigrams_in_prompt_ratio": count["bigrams_in_prompt"] / n_bigrams,
+        "bigrams_unseen_in_prompt": log(n_bigrams - count["bigrams_in_prompt"]),
+        "length_ratio_words": n_words / np.maximum(near_words, 1),
+        "length_ratio_chars": n_chars / np.maximum(near_length, 1),
+        "answer_chars": log(n_chars),
+        "answer_words": log(n_words),
+        "accepted_count": np.full(n, np.log1p(len(index.forms))),
+        "repeated_word": count["repeated"],
+    }
+    return np.column_stack([columns[name] for name in DENSE_FEATURES])
