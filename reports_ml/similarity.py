@@ -16,12 +16,11 @@ longest common subsequence, ``(len(a) + len(b) - indel) / 2``, without per-answe
 
 from __future__ import annotations
 
-import operator
 import unicodedata
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from itertools import chain
+from itertools import chain, repeat
 
 import numpy as np
 from rapidfuzz import process
@@ -72,7 +71,9 @@ DENSE_FEATURES = (
     "repeated_word",
 )
 
-_START, _END = "\x01", "\x02"
+# Word ids in bigram keys: 0 and 1 frame the sentence, words count from 2.
+_START_ID, _END_ID, _FIRST_ID = 0, 1, 2
+_KEY_BASE = 1 << 31
 _NEAR_KNOWN = 0.34  # normalized edit distance of a typo to the word meant (about 1 in 3)
 _MAX_CDIST_CELLS = 1_000_000  # bounds the distance matrices of one prompt's answers
 
@@ -82,9 +83,17 @@ def _code(index: int) -> str:
     return chr(point if point < 0xD800 else point + 0x800)  # skip surrogates
 
 
-def _bigrams(coded: str) -> list[str]:
-    framed = _START + coded + _END
-    return list(map(operator.add, framed, framed[1:]))
+def _codes(ids: np.ndarray) -> str:
+    """``_code`` of every id, joined (done in NumPy: one code point per id)."""
+    points = ids.astype(np.uint32) + 0x100
+    points[points >= 0xD800] += 0x800
+    return points.astype("<u4").tobytes().decode("utf-32-le")
+
+
+def _bigram_keys(ids: Sequence[int]) -> np.ndarray:
+    """Keys of the word-id bigrams of one text, with sentence start and end."""
+    framed = np.array([_START_ID, *[i + _FIRST_ID for i in ids], _END_ID], dtype=np.int64)
+    return framed[:-1] * _KEY_BASE + framed[1:]
 
 
 def _decomposed(texts: Sequence[str]) -> list[str]:
@@ -123,9 +132,14 @@ class PromptIndex:
         self.sorted_set = frozenset(self.sorted_words)
         self.form_lengths = np.array(list(map(len, self.decomposed)), dtype=float)
         self.token_counts = np.array(list(map(len, self.tokens)), dtype=float)
-        self.bigrams = frozenset(chain.from_iterable(map(_bigrams, self.coded)))
+        self.id_of = {word: i for i, word in enumerate(self.vocabulary)}
+        self.bigram_keys = np.unique(np.concatenate([
+            _bigram_keys([self.id_of[w] for w in tokens]) for tokens in self.tokens
+        ])) if self.tokens else np.zeros(0, dtype=np.int64)
         in_forms = Counter(chain.from_iterable(map(set, self.tokens)))
-        self.required = frozenset(w for w, n in in_forms.items() if n == len(self.forms))
+        self.required = np.array(
+            [in_forms[w] == len(self.forms) for w in self.vocabulary], dtype=bool,
+        )
         self.no_space = frozenset(form.replace(" ", "") for form in self.forms)
         self.stripped = strip_accents_all(self.forms) if self.forms else []
         self.no_accent = frozenset(self.stripped)
@@ -202,81 +216,117 @@ def similarity_features(
     (``DENSE_FEATURES``) of one prompt's reports, given their normalized answers ``forms`` and
     their ``tokens``."""
     n = len(forms)
-    encoded = list(map(index.encode, tokens))
-    coded = [code for code, _ in encoded]
-    known = np.fromiter((k for _, k in encoded), dtype=float, count=n)
-    n_words = np.fromiter(map(len, tokens), dtype=float, count=n)
     decomposed = _decomposed(forms)
-    n_chars = np.fromiter(map(len, decomposed), dtype=float, count=n)
     stripped = strip_accents_all(forms)
     sorted_words = [" ".join(sorted(words)) for words in tokens]
-    names: list[list[str]] = []
-    counts = np.zeros((n, len(_COUNTS)))
-    unknown_words: list[list[str]] = []
-    course_words, source_words = course.words, index.source_words
-    code_of, required, bigram_set = index.code_of, index.required, index.bigrams
-    badge = "c=" + course_name
-    for k, words in enumerate(tokens):
-        new = [w for w in words if w not in code_of]
-        row_names: list[str] = []
-        if with_names:
-            row_names = ngram_names(words, word_bigrams(words))
-            row_names.append(badge)
-            row_names.extend(["+=" + word for word in new])
-        in_course = in_source = 0
-        unknown: list[str] = []
-        for word in new:
-            seen_in_course = word in course_words
-            seen_in_source = word in source_words
-            in_course += seen_in_course
-            in_source += seen_in_source
-            if not (seen_in_course or seen_in_source):
-                unknown.append(word)
-        names.append(row_names)
-        unknown_words.append(unknown)
-        form = forms[k]
-        counts[k] = (
-            form in index.form_set,
-            form.replace(" ", "") in index.no_space,
-            stripped[k] in index.no_accent,
-            sorted_words[k] in index.sorted_set,
-            in_course, in_source, len(unknown),
-            len(required.difference(words)),
-            sum(map(bigram_set.__contains__, _bigrams(coded[k]))),
-            any(map(operator.eq, words, words[1:])),
-        )
-    count = dict(zip(_COUNTS, counts.T, strict=True))
-    count["near_known"] = _near_known_counts(unknown_words, index)
+    lengths = np.fromiter(map(len, tokens), dtype=np.int64, count=n)
+    flat = list(chain.from_iterable(tokens))
+    report_of = np.repeat(np.arange(n), lengths)
+    ids = np.fromiter(map(index.id_of.get, flat, repeat(-1)), dtype=np.int64, count=len(flat))
+    # Words off the accepted lists get ids after the prompt's vocabulary (one per word).
+    off_list = np.flatnonzero(ids < 0)
+    new_words = list(dict.fromkeys(flat[i] for i in off_list.tolist()))
+    vocabulary_size = len(index.vocabulary)
+    new_id = {word: vocabulary_size + i for i, word in enumerate(new_words)}
+    ids[off_list] = [new_id[flat[i]] for i in off_list.tolist()]
+    in_course = np.fromiter(map(course.words.__contains__, new_words), dtype=bool,
+                            count=len(new_words))
+    in_source = np.fromiter(map(index.source_words.__contains__, new_words), dtype=bool,
+                            count=len(new_words))
+    unknown = ~(in_course | in_source)
+    near = _near_known(new_words, unknown, index)
+    new_of_token = ids[off_list] - vocabulary_size
+
+    def per_report(positions: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+        return np.bincount(report_of[positions], weights=weights, minlength=n).astype(float)
+
+    ending = np.cumsum(lengths)
+    coded_all = _codes(ids)
+    coded = [coded_all[a - length:a] for a, length in zip(ending.tolist(), lengths.tolist(),
+                                                           strict=True)]
+    counts = {
+        "known": lengths - per_report(off_list),
+        "in_course": per_report(off_list, in_course[new_of_token].astype(float)),
+        "in_source": per_report(off_list, in_source[new_of_token].astype(float)),
+        "unknown": per_report(off_list, unknown[new_of_token].astype(float)),
+        "near_known": per_report(off_list, near[new_of_token].astype(float)),
+        "same": np.fromiter(map(index.form_set.__contains__, forms), dtype=float, count=n),
+        "spacing": np.fromiter(
+            (form.replace(" ", "") in index.no_space for form in forms), dtype=float, count=n,
+        ),
+        "accents": np.fromiter(map(index.no_accent.__contains__, stripped), dtype=float,
+                               count=n),
+        "reordered": np.fromiter(map(index.sorted_set.__contains__, sorted_words),
+                                 dtype=float, count=n),
+        **_sequence_counts(ids, report_of, lengths, index),
+    }
+    names: list[list[str]] = [[] for _ in range(n)]
+    if with_names:
+        badge = "c=" + course_name
+        for k, words in enumerate(tokens):
+            names[k] = ngram_names(words, word_bigrams(words))
+            names[k].append(badge)
+            names[k].extend("+=" + word for word in words if word not in index.id_of)
+    n_words = lengths.astype(float)
+    n_chars = np.fromiter(map(len, decomposed), dtype=float, count=n)
     dense = _dense_block(
         index, times_reported, decomposed, coded, stripped, sorted_words,
-        n_words, n_chars, known, count,
+        n_words, n_chars, counts,
     )
     return names, dense
 
 
-_COUNTS = (
-    "same", "spacing", "accents", "reordered", "in_course", "in_source", "unknown",
-    "required_missing", "bigrams_in_prompt", "repeated",
-)
+def _sequence_counts(
+    ids: np.ndarray, report_of: np.ndarray, lengths: np.ndarray, index: PromptIndex,
+) -> dict[str, np.ndarray]:
+    """Per report: word bigrams found in the prompt's accepted translations, required words
+    missing, whether a word follows itself."""
+    n = len(lengths)
+    starts = np.cumsum(lengths) - lengths
+    shifted = ids + _FIRST_ID
+    previous = np.empty_like(shifted)
+    previous[1:] = shifted[:-1]
+    nonempty = lengths > 0
+    previous[starts[nonempty]] = _START_ID
+    last = np.full(n, _START_ID, dtype=np.int64)
+    last[nonempty] = shifted[starts[nonempty] + lengths[nonempty] - 1]
+    inner = np.isin(previous * _KEY_BASE + shifted, index.bigram_keys)
+    final = np.isin(last * _KEY_BASE + _END_ID, index.bigram_keys)
+    hits = np.bincount(report_of, weights=inner, minlength=n) + final
+    repeated = np.zeros(n)
+    if len(ids) > 1:
+        same = (ids[1:] == ids[:-1]) & (report_of[1:] == report_of[:-1])
+        repeated = (np.bincount(report_of[1:], weights=same, minlength=n) > 0).astype(float)
+    vocabulary_size = len(index.vocabulary)
+    required = np.flatnonzero(ids < vocabulary_size)
+    required = required[index.required[ids[required]]]
+    present = np.unique(report_of[required] * max(vocabulary_size, 1) + ids[required])
+    found = np.bincount(present // max(vocabulary_size, 1), minlength=n)
+    return {
+        "bigrams_in_prompt": hits,
+        "required_missing": (int(index.required.sum()) - found).astype(float),
+        "repeated": repeated,
+    }
 
 
-def _near_known_counts(unknown: list[list[str]], index: PromptIndex) -> np.ndarray:
-    """Per answer, how many of its unknown words are within a typo of a word of the prompt."""
-    words = sorted(set(chain.from_iterable(unknown)))
-    if not words or not index.vocabulary:
-        return np.zeros(len(unknown))
+def _near_known(words: list[str], unknown: np.ndarray, index: PromptIndex) -> np.ndarray:
+    """Which of ``words`` (those flagged ``unknown``) are within a typo of a prompt's word."""
+    near = np.zeros(len(words), dtype=bool)
+    positions = np.flatnonzero(unknown)
+    if not len(positions) or not index.vocabulary:
+        return near
     distances = process.cdist(
-        words, index.vocabulary, scorer=Levenshtein.normalized_distance,
-        score_cutoff=_NEAR_KNOWN, dtype=np.float32,
+        [words[i] for i in positions.tolist()], index.vocabulary,
+        scorer=Levenshtein.normalized_distance, score_cutoff=_NEAR_KNOWN, dtype=np.float32,
     )
-    near = dict(zip(words, (distances.min(axis=1) <= _NEAR_KNOWN).tolist(), strict=True))
-    return np.array([sum(map(near.__getitem__, row)) for row in unknown], dtype=float)
+    near[positions] = distances.min(axis=1) <= _NEAR_KNOWN
+    return near
 
 
 def _dense_block(
     index: PromptIndex, times_reported: np.ndarray, decomposed: list[str], coded: list[str],
     stripped: list[str], sorted_words: list[str], n_words: np.ndarray, n_chars: np.ndarray,
-    known: np.ndarray, count: dict[str, np.ndarray],
+    count: dict[str, np.ndarray],
 ) -> np.ndarray:
     n = len(coded)
     log = np.log1p
@@ -320,7 +370,7 @@ def _dense_block(
         "words_extra": log(extra),
         "words_missing": log(missing),
         "word_overlap_ratio": common / np.maximum(np.maximum(n_words, lcs_words), 1),
-        "words_in_prompt_ratio": known / np.maximum(n_words, 1),
+        "words_in_prompt_ratio": count["known"] / np.maximum(n_words, 1),
         "new_words_in_course": log(count["in_course"]),
         "new_words_in_source": log(count["in_source"]),
         "new_words_unknown": log(count["unknown"]),
