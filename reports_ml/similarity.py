@@ -16,6 +16,7 @@ longest common subsequence, ``(len(a) + len(b) - indel) / 2``, without per-answe
 
 from __future__ import annotations
 
+import math
 import unicodedata
 from collections import Counter
 from collections.abc import Sequence
@@ -43,6 +44,8 @@ DENSE_FEATURES = (
     "same_up_to_spacing",
     "same_up_to_accents",
     "same_words_reordered",
+    "same_words_orders_accepted",
+    "accepted_order_freedom",
     "char_distance",
     "char_distance_ratio",
     "char_similarity",
@@ -68,6 +71,12 @@ DENSE_FEATURES = (
     "answer_chars",
     "answer_words",
     "accepted_count",
+    "accepted_neighbour_similarity",
+    "accepted_neighbour_word_distance",
+    "accepted_unique_word_share",
+    "char_similarity_vs_neighbours",
+    "word_distance_vs_neighbours",
+    "new_word_share_vs_neighbours",
     "repeated_word",
 )
 
@@ -129,7 +138,15 @@ class PromptIndex:
         code = self.code_of.__getitem__
         self.coded = ["".join(map(code, tokens)) for tokens in self.tokens]
         self.sorted_words = [" ".join(sorted(tokens)) for tokens in self.tokens]
+        self.sorted_count = Counter(self.sorted_words)
         self.sorted_set = frozenset(self.sorted_words)
+        # How freely the prompt's translations order their words: the share of accepted
+        # translations that another accepted one reorders (high for Hungarian, low for
+        # Vietnamese), so that a reordered answer can be judged across languages.
+        self.order_freedom = (
+            sum(n for n in self.sorted_count.values() if n > 1) / len(self.forms)
+            if self.forms else 0.0
+        )
         self.form_lengths = np.array(list(map(len, self.decomposed)), dtype=float)
         self.token_counts = np.array(list(map(len, self.tokens)), dtype=float)
         self.id_of = {word: i for i, word in enumerate(self.vocabulary)}
@@ -143,6 +160,7 @@ class PromptIndex:
         self.no_space = frozenset(form.replace(" ", "") for form in self.forms)
         self.stripped = strip_accents_all(self.forms) if self.forms else []
         self.no_accent = frozenset(self.stripped)
+        self.neighbours = _neighbour_stats(self)
         self.source_words = frozenset(tokenize(normalize_answers([prompt])[0]))
 
     def encode(self, tokens: Sequence[str]) -> tuple[str, int]:
@@ -159,6 +177,33 @@ class PromptIndex:
                 known -= 1
                 codes[i] = unknown.setdefault(word, _code(first_free + len(unknown)))
         return "".join(codes), known  # type: ignore[arg-type]  # no None left
+
+
+# Leave-one-out statistics use at most this many accepted translations (the most frequent).
+_MAX_NEIGHBOUR_FORMS = 60
+
+
+def _neighbour_stats(index: PromptIndex) -> tuple[float, float, float]:
+    """How close the prompt's accepted translations are to each other: the mean, over them, of
+    the highest character similarity to another one, of the lowest word distance ratio to
+    another one, and of the share of its words found in no other one (NaN with fewer than
+    two). A correct answer missing from the list is one more translation like these, so an
+    answer is judged against how far apart this prompt's translations lie."""
+    forms = index.decomposed[:_MAX_NEIGHBOUR_FORMS]
+    if len(forms) < 2:
+        return math.nan, math.nan, math.nan
+    chars = process.cdist(forms, forms, scorer=Indel.normalized_similarity,
+                          dtype=np.float32)
+    np.fill_diagonal(chars, -1.0)
+    coded = index.coded[: len(forms)]
+    words = process.cdist(coded, coded, scorer=Levenshtein.normalized_distance,
+                          dtype=np.float32)
+    np.fill_diagonal(words, 2.0)
+    tokens = index.tokens[: len(forms)]
+    in_forms = Counter(chain.from_iterable(map(set, tokens)))
+    unique = [sum(in_forms[w] == 1 for w in t) / max(len(t), 1) for t in tokens]
+    return (float(chars.max(axis=1).mean()), float(words.min(axis=1).mean()),
+            float(np.mean(unique)))
 
 
 @dataclass
@@ -258,6 +303,9 @@ def similarity_features(
                                count=n),
         "reordered": np.fromiter(map(index.sorted_set.__contains__, sorted_words),
                                  dtype=float, count=n),
+        "orders_accepted": np.fromiter(
+            (index.sorted_count.get(words, 0) for words in sorted_words), dtype=float, count=n,
+        ),
         **_sequence_counts(ids, report_of, lengths, index),
     }
     names: list[list[str]] = [[] for _ in range(n)]
@@ -352,12 +400,17 @@ def _dense_block(
         near_words = near_length = lcs_words = common = missing = np.zeros(n)
         extra = n_words
     n_bigrams = n_words + 1
+    neighbour_chars, neighbour_words, neighbour_unique = index.neighbours
+    word_ratio = word_distance / np.maximum(np.maximum(n_words, near_words), 1)
+    words_known = count["known"] / np.maximum(n_words, 1)
     columns = {
         "log_times_reported": log(times_reported),
         "same_up_to_punctuation_case": count["same"],
         "same_up_to_spacing": count["spacing"],
         "same_up_to_accents": count["accents"],
         "same_words_reordered": count["reordered"],
+        "same_words_orders_accepted": log(count["orders_accepted"]),
+        "accepted_order_freedom": np.full(n, index.order_freedom),
         "char_distance": log(char_distance),
         "char_distance_ratio": char_distance / np.maximum(np.maximum(n_chars, near_length), 1),
         "char_similarity": char_similarity,
@@ -366,11 +419,11 @@ def _dense_block(
         "accentless_char_distance": log(accentless),
         "sorted_words_similarity": sorted_similarity,
         "word_distance": log(word_distance),
-        "word_distance_ratio": word_distance / np.maximum(np.maximum(n_words, near_words), 1),
+        "word_distance_ratio": word_ratio,
         "words_extra": log(extra),
         "words_missing": log(missing),
         "word_overlap_ratio": common / np.maximum(np.maximum(n_words, lcs_words), 1),
-        "words_in_prompt_ratio": count["known"] / np.maximum(n_words, 1),
+        "words_in_prompt_ratio": words_known,
         "new_words_in_course": log(count["in_course"]),
         "new_words_in_source": log(count["in_source"]),
         "new_words_unknown": log(count["unknown"]),
@@ -383,6 +436,12 @@ def _dense_block(
         "answer_chars": log(n_chars),
         "answer_words": log(n_words),
         "accepted_count": np.full(n, np.log1p(len(index.forms))),
+        "accepted_neighbour_similarity": np.full(n, neighbour_chars),
+        "accepted_neighbour_word_distance": np.full(n, neighbour_words),
+        "accepted_unique_word_share": np.full(n, neighbour_unique),
+        "char_similarity_vs_neighbours": char_similarity - neighbour_chars,
+        "word_distance_vs_neighbours": word_ratio - neighbour_words,
+        "new_word_share_vs_neighbours": 1 - words_known - neighbour_unique,
         "repeated_word": count["repeated"],
     }
     return np.column_stack([columns[name] for name in DENSE_FEATURES])

@@ -58,7 +58,7 @@ class HoldoutParams:
     """Parameters of the held-out generator (see the module docstring)."""
 
     accepted_p: float = 0.45
-    reports_mean: float = 45.0
+    reports_mean: float = 15.0
     correct_share: float = 0.22
     extra_mistake: float = 0.3
     correct_count_mean: float = 6.0
