@@ -1,20 +1,21 @@
 """Language-independent features of a report, from its answer and the prompt's accepted list.
 
-Two blocks, combined by ``ReportModel``:
+Two blocks:
 
+* **dense** (``DENSE_FEATURES``, full set only): how the answer compares with the prompt's
+  accepted translations at character level (in canonical decomposition) and at word level,
+  whether it differs from one only in punctuation and case, spacing, accents or word order,
+  where its new words come from (elsewhere in the course, the English prompt, or nowhere),
+  how far apart the accepted translations lie from each other, and ``times_reported``. They
+  are computed for a whole prompt's reports at once in ``reports_ml.similarity``.
 * **hashed** (``FeatureHasher``, 2^hash_bits columns): the answer's word unigrams and bigrams
-  (with sentence boundaries); with the ``full`` feature set also the word edits from the
-  nearest accepted translation (words added, missing, substituted) and the course.
-* **dense** (``DENSE_FEATURES``, full set only): edit features against the nearest accepted
-  translation, found with rapidfuzz at character and at word level: distances, inserted /
-  deleted / substituted counts, whether the answer differs from an accepted translation only
-  in punctuation and case, spacing, accents or word order, where the new words come from
-  (other accepted translations of the prompt, elsewhere in the course, the English prompt, or
-  nowhere), length ratios, and ``times_reported``.
+  (with sentence boundaries); with the ``full`` set also its words off the accepted list and
+  the course. The full set computes them only when ``hashed`` is set (the model stacks a
+  regression over them); otherwise the block is empty.
 
-The similarity features themselves are in ``reports_ml.similarity``. A ``FeatureExtractor`` caches one
-``PromptIndex`` per prompt (least recently used dropped first) and a vocabulary per course; the
-course vocabularies grow with every accepted list it sees and are kept when a model is saved.
+A ``FeatureExtractor`` caches one ``PromptIndex`` per prompt (least recently used dropped
+first) and a vocabulary per course; the course vocabularies grow with every accepted list it
+sees and are kept when a model is saved.
 """
 
 from __future__ import annotations

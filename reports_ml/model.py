@@ -9,6 +9,7 @@ only files this service wrote.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import json
 import platform
@@ -24,10 +25,10 @@ import numpy as np
 import sklearn
 from scipy import sparse
 from scipy.special import expit
-from sklearn.exceptions import ConvergenceWarning
 from sklearn.ensemble import HistGradientBoostingClassifier
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
-from threadpoolctl import threadpool_limits
+from threadpoolctl import ThreadpoolController
 
 from core.errors import InvalidInput
 from reports_ml.features import DENSE_FEATURES, FeatureExtractor, Features, FeatureSet
@@ -58,6 +59,12 @@ class LinearScorer:
 
     def logits(self, hashed: sparse.csr_matrix) -> np.ndarray:
         return np.asarray(hashed @ self.coef + self.intercept, dtype=float)
+
+
+@functools.cache
+def _openmp() -> ThreadpoolController:
+    # Built once (it inspects the loaded libraries, ~20 ms); limiting through it is cheap.
+    return ThreadpoolController()
 
 
 def _prompt_halves(records: Sequence[ReportLike], seed: int) -> np.ndarray:
@@ -179,7 +186,7 @@ class ReportModel:
             max_leaf_nodes=int(self.hyperparameters["leaves"]),
             l2_regularization=1.0, early_stopping=False, random_state=seed,
         )
-        with threadpool_limits(max(1, n_jobs), user_api="openmp"):
+        with _openmp().limit(limits=max(1, n_jobs), user_api="openmp"):
             self._trees.fit(design[rows].astype(np.float32), labels[rows])
 
     def decision_function(self, features: Features) -> np.ndarray:
@@ -194,7 +201,7 @@ class ReportModel:
         assert self._trees is not None  # checked above
         # One thread: for the batches the service scores, starting threads costs more than
         # it saves (batch scoring splits work over processes instead).
-        with threadpool_limits(1, user_api="openmp"):
+        with _openmp().limit(limits=1, user_api="openmp"):
             return np.asarray(self._trees.decision_function(design.astype(np.float32)),
                               dtype=float)
 

@@ -66,6 +66,11 @@ DENSE_FEATURES = (
     "required_words_missing",
     "bigrams_in_prompt_ratio",
     "bigrams_unseen_in_prompt",
+    "bigrams_in_course_ratio",
+    "bigrams_unseen_in_course",
+    "char_trigrams_in_prompt_ratio",
+    "char_trigrams_in_course_ratio",
+    "char_trigrams_unseen_in_course",
     "length_ratio_words",
     "length_ratio_chars",
     "answer_chars",
@@ -97,6 +102,20 @@ def _codes(ids: np.ndarray) -> str:
     points = ids.astype(np.uint32) + 0x100
     points[points >= 0xD800] += 0x800
     return points.astype("<u4").tobytes().decode("utf-32-le")
+
+
+def _trigram_keys(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Keys of the character trigrams of ``texts`` (each framed by spaces) and the position
+    of the text each trigram comes from."""
+    if not texts:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    joined = "\n".join(" " + text.replace("\n", " ") + " " for text in texts)
+    points = np.frombuffer(joined.encode("utf-32-le"), dtype=np.uint32).astype(np.int64)
+    breaks = points == 0x0A
+    owner = np.cumsum(breaks)[:-2]
+    valid = ~(breaks[:-2] | breaks[1:-1] | breaks[2:])
+    keys = (points[:-2] << 42) | (points[1:-1] << 21) | points[2:]
+    return keys[valid], owner[valid]
 
 
 def _bigram_keys(ids: Sequence[int]) -> np.ndarray:
@@ -161,6 +180,7 @@ class PromptIndex:
         self.stripped = strip_accents_all(self.forms) if self.forms else []
         self.no_accent = frozenset(self.stripped)
         self.neighbours = _neighbour_stats(self)
+        self.trigram_keys = np.unique(_trigram_keys(self.decomposed)[0])
         self.source_words = frozenset(tokenize(normalize_answers([prompt])[0]))
 
     def encode(self, tokens: Sequence[str]) -> tuple[str, int]:
@@ -208,12 +228,40 @@ def _neighbour_stats(index: PromptIndex) -> tuple[float, float, float]:
 
 @dataclass
 class CourseVocabulary:
-    """Words of every accepted translation seen for a course."""
+    """Words and word bigrams of every accepted translation seen for a course: an answer
+    whose neighbouring words never stand together in the course is unlikely to be right, in
+    any language."""
 
-    words: set[str] = field(default_factory=set)
+    id_of: dict[str, int] = field(default_factory=dict)
+    bigrams: set[int] = field(default_factory=set)
+    trigrams: set[int] = field(default_factory=set)
+    _sorted_bigrams: np.ndarray | None = None
+    _sorted_trigrams: np.ndarray | None = None
+
+    @property
+    def words(self) -> dict[str, int]:
+        return self.id_of
 
     def add(self, index: PromptIndex) -> None:
-        self.words.update(index.vocabulary)
+        id_of = self.id_of
+        for word in index.vocabulary:
+            id_of.setdefault(word, len(id_of))
+        for tokens in index.tokens:
+            self.bigrams.update(_bigram_keys([id_of[w] for w in tokens]).tolist())
+        self.trigrams.update(index.trigram_keys.tolist())
+        self._sorted_bigrams = self._sorted_trigrams = None
+
+    def sorted_trigrams(self) -> np.ndarray:
+        if self._sorted_trigrams is None:
+            self._sorted_trigrams = np.sort(np.fromiter(self.trigrams, dtype=np.int64,
+                                                        count=len(self.trigrams)))
+        return self._sorted_trigrams
+
+    def sorted_bigrams(self) -> np.ndarray:
+        if self._sorted_bigrams is None:
+            self._sorted_bigrams = np.sort(np.fromiter(self.bigrams, dtype=np.int64,
+                                                       count=len(self.bigrams)))
+        return self._sorted_bigrams
 
 
 def _best(
@@ -274,7 +322,9 @@ def similarity_features(
     vocabulary_size = len(index.vocabulary)
     new_id = {word: vocabulary_size + i for i, word in enumerate(new_words)}
     ids[off_list] = [new_id[flat[i]] for i in off_list.tolist()]
-    in_course = np.fromiter(map(course.words.__contains__, new_words), dtype=bool,
+    course_ids = np.fromiter(map(course.id_of.get, flat, repeat(-1)), dtype=np.int64,
+                             count=len(flat))
+    in_course = np.fromiter(map(course.id_of.__contains__, new_words), dtype=bool,
                             count=len(new_words))
     in_source = np.fromiter(map(index.source_words.__contains__, new_words), dtype=bool,
                             count=len(new_words))
@@ -306,8 +356,16 @@ def similarity_features(
         "orders_accepted": np.fromiter(
             (index.sorted_count.get(words, 0) for words in sorted_words), dtype=float, count=n,
         ),
-        **_sequence_counts(ids, report_of, lengths, index),
+        **_sequence_counts(ids, report_of, lengths, index, course_ids, course),
     }
+    trigrams, owner = _trigram_keys(decomposed)
+    counts["trigrams"] = np.bincount(owner, minlength=n).astype(float)
+    counts["trigrams_in_prompt"] = np.bincount(
+        owner, weights=_in_sorted(trigrams, index.trigram_keys), minlength=n,
+    )
+    counts["trigrams_in_course"] = np.bincount(
+        owner, weights=_in_sorted(trigrams, course.sorted_trigrams()), minlength=n,
+    )
     names: list[list[str]] = [[] for _ in range(n)]
     if with_names:
         badge = "c=" + course_name
@@ -324,11 +382,11 @@ def similarity_features(
     return names, dense
 
 
-def _sequence_counts(
-    ids: np.ndarray, report_of: np.ndarray, lengths: np.ndarray, index: PromptIndex,
-) -> dict[str, np.ndarray]:
-    """Per report: word bigrams found in the prompt's accepted translations, required words
-    missing, whether a word follows itself."""
+def _bigram_hits(
+    ids: np.ndarray, report_of: np.ndarray, lengths: np.ndarray, keys: np.ndarray,
+) -> np.ndarray:
+    """Per report: how many of its word bigrams (with sentence start and end) are in the
+    sorted ``keys``; words with a negative id are in none."""
     n = len(lengths)
     starts = np.cumsum(lengths) - lengths
     shifted = ids + _FIRST_ID
@@ -338,9 +396,29 @@ def _sequence_counts(
     previous[starts[nonempty]] = _START_ID
     last = np.full(n, _START_ID, dtype=np.int64)
     last[nonempty] = shifted[starts[nonempty] + lengths[nonempty] - 1]
-    inner = np.isin(previous * _KEY_BASE + shifted, index.bigram_keys)
-    final = np.isin(last * _KEY_BASE + _END_ID, index.bigram_keys)
-    hits = np.bincount(report_of, weights=inner, minlength=n) + final
+    pairs = np.where((previous < _FIRST_ID - 1) | (shifted < _FIRST_ID - 1), -1,
+                     previous * _KEY_BASE + shifted)
+    finals = np.where(last < _FIRST_ID - 1, -1, last * _KEY_BASE + _END_ID)
+    inner = _in_sorted(pairs, keys)
+    return np.bincount(report_of, weights=inner, minlength=n) + _in_sorted(finals, keys)
+
+
+def _in_sorted(values: np.ndarray, keys: np.ndarray) -> np.ndarray:
+    if not len(keys) or not len(values):
+        return np.zeros(len(values))
+    at = np.minimum(np.searchsorted(keys, values), len(keys) - 1)
+    return (keys[at] == values).astype(float)
+
+
+def _sequence_counts(
+    ids: np.ndarray, report_of: np.ndarray, lengths: np.ndarray, index: PromptIndex,
+    course_ids: np.ndarray, course: CourseVocabulary,
+) -> dict[str, np.ndarray]:
+    """Per report: word bigrams found in the prompt's and in the course's accepted
+    translations, required words missing, whether a word follows itself."""
+    n = len(lengths)
+    hits = _bigram_hits(ids, report_of, lengths, index.bigram_keys)
+    course_hits = _bigram_hits(course_ids, report_of, lengths, course.sorted_bigrams())
     repeated = np.zeros(n)
     if len(ids) > 1:
         same = (ids[1:] == ids[:-1]) & (report_of[1:] == report_of[:-1])
@@ -352,6 +430,7 @@ def _sequence_counts(
     found = np.bincount(present // max(vocabulary_size, 1), minlength=n)
     return {
         "bigrams_in_prompt": hits,
+        "bigrams_in_course": course_hits,
         "required_missing": (int(index.required.sum()) - found).astype(float),
         "repeated": repeated,
     }
@@ -431,6 +510,13 @@ def _dense_block(
         "required_words_missing": log(count["required_missing"]),
         "bigrams_in_prompt_ratio": count["bigrams_in_prompt"] / n_bigrams,
         "bigrams_unseen_in_prompt": log(n_bigrams - count["bigrams_in_prompt"]),
+        "bigrams_in_course_ratio": count["bigrams_in_course"] / n_bigrams,
+        "bigrams_unseen_in_course": log(n_bigrams - count["bigrams_in_course"]),
+        "char_trigrams_in_prompt_ratio":
+            count["trigrams_in_prompt"] / np.maximum(count["trigrams"], 1),
+        "char_trigrams_in_course_ratio":
+            count["trigrams_in_course"] / np.maximum(count["trigrams"], 1),
+        "char_trigrams_unseen_in_course": log(count["trigrams"] - count["trigrams_in_course"]),
         "length_ratio_words": n_words / np.maximum(near_words, 1),
         "length_ratio_chars": n_chars / np.maximum(near_length, 1),
         "answer_chars": log(n_chars),

@@ -15,9 +15,9 @@ for accents; a kanji for a word's first letters and kana for the rest, ending in
 
 Per prompt (randomness from ``numpy.random.default_rng((seed, prompt hash))``):
 
-1. **Accepted list**: ``Geometric(accepted_p)`` (at least one) of the gold translations, by weight (at
-   most all but one when the prompt has more than one).
-2. **Reports**: ``Poisson(reports_mean)`` distinct answers (at least one). Each is, with
+1. **Accepted list**: the first ``Geometric(accepted_p)`` gold translations by weight (at
+   least one; at most all but one when the prompt has more than one).
+2. **Reports**: ``Poisson(reports_mean)`` answers (at least one). Each is, with
    probability ``correct_share``, a gold translation off the accepted list (picked by weight)
    and otherwise a mistaken answer: a gold translation with one to three mistakes from
    ``mistake_weights``: ``truncated`` (the last words left off), ``merged`` (two words run
