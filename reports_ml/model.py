@@ -97,7 +97,7 @@ class ReportModel:
     def __init__(
         self, feature_set: FeatureSet = "full", *, hash_bits: int = 18, c: float = 0.1,
         epochs: int = 10, random_state: int = 0, stack_ngrams: bool = False,
-        trees: int = 200, learning_rate: float = 0.1, leaves: int = 31,
+        trees: int = 200, learning_rate: float = 0.1, leaves: int = 15,
         max_tree_rows: int = _MAX_TREE_ROWS,
     ) -> None:
         self.extractor = FeatureExtractor(feature_set, hash_bits=hash_bits, hashed=stack_ngrams)
@@ -184,7 +184,10 @@ class ReportModel:
             max_iter=int(self.hyperparameters["trees"]),
             learning_rate=float(self.hyperparameters["learning_rate"]),
             max_leaf_nodes=int(self.hyperparameters["leaves"]),
-            l2_regularization=1.0, early_stopping=False, random_state=seed,
+            # Large leaves generalize to other courses; small training sets need smaller ones.
+            min_samples_leaf=int(np.clip(len(rows) // 500, 20, 200)),
+            l2_regularization=5.0, early_stopping=False,
+            random_state=seed,
         )
         with _openmp().limit(limits=max(1, n_jobs), user_api="openmp"):
             self._trees.fit(design[rows].astype(np.float32), labels[rows])
