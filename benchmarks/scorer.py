@@ -106,6 +106,7 @@ def _checkout(ref: str, folder: Path) -> Path:
         ["git", "archive", "--format=tar", ref, "core", "reports_ml"],
         cwd=REPO_ROOT, capture_output=True, check=True,
     ).stdout
+    folder.mkdir(parents=True, exist_ok=True)
     subprocess.run(["tar", "-x", "-C", str(folder)], input=archive, check=True)
     return folder
 
