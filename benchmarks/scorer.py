@@ -256,6 +256,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="small, fast run")
     parser.add_argument("--jobs", type=int, default=2, help="worker processes for features")
     parser.add_argument("--rounds", type=int, default=2, help="baseline/current pairs (speed)")
+    parser.add_argument("--folds", type=int, help="prompt folds (default 5; 3 with --quick)")
     parser.add_argument("--baseline", help="git ref of the baseline tree (default: the commit "
                         "before reports_ml/similarity.py was added)")
     parser.add_argument("--out", type=Path, help="figures as JSON (default: benchmarks/"
@@ -296,8 +297,8 @@ def main() -> None:
         results["data_A"] = _describe(generator_a)
         print("generator B:")
         results["data_B"] = _describe(generator_b)
-        results["quality"] = quality(generator_a, generator_b, 3 if args.quick else 5,
-                                     args.jobs, args.plot)
+        folds = args.folds or (3 if args.quick else 5)
+        results["quality"] = quality(generator_a, generator_b, folds, args.jobs, args.plot)
     if not args.skip_speed:
         results["speed"] = speed(by_course, args)
     results["load_average_end"] = _load()

@@ -33,6 +33,7 @@ from threadpoolctl import ThreadpoolController
 from core.errors import InvalidInput
 from reports_ml.features import DENSE_FEATURES, FeatureExtractor, Features, FeatureSet
 from reports_ml.models import LabelSource, ModelCard, ReportLike, ReportRecord
+from reports_ml.trees import FlatTrees
 
 __all__ = [
     "FORMAT_VERSION",
@@ -48,6 +49,9 @@ _KIND = "chorus-report-scorer"
 # The trees learn from at most this many reports (drawn at random): more add little to ranking
 # quality and cost training time linearly.
 _MAX_TREE_ROWS = 300_000
+# Batches up to this size are scored by ``FlatTrees`` (all trees at once, in NumPy); larger
+# ones by scikit-learn's compiled loop over trees.
+_FLAT_ROWS = 512
 
 
 @dataclass(frozen=True)
@@ -113,6 +117,7 @@ class ReportModel:
         self.card: ModelCard | None = None
         self._regressions: list[LinearScorer] = []
         self._trees: HistGradientBoostingClassifier | None = None
+        self._flat: FlatTrees | None = None
 
     @property
     def feature_set(self) -> FeatureSet:
@@ -193,6 +198,7 @@ class ReportModel:
         # first waits for a core (measured: 18x slower under load); features use processes.
         with _openmp().limit(limits=1, user_api="openmp"):
             self._trees.fit(design[rows].astype(np.float32), labels[rows])
+        self._flat = FlatTrees(self._trees)
 
     def decision_function(self, features: Features) -> np.ndarray:
         """Log-odds of being correct for already extracted features."""
@@ -204,10 +210,12 @@ class ReportModel:
             logits = np.mean([r.logits(features.hashed) for r in self._regressions], axis=0)
             design = np.column_stack([design, logits])
         assert self._trees is not None  # checked above
+        design = design.astype(np.float32)  # as the trees were fit
+        if self._flat is not None and len(design) <= _FLAT_ROWS:
+            return self._flat.decision_function(design)
         # One thread, as in ``fit``: batch scoring splits work over processes instead.
         with _openmp().limit(limits=1, user_api="openmp"):
-            return np.asarray(self._trees.decision_function(design.astype(np.float32)),
-                              dtype=float)
+            return np.asarray(self._trees.decision_function(design), dtype=float)
 
     def score(
         self, records: Sequence[ReportLike], *, n_jobs: int = 1,
