@@ -28,7 +28,7 @@ from scipy.special import expit
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
-from threadpoolctl import ThreadpoolController
+from threadpoolctl import ThreadpoolController  # type: ignore[import-untyped]
 
 from core.errors import InvalidInput
 from reports_ml.features import DENSE_FEATURES, FeatureExtractor, Features, FeatureSet

@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 import unicodedata
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from itertools import chain, repeat
 
@@ -265,7 +265,7 @@ class CourseVocabulary:
 
 
 def _best(
-    queries: list[str], choices: list[str], scorer: object, *, highest: bool,
+    queries: list[str], choices: list[str], scorer: Callable[..., float], *, highest: bool,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per query: the position of its best choice and the score there (chunked cdist)."""
     positions = np.empty(len(queries), dtype=np.int64)
@@ -400,14 +400,15 @@ def _bigram_hits(
                      previous * _KEY_BASE + shifted)
     finals = np.where(last < _FIRST_ID - 1, -1, last * _KEY_BASE + _END_ID)
     inner = _in_sorted(pairs, keys)
-    return np.bincount(report_of, weights=inner, minlength=n) + _in_sorted(finals, keys)
+    hits = np.bincount(report_of, weights=inner, minlength=n) + _in_sorted(finals, keys)
+    return np.asarray(hits, dtype=float)
 
 
 def _in_sorted(values: np.ndarray, keys: np.ndarray) -> np.ndarray:
     if not len(keys) or not len(values):
         return np.zeros(len(values))
     at = np.minimum(np.searchsorted(keys, values), len(keys) - 1)
-    return (keys[at] == values).astype(float)
+    return np.asarray(keys[at] == values, dtype=float)
 
 
 def _sequence_counts(

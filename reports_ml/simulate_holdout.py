@@ -264,8 +264,8 @@ class _Course:
             start = int(rng.integers(len(translation) - 1))
             return [*words[:at], *translation[start:start + 2], *words[at + 2:]]
         if kind == "blend" and len(self.gold[position]) > 1:
-            other = self.gold[position][int(rng.integers(len(self.gold[position])))]
-            return [*words[: len(words) // 2], *other[len(other) // 2:]]
+            second = self.gold[position][int(rng.integers(len(self.gold[position])))]
+            return [*words[: len(words) // 2], *second[len(second) // 2:]]
         word = words[at]
         i = int(rng.integers(len(word)))
         if kind == "char_drop" and len(word) > 1:
