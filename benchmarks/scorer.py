@@ -225,8 +225,8 @@ def quality(
     for generator, records in (("A", generator_a), ("B", generator_b)):
         for split, run in (
             ("by_prompt", lambda r=records: cross_validate_by_prompt(r, folds=folds, n_jobs=jobs)),
-            ("leave_one_course_out", lambda r=records: leave_one_course_out(
-                r, n_jobs=jobs, group_of=_language)),
+            ("leave_one_course_out", lambda r=records, g=generator: leave_one_course_out(
+                r, n_jobs=jobs, group_of=_language if g == "B" else None)),
         ):
             print(f"\ngenerator {generator}:", end="")
             evaluation, row = _timed(f"{generator} {split}", run)
