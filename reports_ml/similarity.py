@@ -233,10 +233,10 @@ class CourseVocabulary:
     any language."""
 
     id_of: dict[str, int] = field(default_factory=dict)
-    bigrams: set[int] = field(default_factory=set)
-    trigrams: set[int] = field(default_factory=set)
-    _sorted_bigrams: np.ndarray | None = None
-    _sorted_trigrams: np.ndarray | None = None
+    # Sorted, unique keys (see ``_bigram_keys`` and ``_trigram_keys``); a new prompt's keys
+    # are merged in, so a new prompt costs a copy of the arrays, never a sort.
+    bigrams: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    trigrams: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
 
     @property
     def words(self) -> dict[str, int]:
@@ -246,22 +246,26 @@ class CourseVocabulary:
         id_of = self.id_of
         for word in index.vocabulary:
             id_of.setdefault(word, len(id_of))
-        for tokens in index.tokens:
-            self.bigrams.update(_bigram_keys([id_of[w] for w in tokens]).tolist())
-        self.trigrams.update(index.trigram_keys.tolist())
-        self._sorted_bigrams = self._sorted_trigrams = None
+        if index.tokens:
+            keys = np.unique(np.concatenate(
+                [_bigram_keys([id_of[w] for w in tokens]) for tokens in index.tokens],
+            ))
+            self.bigrams = _merged(self.bigrams, keys)
+        self.trigrams = _merged(self.trigrams, index.trigram_keys)
 
     def sorted_trigrams(self) -> np.ndarray:
-        if self._sorted_trigrams is None:
-            self._sorted_trigrams = np.sort(np.fromiter(self.trigrams, dtype=np.int64,
-                                                        count=len(self.trigrams)))
-        return self._sorted_trigrams
+        return self.trigrams
 
     def sorted_bigrams(self) -> np.ndarray:
-        if self._sorted_bigrams is None:
-            self._sorted_bigrams = np.sort(np.fromiter(self.bigrams, dtype=np.int64,
-                                                       count=len(self.bigrams)))
-        return self._sorted_bigrams
+        return self.bigrams
+
+
+def _merged(keys: np.ndarray, more: np.ndarray) -> np.ndarray:
+    """Sorted unique ``keys`` with the sorted unique ``more`` added."""
+    new = more[_in_sorted(more, keys) == 0]
+    if not len(new):
+        return keys
+    return np.insert(keys, np.searchsorted(keys, new), new)
 
 
 def _best(
