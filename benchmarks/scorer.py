@@ -123,6 +123,13 @@ def _run_worker(tree: Path, data: Path, args: argparse.Namespace) -> dict[str, A
     return result
 
 
+def _pick(result: dict[str, Any], path: tuple[str, ...]) -> float:
+    value: Any = result
+    for key in path:
+        value = value[key]
+    return float(value)
+
+
 def speed(by_course: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
     from reports_ml.simulate import SimulationParams, simulate_reports
 
@@ -149,15 +156,16 @@ def speed(by_course: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]
                   f"{result['score_one_ms']['warm']['p99']:.2f} ms warm "
                   f"(load {result['load_before']})", flush=True)
     summary: dict[str, Any] = {"baseline_ref": baseline_ref, "runs": runs}
-    for key, pick in (
-        ("train_seconds", lambda r: r["train_seconds"]),
-        ("batch_cold_per_s", lambda r: r["batch_reports_per_second"]["cold"]),
-        ("batch_warm_per_s", lambda r: r["batch_reports_per_second"]["warm"]),
-        ("score_one_cold_p99_ms", lambda r: r["score_one_ms"]["cold"]["p99"]),
-        ("score_one_warm_p99_ms", lambda r: r["score_one_ms"]["warm"]["p99"]),
-    ):
-        old = float(np.median([pick(r) for r in runs["baseline"]]))
-        new = float(np.median([pick(r) for r in runs["current"]]))
+    measures: dict[str, tuple[str, ...]] = {
+        "train_seconds": ("train_seconds",),
+        "batch_cold_per_s": ("batch_reports_per_second", "cold"),
+        "batch_warm_per_s": ("batch_reports_per_second", "warm"),
+        "score_one_cold_p99_ms": ("score_one_ms", "cold", "p99"),
+        "score_one_warm_p99_ms": ("score_one_ms", "warm", "p99"),
+    }
+    for key, path in measures.items():
+        old = float(np.median([_pick(r, path) for r in runs["baseline"]]))
+        new = float(np.median([_pick(r, path) for r in runs["current"]]))
         summary[key] = {"baseline": old, "current": new, "ratio": round(new / old, 3)}
         print(f"  {key:24} baseline {old:10.2f}  current {new:10.2f}  ratio {new / old:.2f}")
     return summary

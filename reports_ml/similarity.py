@@ -27,6 +27,15 @@ import numpy as np
 from rapidfuzz import process
 from rapidfuzz.distance import Indel, Levenshtein
 
+from reports_ml.ngram_keys import (
+    bigram_hits,
+    bigram_keys,
+    in_sorted,
+    merged_keys,
+    trigram_keys,
+)
+from reports_ml.ngram_keys import code as word_code
+from reports_ml.ngram_keys import codes as word_codes
 from reports_ml.text import normalize_answers, strip_accents_all, tokenize
 
 __all__ = [
@@ -85,43 +94,8 @@ DENSE_FEATURES = (
     "repeated_word",
 )
 
-# Word ids in bigram keys: 0 and 1 frame the sentence, words count from 2.
-_START_ID, _END_ID, _FIRST_ID = 0, 1, 2
-_KEY_BASE = 1 << 31
 _NEAR_KNOWN = 0.34  # normalized edit distance of a typo to the word meant (about 1 in 3)
 _MAX_CDIST_CELLS = 1_000_000  # bounds the distance matrices of one prompt's answers
-
-
-def _code(index: int) -> str:
-    point = 0x100 + index
-    return chr(point if point < 0xD800 else point + 0x800)  # skip surrogates
-
-
-def _codes(ids: np.ndarray) -> str:
-    """``_code`` of every id, joined (done in NumPy: one code point per id)."""
-    points = ids.astype(np.uint32) + 0x100
-    points[points >= 0xD800] += 0x800
-    return points.astype("<u4").tobytes().decode("utf-32-le")
-
-
-def _trigram_keys(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-    """Keys of the character trigrams of ``texts`` (each framed by spaces) and the position
-    of the text each trigram comes from."""
-    if not texts:
-        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
-    joined = "\n".join(" " + text.replace("\n", " ") + " " for text in texts)
-    points = np.frombuffer(joined.encode("utf-32-le"), dtype=np.uint32).astype(np.int64)
-    breaks = points == 0x0A
-    owner = np.cumsum(breaks)[:-2]
-    valid = ~(breaks[:-2] | breaks[1:-1] | breaks[2:])
-    keys = (points[:-2] << 42) | (points[1:-1] << 21) | points[2:]
-    return keys[valid], owner[valid]
-
-
-def _bigram_keys(ids: Sequence[int]) -> np.ndarray:
-    """Keys of the word-id bigrams of one text, with sentence start and end."""
-    framed = np.array([_START_ID, *[i + _FIRST_ID for i in ids], _END_ID], dtype=np.int64)
-    return framed[:-1] * _KEY_BASE + framed[1:]
 
 
 def _decomposed(texts: Sequence[str]) -> list[str]:
@@ -152,8 +126,9 @@ class PromptIndex:
         self.decomposed = _decomposed(self.forms) if self.forms else []
         self.tokens = list(map(tokenize, self.forms))
         self.vocabulary = list(dict.fromkeys(chain.from_iterable(self.tokens)))
-        self.code_of = dict(zip(self.vocabulary, map(_code, range(len(self.vocabulary))),
-                                strict=True))
+        self.code_of = dict(
+            zip(self.vocabulary, map(word_code, range(len(self.vocabulary))), strict=True)
+        )
         code = self.code_of.__getitem__
         self.coded = ["".join(map(code, tokens)) for tokens in self.tokens]
         self.sorted_words = [" ".join(sorted(tokens)) for tokens in self.tokens]
@@ -164,23 +139,31 @@ class PromptIndex:
         # Vietnamese), so that a reordered answer can be judged across languages.
         self.order_freedom = (
             sum(n for n in self.sorted_count.values() if n > 1) / len(self.forms)
-            if self.forms else 0.0
+            if self.forms
+            else 0.0
         )
         self.form_lengths = np.array(list(map(len, self.decomposed)), dtype=float)
         self.token_counts = np.array(list(map(len, self.tokens)), dtype=float)
         self.id_of = {word: i for i, word in enumerate(self.vocabulary)}
-        self.bigram_keys = np.unique(np.concatenate([
-            _bigram_keys([self.id_of[w] for w in tokens]) for tokens in self.tokens
-        ])) if self.tokens else np.zeros(0, dtype=np.int64)
+        self.bigram_keys = (
+            np.unique(
+                np.concatenate(
+                    [bigram_keys([self.id_of[w] for w in tokens]) for tokens in self.tokens]
+                )
+            )
+            if self.tokens
+            else np.zeros(0, dtype=np.int64)
+        )
         in_forms = Counter(chain.from_iterable(map(set, self.tokens)))
         self.required = np.array(
-            [in_forms[w] == len(self.forms) for w in self.vocabulary], dtype=bool,
+            [in_forms[w] == len(self.forms) for w in self.vocabulary],
+            dtype=bool,
         )
         self.no_space = frozenset(form.replace(" ", "") for form in self.forms)
         self.stripped = strip_accents_all(self.forms) if self.forms else []
         self.no_accent = frozenset(self.stripped)
         self.neighbours = _neighbour_stats(self)
-        self.trigram_keys = np.unique(_trigram_keys(self.decomposed)[0])
+        self.trigram_keys = np.unique(trigram_keys(self.decomposed)[0])
         self.source_words = frozenset(tokenize(normalize_answers([prompt])[0]))
 
     def encode(self, tokens: Sequence[str]) -> tuple[str, int]:
@@ -195,7 +178,7 @@ class PromptIndex:
         for i, (word, code) in enumerate(zip(tokens, codes, strict=True)):
             if code is None:
                 known -= 1
-                codes[i] = unknown.setdefault(word, _code(first_free + len(unknown)))
+                codes[i] = unknown.setdefault(word, word_code(first_free + len(unknown)))
         return "".join(codes), known  # type: ignore[arg-type]  # no None left
 
 
@@ -212,18 +195,19 @@ def _neighbour_stats(index: PromptIndex) -> tuple[float, float, float]:
     forms = index.decomposed[:_MAX_NEIGHBOUR_FORMS]
     if len(forms) < 2:
         return math.nan, math.nan, math.nan
-    chars = process.cdist(forms, forms, scorer=Indel.normalized_similarity,
-                          dtype=np.float32)
+    chars = process.cdist(forms, forms, scorer=Indel.normalized_similarity, dtype=np.float32)
     np.fill_diagonal(chars, -1.0)
     coded = index.coded[: len(forms)]
-    words = process.cdist(coded, coded, scorer=Levenshtein.normalized_distance,
-                          dtype=np.float32)
+    words = process.cdist(coded, coded, scorer=Levenshtein.normalized_distance, dtype=np.float32)
     np.fill_diagonal(words, 2.0)
     tokens = index.tokens[: len(forms)]
     in_forms = Counter(chain.from_iterable(map(set, tokens)))
     unique = [sum(in_forms[w] == 1 for w in t) / max(len(t), 1) for t in tokens]
-    return (float(chars.max(axis=1).mean()), float(words.min(axis=1).mean()),
-            float(np.mean(unique)))
+    return (
+        float(chars.max(axis=1).mean()),
+        float(words.min(axis=1).mean()),
+        float(np.mean(unique)),
+    )
 
 
 @dataclass
@@ -233,7 +217,7 @@ class CourseVocabulary:
     any language."""
 
     id_of: dict[str, int] = field(default_factory=dict)
-    # Sorted, unique keys (see ``_bigram_keys`` and ``_trigram_keys``); a new prompt's keys
+    # Sorted, unique keys (see ``bigram_keys`` and ``trigram_keys``); a new prompt's keys
     # are merged in, so a new prompt costs a copy of the arrays, never a sort.
     bigrams: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     trigrams: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
@@ -247,11 +231,13 @@ class CourseVocabulary:
         for word in index.vocabulary:
             id_of.setdefault(word, len(id_of))
         if index.tokens:
-            keys = np.unique(np.concatenate(
-                [_bigram_keys([id_of[w] for w in tokens]) for tokens in index.tokens],
-            ))
-            self.bigrams = _merged(self.bigrams, keys)
-        self.trigrams = _merged(self.trigrams, index.trigram_keys)
+            keys = np.unique(
+                np.concatenate(
+                    [bigram_keys([id_of[w] for w in tokens]) for tokens in index.tokens],
+                )
+            )
+            self.bigrams = merged_keys(self.bigrams, keys)
+        self.trigrams = merged_keys(self.trigrams, index.trigram_keys)
 
     def sorted_trigrams(self) -> np.ndarray:
         return self.trigrams
@@ -260,26 +246,22 @@ class CourseVocabulary:
         return self.bigrams
 
 
-def _merged(keys: np.ndarray, more: np.ndarray) -> np.ndarray:
-    """Sorted unique ``keys`` with the sorted unique ``more`` added."""
-    new = more[_in_sorted(more, keys) == 0]
-    if not len(new):
-        return keys
-    return np.insert(keys, np.searchsorted(keys, new), new)
-
-
 def _best(
-    queries: list[str], choices: list[str], scorer: Callable[..., float], *, highest: bool,
+    queries: list[str],
+    choices: list[str],
+    scorer: Callable[..., float],
+    *,
+    highest: bool,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per query: the position of its best choice and the score there (chunked cdist)."""
     positions = np.empty(len(queries), dtype=np.int64)
     values = np.empty(len(queries), dtype=float)
     step = max(1, _MAX_CDIST_CELLS // max(len(choices), 1))
     for start in range(0, len(queries), step):
-        matrix = process.cdist(queries[start:start + step], choices, scorer=scorer)
+        matrix = process.cdist(queries[start : start + step], choices, scorer=scorer)
         best = matrix.argmax(axis=1) if highest else matrix.argmin(axis=1)
-        positions[start:start + step] = best
-        values[start:start + step] = matrix[np.arange(len(best)), best]
+        positions[start : start + step] = best
+        values[start : start + step] = matrix[np.arange(len(best)), best]
     return positions, values
 
 
@@ -292,7 +274,9 @@ def _similarity_stats(queries: list[str], choices: list[str]) -> tuple[np.ndarra
     step = max(1, _MAX_CDIST_CELLS // max(len(choices), 1))
     for start in range(0, len(queries), step):
         matrix = process.cdist(
-            queries[start:start + step], choices, scorer=Indel.normalized_similarity,
+            queries[start : start + step],
+            choices,
+            scorer=Indel.normalized_similarity,
             dtype=np.float32,
         )
         stop = start + len(matrix)
@@ -306,8 +290,14 @@ def _similarity_stats(queries: list[str], choices: list[str]) -> tuple[np.ndarra
 
 
 def similarity_features(
-    course_name: str, forms: list[str], tokens: list[list[str]], times_reported: np.ndarray,
-    index: PromptIndex, course: CourseVocabulary, *, with_names: bool = True,
+    course_name: str,
+    forms: list[str],
+    tokens: list[list[str]],
+    times_reported: np.ndarray,
+    index: PromptIndex,
+    course: CourseVocabulary,
+    *,
+    with_names: bool = True,
 ) -> tuple[list[list[str]], np.ndarray]:
     """Hashed-feature names (empty lists unless ``with_names``) and the dense block
     (``DENSE_FEATURES``) of one prompt's reports, given their normalized answers ``forms`` and
@@ -326,12 +316,15 @@ def similarity_features(
     vocabulary_size = len(index.vocabulary)
     new_id = {word: vocabulary_size + i for i, word in enumerate(new_words)}
     ids[off_list] = [new_id[flat[i]] for i in off_list.tolist()]
-    course_ids = np.fromiter(map(course.id_of.get, flat, repeat(-1)), dtype=np.int64,
-                             count=len(flat))
-    in_course = np.fromiter(map(course.id_of.__contains__, new_words), dtype=bool,
-                            count=len(new_words))
-    in_source = np.fromiter(map(index.source_words.__contains__, new_words), dtype=bool,
-                            count=len(new_words))
+    course_ids = np.fromiter(
+        map(course.id_of.get, flat, repeat(-1)), dtype=np.int64, count=len(flat)
+    )
+    in_course = np.fromiter(
+        map(course.id_of.__contains__, new_words), dtype=bool, count=len(new_words)
+    )
+    in_source = np.fromiter(
+        map(index.source_words.__contains__, new_words), dtype=bool, count=len(new_words)
+    )
     unknown = ~(in_course | in_source)
     near = _near_known(new_words, unknown, index)
     new_of_token = ids[off_list] - vocabulary_size
@@ -340,9 +333,11 @@ def similarity_features(
         return np.bincount(report_of[positions], weights=weights, minlength=n).astype(float)
 
     ending = np.cumsum(lengths)
-    coded_all = _codes(ids)
-    coded = [coded_all[a - length:a] for a, length in zip(ending.tolist(), lengths.tolist(),
-                                                           strict=True)]
+    coded_all = word_codes(ids)
+    coded = [
+        coded_all[a - length : a]
+        for a, length in zip(ending.tolist(), lengths.tolist(), strict=True)
+    ]
     counts = {
         "known": lengths - per_report(off_list),
         "in_course": per_report(off_list, in_course[new_of_token].astype(float)),
@@ -351,24 +346,32 @@ def similarity_features(
         "near_known": per_report(off_list, near[new_of_token].astype(float)),
         "same": np.fromiter(map(index.form_set.__contains__, forms), dtype=float, count=n),
         "spacing": np.fromiter(
-            (form.replace(" ", "") in index.no_space for form in forms), dtype=float, count=n,
+            (form.replace(" ", "") in index.no_space for form in forms),
+            dtype=float,
+            count=n,
         ),
-        "accents": np.fromiter(map(index.no_accent.__contains__, stripped), dtype=float,
-                               count=n),
-        "reordered": np.fromiter(map(index.sorted_set.__contains__, sorted_words),
-                                 dtype=float, count=n),
+        "accents": np.fromiter(map(index.no_accent.__contains__, stripped), dtype=float, count=n),
+        "reordered": np.fromiter(
+            map(index.sorted_set.__contains__, sorted_words), dtype=float, count=n
+        ),
         "orders_accepted": np.fromiter(
-            (index.sorted_count.get(words, 0) for words in sorted_words), dtype=float, count=n,
+            (index.sorted_count.get(words, 0) for words in sorted_words),
+            dtype=float,
+            count=n,
         ),
         **_sequence_counts(ids, report_of, lengths, index, course_ids, course),
     }
-    trigrams, owner = _trigram_keys(decomposed)
+    trigrams, owner = trigram_keys(decomposed)
     counts["trigrams"] = np.bincount(owner, minlength=n).astype(float)
     counts["trigrams_in_prompt"] = np.bincount(
-        owner, weights=_in_sorted(trigrams, index.trigram_keys), minlength=n,
+        owner,
+        weights=in_sorted(trigrams, index.trigram_keys),
+        minlength=n,
     )
     counts["trigrams_in_course"] = np.bincount(
-        owner, weights=_in_sorted(trigrams, course.sorted_trigrams()), minlength=n,
+        owner,
+        weights=in_sorted(trigrams, course.sorted_trigrams()),
+        minlength=n,
     )
     names: list[list[str]] = [[] for _ in range(n)]
     if with_names:
@@ -380,50 +383,32 @@ def similarity_features(
     n_words = lengths.astype(float)
     n_chars = np.fromiter(map(len, decomposed), dtype=float, count=n)
     dense = _dense_block(
-        index, times_reported, decomposed, coded, stripped, sorted_words,
-        n_words, n_chars, counts,
+        index,
+        times_reported,
+        decomposed,
+        coded,
+        stripped,
+        sorted_words,
+        n_words,
+        n_chars,
+        counts,
     )
     return names, dense
 
 
-def _bigram_hits(
-    ids: np.ndarray, report_of: np.ndarray, lengths: np.ndarray, keys: np.ndarray,
-) -> np.ndarray:
-    """Per report: how many of its word bigrams (with sentence start and end) are in the
-    sorted ``keys``; words with a negative id are in none."""
-    n = len(lengths)
-    starts = np.cumsum(lengths) - lengths
-    shifted = ids + _FIRST_ID
-    previous = np.empty_like(shifted)
-    previous[1:] = shifted[:-1]
-    nonempty = lengths > 0
-    previous[starts[nonempty]] = _START_ID
-    last = np.full(n, _START_ID, dtype=np.int64)
-    last[nonempty] = shifted[starts[nonempty] + lengths[nonempty] - 1]
-    pairs = np.where((previous < _FIRST_ID - 1) | (shifted < _FIRST_ID - 1), -1,
-                     previous * _KEY_BASE + shifted)
-    finals = np.where(last < _FIRST_ID - 1, -1, last * _KEY_BASE + _END_ID)
-    inner = _in_sorted(pairs, keys)
-    hits = np.bincount(report_of, weights=inner, minlength=n) + _in_sorted(finals, keys)
-    return np.asarray(hits, dtype=float)
-
-
-def _in_sorted(values: np.ndarray, keys: np.ndarray) -> np.ndarray:
-    if not len(keys) or not len(values):
-        return np.zeros(len(values))
-    at = np.minimum(np.searchsorted(keys, values), len(keys) - 1)
-    return np.asarray(keys[at] == values, dtype=float)
-
-
 def _sequence_counts(
-    ids: np.ndarray, report_of: np.ndarray, lengths: np.ndarray, index: PromptIndex,
-    course_ids: np.ndarray, course: CourseVocabulary,
+    ids: np.ndarray,
+    report_of: np.ndarray,
+    lengths: np.ndarray,
+    index: PromptIndex,
+    course_ids: np.ndarray,
+    course: CourseVocabulary,
 ) -> dict[str, np.ndarray]:
     """Per report: word bigrams found in the prompt's and in the course's accepted
     translations, required words missing, whether a word follows itself."""
     n = len(lengths)
-    hits = _bigram_hits(ids, report_of, lengths, index.bigram_keys)
-    course_hits = _bigram_hits(course_ids, report_of, lengths, course.sorted_bigrams())
+    hits = bigram_hits(ids, report_of, lengths, index.bigram_keys)
+    course_hits = bigram_hits(course_ids, report_of, lengths, course.sorted_bigrams())
     repeated = np.zeros(n)
     if len(ids) > 1:
         same = (ids[1:] == ids[:-1]) & (report_of[1:] == report_of[:-1])
@@ -448,29 +433,39 @@ def _near_known(words: list[str], unknown: np.ndarray, index: PromptIndex) -> np
     if not len(positions) or not index.vocabulary:
         return near
     distances = process.cdist(
-        [words[i] for i in positions.tolist()], index.vocabulary,
-        scorer=Levenshtein.normalized_distance, score_cutoff=_NEAR_KNOWN, dtype=np.float32,
+        [words[i] for i in positions.tolist()],
+        index.vocabulary,
+        scorer=Levenshtein.normalized_distance,
+        score_cutoff=_NEAR_KNOWN,
+        dtype=np.float32,
     )
     near[positions] = distances.min(axis=1) <= _NEAR_KNOWN
     return near
 
 
 def _dense_block(
-    index: PromptIndex, times_reported: np.ndarray, decomposed: list[str], coded: list[str],
-    stripped: list[str], sorted_words: list[str], n_words: np.ndarray, n_chars: np.ndarray,
+    index: PromptIndex,
+    times_reported: np.ndarray,
+    decomposed: list[str],
+    coded: list[str],
+    stripped: list[str],
+    sorted_words: list[str],
+    n_words: np.ndarray,
+    n_chars: np.ndarray,
     count: dict[str, np.ndarray],
 ) -> np.ndarray:
     n = len(coded)
     log = np.log1p
     if index.forms:
-        near_char, char_distance = _best(decomposed, index.decomposed, Levenshtein.distance,
-                                         highest=False)
+        near_char, char_distance = _best(
+            decomposed, index.decomposed, Levenshtein.distance, highest=False
+        )
         char_similarity, char_mean, char_gap = _similarity_stats(decomposed, index.decomposed)
         _, accentless = _best(stripped, index.stripped, Levenshtein.distance, highest=False)
-        _, sorted_similarity = _best(sorted_words, index.sorted_words,
-                                     Indel.normalized_similarity, highest=True)
-        near_word, word_distance = _best(coded, index.coded, Levenshtein.distance,
-                                         highest=False)
+        _, sorted_similarity = _best(
+            sorted_words, index.sorted_words, Indel.normalized_similarity, highest=True
+        )
+        near_word, word_distance = _best(coded, index.coded, Levenshtein.distance, highest=False)
         near_lcs, indel = _best(coded, index.coded, Indel.distance, highest=False)
         near_words = index.token_counts[near_word]
         near_length = index.form_lengths[near_char]
@@ -517,10 +512,10 @@ def _dense_block(
         "bigrams_unseen_in_prompt": log(n_bigrams - count["bigrams_in_prompt"]),
         "bigrams_in_course_ratio": count["bigrams_in_course"] / n_bigrams,
         "bigrams_unseen_in_course": log(n_bigrams - count["bigrams_in_course"]),
-        "char_trigrams_in_prompt_ratio":
-            count["trigrams_in_prompt"] / np.maximum(count["trigrams"], 1),
-        "char_trigrams_in_course_ratio":
-            count["trigrams_in_course"] / np.maximum(count["trigrams"], 1),
+        "char_trigrams_in_prompt_ratio": count["trigrams_in_prompt"]
+        / np.maximum(count["trigrams"], 1),
+        "char_trigrams_in_course_ratio": count["trigrams_in_course"]
+        / np.maximum(count["trigrams"], 1),
         "char_trigrams_unseen_in_course": log(count["trigrams"] - count["trigrams_in_course"]),
         "length_ratio_words": n_words / np.maximum(near_words, 1),
         "length_ratio_chars": n_chars / np.maximum(near_length, 1),

@@ -48,8 +48,14 @@ __all__ = ["HoldoutParams", "render_course", "simulate_holdout"]
 
 SCRIPTS = ("ko", "th", "ja")
 MISTAKE_KINDS = (
-    "truncated", "merged", "stutter", "foreign_phrase", "other_prompt", "blend",
-    "char_slip", "char_drop",
+    "truncated",
+    "merged",
+    "stutter",
+    "foreign_phrase",
+    "other_prompt",
+    "blend",
+    "char_slip",
+    "char_drop",
 )
 
 
@@ -65,8 +71,14 @@ class HoldoutParams:
     mistake_count_mean: float = 2.5
     mistake_weights: dict[str, float] = field(
         default_factory=lambda: {
-            "truncated": 0.12, "merged": 0.10, "stutter": 0.08, "foreign_phrase": 0.16,
-            "other_prompt": 0.08, "blend": 0.12, "char_slip": 0.20, "char_drop": 0.14,
+            "truncated": 0.12,
+            "merged": 0.10,
+            "stutter": 0.08,
+            "foreign_phrase": 0.16,
+            "other_prompt": 0.08,
+            "blend": 0.12,
+            "char_slip": 0.20,
+            "char_drop": 0.14,
         },
     )
 
@@ -89,7 +101,7 @@ _HIRAGANA = [chr(c) for c in range(0x3042, 0x3094)]
 
 
 def _hangul(word: str) -> str:
-    pairs = [word[i:i + 2] for i in range(0, len(word), 2)]
+    pairs = [word[i : i + 2] for i in range(0, len(word), 2)]
     return "".join(chr(0xAC00 + _stable("ko", pair) % 11172) for pair in pairs)
 
 
@@ -105,7 +117,7 @@ def _thai(word: str) -> str:
 
 def _japanese(word: str) -> str:
     head = chr(0x4E00 + _stable("ja", word[:3]) % 20000)
-    tail = [word[i:i + 2] for i in range(3, len(word), 2)]
+    tail = [word[i : i + 2] for i in range(3, len(word), 2)]
     return head + "".join(_HIRAGANA[_stable("ja", pair) % len(_HIRAGANA)] for pair in tail)
 
 
@@ -148,10 +160,14 @@ def render_course(prompts: Sequence[Prompt], script: str) -> list[Prompt]:
         raise ValueError(f"unknown script {script!r}; known: {', '.join(SCRIPTS)}")
     writer = _Script(script)
     return [
-        prompt.model_copy(update={"translations": tuple(
-            Translation(text=writer.join(writer.words(_words(t.text))), weight=t.weight)
-            for t in prompt.translations
-        )})
+        prompt.model_copy(
+            update={
+                "translations": tuple(
+                    Translation(text=writer.join(writer.words(_words(t.text))), weight=t.weight)
+                    for t in prompt.translations
+                )
+            }
+        )
         for prompt in prompts
     ]
 
@@ -160,8 +176,11 @@ def render_course(prompts: Sequence[Prompt], script: str) -> list[Prompt]:
 
 
 def simulate_holdout(
-    prompts_by_course: Mapping[str, Sequence[Prompt]], *, seed: int = 0,
-    scripts: Sequence[str] = SCRIPTS, params: HoldoutParams | None = None,
+    prompts_by_course: Mapping[str, Sequence[Prompt]],
+    *,
+    seed: int = 0,
+    scripts: Sequence[str] = SCRIPTS,
+    params: HoldoutParams | None = None,
 ) -> list[ReportRecord]:
     """Reports of every course as it is and rendered in each of ``scripts`` (see module
     docstring); course names of the rendered ones end in ``~<script>``."""
@@ -176,11 +195,19 @@ def simulate_holdout(
 
 class _Course:
     def __init__(
-        self, name: str, prompts: Sequence[Prompt], script: _Script, params: HoldoutParams,
+        self,
+        name: str,
+        prompts: Sequence[Prompt],
+        script: _Script,
+        params: HoldoutParams,
         seed: int,
     ) -> None:
         self.name, self.prompts, self.script, self.params, self.seed = (
-            name, list(prompts), script, params, seed,
+            name,
+            list(prompts),
+            script,
+            params,
+            seed,
         )
         # Every prompt's translations as word lists in the course's script.
         self.gold = [
@@ -198,7 +225,10 @@ class _Course:
         return out
 
     def _prompt_reports(
-        self, position: int, prompt: Prompt, rng: np.random.Generator,
+        self,
+        position: int,
+        prompt: Prompt,
+        rng: np.random.Generator,
     ) -> list[ReportRecord]:
         gold = self.gold[position]
         texts = [self.script.join(words) for words in gold]
@@ -219,8 +249,11 @@ class _Course:
             else:
                 base = int(rng.choice(len(gold), p=weights))
                 words = list(gold[base])
-                for _ in range(1 + int(rng.random() < self.params.extra_mistake)
-                               + int(rng.random() < self.params.extra_mistake / 3)):
+                for _ in range(
+                    1
+                    + int(rng.random() < self.params.extra_mistake)
+                    + int(rng.random() < self.params.extra_mistake / 3)
+                ):
                     kind = self.kinds[int(rng.choice(len(self.kinds), p=self.kind_p))]
                     words = self._mistake(kind, words, position, rng)
                 text = self.script.join(words)
@@ -232,18 +265,28 @@ class _Course:
             found[form] = (text if rng.random() < 0.5 else text.upper(), times)
         return [
             ReportRecord(
-                report_id="h" + hashlib.blake2b(
-                    f"{self.name}\x1f{prompt.prompt_id}\x1f{form}".encode(), digest_size=8,
+                report_id="h"
+                + hashlib.blake2b(
+                    f"{self.name}\x1f{prompt.prompt_id}\x1f{form}".encode(),
+                    digest_size=8,
                 ).hexdigest(),
-                course=self.name, prompt_id=prompt.prompt_id, prompt=prompt.text,
-                answer=text[:2000], accepted=accepted, times_reported=times,
+                course=self.name,
+                prompt_id=prompt.prompt_id,
+                prompt=prompt.text,
+                answer=text[:2000],
+                accepted=accepted,
+                times_reported=times,
                 label=form in gold_forms,
             )
             for form, (text, times) in found.items()
         ]
 
     def _mistake(
-        self, kind: str, words: list[str], position: int, rng: np.random.Generator,
+        self,
+        kind: str,
+        words: list[str],
+        position: int,
+        rng: np.random.Generator,
     ) -> list[str]:
         if not words:
             return words
@@ -252,9 +295,9 @@ class _Course:
             return words[: max(1, len(words) - int(rng.integers(1, 3)))]
         if kind == "merged" and len(words) > 1:
             at = min(at, len(words) - 2)
-            return [*words[:at], words[at] + words[at + 1], *words[at + 2:]]
+            return [*words[:at], words[at] + words[at + 1], *words[at + 2 :]]
         if kind == "stutter":
-            return [*words[:at + 1], words[at], *words[at + 1:]]
+            return [*words[: at + 1], words[at], *words[at + 1 :]]
         if kind in ("foreign_phrase", "other_prompt") and len(self.gold) > 1:
             other = int(rng.integers(len(self.gold) - 1))
             other += other >= position
@@ -262,15 +305,15 @@ class _Course:
             if kind == "other_prompt" or len(translation) < 2:
                 return list(translation)
             start = int(rng.integers(len(translation) - 1))
-            return [*words[:at], *translation[start:start + 2], *words[at + 2:]]
+            return [*words[:at], *translation[start : start + 2], *words[at + 2 :]]
         if kind == "blend" and len(self.gold[position]) > 1:
             second = self.gold[position][int(rng.integers(len(self.gold[position])))]
-            return [*words[: len(words) // 2], *second[len(second) // 2:]]
+            return [*words[: len(words) // 2], *second[len(second) // 2 :]]
         word = words[at]
         i = int(rng.integers(len(word)))
         if kind == "char_drop" and len(word) > 1:
-            word = word[:i] + word[i + 1:]
+            word = word[:i] + word[i + 1 :]
         else:  # char_slip, and the fallback of kinds that do not fit the answer
             step = 1 if rng.random() < 0.5 else -1
-            word = word[:i] + chr(max(0x41, ord(word[i]) + step)) + word[i + 1:]
-        return [*words[:at], word, *words[at + 1:]]
+            word = word[:i] + chr(max(0x41, ord(word[i]) + step)) + word[i + 1 :]
+        return [*words[:at], word, *words[at + 1 :]]
