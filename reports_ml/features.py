@@ -166,6 +166,38 @@ class FeatureExtractor:
             matrix = sparse.csr_matrix((len(reports), 2**self.hash_bits))
         return Features(hashed=matrix, dense=dense, dense_names=self.dense_names)
 
+    def transform_apply(
+        self,
+        reports: Sequence[ReportLike],
+        apply: Callable[[Features], np.ndarray],
+        *,
+        n_jobs: int = 1,
+        progress: Callable[[int], None] | None = None,
+    ) -> np.ndarray:
+        """``apply(transform(reports))`` for a function of the features that gives one value per
+        report. With ``n_jobs > 1`` large batches are split by prompt over forked workers that
+        apply it themselves, so only its values come back (not the feature blocks)."""
+        parallel = n_jobs > 1 and "fork" in multiprocessing.get_all_start_methods()
+        if not (parallel and len(reports) >= _MIN_PARALLEL_REPORTS):
+            return apply(self.transform(reports, progress=progress))
+        groups = _groups_by_prompt(reports)
+        if self.feature_set == "full":
+            self._observe(reports, groups)
+        global _FORKED_APPLY
+        chunks = _balanced_chunks(groups, 4 * n_jobs)
+        parts: list[np.ndarray] = []
+        _FORKED_APPLY = (self, reports, apply)
+        try:
+            with multiprocessing.get_context("fork").Pool(n_jobs) as pool:
+                for part, chunk in zip(pool.imap(_apply_forked, chunks), chunks, strict=True):
+                    parts.append(part)
+                    if progress is not None:
+                        progress(len(chunk))
+        finally:
+            _FORKED_APPLY = None
+        order = np.argsort(np.concatenate([np.asarray(chunk) for chunk in chunks]), kind="stable")
+        return np.concatenate(parts)[order]
+
     def _transform_parallel(
         self, reports: Sequence[ReportLike], groups: list[list[int]], n_jobs: int,
         progress: Callable[[int], None] | None,
@@ -215,6 +247,17 @@ def _transform_forked(chunk: list[int]) -> Features:
     assert _FORKED is not None, "runs only in a worker forked by _transform_parallel"
     extractor, reports = _FORKED
     return extractor.transform([reports[i] for i in chunk])
+
+
+_FORKED_APPLY: (
+    tuple[FeatureExtractor, Sequence[ReportLike], Callable[[Features], np.ndarray]] | None
+) = None
+
+
+def _apply_forked(chunk: list[int]) -> np.ndarray:
+    assert _FORKED_APPLY is not None, "runs only in a worker forked by transform_apply"
+    extractor, reports, apply = _FORKED_APPLY
+    return apply(extractor.transform([reports[i] for i in chunk]))
 
 
 def _balanced_chunks(groups: list[list[int]], n_chunks: int) -> list[list[int]]:

@@ -225,8 +225,14 @@ class ReportModel:
         self._check_fitted()
         if not records:
             return np.zeros(0)
-        features = self.extractor.transform(records, n_jobs=n_jobs, progress=progress)
-        return np.asarray(expit(self.decision_function(features)), dtype=float)
+        # Large batches are scored in forked workers, features and trees alike.
+        scores = self.extractor.transform_apply(
+            records,
+            lambda features: np.asarray(expit(self.decision_function(features)), dtype=float),
+            n_jobs=n_jobs,
+            progress=progress,
+        )
+        return np.asarray(scores, dtype=float)
 
     def score_one(self, record: ReportLike) -> float:
         """``score`` of a single report (the review service's path for a new report)."""

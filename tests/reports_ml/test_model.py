@@ -228,3 +228,13 @@ def test_flat_trees_give_the_same_log_odds_as_scikit_learn() -> None:
     design[::7, 3] = np.nan  # missing values take the side the tree learnt
     expected = model._trees.decision_function(design)
     assert model._flat.decision_function(design) == pytest.approx(expected.tolist(), abs=1e-9)
+
+
+def test_worker_processes_give_the_same_scores(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("reports_ml.features._MIN_PARALLEL_REPORTS", 10)
+    _, test = _split()
+    serial = _trained().score(test)
+    steps: list[int] = []
+    parallel = _trained().score(test, n_jobs=2, progress=steps.append)
+    assert sum(steps) == len(test)
+    assert parallel == pytest.approx(serial.tolist(), abs=1e-12)
