@@ -1,7 +1,8 @@
 """How well rankings of reports find the correct ones: ROC AUC overall and per course.
 
-Three rankings are compared: the full model (``model``), the n-gram-only logistic regression
-(``ngram``) and the count baseline (``count``: most reported first). Splits never put a prompt
+Three rankings are compared: the full model (``model``), the article's logistic regression over
+hashed word n-grams (``ngram``, the baseline row) and the count baseline (``count``: most
+reported first). Splits never put a prompt
 in both training and test data: ``cross_validate_by_prompt`` (k folds of prompts) and
 ``leave_one_course_out`` (a course the model never saw).
 """
@@ -38,7 +39,7 @@ __all__ = [
 ]
 
 Progress = Callable[[int], None]
-METHOD_LABELS = {"model": "model", "ngram": "n-gram only", "count": "count baseline"}
+METHOD_LABELS = {"model": "model", "ngram": "n-gram regression", "count": "count baseline"}
 """How each ranking method is named in tables and plots."""
 
 
@@ -180,17 +181,21 @@ def cross_validate_by_prompt(
 def leave_one_course_out(
     records: Sequence[ReportRecord], *, random_state: int = 0,
     feature_sets: Sequence[FeatureSet] = ("full", "ngram"), n_jobs: int = 1,
-    progress: Progress | None = None,
+    progress: Progress | None = None, group_of: Callable[[str], str] | None = None,
 ) -> Evaluation:
-    """AUC on each course of models trained on the other courses only."""
+    """AUC on each course of models trained on the other courses only; with ``group_of``
+    (course name to group), on the courses of models trained without the course's whole
+    group (e.g. a language in every script it is written in)."""
     labelled = _labelled(records)
-    courses = np.array([record.course for record in labelled])
-    names = sorted(set(courses.tolist()))
+    group = group_of or (lambda course: course)
+    groups = np.array([group(record.course) for record in labelled])
+    names = sorted(set(groups.tolist()))
     if len(names) < 2:
         raise InvalidInput("leave-one-course-out needs reports of at least two courses")
-    test_sets = [np.flatnonzero(courses == name) for name in names]
+    test_sets = [np.flatnonzero(groups == name) for name in names]
     scores = _out_of_fold_scores(labelled, test_sets, feature_sets, random_state, n_jobs, progress)
-    return summarize(labelled, scores, "leave one course out")
+    split = "leave one course out" if group_of is None else "leave one course group out"
+    return summarize(labelled, scores, split)
 
 
 def holdout_metrics(

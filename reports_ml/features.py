@@ -1,20 +1,21 @@
 """Language-independent features of a report, from its answer and the prompt's accepted list.
 
-Two blocks, combined by ``ReportModel``:
+Two blocks:
 
+* **dense** (``DENSE_FEATURES``, full set only): how the answer compares with the prompt's
+  accepted translations at character level (in canonical decomposition) and at word level,
+  whether it differs from one only in punctuation and case, spacing, accents or word order,
+  where its new words come from (elsewhere in the course, the English prompt, or nowhere),
+  how far apart the accepted translations lie from each other, and ``times_reported``. They
+  are computed for a whole prompt's reports at once in ``reports_ml.similarity``.
 * **hashed** (``FeatureHasher``, 2^hash_bits columns): the answer's word unigrams and bigrams
-  (with sentence boundaries); with the ``full`` feature set also the word edits from the
-  nearest accepted translation (words added, missing, substituted) and the course.
-* **dense** (``DENSE_FEATURES``, full set only): edit features against the nearest accepted
-  translation, found with rapidfuzz at character and at word level: distances, inserted /
-  deleted / substituted counts, whether the answer differs from an accepted translation only
-  in punctuation and case, spacing, accents or word order, where the new words come from
-  (other accepted translations of the prompt, elsewhere in the course, the English prompt, or
-  nowhere), length ratios, and ``times_reported``.
+  (with sentence boundaries); with the ``full`` set also its words off the accepted list and
+  the course. The full set computes them only when ``hashed`` is set (the model stacks a
+  regression over them); otherwise the block is empty.
 
-The edit features themselves are in ``reports_ml.edits``. A ``FeatureExtractor`` caches one
-``PromptIndex`` per prompt (least recently used dropped first) and a vocabulary per course; the
-course vocabularies grow with every accepted list it sees and are kept when a model is saved.
+A ``FeatureExtractor`` caches one ``PromptIndex`` per prompt (least recently used dropped
+first) and a vocabulary per course; the course vocabularies grow with every accepted list it
+sees and are kept when a model is saved.
 """
 
 from __future__ import annotations
@@ -31,15 +32,15 @@ from rapidfuzz.distance import Levenshtein
 from scipy import sparse
 from sklearn.feature_extraction import FeatureHasher
 
-from reports_ml.edits import (
+from reports_ml.models import ReportLike
+from reports_ml.similarity import (
     DENSE_FEATURES,
     CourseVocabulary,
     PromptIndex,
-    edit_features,
     ngram_names,
+    similarity_features,
     word_bigrams,
 )
-from reports_ml.models import ReportLike
 from reports_ml.text import normalize_answer, normalize_answers, tokenize
 
 __all__ = [
@@ -78,11 +79,16 @@ class FeatureExtractor:
     Not thread-safe for concurrent calls (it updates its caches); use one per worker.
     """
 
-    def __init__(self, feature_set: FeatureSet = "full", *, hash_bits: int = 18) -> None:
+    def __init__(
+        self, feature_set: FeatureSet = "full", *, hash_bits: int = 18, hashed: bool = True,
+    ) -> None:
         if feature_set not in ("full", "ngram"):
             raise ValueError(f"unknown feature set {feature_set!r}")
         self.feature_set: FeatureSet = feature_set
         self.hash_bits = hash_bits
+        # Without hashed features (the full set, when no model reads them) the hashed block is
+        # all zeros and costs nothing to compute.
+        self.hashed = hashed or feature_set == "ngram"
         self.dense_names: tuple[str, ...] = DENSE_FEATURES if feature_set == "full" else ()
         self._hasher = _hasher(hash_bits)
         self._prompts: OrderedDict[tuple[str, str], PromptIndex] = OrderedDict()
@@ -154,8 +160,43 @@ class FeatureExtractor:
             dense[members] = block
             if progress is not None:
                 progress(len(members))
-        matrix = self._hasher.transform(hashed).tocsr()
+        if self.hashed:
+            matrix = self._hasher.transform(hashed).tocsr()
+        else:
+            matrix = sparse.csr_matrix((len(reports), 2**self.hash_bits))
         return Features(hashed=matrix, dense=dense, dense_names=self.dense_names)
+
+    def transform_apply(
+        self,
+        reports: Sequence[ReportLike],
+        apply: Callable[[Features], np.ndarray],
+        *,
+        n_jobs: int = 1,
+        progress: Callable[[int], None] | None = None,
+    ) -> np.ndarray:
+        """``apply(transform(reports))`` for a function of the features that gives one value per
+        report. With ``n_jobs > 1`` large batches are split by prompt over forked workers that
+        apply it themselves, so only its values come back (not the feature blocks)."""
+        parallel = n_jobs > 1 and "fork" in multiprocessing.get_all_start_methods()
+        if not (parallel and len(reports) >= _MIN_PARALLEL_REPORTS):
+            return apply(self.transform(reports, progress=progress))
+        groups = _groups_by_prompt(reports)
+        if self.feature_set == "full":
+            self._observe(reports, groups)
+        global _FORKED_APPLY
+        chunks = _balanced_chunks(groups, 4 * n_jobs)
+        parts: list[np.ndarray] = []
+        _FORKED_APPLY = (self, reports, apply)
+        try:
+            with multiprocessing.get_context("fork").Pool(n_jobs) as pool:
+                for part, chunk in zip(pool.imap(_apply_forked, chunks), chunks, strict=True):
+                    parts.append(part)
+                    if progress is not None:
+                        progress(len(chunk))
+        finally:
+            _FORKED_APPLY = None
+        order = np.argsort(np.concatenate([np.asarray(chunk) for chunk in chunks]), kind="stable")
+        return np.concatenate(parts)[order]
 
     def _transform_parallel(
         self, reports: Sequence[ReportLike], groups: list[list[int]], n_jobs: int,
@@ -190,7 +231,13 @@ class FeatureExtractor:
             names = [ngram_names(words, word_bigrams(words)) for words in tokens]
             return names, np.zeros((len(reports), 0))
         index = self.prompt_index(reports[0])
-        return edit_features(reports, forms, tokens, index, self._courses[reports[0].course])
+        times = np.fromiter(
+            (report.times_reported for report in reports), dtype=float, count=len(reports),
+        )
+        return similarity_features(
+            reports[0].course, forms, tokens, np.maximum(times, 1.0), index,
+            self._courses[reports[0].course], with_names=self.hashed,
+        )
 
 
 _FORKED: tuple[FeatureExtractor, Sequence[ReportLike]] | None = None
@@ -200,6 +247,17 @@ def _transform_forked(chunk: list[int]) -> Features:
     assert _FORKED is not None, "runs only in a worker forked by _transform_parallel"
     extractor, reports = _FORKED
     return extractor.transform([reports[i] for i in chunk])
+
+
+_FORKED_APPLY: (
+    tuple[FeatureExtractor, Sequence[ReportLike], Callable[[Features], np.ndarray]] | None
+) = None
+
+
+def _apply_forked(chunk: list[int]) -> np.ndarray:
+    assert _FORKED_APPLY is not None, "runs only in a worker forked by transform_apply"
+    extractor, reports, apply = _FORKED_APPLY
+    return apply(extractor.transform([reports[i] for i in chunk]))
 
 
 def _balanced_chunks(groups: list[list[int]], n_chunks: int) -> list[list[int]]:
@@ -223,7 +281,7 @@ def nearest_accepted(answer: str, accepted: Sequence[str]) -> int | None:
     index = PromptIndex(tuple(accepted), "")
     if not index.forms:
         return None
-    coded = index.encode(tokenize(normalize_answer(answer)))
+    coded, _ = index.encode(tokenize(normalize_answer(answer)))
     best = process.extractOne(coded, index.coded, scorer=Levenshtein.distance)
     form = index.forms[best[2]]
     return next(i for i, text in enumerate(accepted) if normalize_answer(text) == form)

@@ -53,11 +53,11 @@ def test_reordered_words_of_an_accepted_translation() -> None:
 
 def test_typo_is_an_unknown_word_close_to_a_known_one() -> None:
     (row,) = _features(_report("rá gondolak éjjel nappal", HU_ACCEPTED))
-    assert _count(row["words_substituted"]) == 1
+    assert _count(row["word_distance"]) == 1
     assert _count(row["new_words_unknown"]) == 1
     assert _count(row["new_words_near_known"]) == 1
-    assert _count(row["chars_substituted"]) == 1
     assert _count(row["char_distance"]) == 1
+    assert row["char_similarity"] > 0.9
     assert row["words_in_prompt_ratio"] == pytest.approx(3 / 4)
 
 
@@ -67,12 +67,12 @@ def test_dropping_an_optional_word_differs_from_dropping_a_required_one() -> Non
         _report("rá gondolok éjjel és nappal", accepted),  # "én" is left out by the second
         _report("rá éjjel nappal", accepted),  # "gondolok" is in both
     )
-    assert _count(optional["words_missing"]) == 1
-    assert _count(optional["missing_words_optional"]) == 1
-    assert _count(optional["missing_words_required"]) == 0
+    assert _count(optional["words_missing"]) + _count(optional["words_extra"]) == 1
+    assert _count(optional["required_words_missing"]) == 0
     assert _count(required["words_missing"]) == 1
-    assert _count(required["missing_words_required"]) == 1
-    assert _count(required["missing_words_optional"]) == 0
+    assert _count(required["words_extra"]) == 0
+    assert required["word_overlap_ratio"] == pytest.approx(3 / 4)
+    assert _count(required["required_words_missing"]) == 1
 
 
 def test_missing_accents_portuguese() -> None:
@@ -81,6 +81,8 @@ def test_missing_accents_portuguese() -> None:
         prompt="you are here.",
     ))
     assert row["same_up_to_accents"] == 1.0
+    assert row["accentless_char_distance"] == 0.0
+    assert _count(row["char_distance"]) == 2  # one combining accent each, not a whole letter
     assert _count(row["new_words_unknown"]) == 2
     assert _count(row["new_words_near_known"]) == 2
 
@@ -91,7 +93,8 @@ def test_untranslated_english_word_vietnamese() -> None:
         prompt="germany is a country in europe.",
     ))
     assert _count(row["new_words_in_source"]) == 1
-    assert _count(row["words_missing"]) + _count(row["words_substituted"]) == 2
+    assert _count(row["words_missing"]) == 2  # "châu âu" for "europe"
+    assert _count(row["words_extra"]) == 1
 
 
 def test_spacing_only_vietnamese_and_word_from_elsewhere_in_the_course() -> None:
@@ -127,8 +130,8 @@ def test_japanese_without_spaces_is_compared_by_characters() -> None:
 def test_scripts_without_case(answer: str, accepted: tuple[str, ...], accents: float) -> None:
     (row,) = _features(_report(answer, accepted, course="en_xx", prompt="i am a student."))
     assert row["same_up_to_accents"] == accents
-    assert _count(row["words_substituted"]) == 1
     assert _count(row["word_distance"]) == 1
+    assert _count(row["char_distance"]) == 1
 
 
 def test_empty_accepted_list_is_scored_without_error() -> None:
@@ -185,3 +188,37 @@ def test_nearest_accepted_counts_words() -> None:
     assert nearest_accepted("Gondolok rá éjjel és nappal", HU_ACCEPTED) == 0
     assert nearest_accepted("én rá gondolok éjjel", HU_ACCEPTED) == 2
     assert nearest_accepted("szia", ()) is None
+
+
+def test_korean_is_compared_by_jamo_and_thai_without_spaces_by_characters() -> None:
+    slip, thai = _features(
+        _report("나는 학생입니닥", ("나는 학생입니다.",), course="en_ko"),  # 다 -> 닥: one jamo
+        _report("ฉันเป็นนักเรียบ", ("ฉันเป็นนักเรียน",), course="en_th"),
+    )
+    assert _count(slip["char_distance"]) == 1
+    assert slip["char_similarity"] > 0.9
+    assert _count(slip["word_distance"]) == 1
+    assert _count(thai["char_distance"]) == 1
+    assert _count(thai["answer_words"]) == 1  # Thai runs without spaces are one token
+
+
+class _LooseReport:
+    """A report as the review service may hold it: nothing checked at the boundary."""
+
+    def __init__(self, answer: str, accepted: tuple[str, ...], prompt_id: str = "p1") -> None:
+        self.course, self.prompt_id, self.prompt = "en_xx", prompt_id, "i am a student."
+        self.answer, self.accepted, self.times_reported = answer, accepted, 1
+
+
+def test_odd_reports_get_finite_features_in_one_batch() -> None:
+    reports = [
+        _LooseReport("", ("én diák vagyok.",)),  # no words at all
+        _LooseReport("?!…", ("én diák vagyok.",)),  # only punctuation
+        _LooseReport("diák vagyok", ("én diák vagyok.",), prompt_id="p2"),  # one accepted
+        _LooseReport("ᎠᏍᎦᏯ ᏗᏂᏲᏟ", ("ᎠᏍᎦᏯ ᏗᏂᏲᎵ",), prompt_id="p3"),  # Cherokee: never seen
+        _LooseReport("vagyok " * 1_430, ("én diák vagyok.",), prompt_id="p4"),  # 10,010 chars
+        _LooseReport("diák", (), prompt_id="p5"),  # nothing accepted yet
+    ]
+    features = FeatureExtractor().transform(reports)
+    assert features.dense.shape == (len(reports), len(DENSE_FEATURES))
+    assert not np.isinf(features.dense).any()  # NaN: no neighbours for one accepted answer

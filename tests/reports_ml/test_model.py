@@ -68,6 +68,7 @@ def test_train_save_load_score_round_trip(tmp_path: Path) -> None:
     assert set(card.courses) == {"en_pt", "en_vi"}
     assert card.training_data_sha256 == training_data_sha256(train)
     assert "new_words_unknown" in card.feature_names
+    assert "char_similarity" in card.feature_names
     # What it is for and not, its labels and their licence, and what it ran on.
     assert "contributor decides every report" in card.intended_use
     assert any("simulated labels" in limitation for limitation in card.limitations)
@@ -170,3 +171,70 @@ def test_training_data_hash_follows_labels() -> None:
     flipped = [train[0].model_copy(update={"label": not train[0].label}), *train[1:]]
     assert training_data_sha256(train) != training_data_sha256(flipped)
     assert re.fullmatch("[0-9a-f]{64}", training_data_sha256(train))
+
+
+class _LooseReport:
+    """A report as the review service may hold it: nothing checked at the boundary."""
+
+    def __init__(self, answer: str, accepted: tuple[str, ...], prompt_id: str) -> None:
+        self.course, self.prompt_id, self.prompt = "en_xx", prompt_id, "you are here."
+        self.answer, self.accepted, self.times_reported = answer, accepted, 1
+
+
+def test_odd_reports_are_scored_without_disturbing_the_rest_of_the_batch() -> None:
+    _, test = _split()
+    model = _trained()
+    odd = [
+        _LooseReport("", ("você está aqui.",), "odd1"),  # no words
+        _LooseReport("...", ("você está aqui.",), "odd2"),  # punctuation only
+        _LooseReport("você aqui", ("você está aqui.",), "odd3"),  # one accepted answer
+        _LooseReport("ᎠᏍᎦᏯ ᏗᏂᏲᏟ", ("ᎠᏍᎦᏯ ᏗᏂᏲᎵ",), "odd4"),  # a script never seen
+        _LooseReport("está " * 2_000, ("você está aqui.",), "odd5"),  # 10,000 characters
+    ]
+    ordinary = test[:20]
+    scores = model.score([*odd, *ordinary])
+    assert np.isfinite(scores).all()
+    assert ((scores >= 0) & (scores <= 1)).all()
+    assert scores[len(odd):] == pytest.approx(model.score(ordinary).tolist(), abs=1e-12)
+    assert model.score_one(odd[4]) == pytest.approx(scores[4], abs=1e-12)
+
+
+def test_scores_are_calibrated_on_held_out_prompts() -> None:
+    _, test = _split()
+    labels = np.array([bool(r.label) for r in test])
+    scores = _trained().score(test)
+    # The mean score is near the share of correct reports, and the reports scored above 0.5
+    # are mostly correct ones.
+    assert abs(scores.mean() - labels.mean()) < 0.05
+    assert labels[scores > 0.5].mean() > 0.5
+
+
+def test_a_model_stacking_the_ngram_regression_round_trips(tmp_path: Path) -> None:
+    train, test = _split()
+    model = ReportModel(stack_ngrams=True, hash_bits=14).fit(train)
+    loaded = ReportModel.load(model.save(tmp_path / "stacked.joblib"))
+    assert np.array_equal(loaded.score(test), model.score(test))
+    assert model.card is not None
+    assert any("stacked regression" in name for name in model.card.feature_names)
+
+
+def test_flat_trees_give_the_same_log_odds_as_scikit_learn() -> None:
+    _, test = _split()
+    model = _trained()
+    features = model.extractor.transform(test)
+    assert model._trees is not None
+    assert model._flat is not None
+    design = features.dense.astype(np.float32)
+    design[::7, 3] = np.nan  # missing values take the side the tree learnt
+    expected = model._trees.decision_function(design)
+    assert model._flat.decision_function(design) == pytest.approx(expected.tolist(), abs=1e-9)
+
+
+def test_worker_processes_give_the_same_scores(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("reports_ml.features._MIN_PARALLEL_REPORTS", 10)
+    _, test = _split()
+    serial = _trained().score(test)
+    steps: list[int] = []
+    parallel = _trained().score(test, n_jobs=2, progress=steps.append)
+    assert sum(steps) == len(test)
+    assert parallel == pytest.approx(serial.tolist(), abs=1e-12)

@@ -84,7 +84,7 @@ def test_evaluate_leave_one_course_out_with_plot(workspace: Path) -> None:
     code, out, err = _run("evaluate", str(data), "--split", "course", "--plot", str(plot))
     assert code == 0, err
     assert "leave one course out" in out
-    assert "n-gram only" in out
+    assert "n-gram regression" in out
     assert "count baseline" in out
     assert plot.read_bytes()[:4] == b"\x89PNG"
 
