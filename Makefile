@@ -73,6 +73,7 @@ run: install-runtime $(DEV_KEYS)/public.pem
 
 lint: install
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
 pytest: install system-deps $(DATASETS_STAMP) $(DATASETS3_STAMP)

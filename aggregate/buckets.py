@@ -330,9 +330,13 @@ def withdraw_learner(session: Session, learner_id: str, *, keys: KeyStore) -> li
     store once the transaction has committed.
     """
     object_keys: list[str] = []
-    buckets = session.execute(
-        sa.select(Bucket.id).where(Bucket.state.in_(_WITHDRAWABLE)).order_by(Bucket.id)
-    ).scalars().all()
+    buckets = (
+        session.execute(
+            sa.select(Bucket.id).where(Bucket.state.in_(_WITHDRAWABLE)).order_by(Bucket.id)
+        )
+        .scalars()
+        .all()
+    )
     for bucket_id in buckets:
         bucket_key = keys.get(key_name(bucket_id))
         if bucket_key is None:

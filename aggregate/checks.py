@@ -85,28 +85,60 @@ def check_bucket_keys(ctx: AuditContext) -> Iterable[Finding]:
 
 
 CHECKS: tuple[Check, ...] = (
-    Check("releases", ("P6",), "k contributors per release; objects match manifests",
-          check_releases),
-    Check("recordings_released_once", ("P6",), "no recording is in two releases",
-          check_recordings_released_once),
-    Check("released_media", ("P7",), "released clips are byte for byte the service's FLAC",
-          check_released_media),
+    Check(
+        "releases", ("P6",), "k contributors per release; objects match manifests", check_releases
+    ),
+    Check(
+        "recordings_released_once",
+        ("P6",),
+        "no recording is in two releases",
+        check_recordings_released_once,
+    ),
+    Check(
+        "released_media",
+        ("P7",),
+        "released clips are byte for byte the service's FLAC",
+        check_released_media,
+    ),
     Check("retention", ("P10",), "no pending bucket past retention", check_retention),
-    Check("timestamp_columns", ("P4",), "no time-typed column on clip or bucket tables",
-          check_timestamp_columns),
+    Check(
+        "timestamp_columns",
+        ("P4",),
+        "no time-typed column on clip or bucket tables",
+        check_timestamp_columns,
+    ),
     Check("ids", ("P4",), "ids and object names are random, not time-ordered", check_ids),
-    Check("release_entries", ("P8",), "every release is in the audit log with its counts",
-          check_release_entries),
-    Check("bucket_keys", ("P3",), "no bucket key is stored in the database",
-          check_bucket_keys),
-    Check("pending_isolation", ("P6",), "no pending clip readable under a release prefix",
-          check_pending_isolation),
-    Check("pending_sealed", ("P4",), "every pending object and row value is sealed",
-          check_pending_sealed),
-    Check("release_policies", ("P8",), "every release's policy was recorded as loaded",
-          check_release_policies),
-    Check("release_exercises", ("P5",), "every release's exercise met min_exercise_learners",
-          check_release_exercises),
+    Check(
+        "release_entries",
+        ("P8",),
+        "every release is in the audit log with its counts",
+        check_release_entries,
+    ),
+    Check("bucket_keys", ("P3",), "no bucket key is stored in the database", check_bucket_keys),
+    Check(
+        "pending_isolation",
+        ("P6",),
+        "no pending clip readable under a release prefix",
+        check_pending_isolation,
+    ),
+    Check(
+        "pending_sealed",
+        ("P4",),
+        "every pending object and row value is sealed",
+        check_pending_sealed,
+    ),
+    Check(
+        "release_policies",
+        ("P8",),
+        "every release's policy was recorded as loaded",
+        check_release_policies,
+    ),
+    Check(
+        "release_exercises",
+        ("P5",),
+        "every release's exercise met min_exercise_learners",
+        check_release_exercises,
+    ),
 )
 
 _BY_HAND = "find the writer (the store's or the database's access logs)"
@@ -115,8 +147,7 @@ EXPLANATIONS: Mapping[str, Explanation] = {
     "timestamp_column": Explanation(
         cause="a migration or a manual change added a date or time column to a clip or "
         "bucket table",
-        remedy="drop the column in a new migration; release days are kept as days, nothing "
-        "finer",
+        remedy="drop the column in a new migration; release days are kept as days, nothing finer",
     ),
     "time_ordered_id": Explanation(
         cause="rows written by another tool or an old build with auto-increment or time-based "
@@ -158,8 +189,7 @@ EXPLANATIONS: Mapping[str, Explanation] = {
     "released_clip_not_clean_flac": Explanation(
         cause="a released clip is damaged in the store or was replaced by a file the "
         "service's decoder refuses",
-        remedy="restore it from a backup or replica; several at once point to the store's "
-        "health",
+        remedy="restore it from a backup or replica; several at once point to the store's health",
     ),
     "released_clip_metadata": Explanation(
         cause="a released clip carries tags, pictures or application blocks: another tool "

@@ -80,7 +80,10 @@ def release(
                 _print_preview(preview, k=policy.k)
             else:
                 report = run_release_cycle(
-                    database=database, store=store, keys=keys, policy=policy,
+                    database=database,
+                    store=store,
+                    keys=keys,
+                    policy=policy,
                     interval_s=interval_s,
                 )
                 _print_report(report)
@@ -94,8 +97,10 @@ def release(
 
 def _print_preview(preview: Any, *, k: int) -> None:
     advance = "would advance to" if preview.would_advance else "would stay at"
-    typer.echo(f"dry run (k={k}): release cycle {advance} "
-               f"{preview.cycle + (1 if preview.would_advance else 0)}")
+    typer.echo(
+        f"dry run (k={k}): release cycle {advance} "
+        f"{preview.cycle + (1 if preview.would_advance else 0)}"
+    )
     for title, buckets in (
         ("would finish", preview.to_resume),
         ("would release", preview.to_release),
@@ -172,7 +177,10 @@ def list_releases(
     with http_client(url, key) as client:
         while len(items) < limit:
             page = _get_json(
-                client, "/v1/releases", limit=min(200, limit - len(items)), cursor=cursor,
+                client,
+                "/v1/releases",
+                limit=min(200, limit - len(items)),
+                cursor=cursor,
                 exercise_id=exercise,
             )
             items.extend(page["items"])
@@ -188,9 +196,13 @@ def list_releases(
     table.columns[0].min_width = 32
     for item in items:
         table.add_row(
-            item["release_id"], item["release_day"], item["exercise_id"],
-            item["language"] or "-", str(item["clip_count"]),
-            str(item["contributor_count"]), str(item["k"]),
+            item["release_id"],
+            item["release_day"],
+            item["exercise_id"],
+            item["language"] or "-",
+            str(item["clip_count"]),
+            str(item["contributor_count"]),
+            str(item["k"]),
         )
     _console.print(table)
 
@@ -262,9 +274,13 @@ def _extract_tar(response: httpx.Response, out: Path) -> dict[str, str]:
     length = response.headers.get("content-length")
     reader = ChunkReader(response.iter_bytes())
     digests: dict[str, str] = {}
-    with _progress(DownloadColumn(), TransferSpeedColumn()) as progress, tarfile.open(
-        fileobj=reader, mode="r|"  # type: ignore[call-overload]
-    ) as archive:
+    with (
+        _progress(DownloadColumn(), TransferSpeedColumn()) as progress,
+        tarfile.open(
+            fileobj=reader,
+            mode="r|",  # type: ignore[call-overload]
+        ) as archive,
+    ):
         task = progress.add_task("downloading", total=int(length) if length else None)
         for member in archive:
             archive.extract(member, out, filter="data")

@@ -78,8 +78,9 @@ def release_clip_bytes(
     if bandwidth_hz is None or not math.isfinite(bandwidth_hz):
         return flac
     decoded = flac_format.decode(flac, sample_rate=0)
-    limited = limit_band(decoded.pcm.astype(np.float32) / 32767.0, decoded.sample_rate,
-                         bandwidth_hz=bandwidth_hz)
+    limited = limit_band(
+        decoded.pcm.astype(np.float32) / 32767.0, decoded.sample_rate, bandwidth_hz=bandwidth_hz
+    )
     return flac_format.encode_samples(limited, decoded.sample_rate)
 
 
@@ -269,28 +270,44 @@ class TableWriters:
         )
         self._durations = csv.writer(files[DURATIONS_TSV], delimiter="\t", lineterminator="\n")
         self._metadata.writerow(METADATA_COLUMNS)
-        self._validated.writerow(
-            ("path", "sentence", "locale", "exercise_id", "course", "skill")
-        )
+        self._validated.writerow(("path", "sentence", "locale", "exercise_id", "course", "skill"))
         self._durations.writerow(("clip", "duration[ms]"))
 
     def add(self, clip: ClipRow) -> None:
         d = self._describing
         name = clip_file_name(clip.clip_id)
         self._metadata.writerow(
-            (name, d.text or "", d.language or "", d.exercise_id, repr(clip.duration_s),
-             clip.sample_rate)
+            (
+                name,
+                d.text or "",
+                d.language or "",
+                d.exercise_id,
+                repr(clip.duration_s),
+                clip.sample_rate,
+            )
         )
         # Strings stay strings when absent (""), so every release has the same column types.
-        row = (name, d.text or "", d.language or "", d.exercise_id, clip.duration_s,
-               clip.sample_rate)
+        row = (
+            name,
+            d.text or "",
+            d.language or "",
+            d.exercise_id,
+            clip.duration_s,
+            clip.sample_rate,
+        )
         self._jsonl.write(
             json.dumps(dict(zip(METADATA_COLUMNS, row, strict=True)), ensure_ascii=False) + "\n"
         )
         basename = name.removeprefix(CLIP_FOLDER)
         self._validated.writerow(
-            (basename, _one_line(d.text), d.language or "", d.exercise_id, d.course or "",
-             d.skill or "")
+            (
+                basename,
+                _one_line(d.text),
+                d.language or "",
+                d.exercise_id,
+                d.course or "",
+                d.skill or "",
+            )
         )
         self._durations.writerow((basename, round(clip.duration_s * 1000)))
         self._checksums.write(f"{clip.sha256}  {name}\n")
@@ -302,8 +319,12 @@ def _one_line(text: str | None) -> str:
 
 def size_category(clips: int) -> str:
     """The Hugging Face ``size_categories`` bucket of a dataset of ``clips`` rows."""
-    for limit, label in ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"),
-                         (1_000_000, "100K<n<1M")):
+    for limit, label in (
+        (1_000, "n<1K"),
+        (10_000, "1K<n<10K"),
+        (100_000, "10K<n<100K"),
+        (1_000_000, "100K<n<1M"),
+    ):
         if clips < limit:
             return label
     return "1M<n<10M"

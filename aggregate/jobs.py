@@ -100,9 +100,7 @@ def run_release_cycle(
         # A bucket that failed to release (its store full or failing, anything) must not hold
         # back retention (P10) for everyone.
         released, release_failure = [], exc
-    purged = lost + purge_expired_buckets(
-        database, store, policy, keys=keys, batch_size=batch_size
-    )
+    purged = lost + purge_expired_buckets(database, store, policy, keys=keys, batch_size=batch_size)
     if release_failure is not None:
         # Other buckets may have been released before the failure: their residue goes too.
         with contextlib.suppress(Exception):
@@ -118,8 +116,7 @@ def run_release_cycle(
     if released or purged:
         # Last: the deleted pending rows and objects must not survive in files (P3, P4).
         purge_residue(database, store)
-    return CycleReport(cycle=cycle, advanced=advanced is not None, released=released,
-                       purged=purged)
+    return CycleReport(cycle=cycle, advanced=advanced is not None, released=released, purged=purged)
 
 
 @dataclass(frozen=True)

@@ -90,8 +90,8 @@ class ManifestRead(ReleaseSummaryRead):
     statistics: StatisticsRead
     shards: list[ManifestFileRead] = []
     files: list[ManifestFileRead] = Field(
-        default=[], description="README.md, metadata.csv, validated.tsv, clip_durations.tsv, "
-        "SHA256SUMS"
+        default=[],
+        description="README.md, metadata.csv, validated.tsv, clip_durations.tsv, SHA256SUMS",
     )
     voice_anonymization: VoiceAnonymizationRead | None = Field(
         default=None, description="absent in manifests written before the setting existed"

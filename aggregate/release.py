@@ -478,12 +478,16 @@ def _prune_withdrawn(session: Session, claim: _Claim) -> None:
     clips are walked a batch at a time, so memory stays flat in the bucket's size."""
     after = ""
     while True:
-        planned = session.execute(
-            sa.select(ReleasedClip.id)
-            .where(ReleasedClip.release_id == claim.release_id, ReleasedClip.id > after)
-            .order_by(ReleasedClip.id)
-            .limit(DEFAULT_BATCH)
-        ).scalars().all()
+        planned = (
+            session.execute(
+                sa.select(ReleasedClip.id)
+                .where(ReleasedClip.release_id == claim.release_id, ReleasedClip.id > after)
+                .order_by(ReleasedClip.id)
+                .limit(DEFAULT_BATCH)
+            )
+            .scalars()
+            .all()
+        )
         if not planned:
             return
         sources = _plan_sources(session, claim, planned)
@@ -599,9 +603,9 @@ def _require_withdrawn(database: Database, missing: list[_ShardClip]) -> None:
         return
     with database.session(write=True) as session:
         still_pending = session.execute(
-            sa.select(sa.func.count()).select_from(PendingClip).where(
-                PendingClip.object_key.in_([clip.source_key for clip in missing])
-            )
+            sa.select(sa.func.count())
+            .select_from(PendingClip)
+            .where(PendingClip.object_key.in_([clip.source_key for clip in missing]))
         ).scalar_one()
     if still_pending:
         raise BlobNotFound(f"{still_pending} pending original(s) of this release are missing")
@@ -672,9 +676,7 @@ def _write_shard(
             ),
             recorded,
         )
-    return StoredFile(
-        shard_name(index), out.size, out.digest.hexdigest(), clips=len(recorded)
-    )
+    return StoredFile(shard_name(index), out.size, out.digest.hexdigest(), clips=len(recorded))
 
 
 def _write_shards(
@@ -895,9 +897,9 @@ def _finalize(
         return "below_k", _undo_claim(session, bucket, claim)
     pending = pending_clip_count(session, claim.bucket_id)
     planned = session.execute(
-        sa.select(sa.func.count()).select_from(ReleasedClip).where(
-            ReleasedClip.release_id == claim.release_id
-        )
+        sa.select(sa.func.count())
+        .select_from(ReleasedClip)
+        .where(ReleasedClip.release_id == claim.release_id)
     ).scalar_one()
     # The manifest already says how many clips and contributors: the audit must say the same.
     if pending != planned or pending != stats.clip_count or contributors != stats.contributor_count:
@@ -936,9 +938,7 @@ def _undo_claim(session: Session, bucket: Bucket, claim: _Claim) -> list[str]:
     shards and files) are to be deleted."""
     session.execute(sa.delete(ReleasedClip).where(ReleasedClip.release_id == claim.release_id))
     session.execute(
-        sa.update(PendingClip)
-        .where(PendingClip.bucket_id == claim.bucket_id)
-        .values(plan_tag=None)
+        sa.update(PendingClip).where(PendingClip.bucket_id == claim.bucket_id).values(plan_tag=None)
     )
     session.execute(sa.delete(Release).where(Release.id == claim.release_id))
     bucket.state = BucketState.SEALED
@@ -1021,9 +1021,7 @@ def release_bucket(
                 return None
         if outcome is not None or _is_closed(database, bucket_id):
             keys.delete(key_name(bucket_id))
-            drain_pending(
-                database, store, bucket_id, batch_size=batch_size, checkpoint=checkpoint
-            )
+            drain_pending(database, store, bucket_id, batch_size=batch_size, checkpoint=checkpoint)
         return outcome
 
 

@@ -92,12 +92,16 @@ def check_recordings_released_once(ctx: AuditContext) -> Iterable[Finding]:
             .order_by(ReleasedClip.sha256)
         ).all()
         for sha256, copies, releases in repeated:
-            where = session.execute(
-                sa.select(ReleasedClip.release_id)
-                .where(ReleasedClip.sha256 == sha256)
-                .distinct()
-                .order_by(ReleasedClip.release_id)
-            ).scalars().all()
+            where = (
+                session.execute(
+                    sa.select(ReleasedClip.release_id)
+                    .where(ReleasedClip.sha256 == sha256)
+                    .distinct()
+                    .order_by(ReleasedClip.release_id)
+                )
+                .scalars()
+                .all()
+            )
             yield Finding(
                 "recording_released_twice",
                 "P6",
@@ -256,6 +260,7 @@ def _manifest_clip_ids(manifest: dict[str, Any]) -> list[str]:
         return []
     return [str(clip.get("clip_id")) for clip in clips if isinstance(clip, dict)]
 
+
 # --- P7: released media ----------------------------------------------------------------------
 
 
@@ -288,23 +293,29 @@ def check_released_media(ctx: AuditContext) -> Iterable[Finding]:
             yield Finding(
                 "released_clip_not_canonical",
                 "P7",
-                f"{key} is not the service's encoding of its own samples: "
-                f"{', '.join(differences)}",
+                f"{key} is not the service's encoding of its own samples: {', '.join(differences)}",
                 key,
             )
+
 
 def check_release_entries(ctx: AuditContext) -> Iterable[Finding]:
     """Every finished release has a ``release`` entry that agrees with its counts and k."""
     with ctx.database.session() as session:
-        releases = session.execute(
-            sa.select(Release)
-            .join(Bucket, Bucket.release_id == Release.id)
-            .where(Bucket.state == "released")
-            .order_by(Release.id)
-        ).scalars().all()
-        bodies = session.execute(
-            sa.select(AuditEntry.body).where(AuditEntry.kind == "release")
-        ).scalars().all()
+        releases = (
+            session.execute(
+                sa.select(Release)
+                .join(Bucket, Bucket.release_id == Release.id)
+                .where(Bucket.state == "released")
+                .order_by(Release.id)
+            )
+            .scalars()
+            .all()
+        )
+        bodies = (
+            session.execute(sa.select(AuditEntry.body).where(AuditEntry.kind == "release"))
+            .scalars()
+            .all()
+        )
     recorded: dict[str, dict[str, Any]] = {}
     for text in bodies:
         try:
@@ -341,15 +352,18 @@ def check_release_entries(ctx: AuditContext) -> Iterable[Finding]:
                 release.id,
             )
 
+
 def check_release_policies(ctx: AuditContext) -> Iterable[Finding]:
     """Every release's policy hash is the content hash of a ``policy_loaded`` audit entry."""
     with ctx.database.session() as session:
         releases = session.execute(
             sa.select(Release.id, Release.policy_hash).order_by(Release.id)
         ).all()
-        bodies = session.execute(
-            sa.select(AuditEntry.body).where(AuditEntry.kind == POLICY_LOADED)
-        ).scalars().all()
+        bodies = (
+            session.execute(sa.select(AuditEntry.body).where(AuditEntry.kind == POLICY_LOADED))
+            .scalars()
+            .all()
+        )
     recorded = set()
     for text in bodies:
         try:
@@ -367,6 +381,7 @@ def check_release_policies(ctx: AuditContext) -> Iterable[Finding]:
                 "that the audit log never recorded as loaded",
                 release_id,
             )
+
 
 def check_release_exercises(ctx: AuditContext) -> Iterable[Finding]:
     """P5 at release time: every release's audit entry shows its exercise had at least the
@@ -416,9 +431,11 @@ def check_release_exercises(ctx: AuditContext) -> Iterable[Finding]:
 def check_pending_isolation(ctx: AuditContext) -> Iterable[Finding]:
     """No clip of a pending bucket is stored, or copied, under a release prefix."""
     with ctx.database.session() as session:
-        pending = session.execute(
-            sa.select(PendingClip.object_key).order_by(PendingClip.object_key)
-        ).scalars().all()
+        pending = (
+            session.execute(sa.select(PendingClip.object_key).order_by(PendingClip.object_key))
+            .scalars()
+            .all()
+        )
     released = {digest: key for key, digest in ctx.released_digests().items()}
     for object_key in pending:
         if object_key.startswith(RELEASES_PREFIX):
@@ -468,9 +485,7 @@ def check_pending_sealed(ctx: AuditContext) -> Iterable[Finding]:
                 object_key,
             )
     with ctx.database.session() as session:
-        rows = session.execute(
-            sa.select(PendingClip.id, PendingClip.sealed_facts)
-        ).all()
+        rows = session.execute(sa.select(PendingClip.id, PendingClip.sealed_facts)).all()
     for row in rows:
         if not sealing.is_sealed(bytes(row.sealed_facts)):
             yield Finding(

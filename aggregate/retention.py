@@ -143,9 +143,7 @@ def purge_bucket(
             outcome = _close_for_purge(session, bucket_id, policy=policy)
         if outcome is not None:
             keys.delete(key_name(bucket_id))
-            drain_pending(
-                database, store, bucket_id, batch_size=batch_size, checkpoint=checkpoint
-            )
+            drain_pending(database, store, bucket_id, batch_size=batch_size, checkpoint=checkpoint)
         return outcome
 
 
@@ -161,9 +159,7 @@ def purge_expired_buckets(
         candidates = expired_bucket_ids(session, policy=policy)
     outcomes = []
     for bucket_id in candidates:
-        outcome = purge_bucket(
-            database, store, policy, bucket_id, keys=keys, batch_size=batch_size
-        )
+        outcome = purge_bucket(database, store, policy, bucket_id, keys=keys, batch_size=batch_size)
         if outcome is not None:
             outcomes.append(outcome)
     return outcomes
@@ -180,9 +176,13 @@ def keyless_bucket_ids(session: Session, *, keys: KeyStore) -> list[str]:
     closed, so a missing key is a lost one. A key store that does not answer raises
     ``Unavailable``: nothing is purged for an outage.
     """
-    candidates = session.execute(
-        sa.select(Bucket.id).where(Bucket.state.in_(_KEYED_STATES)).order_by(Bucket.id)
-    ).scalars().all()
+    candidates = (
+        session.execute(
+            sa.select(Bucket.id).where(Bucket.state.in_(_KEYED_STATES)).order_by(Bucket.id)
+        )
+        .scalars()
+        .all()
+    )
     return [bucket_id for bucket_id in candidates if keys.get(key_name(bucket_id)) is None]
 
 

@@ -112,9 +112,7 @@ def get_clip(
             media_type="audio/flac",
             headers={"Content-Disposition": f'attachment; filename="{clip.id}.flac"'},
         )
-    data = store.get_range(
-        shard_key(release_id, clip.shard), clip.member_offset, clip.member_size
-    )
+    data = store.get_range(shard_key(release_id, clip.shard), clip.member_offset, clip.member_size)
     return Response(
         data,
         media_type="audio/flac",
@@ -122,8 +120,14 @@ def get_clip(
     )
 
 
-_FILE_TYPES = {".tar": "application/x-tar", ".csv": "text/csv", ".tsv": "text/tab-separated-values",
-               ".md": "text/markdown", ".json": "application/json", ".jsonl": "application/jsonl"}
+_FILE_TYPES = {
+    ".tar": "application/x-tar",
+    ".csv": "text/csv",
+    ".tsv": "text/tab-separated-values",
+    ".md": "text/markdown",
+    ".json": "application/json",
+    ".jsonl": "application/jsonl",
+}
 
 
 @router.head("/v1/releases/{release_id}/files/{name:path}", include_in_schema=False)
@@ -144,9 +148,14 @@ def get_release_file(
     _role: ResearcherRole,
     session: SessionDep,
     store: StoreDep,
-    presigned: Annotated[bool, Query(description="redirect to a presigned URL (S3 stores, at "
-                                     "their public endpoint); 501 presigned_unsupported on a "
-                                     "store that has none")] = False,
+    presigned: Annotated[
+        bool,
+        Query(
+            description="redirect to a presigned URL (S3 stores, at "
+            "their public endpoint); 501 presigned_unsupported on a "
+            "store that has none"
+        ),
+    ] = False,
 ) -> Response:
     """One file of the release's dataset: ``README.md``, ``metadata.csv``, ``metadata.jsonl``,
     ``validated.tsv``, ``clip_durations.tsv``, ``SHA256SUMS``, ``manifest.json`` or
@@ -162,7 +171,7 @@ def get_release_file(
                 "fetch the file without ?presigned=true"
             )
         return RedirectResponse(url, status_code=307)
-    suffix = name[name.rfind("."):] if "." in name else ""
+    suffix = name[name.rfind(".") :] if "." in name else ""
     return downloads.ranged_response(
         request,
         store,

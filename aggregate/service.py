@@ -22,8 +22,10 @@ MAX_PAGE = 200
 
 
 def _visible() -> sa.Select[Release]:
-    return sa.select(Release).join(Bucket, Bucket.id == Release.bucket_id).where(
-        Bucket.state == "released"
+    return (
+        sa.select(Release)
+        .join(Bucket, Bucket.id == Release.bucket_id)
+        .where(Bucket.state == "released")
     )
 
 

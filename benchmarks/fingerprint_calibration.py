@@ -245,9 +245,7 @@ def genuine_pair_scores(
     for index, recording in enumerate(recordings):
         same_take_group.setdefault((recording.digit, recording.speaker), []).append(index)
     takes = [
-        matrix[a, b]
-        for members in same_take_group.values()
-        for a, b in combinations(members, 2)
+        matrix[a, b] for members in same_take_group.values() for a, b in combinations(members, 2)
     ]
     digits = np.array([r.digit for r in recordings])
     speakers = np.array([r.speaker for r in recordings])
@@ -271,9 +269,7 @@ def rate_at(scores: np.ndarray, threshold: float, *, copies: bool) -> float:
     return float(np.mean(scores < threshold) if copies else np.mean(scores >= threshold))
 
 
-def report(
-    copies: dict[str, np.ndarray], genuine: dict[str, np.ndarray], threshold: float
-) -> None:
+def report(copies: dict[str, np.ndarray], genuine: dict[str, np.ndarray], threshold: float) -> None:
     print(f"\nCopies of the same recording ({len(next(iter(copies.values())))} each):")
     print(f"  {'transformation':<38} {'min':>7} {'p1':>7} {'median':>7} {'missed':>8}")
     for name, values in copies.items():
@@ -285,9 +281,7 @@ def report(
     for name, values in genuine.items():
         high, p999, median = np.max(values), np.percentile(values, 99.9), np.median(values)
         flagged = rate_at(values, threshold, copies=False)
-        print(
-            f"  {name:<38} {len(values):7d} {high:7.3f} {p999:7.3f} {median:7.3f} {flagged:9.4%}"
-        )
+        print(f"  {name:<38} {len(values):7d} {high:7.3f} {p999:7.3f} {median:7.3f} {flagged:9.4%}")
     required = np.concatenate([v for name, v in copies.items() if name not in HARSH])
     all_copies = np.concatenate(list(copies.values()))
     all_genuine = np.concatenate(list(genuine.values()))

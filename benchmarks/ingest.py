@@ -197,9 +197,20 @@ def _free_port() -> int:
 def serve(target: str, env: dict[str, str]) -> Iterator[tuple[str, int]]:
     """A reference app (``module:factory``) as one uvicorn worker."""
     command = [
-        sys.executable, "-m", "uvicorn", target, "--factory",
-        "--host", "127.0.0.1", "--port", "{port}", "--workers", "1",
-        "--no-access-log", "--log-level", "warning",
+        sys.executable,
+        "-m",
+        "uvicorn",
+        target,
+        "--factory",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "{port}",
+        "--workers",
+        "1",
+        "--no-access-log",
+        "--log-level",
+        "warning",
     ]
     with _running(command, env, ready_path="/docs") as server:
         yield server
@@ -289,7 +300,6 @@ class RunResult:
         return self.requests / self.seconds
 
 
-
 def measure(server: tuple[str, int], load: Load) -> RunResult:
     """One round of ``load`` against ``server`` with the CPU time of both sides (the load
     generator's own is measured by ``load``, around the sending alone)."""
@@ -329,9 +339,7 @@ class HttpxLoad:
 
     def run(self, url: str, tokens: list[str]) -> RunResult:
         before = time.process_time()
-        result = asyncio.run(
-            drive(url, self.clips, tokens, self.concurrency, self.clip_format)
-        )
+        result = asyncio.run(drive(url, self.clips, tokens, self.concurrency, self.clip_format))
         return dataclasses.replace(result, client_cpu_s=time.process_time() - before)
 
 
@@ -418,14 +426,29 @@ class WrkLoad:
         before = _children_cpu_seconds()
         output = subprocess.run(
             [
-                "wrk", "-t", str(WRK_THREADS), "-c", str(self.concurrency),
-                "-d", f"{round(self.seconds)}s", "--timeout", "30s",
-                "-s", str(self.folder / "script.lua"), url,
-                "--", str(self.folder), str(len(self.clips)), BOUNDARY,
-                str(UPLOADS_PER_EXERCISE), self.clip_format.filename,
+                "wrk",
+                "-t",
+                str(WRK_THREADS),
+                "-c",
+                str(self.concurrency),
+                "-d",
+                f"{round(self.seconds)}s",
+                "--timeout",
+                "30s",
+                "-s",
+                str(self.folder / "script.lua"),
+                url,
+                "--",
+                str(self.folder),
+                str(len(self.clips)),
+                BOUNDARY,
+                str(UPLOADS_PER_EXERCISE),
+                self.clip_format.filename,
                 self.clip_format.media_type,
             ],
-            capture_output=True, text=True, check=True,
+            capture_output=True,
+            text=True,
+            check=True,
         ).stdout
         summary = json.loads(output.strip().splitlines()[-1])
         return RunResult(
@@ -497,14 +520,31 @@ async def drive(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--load", choices=("wrk", "httpx"), default="wrk" if shutil.which("wrk") else "httpx",
+        "--load",
+        choices=("wrk", "httpx"),
+        default="wrk" if shutil.which("wrk") else "httpx",
         help="load generator: wrk (Debian's, the default when installed) or Python httpx",
     )
     parser.add_argument("--seconds", type=float, default=10.0, help="length of a wrk round")
     parser.add_argument(
-        "--format", default="wav",
-        choices=("wav", "m4a", "mp4", "aac", "3gp", "amr", "webm", "ogg-opus", "webm-vorbis",
-                 "ogg-vorbis", "mp3", "caf", "caf-aac", "flac"),
+        "--format",
+        default="wav",
+        choices=(
+            "wav",
+            "m4a",
+            "mp4",
+            "aac",
+            "3gp",
+            "amr",
+            "webm",
+            "ogg-opus",
+            "webm-vorbis",
+            "ogg-vorbis",
+            "mp3",
+            "caf",
+            "caf-aac",
+            "flac",
+        ),
         help="how the clips are encoded, as the phone or browser would record them",
     )
     parser.add_argument("--requests", type=int, default=300, help="uploads per httpx round")
@@ -512,12 +552,16 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--warmup", type=int, default=30)
     parser.add_argument(
-        "--database", choices=("sqlite", "postgres"), default="sqlite",
+        "--database",
+        choices=("sqlite", "postgres"),
+        default="sqlite",
         help="the service's database: the embedded default, or PostgreSQL (the local server, "
         "else an embedded one)",
     )
     parser.add_argument(
-        "--store", choices=("file", "s3"), default="file",
+        "--store",
+        choices=("file", "s3"),
+        default="file",
         help="every server's store: files, or SeaweedFS's S3 gateway started for the run",
     )
     args = parser.parse_args()
@@ -568,9 +612,7 @@ def main() -> None:
         ):
             servers = {"bare": bare, "transcode": transcode, "full": full}
             for url, _pid in servers.values():
-                asyncio.run(
-                    drive(url, clips, tokens(args.warmup), args.concurrency, clip_format)
-                )
+                asyncio.run(drive(url, clips, tokens(args.warmup), args.concurrency, clip_format))
             load: Load
             if args.load == "wrk":
                 load = WrkLoad(

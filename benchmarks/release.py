@@ -129,7 +129,9 @@ def seed(
             )
             session.add(
                 ExerciseUsage(
-                    exercise_id=f"bench-{b}", learners=100_000, language="en",
+                    exercise_id=f"bench-{b}",
+                    learners=100_000,
+                    language="en",
                     text="Say seven.",
                 )
             )
@@ -206,8 +208,15 @@ def tar_baseline(folder: Path, out: Path) -> float:
 
 def _measure(database_url: str, store_url: str, batch_size: int) -> dict[str, float]:
     result = subprocess.run(
-        [sys.executable, __file__, "--measure", database_url, store_url,
-         "--batch-size", str(batch_size)],
+        [
+            sys.executable,
+            __file__,
+            "--measure",
+            database_url,
+            store_url,
+            "--batch-size",
+            str(batch_size),
+        ],
         capture_output=True,
         text=True,
         check=False,
@@ -230,8 +239,13 @@ def bench(
         with _store(kind, workdir) as store_url:
             local = workdir / "blobs" if kind == "file" else workdir / "local-copy"
             t0 = time.perf_counter()
-            seed(database_url, store_url, buckets=buckets, clips=clips,
-                 copy_to=None if kind == "file" else local)
+            seed(
+                database_url,
+                store_url,
+                buckets=buckets,
+                clips=clips,
+                copy_to=None if kind == "file" else local,
+            )
             seeding = time.perf_counter() - t0
             tar_s = tar_baseline(local, workdir / "pending.tar")
             if kind != "file":
@@ -264,7 +278,8 @@ def memory(sizes: list[int], *, batch_size: int) -> list[dict[str, object]]:
         figures.update(
             bucket_clips=size,
             growth_mb=round(
-                float(figures["peak_rss_mb"]) - float(figures["baseline_rss_mb"]), 1  # type: ignore[arg-type]
+                float(figures["peak_rss_mb"]) - float(figures["baseline_rss_mb"]),
+                1,  # type: ignore[arg-type]
             ),
         )
         rows.append(figures)
@@ -278,7 +293,8 @@ def main() -> None:
     parser.add_argument("--store", choices=("file", "seaweed", "both"), default="both")
     parser.add_argument("--batch-size", type=int, default=1000, help="clips per shard")
     parser.add_argument(
-        "--memory-sizes", default="1000,10000,50000",
+        "--memory-sizes",
+        default="1000,10000,50000",
         help="bucket sizes whose peak memory is measured (file store); empty: none",
     )
     parser.add_argument("--quick", action="store_true", help="10 × 100 and sizes 500,5000")

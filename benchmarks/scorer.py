@@ -85,18 +85,31 @@ def _speed_worker(args: argparse.Namespace) -> None:
             single.score_one(records[i])
             times.append((time.perf_counter() - started) * 1000)
         p50, p99 = np.percentile(times, [50, 99])
-        latency[state] = {"p50": round(float(p50), 3), "p99": round(float(p99), 3),
-                          "max": round(max(times), 3)}
-    print(json.dumps({
-        "train_seconds": round(train_seconds, 1), "batch_reports_per_second": throughput,
-        "score_one_ms": latency, "load_before": load_before, "load_after": _load(),
-    }))
+        latency[state] = {
+            "p50": round(float(p50), 3),
+            "p99": round(float(p99), 3),
+            "max": round(max(times), 3),
+        }
+    print(
+        json.dumps(
+            {
+                "train_seconds": round(train_seconds, 1),
+                "batch_reports_per_second": throughput,
+                "score_one_ms": latency,
+                "load_before": load_before,
+                "load_after": _load(),
+            }
+        )
+    )
 
 
 def _baseline_ref() -> str:
     added = subprocess.run(
         ["git", "log", "--diff-filter=A", "--format=%H", "--", "reports_ml/similarity.py"],
-        cwd=REPO_ROOT, capture_output=True, text=True, check=True,
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.split()
     return f"{added[-1]}^" if added else "HEAD"
 
@@ -104,7 +117,9 @@ def _baseline_ref() -> str:
 def _checkout(ref: str, folder: Path) -> Path:
     archive = subprocess.run(
         ["git", "archive", "--format=tar", ref, "core", "reports_ml"],
-        cwd=REPO_ROOT, capture_output=True, check=True,
+        cwd=REPO_ROOT,
+        capture_output=True,
+        check=True,
     ).stdout
     folder.mkdir(parents=True, exist_ok=True)
     subprocess.run(["tar", "-x", "-C", str(folder)], input=archive, check=True)
@@ -113,12 +128,21 @@ def _checkout(ref: str, folder: Path) -> Path:
 
 def _run_worker(tree: Path, data: Path, args: argparse.Namespace) -> dict[str, Any]:
     command = [
-        sys.executable, str(Path(__file__).resolve()), "--speed-worker", "--tree", str(tree),
-        "--data", str(data), "--jobs", str(args.jobs), "--batch", str(args.batch),
-        "--singles", str(args.singles),
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--speed-worker",
+        "--tree",
+        str(tree),
+        "--data",
+        str(data),
+        "--jobs",
+        str(args.jobs),
+        "--batch",
+        str(args.batch),
+        "--singles",
+        str(args.singles),
     ]
-    output = subprocess.run(command, capture_output=True, text=True, check=True,
-                            cwd=tree).stdout
+    output = subprocess.run(command, capture_output=True, text=True, check=True, cwd=tree).stdout
     result: dict[str, Any] = json.loads(output.strip().splitlines()[-1])
     return result
 
@@ -134,8 +158,7 @@ def speed(by_course: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]
     from reports_ml.simulate import SimulationParams, simulate_reports
 
     learners = 3_300.0 if args.quick else 33_000.0
-    records = simulate_reports(by_course, seed=2,
-                               params=SimulationParams(learners_median=learners))
+    records = simulate_reports(by_course, seed=2, params=SimulationParams(learners_median=learners))
     print(f"\nspeed set: {len(records):,} reports (learners_median {learners:,.0f})")
     baseline_ref = args.baseline or _baseline_ref()
     runs: dict[str, list[dict[str, Any]]] = {"baseline": [], "current": []}
@@ -149,12 +172,15 @@ def speed(by_course: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]
         for name in order[: 2 * args.rounds]:
             result = _run_worker(trees[name], data, args)
             runs[name].append(result)
-            print(f"  {name:8} train {result['train_seconds']:6.1f} s, batch "
-                  f"{result['batch_reports_per_second']['cold']:>7,}/s cold "
-                  f"{result['batch_reports_per_second']['warm']:>7,}/s warm, score_one p99 "
-                  f"{result['score_one_ms']['cold']['p99']:.2f} ms cold "
-                  f"{result['score_one_ms']['warm']['p99']:.2f} ms warm "
-                  f"(load {result['load_before']})", flush=True)
+            print(
+                f"  {name:8} train {result['train_seconds']:6.1f} s, batch "
+                f"{result['batch_reports_per_second']['cold']:>7,}/s cold "
+                f"{result['batch_reports_per_second']['warm']:>7,}/s warm, score_one p99 "
+                f"{result['score_one_ms']['cold']['p99']:.2f} ms cold "
+                f"{result['score_one_ms']['warm']['p99']:.2f} ms warm "
+                f"(load {result['load_before']})",
+                flush=True,
+            )
     summary: dict[str, Any] = {"baseline_ref": baseline_ref, "runs": runs}
     measures: dict[str, tuple[str, ...]] = {
         "train_seconds": ("train_seconds",),
@@ -196,8 +222,10 @@ def _print_evaluation(evaluation: Any) -> None:
     print(f"\n{evaluation.split}")
     print(f"{'course':10} {'reports':>8} {'correct':>8} " + " ".join(f"{m:>7}" for m in methods))
     for group in [*evaluation.courses, evaluation.overall]:
-        print(f"{group.name:10} {group.n_reports:8d} {group.n_correct:8d} "
-              + " ".join(f"{group.auc[m]:7.3f}" for m in methods))
+        print(
+            f"{group.name:10} {group.n_reports:8d} {group.n_correct:8d} "
+            + " ".join(f"{group.auc[m]:7.3f}" for m in methods)
+        )
     below = [g.name for g in evaluation.courses if g.auc["model"] < 0.95]
     print(f"courses with model AUC below 0.95: {below or 'none'}")
 
@@ -208,8 +236,12 @@ def _timed(name: str, run: Callable[[], Any]) -> tuple[Any, dict[str, Any]]:
     seconds = time.perf_counter() - started
     _print_evaluation(evaluation)
     below = [g.name for g in evaluation.courses if g.auc["model"] < 0.95]
-    return evaluation, {**evaluation.to_dict(), "courses_below_0_95": below,
-                        "seconds": round(seconds), "name": name}
+    return evaluation, {
+        **evaluation.to_dict(),
+        "courses_below_0_95": below,
+        "seconds": round(seconds),
+        "name": name,
+    }
 
 
 def _language(course: str) -> str:
@@ -218,7 +250,11 @@ def _language(course: str) -> str:
 
 
 def quality(
-    generator_a: list[Any], generator_b: list[Any], folds: int, jobs: int, plot: Path,
+    generator_a: list[Any],
+    generator_b: list[Any],
+    folds: int,
+    jobs: int,
+    plot: Path,
 ) -> dict[str, Any]:
     from reports_ml.evaluate import (
         cross_validate_by_prompt,
@@ -233,8 +269,12 @@ def quality(
     for generator, records in (("A", generator_a), ("B", generator_b)):
         for split, run in (
             ("by_prompt", lambda r=records: cross_validate_by_prompt(r, folds=folds, n_jobs=jobs)),
-            ("leave_one_course_out", lambda r=records, g=generator: leave_one_course_out(
-                r, n_jobs=jobs, group_of=_language if g == "B" else None)),
+            (
+                "leave_one_course_out",
+                lambda r=records, g=generator: leave_one_course_out(
+                    r, n_jobs=jobs, group_of=_language if g == "B" else None
+                ),
+            ),
         ):
             print(f"\ngenerator {generator}:", end="")
             evaluation, row = _timed(f"{generator} {split}", run)
@@ -242,8 +282,9 @@ def quality(
             results[f"{generator}_{split}"] = row
     print("\ngenerator B scored by a model trained on all of generator A:", end="")
     model = train_model(generator_a, n_jobs=jobs)
-    evaluation, row = _timed("B by a model of A", lambda: evaluate_model(model, generator_b,
-                                                                          n_jobs=jobs))
+    evaluation, row = _timed(
+        "B by a model of A", lambda: evaluate_model(model, generator_b, n_jobs=jobs)
+    )
     results["B_by_model_of_A"] = row
     plot_auc_by_course(evaluations[:2], plot)
     print(f"\nplot (generator A): {plot}")
@@ -271,12 +312,23 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=2, help="worker processes for features")
     parser.add_argument("--rounds", type=int, default=2, help="baseline/current pairs (speed)")
     parser.add_argument("--folds", type=int, help="prompt folds (default 5; 3 with --quick)")
-    parser.add_argument("--baseline", help="git ref of the baseline tree (default: the commit "
-                        "before reports_ml/similarity.py was added)")
-    parser.add_argument("--out", type=Path, help="figures as JSON (default: benchmarks/"
-                        "scorer_results.json; with --quick, in the temporary folder)")
-    parser.add_argument("--plot", type=Path, help="the per-course AUC plot (default: benchmarks/"
-                        "scorer_auc.png; with --quick, in the temporary folder)")
+    parser.add_argument(
+        "--baseline",
+        help="git ref of the baseline tree (default: the commit "
+        "before reports_ml/similarity.py was added)",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        help="figures as JSON (default: benchmarks/"
+        "scorer_results.json; with --quick, in the temporary folder)",
+    )
+    parser.add_argument(
+        "--plot",
+        type=Path,
+        help="the per-course AUC plot (default: benchmarks/"
+        "scorer_auc.png; with --quick, in the temporary folder)",
+    )
     parser.add_argument("--skip-speed", action="store_true", help="quality only")
     parser.add_argument("--skip-quality", action="store_true", help="speed only")
     # The speed worker (run by this script in a fresh process for each tree):
@@ -302,7 +354,8 @@ def main() -> None:
     print(f"load average at start: {_load()}")
     by_course = _load_prompts(120 if args.quick else None)
     results: dict[str, Any] = {
-        "command": " ".join(["benchmarks/scorer.py", *sys.argv[1:]]), "quick": args.quick,
+        "command": " ".join(["benchmarks/scorer.py", *sys.argv[1:]]),
+        "quick": args.quick,
     }
     if not args.skip_quality:
         generator_a = simulate_reports(by_course, seed=1)

@@ -176,9 +176,7 @@ def load_clips(fsdd: Path, count: int = 60) -> list[bytes]:
         digit, speaker, take = path.stem.split("_")
         return int(take), int(digit), speaker
 
-    files = sorted(
-        (path for path in fsdd.glob("*.wav") if path.stat().st_size > 8000), key=order
-    )
+    files = sorted((path for path in fsdd.glob("*.wav") if path.stat().st_size > 8000), key=order)
     speakers = len({path.stem.split("_")[1] for path in files})
     clips = [path.read_bytes() for path in files[: count - count % max(speakers, 1)]]
     if len(clips) < 10 or speakers < UPLOADS_PER_EXERCISE:
@@ -315,8 +313,14 @@ def shm_use(store: Path) -> ShmUse:
 
 
 async def open_loop(
-    uploader: Uploader, *, rate: float, duration_s: float, window_s: float, server_pid: int,
-    max_in_flight: int, store: Path,
+    uploader: Uploader,
+    *,
+    rate: float,
+    duration_s: float,
+    window_s: float,
+    server_pid: int,
+    max_in_flight: int,
+    store: Path,
 ) -> tuple[list[Sample], list[tuple[int, int, ShmUse]]]:
     """Send at ``rate``/s on a fixed schedule; sample RSS at the end of each window.
 
@@ -335,13 +339,17 @@ async def open_loop(
 
     async def watch_memory() -> None:
         for index in range(1, int(np.ceil(duration_s / window_s)) + 1):
-            await asyncio.sleep(max(0.0, start + min(index * window_s, duration_s)
-                                    - time.perf_counter()))
+            await asyncio.sleep(
+                max(0.0, start + min(index * window_s, duration_s) - time.perf_counter())
+            )
             rss.append((rss_kib(server_pid), rss_total_kib(server_pid), shm_use(store)))
             failed = sum(not sample.ok for sample in samples)
-            print(f"[{time.perf_counter() - start:5.0f} s] answered {len(samples)}, "
-                  f"failed {failed}, in flight {len(tasks)}, RSS {rss[-1][0] // 1024} MiB",
-                  file=sys.stderr, flush=True)
+            print(
+                f"[{time.perf_counter() - start:5.0f} s] answered {len(samples)}, "
+                f"failed {failed}, in flight {len(tasks)}, RSS {rss[-1][0] // 1024} MiB",
+                file=sys.stderr,
+                flush=True,
+            )
 
     watcher = asyncio.create_task(watch_memory())
     count = int(duration_s * rate)
@@ -368,19 +376,21 @@ def summarize(
     for index, (rss_main, rss_all, shm) in enumerate(rss):
         inside = [s for s in samples if index * window_s <= s.offset_s < (index + 1) * window_s]
         latencies = [s.latency_ms for s in inside if not s.shed] or [0.0]
-        windows.append(Window(
-            index=index,
-            uploads=len(inside),
-            errors=sum(not s.ok for s in inside),
-            shed=sum(s.shed for s in inside),
-            p50_ms=float(np.percentile(latencies, 50)),
-            p99_ms=float(np.percentile(latencies, 99)),
-            max_ms=max(latencies),
-            rss_kib=rss_main,
-            rss_total_kib=rss_all,
-            shm=shm,
-            window_s=window_s,
-        ))
+        windows.append(
+            Window(
+                index=index,
+                uploads=len(inside),
+                errors=sum(not s.ok for s in inside),
+                shed=sum(s.shed for s in inside),
+                p50_ms=float(np.percentile(latencies, 50)),
+                p99_ms=float(np.percentile(latencies, 99)),
+                max_ms=max(latencies),
+                rss_kib=rss_main,
+                rss_total_kib=rss_all,
+                shm=shm,
+                window_s=window_s,
+            )
+        )
     return windows
 
 
@@ -405,15 +415,19 @@ def take_census(env: dict[str, str], result: SoakResult) -> None:
         distinct = count(sa.select(sa.func.count(sa.distinct(ReleasedClip.sha256))))
         result.released_twice = result.released_clips - distinct
         result.purged_buckets = count(
-            sa.select(sa.func.count()).select_from(Bucket)
-            .where(Bucket.state == BucketState.PURGED)
+            sa.select(sa.func.count()).select_from(Bucket).where(Bucket.state == BucketState.PURGED)
         )
     finally:
         database.dispose()
 
 
-async def _drive(server: ChorusProcess, clips: list[bytes], private_pem: str,
-                 args: argparse.Namespace, result: SoakResult) -> None:
+async def _drive(
+    server: ChorusProcess,
+    clips: list[bytes],
+    private_pem: str,
+    args: argparse.Namespace,
+    result: SoakResult,
+) -> None:
     async with contextlib.AsyncExitStack() as stack:
         clients = [
             await stack.enter_async_context(httpx.AsyncClient(base_url=server.url, timeout=60))
@@ -426,8 +440,12 @@ async def _drive(server: ChorusProcess, clips: list[bytes], private_pem: str,
         result.target_rps = result.capacity_rps * args.load
         result.rss_warm_kib = rss_kib(server.pid)
         samples, rss = await open_loop(
-            uploader, rate=result.target_rps, duration_s=args.duration,
-            window_s=args.window, server_pid=server.pid, max_in_flight=args.max_in_flight,
+            uploader,
+            rate=result.target_rps,
+            duration_s=args.duration,
+            window_s=args.window,
+            server_pid=server.pid,
+            max_in_flight=args.max_in_flight,
             store=_idempotency_folder(server),
         )
     result.windows = summarize(samples, rss, window_s=args.window)
@@ -511,18 +529,38 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--duration", type=float, default=1800.0, help="open-loop seconds")
     parser.add_argument("--window", type=float, default=60.0, help="seconds per table row")
     parser.add_argument("--load", type=float, default=0.5, help="fraction of capacity")
-    parser.add_argument("--retry-every", type=int, default=20,
-                        help="send every n-th upload twice with its Idempotency-Key (0: never)")
-    parser.add_argument("--capacity-seconds", type=float, default=60.0,
-                        help="closed-loop burst; spans release cycles, so it includes them")
+    parser.add_argument(
+        "--retry-every",
+        type=int,
+        default=20,
+        help="send every n-th upload twice with its Idempotency-Key (0: never)",
+    )
+    parser.add_argument(
+        "--capacity-seconds",
+        type=float,
+        default=60.0,
+        help="closed-loop burst; spans release cycles, so it includes them",
+    )
     parser.add_argument("--concurrency", type=int, default=8, help="closed-loop burst")
-    parser.add_argument("--max-in-flight", type=int, default=64,
-                        help="unanswered uploads beyond which a due upload is shed")
-    parser.add_argument("--release-interval", type=int, default=15,
-                        help="seconds between release cycles in the server")
+    parser.add_argument(
+        "--max-in-flight",
+        type=int,
+        default=64,
+        help="unanswered uploads beyond which a due upload is shed",
+    )
+    parser.add_argument(
+        "--release-interval",
+        type=int,
+        default=15,
+        help="seconds between release cycles in the server",
+    )
     parser.add_argument("--out", type=Path, help="also write the Markdown table here")
-    parser.add_argument("--fsdd", type=Path, default=fsdd_recordings(),
-                        help="folder of FSDD WAV recordings (default: CHORUS_DATA_DIR's)")
+    parser.add_argument(
+        "--fsdd",
+        type=Path,
+        default=fsdd_recordings(),
+        help="folder of FSDD WAV recordings (default: CHORUS_DATA_DIR's)",
+    )
     return parser.parse_args(argv)
 
 

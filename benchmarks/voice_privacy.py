@@ -166,8 +166,15 @@ def load_fsdd(root: Path | None = None, *, per_speaker: int | None = None) -> li
         mono = samples.mean(axis=1)
         if rate != SAMPLE_RATE:
             mono = soxr.resample(mono, rate, SAMPLE_RATE, quality="HQ")
-        clips.append(Clip(int(digit), speaker, int(index),
-                          flac.encode_samples(mono, SAMPLE_RATE), path.stem in enrollment))
+        clips.append(
+            Clip(
+                int(digit),
+                speaker,
+                int(index),
+                flac.encode_samples(mono, SAMPLE_RATE),
+                path.stem in enrollment,
+            )
+        )
     return clips
 
 
@@ -227,8 +234,7 @@ def anonymize_all(
     return [_anonymize_one(v, d, s) for v, d, s in zip(voices, data, clip_seeds, strict=True)]
 
 
-def _anonymize_one(voice: VoiceAnonymizer, data: bytes, seed: np.random.SeedSequence
-                   ) -> np.ndarray:
+def _anonymize_one(voice: VoiceAnonymizer, data: bytes, seed: np.random.SeedSequence) -> np.ndarray:
     return decode_mono(voice.released_audio(data, rng=np.random.default_rng(seed)))[0]
 
 
@@ -366,9 +372,7 @@ def trained_scores(
 # --- utility ------------------------------------------------------------------------------------
 
 
-_DIGIT_GRAMMAR = (
-    "#JSGF V1.0;\ngrammar digits;\npublic <digit> = " + " | ".join(DIGITS) + " ;\n"
-)
+_DIGIT_GRAMMAR = "#JSGF V1.0;\ngrammar digits;\npublic <digit> = " + " | ".join(DIGITS) + " ;\n"
 _decoder: Any = None
 
 
@@ -497,8 +501,7 @@ def run(
     for k in sizes:
         enroll_releases = compose_releases(enroll, k, seed=10 + k)
         trial_releases = compose_releases(trial, k, seed=20 + k)
-        report.original_linkage[k] = release_linkage(trial_original, trial_speakers,
-                                                     trial_releases)
+        report.original_linkage[k] = release_linkage(trial_original, trial_speakers, trial_releases)
         for label, voice in sweep.items():
             started = time.perf_counter()
             trial_anonymized_audio = anonymize_all(
@@ -510,23 +513,38 @@ def run(
                 anonymize_all(enroll, voice, seed=2, releases=enroll_releases, jobs=jobs)
             )
             trial_anonymized = encoder.embed(trial_anonymized_audio)
-            trained_features, _ = trained_scores(enroll_anonymized, enroll_speakers,
-                                                 trial_anonymized)
+            trained_features, _ = trained_scores(
+                enroll_anonymized, enroll_speakers, trial_anonymized
+            )
             point = SweepPoint(
                 label=label,
                 k=k,
-                ignorant=_attack(cosine_scores, enroll_original, enroll_speakers,
-                                 trial_anonymized, trial_speakers),
-                lazy_informed=_attack(cosine_scores, enroll_anonymized, enroll_speakers,
-                                      trial_anonymized, trial_speakers),
-                trained=_attack(trained_scores, enroll_anonymized, enroll_speakers,
-                                trial_anonymized, trial_speakers),
-                linkage_encoder=release_linkage(trial_anonymized, trial_speakers,
-                                                trial_releases),
-                linkage_trained=release_linkage(_softmax(trained_features), trial_speakers,
-                                                trial_releases),
-                word_accuracy=word_accuracy_score(trial_anonymized_audio, trial_digits,
-                                                  jobs=jobs),
+                ignorant=_attack(
+                    cosine_scores,
+                    enroll_original,
+                    enroll_speakers,
+                    trial_anonymized,
+                    trial_speakers,
+                ),
+                lazy_informed=_attack(
+                    cosine_scores,
+                    enroll_anonymized,
+                    enroll_speakers,
+                    trial_anonymized,
+                    trial_speakers,
+                ),
+                trained=_attack(
+                    trained_scores,
+                    enroll_anonymized,
+                    enroll_speakers,
+                    trial_anonymized,
+                    trial_speakers,
+                ),
+                linkage_encoder=release_linkage(trial_anonymized, trial_speakers, trial_releases),
+                linkage_trained=release_linkage(
+                    _softmax(trained_features), trial_speakers, trial_releases
+                ),
+                word_accuracy=word_accuracy_score(trial_anonymized_audio, trial_digits, jobs=jobs),
                 seconds_per_clip=elapsed / max(1, len(trial)),
             )
             report.points.append(point)
@@ -605,8 +623,11 @@ def markdown(report: Report, *, command: str, load: str) -> str:
             f"{'yes' if meets_goal(p, report) else 'no'} |"
         )
     if report.clips_per_second:
-        lines += ["", "| transform | clips/s per core (`released_audio`, FLAC in and out) |",
-                  "|---|---|"]
+        lines += [
+            "",
+            "| transform | clips/s per core (`released_audio`, FLAC in and out) |",
+            "|---|---|",
+        ]
         lines += [f"| {label} | {rate:.0f} |" for label, rate in report.clips_per_second.items()]
     return "\n".join(lines) + "\n"
 
@@ -628,8 +649,13 @@ def plot(report: Report, path: Path) -> None:
         eers = [getattr(p, key).eer for p in report.points]
         axes.scatter(drops, eers, marker=marker, label=name)
     for p, drop in zip(report.points, drops, strict=True):
-        axes.annotate(f"{p.label} (k={p.k})", (drop, p.trained.eer), fontsize=6, xytext=(3, -8),
-                      textcoords="offset points")
+        axes.annotate(
+            f"{p.label} (k={p.k})",
+            (drop, p.trained.eer),
+            fontsize=6,
+            xytext=(3, -8),
+            textcoords="offset points",
+        )
     axes.axhline(GOAL_IGNORANT_EER, color="grey", linestyle="--", linewidth=0.8)
     axes.axhline(GOAL_LAZY_EER, color="grey", linestyle=":", linewidth=0.8)
     axes.axhline(GOAL_TRAINED_EER, color="grey", linestyle=(0, (1, 3)), linewidth=0.8)
@@ -647,17 +673,33 @@ def plot(report: Report, path: Path) -> None:
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--quick", action="store_true", help="48 clips, two transforms")
-    parser.add_argument("--clips-per-speaker", type=int, default=None,
-                        help="clips per speaker (default: all 500)")
-    parser.add_argument("--transforms", nargs="+", choices=list(SWEEP), default=None,
-                        help="run only these transforms of the sweep")
-    parser.add_argument("--k", type=int, nargs="+", default=None,
-                        help="release sizes (default: 5 and 20; --quick: 5)")
-    parser.add_argument("--speed-clips", type=int, default=None,
-                        help="clips timed per transform and round for clips/s per core "
-                        "(default 200; --quick: none)")
-    parser.add_argument("--jobs", type=int, default=2,
-                        help="processes for anonymization and the recognizer")
+    parser.add_argument(
+        "--clips-per-speaker", type=int, default=None, help="clips per speaker (default: all 500)"
+    )
+    parser.add_argument(
+        "--transforms",
+        nargs="+",
+        choices=list(SWEEP),
+        default=None,
+        help="run only these transforms of the sweep",
+    )
+    parser.add_argument(
+        "--k",
+        type=int,
+        nargs="+",
+        default=None,
+        help="release sizes (default: 5 and 20; --quick: 5)",
+    )
+    parser.add_argument(
+        "--speed-clips",
+        type=int,
+        default=None,
+        help="clips timed per transform and round for clips/s per core "
+        "(default 200; --quick: none)",
+    )
+    parser.add_argument(
+        "--jobs", type=int, default=2, help="processes for anonymization and the recognizer"
+    )
     parser.add_argument("--out", type=Path, default=None, help="write the Markdown table here")
     parser.add_argument("--plot", type=Path, default=None, help="write the PNG plot here")
     return parser.parse_args(argv)
@@ -683,8 +725,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         trial = [clip for clip in clips if not clip.enrollment][:speed_clips]
         report.clips_per_second = clips_per_second(trial, timed)
     one, five, _ = os.getloadavg()
-    command = "python benchmarks/voice_privacy.py " + " ".join(sys.argv[1:] if argv is None
-                                                              else argv)
+    command = "python benchmarks/voice_privacy.py " + " ".join(
+        sys.argv[1:] if argv is None else argv
+    )
     text = markdown(report, command=command.strip(), load=f"{one:.1f} / {five:.1f}")
     print(text)
     out = args.out or Path(tempfile.gettempdir()) / "voice_privacy.md"

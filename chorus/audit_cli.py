@@ -21,15 +21,15 @@ from policies.checks import AuditReport, CheckStatus
 ROOT_COMMANDS = ("audit",)
 EXIT_CLEAN, EXIT_FINDINGS, EXIT_FAILED = 0, 1, 2
 _STATUS_WORDS = {
-    CheckStatus.OK: "ok  ", CheckStatus.FAIL: "FAIL", CheckStatus.NOT_APPLICABLE: "n/a "
+    CheckStatus.OK: "ok  ",
+    CheckStatus.FAIL: "FAIL",
+    CheckStatus.NOT_APPLICABLE: "n/a ",
 }
 REQUIRED_TABLES = ("audit_entries", "buckets", "pending_clips", "releases", "released_clips")
 
 
 def audit(
-    json_output: Annotated[
-        bool, typer.Option("--json", help="print the report as JSON")
-    ] = False,
+    json_output: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
     canary: Annotated[
         list[str] | None,
         typer.Option(

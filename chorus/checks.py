@@ -67,11 +67,18 @@ def check_key_store_persistence(ctx: AuditContext) -> Iterable[Finding]:
 
 
 CHECKS: tuple[Check, ...] = (
-    Check("metrics_exposition", ("P2", "P4"),
-          "the metrics exposition has no creation times and counts no minors",
-          check_metrics_exposition),
-    Check("key_store_persistence", ("P3", "P4"),
-          "the bucket-key store keeps nothing on disk", check_key_store_persistence),
+    Check(
+        "metrics_exposition",
+        ("P2", "P4"),
+        "the metrics exposition has no creation times and counts no minors",
+        check_metrics_exposition,
+    ),
+    Check(
+        "key_store_persistence",
+        ("P3", "P4"),
+        "the bucket-key store keeps nothing on disk",
+        check_key_store_persistence,
+    ),
 )
 
 EXPLANATIONS: Mapping[str, Explanation] = {
@@ -87,8 +94,7 @@ EXPLANATIONS: Mapping[str, Explanation] = {
         remedy="register every metric through core.metrics.counter",
     ),
     "metrics_minor_counter": Explanation(
-        cause="a metric labels refused requests by their problem code, the age gate's "
-        "included",
+        cause="a metric labels refused requests by their problem code, the age gate's included",
         remedy="count the age gate's refusals under a generic label, or not at all",
     ),
 }

@@ -148,8 +148,10 @@ def keys_list() -> None:
     from core.auth import get_all
 
     with _keys_session() as session:
-        rows = [(key.id, key.role, key.name, "revoked" if key.revoked else "active")
-                for key in get_all(session)]
+        rows = [
+            (key.id, key.role, key.name, "revoked" if key.revoked else "active")
+            for key in get_all(session)
+        ]
     if not rows:
         typer.echo("no role keys yet (chorus keys create --role ROLE --name NAME)")
         return

@@ -49,8 +49,16 @@ COMMON_LEARNERS = 500
 RARE_LEARNERS = 7
 COURSE = "en_hu"
 # Artefacts of a previous tour that ``--reset`` may remove; nothing else in the folder is touched.
-_ARTEFACTS = ("chorus.db", "chorus.db-wal", "chorus.db-shm", "blobs", "keys", "models",
-              "downloads", "audio")
+_ARTEFACTS = (
+    "chorus.db",
+    "chorus.db-wal",
+    "chorus.db-shm",
+    "blobs",
+    "keys",
+    "models",
+    "downloads",
+    "audio",
+)
 
 Echo = Callable[[str], None]
 
@@ -249,9 +257,7 @@ def _make_role_keys(settings: Settings, folder: Path) -> dict[str, str]:
             keys = {}
             for role in Role:
                 keys[role.value] = create_key(session, role=role, name=f"demo {role.value}")
-                append(
-                    session, kind="key_created", body={"role": role.value, "name": "demo"}
-                )
+                append(session, kind="key_created", body={"role": role.value, "name": "demo"})
     finally:
         database.dispose()
     _write_private(
@@ -268,9 +274,7 @@ def _problem_code(response: httpx.Response) -> str:
         return str(response.status_code)
 
 
-def _upload(
-    client: httpx.Client, token: str, audio: bytes, exercise_id: str
-) -> httpx.Response:
+def _upload(client: httpx.Client, token: str, audio: bytes, exercise_id: str) -> httpx.Response:
     # A stray field (here the device) is dropped unread by the metadata allowlist.
     metadata = json.dumps({"exercise_id": exercise_id, "device": "demo-phone"}).encode()
     return client.post(
@@ -379,8 +383,7 @@ class _Tour:
             ("a child's recording", self.token("learner-kid", age=11, child=True), "digit-7"),
             ("a rare exercise", self.token("learner-theo-rare", age=30), RARE_EXERCISE),
             ("a forged consent token", mint_token(forged_pem, learner_id="learner-x"), "digit-7"),
-            ("a second clip for the same bucket", self.token("learner-george", age=20),
-             "digit-0"),
+            ("a second clip for the same bucket", self.token("learner-george", age=20), "digit-0"),
         ]
         for what, token, exercise_id in attempts:
             response = _upload(self.client, token, clip, exercise_id)
@@ -409,8 +412,9 @@ class _Tour:
             f"{len(report.purged)} purged"
         )
         page = _expect(
-            self.client.get("/v1/releases", params={"limit": 100},
-                            headers=self.headers(Role.RESEARCHER)),
+            self.client.get(
+                "/v1/releases", params={"limit": 100}, headers=self.headers(Role.RESEARCHER)
+            ),
             200,
             "list releases",
         )
@@ -471,8 +475,7 @@ class _Tour:
             self.echo("STAPLE file not found; the review queue part of the tour is skipped")
             return
         prompts = [
-            {"prompt_id": p.prompt_id, "text": p.text,
-             "accepted": [t.text for t in p.translations]}
+            {"prompt_id": p.prompt_id, "text": p.text, "accepted": [t.text for t in p.translations]}
             for p in load_staple(self.staple)
         ]
         body = _expect(
@@ -492,8 +495,9 @@ class _Tour:
         for prompt in prompts:
             best = str(prompt["accepted"][0])
             words = best.split()
-            reports.append((prompt["prompt_id"], " ".join(words[:-1]) if len(words) > 2
-                            else best + " is"))
+            reports.append(
+                (prompt["prompt_id"], " ".join(words[:-1]) if len(words) > 2 else best + " is")
+            )
             reports.append((prompt["prompt_id"], " ".join(reversed(words))))
         reports.append((prompts[0]["prompt_id"], "xyz qqq zzz"))
         sent = 0
@@ -501,8 +505,12 @@ class _Tour:
             for reporter in range(3 if number == 0 else 1):
                 response = self.client.post(
                     "/v1/reports",
-                    json={"course": COURSE, "prompt_id": prompt_id, "answer": answer,
-                          "reporter_id": f"reporter-{number}-{reporter}"},
+                    json={
+                        "course": COURSE,
+                        "prompt_id": prompt_id,
+                        "answer": answer,
+                        "reporter_id": f"reporter-{number}-{reporter}",
+                    },
                     headers=self.headers(Role.APP),
                 )
                 if response.status_code not in (200, 201):
@@ -514,8 +522,11 @@ class _Tour:
         if not self.outcome.course_prompts:
             return
         body = _expect(
-            self.client.get("/v1/reports/queue", params={"course": COURSE, "limit": 5},
-                            headers=self.headers(Role.CONTRIBUTOR)),
+            self.client.get(
+                "/v1/reports/queue",
+                params={"course": COURSE, "limit": 5},
+                headers=self.headers(Role.CONTRIBUTOR),
+            ),
             200,
             "review queue",
         )
@@ -563,9 +574,10 @@ def run_demo(
         echo(f"no FSDD recordings under {fsdd}; synthesizing a speech-like voice instead")
     else:
         echo(f"audio: FSDD recordings in {audio.recordings}")
-    with BackgroundServer(create_app(settings)) as server, httpx.Client(
-        base_url=server.url, timeout=60.0
-    ) as client:
+    with (
+        BackgroundServer(create_app(settings)) as server,
+        httpx.Client(base_url=server.url, timeout=60.0) as client,
+    ):
         outcome.base_url = server.url
         echo(f"server: {server.url} (demo policy, k=5)")
         _Tour(

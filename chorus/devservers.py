@@ -51,7 +51,14 @@ __all__ = [
 LOOPBACK = "127.0.0.1"
 REGION = "us-east-1"
 _PORT_NAMES = (
-    "master", "master.grpc", "volume", "volume.grpc", "filer", "filer.grpc", "s3", "s3.grpc",
+    "master",
+    "master.grpc",
+    "volume",
+    "volume.grpc",
+    "filer",
+    "filer.grpc",
+    "s3",
+    "s3.grpc",
 )
 _READY_BUCKET = "chorus-ready"
 

@@ -43,12 +43,10 @@ _HOME_LINKS = (
 
 @cache
 def _home_page(title: str) -> str:
-    items = "".join(
-        f'<li><a href="{href}">/{href}</a> — {text}</li>' for href, text in _HOME_LINKS
-    )
+    items = "".join(f'<li><a href="{href}">/{href}</a> — {text}</li>' for href, text in _HOME_LINKS)
     return (
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">"
-        f"<title>{title}</title><link rel=\"icon\" href=\"favicon.ico\"></head><body>"
+        '<!doctype html><html lang="en"><head><meta charset="utf-8">'
+        f'<title>{title}</title><link rel="icon" href="favicon.ico"></head><body>'
         f"<h1>{title}</h1><p>Speech clips collected with consent and released only in batches "
         "of at least k learners.</p>"
         f"<ul>{items}</ul></body></html>"
@@ -86,8 +84,12 @@ def verify(
         ok=report.ok,
         findings=[
             FindingRead(
-                check=f.check, invariant=f.invariant, message=f.message, subject=f.subject,
-                cause=explain(f.check).cause, remedy=explain(f.check).remedy,
+                check=f.check,
+                invariant=f.invariant,
+                message=f.message,
+                subject=f.subject,
+                cause=explain(f.check).cause,
+                remedy=explain(f.check).remedy,
             )
             for f in report.findings
         ],

@@ -46,9 +46,7 @@ def voiced_wav(
     *, seed: int, seconds: float = 1.0, sample_rate: int = 16000, pitch_hz: float = 120.0
 ) -> bytes:
     """:func:`voiced_samples` as a 16-bit WAV file."""
-    samples = voiced_samples(
-        seed=seed, seconds=seconds, sample_rate=sample_rate, pitch_hz=pitch_hz
-    )
+    samples = voiced_samples(seed=seed, seconds=seconds, sample_rate=sample_rate, pitch_hz=pitch_hz)
     buffer = io.BytesIO()
     sf.write(buffer, samples, sample_rate, format="WAV", subtype="PCM_16")
     return buffer.getvalue()

@@ -159,7 +159,6 @@ class _FifoLock:
             self._serving += 1
 
 
-
 class SqliteWriterQueue:
     """SQLite has one writer: writers wait their turn here rather than in SQLite's busy handler,
     which sleeps up to 100 ms between tries and can starve one.
@@ -283,9 +282,7 @@ class Database:
             finally:
                 if acquired:
                     with contextlib.suppress(DBAPIError):
-                        connection.execute(
-                            sa.text("SELECT pg_advisory_unlock(:n)"), {"n": number}
-                        )
+                        connection.execute(sa.text("SELECT pg_advisory_unlock(:n)"), {"n": number})
                         connection.commit()
 
     @property

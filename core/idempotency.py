@@ -492,11 +492,11 @@ class RedisIdempotencyStore:
         self._heartbeat: _Ticker | None = None
         self._start_lock = threading.Lock()
 
-
     @property
     def prefix(self) -> bytes:
         namespace = self._namespace() if callable(self._namespace) else self._namespace
         return f"chorus:{namespace}:i:".encode()
+
     def _value(self, state: bytes, upload: IdempotentUpload) -> bytes:
         return _value(state, upload, self._owner or this_owner())
 

@@ -46,9 +46,7 @@ class HeaderTimeoutProtocol(H11Protocol):
 
     def _arm_header_timer(self) -> None:
         if self._header_timer is None:
-            self._header_timer = self.loop.call_later(
-                self.header_timeout_s, self._header_timeout
-            )
+            self._header_timer = self.loop.call_later(self.header_timeout_s, self._header_timeout)
 
     def _cancel_header_timer(self) -> None:
         if self._header_timer is not None:

@@ -34,7 +34,9 @@ class Settings(BaseSettings):
     sweep_interval_s: int = Field(default=3600, ge=10)
     decoder_workers: int = Field(default=4, ge=1, le=64)
     model_poll_s: float = Field(
-        default=2.0, ge=0, le=3600,
+        default=2.0,
+        ge=0,
+        le=3600,
         description="seconds a replica serves the review model it knows before it asks the "
         "database which version is promoted",
     )
@@ -55,8 +57,11 @@ class Settings(BaseSettings):
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     header_timeout_s: float = Field(
-        default=10.0, gt=0, le=300, description="close a connection whose request headers "
-        "are not complete this long after it opened or after their first byte"
+        default=10.0,
+        gt=0,
+        le=300,
+        description="close a connection whose request headers "
+        "are not complete this long after it opened or after their first byte",
     )
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)

@@ -127,14 +127,18 @@ class S3BlobStore:
         # Presigned URLs are for clients outside the deployment: signed for the endpoint they
         # reach (``public_endpoint_url``), which may differ from the one the service uses.
         self.public_endpoint_url = public_endpoint_url
-        self._presigner: S3Client = self._client if public_endpoint_url is None else (
-            boto3.client(
-                "s3",
-                endpoint_url=public_endpoint_url,
-                region_name=region,
-                aws_access_key_id=access_key,
-                aws_secret_access_key=secret_key,
-                config=config,
+        self._presigner: S3Client = (
+            self._client
+            if public_endpoint_url is None
+            else (
+                boto3.client(
+                    "s3",
+                    endpoint_url=public_endpoint_url,
+                    region_name=region,
+                    aws_access_key_id=access_key,
+                    aws_secret_access_key=secret_key,
+                    config=config,
+                )
             )
         )
 
@@ -397,9 +401,7 @@ class S3BlobStore:
             if code == "NoSuchBucket" or (key is None and code in _MISSING_BUCKET):
                 raise StorageUnavailable(f"S3 {action} failed: no {where}") from exc
             raise StorageUnavailable(f"S3 {action} failed for {where}: {code}") from exc
-        raise StorageUnavailable(
-            f"S3 {action} failed for {where}: {type(exc).__name__}"
-        ) from exc
+        raise StorageUnavailable(f"S3 {action} failed for {where}: {type(exc).__name__}") from exc
 
 
 def _error_code(exc: ClientError) -> str:

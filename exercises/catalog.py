@@ -70,8 +70,9 @@ def update_usage(session: Session, entries: Iterable[ExerciseUsageUpdate]) -> tu
     }
     added = changed = 0
     for exercise_id, entry in rows.items():
-        given = {name: getattr(entry, name) for name in CATALOG_FIELDS
-                 if name in entry.model_fields_set}
+        given = {
+            name: getattr(entry, name) for name in CATALOG_FIELDS if name in entry.model_fields_set
+        }
         row = existing.get(exercise_id)
         if row is None:
             if given.get("learners") is None:
@@ -209,8 +210,10 @@ def read_usage_csv(path: Path, *, update: bool = False) -> list[Any]:
                             fields[name] = None
                     entries.append(model(**fields))
                 except (ValueError, ValidationError) as exc:
-                    reason = exc.errors()[0]["msg"] if isinstance(exc, ValidationError) else (
-                        "learners is not an integer"
+                    reason = (
+                        exc.errors()[0]["msg"]
+                        if isinstance(exc, ValidationError)
+                        else ("learners is not an integer")
                     )
                     raise InvalidInput(f"{path.name} line {line}: {reason}") from None
     except (OSError, UnicodeDecodeError) as exc:

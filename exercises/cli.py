@@ -21,9 +21,7 @@ def _fail(message: str) -> None:
 def exercises_import(
     file: Annotated[
         Path,
-        typer.Argument(
-            help="CSV with columns exercise_id,learners[,language,text,course,skill]"
-        ),
+        typer.Argument(help="CSV with columns exercise_id,learners[,language,text,course,skill]"),
     ],
     update: Annotated[
         bool,

@@ -42,9 +42,7 @@ def bcp47(tag: str) -> str:
     return tag
 
 
-LanguageTag = Annotated[
-    StorableText, Field(min_length=1, max_length=35), AfterValidator(bcp47)
-]
+LanguageTag = Annotated[StorableText, Field(min_length=1, max_length=35), AfterValidator(bcp47)]
 PromptText = Annotated[StorableText, Field(min_length=1, max_length=2000)]
 Label = Annotated[StorableText, Field(min_length=1, max_length=200)]
 Learners = Annotated[int, Field(ge=0, le=2**31 - 1)]

@@ -206,8 +206,8 @@ def mint_token(
     extra_claims: dict[str, Any] | None = None,
 ) -> str:
     """A signed consent token as the app's account service would issue it."""
-    key = private_key if isinstance(private_key, Ed25519PrivateKey) else load_private_key(
-        private_key
+    key = (
+        private_key if isinstance(private_key, Ed25519PrivateKey) else load_private_key(private_key)
     )
     issued = int(now if now is not None else time.time())
     claims: dict[str, Any] = {

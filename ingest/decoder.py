@@ -310,9 +310,7 @@ class DecoderPool:
         finally:
             self._release(worker, healthy=healthy)
 
-    async def _exchange(
-        self, worker: _Worker, job: UploadJob, timeout_s: float
-    ) -> tuple[str, Any]:
+    async def _exchange(self, worker: _Worker, job: UploadJob, timeout_s: float) -> tuple[str, Any]:
         try:
             async with asyncio.timeout(timeout_s):
                 return await worker.exchange(job)

@@ -99,16 +99,14 @@ _MEL_FILTERS: Final[FloatArray] = _mel_filterbank(PRINT_SHAPE[0])
 _BIN_HZ: Final[npt.NDArray[np.float64]] = np.arange(FFT_SIZE // 2 + 1, dtype=np.float64) * (
     ANALYSIS_RATE / FFT_SIZE
 )
-_BAND_MASK: Final[FloatArray] = (
-    (_BIN_HZ >= LOWEST_BAND_HZ) & (_BIN_HZ <= HIGHEST_BAND_HZ)
-).astype(np.float32)
+_BAND_MASK: Final[FloatArray] = ((_BIN_HZ >= LOWEST_BAND_HZ) & (_BIN_HZ <= HIGHEST_BAND_HZ)).astype(
+    np.float32
+)
 _WINDOW: Final[FloatArray] = np.hanning(FRAME_LENGTH).astype(np.float32)
 _WINDOW_SQUARED: Final[FloatArray] = np.square(_WINDOW)
 # The print's band as a linear-phase filter, for the energies that place the print.
 _BAND_PASS: Final[FloatArray] = np.asarray(
-    scipy.signal.firwin(
-        101, [LOWEST_BAND_HZ, HIGHEST_BAND_HZ], pass_zero=False, fs=ANALYSIS_RATE
-    ),
+    scipy.signal.firwin(101, [LOWEST_BAND_HZ, HIGHEST_BAND_HZ], pass_zero=False, fs=ANALYSIS_RATE),
     dtype=np.float32,
 )
 # Room on each side of the clip, so frames centred anywhere within it lie inside the signal.
@@ -145,9 +143,10 @@ def _remove_envelope(band_db: FloatArray) -> FloatArray:
     """Subtract from each cell the mean of it and its neighbouring bands (frames, bands)."""
     reach = ENVELOPE_BANDS // 2
     edged = np.pad(band_db, ((0, 0), (reach, reach)), mode="edge")
-    envelope = sum(
-        edged[:, offset : offset + band_db.shape[1]] for offset in range(ENVELOPE_BANDS)
-    ) / ENVELOPE_BANDS
+    envelope = (
+        sum(edged[:, offset : offset + band_db.shape[1]] for offset in range(ENVELOPE_BANDS))
+        / ENVELOPE_BANDS
+    )
     return (band_db - envelope).astype(np.float32)
 
 

@@ -143,7 +143,8 @@ def _frames(mono: np.ndarray, sample_rate: int) -> np.ndarray:
 def _webrtc_speech(vad: webrtcvad.Vad, frames: np.ndarray) -> np.ndarray:
     pcm = np.rint(np.clip(frames, -1.0, 1.0) * 32767.0).astype("<i2")
     return np.fromiter(
-        (vad.is_speech(frame.tobytes(), ANALYSIS_RATE) for frame in pcm), dtype=bool,
+        (vad.is_speech(frame.tobytes(), ANALYSIS_RATE) for frame in pcm),
+        dtype=bool,
         count=len(pcm),
     )
 

@@ -48,9 +48,7 @@ def scan_for_canaries(
             f"{table}.{column}",
         )
     for path, number in _scan_logs(log_dirs, needles):
-        yield Finding(
-            "canary_found", "P3", f"canary {number} found in log file {path}", str(path)
-        )
+        yield Finding("canary_found", "P3", f"canary {number} found in log file {path}", str(path))
 
 
 def _matches(needles: Sequence[tuple[int, bytes]], haystacks: Iterable[bytes]) -> list[int]:

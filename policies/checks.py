@@ -100,6 +100,7 @@ def check_audit_chain(ctx: AuditContext) -> Iterable[Finding]:
             str(status.first_broken_seq),
         )
 
+
 # --- P3, P4: canaries -----------------------------------------------------------------------
 
 
@@ -116,14 +117,34 @@ def check_canaries(ctx: AuditContext) -> Iterable[Finding]:
 
 CHECKS: tuple[Check, ...] = (
     Check("audit_chain", ("P8",), "the audit hash chain verifies", check_audit_chain),
-    Check("canaries", ("P3", "P4"), "no canary string in objects, rows or logs",
-          check_canaries, needs_canaries=True),
-    Check("file_modes", ("P3",), "database and file store files are 0600, folders 0700",
-          check_file_modes, not_applicable=unless_local_files),
-    Check("sqlite_pragmas", ("P3", "P4"), "SQLite overwrites deleted content (secure_delete)",
-          check_sqlite_pragmas, not_applicable=unless_sqlite),
-    Check("clip_table_rowid", ("P4",), "pending clip tables have no insertion-ordered rowid",
-          check_clip_table_rowid, not_applicable=unless_sqlite),
+    Check(
+        "canaries",
+        ("P3", "P4"),
+        "no canary string in objects, rows or logs",
+        check_canaries,
+        needs_canaries=True,
+    ),
+    Check(
+        "file_modes",
+        ("P3",),
+        "database and file store files are 0600, folders 0700",
+        check_file_modes,
+        not_applicable=unless_local_files,
+    ),
+    Check(
+        "sqlite_pragmas",
+        ("P3", "P4"),
+        "SQLite overwrites deleted content (secure_delete)",
+        check_sqlite_pragmas,
+        not_applicable=unless_sqlite,
+    ),
+    Check(
+        "clip_table_rowid",
+        ("P4",),
+        "pending clip tables have no insertion-ordered rowid",
+        check_clip_table_rowid,
+        not_applicable=unless_sqlite,
+    ),
 )
 
 EXPLANATIONS: Mapping[str, Explanation] = {
@@ -172,9 +193,7 @@ def run_checks(
             continue
         reason = check.not_applicable(ctx) if check.not_applicable is not None else None
         if reason is not None:
-            results.append(
-                CheckResult(check.name, check.invariants, check.description, (), reason)
-            )
+            results.append(CheckResult(check.name, check.invariants, check.description, (), reason))
             continue
         findings = tuple(check.run(ctx))
         results.append(CheckResult(check.name, check.invariants, check.description, findings))

@@ -45,8 +45,10 @@ def anonymize(
     rng = np.random.default_rng(seed) if seed is not None else None
     voice = VoiceAnonymizer.from_policy(policy, rng=rng)  # one folder, one pseudo-voice
     if not voice.enabled:
-        _fail(f"policy {policy.name!r} does not anonymize voices (voice_anonymization = "
-              f"{policy.voice_anonymization!r}); pass --policy with one that does")
+        _fail(
+            f"policy {policy.name!r} does not anonymize voices (voice_anonymization = "
+            f"{policy.voice_anonymization!r}); pass --policy with one that does"
+        )
     if not src.is_dir():
         _fail(f"{src} is not a folder")
     clips = sorted(p for p in src.iterdir() if p.suffix.lower() in AUDIO_SUFFIXES)

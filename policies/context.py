@@ -72,8 +72,7 @@ class AuditContext:
         """SHA-256 of every released clip, read once per run."""
         if self._released_digests is None:
             self._released_digests = {
-                subject: hashlib.sha256(data).hexdigest()
-                for subject, data in self.released_clips()
+                subject: hashlib.sha256(data).hexdigest() for subject, data in self.released_clips()
             }
         return self._released_digests
 
@@ -86,7 +85,9 @@ def is_clip_key(key: str) -> bool:
 def is_shard_key(key: str) -> bool:
     parts = key.split("/")
     return (
-        len(parts) == 4 and parts[0] == "releases" and parts[2] == "shards"
+        len(parts) == 4
+        and parts[0] == "releases"
+        and parts[2] == "shards"
         and parts[3].endswith(".tar")
     )
 

@@ -156,7 +156,11 @@ def encode_canonical(pcm: np.ndarray, sample_rate: int) -> bytes:
         raise ValueError(f"expected mono int16 samples, got {pcm.dtype} of shape {pcm.shape}")
     buffer = io.BytesIO()
     sf.write(
-        buffer, pcm, sample_rate, format="FLAC", subtype="PCM_16",
+        buffer,
+        pcm,
+        sample_rate,
+        format="FLAC",
+        subtype="PCM_16",
         compression_level=COMPRESSION_LEVEL,
     )
     return buffer.getvalue()
@@ -186,8 +190,9 @@ def canonical_differences(data: bytes, canonical: bytes) -> list[str]:
         differences.append(f"metadata blocks {names}, not {expected}")
     for kind, body in ours:
         if kind == 1 and any(body):
-            differences.append(f"a PADDING block holding {sum(1 for b in body if b)} non-zero "
-                               "byte(s)")
+            differences.append(
+                f"a PADDING block holding {sum(1 for b in body if b)} non-zero byte(s)"
+            )
     our_info = [body for kind, body in ours if kind == 0]
     their_info = [body for kind, body in theirs if kind == 0]
     if our_info[:1] != their_info[:1]:

@@ -27,7 +27,8 @@ app = typer.Typer(help="Translation-report scorer.")
 
 _stderr = Console(stderr=True)
 DataArgument = Annotated[
-    Path, typer.Argument(exists=True, dir_okay=False, help="report records (JSON Lines)"),
+    Path,
+    typer.Argument(exists=True, dir_okay=False, help="report records (JSON Lines)"),
 ]
 JobsOption = Annotated[int, typer.Option("--jobs", min=1, help="worker processes for features")]
 SeedOption = Annotated[int, typer.Option("--seed", help="random seed")]
@@ -65,7 +66,10 @@ def _user_errors() -> Iterator[None]:
 @contextlib.contextmanager
 def _progress(description: str, total: int) -> Iterator[Callable[[int], None]]:
     columns = (
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
     )
     with Progress(*columns, console=_stderr, transient=True) as progress:
         task = progress.add_task(description, total=total)
@@ -95,12 +99,14 @@ _SKIPPED_SHOWN = 5
 @app.command()
 def simulate(
     staple_files: Annotated[
-        list[Path], typer.Argument(exists=True, dir_okay=False, help="STAPLE *.gold.txt files"),
+        list[Path],
+        typer.Argument(exists=True, dir_okay=False, help="STAPLE *.gold.txt files"),
     ],
     out: Annotated[Path, typer.Option("--out", help="JSON Lines file to write")],
     seed: SeedOption = 0,
     course: Annotated[
-        str | None, typer.Option(help="course of every file (default: from each file's name)"),
+        str | None,
+        typer.Option(help="course of every file (default: from each file's name)"),
     ] = None,
 ) -> None:
     """Simulate learner reports from STAPLE gold files (model: reports_ml/simulate.py)."""
@@ -129,21 +135,29 @@ def train(
     data: DataArgument,
     model: Annotated[Path, typer.Option("--model", help="where to write the model (.joblib)")],
     holdout: Annotated[
-        float, typer.Option(min=0.0, max=0.9, help="share of prompts held out for the card's "
-                            "metrics (0: skip)"),
+        float,
+        typer.Option(
+            min=0.0, max=0.9, help="share of prompts held out for the card's metrics (0: skip)"
+        ),
     ] = 0.2,
     seed: SeedOption = 0,
     jobs: JobsOption = 1,
     skip_invalid: SkipInvalidOption = False,
     labels: Annotated[
         LabelSourceChoice,
-        typer.Option("--labels", help="where DATA's labels come from, for the model card: "
-                     "simulated (chorus reports simulate) or reviewers (contributors' decisions)"),
+        typer.Option(
+            "--labels",
+            help="where DATA's labels come from, for the model card: "
+            "simulated (chorus reports simulate) or reviewers (contributors' decisions)",
+        ),
     ] = LabelSourceChoice.SIMULATED,
     data_licence: Annotated[
         str | None,
-        typer.Option("--data-licence", help="licence of DATA, for the model card (default: "
-                     "STAPLE's CC BY-NC 4.0 for simulated labels)"),
+        typer.Option(
+            "--data-licence",
+            help="licence of DATA, for the model card (default: "
+            "STAPLE's CC BY-NC 4.0 for simulated labels)",
+        ),
     ] = None,
 ) -> None:
     """Train the scorer on every labelled record of DATA; writes the model and its JSON card."""
@@ -156,13 +170,20 @@ def train(
         if holdout > 0:
             with _stderr.status("measuring on held-out prompts"):
                 metrics = holdout_metrics(
-                    records, holdout_fraction=holdout, random_state=seed, n_jobs=jobs,
+                    records,
+                    holdout_fraction=holdout,
+                    random_state=seed,
+                    n_jobs=jobs,
                 )
         labelled = sum(record.label is not None for record in records)
         with _progress("training: features", labelled) as advance:
             trained = train_model(
-                records, random_state=seed, n_jobs=jobs, progress=advance,
-                label_source=labels.value, data_licence=data_licence,
+                records,
+                random_state=seed,
+                n_jobs=jobs,
+                progress=advance,
+                label_source=labels.value,
+                data_licence=data_licence,
             )
         assert trained.card is not None
         trained.card = trained.card.model_copy(update={"metrics": metrics})
@@ -183,16 +204,21 @@ def train(
 def evaluate(
     data: DataArgument,
     model: Annotated[
-        Path | None, typer.Option("--model", help="trained model to evaluate on DATA"),
+        Path | None,
+        typer.Option("--model", help="trained model to evaluate on DATA"),
     ] = None,
     split: Annotated[
-        Split, typer.Option(help="none: score DATA with --model; prompt / course: cross-validate "
-                            "new models on DATA by prompt folds or leaving one course out"),
+        Split,
+        typer.Option(
+            help="none: score DATA with --model; prompt / course: cross-validate "
+            "new models on DATA by prompt folds or leaving one course out"
+        ),
     ] = Split.none,
     folds: Annotated[int, typer.Option(min=2, help="prompt folds for --split prompt")] = 5,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of a table")] = False,
     plot: Annotated[
-        Path | None, typer.Option(help="write a PNG: reports per course against AUC"),
+        Path | None,
+        typer.Option(help="write a PNG: reports per course against AUC"),
     ] = None,
     seed: SeedOption = 0,
     jobs: JobsOption = 1,
@@ -203,8 +229,9 @@ def evaluate(
     from reports_ml.model import ReportModel
 
     if (split is Split.none) == (model is None):
-        typer.echo("chorus: give either --model (evaluate it on DATA) or --split prompt|course",
-                   err=True)
+        typer.echo(
+            "chorus: give either --model (evaluate it on DATA) or --split prompt|course", err=True
+        )
         raise typer.Exit(2)
     with _user_errors():
         records = _read(data)
@@ -213,18 +240,28 @@ def evaluate(
             labelled = sum(record.label is not None for record in records)
             with _progress("scoring", labelled) as advance:
                 result = evaluation_module.evaluate_model(
-                    trained, records, n_jobs=jobs, progress=advance,
+                    trained,
+                    records,
+                    n_jobs=jobs,
+                    progress=advance,
                 )
         elif split is Split.prompt:
             with _progress("cross-validating by prompt (models)", 2 * folds) as advance:
                 result = evaluation_module.cross_validate_by_prompt(
-                    records, folds=folds, random_state=seed, n_jobs=jobs, progress=advance,
+                    records,
+                    folds=folds,
+                    random_state=seed,
+                    n_jobs=jobs,
+                    progress=advance,
                 )
         else:
             n_courses = len({record.course for record in records})
             with _progress("leaving one course out (models)", 2 * n_courses) as advance:
                 result = evaluation_module.leave_one_course_out(
-                    records, random_state=seed, n_jobs=jobs, progress=advance,
+                    records,
+                    random_state=seed,
+                    n_jobs=jobs,
+                    progress=advance,
                 )
         if plot is not None:
             evaluation_module.plot_auc_by_course([result], plot)
@@ -246,7 +283,9 @@ def _print_evaluation(result: Evaluation) -> None:
         table.add_column(column, justify="right")
     for group in [*result.courses, result.overall]:
         table.add_row(
-            group.name, str(group.n_reports), str(group.n_correct),
+            group.name,
+            str(group.n_reports),
+            str(group.n_correct),
             *("n/a" if math.isnan(group.auc[m]) else f"{group.auc[m]:.3f}" for m in methods),
         )
     Console().print(table)
@@ -257,7 +296,8 @@ def score(
     data: DataArgument,
     model: Annotated[Path, typer.Option("--model", help="trained model (.joblib)")],
     out: Annotated[
-        Path | None, typer.Option("--out", help="JSON Lines file to write (default: stdout)"),
+        Path | None,
+        typer.Option("--out", help="JSON Lines file to write (default: stdout)"),
     ] = None,
     jobs: JobsOption = 1,
     skip_invalid: SkipInvalidOption = False,

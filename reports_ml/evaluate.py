@@ -93,13 +93,16 @@ class Evaluation:
     def wins(self, method: str, over: str) -> list[str]:
         """Courses (and ``all``) on which ``method`` ranks strictly better than ``over``."""
         return [
-            result.name for result in [self.overall, *self.courses]
+            result.name
+            for result in [self.overall, *self.courses]
             if result.auc[method] > result.auc[over]
         ]
 
 
 def summarize(
-    records: Sequence[ReportRecord], scores: dict[str, np.ndarray], split: str,
+    records: Sequence[ReportRecord],
+    scores: dict[str, np.ndarray],
+    split: str,
 ) -> Evaluation:
     """Per-course and pooled AUC of each ranking in ``scores`` over labelled ``records``."""
     labels = np.array([bool(record.label) for record in records])
@@ -110,8 +113,10 @@ def summarize(
             name=name,
             n_reports=int(mask.sum()),
             n_correct=int(labels[mask].sum()),
-            auc={method: roc_auc_score(labels[mask], values[mask])
-                 for method, values in scores.items()},
+            auc={
+                method: roc_auc_score(labels[mask], values[mask])
+                for method, values in scores.items()
+            },
         )
 
     return Evaluation(
@@ -129,7 +134,10 @@ def _labelled(records: Sequence[ReportRecord]) -> list[ReportRecord]:
 
 
 def evaluate_model(
-    model: ReportModel, records: Sequence[ReportRecord], *, n_jobs: int = 1,
+    model: ReportModel,
+    records: Sequence[ReportRecord],
+    *,
+    n_jobs: int = 1,
     progress: Progress | None = None,
 ) -> Evaluation:
     """A trained model against the count baseline on (held-out) labelled records."""
@@ -142,8 +150,12 @@ def evaluate_model(
 
 
 def _out_of_fold_scores(
-    records: list[ReportRecord], folds: list[np.ndarray], feature_sets: Sequence[FeatureSet],
-    random_state: int, n_jobs: int, progress: Progress | None,
+    records: list[ReportRecord],
+    folds: list[np.ndarray],
+    feature_sets: Sequence[FeatureSet],
+    random_state: int,
+    n_jobs: int,
+    progress: Progress | None,
 ) -> dict[str, np.ndarray]:
     scores = {feature_set: np.full(len(records), np.nan) for feature_set in feature_sets}
     everything = np.arange(len(records))
@@ -160,8 +172,12 @@ def _out_of_fold_scores(
 
 
 def cross_validate_by_prompt(
-    records: Sequence[ReportRecord], *, folds: int = 5, random_state: int = 0,
-    feature_sets: Sequence[FeatureSet] = ("full", "ngram"), n_jobs: int = 1,
+    records: Sequence[ReportRecord],
+    *,
+    folds: int = 5,
+    random_state: int = 0,
+    feature_sets: Sequence[FeatureSet] = ("full", "ngram"),
+    n_jobs: int = 1,
     progress: Progress | None = None,
 ) -> Evaluation:
     """Out-of-fold AUC with prompts dealt into ``folds`` folds (``progress(1)`` after each of
@@ -179,9 +195,13 @@ def cross_validate_by_prompt(
 
 
 def leave_one_course_out(
-    records: Sequence[ReportRecord], *, random_state: int = 0,
-    feature_sets: Sequence[FeatureSet] = ("full", "ngram"), n_jobs: int = 1,
-    progress: Progress | None = None, group_of: Callable[[str], str] | None = None,
+    records: Sequence[ReportRecord],
+    *,
+    random_state: int = 0,
+    feature_sets: Sequence[FeatureSet] = ("full", "ngram"),
+    n_jobs: int = 1,
+    progress: Progress | None = None,
+    group_of: Callable[[str], str] | None = None,
 ) -> Evaluation:
     """AUC on each course of models trained on the other courses only; with ``group_of``
     (course name to group), on the courses of models trained without the course's whole
@@ -199,7 +219,10 @@ def leave_one_course_out(
 
 
 def holdout_metrics(
-    records: Sequence[ReportRecord], *, holdout_fraction: float = 0.2, random_state: int = 0,
+    records: Sequence[ReportRecord],
+    *,
+    holdout_fraction: float = 0.2,
+    random_state: int = 0,
     n_jobs: int = 1,
 ) -> dict[str, float | None]:
     """AUC on held-out prompts of a model fit on the rest, and of the count baseline (for a
@@ -229,20 +252,40 @@ def plot_auc_by_course(evaluations: Sequence[Evaluation], path: Path | str) -> P
 
     markers = {"model": ("o", "tab:blue"), "ngram": ("^", "tab:orange"), "count": ("s", "tab:gray")}
     figure, axes = plt.subplots(
-        1, len(evaluations), figsize=(6.2 * len(evaluations), 5.0), squeeze=False, sharey=True,
+        1,
+        len(evaluations),
+        figsize=(6.2 * len(evaluations), 5.0),
+        squeeze=False,
+        sharey=True,
     )
     for axis, evaluation in zip(axes[0], evaluations, strict=True):
         for method, (marker, colour) in markers.items():
-            points = [(r.n_reports, r.auc[method], r.name) for r in evaluation.courses
-                      if method in r.auc and not math.isnan(r.auc[method])]
+            points = [
+                (r.n_reports, r.auc[method], r.name)
+                for r in evaluation.courses
+                if method in r.auc and not math.isnan(r.auc[method])
+            ]
             if not points:
                 continue
-            axis.scatter([p[0] for p in points], [p[1] for p in points], marker=marker, s=70,
-                         color=colour, label=METHOD_LABELS[method], zorder=3)
+            axis.scatter(
+                [p[0] for p in points],
+                [p[1] for p in points],
+                marker=marker,
+                s=70,
+                color=colour,
+                label=METHOD_LABELS[method],
+                zorder=3,
+            )
             if method == "model":
                 for x, y, name in points:
-                    axis.annotate(name, (x, y), textcoords="offset points", xytext=(0, 9),
-                                  ha="center", fontsize=10)
+                    axis.annotate(
+                        name,
+                        (x, y),
+                        textcoords="offset points",
+                        xytext=(0, 9),
+                        ha="center",
+                        fontsize=10,
+                    )
         axis.axhline(0.5, color="black", linewidth=0.8, linestyle=":", label="random ranking")
         axis.set_xscale("log")
         axis.margins(x=0.2)

@@ -80,7 +80,11 @@ class FeatureExtractor:
     """
 
     def __init__(
-        self, feature_set: FeatureSet = "full", *, hash_bits: int = 18, hashed: bool = True,
+        self,
+        feature_set: FeatureSet = "full",
+        *,
+        hash_bits: int = 18,
+        hashed: bool = True,
     ) -> None:
         if feature_set not in ("full", "ngram"):
             raise ValueError(f"unknown feature set {feature_set!r}")
@@ -135,7 +139,10 @@ class FeatureExtractor:
             self.prompt_index(reports[members[0]])
 
     def transform(
-        self, reports: Sequence[ReportLike], *, n_jobs: int = 1,
+        self,
+        reports: Sequence[ReportLike],
+        *,
+        n_jobs: int = 1,
         progress: Callable[[int], None] | None = None,
     ) -> Features:
         """Features of ``reports`` in their order.
@@ -199,7 +206,10 @@ class FeatureExtractor:
         return np.concatenate(parts)[order]
 
     def _transform_parallel(
-        self, reports: Sequence[ReportLike], groups: list[list[int]], n_jobs: int,
+        self,
+        reports: Sequence[ReportLike],
+        groups: list[list[int]],
+        n_jobs: int,
         progress: Callable[[int], None] | None,
     ) -> Features:
         # Forked workers inherit the reports and the warm prompt indexes; only the chunks'
@@ -211,7 +221,9 @@ class FeatureExtractor:
         try:
             with multiprocessing.get_context("fork").Pool(n_jobs) as pool:
                 for part, chunk in zip(
-                    pool.imap(_transform_forked, chunks), chunks, strict=True,
+                    pool.imap(_transform_forked, chunks),
+                    chunks,
+                    strict=True,
                 ):
                     parts.append(part)
                     if progress is not None:
@@ -232,11 +244,18 @@ class FeatureExtractor:
             return names, np.zeros((len(reports), 0))
         index = self.prompt_index(reports[0])
         times = np.fromiter(
-            (report.times_reported for report in reports), dtype=float, count=len(reports),
+            (report.times_reported for report in reports),
+            dtype=float,
+            count=len(reports),
         )
         return similarity_features(
-            reports[0].course, forms, tokens, np.maximum(times, 1.0), index,
-            self._courses[reports[0].course], with_names=self.hashed,
+            reports[0].course,
+            forms,
+            tokens,
+            np.maximum(times, 1.0),
+            index,
+            self._courses[reports[0].course],
+            with_names=self.hashed,
         )
 
 
@@ -269,7 +288,8 @@ def _balanced_chunks(groups: list[list[int]], n_chunks: int) -> list[list[int]]:
 
 
 def featurize(
-    reports: Sequence[ReportLike], extractor: FeatureExtractor | None = None,
+    reports: Sequence[ReportLike],
+    extractor: FeatureExtractor | None = None,
 ) -> Features:
     """Features of ``reports`` with ``extractor`` (a fresh full-feature one by default)."""
     return (extractor or FeatureExtractor()).transform(reports)
@@ -299,5 +319,3 @@ def _groups_by_prompt(reports: Sequence[ReportLike]) -> list[list[int]]:
         else:
             variants.append((report.accepted, [i]))
     return [members for variants in by_prompt.values() for _, members in variants]
-
-

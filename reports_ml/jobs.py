@@ -112,8 +112,12 @@ def retrain_reports_model(
         # What another replica promoted since this process last looked is the one to beat.
         serving.refresh()
         return _retrain(
-            database, serving, min_new_labels=min_new_labels, seed_records=seed_records,
-            random_state=random_state, trainer=trainer,
+            database,
+            serving,
+            min_new_labels=min_new_labels,
+            seed_records=seed_records,
+            random_state=random_state,
+            trainer=trainer,
         )
 
 
@@ -169,7 +173,11 @@ def _retrain(
         return RetrainOutcome(
             "kept_current",
             f"AUC {auc:.4f} is below the serving {current.version}'s {compared_auc:.4f}",
-            labels, version, auc, current.version, compared_auc,
+            labels,
+            version,
+            auc,
+            current.version,
+            compared_auc,
         )
     registry.promote(version)
     serving.refresh()
@@ -179,7 +187,12 @@ def _retrain(
     return RetrainOutcome(
         "promoted",
         f"AUC {auc:.4f} is not below the serving {current.version}'s {compared_auc:.4f}",
-        labels, version, auc, current.version, compared_auc, rescored,
+        labels,
+        version,
+        auc,
+        current.version,
+        compared_auc,
+        rescored,
     )
 
 

@@ -75,9 +75,10 @@ def _prompt_halves(records: Sequence[ReportLike], seed: int) -> np.ndarray:
     """A mask putting about half of the prompts (all their reports) on one side."""
     rng = np.random.default_rng(seed)
     side: dict[tuple[str, str], bool] = {}
-    return np.array([
-        side.setdefault((r.course, r.prompt_id), bool(rng.random() < 0.5)) for r in records
-    ], dtype=bool)
+    return np.array(
+        [side.setdefault((r.course, r.prompt_id), bool(rng.random() < 0.5)) for r in records],
+        dtype=bool,
+    )
 
 
 def card_path(model_path: Path | str) -> Path:
@@ -99,21 +100,36 @@ class ReportModel:
     """
 
     def __init__(
-        self, feature_set: FeatureSet = "full", *, hash_bits: int = 18, c: float = 0.1,
-        epochs: int = 10, random_state: int = 0, stack_ngrams: bool = False,
-        trees: int = 200, learning_rate: float = 0.1, leaves: int = 15,
+        self,
+        feature_set: FeatureSet = "full",
+        *,
+        hash_bits: int = 18,
+        c: float = 0.1,
+        epochs: int = 10,
+        random_state: int = 0,
+        stack_ngrams: bool = False,
+        trees: int = 200,
+        learning_rate: float = 0.1,
+        leaves: int = 15,
         max_tree_rows: int = _MAX_TREE_ROWS,
     ) -> None:
         self.extractor = FeatureExtractor(feature_set, hash_bits=hash_bits, hashed=stack_ngrams)
         self.hyperparameters: dict[str, float | int | str] = {
-            "c": c, "epochs": epochs, "random_state": random_state, "solver": "saga",
+            "c": c,
+            "epochs": epochs,
+            "random_state": random_state,
+            "solver": "saga",
         }
         if feature_set == "full":
-            self.hyperparameters.update({
-                "stack_ngrams": int(stack_ngrams), "trees": trees,
-                "learning_rate": learning_rate, "leaves": leaves,
-                "max_tree_rows": max_tree_rows,
-            })
+            self.hyperparameters.update(
+                {
+                    "stack_ngrams": int(stack_ngrams),
+                    "trees": trees,
+                    "learning_rate": learning_rate,
+                    "leaves": leaves,
+                    "max_tree_rows": max_tree_rows,
+                }
+            )
         self.card: ModelCard | None = None
         self._regressions: list[LinearScorer] = []
         self._trees: HistGradientBoostingClassifier | None = None
@@ -134,7 +150,10 @@ class ReportModel:
         return self._trees is not None and (bool(self._regressions) or not self.stacks_ngrams)
 
     def fit(
-        self, records: Sequence[ReportRecord], *, n_jobs: int = 1,
+        self,
+        records: Sequence[ReportRecord],
+        *,
+        n_jobs: int = 1,
         progress: Callable[[int], None] | None = None,
     ) -> ReportModel:
         """Fit on labelled records (unlabelled ones are ignored); needs both classes."""
@@ -155,8 +174,10 @@ class ReportModel:
 
     def _fit_regression(self, hashed: sparse.csr_matrix, labels: np.ndarray) -> LinearScorer:
         regression = LogisticRegression(
-            C=float(self.hyperparameters["c"]), max_iter=int(self.hyperparameters["epochs"]),
-            random_state=int(self.hyperparameters["random_state"]), solver="saga",
+            C=float(self.hyperparameters["c"]),
+            max_iter=int(self.hyperparameters["epochs"]),
+            random_state=int(self.hyperparameters["random_state"]),
+            solver="saga",
         )
         with warnings.catch_warnings():
             # A fixed budget of SAGA epochs: more do not raise held-out AUC but cost time.
@@ -165,7 +186,10 @@ class ReportModel:
         return LinearScorer(regression.coef_.ravel().copy(), float(regression.intercept_[0]))
 
     def _fit_stack(
-        self, records: Sequence[ReportRecord], features: Features, labels: np.ndarray,
+        self,
+        records: Sequence[ReportRecord],
+        features: Features,
+        labels: np.ndarray,
         n_jobs: int,
     ) -> None:
         seed = int(self.hyperparameters["random_state"])
@@ -191,7 +215,8 @@ class ReportModel:
             max_leaf_nodes=int(self.hyperparameters["leaves"]),
             # Large leaves generalize to other courses; small training sets need smaller ones.
             min_samples_leaf=int(np.clip(len(rows) // 500, 20, 200)),
-            l2_regularization=5.0, early_stopping=False,
+            l2_regularization=5.0,
+            early_stopping=False,
             random_state=seed,
         )
         # One OpenMP thread: on a shared machine a second one spins at every barrier while the
@@ -218,7 +243,10 @@ class ReportModel:
             return np.asarray(self._trees.decision_function(design), dtype=float)
 
     def score(
-        self, records: Sequence[ReportLike], *, n_jobs: int = 1,
+        self,
+        records: Sequence[ReportLike],
+        *,
+        n_jobs: int = 1,
         progress: Callable[[int], None] | None = None,
     ) -> np.ndarray:
         """Probability that each report's answer should be accepted, in input order."""
@@ -284,7 +312,6 @@ class ReportModel:
         return model
 
 
-
 DATA_LICENCES: dict[LabelSource, str] = {
     "simulated": "CC BY-NC 4.0: simulated from the Duolingo STAPLE 2020 gold data (Mayhew et al. "
     "2020); research and other non-commercial use only",
@@ -317,10 +344,14 @@ def _card(model: ReportModel, records: Sequence[ReportRecord], labels: np.ndarra
         format_version=FORMAT_VERSION,
         feature_set=model.feature_set,
         feature_names=(
-            ["hashed word unigrams and bigrams"] if model.feature_set == "ngram"
+            ["hashed word unigrams and bigrams"]
+            if model.feature_set == "ngram"
             else [*model.extractor.dense_names]
-            + (["stacked regression over hashed word n-grams, new words and course"]
-               if model.stacks_ngrams else [])
+            + (
+                ["stacked regression over hashed word n-grams, new words and course"]
+                if model.stacks_ngrams
+                else []
+            )
         ),
         hash_bits=model.extractor.hash_bits,
         hyperparameters=dict(model.hyperparameters),
@@ -348,16 +379,27 @@ def training_data_sha256(records: Sequence[ReportRecord]) -> str:
             accepted = hashlib.sha256(json.dumps(record.accepted).encode()).hexdigest()
             accepted_digests[record.accepted] = accepted
         digest.update(
-            "\x1f".join((
-                record.course, record.prompt_id, record.prompt, record.answer, accepted,
-                str(record.times_reported), str(record.label),
-            )).encode() + b"\n",
+            "\x1f".join(
+                (
+                    record.course,
+                    record.prompt_id,
+                    record.prompt,
+                    record.answer,
+                    accepted,
+                    str(record.times_reported),
+                    str(record.label),
+                )
+            ).encode()
+            + b"\n",
         )
     return digest.hexdigest()
 
 
 def split_by_prompt(
-    records: Sequence[ReportRecord], holdout_fraction: float, *, random_state: int = 0,
+    records: Sequence[ReportRecord],
+    holdout_fraction: float,
+    *,
+    random_state: int = 0,
 ) -> tuple[list[int], list[int]]:
     """Positions of ``records`` for training and holding out, no prompt in both."""
     prompts = sorted({(record.course, record.prompt_id) for record in records})
@@ -372,9 +414,14 @@ def split_by_prompt(
 
 
 def train_model(
-    records: Sequence[ReportRecord], *, random_state: int = 0, feature_set: FeatureSet = "full",
-    n_jobs: int = 1, progress: Callable[[int], None] | None = None,
-    label_source: LabelSource = "unknown", data_licence: str | None = None,
+    records: Sequence[ReportRecord],
+    *,
+    random_state: int = 0,
+    feature_set: FeatureSet = "full",
+    n_jobs: int = 1,
+    progress: Callable[[int], None] | None = None,
+    label_source: LabelSource = "unknown",
+    data_licence: str | None = None,
 ) -> ReportModel:
     """A model fit on all labelled ``records`` (its card's ``metrics`` are left empty; see
     ``evaluate.holdout_metrics``). The card names ``label_source`` and ``data_licence``

@@ -121,8 +121,9 @@ class ModelRegistry:
                     )
                     number = int(last or 0) + 1
                     row = ModelVersion(
-                        **VersionInfo.model_validate({**info, "version": f"{number:04d}"})
-                        .model_dump(),
+                        **VersionInfo.model_validate(
+                            {**info, "version": f"{number:04d}"}
+                        ).model_dump(),
                         object_prefix=prefix,
                     )
                     session.add(row)

@@ -114,8 +114,13 @@ def put_prompts(
             seen.add(key)
             if key not in reviewed[prompt.prompt_id]:
                 rows.append(
-                    {"course": course, "prompt_id": prompt.prompt_id, "position": position,
-                     "text": text, "normalized_sha256": key}
+                    {
+                        "course": course,
+                        "prompt_id": prompt.prompt_id,
+                        "position": position,
+                        "text": text,
+                        "normalized_sha256": key,
+                    }
                 )
     if rows:
         session.execute(sa.insert(AcceptedTranslation), rows)
@@ -196,9 +201,14 @@ def _find_or_open(session: Session, *, report: ReportCreate, key: str) -> tuple[
         session,
         Report,
         {
-            "id": report_id, "course": report.course, "prompt_id": report.prompt_id,
-            "answer": report.answer, "normalized_sha256": key, "times_reported": 1,
-            "score": 0.0, "scored_by": "pending",
+            "id": report_id,
+            "course": report.course,
+            "prompt_id": report.prompt_id,
+            "answer": report.answer,
+            "normalized_sha256": key,
+            "times_reported": 1,
+            "score": 0.0,
+            "scored_by": "pending",
         },
         ["course", "prompt_id", "normalized_sha256"],
     )
@@ -235,13 +245,17 @@ def _insert_if_new(
     columns = target.c
     if dialect == "sqlite":
         statement: sa.Executable = (
-            sqlite_insert(target).values(**values)
-            .on_conflict_do_nothing(index_elements=keys).returning(columns[keys[0]])
+            sqlite_insert(target)
+            .values(**values)
+            .on_conflict_do_nothing(index_elements=keys)
+            .returning(columns[keys[0]])
         )
     elif dialect == "postgresql":
         statement = (
-            postgresql_insert(target).values(**values)
-            .on_conflict_do_nothing(index_elements=keys).returning(columns[keys[0]])
+            postgresql_insert(target)
+            .values(**values)
+            .on_conflict_do_nothing(index_elements=keys)
+            .returning(columns[keys[0]])
         )
     else:
         raise ConfigurationError(f"unsupported database {dialect!r}")
@@ -303,9 +317,14 @@ def queue(
         nearest = nearest_accepted(row.answer, translations)
         items.append(
             QueueItemRead(
-                report_id=row.id, course=row.course, prompt_id=row.prompt_id,
-                prompt=prompts[(row.course, row.prompt_id)], answer=row.answer,
-                times_reported=row.times_reported, score=row.score, scored_by=row.scored_by,
+                report_id=row.id,
+                course=row.course,
+                prompt_id=row.prompt_id,
+                prompt=prompts[(row.course, row.prompt_id)],
+                answer=row.answer,
+                times_reported=row.times_reported,
+                score=row.score,
+                scored_by=row.scored_by,
                 nearest_accepted=nearest,
                 diff=word_diff(row.answer, nearest) if nearest is not None else [],
             )
@@ -365,8 +384,11 @@ def _close(session: Session, report: Report, *, accept: bool, add_translation: b
         )
         session.add(
             AcceptedTranslation(
-                course=report.course, prompt_id=report.prompt_id, position=(last or 0) + 1,
-                text=report.answer, normalized_sha256=report.normalized_sha256,
+                course=report.course,
+                prompt_id=report.prompt_id,
+                position=(last or 0) + 1,
+                text=report.answer,
+                normalized_sha256=report.normalized_sha256,
                 source_report_id=report.id,
             )
         )
@@ -377,7 +399,9 @@ def _close(session: Session, report: Report, *, accept: bool, add_translation: b
     for reporter_id in reporters:
         session.add(
             ThankYouNotice(
-                reporter_id=reporter_id, course=report.course, prompt=prompt_text,
+                reporter_id=reporter_id,
+                course=report.course,
+                prompt=prompt_text,
                 answer=report.answer,
             )
         )
@@ -392,7 +416,10 @@ def list_outbox(session: Session, *, limit: int) -> list[ThankYouRead]:
     rows = session.scalars(sa.select(ThankYouNotice).order_by(ThankYouNotice.id).limit(limit))
     return [
         ThankYouRead(
-            id=row.id, reporter_id=row.reporter_id, course=row.course, prompt=row.prompt,
+            id=row.id,
+            reporter_id=row.reporter_id,
+            course=row.course,
+            prompt=row.prompt,
             answer=row.answer,
         )
         for row in rows

@@ -85,7 +85,10 @@ def retrain(
         _fail(exc.detail)
     with _service() as (database, serving):
         outcome = retrain_reports_model(
-            database, serving, min_new_labels=min_new_labels, seed_records=seed,
+            database,
+            serving,
+            min_new_labels=min_new_labels,
+            seed_records=seed,
             random_state=random_state,
         )
     typer.echo(f"{outcome.status}: {outcome.reason}")
@@ -135,7 +138,8 @@ def models_import(
     model: Annotated[
         Path,
         typer.Argument(
-            exists=True, dir_okay=False,
+            exists=True,
+            dir_okay=False,
             help="a model written by `chorus reports train` (a pickle: import only your own)",
         ),
     ],

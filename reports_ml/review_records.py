@@ -74,13 +74,17 @@ def _records(session: Session, rows: Sequence[Report], *, labelled: bool) -> lis
     records = []
     for row in rows:
         translations = tuple(
-            text for text, source in accepted.get((row.course, row.prompt_id), [])
+            text
+            for text, source in accepted.get((row.course, row.prompt_id), [])
             if source != row.id
         )
         records.append(
             ReportRecord(
-                report_id=row.id, course=row.course, prompt_id=row.prompt_id,
-                prompt=prompts[(row.course, row.prompt_id)], answer=row.answer,
+                report_id=row.id,
+                course=row.course,
+                prompt_id=row.prompt_id,
+                prompt=prompts[(row.course, row.prompt_id)],
+                answer=row.answer,
                 accepted=shared.setdefault(translations, translations),
                 times_reported=row.times_reported,
                 label=row.decision if labelled else None,

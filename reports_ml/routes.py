@@ -55,9 +55,7 @@ _CONSOLE_HEADERS = {
     "X-Content-Type-Options": "nosniff",
 }
 
-CourseParam = Annotated[
-    StorableText, PathParam(min_length=1, max_length=100, pattern=r"^[\w.-]+$")
-]
+CourseParam = Annotated[StorableText, PathParam(min_length=1, max_length=100, pattern=r"^[\w.-]+$")]
 ReviewerRole = Annotated[Role, Depends(require_roles(Role.CONTRIBUTOR, Role.ADMIN))]
 
 
@@ -91,9 +89,7 @@ def put_course_prompts(
 ) -> CoursePromptsRead:
     """Add or update a course's prompts with their accepted translations."""
     with database.session(write=True) as session:
-        return review.put_prompts(
-            session, course=course, prompts=prompts, scorer=serving.current()
-        )
+        return review.put_prompts(session, course=course, prompts=prompts, scorer=serving.current())
 
 
 @router.get("/v1/courses", tags=["reports"])
@@ -135,11 +131,12 @@ def get_queue(
     accepted translation."""
     scorer = serving.current()
     with database.session() as session:
-        items, next_cursor, total = review.queue(
-            session, course=course, limit=limit, cursor=cursor
-        )
+        items, next_cursor, total = review.queue(session, course=course, limit=limit, cursor=cursor)
     return QueueRead(
-        course=course, items=items, open_reports=total, next_cursor=next_cursor,
+        course=course,
+        items=items,
+        open_reports=total,
+        next_cursor=next_cursor,
         scorer=_scorer_read(scorer),
     )
 

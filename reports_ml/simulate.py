@@ -58,8 +58,14 @@ from reports_ml.text import normalize_answer, strip_accents, tokenize
 __all__ = ["SimulationParams", "simulate_course", "simulate_reports"]
 
 MISTAKE_KINDS = (
-    "typo", "missing_accents", "drop_word", "extra_word", "swap_words",
-    "wrong_inflection", "wrong_word", "untranslated",
+    "typo",
+    "missing_accents",
+    "drop_word",
+    "extra_word",
+    "swap_words",
+    "wrong_inflection",
+    "wrong_word",
+    "untranslated",
 )
 
 
@@ -82,8 +88,14 @@ class SimulationParams:
     drop_final_punctuation: float = 0.4
     mistake_weights: dict[str, float] = field(
         default_factory=lambda: {
-            "typo": 0.28, "missing_accents": 0.08, "drop_word": 0.14, "extra_word": 0.10,
-            "swap_words": 0.10, "wrong_inflection": 0.14, "wrong_word": 0.10, "untranslated": 0.06,
+            "typo": 0.28,
+            "missing_accents": 0.08,
+            "drop_word": 0.14,
+            "extra_word": 0.10,
+            "swap_words": 0.10,
+            "wrong_inflection": 0.14,
+            "wrong_word": 0.10,
+            "untranslated": 0.06,
         },
     )
 
@@ -167,11 +179,19 @@ def _stable_int(*parts: str) -> int:
 
 class _PromptSimulation:
     def __init__(
-        self, course: str, prompt: Prompt, words: _CourseWords, params: SimulationParams,
+        self,
+        course: str,
+        prompt: Prompt,
+        words: _CourseWords,
+        params: SimulationParams,
         rng: np.random.Generator,
     ) -> None:
         self.course, self.prompt, self.words, self.params, self.rng = (
-            course, prompt, words, params, rng,
+            course,
+            prompt,
+            words,
+            params,
+            rng,
         )
         self.rnd = random.Random(int(rng.integers(2**63)))
         texts = [translation.text for translation in prompt.translations]
@@ -211,7 +231,9 @@ class _PromptSimulation:
         from_common = rng.random(n_mistakes) < (params.common_share if common else 0.0)
         fresh = iter(self._mistaken_answers(int(n_mistakes - from_common.sum())))
         picks = rng.choice(
-            max(n_common, 1), size=n_mistakes, p=popularity / popularity.sum() if common else None,
+            max(n_common, 1),
+            size=n_mistakes,
+            p=popularity / popularity.sum() if common else None,
         )
         for use_common, pick in zip(from_common.tolist(), picks.tolist(), strict=True):
             text = common[pick] if use_common else next(fresh)
@@ -231,7 +253,10 @@ class _PromptSimulation:
         seconds = self.rng.random(count) < self.params.second_mistake
         answers = []
         for base, pair, second in zip(
-            bases.tolist(), drawn_kinds.tolist(), seconds.tolist(), strict=True,
+            bases.tolist(),
+            drawn_kinds.tolist(),
+            seconds.tolist(),
+            strict=True,
         ):
             tokens = list(self.gold_tokens[min(base, len(self.gold_tokens) - 1)])
             for kind_index in pair[: 1 + int(second)]:
@@ -249,8 +274,10 @@ class _PromptSimulation:
 
     def _record(self, form: str, text: str, count: int) -> ReportRecord:
         return ReportRecord(
-            report_id="r" + hashlib.blake2b(
-                f"{self.course}\x1f{self.prompt.prompt_id}\x1f{form}".encode(), digest_size=8,
+            report_id="r"
+            + hashlib.blake2b(
+                f"{self.course}\x1f{self.prompt.prompt_id}\x1f{form}".encode(),
+                digest_size=8,
             ).hexdigest(),
             course=self.course,
             prompt_id=self.prompt.prompt_id,

@@ -160,8 +160,10 @@ def test_every_route_answers_every_role_as_documented(
                 expected_ok = status == 403
                 expectation = "403"
             if not expected_ok:
-                wrong.append(f"{endpoint.method} {endpoint.path} as {caller}: {status}, "
-                             f"expected {expectation}")
+                wrong.append(
+                    f"{endpoint.method} {endpoint.path} as {caller}: {status}, "
+                    f"expected {expectation}"
+                )
     assert wrong == [], "\n".join(wrong)
     routes = [key for key in ACCESS if key[0] != "MOUNT"]
     assert checked == len(routes) * (1 + len(Role))

@@ -12,7 +12,8 @@ def test_every_folder_of_tests_is_a_package() -> None:
     folders = {path.parent for path in TESTS.rglob("test_*.py")}
     assert TESTS / "aggregate" in folders
     missing = sorted(
-        str(folder.relative_to(TESTS.parent)) for folder in folders
+        str(folder.relative_to(TESTS.parent))
+        for folder in folders
         if not (folder / "__init__.py").is_file()
     )
     assert missing == []

@@ -19,9 +19,16 @@ import pandas
 
 def main(folder: str, cache_dir: str) -> None:
     loaded = datasets.load_dataset(folder, split="train", cache_dir=cache_dir)
-    print(json.dumps({"datasets": datasets.__version__, "pandas": pandas.__version__,
-                      "rows": loaded.num_rows,
-                      "audio_feature": type(loaded.features["audio"]).__name__}))
+    print(
+        json.dumps(
+            {
+                "datasets": datasets.__version__,
+                "pandas": pandas.__version__,
+                "rows": loaded.num_rows,
+                "audio_feature": type(loaded.features["audio"]).__name__,
+            }
+        )
+    )
     for row in loaded:
         audio = row["audio"]
         if hasattr(audio, "get_all_samples"):  # datasets 4: a torchcodec decoder
@@ -31,12 +38,18 @@ def main(folder: str, cache_dir: str) -> None:
         else:
             samples, rate = np.asarray(audio["array"]), audio["sampling_rate"]
         pcm = np.rint(np.asarray(samples, dtype=np.float64) * 32768.0).astype("<i2")
-        print(json.dumps({
-            "pcm_sha256": hashlib.sha256(pcm.tobytes()).hexdigest(),
-            "sampling_rate": int(rate),
-            **{name: row[name] for name in
-               ("text", "language", "exercise_id", "duration_s", "sample_rate")},
-        }))
+        print(
+            json.dumps(
+                {
+                    "pcm_sha256": hashlib.sha256(pcm.tobytes()).hexdigest(),
+                    "sampling_rate": int(rate),
+                    **{
+                        name: row[name]
+                        for name in ("text", "language", "exercise_id", "duration_s", "sample_rate")
+                    },
+                }
+            )
+        )
 
 
 if __name__ == "__main__":

@@ -116,9 +116,13 @@ def _seed_sanitized(
             (fsdd_dir / f"{digit}_{speaker}_0.wav").read_bytes(), audio_limits(policy)
         )
         seed_clip(
-            database, store, exercise_id=f"digit-{digit}", learner_id=f"learner-{speaker}",
-            clip=FlacClip(speaker, clip.flac, clip.duration_s, clip.sample_rate,
-                          clip.loudness_dbfs),
+            database,
+            store,
+            exercise_id=f"digit-{digit}",
+            learner_id=f"learner-{speaker}",
+            clip=FlacClip(
+                speaker, clip.flac, clip.duration_s, clip.sample_rate, clip.loudness_dbfs
+            ),
         )
 
 

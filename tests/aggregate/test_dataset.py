@@ -48,8 +48,15 @@ def _download(app: FastAPI, role_keys: dict[Role, str], out: Path) -> Path:
     release_id = _release(app)
     result = runner.invoke(
         chorus,
-        ["releases", "download", release_id, "--out", str(out),
-         "--key", role_keys[Role.RESEARCHER]],
+        [
+            "releases",
+            "download",
+            release_id,
+            "--out",
+            str(out),
+            "--key",
+            role_keys[Role.RESEARCHER],
+        ],
     )
     assert result.exit_code == 0, result.output
     return out
@@ -107,8 +114,9 @@ def test_a_downloaded_release_loads_with_datasets(
     assert {"text", "language", "exercise_id", "duration_s", "sample_rate"} <= set(
         loaded.column_names
     )
-    expected = {hashlib.sha256(_samples(clip.data).tobytes()).hexdigest(): clip
-                for clip in uploaded}
+    expected = {
+        hashlib.sha256(_samples(clip.data).tobytes()).hexdigest(): clip for clip in uploaded
+    }
     seen = set()
     for row in loaded:
         audio = row["audio"]
@@ -139,8 +147,12 @@ def test_a_downloaded_release_loads_with_datasets(
     assert [str(row["sample_rate"]) for row in lines] == [row["sample_rate"] for row in table]
     card = (out / "README.md").read_text(encoding="utf-8")
     front = yaml.safe_load(card.split("---\n")[1])
-    assert front["configs"] == [{"config_name": "default", "data_files": [
-        {"split": "train", "path": ["clips/*.flac", "metadata.jsonl"]}]}]
+    assert front["configs"] == [
+        {
+            "config_name": "default",
+            "data_files": [{"split": "train", "path": ["clips/*.flac", "metadata.jsonl"]}],
+        }
+    ]
     assert front["license"] == app.state.policy.release_license
     assert front["language"] == ["en-US"]
     assert front["size_categories"] == ["n<1K"]
@@ -195,9 +207,12 @@ def test_the_manifest_records_shards_files_and_checksums(
     for name in ("../manifest.json", "pending/x.flac", "shards/shard-1.tar"):
         missing = client.get(f"/v1/releases/{release_id}/files/{name}", headers=researcher)
         assert missing.status_code == 404, name
-    assert json.loads(
-        client.get(f"/v1/releases/{release_id}/files/manifest.json", headers=researcher).content
-    )["release_id"] == release_id
+    assert (
+        json.loads(
+            client.get(f"/v1/releases/{release_id}/files/manifest.json", headers=researcher).content
+        )["release_id"]
+        == release_id
+    )
 
 
 @pytest.mark.parametrize(
@@ -227,9 +242,16 @@ def test_a_downloaded_release_loads_with_other_datasets_and_pandas(
     out = _download(app, role_keys, tmp_path / "dataset")
 
     loaded = subprocess.run(
-        [str(python), str(Path(__file__).with_name("load_with_datasets.py")),
-         str(out), str(tmp_path / "hf")],
-        capture_output=True, text=True, timeout=300, check=False,
+        [
+            str(python),
+            str(Path(__file__).with_name("load_with_datasets.py")),
+            str(out),
+            str(tmp_path / "hf"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
         env={**os.environ, "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1"},
     )
     assert loaded.returncode == 0, loaded.stderr[-3000:]

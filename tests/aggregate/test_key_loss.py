@@ -31,7 +31,11 @@ def _lose_key(database: Database) -> str:
 
 def _cycle(database: Database, store: BlobStore, policy: Policy, **kwargs: object):  # type: ignore[no-untyped-def]
     return run_release_cycle(
-        database=database, store=store, keys=keys_for(database), policy=policy, interval_s=1,
+        database=database,
+        store=store,
+        keys=keys_for(database),
+        policy=policy,
+        interval_s=1,
         **kwargs,  # type: ignore[arg-type]
     )
 

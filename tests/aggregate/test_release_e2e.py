@@ -190,8 +190,13 @@ def test_archive_is_the_whole_batch_as_tar(
         manifest = json.load(archive.extractfile("manifest.json"))  # type: ignore[arg-type]
         flacs = {m.name: archive.extractfile(m).read() for m in members[7:]}  # type: ignore[union-attr]
     assert names[:7] == [
-        "README.md", "metadata.csv", "metadata.jsonl", "validated.tsv", "clip_durations.tsv",
-        "SHA256SUMS", "manifest.json",
+        "README.md",
+        "metadata.csv",
+        "metadata.jsonl",
+        "validated.tsv",
+        "clip_durations.tsv",
+        "SHA256SUMS",
+        "manifest.json",
     ]
     expected = [f"clips/{c['clip_id']}.flac" for c in manifest["clips"]]
     assert names[7:] == expected  # the manifest's shuffled order

@@ -172,7 +172,11 @@ def test_random_lock_loss_releases_every_bucket_once(
         while not stop.is_set():
             try:
                 release_ready_buckets(
-                    database, store, policy, keys=keys_for(pg_url), batch_size=2,
+                    database,
+                    store,
+                    policy,
+                    keys=keys_for(pg_url),
+                    batch_size=2,
                     checkpoint=slow,
                 )
             except Exception as exc:  # a terminated connection: the next loop resumes

@@ -29,8 +29,11 @@ def test_a_clip_is_served_under_its_member_name_in_the_archive(
     archive = client.get(f"/v1/releases/{release_id}/archive", headers=researcher)
     assert archive.status_code == 200
     with tarfile.open(fileobj=io.BytesIO(archive.content)) as tar:
-        members = {m.name: tar.extractfile(m).read()  # type: ignore[union-attr]
-                   for m in tar.getmembers() if m.name.startswith("clips/")}
+        members = {
+            m.name: tar.extractfile(m).read()  # type: ignore[union-attr]
+            for m in tar.getmembers()
+            if m.name.startswith("clips/")
+        }
     assert len(members) == 5
     for name, data in members.items():
         member = name.removeprefix("clips/")  # "<id>.flac"
@@ -53,8 +56,9 @@ def test_presigned_on_the_file_store_is_a_clear_501_not_a_stream(
     release_id = _released(app, seed)
     researcher = auth(Role.RESEARCHER)
     url = f"/v1/releases/{release_id}/files/shards/shard-00000.tar"
-    refused = client.get(url, params={"presigned": "true"}, headers=researcher,
-                         follow_redirects=False)
+    refused = client.get(
+        url, params={"presigned": "true"}, headers=researcher, follow_redirects=False
+    )
     assert refused.status_code == 501
     assert refused.headers["content-type"] == "application/problem+json"
     problem = refused.json()

@@ -56,8 +56,10 @@ def test_a_release_on_s3_serves_clips_shards_with_ranges_and_a_streamed_archive(
     assert int(head.headers["content-length"]) == shard["size"]
     ranged = client.get(
         shard_url,
-        headers={**researcher, "Range": f"bytes={first['offset']}-"
-                 f"{first['offset'] + first['size'] - 1}"},
+        headers={
+            **researcher,
+            "Range": f"bytes={first['offset']}-{first['offset'] + first['size'] - 1}",
+        },
     )
     assert ranged.status_code == 206
     assert ranged.content == response.content

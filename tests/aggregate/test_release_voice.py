@@ -26,8 +26,13 @@ from tests.keys import keys_for
 RATE = 16000
 HAS_PYWORLD = importlib.util.find_spec("pyworld") is not None
 HAS_ENCODER = importlib.util.find_spec("resemblyzer") is not None
-METHODS = ["mcadams", pytest.param("world", marks=pytest.mark.skipif(
-    not HAS_PYWORLD, reason="pyworld comes with the voice extra"))]
+METHODS = [
+    "mcadams",
+    pytest.param(
+        "world",
+        marks=pytest.mark.skipif(not HAS_PYWORLD, reason="pyworld comes with the voice extra"),
+    ),
+]
 
 
 def _sanitized(path: Path) -> FlacClip:
@@ -35,8 +40,13 @@ def _sanitized(path: Path) -> FlacClip:
     samples, rate = sf.read(path, dtype="float64")
     mono = soxr.resample(samples, rate, RATE, quality="HQ")
     level = float(np.sqrt(np.mean(mono**2)))
-    return FlacClip(path.name, flac.encode_samples(mono, RATE), len(mono) / RATE, RATE,
-                    20 * float(np.log10(level)))
+    return FlacClip(
+        path.name,
+        flac.encode_samples(mono, RATE),
+        len(mono) / RATE,
+        RATE,
+        20 * float(np.log10(level)),
+    )
 
 
 def _release(
@@ -44,8 +54,13 @@ def _release(
 ) -> tuple[list[FlacClip], list[bytes], dict[str, object]]:
     originals = [_sanitized(fsdd_dir / f"{digit}_{speaker}_0.wav") for speaker in SPEAKERS[:5]]
     for speaker, clip in zip(SPEAKERS, originals, strict=False):
-        seed_clip(database, store, exercise_id=f"digit-{digit}", learner_id=f"learner-{speaker}",
-                  clip=clip)
+        seed_clip(
+            database,
+            store,
+            exercise_id=f"digit-{digit}",
+            learner_id=f"learner-{speaker}",
+            clip=clip,
+        )
     outcomes = release_ready_buckets(database, store, policy, keys=keys_for(database))
     assert len(outcomes) == 1
     release_id = outcomes[0].release_id
@@ -81,14 +96,16 @@ def test_released_voices_are_transformed_canonical_flac(
         assert described.alpha_range == [0.7, 0.9]
     else:
         assert (described.pitch_octaves_range, described.formant_octaves_range) == (
-            [0.4, 0.8], [0.1, 0.2]
+            [0.4, 0.8],
+            [0.1, 0.2],
         )
     assert manifest["policy_hash"] == voiced.content_hash
     # The auditor's P7 check: every released clip is the encoder's bytes of its own samples.
     from aggregate.release_checks import check_released_media
 
-    findings = list(check_released_media(AuditContext(database=database, store=store,
-                                                      policy=voiced)))
+    findings = list(
+        check_released_media(AuditContext(database=database, store=store, policy=voiced))
+    )
     assert findings == []
     with database.session() as session:
         assert session.query(Release).one().clip_count == len(originals)
@@ -109,11 +126,13 @@ def test_a_speaker_encoder_finds_no_uploaded_voice_in_the_release(
 ) -> None:
     from benchmarks.voice_privacy import SpeakerEncoder
 
-    narrow = Policy.model_validate({
-        **_with_voice(policy, method).model_dump(),
-        "voice_mcadams_alpha_min": 0.7,
-        "voice_mcadams_alpha_max": 0.8,
-    })
+    narrow = Policy.model_validate(
+        {
+            **_with_voice(policy, method).model_dump(),
+            "voice_mcadams_alpha_min": 0.7,
+            "voice_mcadams_alpha_max": 0.8,
+        }
+    )
     originals, released, _ = _release(database, store, narrow, fsdd_dir)
     encoder = SpeakerEncoder()
     uploaded = encoder.embed([decode_mono(clip.data)[0] for clip in originals])

@@ -33,12 +33,15 @@ def test_histogram_quantiles_are_within_one_bin_of_numpy() -> None:
 
 def test_merging_batches_equals_summarising_them_together() -> None:
     rng = np.random.default_rng(11)
-    rows = [(float(d), 16000, float(loud)) for d, loud in zip(
-        rng.uniform(0.3, 5, 500), rng.uniform(-60, -5, 500), strict=True)]
+    rows = [
+        (float(d), 16000, float(loud))
+        for d, loud in zip(rng.uniform(0.3, 5, 500), rng.uniform(-60, -5, 500), strict=True)
+    ]
     first = summarise(rows[:200], contributor_count=5)
     second = summarise(rows[200:], contributor_count=7)
-    merged = merge_all([BatchStatistics.from_json(first.to_json()),
-                        BatchStatistics.from_json(second.to_json())])
+    merged = merge_all(
+        [BatchStatistics.from_json(first.to_json()), BatchStatistics.from_json(second.to_json())]
+    )
     together = summarise(rows, contributor_count=12)
     merged_json, together_json = merged.to_json(), together.to_json()
     assert merged_json["duration_s"]["histogram"] == together_json["duration_s"]["histogram"]

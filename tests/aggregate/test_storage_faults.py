@@ -46,8 +46,12 @@ def test_a_storage_fault_holds_back_only_its_bucket(
     policy = policy.model_copy(update={"retention_cycles": 1})
     seed(database, store, digit=2, speakers=3)  # below k: purged once retention has passed
     run_release_cycle(
-        database=database, keys=keys_for(database), store=store, policy=policy,
-        interval_s=HOUR, now=T0,
+        database=database,
+        keys=keys_for(database),
+        store=store,
+        policy=policy,
+        interval_s=HOUR,
+        now=T0,
     )
     clips = seed(database, store, digit=6) + seed(database, store, digit=9)
     real_fsync = os.fsync
@@ -66,8 +70,12 @@ def test_a_storage_fault_holds_back_only_its_bucket(
     monkeypatch.setattr(os, "fsync", fsync)
     with pytest.raises(error):
         run_release_cycle(
-            database=database, keys=keys_for(database), store=store, policy=policy,
-            interval_s=HOUR, now=T0 + dt.timedelta(hours=1),
+            database=database,
+            keys=keys_for(database),
+            store=store,
+            policy=policy,
+            interval_s=HOUR,
+            now=T0 + dt.timedelta(hours=1),
         )
     monkeypatch.undo()
     states = _states(database)
@@ -85,8 +93,12 @@ def test_a_storage_fault_holds_back_only_its_bucket(
     assert all(census.pending[c.digest] == 1 for c in clips if census.released[c.digest] == 0)
 
     report = run_release_cycle(
-        database=database, keys=keys_for(database), store=store, policy=policy,
-        interval_s=HOUR, now=T0 + dt.timedelta(hours=1, minutes=1),
+        database=database,
+        keys=keys_for(database),
+        store=store,
+        policy=policy,
+        interval_s=HOUR,
+        now=T0 + dt.timedelta(hours=1, minutes=1),
     )
     assert len(report.released) == 1
     assert sorted(_states(database).values()) == ["purged", "released", "released"]

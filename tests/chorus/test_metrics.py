@@ -35,9 +35,7 @@ def test_metrics_need_an_operator_or_auditor_key(client: TestClient, auth: Auth)
 
 
 def _metrics_findings(app: FastAPI) -> list[tuple[str, str]]:
-    report = run_audit(
-        database=app.state.database, store=app.state.store, policy=app.state.policy
-    )
+    report = run_audit(database=app.state.database, store=app.state.store, policy=app.state.policy)
     (result,) = [r for r in report.results if r.name == "metrics_exposition"]
     assert result.invariants == ("P2", "P4")
     return [(finding.check, finding.invariant) for finding in result.findings]

@@ -23,8 +23,15 @@ UPLOAD_CODES = {
     "409": {"contribution_limit", "duplicate_recording", "idempotency_key_busy"},
     "413": {"payload_too_large"},
     "415": {"unsupported_audio"},
-    "422": {"invalid_input", "unstorable_input", "invalid_metadata", "exercise_not_eligible",
-            "invalid_audio", "no_speech", "idempotency_key_reused"},
+    "422": {
+        "invalid_input",
+        "unstorable_input",
+        "invalid_metadata",
+        "exercise_not_eligible",
+        "invalid_audio",
+        "no_speech",
+        "idempotency_key_reused",
+    },
     "507": {"storage_full"},
     "503": {"unavailable", "decoder_unavailable", "database_unavailable", "storage_unavailable"},
 }
@@ -56,7 +63,9 @@ def test_security_schemes_name_the_consent_token_and_the_role_key(
     assert schemes["ConsentToken"]["scheme"] == "bearer"
     assert schemes["ConsentToken"]["bearerFormat"] == "JWT"
     assert schemes["RoleKey"] == {
-        "type": "apiKey", "in": "header", "name": "X-API-Key",
+        "type": "apiKey",
+        "in": "header",
+        "name": "X-API-Key",
         "description": schemes["RoleKey"]["description"],
     }
 
@@ -104,8 +113,12 @@ def test_upload_documents_every_answer_it_gives(document: dict[str, Any]) -> Non
 
 
 def test_release_routes_document_not_found(document: dict[str, Any]) -> None:
-    for path in ("/v1/releases/{release_id}", "/v1/releases/{release_id}/clips/{clip_id}",
-                 "/v1/releases/{release_id}/archive", "/v1/aggregates/{exercise_id}"):
+    for path in (
+        "/v1/releases/{release_id}",
+        "/v1/releases/{release_id}/clips/{clip_id}",
+        "/v1/releases/{release_id}/archive",
+        "/v1/aggregates/{exercise_id}",
+    ):
         assert _codes(document["paths"][path]["get"], "404") == {"not_found"}, path
 
 

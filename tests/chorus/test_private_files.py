@@ -17,7 +17,12 @@ def _run(code: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     try:
         return subprocess.run(
             [sys.executable, "-c", textwrap.dedent(code)],
-            cwd=cwd, env=env, capture_output=True, text=True, timeout=60, check=False,
+            cwd=cwd,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
         )
     finally:
         os.umask(old)
@@ -37,7 +42,8 @@ def test_chorus_keygen_writes_private_keys_under_an_open_umask(tmp_path: Path) -
     keys = tmp_path / "keys"
     assert keys.stat().st_mode & 0o777 == 0o700
     assert {p.name: p.stat().st_mode & 0o777 for p in keys.iterdir()} == {
-        "private.pem": 0o600, "public.pem": 0o600,
+        "private.pem": 0o600,
+        "public.pem": 0o600,
     }
 
 

@@ -26,9 +26,7 @@ def _count_up(url: str, writer: int) -> None:
             with database.connection(write=True) as connection:
                 value = connection.execute(sa.text("SELECT value FROM counter")).scalar_one()
                 connection.execute(sa.text("UPDATE counter SET value = :v"), {"v": value + 1})
-                connection.execute(
-                    sa.text("INSERT INTO turns (writer) VALUES (:w)"), {"w": writer}
-                )
+                connection.execute(sa.text("INSERT INTO turns (writer) VALUES (:w)"), {"w": writer})
     finally:
         database.dispose()
 

@@ -27,9 +27,7 @@ def test_shutdown_ends_a_running_job_process(
     monkeypatch.setattr(core.scheduler, "JOB_STOP_GRACE_S", 0.5)
     pid_file = tmp_path / "job.pid"
     scheduler = build_scheduler()
-    scheduler.add_job(
-        note_pid_and_sleep, args=(str(pid_file), 120), executor=PROCESS_EXECUTOR
-    )
+    scheduler.add_job(note_pid_and_sleep, args=(str(pid_file), 120), executor=PROCESS_EXECUTOR)
     scheduler.start()
     deadline = time.monotonic() + 60
     while not pid_file.exists() or not pid_file.read_text():

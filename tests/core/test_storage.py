@@ -285,7 +285,9 @@ def test_s3_url_options_reach_the_client() -> None:
         "&access_key=AK&secret_key=a%2Fb+c"
     )
     assert (store.bucket, store.endpoint_url, store.region) == (
-        "clips", "http://127.0.0.1:9", "eu-west-1"
+        "clips",
+        "http://127.0.0.1:9",
+        "eu-west-1",
     )
     credentials = store._client._request_signer._credentials  # type: ignore[attr-defined]
     assert (credentials.access_key, credentials.secret_key) == ("AK", "a/b+c")
@@ -379,7 +381,8 @@ def test_file_store_writer_killed_midway_leaves_no_visible_object(tmp_path: Path
     os.mkfifo(fifo)
     writer = subprocess.Popen(
         [sys.executable, "-c", _WRITER, str(root), str(fifo)],
-        cwd=REPO_ROOT, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+        cwd=REPO_ROOT,
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
     )
     try:
         with fifo.open("wb") as pipe:

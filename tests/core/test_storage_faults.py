@@ -35,8 +35,9 @@ def test_os_errors_map_by_errno(code: int, error: type[Exception]) -> None:
     assert errno.errorcode[code] in mapped.detail
 
 
-@pytest.mark.parametrize(("code", "error"), [(errno.ENOSPC, StorageFull),
-                                             (errno.EROFS, StorageUnavailable)])
+@pytest.mark.parametrize(
+    ("code", "error"), [(errno.ENOSPC, StorageFull), (errno.EROFS, StorageUnavailable)]
+)
 def test_a_failed_write_leaves_neither_object_nor_temporary_file(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, code: int, error: type[Exception]
 ) -> None:
@@ -141,8 +142,7 @@ def test_s3_answers_map_to_full_or_unavailable(
     from core.storage_s3 import S3BlobStore
 
     store = S3BlobStore.from_url(
-        "s3://chorus?endpoint_url=http://127.0.0.1:9&region=us-east-1"
-        "&access_key=k&secret_key=s"
+        "s3://chorus?endpoint_url=http://127.0.0.1:9&region=us-east-1&access_key=k&secret_key=s"
     )
     with Stubber(store._client) as stub:
         stub.add_client_error("put_object", service_error_code=code, http_status_code=status)

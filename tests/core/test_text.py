@@ -32,8 +32,15 @@ class _Note(BaseModel):
 
 @pytest.mark.parametrize(
     ("text", "position"),
-    [("plain", None), ("", None), ("e\x00n", 1), ("a\ud800", 1), ("\udfff", 0),
-     ("emoji \U0001f600 ok", None), ("\ufffe\uffff", None)],
+    [
+        ("plain", None),
+        ("", None),
+        ("e\x00n", 1),
+        ("a\ud800", 1),
+        ("\udfff", 0),
+        ("emoji \U0001f600 ok", None),
+        ("\ufffe\uffff", None),
+    ],
 )
 def test_find_unstorable(text: str, position: int | None) -> None:
     assert find_unstorable(text) == position
@@ -142,6 +149,11 @@ def test_every_text_field_and_parameter_of_every_route_is_storable_text(tmp_path
     assert unchecked == [], json.dumps(unchecked, indent=1)
     # The walk reached the fields the issue names, so it is not vacuous.
     joined = "\n".join(checked)
-    for expected in ("ExerciseUsageCreate.language", "ReportCreate.answer", "PromptCreate.text",
-                     "get /v1/reports/queue query course", "release_id"):
+    for expected in (
+        "ExerciseUsageCreate.language",
+        "ReportCreate.answer",
+        "PromptCreate.text",
+        "get /v1/reports/queue query course",
+        "release_id",
+    ):
         assert expected in joined

@@ -150,7 +150,9 @@ def _one_of_a_kind(wav: bytes, rng: random.Random) -> bytes:
     clips, not words: half of the uploads are a synthesized voice of their own, the other
     half the real recording followed by one (so the clip's print is the voice's)."""
     voice = voiced_samples(
-        seed=rng.randrange(1 << 30), seconds=0.8, sample_rate=8000,
+        seed=rng.randrange(1 << 30),
+        seconds=0.8,
+        sample_rate=8000,
         pitch_hz=rng.uniform(90.0, 220.0),
     )
     if rng.random() < 0.5:

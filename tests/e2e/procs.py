@@ -99,8 +99,18 @@ class ChorusProcess:
         base = {k: v for k, v in os.environ.items() if not k.startswith("CHORUS_")}
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "chorus", "serve", "--host", LOOPBACK,
-                 "--port", str(self.port), "--workers", str(self.workers)],
+                [
+                    sys.executable,
+                    "-m",
+                    "chorus",
+                    "serve",
+                    "--host",
+                    LOOPBACK,
+                    "--port",
+                    str(self.port),
+                    "--workers",
+                    str(self.workers),
+                ],
                 cwd=REPO_ROOT,
                 env={
                     **base,

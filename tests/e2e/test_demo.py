@@ -70,8 +70,15 @@ def test_demo_on_fsdd_releases_refuses_audits_and_ranks(tmp_path: Path, fsdd_dir
     assert role_keys.stat().st_mode & 0o077 == 0
     assert set(outcome.role_keys) == {"app", "researcher", "auditor", "contributor", "admin"}
     text = "\n".join(lines)
-    for expected in ("403 minor", "422 exercise_not_eligible", "401 consent_invalid",
-                     "audit: clean", "/review", "chorus audit", str(role_keys)):
+    for expected in (
+        "403 minor",
+        "422 exercise_not_eligible",
+        "401 consent_invalid",
+        "audit: clean",
+        "/review",
+        "chorus audit",
+        str(role_keys),
+    ):
         assert expected in text
 
 
@@ -83,7 +90,8 @@ def test_demo_runs_its_whole_tour_on_the_repositorys_fixtures(
     lines: list[str] = []
     served: list[str] = []
     outcome = run_demo(
-        folder=tmp_path / "demo", echo=lines.append,
+        folder=tmp_path / "demo",
+        echo=lines.append,
         keep_running=lambda server: served.append(server.url),
     )
 
@@ -104,7 +112,7 @@ def test_demo_hints_name_chorus_serves_port_once_the_tour_is_over(
     monkeypatch.setenv("CHORUS_DATA_DIR", str(FIXTURES))
     lines: list[str] = []
     outcome = run_demo(folder=tmp_path / "demo", echo=lines.append)
-    hints = "\n".join(lines[next(i for i, line in enumerate(lines) if "look next" in line):])
+    hints = "\n".join(lines[next(i for i, line in enumerate(lines) if "look next" in line) :])
     assert "http://127.0.0.1:8000/review" in hints
     assert "chorus serve" in hints
     assert outcome.base_url not in hints

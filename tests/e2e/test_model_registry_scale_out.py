@@ -48,8 +48,10 @@ def _retraining_runs(log_path: Path) -> Counter[str]:
 
 def _served_version(server: ChorusProcess, key: str) -> str:
     answer = httpx.get(
-        f"{server.url}/v1/reports/queue", params={"course": "en_pt"},
-        headers={"X-API-Key": key}, timeout=30,
+        f"{server.url}/v1/reports/queue",
+        params={"course": "en_pt"},
+        headers={"X-API-Key": key},
+        timeout=30,
     )
     assert answer.status_code == 200, answer.text
     version: str = answer.json()["scorer"]["version"]
@@ -65,9 +67,7 @@ def _wait_for(condition: Callable[[], bool], timeout_s: float, what: str) -> Non
 
 def _open_scored_by(database: Database) -> set[str]:
     with database.session() as session:
-        return set(
-            session.scalars(sa.select(Report.scored_by).where(Report.decision.is_(None)))
-        )
+        return set(session.scalars(sa.select(Report.scored_by).where(Report.decision.is_(None))))
 
 
 def test_two_replicas_share_the_promoted_model_and_retrain_once(
@@ -118,7 +118,8 @@ def test_two_replicas_share_the_promoted_model_and_retrain_once(
                 (runs := _retraining_runs(s.log_path))["skipped"] + runs["busy"] >= 2
                 for s in replicas
             ),
-            180, "both replicas ran their retraining job again",
+            180,
+            "both replicas ran their retraining job again",
         )
     except AssertionError as exc:
         runs = [_retraining_runs(server.log_path) for server in replicas]
@@ -129,13 +130,15 @@ def test_two_replicas_share_the_promoted_model_and_retrain_once(
     assert set().union(*runs) <= {"promoted", "skipped", "busy"}, runs
     assert [v.version for v in registry.versions()] == [promoted]
     assert {k.rsplit("/", 1)[1] for k in registry.store.list(MODELS_PREFIX)} == {
-        "model.joblib", "model.json"
+        "model.joblib",
+        "model.json",
     }
     # Rescoring ran once, with the promoted model; both replicas serve it.
     assert _open_scored_by(database) == {promoted}
     _wait_for(
         lambda: {_served_version(s, key) for s in replicas} == {promoted},
-        10, "both replicas served the promoted model",
+        10,
+        "both replicas served the promoted model",
     )
 
     # An operator stores a second version and promotes it from the CLI: both replicas follow.
@@ -146,13 +149,17 @@ def test_two_replicas_share_the_promoted_model_and_retrain_once(
     base = {k: v for k, v in os.environ.items() if not k.startswith("CHORUS_")}
     promote = subprocess.run(
         [sys.executable, "-m", "chorus", "reports", "models", "promote", second],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
         env={**base, **{k: v for k, v in replicas[0].env.items() if k.startswith("CHORUS_")}},
     )
     assert promote.returncode == 0, promote.stderr
     _wait_for(
         lambda: {_served_version(s, key) for s in replicas} == {second},
-        10, "both replicas served the version promoted from the CLI",
+        10,
+        "both replicas served the version promoted from the CLI",
     )
     assert _open_scored_by(database) == {second}
 

@@ -93,9 +93,12 @@ def test_exit_when_gone_follows_a_process_not_a_thread(tmp_path: Path) -> None:
 
     watched = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(1)"])
     watcher = subprocess.Popen(
-        [sys.executable, "-c",
-         f"import time; from core.lifeline import exit_when_gone; exit_when_gone({watched.pid}); "
-         "time.sleep(60)"],
+        [
+            sys.executable,
+            "-c",
+            "import time; from core.lifeline import exit_when_gone; "
+            f"exit_when_gone({watched.pid}); time.sleep(60)",
+        ],
         cwd=Path(__file__).resolve().parents[2],
     )
     try:

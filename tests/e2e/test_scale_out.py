@@ -84,8 +84,9 @@ def test_two_replicas_release_every_acknowledged_clip_exactly_once(
         replica.wait_ready()
 
     # A pool of learners: some uploads meet the contribution cap (409) and are not counted.
-    load = UploadLoad([r.url for r in replicas], fsdd_wavs, consent_keys, threads=6,
-                      learners=40, seed=1).start()
+    load = UploadLoad(
+        [r.url for r in replicas], fsdd_wavs, consent_keys, threads=6, learners=40, seed=1
+    ).start()
     time.sleep(LOAD_S)
     answers = load.stop()
     acks = acknowledged(answers)
@@ -102,9 +103,18 @@ def test_two_replicas_release_every_acknowledged_clip_exactly_once(
         assert replica.running, replica.log_tail()
 
     census = take_census(database, store, acks)
-    print("scale-out:", dict(seen), "releases", census.releases,
-          "released", census.released_rows, "pending", census.pending_rows,
-          "releases per replica", [_released_by(r.log_path) for r in replicas])
+    print(
+        "scale-out:",
+        dict(seen),
+        "releases",
+        census.releases,
+        "released",
+        census.released_rows,
+        "pending",
+        census.pending_rows,
+        "releases per replica",
+        [_released_by(r.log_path) for r in replicas],
+    )
     # Exactly one place each: released rows and pending rows add up to the 201s ...
     assert census.rows == len(acks), (census.rows, len(acks))
     # ... each pending row is one acknowledged upload's own, and its object is there ...

@@ -21,9 +21,24 @@ pytestmark = pytest.mark.e2e
 
 def test_short_soak_has_no_errors_and_no_memory_growth(fsdd_dir: Path) -> None:
     # Uploads only: releases under load are the scale-out test's subject.
-    args = parse_args(["--duration", "20", "--window", "10", "--capacity-seconds", "5",
-                       "--load", "0.33", "--release-interval", "600", "--retry-every", "5",
-                       "--fsdd", str(fsdd_dir)])
+    args = parse_args(
+        [
+            "--duration",
+            "20",
+            "--window",
+            "10",
+            "--capacity-seconds",
+            "5",
+            "--load",
+            "0.33",
+            "--release-interval",
+            "600",
+            "--retry-every",
+            "5",
+            "--fsdd",
+            str(fsdd_dir),
+        ]
+    )
     result = run_soak(args)
     print(markdown(result, args))
 

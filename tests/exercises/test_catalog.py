@@ -39,16 +39,40 @@ def _catalog(database: Database) -> dict[str, dict[str, object]]:
 
 
 @pytest.mark.parametrize(
-    "tag", ["en", "en-US", "pt-BR", "zh-Hant-TW", "es-419", "sr-Latn-RS", "de-CH-1996",
-            "x-klingon", "en-x-chorus", "yue"]
+    "tag",
+    [
+        "en",
+        "en-US",
+        "pt-BR",
+        "zh-Hant-TW",
+        "es-419",
+        "sr-Latn-RS",
+        "de-CH-1996",
+        "x-klingon",
+        "en-x-chorus",
+        "yue",
+    ],
 )
 def test_well_formed_language_tags_pass(tag: str) -> None:
     assert bcp47(tag) == tag
 
 
 @pytest.mark.parametrize(
-    "tag", ["", "english", "en_US", "e", "en-", "-en", "en--US", "en-US-", "12", "en US",
-            "en-Latn-Latn-US-", "x"]
+    "tag",
+    [
+        "",
+        "english",
+        "en_US",
+        "e",
+        "en-",
+        "-en",
+        "en--US",
+        "en-US-",
+        "12",
+        "en US",
+        "en-Latn-Latn-US-",
+        "x",
+    ],
 )
 def test_malformed_language_tags_fail(tag: str) -> None:
     with pytest.raises(ValueError, match="BCP 47"):
@@ -59,18 +83,28 @@ def test_put_stores_text_language_course_and_skill(
     client: TestClient, app: FastAPI, auth: Auth
 ) -> None:
     body = [
-        {"exercise_id": "greet-1", "learners": 2000, "text": "Hello, how are you?",
-         "language": "en-GB", "course": "en-basics", "skill": "greetings"},
+        {
+            "exercise_id": "greet-1",
+            "learners": 2000,
+            "text": "Hello, how are you?",
+            "language": "en-GB",
+            "course": "en-basics",
+            "skill": "greetings",
+        },
         {"exercise_id": "greet-2", "learners": 10},
     ]
     response = client.put("/v1/exercises/usage", json=body, headers=auth(Role.ADMIN))
     assert response.status_code == 200, response.text
     assert response.json() == {"exercises": 2, "eligible": 1}
     assert _catalog(app.state.database) == {
-        "greet-1": {"learners": 2000, "language": "en-GB", "text": "Hello, how are you?",
-                    "course": "en-basics", "skill": "greetings"},
-        "greet-2": {"learners": 10, "language": None, "text": None, "course": None,
-                    "skill": None},
+        "greet-1": {
+            "learners": 2000,
+            "language": "en-GB",
+            "text": "Hello, how are you?",
+            "course": "en-basics",
+            "skill": "greetings",
+        },
+        "greet-2": {"learners": 10, "language": None, "text": None, "course": None, "skill": None},
     }
 
 
@@ -87,8 +121,11 @@ def test_put_stores_text_language_course_and_skill(
 def test_bad_entries_are_refused_and_nothing_changes(
     client: TestClient, app: FastAPI, auth: Auth, entry: dict[str, object]
 ) -> None:
-    client.put("/v1/exercises/usage", json=[{"exercise_id": "kept", "learners": 5}],
-               headers=auth(Role.ADMIN))
+    client.put(
+        "/v1/exercises/usage",
+        json=[{"exercise_id": "kept", "learners": 5}],
+        headers=auth(Role.ADMIN),
+    )
     for method in ("PUT", "PATCH"):
         response = client.request(
             method, "/v1/exercises/usage", json=[entry], headers=auth(Role.ADMIN)
@@ -122,12 +159,15 @@ def test_patch_adds_and_changes_entries_and_keeps_the_others(
     assert response.status_code == 200, response.text
     assert response.json() == {"added": 1, "changed": 2, "exercises": 3, "eligible": 2}
     assert _catalog(app.state.database) == {
-        "one": {"learners": 1500, "language": "fr", "text": "Bonjour", "course": None,
-                "skill": "listening"},
-        "two": {"learners": 3000, "language": None, "text": None, "course": None,
-                "skill": None},
-        "three": {"learners": 7, "language": "it", "text": "Ciao", "course": None,
-                  "skill": None},
+        "one": {
+            "learners": 1500,
+            "language": "fr",
+            "text": "Bonjour",
+            "course": None,
+            "skill": "listening",
+        },
+        "two": {"learners": 3000, "language": None, "text": None, "course": None, "skill": None},
+        "three": {"learners": 7, "language": "it", "text": "Ciao", "course": None, "skill": None},
     }
 
 
@@ -136,18 +176,20 @@ def test_patch_adds_and_changes_entries_and_keeps_the_others(
     [
         ([{"exercise_id": "new", "text": "no learners"}], "give its learners"),
         ([{"exercise_id": "one", "learners": None}], "cannot be cleared"),
-        ([{"exercise_id": "one", "learners": 1}, {"exercise_id": "one", "learners": 2}],
-         "listed twice"),
+        (
+            [{"exercise_id": "one", "learners": 1}, {"exercise_id": "one", "learners": 2}],
+            "listed twice",
+        ),
     ],
 )
 def test_patch_refuses_incomplete_entries_whole(
     client: TestClient, app: FastAPI, auth: Auth, body: list[dict[str, object]], detail: str
 ) -> None:
     admin = auth(Role.ADMIN)
-    client.put("/v1/exercises/usage", json=[{"exercise_id": "one", "learners": 5}],
-               headers=admin)
+    client.put("/v1/exercises/usage", json=[{"exercise_id": "one", "learners": 5}], headers=admin)
     response = client.patch(
-        "/v1/exercises/usage", json=[{"exercise_id": "two", "learners": 9}, *body],
+        "/v1/exercises/usage",
+        json=[{"exercise_id": "two", "learners": 9}, *body],
         headers=admin,
     )
     assert response.status_code == 422
@@ -161,9 +203,10 @@ def test_patch_refuses_incomplete_entries_whole(
 def test_patch_needs_admin(client: TestClient, auth: Auth) -> None:
     body = [{"exercise_id": "one", "learners": 5}]
     assert client.patch("/v1/exercises/usage", json=body).status_code == 401
-    assert client.patch(
-        "/v1/exercises/usage", json=body, headers=auth(Role.RESEARCHER)
-    ).status_code == 403
+    assert (
+        client.patch("/v1/exercises/usage", json=body, headers=auth(Role.RESEARCHER)).status_code
+        == 403
+    )
 
 
 @pytest.fixture
@@ -201,12 +244,21 @@ def test_import_reads_the_catalog_columns_and_update_upserts(
     database = Database(cli_env.database_url)
     try:
         assert _catalog(database) == {
-            "one": {"learners": 500, "language": "pt-BR", "text": "Oi!",
-                    "course": "pt-basics", "skill": "greetings"},
-            "two": {"learners": 20, "language": None, "text": None, "course": None,
-                    "skill": None},
-            "three": {"learners": 300, "language": None, "text": "Hola", "course": None,
-                      "skill": None},
+            "one": {
+                "learners": 500,
+                "language": "pt-BR",
+                "text": "Oi!",
+                "course": "pt-basics",
+                "skill": "greetings",
+            },
+            "two": {"learners": 20, "language": None, "text": None, "course": None, "skill": None},
+            "three": {
+                "learners": 300,
+                "language": None,
+                "text": "Hola",
+                "course": None,
+                "skill": None,
+            },
         }
     finally:
         database.dispose()

@@ -58,9 +58,11 @@ def _stereo_48k(samples: np.ndarray, rate: int) -> bytes:
 @st.composite
 def _mutation(draw: st.DrawFn, data: bytearray) -> None:
     size = len(data)
-    op = draw(st.sampled_from(
-        ("flip", "byte", "header_u32", "header_u16", "truncate", "insert", "delete", "repeat")
-    ))
+    op = draw(
+        st.sampled_from(
+            ("flip", "byte", "header_u32", "header_u16", "truncate", "insert", "delete", "repeat")
+        )
+    )
     if op == "flip":
         at = draw(st.integers(0, size - 1))
         data[at] ^= 1 << draw(st.integers(0, 7))
@@ -74,16 +76,16 @@ def _mutation(draw: st.DrawFn, data: bytearray) -> None:
         fmt = endian + ("I" if width == 4 else "H")
         struct.pack_into(fmt, data, at, value & (0xFFFFFFFF if width == 4 else 0xFFFF))
     elif op == "truncate" or op.startswith("header"):
-        del data[draw(st.integers(0, size - 1)):]
+        del data[draw(st.integers(0, size - 1)) :]
     elif op == "insert":
         at = draw(st.integers(0, size))
         data[at:at] = draw(st.binary(min_size=1, max_size=64))
     elif op == "delete":
         at = draw(st.integers(0, size - 1))
-        del data[at:at + draw(st.integers(1, 256))]
+        del data[at : at + draw(st.integers(1, 256))]
     else:  # repeat a slice: duplicated chunks and frames
         at = draw(st.integers(0, size - 1))
-        piece = bytes(data[at:at + draw(st.integers(1, 512))])
+        piece = bytes(data[at : at + draw(st.integers(1, 512))])
         data[at:at] = piece * draw(st.integers(1, 8))
     if not data:
         data.append(0)

@@ -23,9 +23,7 @@ class RawResponse:
         return json.loads(self.body)
 
 
-def request_head(
-    path: str, *, host: str, headers: dict[str, str], method: str = "POST"
-) -> bytes:
+def request_head(path: str, *, host: str, headers: dict[str, str], method: str = "POST") -> bytes:
     lines = [f"{method} {path} HTTP/1.1", f"Host: {host}"]
     lines += [f"{name}: {value}" for name, value in headers.items()]
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")

@@ -124,8 +124,10 @@ def test_api_keeps_serving_while_fed_mutated_audio(live_app: LiveApp) -> None:
             "/v1/clips",
             headers={"Authorization": f"Bearer {live_app.token(f'fuzz-{number}')}"},
             files=[
-                ("metadata", (None, json.dumps({"exercise_id": f"digit-{number % 10}"}),
-                              "application/json")),
+                (
+                    "metadata",
+                    (None, json.dumps({"exercise_id": f"digit-{number % 10}"}), "application/json"),
+                ),
                 ("audio", ("clip.bin", sample[1], "application/octet-stream")),
             ],
         )
@@ -145,8 +147,10 @@ def test_api_keeps_serving_while_fed_mutated_audio(live_app: LiveApp) -> None:
     response = client.post(
         "/v1/clips",
         headers={"Authorization": f"Bearer {live_app.token('fuzz-after')}"},
-        files=[("metadata", (None, '{"exercise_id": "digit-7"}', "application/json")),
-               ("audio", ("clip.wav", good, "audio/wav"))],
+        files=[
+            ("metadata", (None, '{"exercise_id": "digit-7"}', "application/json")),
+            ("audio", ("clip.wav", good, "audio/wav")),
+        ],
     )
     assert response.status_code == 201, response.text
     assert live_app.app.state.decoder.replacements == 0

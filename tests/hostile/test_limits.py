@@ -38,9 +38,7 @@ def _headers(live: LiveServer, **extra: str) -> dict[str, str]:
 
 def _part(name: str, data: bytes = b"", *, filename: str | None = None) -> bytes:
     disposition = f'form-data; name="{name}"' + (f'; filename="{filename}"' if filename else "")
-    return (
-        f"--{BOUNDARY}\r\nContent-Disposition: {disposition}\r\n\r\n".encode() + data + b"\r\n"
-    )
+    return f"--{BOUNDARY}\r\nContent-Disposition: {disposition}\r\n\r\n".encode() + data + b"\r\n"
 
 
 def _metadata_part() -> bytes:
@@ -99,8 +97,10 @@ def test_chunked_body_without_length_is_cut_off_at_the_cap(small_cap_server: Liv
 
 def test_oversize_metadata_part_is_refused(small_cap_server: LiveServer) -> None:
     huge = b'{"exercise_id": "digit-7", "note": "' + b"x" * (MAX_METADATA_BYTES * 4) + b'"}'
-    body = _part("metadata", huge) + _part("audio", b"RIFF", filename="a.wav") + (
-        f"--{BOUNDARY}--\r\n".encode()
+    body = (
+        _part("metadata", huge)
+        + _part("audio", b"RIFF", filename="a.wav")
+        + (f"--{BOUNDARY}--\r\n".encode())
     )
     head = request_head(
         "/v1/clips",
@@ -120,8 +120,10 @@ def test_deeply_nested_metadata_is_refused_not_crashed_on(
         response = client.post(
             "/v1/clips",
             headers={"Authorization": f"Bearer {small_cap_server.live.token(f'deep-{depth}')}"},
-            files=[("metadata", (None, nested, "application/json")),
-                   ("audio", ("a.wav", b"not audio", "audio/wav"))],
+            files=[
+                ("metadata", (None, nested, "application/json")),
+                ("audio", ("a.wav", b"not audio", "audio/wav")),
+            ],
         )
     # Unknown fields are dropped unread, so a shallow one passes the allowlist and the junk
     # audio is refused; one nested past the parser's depth is invalid metadata, never a 500.
@@ -138,7 +140,9 @@ def test_deeply_nested_json_bodies_are_refused(small_cap_server: LiveServer, rou
     method = "PUT" if route.endswith("usage") else "POST"
     with httpx.Client(base_url=small_cap_server.url, timeout=10) as client:
         response = client.request(
-            method, route, content=body,
+            method,
+            route,
+            content=body,
             headers={**small_cap_server.live.headers(role), "Content-Type": "application/json"},
         )
     assert 400 <= response.status_code < 500, response.text
@@ -153,9 +157,7 @@ def test_thousands_of_parts_are_refused_after_a_few(small_cap_server: LiveServer
         headers=_headers(small_cap_server, **{"Transfer-Encoding": "chunked"}),
     )
     pieces = (b"".join(itertools.islice(parts, 200)) for _ in range(1000))
-    response = send_and_read(
-        (small_cap_server.host, small_cap_server.port), head, chunked(pieces)
-    )
+    response = send_and_read((small_cap_server.host, small_cap_server.port), head, chunked(pieces))
     _assert_problem(response, 422, "invalid_input")
     assert "parts" in response.json()["detail"]
     _assert_still_serving(small_cap_server)
@@ -198,7 +200,9 @@ def test_stalled_upload_is_cut_off_after_the_idle_timeout(
     )
     # Half the metadata part, then silence.
     response = send_and_read(
-        (small_cap_server.host, small_cap_server.port), head, [_metadata_part()[:20]],
+        (small_cap_server.host, small_cap_server.port),
+        head,
+        [_metadata_part()[:20]],
         timeout_s=30,
     )
     _assert_problem(response, 408, "upload_timeout")
@@ -221,9 +225,11 @@ def test_trickled_upload_is_cut_off_and_does_not_stall_other_clients(
 
     def slow_client() -> None:
         outcome["response"] = send_and_read(
-            (small_cap_server.host, small_cap_server.port), head,
+            (small_cap_server.host, small_cap_server.port),
+            head,
             _trickle(_metadata_part() + _part("audio", filename="a.wav")[:-2], stop),
-            pause_s=0.1, timeout_s=30,
+            pause_s=0.1,
+            timeout_s=30,
         )
 
     thread = threading.Thread(target=slow_client, daemon=True)

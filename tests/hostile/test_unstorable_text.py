@@ -52,14 +52,13 @@ def test_exercise_usage_language(text_app: LiveApp, bad: str) -> None:
 def test_report_answer_and_prompt_text(text_app: LiveApp, bad: str) -> None:
     prompts = f'[{{"prompt_id": "p1", "text": "x{bad}y", "accepted": ["a cat"]}}]'
     response = text_app.client.put(
-        "/v1/courses/en-fr/prompts", content=prompts,
+        "/v1/courses/en-fr/prompts",
+        content=prompts,
         headers={**JSON, **text_app.headers(Role.ADMIN)},
     )
     assert response.status_code == 422, response.text
     assert response.json()["code"] == "unstorable_input"
-    report = (
-        f'{{"course": "en-fr", "prompt_id": "p1", "answer": "a{bad}b", "reporter_id": "r1"}}'
-    )
+    report = f'{{"course": "en-fr", "prompt_id": "p1", "answer": "a{bad}b", "reporter_id": "r1"}}'
     response = text_app.client.post(
         "/v1/reports", content=report, headers={**JSON, **text_app.headers(Role.APP)}
     )

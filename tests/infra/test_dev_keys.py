@@ -43,7 +43,6 @@ def test_run_scaled_makes_and_serves_the_same_pair(dev_keys: Path) -> None:
     assert (dev_keys / served[0]).is_file()
 
 
-
 @pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
 @pytest.mark.parametrize(("arguments", "port"), [((), "8000"), (("PORT=8123",), "8123")])
 def test_make_run_serves_on_the_port_given_with_the_dev_pair(
@@ -51,7 +50,10 @@ def test_make_run_serves_on_the_port_given_with_the_dev_pair(
 ) -> None:
     planned = subprocess.run(
         ["make", "-n", "-C", str(REPO_ROOT), "run", *arguments],
-        capture_output=True, text=True, check=True, timeout=30,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
     ).stdout.splitlines()
     serve = [line for line in planned if line.endswith("chorus serve")]
     assert serve == [

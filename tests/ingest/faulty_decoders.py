@@ -57,7 +57,7 @@ def storage_fault_or_sanitize(data: bytes, limits: AudioLimits) -> SanitizedClip
     for marker, code in ((DISK_FULL, errno.ENOSPC), (READ_ONLY, errno.EROFS)):
         if data.startswith(marker):
             _armed["errno"] = code
-            data = data[len(marker):]
+            data = data[len(marker) :]
     return sanitize_audio(data, limits)
 
 

@@ -85,8 +85,15 @@ def test_valid_token_yields_the_learner(consent_keys: ConsentKeys) -> None:
 
 @pytest.mark.parametrize(
     "name",
-    ["other key", "tampered payload", "alg none", "hs256 with public key", "expired",
-     "no expiry", "not a jwt"],
+    [
+        "other key",
+        "tampered payload",
+        "alg none",
+        "hs256 with public key",
+        "expired",
+        "no expiry",
+        "not a jwt",
+    ],
 )
 def test_forged_or_expired_tokens_are_invalid(name: str, consent_keys: ConsentKeys) -> None:
     with pytest.raises(ConsentInvalid):
@@ -107,8 +114,18 @@ def test_wrong_scope_or_version_is_forbidden(
 
 @pytest.mark.parametrize(
     "claims",
-    [{"child": True}, {"child": "no"}, {"age": None}, {"age": 15}, {"age": "30"}, {"age": True},
-     {"age": 15.9}, {"age": -30}, {"age": 200}, {"age": 1e30}],
+    [
+        {"child": True},
+        {"child": "no"},
+        {"age": None},
+        {"age": 15},
+        {"age": "30"},
+        {"age": True},
+        {"age": 15.9},
+        {"age": -30},
+        {"age": 200},
+        {"age": 1e30},
+    ],
 )
 def test_age_gate_fails_closed(claims: dict[str, Any], consent_keys: ConsentKeys) -> None:
     token = jwt.encode(_claims(**claims), consent_keys.private_key, algorithm="EdDSA")

@@ -43,8 +43,13 @@ def _valid(claims: dict[str, Any]) -> bool:
     return jsonschema.Draft202012Validator(_schema()).is_valid(claims)
 
 
-GOOD = {"sub": "learner-42", "scope": "speech-research", "consent_version": "speech-research-v1",
-        "age": 30, "child": False}
+GOOD = {
+    "sub": "learner-42",
+    "scope": "speech-research",
+    "consent_version": "speech-research-v1",
+    "age": 30,
+    "child": False,
+}
 
 
 @pytest.mark.parametrize(
@@ -68,8 +73,9 @@ def test_schema_and_service_agree(
     claims = {**GOOD, **change}
     claims = {name: value for name, value in claims.items() if value is not None}
     now = int(time.time())
-    token = jwt.encode({**claims, "iat": now, "exp": now + 3600}, consent_keys.private_key,
-                       algorithm="EdDSA")
+    token = jwt.encode(
+        {**claims, "iat": now, "exp": now + 3600}, consent_keys.private_key, algorithm="EdDSA"
+    )
     decoded = jwt.decode(token, options={"verify_signature": False})
     assert _valid(decoded) is accepted
     assert _accepted(token, consent_keys) is accepted

@@ -114,9 +114,7 @@ def test_a_worker_killed_mid_decode_fails_only_its_own_upload(
     with ThreadPoolExecutor(max_workers=7) as threads:
         killed = threads.submit(upload, mint("learner-killed"), KILL + wav_bytes)
         time.sleep(0.1)  # the kill is in its worker; these run beside it and after it
-        others = [
-            threads.submit(upload, mint(f"learner-{n}"), recording(10 + n)) for n in range(6)
-        ]
+        others = [threads.submit(upload, mint(f"learner-{n}"), recording(10 + n)) for n in range(6)]
         assert killed.result().status_code == 503
         assert killed.result().json()["code"] == "decoder_unavailable"
         assert [f.result().status_code for f in others] == [201] * 6

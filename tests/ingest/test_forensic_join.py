@@ -101,9 +101,7 @@ def _joined(
 # --- SQLite and the file store (the embedded default) ---------------------------------------
 
 
-def _embedded(
-    app: FastAPI, settings: Settings, fsdd_dir: Path, root: Path
-) -> dict[str, set[str]]:
+def _embedded(app: FastAPI, settings: Settings, fsdd_dir: Path, root: Path) -> dict[str, set[str]]:
     copies, manifest = _seed_and_release(
         app.state.database,
         app.state.store,

@@ -232,11 +232,15 @@ def _post_and_never_read(base: str, token: str, audio: bytes, key: str) -> socke
     once the server is done: a half-close at once would read as a client gone mid-request)."""
     boundary = "lost-answer-boundary"
     body = (
-        f'--{boundary}\r\nContent-Disposition: form-data; name="metadata"\r\n'
-        f"Content-Type: application/json\r\n\r\n{json.dumps({'exercise_id': 'digit-7'})}\r\n"
-        f'--{boundary}\r\nContent-Disposition: form-data; name="audio"; filename="a.wav"\r\n'
-        f"Content-Type: audio/wav\r\n\r\n"
-    ).encode() + audio + f"\r\n--{boundary}--\r\n".encode()
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="metadata"\r\n'
+            f"Content-Type: application/json\r\n\r\n{json.dumps({'exercise_id': 'digit-7'})}\r\n"
+            f'--{boundary}\r\nContent-Disposition: form-data; name="audio"; filename="a.wav"\r\n'
+            f"Content-Type: audio/wav\r\n\r\n"
+        ).encode()
+        + audio
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
     head = (
         f"POST /v1/clips HTTP/1.1\r\nHost: {urlsplit(base).netloc}\r\n"
         f"Authorization: Bearer {token}\r\nIdempotency-Key: {key}\r\n"
@@ -257,8 +261,10 @@ def test_a_lost_answer_then_a_retry_is_accepted_once(
         with app.state.database.session(write=True) as session:
             admin = create_key(session, role=Role.ADMIN, name="idempotency test")
         usage = [{"exercise_id": "digit-7", "learners": 500}]
-        assert http.put("/v1/exercises/usage", json=usage,
-                        headers={"X-API-Key": admin}).status_code == 200
+        assert (
+            http.put("/v1/exercises/usage", json=usage, headers={"X-API-Key": admin}).status_code
+            == 200
+        )
         token = mint("learner-lost")
         lost = _post_and_never_read(base, token, wav_bytes, KEY)
         deadline = time.monotonic() + 60
@@ -271,8 +277,10 @@ def test_a_lost_answer_then_a_retry_is_accepted_once(
             return http.post(
                 "/v1/clips",
                 headers={"Authorization": f"Bearer {token}", "Idempotency-Key": key},
-                files=[("metadata", (None, b'{"exercise_id": "digit-7"}', "application/json")),
-                       ("audio", ("a.wav", wav_bytes, "audio/wav"))],
+                files=[
+                    ("metadata", (None, b'{"exercise_id": "digit-7"}', "application/json")),
+                    ("audio", ("a.wav", wav_bytes, "audio/wav")),
+                ],
             )
 
         retry = post(KEY)

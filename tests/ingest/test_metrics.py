@@ -41,8 +41,9 @@ def test_a_minors_upload_changes_no_metric(
 ) -> None:
     assert upload(mint("learner-adult"), wav_bytes).status_code == 201  # some counts to keep
     before = render_metrics()[0]
-    response = upload(mint("learner-young", **claims), wav_bytes, {"exercise_id": "digit-7",
-                                                                   "user_id": "young"})
+    response = upload(
+        mint("learner-young", **claims), wav_bytes, {"exercise_id": "digit-7", "user_id": "young"}
+    )
     assert response.status_code == 403
     assert response.json()["code"] == "minor"
     after = render_metrics()[0]

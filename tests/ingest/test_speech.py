@@ -56,11 +56,15 @@ def _dtmf_digits() -> np.ndarray:
     """Keypad tones of 0.1 s with 0.05 s pauses, as a phone dials."""
     t = np.arange(int(0.1 * RATE)) / RATE
     pairs = [(697, 1209), (770, 1336), (852, 1477), (941, 1633)] * 3
-    return np.concatenate([
-        np.r_[0.15 * np.sin(2 * np.pi * low * t) + 0.15 * np.sin(2 * np.pi * high * t),
-              np.zeros(int(0.05 * RATE))]
-        for low, high in pairs
-    ])
+    return np.concatenate(
+        [
+            np.r_[
+                0.15 * np.sin(2 * np.pi * low * t) + 0.15 * np.sin(2 * np.pi * high * t),
+                np.zeros(int(0.05 * RATE)),
+            ]
+            for low, high in pairs
+        ]
+    )
 
 
 NOT_SPEECH: dict[str, np.ndarray] = {
@@ -183,6 +187,8 @@ def test_the_voice_detector_is_the_maintained_wheel_build() -> None:
 
     result = subprocess.run(
         [sys.executable, "-W", "error", "-c", "import webrtcvad; webrtcvad.Vad(2)"],
-        capture_output=True, text=True, check=False,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert result.returncode == 0, result.stderr

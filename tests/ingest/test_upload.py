@@ -55,7 +55,10 @@ def test_accepts_each_container_and_stores_clean_flac(
     assert clip is not None
     info = sf.info(io.BytesIO(clip))
     assert (info.format, info.subtype, info.channels, info.samplerate) == (
-        "FLAC", "PCM_16", 1, 16000
+        "FLAC",
+        "PCM_16",
+        1,
+        16000,
     )
     assert info.duration == pytest.approx(0.54, abs=0.08)  # codecs pad a little
 
@@ -129,10 +132,16 @@ def test_unknown_or_rare_exercise_is_422(
 
 @pytest.mark.parametrize(
     "metadata",
-    [b"{not json", b'["digit-7"]', b'{"course": "en_hu"}', b'{"exercise_id": 7}', b"\xff\xfe",
-     # A field named twice: which one counts would depend on the parser.
-     b'{"exercise_id": "digit-7", "exercise_id": "rare-1"}',
-     b'{"exercise_id": "digit-7", "extra": {"a": 1, "a": 2}}'],
+    [
+        b"{not json",
+        b'["digit-7"]',
+        b'{"course": "en_hu"}',
+        b'{"exercise_id": 7}',
+        b"\xff\xfe",
+        # A field named twice: which one counts would depend on the parser.
+        b'{"exercise_id": "digit-7", "exercise_id": "rare-1"}',
+        b'{"exercise_id": "digit-7", "extra": {"a": 1, "a": 2}}',
+    ],
 )
 def test_malformed_metadata_is_422(
     metadata: bytes,
@@ -194,9 +203,9 @@ def test_streamed_oversized_audio_is_413(
     def body() -> object:
         nonlocal sent
         yield (
-            b"--b\r\nContent-Disposition: form-data; name=\"metadata\"\r\n\r\n"
+            b'--b\r\nContent-Disposition: form-data; name="metadata"\r\n\r\n'
             b'{"exercise_id": "digit-7"}\r\n'
-            b"--b\r\nContent-Disposition: form-data; name=\"audio\"; filename=\"a.wav\"\r\n\r\n"
+            b'--b\r\nContent-Disposition: form-data; name="audio"; filename="a.wav"\r\n\r\n'
         )
         for _ in range(120):  # 7.5 MB against the demo policy's 5 MB, no Content-Length
             sent += 65536
@@ -318,9 +327,7 @@ def test_simultaneous_uploads_of_one_learner_meet_the_cap(
     assert stored() == Stored(objects=1, rows=1)
 
 
-def test_usage_catalog_needs_admin(
-    client: TestClient, auth: Callable[..., dict[str, str]]
-) -> None:
+def test_usage_catalog_needs_admin(client: TestClient, auth: Callable[..., dict[str, str]]) -> None:
     body = [{"exercise_id": "digit-1", "learners": 1000}]
     assert client.put("/v1/exercises/usage", json=body).status_code == 401
     assert client.put("/v1/exercises/usage", json=body, headers=auth(Role.APP)).status_code == 403

@@ -68,9 +68,13 @@ def _yielded_finding_ids() -> dict[str, str]:
         for path in sorted((REPO_ROOT / package).rglob("*.py")):
             tree = ast.parse(path.read_text(encoding="utf-8"))
             for node in ast.walk(tree):
-                if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
-                        and node.func.id == "Finding" and node.args
-                        and isinstance(node.args[0], ast.Constant)):
+                if (
+                    isinstance(node, ast.Call)
+                    and isinstance(node.func, ast.Name)
+                    and node.func.id == "Finding"
+                    and node.args
+                    and isinstance(node.args[0], ast.Constant)
+                ):
                     found[str(node.args[0].value)] = f"{path.relative_to(REPO_ROOT)}:{node.lineno}"
     return found
 

@@ -207,9 +207,10 @@ def test_tagged_flac_in_a_release(
 ) -> None:
     key = audited.released_clip_keys()[0]
     audited.put_clip(key, _tagged(audited.get_clip(key), tmp_path))
-    findings = _only("released_clip_metadata", assert_exactly(
-        {"released_clip_metadata", TAMPERED}, run_audit_cli, verify_api
-    ))
+    findings = _only(
+        "released_clip_metadata",
+        assert_exactly({"released_clip_metadata", TAMPERED}, run_audit_cli, verify_api),
+    )
     assert findings[0]["subject"] == key
     assert "PICTURE" in findings[0]["message"]
     assert "Vorbis comment" in findings[0]["message"]
@@ -223,9 +224,7 @@ def test_released_object_in_another_format(
     wav = io.BytesIO()
     sf.write(wav, samples, rate, format="WAV", subtype="PCM_16")
     audited.put_clip(key, wav.getvalue())
-    assert_exactly(
-        {"released_clip_not_clean_flac", TAMPERED}, run_audit_cli, verify_api
-    )
+    assert_exactly({"released_clip_not_clean_flac", TAMPERED}, run_audit_cli, verify_api)
 
 
 def _flac_blocks(data: bytes) -> tuple[list[tuple[int, bytes]], bytes]:
@@ -251,8 +250,9 @@ def _flac_join(blocks: list[tuple[int, bytes]], frames: bytes) -> bytes:
 def _with_vendor(data: bytes, vendor: bytes) -> bytes:
     blocks, frames = _flac_blocks(data)
     comment = b"".join([len(vendor).to_bytes(4, "little"), vendor, (0).to_bytes(4, "little")])
-    return _flac_join([(4, comment) if kind == 4 else (kind, body) for kind, body in blocks],
-                      frames)
+    return _flac_join(
+        [(4, comment) if kind == 4 else (kind, body) for kind, body in blocks], frames
+    )
 
 
 def _doctored(data: bytes, how: str) -> bytes:
@@ -291,9 +291,10 @@ def test_data_hidden_in_a_clip_that_still_decodes(
     original, _ = sf.read(io.BytesIO(clean), dtype="int16")
     assert (sf.read(io.BytesIO(doctored), dtype="int16")[0] == original).all()
     audited.put_clip(key, doctored)
-    findings = _only("released_clip_not_canonical", assert_exactly(
-        {"released_clip_not_canonical", TAMPERED}, run_audit_cli, verify_api
-    ))
+    findings = _only(
+        "released_clip_not_canonical",
+        assert_exactly({"released_clip_not_canonical", TAMPERED}, run_audit_cli, verify_api),
+    )
     assert findings[0]["subject"] == key
     assert named in findings[0]["message"]
     assert "learner-000" not in findings[0]["message"]
@@ -308,9 +309,10 @@ def test_a_clip_reencoded_at_another_level(
     other = io.BytesIO()
     sf.write(other, samples, rate, format="FLAC", subtype="PCM_16", compression_level=1.0)
     audited.put_clip(key, other.getvalue())
-    findings = _only("released_clip_not_canonical", assert_exactly(
-        {"released_clip_not_canonical", TAMPERED}, run_audit_cli, verify_api
-    ))
+    findings = _only(
+        "released_clip_not_canonical",
+        assert_exactly({"released_clip_not_canonical", TAMPERED}, run_audit_cli, verify_api),
+    )
     assert "audio frames differ" in findings[0]["message"]
 
 
@@ -355,7 +357,8 @@ def test_release_under_a_policy_never_recorded(
     assert weaker.content_hash != audited.policy.content_hash
     audited.sql(
         "UPDATE releases SET policy_hash = :hash WHERE id = :id",
-        hash=weaker.content_hash, id=audited.release_id,
+        hash=weaker.content_hash,
+        id=audited.release_id,
     )
     findings = assert_exactly({"release_policy_unrecorded"}, run_audit_cli, verify_api)
     assert findings[0]["subject"] == audited.release_id
@@ -551,8 +554,11 @@ def test_a_recording_released_twice_is_found(
         first, second = session.execute(
             sa.text("SELECT sha256 FROM released_clips ORDER BY id LIMIT 2")
         ).scalars()
-    audited.sql("UPDATE released_clips SET sha256 = :first WHERE sha256 = :second",
-                first=first, second=second)
+    audited.sql(
+        "UPDATE released_clips SET sha256 = :first WHERE sha256 = :second",
+        first=first,
+        second=second,
+    )
     result = run_audit_cli()
     assert result.exit_code == 1, result.stdout + result.stderr
     twice = _only("recording_released_twice", result.report["findings"])

@@ -63,8 +63,11 @@ def test_an_empty_chain_verifies(database: Database) -> None:
 @pytest.mark.parametrize(
     ("statement", "broken", "reason"),
     [
-        ("UPDATE audit_entries SET body = REPLACE(body, '7', '70') WHERE seq = 2", 2,
-         "content does not match"),
+        (
+            "UPDATE audit_entries SET body = REPLACE(body, '7', '70') WHERE seq = 2",
+            2,
+            "content does not match",
+        ),
         ("UPDATE audit_entries SET kind = 'release' WHERE seq = 3", 3, "content does not match"),
         ("UPDATE audit_entries SET day = '2001-01-01' WHERE seq = 1", 1, "content does not match"),
         ("DELETE FROM audit_entries WHERE seq = 2", 3, "entry 2 is missing"),
@@ -93,8 +96,12 @@ def test_rewriting_an_entry_with_a_fresh_hash_breaks_the_next_link(database: Dat
 
         entry.body = '{"contributor_count":70,"k":5,"release_id":"r1"}'
         entry.hash = entry_hash(
-            seq=entry.seq, kind=entry.kind, cycle=entry.cycle, day=entry.day,
-            body=entry.body, prev_hash=entry.prev_hash,
+            seq=entry.seq,
+            kind=entry.kind,
+            cycle=entry.cycle,
+            day=entry.day,
+            body=entry.body,
+            prev_hash=entry.prev_hash,
         )
     with database.session() as session:
         status = verify_chain(session)
@@ -103,8 +110,9 @@ def test_rewriting_an_entry_with_a_fresh_hash_breaks_the_next_link(database: Dat
 
 
 def test_entries_hold_a_cycle_and_a_day_never_a_time(database: Database) -> None:
-    columns = {c["name"]: c["type"] for c in sa.inspect(database.engine).get_columns(
-        "audit_entries")}
+    columns = {
+        c["name"]: c["type"] for c in sa.inspect(database.engine).get_columns("audit_entries")
+    }
     assert isinstance(columns["day"], sa.Date)
     assert not isinstance(columns["day"], sa.DateTime)
     assert not any(isinstance(t, sa.DateTime | sa.Time) for t in columns.values())
@@ -120,7 +128,8 @@ def test_policy_loads_are_recorded_only_when_the_policy_changes(database: Databa
         bodies = [
             json.loads(body)
             for body in session.execute(
-                sa.select(AuditEntry.body).where(AuditEntry.kind == "policy_loaded")
+                sa.select(AuditEntry.body)
+                .where(AuditEntry.kind == "policy_loaded")
                 .order_by(AuditEntry.seq)
             ).scalars()
         ]

@@ -41,7 +41,8 @@ def test_audit_on_postgres(
         state.sql("ALTER TABLE buckets ADD COLUMN waited interval")
         state.sql(
             "UPDATE releases SET statistics = :s WHERE id = :id",
-            s='{"who": "learner-000"}', id=state.release_id,
+            s='{"who": "learner-000"}',
+            id=state.release_id,
         )
         result = run_audit_cli("--canary", "learner-000", database_url=url)
     assert result.exit_code == 1

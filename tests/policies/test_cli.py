@@ -29,14 +29,16 @@ def _sources(fsdd_dir: Path, folder: Path) -> Path:
 
 def _policy(tmp_path: Path, method: str) -> Path:
     path = tmp_path / f"{method}.toml"
-    path.write_text(f'name = "{method}"\nversion = 1\nvoice_anonymization = "{method}"\n',
-                    encoding="utf-8")
+    path.write_text(
+        f'name = "{method}"\nversion = 1\nvoice_anonymization = "{method}"\n', encoding="utf-8"
+    )
     return path
 
 
 def _anonymize(src: Path, out: Path, policy: Path, *extra: str) -> None:
-    result = runner.invoke(app, ["audio", "anonymize", str(src), "--out", str(out),
-                                 "--policy", str(policy), *extra])
+    result = runner.invoke(
+        app, ["audio", "anonymize", str(src), "--out", str(out), "--policy", str(policy), *extra]
+    )
     assert result.exit_code == 0, result.output
     assert "anonymized 4 clip(s)" in result.output
 
@@ -66,8 +68,9 @@ def test_every_clip_is_transformed_into_canonical_flac_and_a_seed_reproduces(
 
 def test_a_policy_without_anonymization_is_refused(tmp_path: Path, fsdd_dir: Path) -> None:
     src = _sources(fsdd_dir, tmp_path / "src")
-    result = runner.invoke(app, ["audio", "anonymize", str(src), "--out", str(tmp_path / "o"),
-                                 "--policy", "default"])
+    result = runner.invoke(
+        app, ["audio", "anonymize", str(src), "--out", str(tmp_path / "o"), "--policy", "default"]
+    )
     assert result.exit_code == 2
     assert "does not anonymize voices" in result.output
     assert not (tmp_path / "o").exists()
@@ -75,13 +78,33 @@ def test_a_policy_without_anonymization_is_refused(tmp_path: Path, fsdd_dir: Pat
 
 def test_a_missing_folder_and_a_broken_clip_fail_cleanly(tmp_path: Path) -> None:
     policy = _policy(tmp_path, "mcadams")
-    missing = runner.invoke(app, ["audio", "anonymize", str(tmp_path / "none"), "--out",
-                                  str(tmp_path / "o"), "--policy", str(policy)])
+    missing = runner.invoke(
+        app,
+        [
+            "audio",
+            "anonymize",
+            str(tmp_path / "none"),
+            "--out",
+            str(tmp_path / "o"),
+            "--policy",
+            str(policy),
+        ],
+    )
     assert missing.exit_code == 2
     assert "is not a folder" in missing.output
     (tmp_path / "src").mkdir()
     (tmp_path / "src" / "bad.wav").write_bytes(b"RIFF nonsense")
-    broken = runner.invoke(app, ["audio", "anonymize", str(tmp_path / "src"), "--out",
-                                 str(tmp_path / "o"), "--policy", str(policy)])
+    broken = runner.invoke(
+        app,
+        [
+            "audio",
+            "anonymize",
+            str(tmp_path / "src"),
+            "--out",
+            str(tmp_path / "o"),
+            "--policy",
+            str(policy),
+        ],
+    )
     assert broken.exit_code == 2
     assert "bad.wav: the clip does not decode as audio" in broken.output

@@ -15,8 +15,12 @@ from ingest.audio import AudioLimits, sanitize_audio
 from policies import flac
 
 LIMITS = AudioLimits(
-    min_duration_s=0.3, max_duration_s=30.0, min_sample_rate=8000, max_sample_rate=48000,
-    output_sample_rate=16000, min_speech_s=0.06,
+    min_duration_s=0.3,
+    max_duration_s=30.0,
+    min_sample_rate=8000,
+    max_sample_rate=48000,
+    output_sample_rate=16000,
+    min_speech_s=0.06,
 )
 
 
@@ -93,17 +97,18 @@ def test_id3_tags_around_the_stream_are_flagged(clean: bytes, tmp_path: Path) ->
     problems = flac.metadata_problems(flac.read_metadata(path.read_bytes()))
     assert "an ID3 tag before the stream" in problems
     trailing = clean + b"TAG" + b"\x00" * 125
-    assert "a tag appended after the audio" in flac.metadata_problems(
-        flac.read_metadata(trailing)
-    )
+    assert "a tag appended after the audio" in flac.metadata_problems(flac.read_metadata(trailing))
 
 
 def test_other_formats_and_garbage(clean: bytes) -> None:
     stereo = io.BytesIO()
     sf.write(stereo, np.zeros((1600, 2), dtype="int16"), 44100, format="FLAC", subtype="PCM_24")
     problems = flac.format_problems(stereo.getvalue(), sample_rate=16000)
-    assert problems == ["2 channels, not mono", "sample format PCM_24, not PCM_16",
-                        "44100 Hz, not 16000 Hz"]
+    assert problems == [
+        "2 channels, not mono",
+        "sample format PCM_24, not PCM_16",
+        "44100 Hz, not 16000 Hz",
+    ]
     with pytest.raises(flac.FlacFormatError):
         flac.read_metadata(b"RIFF....WAVEfmt ")
     with pytest.raises(flac.FlacFormatError):

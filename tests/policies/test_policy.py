@@ -9,14 +9,16 @@ import pytest
 from core.errors import ConfigurationError
 from policies.policy import Policy, builtin_policies, load_policy
 
-DEFAULT_TOML = (Path(__file__).resolve().parents[2] / "policies" / "files" / "default.toml")
+DEFAULT_TOML = Path(__file__).resolve().parents[2] / "policies" / "files" / "default.toml"
 
 
 def test_builtins_match_the_design() -> None:
     assert builtin_policies() == ["default", "demo"]
     default = load_policy("default")
     assert (default.k, default.max_clips_per_contributor, default.min_exercise_learners) == (
-        25, 1, 1000,
+        25,
+        1,
+        1000,
     )
     assert default.min_contributor_age == 16
     assert default.accepted_consent_versions == ("speech-research-v1",)
@@ -51,10 +53,16 @@ def test_a_policy_file_by_path_and_its_hash(tmp_path: Path) -> None:
     [
         ("k = 25", "k = 1", "k"),
         ("min_contributor_age = 16", "min_contributor_age = 12", "min_contributor_age"),
-        ("max_clips_per_contributor = 1", "max_clips_per_contributor = 0",
-         "max_clips_per_contributor"),
-        ('accepted_consent_versions = ["speech-research-v1"]', "accepted_consent_versions = []",
-         "accepted_consent_versions"),
+        (
+            "max_clips_per_contributor = 1",
+            "max_clips_per_contributor = 0",
+            "max_clips_per_contributor",
+        ),
+        (
+            'accepted_consent_versions = ["speech-research-v1"]',
+            "accepted_consent_versions = []",
+            "accepted_consent_versions",
+        ),
         ("retention_cycles = 30", "retention_cycles = 0", "retention_cycles"),
         ("min_speech_s = 0.06", "min_speech_s = 0.0", "min_speech_s"),
         ("min_speech_s = 0.06", "min_speech_s = 0.5", "min_speech_s"),

@@ -15,7 +15,8 @@ from policies.checks import run_checks
 from policies.policy import load_policy
 
 RESIDUE_CHECKS = tuple(
-    check for check in AUDIT_CHECKS
+    check
+    for check in AUDIT_CHECKS
     if check.name in {"file_modes", "sqlite_pragmas", "clip_table_rowid"}
 )
 
@@ -25,29 +26,24 @@ def database(tmp_path: Path) -> Database:
     database = Database(f"sqlite:///{tmp_path / 'chorus.db'}")
     with database.connection(write=True) as connection:
         connection.exec_driver_sql("CREATE TABLE buckets (id TEXT PRIMARY KEY) WITHOUT ROWID")
-        connection.exec_driver_sql(
-            "CREATE TABLE pending_clips (id TEXT PRIMARY KEY) WITHOUT ROWID"
-        )
+        connection.exec_driver_sql("CREATE TABLE pending_clips (id TEXT PRIMARY KEY) WITHOUT ROWID")
     return database
 
 
 def _findings(database: Database, store: FileBlobStore) -> list[tuple[str, str | None]]:
-    report = run_checks(RESIDUE_CHECKS, database=database, store=store,
-                        policy=load_policy("demo"))
+    report = run_checks(RESIDUE_CHECKS, database=database, store=store, policy=load_policy("demo"))
     return [(finding.check, finding.subject) for finding in report.findings]
 
 
 def test_residue_checks_follow_the_older_checks_in_the_report() -> None:
     names = [check.name for check in AUDIT_CHECKS]
     assert names.index("canaries") < names.index("file_modes")
-    assert names.index("file_modes") < names.index("sqlite_pragmas") < names.index(
-        "clip_table_rowid"
+    assert (
+        names.index("file_modes") < names.index("sqlite_pragmas") < names.index("clip_table_rowid")
     )
 
 
-def test_private_files_and_rowid_free_tables_are_clean(
-    database: Database, tmp_path: Path
-) -> None:
+def test_private_files_and_rowid_free_tables_are_clean(database: Database, tmp_path: Path) -> None:
     store = FileBlobStore(tmp_path / "blobs")
     store.put("pending/a", b"clip")
     assert _findings(database, store) == []

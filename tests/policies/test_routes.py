@@ -94,7 +94,8 @@ def test_log_pages_and_reports_the_chain(audited: AuditedState, auth: Auth) -> N
     assert len(kinds) == first["total"]
     assert kinds[0] == "policy_loaded"
     (release,) = [
-        e for e in audited.client.get("/v1/audit/log", headers=headers).json()["items"]
+        e
+        for e in audited.client.get("/v1/audit/log", headers=headers).json()["items"]
         if e["kind"] == "release"
     ]
     assert release["body"]["release_id"] == audited.release_id

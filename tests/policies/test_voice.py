@@ -177,13 +177,15 @@ def test_world_shifts_formants_and_keeps_canonical_form() -> None:
 def test_policy_ranges_are_checked() -> None:
     base = load_policy("default").model_dump()
     with pytest.raises(ValueError, match="voice_mcadams_alpha_min"):
-        Policy.model_validate({**base, "voice_mcadams_alpha_min": 0.9,
-                               "voice_mcadams_alpha_max": 0.8})
+        Policy.model_validate(
+            {**base, "voice_mcadams_alpha_min": 0.9, "voice_mcadams_alpha_max": 0.8}
+        )
     with pytest.raises(ValueError, match=r"less than or equal to 0\.95"):
         Policy.model_validate({**base, "voice_mcadams_alpha_max": 1.0})
     policy = Policy.model_validate({**base, "voice_anonymization": "mcadams"})
     assert VoiceAnonymizer.from_policy(policy).manifest_entry() == {
-        "method": "mcadams", "alpha_range": [0.7, 0.9]
+        "method": "mcadams",
+        "alpha_range": [0.7, 0.9],
     }
 
 

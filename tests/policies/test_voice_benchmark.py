@@ -48,8 +48,9 @@ def test_eer_matches_a_threshold_scan_on_a_seeded_toy_set() -> None:
     for shift in (0.0, 0.5, 1.0, 3.0):
         target = rng.normal(shift, 1.0, 400)
         nontarget = rng.normal(0.0, 1.0, 2000)
-        assert eer_score(target, nontarget) == pytest.approx(_slow_eer(target, nontarget),
-                                                              abs=0.005)
+        assert eer_score(target, nontarget) == pytest.approx(
+            _slow_eer(target, nontarget), abs=0.005
+        )
     assert eer_score(np.array([2.0, 3.0]), np.array([0.0, 1.0])) == 0.0
     assert eer_score(np.array([0.0, 1.0]), np.array([2.0, 3.0])) == pytest.approx(1.0)
 
@@ -159,8 +160,13 @@ def test_small_mode_on_the_full_data_shows_anonymization_raising_the_attackers_e
 ) -> None:
     clips = load_fsdd(full_data / "fsdd" / "recordings", per_speaker=8)
     assert len(clips) == 48
-    report = run(clips, {label: SWEEP[label] for label in QUICK_SWEEP}, sizes=(5,), jobs=1,
-                 progress=lambda _: None)
+    report = run(
+        clips,
+        {label: SWEEP[label] for label in QUICK_SWEEP},
+        sizes=(5,),
+        jobs=1,
+        progress=lambda _: None,
+    )
     assert report.speakers == 6
     assert report.original.eer < 0.25
     assert report.original.identification_accuracy > 0.8

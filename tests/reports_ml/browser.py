@@ -30,8 +30,14 @@ from core.settings import Settings
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
 ]
 NGINX = Path("/usr/sbin/nginx")
 REPO = Path(__file__).resolve().parents[2]
@@ -58,7 +64,11 @@ def serve_app(app: FastAPI, settings: Settings) -> Iterator[tuple[str, dict[Role
     """``app`` under uvicorn (with ``chorus serve``'s proxy options) on a free loopback port,
     with one key per role."""
     config = uvicorn.Config(
-        app, host="127.0.0.1", port=free_port(), log_config=None, access_log=False,
+        app,
+        host="127.0.0.1",
+        port=free_port(),
+        log_config=None,
+        access_log=False,
         **proxy_options(settings),
     )
     server = uvicorn.Server(config)
@@ -101,15 +111,15 @@ def nginx_in_front(upstream: str, folder: Path) -> Iterator[str]:
     port = free_port()
     conf = folder / "nginx.conf"
     conf.write_text(
-        nginx_config(listen_port=port, upstream_port=int(upstream.rsplit(":", 1)[1]),
-                     folder=folder)
+        nginx_config(listen_port=port, upstream_port=int(upstream.rsplit(":", 1)[1]), folder=folder)
     )
     log = folder / "nginx.log"
     with log.open("wb") as output:
         process = subprocess.Popen(
-            [str(NGINX), "-p", str(folder), "-c", str(conf), "-e", str(log),
-             "-g", "daemon off;"],
-            stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT,
+            [str(NGINX), "-p", str(folder), "-c", str(conf), "-e", str(log), "-g", "daemon off;"],
+            stdin=subprocess.DEVNULL,
+            stdout=output,
+            stderr=subprocess.STDOUT,
         )
     url = f"http://127.0.0.1:{port}"
     try:

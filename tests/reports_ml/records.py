@@ -31,17 +31,35 @@ def store_reports(database: Database, records: Sequence[ReportRecord], *, decide
         for record in records:
             if record.prompt_id not in known:
                 known.add(record.prompt_id)
-                session.add(CoursePrompt(course=record.course, prompt_id=record.prompt_id,
-                                         text=record.prompt))
+                session.add(
+                    CoursePrompt(
+                        course=record.course, prompt_id=record.prompt_id, text=record.prompt
+                    )
+                )
                 session.flush()
                 unique = {answer_key(text): text for text in reversed(record.accepted)}
-                session.execute(sa.insert(AcceptedTranslation), [
-                    {"course": record.course, "prompt_id": record.prompt_id, "position": i,
-                     "text": text, "normalized_sha256": key}
-                    for i, (key, text) in enumerate(reversed(unique.items()))
-                ])
-            session.add(Report(
-                course=record.course, prompt_id=record.prompt_id, answer=record.answer,
-                normalized_sha256=answer_key(record.answer), times_reported=record.times_reported,
-                score=0.0, scored_by="setup", decision=record.label if decided else None,
-            ))
+                session.execute(
+                    sa.insert(AcceptedTranslation),
+                    [
+                        {
+                            "course": record.course,
+                            "prompt_id": record.prompt_id,
+                            "position": i,
+                            "text": text,
+                            "normalized_sha256": key,
+                        }
+                        for i, (key, text) in enumerate(reversed(unique.items()))
+                    ],
+                )
+            session.add(
+                Report(
+                    course=record.course,
+                    prompt_id=record.prompt_id,
+                    answer=record.answer,
+                    normalized_sha256=answer_key(record.answer),
+                    times_reported=record.times_reported,
+                    score=0.0,
+                    scored_by="setup",
+                    decision=record.label if decided else None,
+                )
+            )

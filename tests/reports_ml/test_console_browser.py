@@ -21,10 +21,16 @@ from tests.reports_ml.browser import CHROMIUM, CHROMIUM_ARGS, require, save_scre
 pytestmark = pytest.mark.browser
 
 PROMPTS = [
-    {"prompt_id": "boss", "text": "well, what did the boss say?",
-     "accepted": ["bem, o que o chefe disse?", "bem, o que disse o chefe?"]},
-    {"prompt_id": "cat", "text": "the cat is sleeping.",
-     "accepted": ["o gato está dormindo.", "o gato dorme."]},
+    {
+        "prompt_id": "boss",
+        "text": "well, what did the boss say?",
+        "accepted": ["bem, o que o chefe disse?", "bem, o que disse o chefe?"],
+    },
+    {
+        "prompt_id": "cat",
+        "text": "the cat is sleeping.",
+        "accepted": ["o gato está dormindo.", "o gato dorme."],
+    },
 ]
 # answer, prompt, how many learners sent it: the queue (count heuristic) shows them in this order.
 REPORTS = [
@@ -49,8 +55,12 @@ def _seed(base: str, keys: dict[Role, str]) -> None:
         assert http.put("/v1/courses/en_pt/prompts", json=PROMPTS, headers=admin).is_success
         for answer, prompt_id, count in REPORTS:
             for learner in range(count):
-                body = {"course": "en_pt", "prompt_id": prompt_id, "answer": answer,
-                        "reporter_id": f"learner-{learner}"}
+                body = {
+                    "course": "en_pt",
+                    "prompt_id": prompt_id,
+                    "answer": answer,
+                    "reporter_id": f"learner-{learner}",
+                }
                 app_key = {"X-API-Key": keys[Role.APP]}
                 response = http.post("/v1/reports", json=body, headers=app_key)
                 assert response.is_success, response.text

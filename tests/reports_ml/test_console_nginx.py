@@ -48,18 +48,30 @@ def _seed(base: str, keys: dict[Role, str]) -> list[str]:
         assert http.put("/v1/courses/en_es/prompts", json=OTHER_COURSE, headers=admin).is_success
         for position, answer in enumerate(answers):
             for learner in range(ANSWERS + 1 - position):
-                body = {"course": "en_pt", "prompt_id": "house", "answer": answer,
-                        "reporter_id": f"learner-{learner}"}
+                body = {
+                    "course": "en_pt",
+                    "prompt_id": "house",
+                    "answer": answer,
+                    "reporter_id": f"learner-{learner}",
+                }
                 assert http.post("/v1/reports", json=body, headers=app_key).is_success
-        body = {"course": "en_es", "prompt_id": "dog", "answer": "el perro corrre",
-                "reporter_id": "learner-0"}
+        body = {
+            "course": "en_es",
+            "prompt_id": "dog",
+            "answer": "el perro corrre",
+            "reporter_id": "learner-0",
+        }
         assert http.post("/v1/reports", json=body, headers=app_key).is_success
     return answers
 
 
 def _queue(base: str, keys: dict[Role, str]) -> Any:
-    answer = httpx.get(f"{base}/v1/reports/queue", params={"course": "en_pt"},
-                       headers={"X-API-Key": keys[Role.CONTRIBUTOR]}, timeout=30)
+    answer = httpx.get(
+        f"{base}/v1/reports/queue",
+        params={"course": "en_pt"},
+        headers={"X-API-Key": keys[Role.CONTRIBUTOR]},
+        timeout=30,
+    )
     assert answer.status_code == 200
     return answer.json()
 
@@ -131,8 +143,10 @@ def test_console_behind_nginx_styled_numbered_counted_and_signed_in_across_tabs(
             expect(answer).to_have_text(answers[2])
             other = _queue(upstream, keys)["items"][0]["report_id"]
             decided = httpx.post(
-                f"{upstream}/v1/reports/{other}/decision", json={"accept": False},
-                headers={"X-API-Key": keys[Role.CONTRIBUTOR]}, timeout=30,
+                f"{upstream}/v1/reports/{other}/decision",
+                json={"accept": False},
+                headers={"X-API-Key": keys[Role.CONTRIBUTOR]},
+                timeout=30,
             )
             assert decided.status_code == 200, decided.text
             page.evaluate("document.dispatchEvent(new Event('visibilitychange'))")
@@ -171,9 +185,7 @@ def test_a_tls_proxys_forwarded_scheme_is_trusted_only_when_configured(
     settings = make_settings(forwarded_allow_ips=trusted)
     with serve_app(create_app(settings), settings) as (base, _keys):
         # A redirect (the console's address with a trailing slash) names the scheme it heard.
-        answer = httpx.get(
-            f"{base}/review/", headers={"X-Forwarded-Proto": "https"}, timeout=30
-        )
+        answer = httpx.get(f"{base}/review/", headers={"X-Forwarded-Proto": "https"}, timeout=30)
     assert answer.status_code == 307
     assert answer.headers["location"].startswith(f"{scheme}://127.0.0.1:"), answer.headers
 

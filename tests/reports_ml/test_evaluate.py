@@ -55,15 +55,23 @@ def test_roc_auc_edge_cases() -> None:
 
 def _record(course: str, prompt_id: str, label: bool, times: int) -> ReportRecord:
     return ReportRecord(
-        report_id=f"{course}{prompt_id}{label}{times}", course=course, prompt_id=prompt_id,
-        prompt="x", answer=f"answer {times}", accepted=("a",), times_reported=times, label=label,
+        report_id=f"{course}{prompt_id}{label}{times}",
+        course=course,
+        prompt_id=prompt_id,
+        prompt="x",
+        answer=f"answer {times}",
+        accepted=("a",),
+        times_reported=times,
+        label=label,
     )
 
 
 def test_summarize_counts_reports_per_course() -> None:
     records = [
-        _record("en_hu", "p1", True, 3), _record("en_hu", "p1", False, 1),
-        _record("en_hu", "p2", False, 2), _record("en_vi", "p3", True, 1),
+        _record("en_hu", "p1", True, 3),
+        _record("en_hu", "p1", False, 1),
+        _record("en_hu", "p2", False, 2),
+        _record("en_vi", "p3", True, 1),
         _record("en_vi", "p3", False, 1),
     ]
     counts = np.array([r.times_reported for r in records], dtype=float)

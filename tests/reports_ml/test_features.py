@@ -11,17 +11,29 @@ from reports_ml.features import DENSE_FEATURES, FeatureExtractor, featurize, nea
 from reports_ml.models import ReportRecord
 
 HU_ACCEPTED = (
-    "rá gondolok éjjel nappal.", "éjjel nappal rá gondolok.", "én rá gondolok éjjel nappal.",
+    "rá gondolok éjjel nappal.",
+    "éjjel nappal rá gondolok.",
+    "én rá gondolok éjjel nappal.",
 )
 
 
 def _report(
-    answer: str, accepted: tuple[str, ...], *, course: str = "en_hu", prompt_id: str = "p1",
-    prompt: str = "i think about her night and day.", times_reported: int = 1,
+    answer: str,
+    accepted: tuple[str, ...],
+    *,
+    course: str = "en_hu",
+    prompt_id: str = "p1",
+    prompt: str = "i think about her night and day.",
+    times_reported: int = 1,
 ) -> ReportRecord:
     return ReportRecord(
-        report_id=f"{course}-{prompt_id}-{answer}", course=course, prompt_id=prompt_id,
-        prompt=prompt, answer=answer, accepted=accepted, times_reported=times_reported,
+        report_id=f"{course}-{prompt_id}-{answer}",
+        course=course,
+        prompt_id=prompt_id,
+        prompt=prompt,
+        answer=answer,
+        accepted=accepted,
+        times_reported=times_reported,
     )
 
 
@@ -76,10 +88,14 @@ def test_dropping_an_optional_word_differs_from_dropping_a_required_one() -> Non
 
 
 def test_missing_accents_portuguese() -> None:
-    (row,) = _features(_report(
-        "Voce esta aqui", ("você está aqui.", "tu estás aqui."), course="en_pt",
-        prompt="you are here.",
-    ))
+    (row,) = _features(
+        _report(
+            "Voce esta aqui",
+            ("você está aqui.", "tu estás aqui."),
+            course="en_pt",
+            prompt="you are here.",
+        )
+    )
     assert row["same_up_to_accents"] == 1.0
     assert row["accentless_char_distance"] == 0.0
     assert _count(row["char_distance"]) == 2  # one combining accent each, not a whole letter
@@ -88,10 +104,14 @@ def test_missing_accents_portuguese() -> None:
 
 
 def test_untranslated_english_word_vietnamese() -> None:
-    (row,) = _features(_report(
-        "đức là một nước ở europe", ("đức là một nước ở châu âu.",), course="en_vi",
-        prompt="germany is a country in europe.",
-    ))
+    (row,) = _features(
+        _report(
+            "đức là một nước ở europe",
+            ("đức là một nước ở châu âu.",),
+            course="en_vi",
+            prompt="germany is a country in europe.",
+        )
+    )
     assert _count(row["new_words_in_source"]) == 1
     assert _count(row["words_missing"]) == 2  # "châu âu" for "europe"
     assert _count(row["words_extra"]) == 1
@@ -100,8 +120,12 @@ def test_untranslated_english_word_vietnamese() -> None:
 def test_spacing_only_vietnamese_and_word_from_elsewhere_in_the_course() -> None:
     spacing, elsewhere, _other_prompt = _features(
         _report("đức là mộtnước ở châu âu", ("đức là một nước ở châu âu.",), course="en_vi"),
-        _report("đức là một con mèo ở châu âu", ("đức là một nước ở châu âu.",),
-                course="en_vi", prompt_id="p2"),
+        _report(
+            "đức là một con mèo ở châu âu",
+            ("đức là một nước ở châu âu.",),
+            course="en_vi",
+            prompt_id="p2",
+        ),
         _report("tôi có một con mèo", ("tôi có một con mèo.",), course="en_vi", prompt_id="p3"),
     )
     assert spacing["same_up_to_spacing"] == 1.0
@@ -110,10 +134,14 @@ def test_spacing_only_vietnamese_and_word_from_elsewhere_in_the_course() -> None
 
 
 def test_japanese_without_spaces_is_compared_by_characters() -> None:
-    (row,) = _features(_report(
-        "私は学生だ。", ("私は学生です。", "わたしは学生です。"), course="en_ja",
-        prompt="i am a student.",
-    ))
+    (row,) = _features(
+        _report(
+            "私は学生だ。",
+            ("私は学生です。", "わたしは学生です。"),
+            course="en_ja",
+            prompt="i am a student.",
+        )
+    )
     assert row["same_up_to_punctuation_case"] == 0.0
     assert _count(row["answer_words"]) == 5
     assert _count(row["word_distance"]) == 2  # だ for で, す missing

@@ -93,8 +93,16 @@ def test_card_names_simulated_labels_and_the_staple_licence() -> None:
 def test_a_card_written_before_these_fields_still_reads() -> None:
     old = _trained().card
     assert old is not None
-    fields = old.model_dump(exclude={"intended_use", "limitations", "label_source",
-                                     "data_licence", "sklearn_version", "python_version"})
+    fields = old.model_dump(
+        exclude={
+            "intended_use",
+            "limitations",
+            "label_source",
+            "data_licence",
+            "sklearn_version",
+            "python_version",
+        }
+    )
     assert ModelCard.model_validate(fields).label_source == "unknown"
 
 
@@ -134,7 +142,9 @@ def test_loading_a_model_with_other_features_fails_clearly(tmp_path: Path) -> No
     [(b"not a pickle", "not a report model file"), (None, "no model file there")],
 )
 def test_loading_something_else_fails_clearly(
-    tmp_path: Path, content: bytes | None, message: str,
+    tmp_path: Path,
+    content: bytes | None,
+    message: str,
 ) -> None:
     path = tmp_path / "model.joblib"
     if content is not None:
@@ -195,7 +205,7 @@ def test_odd_reports_are_scored_without_disturbing_the_rest_of_the_batch() -> No
     scores = model.score([*odd, *ordinary])
     assert np.isfinite(scores).all()
     assert ((scores >= 0) & (scores <= 1)).all()
-    assert scores[len(odd):] == pytest.approx(model.score(ordinary).tolist(), abs=1e-12)
+    assert scores[len(odd) :] == pytest.approx(model.score(ordinary).tolist(), abs=1e-12)
     assert model.score_one(odd[4]) == pytest.approx(scores[4], abs=1e-12)
 
 

@@ -36,8 +36,13 @@ def put_prompts(client: TestClient, auth: Auth, course: str = "en_pt") -> dict[s
 
 
 def report(
-    client: TestClient, auth: Auth, answer: str, *, prompt_id: str = "boss",
-    reporter: str = "learner-1", course: str = "en_pt",
+    client: TestClient,
+    auth: Auth,
+    answer: str,
+    *,
+    prompt_id: str = "boss",
+    reporter: str = "learner-1",
+    course: str = "en_pt",
 ) -> Any:
     return client.post(
         "/v1/reports",
@@ -65,7 +70,11 @@ def course(client: TestClient, auth: Auth) -> None:
 
 def test_admin_loads_prompts_and_a_second_put_updates(client: TestClient, auth: Auth) -> None:
     assert put_prompts(client, auth) == {
-        "course": "en_pt", "created": 2, "updated": 0, "prompts": 2, "closed_reports": 0
+        "course": "en_pt",
+        "created": 2,
+        "updated": 0,
+        "prompts": 2,
+        "closed_reports": 0,
     }
     again = put_prompts(client, auth)
     assert (again["created"], again["updated"], again["prompts"]) == (0, 2, 2)
@@ -96,7 +105,9 @@ def test_putting_a_reported_answer_closes_its_report(
     assert response.json()["closed_reports"] == 1
     assert queue(client, auth)["items"] == []
     assert report(client, auth, "Bem, o que o patrão disse!").json() == {
-        "status": "already_accepted", "report_id": None, "times_reported": None
+        "status": "already_accepted",
+        "report_id": None,
+        "times_reported": None,
     }
 
 
@@ -117,7 +128,9 @@ def test_identical_answers_join_one_report(client: TestClient, auth: Auth, cours
     second = report(client, auth, "Bem,  o que o PATRÃO disse!", reporter="b")
     assert second.status_code == 200
     assert second.json() == {
-        "status": "queued", "report_id": first["report_id"], "times_reported": 2
+        "status": "queued",
+        "report_id": first["report_id"],
+        "times_reported": 2,
     }
     # The same learner sending the same answer again is not a new voice.
     again = report(client, auth, "bem o que o patrão disse", reporter="b").json()
@@ -132,7 +145,9 @@ def test_accents_make_a_different_answer(client: TestClient, auth: Auth, course:
     one = report(client, auth, "o gato esta dormindo", prompt_id="cat").json()
     assert one["status"] == "queued"
     assert report(client, auth, "o gato está dormindo", prompt_id="cat").json() == {
-        "status": "already_accepted", "report_id": None, "times_reported": None
+        "status": "already_accepted",
+        "report_id": None,
+        "times_reported": None,
     }
 
 
@@ -189,7 +204,8 @@ def test_queue_is_best_first_with_nearest_translation_and_diff(
         {"op": "same", "text": "disse"},
     ]
     assert second["diff"][-2:] == [
-        {"op": "missing", "text": "disse"}, {"op": "extra", "text": "dise"}
+        {"op": "missing", "text": "disse"},
+        {"op": "extra", "text": "dise"},
     ]
 
 
@@ -229,8 +245,12 @@ def test_queue_of_unknown_course_and_bad_cursor(
         "/v1/reports/queue", params={"course": "en_pt", "cursor": "nonsense"}, headers=headers
     )
     assert bad.status_code == 422
-    assert client.get("/v1/reports/queue", params={"course": "en_pt"},
-                      headers=auth(Role.APP)).status_code == 403
+    assert (
+        client.get(
+            "/v1/reports/queue", params={"course": "en_pt"}, headers=auth(Role.APP)
+        ).status_code
+        == 403
+    )
 
 
 # --- decisions and outbox ------------------------------------------------------------------
@@ -238,7 +258,8 @@ def test_queue_of_unknown_course_and_bad_cursor(
 
 def decide(client: TestClient, auth: Auth, report_id: str, accept: bool) -> Any:
     return client.post(
-        f"/v1/reports/{report_id}/decision", json={"accept": accept},
+        f"/v1/reports/{report_id}/decision",
+        json={"accept": accept},
         headers=auth(Role.CONTRIBUTOR),
     )
 
@@ -254,7 +275,10 @@ def test_accepting_adds_the_answer_and_thanks_each_reporter(
     response = decide(client, auth, report_id, True)
     assert response.status_code == 200
     assert response.json() == {
-        "report_id": report_id, "accepted": True, "rescored": 1, "thank_you_notices": 2
+        "report_id": report_id,
+        "accepted": True,
+        "rescored": 1,
+        "thank_you_notices": 2,
     }
     # Later identical reports are not queued again.
     assert report(client, auth, "Bem, o que o patrão disse", reporter="dee").json()["status"] == (
@@ -322,9 +346,7 @@ def test_concurrent_decisions_on_one_report_have_one_winner(
         with lock:
             statuses.append(status)
 
-    workers = [
-        threading.Thread(target=decide_now, args=(n % 2 == 0,)) for n in range(threads)
-    ]
+    workers = [threading.Thread(target=decide_now, args=(n % 2 == 0,)) for n in range(threads)]
     for worker in workers:
         worker.start()
     for worker in workers:

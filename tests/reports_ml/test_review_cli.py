@@ -72,15 +72,17 @@ def test_models_list_marks_the_promoted_version_and_promote_switches(
     from reports_ml.simulate import simulate_course
     from reports_ml.staple import load_staple
 
-    records = simulate_course(
-        "en_pt", load_staple(STAPLE / "excerpt.en_pt.gold.txt")[:10], seed=1
-    )
+    records = simulate_course("en_pt", load_staple(STAPLE / "excerpt.en_pt.gold.txt")[:10], seed=1)
     database = Database(env)
     database.upgrade()
     registry = ModelRegistry(database, open_store(f"file://{tmp_path / 'blobs'}"))
     model = ReportModel(hash_bits=12).fit(records)
-    info = {"created": "2026-01-02T03:04:05+00:00", "trained_on": len(records), "held_back": 0,
-            "auc": 0.81234}
+    info = {
+        "created": "2026-01-02T03:04:05+00:00",
+        "trained_on": len(records),
+        "held_back": 0,
+        "auc": 0.81234,
+    }
     first = registry.add(model, info).version
     second = registry.add(model, info).version
     registry.promote(second)
@@ -96,23 +98,25 @@ def test_models_list_marks_the_promoted_version_and_promote_switches(
     database.dispose()
 
 
-def test_models_import_stores_a_trained_model_and_can_promote_it(
-    env: str, tmp_path: Path
-) -> None:
+def test_models_import_stores_a_trained_model_and_can_promote_it(env: str, tmp_path: Path) -> None:
     from core.storage import open_store
     from reports_ml.model import ReportModel
     from reports_ml.registry import ModelRegistry
     from reports_ml.simulate import simulate_course
     from reports_ml.staple import load_staple
 
-    records = simulate_course(
-        "en_pt", load_staple(STAPLE / "excerpt.en_pt.gold.txt")[:10], seed=1
-    )
+    records = simulate_course("en_pt", load_staple(STAPLE / "excerpt.en_pt.gold.txt")[:10], seed=1)
     trained = ReportModel(hash_bits=12).fit(records)
     assert trained.card is not None
-    trained.card = trained.card.model_copy(update={"metrics": {
-        "holdout_reports": 40.0, "holdout_auc": 0.7712, "holdout_count_baseline_auc": 0.61,
-    }})
+    trained.card = trained.card.model_copy(
+        update={
+            "metrics": {
+                "holdout_reports": 40.0,
+                "holdout_auc": 0.7712,
+                "holdout_count_baseline_auc": 0.61,
+            }
+        }
+    )
     path = trained.save(tmp_path / "trained.joblib")
     not_a_model = tmp_path / "other.joblib"
     not_a_model.write_bytes(b"not a model")

@@ -72,8 +72,11 @@ def test_the_evaluation_slice_is_by_prompt_and_stable() -> None:
     [_small, pytest.param(None, marks=pytest.mark.slow, id="default-trainer")],
 )
 def test_first_model_beats_the_count_heuristic_and_is_promoted(
-    database: Database, serving: ServingModel, client: TestClient,
-    auth: Callable[[Role], dict[str, str]], trainer: Trainer | None,
+    database: Database,
+    serving: ServingModel,
+    client: TestClient,
+    auth: Callable[[Role], dict[str, str]],
+    trainer: Trainer | None,
 ) -> None:
     records = simulated()
     store_reports(database, records[:-30], decided=True)
@@ -91,10 +94,14 @@ def test_first_model_beats_the_count_heuristic_and_is_promoted(
     assert outcome.rescored == 30
     assert {by for _, by in _open_scores(database).values()} == {outcome.version}
     # The running app serves the new model without a restart.
-    queue = client.get("/v1/reports/queue", params={"course": "en_pt", "limit": 5},
-                       headers=auth(Role.CONTRIBUTOR)).json()
-    assert queue["scorer"] == {"kind": "model", "version": outcome.version,
-                               "note": f"ranked by model version {outcome.version}"}
+    queue = client.get(
+        "/v1/reports/queue", params={"course": "en_pt", "limit": 5}, headers=auth(Role.CONTRIBUTOR)
+    ).json()
+    assert queue["scorer"] == {
+        "kind": "model",
+        "version": outcome.version,
+        "note": f"ranked by model version {outcome.version}",
+    }
     scores = [item["score"] for item in queue["items"]]
     assert scores == sorted(scores, reverse=True)
 
@@ -105,7 +112,8 @@ def test_first_model_beats_the_count_heuristic_and_is_promoted(
 
 
 def test_a_model_with_worse_auc_is_not_promoted(
-    database: Database, serving: ServingModel,
+    database: Database,
+    serving: ServingModel,
 ) -> None:
     records = simulated()
     store_reports(database, records[:-30], decided=True)
@@ -142,7 +150,8 @@ def test_a_model_with_worse_auc_is_not_promoted(
 
 
 def test_retraining_needs_both_kinds_of_labels(
-    database: Database, serving: ServingModel,
+    database: Database,
+    serving: ServingModel,
 ) -> None:
     records = [r for r in simulated() if not r.label][:50]
     store_reports(database, records, decided=True)
@@ -273,7 +282,9 @@ def test_the_scheduled_job_runs_a_retraining_on_the_job_process(
 
     scheduler = BackgroundScheduler(timezone="UTC")
     schedule_retraining(
-        scheduler, database_url=database.url, storage_url=app.state.settings.storage_url,
+        scheduler,
+        database_url=database.url,
+        storage_url=app.state.settings.storage_url,
         min_new_labels=1,
     )
     job = scheduler.get_job(RETRAIN_JOB_ID)
@@ -287,7 +298,8 @@ def test_the_scheduled_job_runs_a_retraining_on_the_job_process(
 
 
 def test_seed_records_join_training_but_never_the_held_back_prompts(
-    database: Database, serving: ServingModel,
+    database: Database,
+    serving: ServingModel,
 ) -> None:
     records = simulated()
     store_reports(database, records, decided=True)

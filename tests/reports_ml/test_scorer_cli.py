@@ -40,8 +40,13 @@ def _run(*args: str) -> tuple[int, str, str]:
 def test_simulate_train_evaluate_score(workspace: Path) -> None:
     data = workspace / "reports.jsonl"
     code, out, err = _run(
-        "simulate", str(workspace / "sample.en_pt.gold.txt"),
-        str(workspace / "sample.en_vi.gold.txt"), "--out", str(data), "--seed", "3",
+        "simulate",
+        str(workspace / "sample.en_pt.gold.txt"),
+        str(workspace / "sample.en_vi.gold.txt"),
+        "--out",
+        str(data),
+        "--seed",
+        "3",
     )
     assert code == 0, err
     records = read_records(data)
@@ -78,8 +83,16 @@ def test_simulate_train_evaluate_score(workspace: Path) -> None:
 
 def test_evaluate_leave_one_course_out_with_plot(workspace: Path) -> None:
     data = workspace / "loco.jsonl"
-    assert _run("simulate", str(workspace / "sample.en_pt.gold.txt"),
-                str(workspace / "sample.en_vi.gold.txt"), "--out", str(data))[0] == 0
+    assert (
+        _run(
+            "simulate",
+            str(workspace / "sample.en_pt.gold.txt"),
+            str(workspace / "sample.en_vi.gold.txt"),
+            "--out",
+            str(data),
+        )[0]
+        == 0
+    )
     plot = workspace / "auc.png"
     code, out, err = _run("evaluate", str(data), "--split", "course", "--plot", str(plot))
     assert code == 0, err
@@ -117,20 +130,33 @@ def test_score_with_a_missing_model_fails_clearly(workspace: Path) -> None:
 
 def test_skip_invalid_leaves_out_and_counts_malformed_lines(workspace: Path) -> None:
     data = workspace / "reports-skip.jsonl"
-    assert _run("simulate", str(workspace / "sample.en_pt.gold.txt"),
-                str(workspace / "sample.en_vi.gold.txt"), "--out", str(data), "--seed", "5")[0] == 0
+    assert (
+        _run(
+            "simulate",
+            str(workspace / "sample.en_pt.gold.txt"),
+            str(workspace / "sample.en_vi.gold.txt"),
+            "--out",
+            str(data),
+            "--seed",
+            "5",
+        )[0]
+        == 0
+    )
     good = data.read_text(encoding="utf-8").splitlines()
     first = json.loads(good[0])
     damaged = workspace / "damaged.jsonl"
     damaged.write_text(
-        "\n".join([
-            good[0],
-            "{not json",  # line 2
-            *good[1:40],
-            json.dumps({**first, "answer": 7}),  # line 42: wrong type
-            json.dumps(first),  # line 43: report_id repeated
-            *good[40:],
-        ]) + "\n",
+        "\n".join(
+            [
+                good[0],
+                "{not json",  # line 2
+                *good[1:40],
+                json.dumps({**first, "answer": 7}),  # line 42: wrong type
+                json.dumps(first),  # line 43: report_id repeated
+                *good[40:],
+            ]
+        )
+        + "\n",
         encoding="utf-8",
     )
     model = workspace / "skip.joblib"
@@ -140,8 +166,9 @@ def test_skip_invalid_leaves_out_and_counts_malformed_lines(workspace: Path) -> 
     assert f"{damaged}:2:" in err
     assert not model.exists()
 
-    code, out, err = _run("train", str(damaged), "--model", str(model), "--holdout", "0",
-                          "--skip-invalid")
+    code, out, err = _run(
+        "train", str(damaged), "--model", str(model), "--holdout", "0", "--skip-invalid"
+    )
     assert code == 0, err
     assert f"skipped 3 invalid line(s) of {damaged}" in err
     for line in (2, 42, 43):
@@ -150,8 +177,9 @@ def test_skip_invalid_leaves_out_and_counts_malformed_lines(workspace: Path) -> 
     assert card["n_reports"] == len(good)
 
     scored = workspace / "skip-scored.jsonl"
-    code, out, err = _run("score", str(damaged), "--model", str(model), "--out", str(scored),
-                          "--skip-invalid")
+    code, out, err = _run(
+        "score", str(damaged), "--model", str(model), "--out", str(scored), "--skip-invalid"
+    )
     assert code == 0, err
     assert "skipped 3 invalid line(s)" in err
     assert f"wrote {len(good)} scored reports" in out

@@ -97,9 +97,14 @@ def test_course_must_be_in_the_file_name(tmp_path: Path) -> None:
 
 def _record(**changes: object) -> dict[str, object]:
     record: dict[str, object] = {
-        "report_id": "r1", "course": "en_pt", "prompt_id": "prompt_1", "prompt": "i am here.",
-        "answer": "Eu estou aqui", "accepted": ["eu estou aqui.", "estou aqui."],
-        "times_reported": 3, "label": True,
+        "report_id": "r1",
+        "course": "en_pt",
+        "prompt_id": "prompt_1",
+        "prompt": "i am here.",
+        "answer": "Eu estou aqui",
+        "accepted": ["eu estou aqui.", "estou aqui."],
+        "times_reported": 3,
+        "label": True,
     }
     record.update(changes)
     return record
@@ -146,7 +151,9 @@ def _line(**changes: object) -> str:
     ],
 )
 def test_malformed_record_lines_name_line_and_field(
-    tmp_path: Path, line: str, message: str,
+    tmp_path: Path,
+    line: str,
+    message: str,
 ) -> None:
     path = tmp_path / "reports.jsonl"
     path.write_text(json.dumps(_record()) + "\n\n" + line + "\n", encoding="utf-8")

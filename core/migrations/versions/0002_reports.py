@@ -77,9 +77,7 @@ def upgrade() -> None:
             "course", "prompt_id", "normalized_sha256", name=op.f("uq_reports_course")
         ),
     )
-    op.create_index(
-        "ix_reports_queue", "reports", ["course", "decision", "score"], unique=False
-    )
+    op.create_index("ix_reports_queue", "reports", ["course", "decision", "score"], unique=False)
     op.create_table(
         "report_reporters",
         sa.Column("report_id", sa.String(length=32), nullable=False),

@@ -40,7 +40,8 @@ def upgrade() -> None:
         sa.Column("promoted", sa.String(length=16), nullable=True),
         sa.Column("labels_at_last_training", sa.Integer(), nullable=False),
         sa.ForeignKeyConstraint(
-            ["promoted"], ["model_versions.version"],
+            ["promoted"],
+            ["model_versions.version"],
             name=op.f("fk_model_registry_promoted_model_versions"),
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_model_registry")),
