@@ -457,7 +457,7 @@ def _idempotency_folder(server: ChorusProcess) -> Path:
     from core.keystore import namespace_for
 
     base = server.env["CHORUS_KEY_STORE_URL"].removeprefix("tmpfs://")
-    return Path(base) / f"chorus-idempotency-{namespace_for(server.env['CHORUS_DATABASE_URL'])}"
+    return Path(base) / f"chorus-idempotency-{namespace_for(server.env['CHORUS_DATABASE_URL'])()}"
 
 
 def run_soak(args: argparse.Namespace) -> SoakResult:

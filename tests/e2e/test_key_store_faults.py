@@ -23,6 +23,7 @@ from aggregate.release_checks import check_recordings_released_once
 from aggregate.tables import PendingClip, ReleasedClip
 from chorus.app import create_app
 from chorus.devservers import provision_postgres_database
+from chorus.synthetic_voice import voiced_wav
 from core.auth import Role, create_key
 from core.settings import Settings
 from ingest.consent import mint_token
@@ -96,7 +97,6 @@ def test_a_key_store_that_stops_after_the_commit_loses_nothing_and_stores_nothin
 ) -> None:
     app = postgres_app
     redis = redis_server.client()
-    takes = sorted(fsdd_dir.glob("7_*.wav"))
     with TestClient(app, raise_server_exceptions=False) as client:
         _catalog(client, app)
         decoder: DecoderPool = app.state.decoder
@@ -124,10 +124,10 @@ def test_a_key_store_that_stops_after_the_commit_loses_nothing_and_stores_nothin
         assert again.status_code == 201, again.text
         assert _rows(app) == 1
         # k = 5 (demo policy): four more learners fill the bucket; one release, the clip once.
-        for index, take in enumerate(t for t in takes if t.name != CLIP):
-            if index == 4:
-                break
-            response = _post(client, mint(f"learner-{index}"), take.read_bytes(), key=None)
+        for index in range(4):
+            # Recordings of their own: a bucket takes a recording once.
+            take = voiced_wav(seed=500 + index, seconds=0.8, pitch_hz=100.0 + 20.0 * index)
+            response = _post(client, mint(f"learner-{index}"), take, key=None)
             assert response.status_code == 201, response.text
         for _cycle in range(2):
             run_release_cycle(
