@@ -11,13 +11,17 @@ Steps, each safe to repeat, so a run killed anywhere is finished by the next one
 
 1. claim — one short transaction turns a ready ``open`` or ``sealed`` bucket into
    ``releasing`` and creates its Release row; new uploads then open a fresh bucket.
-2. plan — pending rows are read in batches; a clip not yet planned gets a fresh random
-   released id and sort position (from the CSPRNG), written to its ``released_clips`` row and
-   to the pending row's ``release_clip_id`` in one transaction, so a resumed run releases it
-   under the same name. Plans whose pending clip was withdrawn meanwhile are removed.
+2. plan — pending rows are read in batches and their sealed facts opened with the bucket's
+   key (P4: ``aggregate.pending``); a clip not yet planned gets a fresh random released id and
+   sort position (from the CSPRNG), written to its ``released_clips`` row, and the pending row
+   gets a keyed digest of that id (``plan_tag``), in one transaction, so a resumed run releases
+   it under the same name and no one without the key can tell which released clip it was.
+   Plans whose pending clip was withdrawn meanwhile are removed. A bucket whose recordings
+   carry different bands gets one band for all (P4: no device trait).
 3. shards — the planned clips are read in their random order, ``batch_size`` at a time, and
-   each batch becomes one tar shard (``aggregate.dataset``): the pending bytes are turned into
-   the released bytes (``release_clip_bytes``: as they are, or under a policy with
+   each batch becomes one tar shard (``aggregate.dataset``): the pending bytes, opened with the
+   bucket's key, are turned into the released bytes (``release_clip_bytes``: as they are, or
+   under a policy with
    ``voice_anonymization`` the voice transformed with fresh random parameters, so a resumed run
    writes another anonymized version), written into an anonymous temporary file (nothing is
    left of it if the run is killed), and the shard is stored with one atomic write; its
