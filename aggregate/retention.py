@@ -84,12 +84,45 @@ def expired_bucket_ids(session: Session, *, policy: Policy) -> list[str]:
     return [b for b in candidates if distinct_contributors(session, b) < policy.k]
 
 
-def _close_for_purge(session: Session, bucket_id: str, *, policy: Policy) -> PurgeOutcome | None:
+def _locked(session: Session, bucket_id: str) -> Bucket | None:
+    """The bucket row, locked for the transaction (waits for uploads holding it FOR SHARE)."""
     if session.get_bind().dialect.name == "postgresql":
         session.execute(sa.text("SET LOCAL lock_timeout = '30s'"))
-    bucket = session.execute(
+    return session.execute(
         sa.select(Bucket).where(Bucket.id == bucket_id).with_for_update()
     ).scalar_one_or_none()
+
+
+def _purge(
+    session: Session, bucket: Bucket, *, contributors: int, policy: Policy, **why: object
+) -> PurgeOutcome:
+    """Mark the locked ``bucket`` purged and append its ``purge`` audit entry (P8), which says
+    ``why`` beside the counts and the policy."""
+    clips = pending_clip_count(session, bucket.id)
+    bucket.state = BucketState.PURGED
+    append_audit(
+        session,
+        kind="purge",
+        body={
+            "bucket_id": bucket.id,
+            "exercise_id": bucket.exercise_id,
+            "clip_count": clips,
+            "contributor_count": contributors,
+            **why,
+            "k": policy.k,
+            "policy_hash": policy.content_hash,
+        },
+    )
+    return PurgeOutcome(
+        bucket_id=bucket.id,
+        exercise_id=bucket.exercise_id,
+        clip_count=clips,
+        contributor_count=contributors,
+    )
+
+
+def _close_for_purge(session: Session, bucket_id: str, *, policy: Policy) -> PurgeOutcome | None:
+    bucket = _locked(session, bucket_id)
     cycle = current_cycle(session)
     if (
         bucket is None
@@ -100,28 +133,14 @@ def _close_for_purge(session: Session, bucket_id: str, *, policy: Policy) -> Pur
     contributors = distinct_contributors(session, bucket_id)
     if contributors >= policy.k:
         return None
-    clips = pending_clip_count(session, bucket_id)
-    bucket.state = BucketState.PURGED
-    append_audit(
+    return _purge(
         session,
-        kind="purge",
-        body={
-            "bucket_id": bucket.id,
-            "exercise_id": bucket.exercise_id,
-            "clip_count": clips,
-            "contributor_count": contributors,
-            "opened_cycle": bucket.opened_cycle,
-            "cycle": cycle,
-            "retention_cycles": policy.retention_cycles,
-            "k": policy.k,
-            "policy_hash": policy.content_hash,
-        },
-    )
-    return PurgeOutcome(
-        bucket_id=bucket.id,
-        exercise_id=bucket.exercise_id,
-        clip_count=clips,
-        contributor_count=contributors,
+        bucket,
+        contributors=contributors,
+        policy=policy,
+        opened_cycle=bucket.opened_cycle,
+        cycle=cycle,
+        retention_cycles=policy.retention_cycles,
     )
 
 
@@ -189,42 +208,18 @@ def keyless_bucket_ids(session: Session, *, keys: KeyStore) -> list[str]:
 def _close_keyless(
     session: Session, bucket_id: str, *, keys: KeyStore, policy: Policy
 ) -> tuple[PurgeOutcome, str | None] | None:
-    if session.get_bind().dialect.name == "postgresql":
-        session.execute(sa.text("SET LOCAL lock_timeout = '30s'"))
-    bucket = session.execute(
-        sa.select(Bucket).where(Bucket.id == bucket_id).with_for_update()
-    ).scalar_one_or_none()
+    bucket = _locked(session, bucket_id)
     if bucket is None or bucket.state not in _KEYED_STATES:
         return None
     if keys.get(key_name(bucket_id)) is not None:
         return None
     contributors = distinct_contributors(session, bucket_id)
-    clips = pending_clip_count(session, bucket_id)
     unfinished = bucket.release_id if bucket.state == BucketState.RELEASING else None
     if unfinished is not None:
         session.execute(sa.delete(ReleasedClip).where(ReleasedClip.release_id == unfinished))
         session.execute(sa.delete(Release).where(Release.id == unfinished))
         bucket.release_id = None
-    bucket.state = BucketState.PURGED
-    append_audit(
-        session,
-        kind="purge",
-        body={
-            "bucket_id": bucket.id,
-            "exercise_id": bucket.exercise_id,
-            "clip_count": clips,
-            "contributor_count": contributors,
-            "reason": "key_lost",
-            "k": policy.k,
-            "policy_hash": policy.content_hash,
-        },
-    )
-    outcome = PurgeOutcome(
-        bucket_id=bucket.id,
-        exercise_id=bucket.exercise_id,
-        clip_count=clips,
-        contributor_count=contributors,
-    )
+    outcome = _purge(session, bucket, contributors=contributors, policy=policy, reason="key_lost")
     return outcome, unfinished
 
 
