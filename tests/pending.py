@@ -24,6 +24,7 @@ from core.db import Database
 from core.ids import new_id
 from core.sealing import Sealer
 from core.storage import BlobStore
+from ingest.audio import SanitizedClip
 from tests.keys import catalog_exercise, keys_for
 
 
@@ -40,7 +41,7 @@ def seed_pending_clip(
     source_sample_rate: int | None = None,
     max_clips_per_contributor: int = 1,
     catalog: bool = True,
-) -> str:
+) -> str | None:
     """What ingest does after sanitizing: seal and store the clip, record its pending row.
     The recording is told apart by its bytes' digest. Returns the pending object's key."""
     if catalog:
@@ -103,3 +104,27 @@ def bulk_row(sealer: Sealer, *, object_key: str, facts: PendingFacts) -> dict[st
         "recording_tag": new_id() * 2,
         "sealed_facts": seal_facts(sealer, row_id, facts),
     }
+
+
+def seed_sanitized(
+    database: Database,
+    store: BlobStore,
+    *,
+    exercise_id: str,
+    learner_id: str,
+    clip: SanitizedClip,
+    max_clips_per_contributor: int = 1,
+) -> str | None:
+    """``seed_pending_clip`` for a clip as ``ingest.audio.sanitize_audio`` made it."""
+    return seed_pending_clip(
+        database,
+        store,
+        exercise_id=exercise_id,
+        learner_id=learner_id,
+        flac=clip.flac,
+        duration_s=clip.duration_s,
+        sample_rate=clip.sample_rate,
+        loudness_dbfs=clip.loudness_dbfs,
+        source_sample_rate=clip.source_sample_rate,
+        max_clips_per_contributor=max_clips_per_contributor,
+    )

@@ -23,7 +23,7 @@ from ingest.audio import sanitize_audio
 from ingest.service import audio_limits
 from policies.policy import Policy
 from tests.keys import keys_for
-from tests.pending import seed_pending_clip
+from tests.pending import seed_sanitized
 
 WAVS = ("0_george_1.wav", "1_jackson_5.wav", "5_lucas_0.wav", "0_nicolas_3.wav", "5_theo_7.wav")
 RATES = (8000, 16000, 44100, 16000, 44100)
@@ -59,16 +59,8 @@ def test_a_mixed_bucket_is_released_at_its_narrowest_band(
         clip = sanitize_audio(_recorded_at(fsdd_dir / name, rate, index), audio_limits(policy))
         assert clip.source_sample_rate == rate
         sanitized.append(clip)
-        seed_pending_clip(
-            database,
-            store,
-            exercise_id="digit-2",
-            learner_id=f"learner-{index}",
-            flac=clip.flac,
-            duration_s=clip.duration_s,
-            sample_rate=clip.sample_rate,
-            loudness_dbfs=clip.loudness_dbfs,
-            source_sample_rate=clip.source_sample_rate,
+        seed_sanitized(
+            database, store, exercise_id="digit-2", learner_id=f"learner-{index}", clip=clip
         )
     # Before: the cutoff tells 8 kHz recordings from the others.
     before = [_cutoff_hz(clip.flac) for clip in sanitized]
@@ -100,16 +92,8 @@ def test_a_bucket_of_one_band_is_released_as_sanitized(
     for index, name in enumerate(WAVS):
         clip = sanitize_audio((fsdd_dir / name).read_bytes(), audio_limits(policy))
         flacs.append(clip.flac)
-        seed_pending_clip(
-            database,
-            store,
-            exercise_id="digit-2",
-            learner_id=f"learner-{index}",
-            flac=clip.flac,
-            duration_s=clip.duration_s,
-            sample_rate=clip.sample_rate,
-            loudness_dbfs=clip.loudness_dbfs,
-            source_sample_rate=clip.source_sample_rate,
+        seed_sanitized(
+            database, store, exercise_id="digit-2", learner_id=f"learner-{index}", clip=clip
         )
     report = run_release_cycle(
         database=database, store=store, keys=keys_for(database), policy=policy, interval_s=1

@@ -40,7 +40,7 @@ from tests.ingest.joins import (
     released_clips,
 )
 from tests.keys import keys_for
-from tests.pending import seed_pending_clip
+from tests.pending import seed_sanitized
 
 # Five speakers, one clip each: a demo-policy bucket (k = 5).
 WAVS = ("0_george_1.wav", "1_jackson_5.wav", "5_lucas_0.wav", "0_nicolas_3.wav", "5_theo_7.wav")
@@ -56,16 +56,8 @@ def _seed_and_release(
     database.upgrade()
     for index, name in enumerate(WAVS):
         clip = sanitize_audio((wav_dir / name).read_bytes(), audio_limits(policy))
-        seed_pending_clip(
-            database,
-            store,
-            exercise_id=EXERCISE,
-            learner_id=f"learner-{index}",
-            flac=clip.flac,
-            duration_s=clip.duration_s,
-            sample_rate=clip.sample_rate,
-            loudness_dbfs=clip.loudness_dbfs,
-            source_sample_rate=clip.source_sample_rate,
+        seed_sanitized(
+            database, store, exercise_id=EXERCISE, learner_id=f"learner-{index}", clip=clip
         )
     copies = {"before": copy()}
 

@@ -34,7 +34,7 @@ from policies.context import shard_members
 from policies.policy import Policy
 from policies.tables import AuditEntry
 from tests.keys import keys_for
-from tests.pending import seed_pending_clip
+from tests.pending import seed_sanitized
 
 RELEASED_LEARNERS = [f"learner-{n:03d}" for n in range(6)]
 PENDING_LEARNERS = [f"learner-{n:03d}" for n in range(100, 103)]
@@ -134,18 +134,16 @@ def _record(
 ) -> str:
     """What the upload path does after consent and eligibility: sanitize, store, record."""
     clip = sanitize_audio(wav.read_bytes(), audio_limits(policy))
-    return seed_pending_clip(
+    key = seed_sanitized(
         database,
         store,
         exercise_id=exercise_id,
         learner_id=learner_id,
-        flac=clip.flac,
-        duration_s=clip.duration_s,
-        sample_rate=clip.sample_rate,
-        loudness_dbfs=clip.loudness_dbfs,
-        source_sample_rate=clip.source_sample_rate,
+        clip=clip,
         max_clips_per_contributor=policy.max_clips_per_contributor,
     )
+    assert key is not None
+    return key
 
 
 @pytest.fixture
