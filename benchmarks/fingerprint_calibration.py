@@ -12,8 +12,8 @@ scored at or above it), and the same at a few other thresholds.
 
 Run from the repository root: ``.venv/bin/python benchmarks/fingerprint_calibration.py``
 (``--quick`` takes only the first five takes of each speaker and digit; ``--copies-of-every 5``
-makes the copies of every fifth recording only, a fifth of the time). The data are read from
-``CHORUS_DATA_DIR`` if set, else ``../shared/data`` beside the repository.
+makes the copies of every fifth recording only, a fifth of the time). The recordings are the
+ones ``core.sample_data`` finds (``CHORUS_DATA_DIR``, ``../shared/data``, else the fixtures).
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import io
-import os
 import sys
 import time
 from collections.abc import Callable
@@ -60,14 +59,19 @@ class Recording:
     samples: np.ndarray  # float32 at FSDD_RATE
 
 
-def data_dir() -> Path:
-    configured = os.environ.get("CHORUS_DATA_DIR")
-    return Path(configured) if configured else REPO_ROOT.parent / "shared" / "data"
+def fsdd_folder() -> Path:
+    """The FSDD recordings ``core.sample_data`` finds (the full set or the fixtures)."""
+    from core.sample_data import find_sample_data
+
+    found = find_sample_data()
+    if found is None:
+        raise SystemExit("no FSDD recordings: set CHORUS_DATA_DIR (README: Test data)")
+    return found.fsdd
 
 
 def load_fsdd(folder: Path, max_takes: int | None) -> list[Recording]:
     recordings = []
-    for path in sorted((folder / "fsdd" / "recordings").glob("*.wav")):
+    for path in sorted(folder.glob("*.wav")):
         digit, speaker, take = path.stem.split("_")
         if max_takes is not None and int(take) >= max_takes:
             continue
@@ -321,7 +325,7 @@ def main() -> None:
     args = parser.parse_args()
 
     started = time.perf_counter()
-    recordings = load_fsdd(data_dir(), 5 if args.quick else None)
+    recordings = load_fsdd(fsdd_folder(), 5 if args.quick else None)
     print(f"{len(recordings)} FSDD recordings, canonical rate {args.rate} Hz, print {PRINT_SHAPE}")
     print_started = time.perf_counter()
     references = np.stack(
