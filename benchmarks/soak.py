@@ -27,6 +27,7 @@ import asyncio
 import contextlib
 import json
 import os
+import shutil
 import signal
 import sqlite3
 import sys
@@ -123,6 +124,8 @@ class SoakResult:
     released_clips: int = 0
     released_twice: int = 0  # released recordings whose bytes are another's
     purged_buckets: int = 0
+    purges: list[str] = field(default_factory=list)  # each purge's audit entry, in brief
+    evidence: Path | None = None  # the database and log, kept when the census found a loss
 
     @property
     def stored(self) -> int:
@@ -400,6 +403,7 @@ def take_census(env: dict[str, str], result: SoakResult) -> None:
 
     from aggregate.tables import Bucket, BucketState, PendingClip, Release, ReleasedClip
     from core.db import Database
+    from policies.tables import AuditEntry
 
     database = Database(env["CHORUS_DATABASE_URL"])
 
@@ -417,6 +421,18 @@ def take_census(env: dict[str, str], result: SoakResult) -> None:
         result.purged_buckets = count(
             sa.select(sa.func.count()).select_from(Bucket).where(Bucket.state == BucketState.PURGED)
         )
+        with database.session() as session:
+            entries = session.execute(
+                sa.select(AuditEntry.cycle, AuditEntry.body)
+                .where(AuditEntry.kind == "purge")
+                .order_by(AuditEntry.seq)
+            ).all()
+        for cycle, body in entries:
+            facts = json.loads(body)
+            result.purges.append(
+                f"cycle {cycle}: {facts.get('reason', 'retention')}, {facts['clip_count']} clips "
+                f"of {facts['contributor_count']} contributors"
+            )
     finally:
         database.dispose()
 
@@ -482,6 +498,12 @@ def run_soak(args: argparse.Namespace) -> SoakResult:
                 raise RuntimeError(f"the server died:\n{server.log_tail()}")
         result.failed_release_cycles = server.log_tail(10**7).count('"release cycle failed"')
         take_census(env, result)
+        if result.lost or result.duplicated or result.purged_buckets:
+            kept = Path(tempfile.mkdtemp(prefix="chorus-soak-evidence-"))
+            for name in ("chorus.db", "chorus.db-wal", "serve.log"):
+                if (workdir / name).exists():
+                    shutil.copy2(workdir / name, kept / name)
+            result.evidence = kept
     return result
 
 
@@ -520,7 +542,10 @@ def markdown(result: SoakResult, args: argparse.Namespace) -> str:
         f"{result.released_clips} released clips = {result.stored} stored; lost "
         f"{result.lost}, duplicated {result.duplicated} (recordings released twice: "
         f"{result.released_twice}); purged buckets: {result.purged_buckets}",
+        *(f"purged: {purge}" for purge in result.purges),
     ]
+    if result.evidence is not None:
+        lines.append(f"database and log kept in {result.evidence}")
     return "\n".join(lines) + "\n"
 
 
