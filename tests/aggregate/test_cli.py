@@ -24,15 +24,8 @@ from core.storage import TEMP_PREFIX, BlobStore, open_store
 from ingest.audio import sanitize_audio
 from ingest.service import audio_limits
 from policies.policy import Policy, load_policy
-from tests.aggregate.conftest import (
-    SPEAKERS,
-    FlacClip,
-    Seed,
-    audit_log,
-    release_now,
-    seed_clip,
-    write_policy,
-)
+from tests.aggregate.clips import SPEAKERS, FlacClip, Seed, seed_clip
+from tests.aggregate.releases import audit_log, release_now, write_policy
 
 runner = CliRunner()
 

@@ -18,7 +18,8 @@ from aggregate.tables import Bucket, PendingClip, Release, ReleasedClip
 from core.db import Database
 from core.storage import BlobStore
 from policies.policy import Policy
-from tests.aggregate.conftest import Seed, audit_log
+from tests.aggregate.clips import Seed
+from tests.aggregate.releases import audit_log
 from tests.keys import keys_for
 
 

@@ -26,8 +26,9 @@ from ingest.consent import mint_token
 from policies.audit import verify_chain
 from policies.context import shard_members
 from policies.tables import AuditEntry
-from tests.aggregate.conftest import SPEAKERS, release_now
-from tests.conftest import ConsentKeys
+from tests.aggregate.clips import SPEAKERS
+from tests.aggregate.releases import release_now
+from tests.consent import ConsentKeys
 from tests.keys import keys_for
 
 Auth = Callable[[Role], dict[str, str]]

@@ -22,14 +22,12 @@ from core.db import Database
 from core.errors import BlobNotFound, StorageUnavailable
 from core.storage import BlobStore, open_store
 from policies.policy import Policy
-from tests.aggregate.conftest import (
-    Seed,
-    assert_each_released_once,
-    release_audit_entries,
-    take_census,
-)
-from tests.conftest import REPO_ROOT
+from tests.aggregate.census import assert_each_released_once, take_census
+from tests.aggregate.clips import Seed
+from tests.aggregate.releases import release_audit_entries
 from tests.keys import keys_for
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 class Crash(Exception):

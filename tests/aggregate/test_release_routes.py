@@ -12,7 +12,8 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from core.auth import Role
-from tests.aggregate.conftest import Seed, release_now
+from tests.aggregate.clips import Seed
+from tests.aggregate.releases import release_now
 
 
 def _released(app: FastAPI, seed: Seed) -> str:

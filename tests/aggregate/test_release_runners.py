@@ -17,15 +17,9 @@ from aggregate.tables import Bucket, Release
 from core.db import Database
 from core.storage import BlobStore
 from policies.policy import Policy
-from tests.aggregate.conftest import (
-    SPEAKERS,
-    ClipSource,
-    Seed,
-    assert_each_released_once,
-    release_audit_entries,
-    seed_clip,
-    take_census,
-)
+from tests.aggregate.census import assert_each_released_once, take_census
+from tests.aggregate.clips import SPEAKERS, ClipSource, Seed, seed_clip
+from tests.aggregate.releases import release_audit_entries
 from tests.keys import keys_for
 
 

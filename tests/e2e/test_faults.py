@@ -30,10 +30,10 @@ from ingest.consent import Consent
 from ingest.jobs import OrphanSweeper
 from ingest.service import audio_limits, store_clip
 from policies.policy import load_policy
-from tests.conftest import ConsentKeys
-from tests.e2e.conftest import (
+from tests.consent import ConsentKeys
+from tests.e2e.deployment import ServerFactory
+from tests.e2e.load import (
     Answer,
-    ServerFactory,
     UploadLoad,
     acknowledged,
     assert_every_ack_pending_and_stored,

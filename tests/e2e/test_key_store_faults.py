@@ -30,7 +30,7 @@ from ingest.consent import mint_token
 from ingest.decoder import DecoderPool
 from ingest.service import UploadJob
 from policies.context import AuditContext
-from tests.conftest import ConsentKeys
+from tests.consent import ConsentKeys
 from tests.redis_server import RedisServer
 
 KEY = "upload-5b1e07c2-7d0f-4b8e-93f1-6c0a2f9d4e11"

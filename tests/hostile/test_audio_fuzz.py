@@ -29,7 +29,7 @@ from core.errors import InvalidAudio, UnsupportedAudio
 from ingest.audio import SanitizedClip, sanitize_audio
 from ingest.service import audio_limits
 from policies.policy import load_policy
-from tests.hostile.conftest import LiveApp
+from tests.hostile.live import LiveApp
 from tests.hostile.mutations import base_files, mutated_audio
 
 LIMITS = audio_limits(load_policy("demo"))

@@ -27,7 +27,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from aggregate.buckets import key_name
 from aggregate.jobs import run_release_cycle
 from aggregate.tables import PendingClip
-from tests.ingest.conftest import Mint, Upload
+from tests.ingest.uploads import Mint, Upload
 from tests.keys import keys_for
 
 KEY_BYTES = 32

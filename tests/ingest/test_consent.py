@@ -17,8 +17,8 @@ from fastapi.testclient import TestClient
 from core.errors import ConfigurationError, ConsentInvalid, ConsentScopeInvalid, MinorRefused
 from ingest.consent import check_age, load_public_key, mint_token, verify_consent
 from policies.policy import load_policy
-from tests.conftest import ConsentKeys
-from tests.ingest.conftest import NOTHING, Stored, Upload
+from tests.consent import ConsentKeys
+from tests.ingest.uploads import NOTHING, Stored, Upload
 
 POLICY = load_policy("demo")
 

@@ -27,7 +27,7 @@ from core.db import Database
 from core.idempotency import open_idempotency_store
 from core.settings import Settings
 from ingest.deps import get_database, get_storage_url
-from tests.ingest.conftest import Mint, Upload
+from tests.ingest.uploads import Mint, Upload
 
 pytestmark = pytest.mark.usefixtures("catalog")
 BUCKET = "chorus-inner-bucket"

@@ -8,7 +8,7 @@ import pytest
 from fastapi import FastAPI
 
 from ingest.jobs import OrphanSweeper
-from tests.ingest.conftest import Mint, Stored, Upload
+from tests.ingest.uploads import Mint, Stored, Upload
 from tests.keys import keys_for
 
 

@@ -23,7 +23,7 @@ from ingest.audio import sanitize_audio
 from ingest.service import audio_limits
 from ingest.speech import has_speech, require_speech, speech_evidence
 from policies.policy import load_policy
-from tests.ingest.conftest import NOTHING, Mint, Stored, Upload
+from tests.ingest.uploads import NOTHING, Mint, Stored, Upload
 
 LIMITS = audio_limits(load_policy("demo"))
 RATE = 16000

@@ -19,13 +19,13 @@ from fastapi.testclient import TestClient
 from aggregate.tables import Bucket
 from core.auth import Role
 from core.metrics import REGISTRY
-from tests.ingest.conftest import NOTHING, RARE_EXERCISE, Mint, Stored, Upload
 from tests.ingest.samples import (
     flac_claiming_length,
     tone_wav,
     transcode,
     wav_claiming_length,
 )
+from tests.ingest.uploads import NOTHING, RARE_EXERCISE, Mint, Stored, Upload
 from tests.pending import opened_pending_clips
 
 pytestmark = pytest.mark.usefixtures("catalog")

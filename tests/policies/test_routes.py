@@ -8,7 +8,7 @@ from fastapi.testclient import TestClient
 
 from core.auth import Role
 from core.settings import Settings
-from tests.policies.conftest import AuditedState
+from tests.policies.audited import AuditedState
 
 Auth = Callable[[Role], dict[str, str]]
 
