@@ -33,7 +33,7 @@ class Census:
 def released_clip_bytes(store: BlobStore, prefix: str = "releases/") -> list[bytes]:
     """Every clip readable under ``prefix``: the members of every release shard, and any
     loose FLAC object."""
-    clips = []
+    clips: list[bytes] = []
     for key in store.list(prefix):
         if key.endswith(".tar"):
             clips.extend(data for _name, data in shard_members(store.get(key)))

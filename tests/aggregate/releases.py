@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 from fastapi import FastAPI
@@ -16,7 +17,7 @@ from policies.tables import AuditEntry
 from tests.keys import keys_for
 
 
-def release_audit_entries(database: Database) -> list[dict[str, object]]:
+def release_audit_entries(database: Database) -> list[dict[str, Any]]:
     """The bodies of the audit log's release entries, after checking the chain."""
     with database.session() as session:
         assert verify_chain(session).ok
@@ -28,7 +29,7 @@ def release_audit_entries(database: Database) -> list[dict[str, object]]:
         ]
 
 
-def audit_log(database: Database) -> list[tuple[str, dict[str, object]]]:
+def audit_log(database: Database) -> list[tuple[str, dict[str, Any]]]:
     """Every audit entry as (kind, body), in chain order, after checking the chain."""
     with database.session() as session:
         assert verify_chain(session).ok

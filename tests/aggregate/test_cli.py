@@ -142,7 +142,7 @@ def test_release_under_a_policy_file_records_that_policy_first(
     assert kinds == ["policy_loaded", "release"]
     (_, loaded), (_, release) = audit_log(database)
     assert loaded["content_hash"] == policy_hash
-    assert loaded["policy"]["k"] == 2  # type: ignore[index]
+    assert loaded["policy"]["k"] == 2
     assert release["policy_hash"] == policy_hash
 
     _seed_sanitized(database, store, fsdd_dir, policy, digit=4)

@@ -18,7 +18,6 @@ from pathlib import Path
 import httpx
 import pytest
 
-import core.storage
 from chorus.devservers import SeaweedServer
 from core.errors import BlobNotFound, ConfigurationError, StorageFull, StorageUnavailable
 from core.files import anonymous_file
@@ -352,7 +351,7 @@ def test_file_store_write_failing_before_the_rename_leaves_nothing(
     def no_rename(src: str, dst: str) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(core.storage.os, "replace", no_rename)
+    monkeypatch.setattr(os, "replace", no_rename)
     with pytest.raises(StorageFull, match="no space left"):
         store.put("clips/c.flac", b"new" * 1000)
     with pytest.raises(StorageFull, match="no space left"):

@@ -137,7 +137,7 @@ def test_killed_database_connections_answer_503_and_recover(
     load = UploadLoad([server.url], fsdd_wavs, consent_keys, threads=4, seed=3).start()
 
     time.sleep(2)
-    stop, kills = threading.Event(), []
+    stop, kills = threading.Event(), list[int]()
     killer = threading.Thread(target=_terminate_backends, args=(fresh_postgres_url, stop, kills))
     killer.start()
     time.sleep(6)

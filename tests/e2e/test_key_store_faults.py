@@ -12,7 +12,7 @@ import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import httpx
+import httpx2
 import pytest
 import sqlalchemy as sa
 from fastapi import FastAPI
@@ -58,7 +58,7 @@ def postgres_app(
         yield create_app(make_settings(database_url=url, key_store_url=redis_server.url))
 
 
-def _post(client: TestClient, token: str, audio: bytes, key: str | None = KEY) -> httpx.Response:
+def _post(client: TestClient, token: str, audio: bytes, key: str | None = KEY) -> httpx2.Response:
     headers = {"Authorization": f"Bearer {token}"}
     if key is not None:
         headers["Idempotency-Key"] = key

@@ -79,6 +79,7 @@ def credentials_by_route(live: LiveApp) -> dict[tuple[str, str], list[dict[str, 
     for route in _api_routes(live.app.routes):
         # The published path drops a parameter's convertor: {name:path} is {name}.
         path = re.sub(r"\{(\w+):\w+\}", r"{\1}", route.path)
+        assert route.methods is not None  # an APIRoute always has its methods
         for method in route.methods:
             key = (method, path)
             if key in CONSENT_ROUTES:

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import httpx
+import httpx2
 import pytest
 import sqlalchemy as sa
 from fastapi import FastAPI
@@ -67,7 +67,7 @@ def upload(client: TestClient) -> Upload:
         filename: str = "clip.wav",
         media_type: str = "application/octet-stream",
         headers: dict[str, str] | None = None,
-    ) -> httpx.Response:
+    ) -> httpx2.Response:
         if metadata is None:
             metadata = {"exercise_id": "digit-7"}
         raw = metadata if isinstance(metadata, bytes) else json.dumps(metadata).encode()

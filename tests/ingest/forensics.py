@@ -68,7 +68,7 @@ def random_looking_windows(data: bytes, *, before: bytes = b"") -> Iterator[byte
     pages = -(-len(array) // PAGE)
     padded = np.zeros(pages * PAGE, dtype=np.uint8)
     padded[: len(array)] = array
-    nonzero = padded.reshape(pages, PAGE).any(axis=1)
+    nonzero: np.ndarray = np.any(padded.reshape(pages, PAGE), axis=1)
     if before:
         old = np.zeros(pages * PAGE, dtype=np.uint8)
         kept = min(len(before), len(old))

@@ -40,7 +40,7 @@ def _accepted(token: str, keys: ConsentKeys) -> bool:
 
 
 def _valid(claims: dict[str, Any]) -> bool:
-    return jsonschema.Draft202012Validator(_schema()).is_valid(claims)
+    return bool(jsonschema.Draft202012Validator(_schema()).is_valid(claims))
 
 
 GOOD = {

@@ -8,7 +8,7 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-import httpx
+import httpx2
 import numpy as np
 import pytest
 import soundfile as sf
@@ -31,7 +31,7 @@ from tests.pending import opened_pending_clips
 pytestmark = pytest.mark.usefixtures("catalog")
 
 
-def _problem(response: httpx.Response, status: int, code: str) -> None:
+def _problem(response: httpx2.Response, status: int, code: str) -> None:
     assert response.status_code == status, response.text
     assert response.headers["content-type"].startswith("application/problem+json")
     assert response.json()["code"] == code

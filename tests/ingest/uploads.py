@@ -6,14 +6,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import httpx
+import httpx2
 
 ELIGIBLE_EXERCISES = [f"digit-{d}" for d in range(10)]
 RARE_EXERCISE = "rare-1"
 CLIP = "7_jackson_32.wav"  # 0.54 s, 8 kHz mono
 
 Mint = Callable[..., str]
-Upload = Callable[..., httpx.Response]
+Upload = Callable[..., httpx2.Response]
 
 
 @dataclass(frozen=True)

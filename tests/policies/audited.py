@@ -131,7 +131,7 @@ def _record(
 ) -> str:
     """What the upload path does after consent and eligibility: sanitize, store, record."""
     clip = sanitize_audio(wav.read_bytes(), audio_limits(policy))
-    key = seed_sanitized(
+    return seed_sanitized(
         database,
         store,
         exercise_id=exercise_id,
@@ -139,8 +139,6 @@ def _record(
         clip=clip,
         max_clips_per_contributor=policy.max_clips_per_contributor,
     )
-    assert key is not None
-    return key
 
 
 def build_audited_state(
