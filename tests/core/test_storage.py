@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 import pytest
@@ -24,6 +25,9 @@ from core.files import anonymous_file
 from core.storage import TEMP_PREFIX, BlobStore, FileBlobStore, open_store
 from core.storage_memory import MemoryBlobStore
 from core.storage_s3 import S3BlobStore
+
+if TYPE_CHECKING:
+    from _typeshed import WriteableBuffer
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -302,7 +306,7 @@ class _FailingSource(io.FileIO):
     limit = 120_000
     read_so_far = 0
 
-    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+    def readinto(self, buffer: WriteableBuffer) -> int:
         if self.tell() >= self.limit:
             _FailingSource.read_so_far = self.tell()
             raise OSError(5, "simulated read failure")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import json
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx2
@@ -200,7 +200,7 @@ def test_streamed_oversized_audio_is_413(
 ) -> None:
     sent = 0
 
-    def body() -> object:
+    def body() -> Iterator[bytes]:
         nonlocal sent
         yield (
             b'--b\r\nContent-Disposition: form-data; name="metadata"\r\n\r\n'
@@ -214,7 +214,7 @@ def test_streamed_oversized_audio_is_413(
 
     response = client.post(
         "/v1/clips",
-        content=body(),  # type: ignore[arg-type]
+        content=body(),
         headers={
             "Authorization": f"Bearer {mint()}",
             "Content-Type": "multipart/form-data; boundary=b",
