@@ -174,7 +174,6 @@ _KILLER = textwrap.dedent(
     from core.storage import open_store
     from policies.policy import load_policy
     from tests.keys import keys_for
-from tests.stores import DelegatingStore
 
     db_url, store_url, step, nth = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
     seen = 0
@@ -242,7 +241,6 @@ _KILLED_WHILE_WRITING = textwrap.dedent(
     from core.storage import open_store
     from policies.policy import load_policy
     from tests.keys import keys_for
-from tests.stores import DelegatingStore
 
     db_url, store_url, writer = sys.argv[1], sys.argv[2], sys.argv[3]
     # The kill lands once the second clip of a shard, or the second row of the tables, went
