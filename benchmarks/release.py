@@ -250,9 +250,10 @@ def bench(
             tar_s = tar_baseline(local, workdir / "pending.tar")
             if kind != "file":
                 shutil.rmtree(local)
-            figures: dict[str, object] = dict(_measure(database_url, store_url, batch_size))
-    release_rate = float(figures["clips"]) / float(figures["seconds"])  # type: ignore[arg-type]
+            measured = _measure(database_url, store_url, batch_size)
+    release_rate = measured["clips"] / measured["seconds"]
     tar_rate = buckets * clips / tar_s
+    figures: dict[str, object] = dict(measured)
     figures.update(
         store=kind,
         database=database_url.split(":", 1)[0],
@@ -274,13 +275,11 @@ def memory(sizes: list[int], *, batch_size: int) -> list[dict[str, object]]:
             database_url = f"sqlite:///{workdir / 'chorus.db'}"
             store_url = f"file://{workdir / 'blobs'}"
             seed(database_url, store_url, buckets=1, clips=size)
-            figures: dict[str, object] = dict(_measure(database_url, store_url, batch_size))
+            measured = _measure(database_url, store_url, batch_size)
+        figures: dict[str, object] = dict(measured)
         figures.update(
             bucket_clips=size,
-            growth_mb=round(
-                float(figures["peak_rss_mb"]) - float(figures["baseline_rss_mb"]),
-                1,  # type: ignore[arg-type]
-            ),
+            growth_mb=round(measured["peak_rss_mb"] - measured["baseline_rss_mb"], 1),
         )
         rows.append(figures)
     return rows
@@ -304,7 +303,8 @@ def main() -> None:
     )
     args = parser.parse_args()
     if args.measure:
-        print(json.dumps(run_release(*args.measure, args.batch_size)))
+        database_url, store_url = args.measure
+        print(json.dumps(run_release(database_url, store_url, args.batch_size)))
         return
     if args.quick:
         args.buckets, args.clips, args.memory_sizes = 10, 100, "500,5000"

@@ -14,8 +14,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
@@ -24,12 +22,11 @@ from chorus.devservers import SeaweedServer, provision_postgres_database
 from core.auth import Role, create_key
 from core.settings import Settings, reset_settings_cache
 from core.storage import BlobStore, FileBlobStore, open_store
+from tests.consent import ConsentKeys
 from tests.datasets import FULL_DATA_HINT, build_mini_fsdd, full_data_dir
 from tests.keys import TEST_KEY_STORE_FOLDER, TEST_KEY_STORE_URL
 
 # --- paths and data ------------------------------------------------------------------------
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="session")
@@ -71,27 +68,9 @@ def _fresh_settings_cache() -> Iterator[None]:
 # --- consent keys --------------------------------------------------------------------------
 
 
-class ConsentKeys:
-    """An Ed25519 key pair standing in for the app's account service."""
-
-    def __init__(self) -> None:
-        self.private_key = Ed25519PrivateKey.generate()
-        self.private_pem = self.private_key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        ).decode()
-        self.public_pem = (
-            self.private_key.public_key()
-            .public_bytes(
-                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-            )
-            .decode()
-        )
-
-
 @pytest.fixture(scope="session")
 def consent_keys() -> ConsentKeys:
+    """One consent key pair for the whole session (see tests/consent.py)."""
     return ConsentKeys()
 
 
@@ -152,18 +131,17 @@ def auth(role_keys: dict[Role, str]) -> Callable[[Role], dict[str, str]]:
 
 
 # --- servers (SeaweedFS, PostgreSQL) -------------------------------------------------------
-# Tests that use these fixtures are marked ``s3`` / ``postgres`` automatically (see the hook).
-
-S3_FIXTURES = frozenset({"seaweed", "s3_store_url"})
-POSTGRES_FIXTURES = frozenset({"postgres_url"})
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests that use these fixtures are marked ``s3`` / ``postgres`` automatically."""
+    s3_fixtures = {"seaweed", "s3_store_url"}
+    postgres_fixtures = {"postgres_url"}
     for item in items:
         names = set(getattr(item, "fixturenames", ()))
-        if names & S3_FIXTURES:
+        if names & s3_fixtures:
             item.add_marker(pytest.mark.s3)
-        if names & POSTGRES_FIXTURES:
+        if names & postgres_fixtures:
             item.add_marker(pytest.mark.postgres)
 
 

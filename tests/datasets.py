@@ -71,7 +71,7 @@ def _variant(digit: int, speaker: str, take: int) -> np.ndarray:
     sources = _sources(speaker)
     source = sources[(digit + take) % len(sources)]
     # Resampled to a slightly higher rate and played back at 8 kHz: a little longer and lower.
-    stretched = soxr.resample(source, 8000, 8000 * rng.uniform(1.02, 1.15))
+    stretched: np.ndarray = soxr.resample(source, 8000, 8000 * rng.uniform(1.02, 1.15))
     gain = rng.uniform(0.55, 1.0) / max(float(np.max(np.abs(stretched))), 1e-6) * 0.9
     noise = rng.normal(0.0, 1e-3, len(stretched))
     return np.clip(stretched * gain + noise, -1.0, 1.0).astype(np.float32)

@@ -41,13 +41,13 @@ def seed_pending_clip(
     source_sample_rate: int | None = None,
     max_clips_per_contributor: int = 1,
     catalog: bool = True,
-) -> str | None:
+) -> str:
     """What ingest does after sanitizing: seal and store the clip, record its pending row.
     The recording is told apart by its bytes' digest. Returns the pending object's key."""
     if catalog:
         with database.session(write=True) as session:
             catalog_exercise(session, exercise_id)
-    return put_pending_clip(
+    key = put_pending_clip(
         database,
         store,
         keys=keys_for(database),
@@ -65,6 +65,8 @@ def seed_pending_clip(
         ),
         max_clips_per_contributor=max_clips_per_contributor,
     )
+    assert key is not None  # None only for a retried request_id, which a seed never has
+    return key
 
 
 def opened_pending_clips(database: Database, store: BlobStore) -> dict[str, bytes | None]:
@@ -114,7 +116,7 @@ def seed_sanitized(
     learner_id: str,
     clip: SanitizedClip,
     max_clips_per_contributor: int = 1,
-) -> str | None:
+) -> str:
     """``seed_pending_clip`` for a clip as ``ingest.audio.sanitize_audio`` made it."""
     return seed_pending_clip(
         database,

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import fastapi.routing
-import httpx
+import httpx2
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from starlette.routing import BaseRoute, Mount
@@ -113,8 +113,8 @@ def mounted_endpoints(app: FastAPI) -> list[Endpoint]:
     return endpoints
 
 
-def _call(client: TestClient, endpoint: Endpoint, headers: dict[str, str]) -> httpx.Response:
-    body = {} if endpoint.method in {"POST", "PUT", "PATCH"} else None
+def _call(client: TestClient, endpoint: Endpoint, headers: dict[str, str]) -> httpx2.Response:
+    body: dict[str, object] | None = {} if endpoint.method in {"POST", "PUT", "PATCH"} else None
     return client.request(endpoint.method, endpoint.url, headers=headers, json=body)
 
 

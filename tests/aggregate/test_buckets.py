@@ -132,6 +132,9 @@ class _SlowToMiss:
     def delete(self, name: str) -> None:
         self._inner.delete(name)
 
+    def ensure_memory_only(self) -> None:
+        self._inner.ensure_memory_only()
+
 
 def test_uploads_that_all_find_the_key_lost_seal_once_and_share_a_fresh_bucket(
     database: Database, tmp_path: Path

@@ -24,15 +24,8 @@ from core.storage import TEMP_PREFIX, BlobStore, open_store
 from ingest.audio import sanitize_audio
 from ingest.service import audio_limits
 from policies.policy import Policy, load_policy
-from tests.aggregate.conftest import (
-    SPEAKERS,
-    FlacClip,
-    Seed,
-    audit_log,
-    release_now,
-    seed_clip,
-    write_policy,
-)
+from tests.aggregate.clips import SPEAKERS, FlacClip, Seed, seed_clip
+from tests.aggregate.releases import audit_log, release_now, write_policy
 
 runner = CliRunner()
 
@@ -149,7 +142,7 @@ def test_release_under_a_policy_file_records_that_policy_first(
     assert kinds == ["policy_loaded", "release"]
     (_, loaded), (_, release) = audit_log(database)
     assert loaded["content_hash"] == policy_hash
-    assert loaded["policy"]["k"] == 2  # type: ignore[index]
+    assert loaded["policy"]["k"] == 2
     assert release["policy_hash"] == policy_hash
 
     _seed_sanitized(database, store, fsdd_dir, policy, digit=4)

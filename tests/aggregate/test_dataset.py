@@ -25,7 +25,8 @@ from aggregate.dataset import member_header
 from aggregate.models import ManifestRead
 from chorus.cli import app as chorus
 from core.auth import Role
-from tests.aggregate.conftest import Seed, release_now
+from tests.aggregate.clips import Seed
+from tests.aggregate.releases import release_now
 
 runner = CliRunner()
 CATALOG = {

@@ -14,7 +14,8 @@ from core.db import Database
 from core.scheduler import PROCESS_EXECUTOR, build_scheduler
 from core.storage import BlobStore, open_store
 from policies.policy import load_policy
-from tests.aggregate.conftest import Seed, audit_log, write_policy
+from tests.aggregate.clips import Seed
+from tests.aggregate.releases import audit_log, write_policy
 from tests.keys import keys_for
 
 

@@ -12,13 +12,15 @@ import pytest
 import sqlalchemy as sa
 
 from aggregate.buckets import key_name
-from aggregate.jobs import run_release_cycle
+from aggregate.jobs import CycleReport, run_release_cycle
 from aggregate.metrics import KEY_LOST_BUCKETS, KEY_LOST_CLIPS
+from aggregate.release import Checkpoint, no_checkpoint
 from aggregate.tables import Bucket, PendingClip, Release, ReleasedClip
 from core.db import Database
 from core.storage import BlobStore
 from policies.policy import Policy
-from tests.aggregate.conftest import Seed, audit_log
+from tests.aggregate.clips import Seed
+from tests.aggregate.releases import audit_log
 from tests.keys import keys_for
 
 
@@ -29,14 +31,20 @@ def _lose_key(database: Database) -> str:
     return bucket_id
 
 
-def _cycle(database: Database, store: BlobStore, policy: Policy, **kwargs: object):  # type: ignore[no-untyped-def]
+def _cycle(
+    database: Database,
+    store: BlobStore,
+    policy: Policy,
+    *,
+    checkpoint: Checkpoint = no_checkpoint,
+) -> CycleReport:
     return run_release_cycle(
         database=database,
         store=store,
         keys=keys_for(database),
         policy=policy,
         interval_s=1,
-        **kwargs,  # type: ignore[arg-type]
+        checkpoint=checkpoint,
     )
 
 

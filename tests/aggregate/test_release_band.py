@@ -22,6 +22,7 @@ from core.storage import BlobStore
 from ingest.audio import sanitize_audio
 from ingest.service import audio_limits
 from policies.policy import Policy
+from tests.aggregate.census import released_clip_bytes
 from tests.keys import keys_for
 from tests.pending import seed_sanitized
 
@@ -76,8 +77,6 @@ def test_a_mixed_bucket_is_released_at_its_narrowest_band(
     assert manifest["bandwidth_hz"] == band
     assert f"below {band} Hz" in store.get(prefix + "README.md").decode()
 
-    from tests.aggregate.conftest import released_clip_bytes
-
     after = [_cutoff_hz(data) for data in released_clip_bytes(store, prefix)]
     assert len(after) == len(WAVS)
     # Every clip now ends where the release's filter ends: no clip stands out.
@@ -99,8 +98,6 @@ def test_a_bucket_of_one_band_is_released_as_sanitized(
         database=database, store=store, keys=keys_for(database), policy=policy, interval_s=1
     )
     (released,) = report.released
-    from tests.aggregate.conftest import released_clip_bytes
-
     prefix = f"releases/{released.release_id}/"
     assert sorted(released_clip_bytes(store, prefix)) == sorted(flacs)
     assert json.loads(store.get(prefix + "manifest.json"))["bandwidth_hz"] is None

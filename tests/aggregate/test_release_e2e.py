@@ -11,7 +11,7 @@ import tarfile
 from collections.abc import Callable
 from pathlib import Path
 
-import httpx
+import httpx2
 import pytest
 import soundfile as sf
 import sqlalchemy as sa
@@ -26,8 +26,10 @@ from ingest.consent import mint_token
 from policies.audit import verify_chain
 from policies.context import shard_members
 from policies.tables import AuditEntry
-from tests.aggregate.conftest import SPEAKERS, release_now
-from tests.conftest import ConsentKeys
+from tests.aggregate.clips import SPEAKERS
+from tests.aggregate.releases import release_now
+from tests.archives import member_bytes
+from tests.consent import ConsentKeys
 from tests.keys import keys_for
 
 Auth = Callable[[Role], dict[str, str]]
@@ -50,13 +52,13 @@ def researcher(auth: Auth) -> dict[str, str]:
 @pytest.fixture
 def upload(
     client: TestClient, auth: Auth, consent_keys: ConsentKeys, fsdd_dir: Path
-) -> Callable[..., httpx.Response]:
+) -> Callable[..., httpx2.Response]:
     """``upload(digit, speaker, take=0)``: POST /v1/clips of that FSDD recording."""
     usage = [{"exercise_id": f"digit-{d}", "learners": 500} for d in range(10)]
     response = client.put("/v1/exercises/usage", json=usage, headers=auth(Role.ADMIN))
     assert response.status_code == 200, response.text
 
-    def post(digit: int, speaker: str, take: int = 0) -> httpx.Response:
+    def post(digit: int, speaker: str, take: int = 0) -> httpx2.Response:
         token = mint_token(consent_keys.private_key, learner_id=f"learner-{speaker}")
         audio = long_enough(fsdd_dir, digit, speaker, take).read_bytes()
         return client.post(
@@ -85,7 +87,7 @@ def pending_objects(app: FastAPI) -> list[str]:
 def test_below_k_nothing_is_released_and_at_k_a_batch_appears(
     app: FastAPI,
     client: TestClient,
-    upload: Callable[..., httpx.Response],
+    upload: Callable[..., httpx2.Response],
     researcher: dict[str, str],
 ) -> None:
     for speaker in SPEAKERS[:4]:
@@ -157,7 +159,7 @@ def test_below_k_nothing_is_released_and_at_k_a_batch_appears(
 def test_one_learner_cannot_fill_a_bucket(
     app: FastAPI,
     client: TestClient,
-    upload: Callable[..., httpx.Response],
+    upload: Callable[..., httpx2.Response],
     researcher: dict[str, str],
 ) -> None:
     codes = [upload(7, "theo", take).status_code for take in (0, 2, 4, 6, 8)]
@@ -174,7 +176,7 @@ def test_one_learner_cannot_fill_a_bucket(
 def test_archive_is_the_whole_batch_as_tar(
     app: FastAPI,
     client: TestClient,
-    upload: Callable[..., httpx.Response],
+    upload: Callable[..., httpx2.Response],
     researcher: dict[str, str],
 ) -> None:
     for speaker in SPEAKERS[:5]:
@@ -187,8 +189,8 @@ def test_archive_is_the_whole_batch_as_tar(
     with tarfile.open(fileobj=io.BytesIO(response.content)) as archive:
         members = archive.getmembers()
         names = [m.name for m in members]
-        manifest = json.load(archive.extractfile("manifest.json"))  # type: ignore[arg-type]
-        flacs = {m.name: archive.extractfile(m).read() for m in members[7:]}  # type: ignore[union-attr]
+        manifest = json.loads(member_bytes(archive, "manifest.json"))
+        flacs = {m.name: member_bytes(archive, m) for m in members[7:]}
     assert names[:7] == [
         "README.md",
         "metadata.csv",
@@ -210,7 +212,7 @@ def test_archive_is_the_whole_batch_as_tar(
 def test_researcher_routes_admit_only_researchers_and_404_unknown_ids(
     app: FastAPI,
     client: TestClient,
-    upload: Callable[..., httpx.Response],
+    upload: Callable[..., httpx2.Response],
     auth: Auth,
     researcher: dict[str, str],
 ) -> None:
@@ -236,7 +238,7 @@ def test_researcher_routes_admit_only_researchers_and_404_unknown_ids(
 def test_pending_clips_are_reachable_by_no_route(
     app: FastAPI,
     client: TestClient,
-    upload: Callable[..., httpx.Response],
+    upload: Callable[..., httpx2.Response],
     researcher: dict[str, str],
 ) -> None:
     for speaker in SPEAKERS[:4]:
@@ -253,7 +255,7 @@ def test_pending_clips_are_reachable_by_no_route(
 def test_releases_are_paged_with_a_cursor(
     app: FastAPI,
     client: TestClient,
-    upload: Callable[..., httpx.Response],
+    upload: Callable[..., httpx2.Response],
     researcher: dict[str, str],
 ) -> None:
     for digit in (0, 1, 6):
@@ -279,7 +281,7 @@ class Stop(Exception):
 def test_a_release_in_progress_is_invisible_until_finalized(
     app: FastAPI,
     client: TestClient,
-    upload: Callable[..., httpx.Response],
+    upload: Callable[..., httpx2.Response],
     researcher: dict[str, str],
 ) -> None:
     for speaker in SPEAKERS[:5]:

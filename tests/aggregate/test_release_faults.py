@@ -22,14 +22,13 @@ from core.db import Database
 from core.errors import BlobNotFound, StorageUnavailable
 from core.storage import BlobStore, open_store
 from policies.policy import Policy
-from tests.aggregate.conftest import (
-    Seed,
-    assert_each_released_once,
-    release_audit_entries,
-    take_census,
-)
-from tests.conftest import REPO_ROOT
+from tests.aggregate.census import assert_each_released_once, take_census
+from tests.aggregate.clips import Seed
+from tests.aggregate.releases import release_audit_entries
 from tests.keys import keys_for
+from tests.stores import DelegatingStore
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 class Crash(Exception):
@@ -114,12 +113,12 @@ def test_killed_at_any_step_the_next_run_finishes(
     assert len(manifest["clips"]) == 5
 
 
-class FailingStore:
+class FailingStore(DelegatingStore):
     """The file store, with writes (stored files, copies) that start failing after
     ``writes_ok`` successes."""
 
     def __init__(self, inner: BlobStore, writes_ok: int) -> None:
-        self._inner = inner
+        super().__init__(inner)
         self.writes_left = writes_ok
         self._lock = threading.Lock()
 
@@ -129,16 +128,13 @@ class FailingStore:
                 raise StorageUnavailable("storage went away")
             self.writes_left -= 1
 
-    def copy(self, source: str, destination: str) -> None:
+    def copy(self, src: str, dst: str) -> None:
         self._spend()
-        self._inner.copy(source, destination)
+        self._inner.copy(src, dst)
 
     def put_file(self, key: str, source: BinaryIO) -> None:
         self._spend()
         self._inner.put_file(key, source)
-
-    def __getattr__(self, name: str) -> object:
-        return getattr(self._inner, name)
 
 
 def test_storage_unavailable_mid_release_is_finished_by_the_next_run(
@@ -148,7 +144,7 @@ def test_storage_unavailable_mid_release_is_finished_by_the_next_run(
     # The first bucket's 2 shards, 6 dataset files and manifest, then 1 shard of the second.
     flaky = FailingStore(store, writes_ok=10)
     with pytest.raises(StorageUnavailable):
-        release_ready_buckets(database, flaky, policy, keys=keys_for(database), batch_size=3)  # type: ignore[arg-type]
+        release_ready_buckets(database, flaky, policy, keys=keys_for(database), batch_size=3)
     census = take_census(database, store)
     assert census.releasing_buckets == 1
     assert sum(census.released.values()) == 5 + 3

@@ -27,12 +27,9 @@ from core.db import Database
 from core.storage import BlobStore, open_store
 from policies.context import shard_members
 from policies.policy import Policy
-from tests.aggregate.conftest import (
-    Seed,
-    assert_each_released_once,
-    release_audit_entries,
-    take_census,
-)
+from tests.aggregate.census import assert_each_released_once, take_census
+from tests.aggregate.clips import Seed
+from tests.aggregate.releases import release_audit_entries
 from tests.keys import keys_for
 
 pytestmark = pytest.mark.postgres

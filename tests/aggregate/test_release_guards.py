@@ -15,7 +15,8 @@ from core.db import Database
 from core.storage import BlobStore
 from policies.policy import Policy
 from policies.tables import AuditEntry
-from tests.aggregate.conftest import SPEAKERS, Seed, released_clip_bytes
+from tests.aggregate.census import released_clip_bytes
+from tests.aggregate.clips import SPEAKERS, Seed
 from tests.keys import keys_for
 
 

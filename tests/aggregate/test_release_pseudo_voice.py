@@ -18,7 +18,7 @@ from policies.context import AuditContext, shard_members
 from policies.policy import Policy
 from policies.voice import decode_mono
 from policies.voice_analysis import Grid, analyse
-from tests.aggregate.conftest import SPEAKERS, FlacClip, seed_clip
+from tests.aggregate.clips import SPEAKERS, FlacClip, seed_clip
 from tests.keys import keys_for
 
 RATE = 16000

@@ -12,7 +12,9 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from core.auth import Role
-from tests.aggregate.conftest import Seed, release_now
+from tests.aggregate.clips import Seed
+from tests.aggregate.releases import release_now
+from tests.archives import member_bytes
 
 
 def _released(app: FastAPI, seed: Seed) -> str:
@@ -30,9 +32,7 @@ def test_a_clip_is_served_under_its_member_name_in_the_archive(
     assert archive.status_code == 200
     with tarfile.open(fileobj=io.BytesIO(archive.content)) as tar:
         members = {
-            m.name: tar.extractfile(m).read()  # type: ignore[union-attr]
-            for m in tar.getmembers()
-            if m.name.startswith("clips/")
+            m.name: member_bytes(tar, m) for m in tar.getmembers() if m.name.startswith("clips/")
         }
     assert len(members) == 5
     for name, data in members.items():

@@ -17,15 +17,9 @@ from aggregate.tables import Bucket, Release
 from core.db import Database
 from core.storage import BlobStore
 from policies.policy import Policy
-from tests.aggregate.conftest import (
-    SPEAKERS,
-    ClipSource,
-    Seed,
-    assert_each_released_once,
-    release_audit_entries,
-    seed_clip,
-    take_census,
-)
+from tests.aggregate.census import assert_each_released_once, take_census
+from tests.aggregate.clips import SPEAKERS, ClipSource, Seed, seed_clip
+from tests.aggregate.releases import release_audit_entries
 from tests.keys import keys_for
 
 
@@ -102,7 +96,9 @@ def test_a_live_runners_bucket_is_not_taken_over(
     # The bucket is 'releasing' and its claim is held: a second runner leaves it alone.
     assert release_ready_buckets(database, store, policy, keys=keys_for(database)) == []
     with database.session() as session:
-        assert session.get(Bucket, bucket_id).state == "releasing"  # type: ignore[union-attr]
+        bucket = session.get(Bucket, bucket_id)
+        assert bucket is not None
+        assert bucket.state == "releasing"
     resume.set()
     thread.join(timeout=60)
     assert outcome[0] is not None

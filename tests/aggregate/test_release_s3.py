@@ -16,7 +16,9 @@ from fastapi.testclient import TestClient
 
 from core.auth import Role
 from core.settings import Settings
-from tests.aggregate.conftest import Seed, assert_each_released_once, release_now, take_census
+from tests.aggregate.census import assert_each_released_once, take_census
+from tests.aggregate.clips import Seed
+from tests.aggregate.releases import release_now
 
 
 def _public(url: str) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import tracemalloc
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
@@ -23,9 +24,10 @@ from core.sealing import Sealer
 from policies.policy import load_policy
 from tests.keys import catalog_exercise, keys_for
 from tests.pending import bulk_row, keyed_bucket
+from tests.stores import StoreDouble
 
 
-class CountingStore:
+class CountingStore(StoreDouble):
     """A store double that remembers only how many objects it read, wrote and deleted."""
 
     CLIP = b"fLaC" + bytes(60)
@@ -44,7 +46,7 @@ class CountingStore:
     def delete(self, key: str) -> None:
         self.deletes += 1
 
-    def delete_many(self, keys: list[str]) -> None:
+    def delete_many(self, keys: Sequence[str]) -> None:
         self.deletes += len(keys)
 
     def put_file(self, key: str, source: BinaryIO) -> None:
@@ -56,8 +58,8 @@ class CountingStore:
     def exists(self, key: str) -> bool:
         return True
 
-    def list(self, prefix: str) -> list[str]:
-        return []  # every copy is backed by its row: nothing stray to find
+    def list(self, prefix: str) -> Iterator[str]:
+        return iter([])  # every copy is backed by its row: nothing stray to find
 
 
 def _release_one_bucket(tmp_path: Path, clips: int) -> tuple[CountingStore, int]:
@@ -88,7 +90,7 @@ def _release_one_bucket(tmp_path: Path, clips: int) -> tuple[CountingStore, int]
             store,
             load_policy("demo"),
             keys=keys_for(database),
-            batch_size=500,  # type: ignore[arg-type]
+            batch_size=500,
         )
         peak = tracemalloc.get_traced_memory()[1]
     finally:

@@ -20,7 +20,7 @@ from policies import flac
 from policies.context import AuditContext, shard_members
 from policies.policy import Policy
 from policies.voice import decode_mono
-from tests.aggregate.conftest import SPEAKERS, FlacClip, seed_clip
+from tests.aggregate.clips import SPEAKERS, FlacClip, seed_clip
 from tests.keys import keys_for
 
 RATE = 16000

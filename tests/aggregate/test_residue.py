@@ -10,7 +10,7 @@ from aggregate.residue import CLIP_TABLES
 from core.db import Database
 from core.storage import BlobStore
 from policies.policy import Policy
-from tests.aggregate.conftest import Seed
+from tests.aggregate.clips import Seed
 from tests.keys import keys_for
 
 

@@ -17,7 +17,7 @@ from core.storage import BlobStore
 from policies.audit import current_cycle, verify_chain
 from policies.policy import Policy, load_policy
 from policies.tables import AuditEntry
-from tests.aggregate.conftest import Seed
+from tests.aggregate.clips import Seed
 from tests.keys import keys_for
 
 HOUR = 3600.0

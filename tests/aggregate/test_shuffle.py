@@ -13,7 +13,7 @@ from core.db import Database
 from core.storage import BlobStore
 from policies.context import shard_members
 from policies.policy import load_policy
-from tests.aggregate.conftest import SPEAKERS, ClipSource, seed_clip
+from tests.aggregate.clips import SPEAKERS, ClipSource, seed_clip
 from tests.keys import keys_for
 
 TAKES = 10

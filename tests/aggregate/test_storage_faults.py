@@ -18,7 +18,8 @@ from core.db import Database
 from core.errors import StorageFull, StorageUnavailable
 from core.storage import TEMP_PREFIX, BlobStore
 from policies.policy import Policy
-from tests.aggregate.conftest import Seed, assert_each_released_once, take_census
+from tests.aggregate.census import assert_each_released_once, take_census
+from tests.aggregate.clips import Seed
 from tests.keys import keys_for
 
 HOUR = 3600.0

@@ -16,7 +16,7 @@ _ENVIRONMENT = {"PWD", "HOME"}
 def test_every_variable_a_shell_example_uses_is_set_before_in_it() -> None:
     blocks = _BLOCK.findall(README.read_text(encoding="utf-8"))
     assert len(blocks) >= 3
-    unset = []
+    unset: list[str] = []
     for block in blocks:
         known = set(_ENVIRONMENT)
         for line in block.splitlines():

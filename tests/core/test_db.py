@@ -47,8 +47,10 @@ def test_processes_and_threads_write_in_turn(counter_url: str) -> None:
     context = multiprocessing.get_context("spawn")
     processes = [context.Process(target=_count_up, args=(counter_url, n)) for n in range(3)]
     threads = [threading.Thread(target=_count_up, args=(counter_url, 10 + n)) for n in range(3)]
-    for worker in [*processes, *threads]:
-        worker.start()
+    for process in processes:
+        process.start()
+    for thread in threads:
+        thread.start()
     for thread in threads:
         thread.join(60)
     for process in processes:
@@ -58,7 +60,7 @@ def test_processes_and_threads_write_in_turn(counter_url: str) -> None:
     with database.connection() as connection:
         # No lost update: every read-then-write saw the previous writer's commit.
         assert connection.execute(sa.text("SELECT value FROM counter")).scalar_one() == 240
-        per_writer = dict(
+        per_writer: dict[int, int] = dict(
             connection.execute(sa.text("SELECT writer, count(*) FROM turns GROUP BY writer")).all()
         )
     database.dispose()

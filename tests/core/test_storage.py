@@ -14,17 +14,20 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 import pytest
 
-import core.storage
 from chorus.devservers import SeaweedServer
 from core.errors import BlobNotFound, ConfigurationError, StorageFull, StorageUnavailable
 from core.files import anonymous_file
 from core.storage import TEMP_PREFIX, BlobStore, FileBlobStore, open_store
 from core.storage_memory import MemoryBlobStore
 from core.storage_s3 import S3BlobStore
+
+if TYPE_CHECKING:
+    from _typeshed import WriteableBuffer
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -303,7 +306,7 @@ class _FailingSource(io.FileIO):
     limit = 120_000
     read_so_far = 0
 
-    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+    def readinto(self, buffer: WriteableBuffer) -> int:
         if self.tell() >= self.limit:
             _FailingSource.read_so_far = self.tell()
             raise OSError(5, "simulated read failure")
@@ -352,7 +355,7 @@ def test_file_store_write_failing_before_the_rename_leaves_nothing(
     def no_rename(src: str, dst: str) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(core.storage.os, "replace", no_rename)
+    monkeypatch.setattr(os, "replace", no_rename)
     with pytest.raises(StorageFull, match="no space left"):
         store.put("clips/c.flac", b"new" * 1000)
     with pytest.raises(StorageFull, match="no space left"):

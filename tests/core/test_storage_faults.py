@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ from fastapi.testclient import TestClient
 
 import core.storage
 from core.errors import StorageFull, StorageUnavailable
+from core.settings import Settings
 from core.storage import TEMP_PREFIX, FileBlobStore, storage_error
 
 
@@ -95,10 +97,12 @@ def test_check_takes_a_real_write_and_measures_free_space(
     assert list((tmp_path / "blobs").iterdir()) == []  # the probe leaves nothing
 
 
-def test_readyz_is_not_ready_below_the_free_space_threshold(make_settings: object) -> None:
+def test_readyz_is_not_ready_below_the_free_space_threshold(
+    make_settings: Callable[..., Settings],
+) -> None:
     from chorus.app import create_app
 
-    settings = make_settings(storage_min_free_mb=2**40)  # type: ignore[operator]
+    settings = make_settings(storage_min_free_mb=2**40)
     with TestClient(create_app(settings), raise_server_exceptions=False) as client:
         response = client.get("/readyz")
     assert response.status_code == 503

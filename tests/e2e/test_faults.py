@@ -30,10 +30,10 @@ from ingest.consent import Consent
 from ingest.jobs import OrphanSweeper
 from ingest.service import audio_limits, store_clip
 from policies.policy import load_policy
-from tests.conftest import ConsentKeys
-from tests.e2e.conftest import (
+from tests.consent import ConsentKeys
+from tests.e2e.deployment import ServerFactory
+from tests.e2e.load import (
     Answer,
-    ServerFactory,
     UploadLoad,
     acknowledged,
     assert_every_ack_pending_and_stored,
@@ -137,7 +137,7 @@ def test_killed_database_connections_answer_503_and_recover(
     load = UploadLoad([server.url], fsdd_wavs, consent_keys, threads=4, seed=3).start()
 
     time.sleep(2)
-    stop, kills = threading.Event(), []
+    stop, kills = threading.Event(), list[int]()
     killer = threading.Thread(target=_terminate_backends, args=(fresh_postgres_url, stop, kills))
     killer.start()
     time.sleep(6)

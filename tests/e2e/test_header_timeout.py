@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.conftest import ConsentKeys
+from tests.consent import ConsentKeys
 from tests.e2e.procs import LOOPBACK, ChorusProcess
 
 pytestmark = pytest.mark.e2e

@@ -12,7 +12,7 @@ import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import httpx
+import httpx2
 import pytest
 import sqlalchemy as sa
 from fastapi import FastAPI
@@ -30,7 +30,7 @@ from ingest.consent import mint_token
 from ingest.decoder import DecoderPool
 from ingest.service import UploadJob
 from policies.context import AuditContext
-from tests.conftest import ConsentKeys
+from tests.consent import ConsentKeys
 from tests.redis_server import RedisServer
 
 KEY = "upload-5b1e07c2-7d0f-4b8e-93f1-6c0a2f9d4e11"
@@ -58,7 +58,7 @@ def postgres_app(
         yield create_app(make_settings(database_url=url, key_store_url=redis_server.url))
 
 
-def _post(client: TestClient, token: str, audio: bytes, key: str | None = KEY) -> httpx.Response:
+def _post(client: TestClient, token: str, audio: bytes, key: str | None = KEY) -> httpx2.Response:
     headers = {"Authorization": f"Bearer {token}"}
     if key is not None:
         headers["Idempotency-Key"] = key

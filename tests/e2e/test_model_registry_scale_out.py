@@ -27,7 +27,7 @@ from core.storage import open_store
 from reports_ml.model import ReportModel
 from reports_ml.registry import MODELS_PREFIX, ModelRegistry
 from reports_ml.tables import Report
-from tests.e2e.conftest import ServerFactory
+from tests.e2e.deployment import ServerFactory
 from tests.e2e.procs import REPO_ROOT, ChorusProcess
 from tests.reports_ml.records import simulated, store_reports
 

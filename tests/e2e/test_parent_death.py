@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from core.lifeline import exit_when_gone
-from tests.conftest import ConsentKeys
+from tests.consent import ConsentKeys
 from tests.e2e.procs import ChorusProcess, descendants
 
 pytestmark = pytest.mark.e2e

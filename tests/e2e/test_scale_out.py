@@ -21,14 +21,9 @@ from core.db import Database
 from core.storage import open_store
 from policies.policy import load_policy
 from policies.tables import AuditEntry
-from tests.conftest import ConsentKeys
-from tests.e2e.conftest import (
-    ServerFactory,
-    UploadLoad,
-    acknowledged,
-    outcomes,
-    take_census,
-)
+from tests.consent import ConsentKeys
+from tests.e2e.deployment import ServerFactory
+from tests.e2e.load import UploadLoad, acknowledged, outcomes, take_census
 
 pytestmark = pytest.mark.e2e
 

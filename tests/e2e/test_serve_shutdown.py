@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import ServerFactory, prepare_database
+from tests.e2e.deployment import ServerFactory, prepare_database
 
 pytestmark = pytest.mark.e2e
 

@@ -27,8 +27,8 @@ from chorus.synthetic_voice import voiced_wav
 from core.auth import Role, create_key
 from core.db import Database
 from ingest.consent import mint_token
-from tests.conftest import ConsentKeys
-from tests.e2e.conftest import ServerFactory, prepare_database
+from tests.consent import ConsentKeys
+from tests.e2e.deployment import ServerFactory, prepare_database
 from tests.e2e.procs import ChorusProcess, descendants
 
 pytestmark = pytest.mark.e2e

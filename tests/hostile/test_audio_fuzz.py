@@ -29,7 +29,7 @@ from core.errors import InvalidAudio, UnsupportedAudio
 from ingest.audio import SanitizedClip, sanitize_audio
 from ingest.service import audio_limits
 from policies.policy import load_policy
-from tests.hostile.conftest import LiveApp
+from tests.hostile.live import LiveApp
 from tests.hostile.mutations import base_files, mutated_audio
 
 LIMITS = audio_limits(load_policy("demo"))
@@ -43,11 +43,11 @@ DOCUMENTED = {
     422: {"invalid_audio", "no_speech"},
     503: {"decoder_unavailable"},
 }
-FUZZ_SETTINGS = {
-    "deadline": None,
-    "suppress_health_check": [HealthCheck.too_slow, HealthCheck.data_too_large],
-    "database": None,
-}
+FUZZ_SETTINGS = settings(
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    database=None,
+)
 
 
 def _assert_clean_or_documented(data: bytes) -> None:
@@ -89,7 +89,7 @@ def test_float_samples_near_the_float32_limit_are_clipped(channels: int) -> None
     _assert_clean(clip)
 
 
-@settings(max_examples=CI_EXAMPLES, **FUZZ_SETTINGS)  # type: ignore[arg-type]
+@settings(FUZZ_SETTINGS, max_examples=CI_EXAMPLES)
 @given(sample=mutated_audio())
 def test_mutated_audio_is_cleaned_or_refused_with_a_documented_error(
     sample: tuple[str, bytes],
@@ -97,14 +97,14 @@ def test_mutated_audio_is_cleaned_or_refused_with_a_documented_error(
     _assert_clean_or_documented(sample[1])
 
 
-@settings(max_examples=60, **FUZZ_SETTINGS)  # type: ignore[arg-type]
+@settings(FUZZ_SETTINGS, max_examples=60)
 @given(data=st.binary(min_size=0, max_size=4096))
 def test_arbitrary_bytes_are_refused_with_a_documented_error(data: bytes) -> None:
     _assert_clean_or_documented(data)
 
 
 @pytest.mark.slow
-@settings(max_examples=LONG_EXAMPLES, **FUZZ_SETTINGS)  # type: ignore[arg-type]
+@settings(FUZZ_SETTINGS, max_examples=LONG_EXAMPLES)
 @given(sample=mutated_audio())
 def test_mutated_audio_long_run(sample: tuple[str, bytes]) -> None:
     _assert_clean_or_documented(sample[1])
@@ -116,7 +116,7 @@ def test_api_keeps_serving_while_fed_mutated_audio(live_app: LiveApp) -> None:
     answers: dict[int, int] = {}
     counter = iter(range(10**9))
 
-    @settings(max_examples=API_EXAMPLES, **FUZZ_SETTINGS)  # type: ignore[arg-type]
+    @settings(FUZZ_SETTINGS, max_examples=API_EXAMPLES)
     @given(sample=mutated_audio())
     def post_one(sample: tuple[str, bytes]) -> None:
         number = next(counter)

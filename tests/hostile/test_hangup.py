@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from core.auth import Role
-from tests.hostile.conftest import LiveServer
+from tests.hostile.live import LiveServer
 from tests.hostile.rawhttp import request_head
 
 

@@ -19,7 +19,7 @@ import pytest
 from core.auth import Role
 from ingest import routes as ingest_routes
 from ingest.multipart import MAX_METADATA_BYTES, body_limit
-from tests.hostile.conftest import SMALL_CAP_BYTES, LiveServer
+from tests.hostile.live import SMALL_CAP_BYTES, LiveServer
 from tests.hostile.rawhttp import RawResponse, chunked, request_head, send_and_read
 
 BOUNDARY = "chorus-hostile-boundary"

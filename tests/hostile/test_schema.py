@@ -37,8 +37,8 @@ from chorus.demo import BackgroundServer
 from chorus.devservers import provision_postgres_database
 from core.auth import Role
 from core.settings import Settings
-from tests.conftest import ConsentKeys
-from tests.hostile.conftest import LiveApp, LiveServer, _start, hostile_settings
+from tests.consent import ConsentKeys
+from tests.hostile.live import LiveApp, LiveServer, hostile_settings, start_live_app
 
 MAX_EXAMPLES = int(os.environ.get("CHORUS_SCHEMA_EXAMPLES", "15"))
 CONSENT_ROUTES = {("POST", "/v1/clips"), ("POST", "/v1/consent/withdrawals")}
@@ -79,6 +79,7 @@ def credentials_by_route(live: LiveApp) -> dict[tuple[str, str], list[dict[str, 
     for route in _api_routes(live.app.routes):
         # The published path drops a parameter's convertor: {name:path} is {name}.
         path = re.sub(r"\{(\w+):\w+\}", r"{\1}", route.path)
+        assert route.methods is not None  # an APIRoute always has its methods
         for method in route.methods:
             key = (method, path)
             if key in CONSENT_ROUTES:
@@ -117,10 +118,12 @@ def schema_app(
     """The app with a key per role, on SQLite or on a fresh PostgreSQL database."""
     folder = tmp_path_factory.mktemp(f"schema-{request.param}")
     if request.param == "sqlite":
-        yield from _start(hostile_settings(folder, consent_keys), consent_keys)
+        yield from start_live_app(hostile_settings(folder, consent_keys), consent_keys)
         return
     with provision_postgres_database(prefix="chorus_schema") as url:
-        yield from _start(hostile_settings(folder, consent_keys, database_url=url), consent_keys)
+        yield from start_live_app(
+            hostile_settings(folder, consent_keys, database_url=url), consent_keys
+        )
 
 
 @pytest.fixture(scope="module")

@@ -9,8 +9,8 @@ import pytest
 
 from chorus.devservers import provision_postgres_database
 from core.auth import Role
-from tests.conftest import ConsentKeys
-from tests.hostile.conftest import LiveApp, _start, hostile_settings
+from tests.consent import ConsentKeys
+from tests.hostile.live import LiveApp, hostile_settings, start_live_app
 
 JSON = {"content-type": "application/json"}
 
@@ -25,10 +25,12 @@ def text_app(
 ) -> Iterator[LiveApp]:
     folder = tmp_path_factory.mktemp("unstorable")
     if request.param == "sqlite":
-        yield from _start(hostile_settings(folder, consent_keys), consent_keys)
+        yield from start_live_app(hostile_settings(folder, consent_keys), consent_keys)
         return
     with provision_postgres_database(prefix="chorus_text") as url:
-        yield from _start(hostile_settings(folder, consent_keys, database_url=url), consent_keys)
+        yield from start_live_app(
+            hostile_settings(folder, consent_keys, database_url=url), consent_keys
+        )
 
 
 @pytest.mark.parametrize("bad", ["\\u0000", "\\ud800"])

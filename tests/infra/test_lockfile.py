@@ -37,7 +37,7 @@ def _pyproject() -> dict[str, object]:
 
 
 def _pins(lock: Path = LOCK) -> dict[str, str]:
-    pins = {}
+    pins: dict[str, str] = {}
     for line in lock.read_text(encoding="utf-8").splitlines():
         match = _PIN.match(line)
         if match:

@@ -1,14 +1,14 @@
-"""Fixtures of the ingest tests: tokens, a usage catalog, uploads and what got stored."""
+"""Fixtures of the ingest tests: tokens, a usage catalog, uploads and what got stored (their
+types and constants are in ``tests/ingest/uploads.py``)."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
+import httpx2
 import pytest
 import sqlalchemy as sa
 from fastapi import FastAPI
@@ -18,20 +18,16 @@ from aggregate.tables import PendingClip
 from chorus.synthetic_voice import voiced_wav
 from core.auth import Role
 from ingest.consent import mint_token
-from tests.conftest import ConsentKeys
-
-ELIGIBLE_EXERCISES = [f"digit-{d}" for d in range(10)]
-RARE_EXERCISE = "rare-1"
-CLIP = "7_jackson_32.wav"  # 0.54 s, 8 kHz mono
-
-Mint = Callable[..., str]
-Upload = Callable[..., httpx.Response]
-
-
-@dataclass(frozen=True)
-class Stored:
-    objects: int
-    rows: int
+from tests.consent import ConsentKeys
+from tests.ingest.uploads import (
+    CLIP,
+    ELIGIBLE_EXERCISES,
+    RARE_EXERCISE,
+    Mint,
+    Recording,
+    Stored,
+    Upload,
+)
 
 
 @pytest.fixture
@@ -71,7 +67,7 @@ def upload(client: TestClient) -> Upload:
         filename: str = "clip.wav",
         media_type: str = "application/octet-stream",
         headers: dict[str, str] | None = None,
-    ) -> httpx.Response:
+    ) -> httpx2.Response:
         if metadata is None:
             metadata = {"exercise_id": "digit-7"}
         raw = metadata if isinstance(metadata, bytes) else json.dumps(metadata).encode()
@@ -101,12 +97,6 @@ def stored(app: FastAPI) -> Callable[[], Stored]:
         return Stored(objects=objects, rows=rows)
 
     return count
-
-
-NOTHING = Stored(objects=0, rows=0)
-
-
-Recording = Callable[[int], bytes]
 
 
 @pytest.fixture

@@ -9,8 +9,13 @@ from __future__ import annotations
 import os
 import signal
 import time
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ingest.audio import AudioLimits, SanitizedClip, sanitize_audio
+
+if TYPE_CHECKING:
+    from _typeshed import FileDescriptorLike
 
 CRASH = b"CRASH-THE-DECODER"
 HANG = b"HANG-THE-DECODER"
@@ -50,10 +55,8 @@ def storage_fault_or_sanitize(data: bytes, limits: AudioLimits) -> SanitizedClip
     (EROFS) fails in this worker, as the medium would, once."""
     import errno
 
-    import core.storage
-
     if not _armed:
-        _install_faults(core.storage)
+        _install_faults()
     for marker, code in ((DISK_FULL, errno.ENOSPC), (READ_ONLY, errno.EROFS)):
         if data.startswith(marker):
             _armed["errno"] = code
@@ -61,26 +64,29 @@ def storage_fault_or_sanitize(data: bytes, limits: AudioLimits) -> SanitizedClip
     return sanitize_audio(data, limits)
 
 
-def _install_faults(storage: object) -> None:
+def _install_faults() -> None:
     import errno
+
+    import core.storage
 
     _armed["installed"] = 1
     real_fsync = os.fsync
-    real_mkstemp = storage._mkstemp  # type: ignore[attr-defined]
+    real_mkstemp = core.storage._mkstemp
 
-    def fsync(fd: int) -> None:
-        if _armed.get("errno") == errno.ENOSPC and storage.TEMP_PREFIX in os.readlink(  # type: ignore[attr-defined]
-            f"/proc/self/fd/{fd}"
+    def fsync(fd: FileDescriptorLike) -> None:
+        number = fd if isinstance(fd, int) else fd.fileno()
+        if _armed.get("errno") == errno.ENOSPC and core.storage.TEMP_PREFIX in os.readlink(
+            f"/proc/self/fd/{number}"
         ):
             del _armed["errno"]
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         real_fsync(fd)
 
-    def mkstemp(directory: object) -> tuple[int, str]:
+    def mkstemp(directory: Path) -> tuple[int, str]:
         if _armed.get("errno") == errno.EROFS:
             del _armed["errno"]
             raise OSError(errno.EROFS, os.strerror(errno.EROFS))
-        return real_mkstemp(directory)  # type: ignore[no-any-return]
+        return real_mkstemp(directory)
 
     os.fsync = fsync
-    storage._mkstemp = mkstemp  # type: ignore[attr-defined]
+    core.storage._mkstemp = mkstemp

@@ -27,7 +27,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from aggregate.buckets import key_name
 from aggregate.jobs import run_release_cycle
 from aggregate.tables import PendingClip
-from tests.ingest.conftest import Mint, Upload
+from tests.ingest.uploads import Mint, Upload
 from tests.keys import keys_for
 
 KEY_BYTES = 32
@@ -68,7 +68,7 @@ def random_looking_windows(data: bytes, *, before: bytes = b"") -> Iterator[byte
     pages = -(-len(array) // PAGE)
     padded = np.zeros(pages * PAGE, dtype=np.uint8)
     padded[: len(array)] = array
-    nonzero = padded.reshape(pages, PAGE).any(axis=1)
+    nonzero: np.ndarray = np.any(padded.reshape(pages, PAGE), axis=1)
     if before:
         old = np.zeros(pages * PAGE, dtype=np.uint8)
         kept = min(len(before), len(old))

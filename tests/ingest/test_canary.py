@@ -20,8 +20,8 @@ from fastapi.testclient import TestClient
 
 from core.auth import Role
 from core.logs import JsonFormatter
-from tests.ingest.conftest import Mint, Upload
 from tests.ingest.samples import flac_with_comments, mp3_with_id3, wav_with_info
+from tests.ingest.uploads import Mint, Upload
 
 
 class _Markers:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import stat
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -65,12 +66,12 @@ def test_keygen_and_mint_default_to_the_pair_make_run_serves_with(
 
 
 @pytest.fixture
-def cli_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def cli_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     database = tmp_path / "cli.db"
     monkeypatch.setenv("CHORUS_DATABASE_URL", f"sqlite:///{database}")
     monkeypatch.setenv("CHORUS_POLICY", "demo")
     reset_settings_cache()
-    yield database  # type: ignore[misc]
+    yield database
     reset_settings_cache()
 
 

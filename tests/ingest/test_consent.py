@@ -17,8 +17,8 @@ from fastapi.testclient import TestClient
 from core.errors import ConfigurationError, ConsentInvalid, ConsentScopeInvalid, MinorRefused
 from ingest.consent import check_age, load_public_key, mint_token, verify_consent
 from policies.policy import load_policy
-from tests.conftest import ConsentKeys
-from tests.ingest.conftest import NOTHING, Stored, Upload
+from tests.consent import ConsentKeys
+from tests.ingest.uploads import NOTHING, Stored, Upload
 
 POLICY = load_policy("demo")
 
@@ -61,7 +61,7 @@ def _forged_tokens(keys: ConsentKeys) -> dict[str, str]:
     tampered_payload = jwt.utils.base64url_encode(
         jwt.utils.base64url_decode(payload).replace(b"learner-1", b"learner-2")
     ).decode()
-    unsigned = jwt.encode(_claims(), key=None, algorithm="none")
+    unsigned = jwt.encode(_claims(), key="", algorithm="none")  # "" is no key to PyJWT
     # HS256 keyed with the public key text: the classic algorithm-confusion forgery.
     hs256 = _hand_signed({"alg": "HS256", "typ": "JWT"}, _claims(), keys.public_pem.encode())
     return {

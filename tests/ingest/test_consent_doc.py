@@ -16,7 +16,7 @@ import pytest
 from core.errors import ConsentInvalid, ConsentScopeInvalid, MinorRefused
 from ingest.consent import check_age, load_public_key, mint_token, verify_consent
 from policies.policy import load_policy
-from tests.conftest import ConsentKeys
+from tests.consent import ConsentKeys
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "consent-token.md"
 POLICY = load_policy("default")
@@ -40,7 +40,7 @@ def _accepted(token: str, keys: ConsentKeys) -> bool:
 
 
 def _valid(claims: dict[str, Any]) -> bool:
-    return jsonschema.Draft202012Validator(_schema()).is_valid(claims)
+    return bool(jsonschema.Draft202012Validator(_schema()).is_valid(claims))
 
 
 GOOD = {

@@ -8,7 +8,7 @@ import pytest
 
 from core.errors import UnsupportedAudio
 from ingest.multipart import AUDIO_MEDIA_TYPES, MultipartUpload
-from tests.ingest.conftest import NOTHING, Mint, Stored, Upload
+from tests.ingest.uploads import NOTHING, Mint, Stored, Upload
 
 
 @pytest.mark.usefixtures("catalog")

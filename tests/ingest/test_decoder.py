@@ -12,7 +12,6 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from ingest.decoder import STORE_ALLOWANCE_S, DecoderPool, WarmUp
-from tests.ingest.conftest import NOTHING, Mint, Recording, Stored, Upload
 from tests.ingest.faulty_decoders import (
     CRASH,
     HANG,
@@ -21,6 +20,7 @@ from tests.ingest.faulty_decoders import (
     hang_or_sanitize,
     killed_mid_decode_or_sanitize,
 )
+from tests.ingest.uploads import NOTHING, Mint, Recording, Stored, Upload
 
 pytestmark = pytest.mark.usefixtures("catalog")
 

@@ -17,7 +17,7 @@ import pytest
 import soundfile as sf
 import soxr
 
-from tests.ingest.conftest import CLIP, Mint, Stored, Upload
+from tests.ingest.uploads import CLIP, Mint, Stored, Upload
 
 OTHER_TAKE = "7_theo_35.wav"
 

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import httpx
+import httpx2
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
@@ -27,7 +27,7 @@ from core.db import Database
 from core.idempotency import open_idempotency_store
 from core.settings import Settings
 from ingest.deps import get_database, get_storage_url
-from tests.ingest.conftest import Mint, Upload
+from tests.ingest.uploads import Mint, Upload
 
 pytestmark = pytest.mark.usefixtures("catalog")
 BUCKET = "chorus-inner-bucket"
@@ -43,7 +43,7 @@ def dead_port() -> int:
 
 
 def _assert_names_nothing_inside(
-    response: httpx.Response, status: int, code: str, *inside: str
+    response: httpx2.Response, status: int, code: str, *inside: str
 ) -> None:
     assert response.status_code == status, response.text
     problem = response.json()
@@ -95,7 +95,8 @@ def test_database_down(
 
 
 def _add_exercise(client: TestClient) -> None:
-    app: FastAPI = client.app  # type: ignore[assignment]
+    app = client.app
+    assert isinstance(app, FastAPI)
     with app.state.database.session() as session:
         admin = create_key(session, role=Role.ADMIN, name="faults")
     usage = [{"exercise_id": "digit-7", "learners": 500}]
@@ -103,7 +104,7 @@ def _add_exercise(client: TestClient) -> None:
     assert response.status_code == 200, response.text
 
 
-def _post(client: TestClient, token: str, audio: bytes) -> httpx.Response:
+def _post(client: TestClient, token: str, audio: bytes) -> httpx2.Response:
     return client.post(
         "/v1/clips",
         headers={"Authorization": f"Bearer {token}"},

@@ -39,6 +39,7 @@ Copy = Callable[[np.ndarray, np.random.Generator], Upload]
 
 @cache
 def fsdd_samples(name: str) -> np.ndarray:
+    samples: np.ndarray
     samples, rate = sf.read(fixture_clip(name), dtype="float32")
     assert rate == FSDD_RATE
     return samples
@@ -49,7 +50,8 @@ def canonical(upload: Upload) -> np.ndarray:
     samples, rate = upload
     if rate != CANONICAL_RATE:
         samples = soxr.resample(samples, rate, CANONICAL_RATE)
-    return (np.rint(np.clip(samples, -1.0, 1.0) * 32767) / 32767).astype(np.float32)
+    kept: np.ndarray = (np.rint(np.clip(samples, -1.0, 1.0) * 32767) / 32767).astype(np.float32)
+    return kept
 
 
 @cache

@@ -20,7 +20,6 @@ import sqlalchemy as sa
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from tests.ingest.conftest import Mint, Upload
 from tests.ingest.forensics import (
     LEARNERS,
     assert_release_unlinked,
@@ -32,6 +31,7 @@ from tests.ingest.forensics import (
     open_bucket_key,
     upload_release_and_withdraw,
 )
+from tests.ingest.uploads import Mint, Upload
 
 
 def _candidate_keys(folder: Path) -> Iterator[bytes]:

@@ -23,7 +23,6 @@ from psycopg import sql
 
 from chorus.devservers_postgres import EmbeddedPostgres, _installed_binaries
 from core.settings import Settings
-from tests.ingest.conftest import Mint, Upload
 from tests.ingest.forensics import (
     LEARNERS,
     assert_release_unlinked,
@@ -35,6 +34,7 @@ from tests.ingest.forensics import (
     random_looking_windows,
     upload_release_and_withdraw,
 )
+from tests.ingest.uploads import Mint, Upload
 
 pytestmark = pytest.mark.postgres
 DATABASE = "chorus_forensic"

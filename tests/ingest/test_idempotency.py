@@ -26,10 +26,10 @@ from core.auth import Role, create_key
 from core.errors import Unavailable
 from core.idempotency import Claim, IdempotentUpload, TmpfsIdempotencyStore, idempotent_upload
 from core.settings import Settings
-from tests.conftest import REPO_ROOT
-from tests.ingest.conftest import CLIP, NOTHING, Mint, Stored, Upload
+from tests.ingest.uploads import CLIP, NOTHING, Mint, Stored, Upload
 from tests.live_server import serving
 
+REPO_ROOT = Path(__file__).resolve().parents[2]
 KEY = "upload-3f0c9a51-0b7e-4f6e-9a57-2d1c8e4b7a10"
 
 

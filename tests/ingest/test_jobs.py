@@ -8,7 +8,7 @@ import pytest
 from fastapi import FastAPI
 
 from ingest.jobs import OrphanSweeper
-from tests.ingest.conftest import Mint, Stored, Upload
+from tests.ingest.uploads import Mint, Stored, Upload
 from tests.keys import keys_for
 
 
@@ -82,7 +82,7 @@ def test_a_failed_row_removes_the_object_at_once(
         "clip": clip,
         "keys": keys_for(app.state.database),
     }
-    service.store_clip(**kwargs)  # type: ignore[arg-type]
+    service.store_clip(**kwargs)
     with pytest.raises(ContributionLimit):
-        service.store_clip(**kwargs)  # type: ignore[arg-type]
+        service.store_clip(**kwargs)
     assert stored() == Stored(objects=1, rows=1)

@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 
 from core.auth import Role
 from core.metrics import render_metrics
-from tests.ingest.conftest import Mint, Upload
+from tests.ingest.uploads import Mint, Upload
 
 pytestmark = pytest.mark.usefixtures("catalog")
 Auth = Callable[[Role], dict[str, str]]

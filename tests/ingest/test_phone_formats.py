@@ -22,7 +22,6 @@ from ingest import containers
 from ingest.audio import SanitizedClip, sanitize_audio
 from ingest.service import audio_limits
 from policies.policy import load_policy
-from tests.ingest.conftest import NOTHING, Mint, Recording, Stored, Upload
 from tests.ingest.phone_formats import (
     PHONE_FORMATS,
     PhoneFormat,
@@ -31,6 +30,7 @@ from tests.ingest.phone_formats import (
     encode,
     truncated,
 )
+from tests.ingest.uploads import NOTHING, Mint, Recording, Stored, Upload
 
 LIMITS = audio_limits(load_policy("demo"))
 SOURCES = ("7_jackson_32.wav", "0_george_1.wav", "5_theo_7.wav")

@@ -19,7 +19,7 @@ from fastapi.testclient import TestClient
 from aggregate.jobs import run_release_cycle
 from aggregate.tables import PendingClip
 from core.settings import Settings
-from tests.ingest.conftest import Mint, Recording, Upload
+from tests.ingest.uploads import Mint, Recording, Upload
 from tests.keys import keys_for
 
 pytestmark = pytest.mark.usefixtures("catalog")

@@ -23,7 +23,7 @@ from ingest.audio import sanitize_audio
 from ingest.service import audio_limits
 from ingest.speech import has_speech, require_speech, speech_evidence
 from policies.policy import load_policy
-from tests.ingest.conftest import NOTHING, Mint, Stored, Upload
+from tests.ingest.uploads import NOTHING, Mint, Stored, Upload
 
 LIMITS = audio_limits(load_policy("demo"))
 RATE = 16000
@@ -39,7 +39,8 @@ def _wav(samples: np.ndarray, rate: int = RATE) -> bytes:
 def _sine(*frequencies: float) -> np.ndarray:
     t = np.arange(int(SECONDS * RATE)) / RATE
     tones = [np.sin(2 * np.pi * frequency * t) for frequency in frequencies]
-    return 0.3 / len(frequencies) * np.sum(tones, axis=0)
+    mixed: np.ndarray = np.sum(tones, axis=0)
+    return 0.3 / len(frequencies) * mixed
 
 
 def _noise(exponent: float, level: float = 0.3) -> np.ndarray:
@@ -49,7 +50,7 @@ def _noise(exponent: float, level: float = 0.3) -> np.ndarray:
     frequencies = np.fft.rfftfreq(size, 1 / RATE)
     frequencies[0] = frequencies[1]
     shaped = np.fft.irfft(np.fft.rfft(rng.standard_normal(size)) / frequencies ** (exponent / 2))
-    return level * shaped / np.max(np.abs(shaped))
+    return level * shaped / float(np.max(np.abs(shaped)))
 
 
 def _dtmf_digits() -> np.ndarray:

@@ -11,8 +11,8 @@ from fastapi.testclient import TestClient
 
 from core.storage import TEMP_PREFIX
 from ingest.decoder import DecoderPool
-from tests.ingest.conftest import NOTHING, Mint, Stored, Upload
 from tests.ingest.faulty_decoders import DISK_FULL, READ_ONLY, storage_fault_or_sanitize
+from tests.ingest.uploads import NOTHING, Mint, Stored, Upload
 
 pytestmark = pytest.mark.usefixtures("catalog")
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import io
 import json
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import httpx
+import httpx2
 import numpy as np
 import pytest
 import soundfile as sf
@@ -19,19 +19,19 @@ from fastapi.testclient import TestClient
 from aggregate.tables import Bucket
 from core.auth import Role
 from core.metrics import REGISTRY
-from tests.ingest.conftest import NOTHING, RARE_EXERCISE, Mint, Stored, Upload
 from tests.ingest.samples import (
     flac_claiming_length,
     tone_wav,
     transcode,
     wav_claiming_length,
 )
+from tests.ingest.uploads import NOTHING, RARE_EXERCISE, Mint, Stored, Upload
 from tests.pending import opened_pending_clips
 
 pytestmark = pytest.mark.usefixtures("catalog")
 
 
-def _problem(response: httpx.Response, status: int, code: str) -> None:
+def _problem(response: httpx2.Response, status: int, code: str) -> None:
     assert response.status_code == status, response.text
     assert response.headers["content-type"].startswith("application/problem+json")
     assert response.json()["code"] == code
@@ -200,7 +200,7 @@ def test_streamed_oversized_audio_is_413(
 ) -> None:
     sent = 0
 
-    def body() -> object:
+    def body() -> Iterator[bytes]:
         nonlocal sent
         yield (
             b'--b\r\nContent-Disposition: form-data; name="metadata"\r\n\r\n'
@@ -214,7 +214,7 @@ def test_streamed_oversized_audio_is_413(
 
     response = client.post(
         "/v1/clips",
-        content=body(),  # type: ignore[arg-type]
+        content=body(),
         headers={
             "Authorization": f"Bearer {mint()}",
             "Content-Type": "multipart/form-data; boundary=b",

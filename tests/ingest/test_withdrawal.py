@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 
 from policies.audit import verify_chain
 from policies.tables import AuditEntry
-from tests.ingest.conftest import Mint, Recording, Stored, Upload
+from tests.ingest.uploads import Mint, Recording, Stored, Upload
 
 pytestmark = pytest.mark.usefixtures("catalog")
 

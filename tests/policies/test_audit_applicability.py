@@ -18,7 +18,7 @@ from core.settings import Settings, reset_settings_cache
 from core.storage import FileBlobStore, open_store
 from policies.checks import CheckStatus, run_checks
 from policies.policy import load_policy
-from tests.policies.conftest import AuditedState, RunAudit
+from tests.policies.audited import AuditedState, RunAudit
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 LOCAL_CHECKS = {"file_modes", "sqlite_pragmas", "clip_table_rowid"}

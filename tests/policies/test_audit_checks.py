@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from mutagen.flac import FLAC, Picture
 
 from core.ids import new_id
-from tests.policies.conftest import AuditedState, RunAudit
+from tests.policies.audited import AuditedState, RunAudit
 
 VerifyApi = Callable[[], Any]
 

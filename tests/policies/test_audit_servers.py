@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 from chorus.app import create_app
 from chorus.devservers_postgres import provision_postgres_database
 from core.settings import Settings
-from tests.policies.conftest import RunAudit, build_audited_state
+from tests.policies.audited import RunAudit, build_audited_state
 
 
 @pytest.fixture

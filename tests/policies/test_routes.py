@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from fastapi.testclient import TestClient
 
 from core.auth import Role
 from core.settings import Settings
-from tests.policies.conftest import AuditedState
+from tests.policies.audited import AuditedState
 
 Auth = Callable[[Role], dict[str, str]]
 
@@ -41,7 +42,7 @@ def test_a_changed_policy_is_recorded_at_the_next_start(
     from chorus.app import create_app
     from core.auth import create_key
 
-    def start(policy: str) -> list[dict[str, object]]:
+    def start(policy: str) -> list[dict[str, Any]]:
         app = create_app(make_settings(policy=policy))
         with TestClient(app) as client:
             with app.state.database.session() as session:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import time
 import uuid
+from collections.abc import Callable
 
 from core.ids import new_id
 from policies import time_ids
@@ -29,7 +30,13 @@ def _uuid6() -> str:
 
 def test_time_based_uuids_carry_a_plausible_time() -> None:
     now = time.time()
-    for make in (lambda: uuid.uuid1().hex, _uuid6, _uuid7, lambda: str(uuid.uuid1())):
+    makers: list[Callable[[], str]] = [
+        lambda: uuid.uuid1().hex,
+        _uuid6,
+        _uuid7,
+        lambda: str(uuid.uuid1()),
+    ]
+    for make in makers:
         value = make()
         assert time_ids.looks_time_based(value), value
         moment = time_ids.embedded_time(value)

@@ -38,7 +38,8 @@ def vowel(seconds: float = 0.8, *, f0: float = 120.0) -> np.ndarray:
         radius = np.exp(-np.pi * bandwidth / RATE)
         angle = 2 * np.pi * formant / RATE
         signal = scipy.signal.lfilter([1.0], [1.0, -2 * radius * np.cos(angle), radius**2], signal)
-    return 0.3 * signal / np.max(np.abs(signal))
+    samples: np.ndarray = 0.3 * signal / np.max(np.abs(signal))
+    return samples
 
 
 def envelope_peaks(samples: np.ndarray) -> list[float]:

@@ -83,8 +83,10 @@ def test_first_model_beats_the_count_heuristic_and_is_promoted(
     store_reports(database, records[-30:], decided=False)
     assert serving.current().kind == "heuristic"
 
-    trained = {"trainer": trainer} if trainer is not None else {}
-    outcome = retrain_reports_model(database, serving, min_new_labels=10, **trained)
+    if trainer is None:
+        outcome = retrain_reports_model(database, serving, min_new_labels=10)
+    else:
+        outcome = retrain_reports_model(database, serving, min_new_labels=10, trainer=trainer)
 
     assert outcome.status == "promoted", outcome.reason
     assert outcome.compared_with == "heuristic"
