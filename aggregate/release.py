@@ -36,6 +36,10 @@ Steps, each safe to repeat, so a run killed anywhere is finished by the next one
 6. clean — pending objects are deleted (S3 DeleteObjects, 1,000 a request), then their rows,
    batch by batch; a re-run deletes what a killed one left.
 
+A run releases up to ``BUCKET_WORKERS`` buckets at once (each bucket's steps wait mostly on
+commits, fsyncs and store round trips, so several overlap), every one under its own claim and
+through the same steps; its store reads are shared out among them.
+
 On PostgreSQL a session advisory lock per bucket, held for the whole release, keeps two runners
 off one bucket; a crashed runner's lock dies with its connection, so the next run resumes. A
 runner that lost its lock while it lived is fenced off (``aggregate.fencing``): each claim
@@ -116,6 +120,8 @@ STEPS = ("claimed", "planned", "copied", "manifest", "finalized", "cleaned")
 
 _LOCK_NOT_AVAILABLE = "55P03"
 STORE_WORKERS = 8
+# Buckets one release run works on at once (``release_ready_buckets``).
+BUCKET_WORKERS = 4
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -202,9 +208,11 @@ def bucket_claim(database: Database, bucket_id: str) -> Iterator[bool]:
     """Yields True while this runner alone works on the bucket.
 
     PostgreSQL: a session advisory lock per bucket, like ``FOR UPDATE SKIP LOCKED`` but held
-    across the release's many short transactions. SQLite: one bucket at a time for all runners
-    (the job processes of several ``chorus serve`` workers, a ``chorus release``). Either is let
-    go of when a killed runner's connection or process ends (``Database.try_lock``).
+    across the release's many short transactions. SQLite: one lock for all runners and
+    buckets (the job processes of several ``chorus serve`` workers, a ``chorus release``), which
+    ``release_ready_buckets`` holds for its whole run while its threads share out the buckets.
+    Either is let go of when a killed runner's connection or process ends
+    (``Database.try_lock``).
     """
     with database.try_lock(f"chorus-release:{bucket_id}", sqlite_name="release") as acquired:
         yield acquired
@@ -630,6 +638,7 @@ def _write_shard(
     pool: ThreadPoolExecutor,
     stats: BatchStatistics,
     bandwidth_hz: float | None,
+    ahead: int = 2 * STORE_WORKERS,
 ) -> StoredFile | None:
     """One shard: the clips' released bytes into an anonymous temporary tar file (a killed
     run leaves nothing of a bucket not yet released), stored with one atomic write, then their
@@ -640,7 +649,7 @@ def _write_shard(
         out = HashingWriter(handle)
         tar = TarWriter(out, mtime=_release_day_mtime(claim))
         read = functools.partial(_read_released, store, claim, bandwidth_hz)
-        for clip, released in _in_order(pool, read, clips, ahead=2 * STORE_WORKERS):
+        for clip, released in _in_order(pool, read, clips, ahead=ahead):
             if released is None:
                 missing.append(clip)
                 continue
@@ -692,13 +701,14 @@ def _write_shards(
     checkpoint: Checkpoint,
     first_plan: bool,
     bandwidth_hz: float | None,
+    read_workers: int = STORE_WORKERS,
 ) -> tuple[BatchStatistics, list[StoredFile]]:
     """Every shard of the release from its plan, then shards an earlier, longer plan left
     (none when ``first_plan``: the release's first plan, made under the claim that created
     it, so no listing is needed)."""
     stats = BatchStatistics()
     shards: list[StoredFile] = []
-    with ThreadPoolExecutor(max_workers=STORE_WORKERS) as pool:
+    with ThreadPoolExecutor(max_workers=read_workers) as pool:
         for clips in _planned_batches(database, claim, batch_size=batch_size):
             shard = _write_shard(
                 database,
@@ -709,6 +719,7 @@ def _write_shards(
                 pool=pool,
                 stats=stats,
                 bandwidth_hz=bandwidth_hz,
+                ahead=2 * read_workers,
             )
             if shard is not None:
                 shards.append(shard)
@@ -1001,32 +1012,63 @@ def release_bucket(
     was not ready, was taken by another runner, fell below k, was retired (P5) or only needed
     cleaning. The bucket's key is deleted from ``keys`` once the bucket is closed.
     """
-    today = today or dt.datetime.now(dt.UTC).date()
     with bucket_claim(database, bucket_id) as acquired:
         if not acquired:
             return None
+        return _release_held_bucket(
+            database,
+            store,
+            policy,
+            bucket_id,
+            keys=keys,
+            today=today,
+            batch_size=batch_size,
+            checkpoint=checkpoint,
+            read_workers=STORE_WORKERS,
+        )
+
+
+def _release_held_bucket(
+    database: Database,
+    store: BlobStore,
+    policy: Policy,
+    bucket_id: str,
+    *,
+    keys: KeyStore,
+    today: dt.date | None,
+    batch_size: int,
+    checkpoint: Checkpoint,
+    read_workers: int,
+) -> ReleaseOutcome | None:
+    """``release_bucket``'s work, by a caller that holds the bucket's claim lock."""
+    today = today or dt.datetime.now(dt.UTC).date()
+    try:
+        with database.session(write=True) as session:
+            claim = _claim(session, bucket_id, policy=policy, today=today, keys=keys)
+    except DBAPIError as exc:
+        if getattr(exc.orig, "sqlstate", None) == _LOCK_NOT_AVAILABLE:
+            return None  # uploads kept the row busy; the next run tries again
+        raise
+    outcome: ReleaseOutcome | None = None
+    if isinstance(claim, _Claim):
+        checkpoint("claimed")
         try:
-            with database.session(write=True) as session:
-                claim = _claim(session, bucket_id, policy=policy, today=today, keys=keys)
-        except DBAPIError as exc:
-            if getattr(exc.orig, "sqlstate", None) == _LOCK_NOT_AVAILABLE:
-                return None  # uploads kept the row busy; the next run tries again
-            raise
-        outcome: ReleaseOutcome | None = None
-        if isinstance(claim, _Claim):
-            checkpoint("claimed")
-            try:
-                outcome = _release_claimed(
-                    database, store, claim, batch_size=batch_size, checkpoint=checkpoint
-                )
-            except ClaimLost:
-                # Taken over after this runner's lock was lost: the new owner finishes it.
-                _logger.warning("release claim taken over")
-                return None
-        if outcome is not None or _is_closed(database, bucket_id):
-            keys.delete(key_name(bucket_id))
-            drain_pending(database, store, bucket_id, batch_size=batch_size, checkpoint=checkpoint)
-        return outcome
+            outcome = _release_claimed(
+                database,
+                store,
+                claim,
+                batch_size=batch_size,
+                checkpoint=checkpoint,
+                read_workers=read_workers,
+            )
+        except ClaimLost:
+            # Taken over after this runner's lock was lost: the new owner finishes it.
+            _logger.warning("release claim taken over")
+            return None
+    if outcome is not None or _is_closed(database, bucket_id):
+        keys.delete(key_name(bucket_id))
+        drain_pending(database, store, bucket_id, batch_size=batch_size, checkpoint=checkpoint)
+    return outcome
 
 
 def _is_closed(database: Database, bucket_id: str) -> bool:
@@ -1045,6 +1087,7 @@ def _release_claimed(
     *,
     batch_size: int,
     checkpoint: Checkpoint,
+    read_workers: int = STORE_WORKERS,
 ) -> ReleaseOutcome | None:
     for attempt in range(3):
         plan = _plan_all(database, claim, batch_size=batch_size, checkpoint=checkpoint)
@@ -1056,6 +1099,7 @@ def _release_claimed(
             checkpoint=checkpoint,
             first_plan=claim.new_release and attempt == 0,
             bandwidth_hz=plan.bandwidth_hz,
+            read_workers=read_workers,
         )
         stats.contributor_count = plan.contributors
         try:
@@ -1097,24 +1141,25 @@ def release_ready_buckets(
     today: dt.date | None = None,
     batch_size: int = DEFAULT_BATCH,
     checkpoint: Checkpoint = no_checkpoint,
+    bucket_workers: int = BUCKET_WORKERS,
 ) -> list[ReleaseOutcome]:
-    """Finish what killed runs left, then release every bucket that reached k."""
+    """Finish what killed runs left, then release every bucket that reached k.
+
+    Up to ``bucket_workers`` buckets are released at once: a bucket's release waits mostly on
+    commits, fsyncs and store round trips rather than the CPU, so several overlap. Each bucket
+    is still released under its own claim (PostgreSQL: its advisory lock); on SQLite, whose
+    release lock is one for all runners, the run takes it once and shares its buckets out among
+    its threads. Outcomes are returned in the candidates' order.
+    """
     with database.session(write=True) as session:
         candidates = unfinished_bucket_ids(session) + ready_bucket_ids(session, k=policy.k)
-    outcomes: list[ReleaseOutcome] = []
+    bucket_ids = list(dict.fromkeys(candidates))
+    workers = max(1, min(bucket_workers, len(bucket_ids)))
     failures: list[Exception] = []
-    for bucket_id in dict.fromkeys(candidates):
+
+    def attempt(release: Callable[[str], ReleaseOutcome | None], bucket_id: str) -> Any:
         try:
-            outcome = release_bucket(
-                database,
-                store,
-                policy,
-                bucket_id,
-                keys=keys,
-                today=today,
-                batch_size=batch_size,
-                checkpoint=checkpoint,
-            )
+            return release(bucket_id)
         except Exception as exc:
             # One bucket's trouble (a full or failing store, a lost database connection, a
             # bug) must not hold back the others; it stays 'releasing' and the next run
@@ -1122,9 +1167,45 @@ def release_ready_buckets(
             code = exc.code if isinstance(exc, ChorusError) else type(exc).__name__
             _logger.warning("bucket release failed", extra={"code": code})
             failures.append(exc)
-            continue
-        if outcome is not None:
-            outcomes.append(outcome)
+            return None
+
+    # The buckets under way share the store's reads (and its connections) between them.
+    read_workers = max(2, STORE_WORKERS // workers)
+
+    def release_held(bucket_id: str) -> ReleaseOutcome | None:
+        return _release_held_bucket(
+            database,
+            store,
+            policy,
+            bucket_id,
+            keys=keys,
+            today=today,
+            batch_size=batch_size,
+            checkpoint=checkpoint,
+            read_workers=read_workers,
+        )
+
+    def release_locked(bucket_id: str) -> ReleaseOutcome | None:
+        with bucket_claim(database, bucket_id) as acquired:
+            return release_held(bucket_id) if acquired else None
+
+    results: list[ReleaseOutcome | None]
+    if workers == 1:
+        results = [attempt(release_locked, bucket_id) for bucket_id in bucket_ids]
+    elif database.is_postgres:
+        results = _released_concurrently(
+            functools.partial(attempt, release_locked), bucket_ids, workers=workers
+        )
+    else:
+        # SQLite: one release lock for every runner and bucket (``bucket_claim``), held for
+        # this run; its threads work on distinct buckets.
+        with bucket_claim(database, bucket_ids[0]) as acquired:
+            if not acquired:
+                return []
+            results = _released_concurrently(
+                functools.partial(attempt, release_held), bucket_ids, workers=workers
+            )
+    outcomes = [outcome for outcome in results if outcome is not None]
     if outcomes:
         _logger.info(
             "released buckets",
@@ -1133,3 +1214,10 @@ def release_ready_buckets(
     if failures:
         raise failures[0]
     return outcomes
+
+
+def _released_concurrently(
+    release: Callable[[str], ReleaseOutcome | None], bucket_ids: list[str], *, workers: int
+) -> list[ReleaseOutcome | None]:
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="release") as pool:
+        return list(pool.map(release, bucket_ids))

@@ -124,6 +124,7 @@ class SoakResult:
     released_clips: int = 0
     released_twice: int = 0  # released recordings whose bytes are another's
     purged_buckets: int = 0
+    purged_clips: int = 0  # clips of purged buckets, as their audit entries count them
     purges: list[str] = field(default_factory=list)  # each purge's audit entry, in brief
     evidence: Path | None = None  # the database and log, kept when the census found a loss
 
@@ -133,7 +134,8 @@ class SoakResult:
 
     @property
     def lost(self) -> int:
-        return max(0, self.accepted - self.stored)
+        """Accepted uploads neither stored nor purged by policy (with an audit entry)."""
+        return max(0, self.accepted - self.stored - self.purged_clips)
 
     @property
     def duplicated(self) -> int:
@@ -240,7 +242,8 @@ class Uploader:
     def _request(self) -> tuple[str, bytes, str, str]:
         self.serial += 1
         token = mint_token(self.key, learner_id=f"soak-{self.serial}")
-        exercise = EXERCISES[(self.serial // UPLOADS_PER_EXERCISE) % EXERCISE_COUNT]
+        # Serials start at 1: uploads 1–5 go to the first exercise, so each bucket fills to k.
+        exercise = EXERCISES[((self.serial - 1) // UPLOADS_PER_EXERCISE) % EXERCISE_COUNT]
         metadata = json.dumps({"exercise_id": exercise})
         clip = unique_recording(self.clips[self.serial % len(self.clips)], self.serial)
         return token, clip, metadata, new_key()
@@ -429,6 +432,7 @@ def take_census(env: dict[str, str], result: SoakResult) -> None:
             ).all()
         for cycle, body in entries:
             facts = json.loads(body)
+            result.purged_clips += int(facts["clip_count"])
             result.purges.append(
                 f"cycle {cycle}: {facts.get('reason', 'retention')}, {facts['clip_count']} clips "
                 f"of {facts['contributor_count']} contributors"
@@ -539,7 +543,8 @@ def markdown(result: SoakResult, args: argparse.Namespace) -> str:
         f"{result.rss_end_kib / mib:.1f} MiB at the end; with decoder workers "
         f"{result.rss_total_start_kib / mib:.1f} → {result.rss_total_end_kib / mib:.1f} MiB",
         f"census: {result.accepted} uploads accepted, {result.pending_rows} pending rows + "
-        f"{result.released_clips} released clips = {result.stored} stored; lost "
+        f"{result.released_clips} released clips = {result.stored} stored, "
+        f"{result.purged_clips} purged by policy; lost "
         f"{result.lost}, duplicated {result.duplicated} (recordings released twice: "
         f"{result.released_twice}); purged buckets: {result.purged_buckets}",
         *(f"purged: {purge}" for purge in result.purges),

@@ -2,7 +2,9 @@
 
 Light jobs run on the scheduler's threads. Heavy ones (the release cycle, the review model's
 retraining) run on its ``PROCESS_EXECUTOR``: one long-lived worker process, so their work never
-competes with the API process's event loop for the interpreter.
+competes with the API process's event loop for the interpreter, at a lower CPU priority
+(``JOB_NICENESS``), so that a release's burst of audio work yields the cores to uploads, whose
+learners are waiting, instead of sharing them.
 """
 
 from __future__ import annotations
@@ -22,6 +24,14 @@ PROCESS_EXECUTOR = "process"
 # How long a stopping service lets a running heavy job finish before ending its process (a
 # release cycle ended midway is resumed by the next one).
 JOB_STOP_GRACE_S = 10.0
+# How much nicer than the API process the job process runs (``nice(2)``; 0 to 19).
+JOB_NICENESS = 10
+
+
+def start_job_process(api_pid: int) -> None:
+    """Initializer of the job process: it dies with the API process and yields it the CPU."""
+    serve_process(api_pid)
+    os.nice(JOB_NICENESS)
 
 
 class JobProcessExecutor(ProcessPoolExecutor):  # type: ignore[misc]
@@ -37,7 +47,7 @@ class JobProcessExecutor(ProcessPoolExecutor):  # type: ignore[misc]
             max_workers=1,
             pool_kwargs={
                 "mp_context": multiprocessing.get_context("spawn"),
-                "initializer": serve_process,
+                "initializer": start_job_process,
                 "initargs": (os.getpid(),),
             },
         )

@@ -10,7 +10,7 @@ import pytest
 
 import core.scheduler
 from core.scheduler import PROCESS_EXECUTOR, build_scheduler
-from tests.core.slow_jobs import note_pid_and_sleep
+from tests.core.slow_jobs import note_niceness, note_pid_and_sleep
 
 
 def _alive(pid: int) -> bool:
@@ -39,3 +39,20 @@ def test_shutdown_ends_a_running_job_process(
     scheduler.shutdown(wait=False)
     assert time.monotonic() - started < 10
     assert not _alive(job_pid)
+
+
+def test_the_job_process_runs_nicer_than_the_api_process(tmp_path: Path) -> None:
+    """A release cycle's audio work yields the cores to uploads (core.scheduler.JOB_NICENESS)."""
+    niceness_file = tmp_path / "job.nice"
+    scheduler = build_scheduler()
+    scheduler.add_job(note_niceness, args=(str(niceness_file),), executor=PROCESS_EXECUTOR)
+    scheduler.start()
+    try:
+        deadline = time.monotonic() + 60
+        while not niceness_file.exists() or not niceness_file.read_text():
+            assert time.monotonic() < deadline, "the job never ran"
+            time.sleep(0.05)
+    finally:
+        scheduler.shutdown(wait=False)
+    expected = min(os.nice(0) + core.scheduler.JOB_NICENESS, 19)
+    assert int(niceness_file.read_text()) == expected
