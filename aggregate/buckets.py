@@ -26,7 +26,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from aggregate.tables import Bucket, BucketState, PendingClip, ReleasedClip
-from core.db import Database
+from core.db import Database, Executor, limit_lock_wait, retrying_unique_races, with_row_lock
 from core.errors import ContributionLimit, Unavailable
 from core.ids import new_id, new_secret
 from core.keystore import KeyStore
@@ -55,16 +55,12 @@ def request_digest(bucket_key: bytes, request_id: bytes) -> str:
     return hmac.new(bucket_key, b"upload-request\0" + request_id, hashlib.sha256).hexdigest()
 
 
-# An upload's transaction runs on a plain Connection (the lean path); tests and tools may pass
-# an ORM Session. Only ``execute`` and ``begin_nested`` are used, which both offer.
-Executor = Session | sa.Connection
-
-
 # The upload's statements are built once: building a statement costs more than running it.
-_OPEN_BUCKET = (
-    sa.select(Bucket.id)
-    .where(Bucket.exercise_id == sa.bindparam("exercise_id"), Bucket.state == BucketState.OPEN)
-    .with_for_update(read=True)
+_OPEN_BUCKET = with_row_lock(
+    sa.select(Bucket.id).where(
+        Bucket.exercise_id == sa.bindparam("exercise_id"), Bucket.state == BucketState.OPEN
+    ),
+    shared=True,
 )
 _SEAL = (
     sa.update(_BUCKET_TABLE)
@@ -78,6 +74,8 @@ _FIND_OPEN = sa.select(Bucket.id).where(
     Bucket.exercise_id == sa.bindparam("exercise_id"), Bucket.state == BucketState.OPEN
 )
 _OPEN_ATTEMPTS = 3
+# How long a release or a purge waits for uploads holding a bucket row shared.
+_BUCKET_LOCK_WAIT_S = 30
 
 
 def key_name(bucket_id: str) -> str:
@@ -168,32 +166,26 @@ def insert_pending_row(session: Executor, row: dict[str, object]) -> bool:
     (``request_digest``) is in the bucket already: a retry of an upload that was stored.
 
     Must run in the upload's writing transaction, after ``lock_open_bucket``. The slot is
-    counted and taken in one ``INSERT … SELECT``; on PostgreSQL two uploads of one learner may
-    still count the same slot, and the loser of the unique (bucket, tag, slot) constraint
-    counts again; a retry racing its own request loses the unique request index, then finds
-    the row.
+    counted and taken in one ``INSERT … SELECT``; where writers run side by side (PostgreSQL)
+    two uploads of one learner may still count the same slot, and the loser of the unique
+    (bucket, tag, slot) constraint counts again; a retry racing its own request loses the
+    unique request index, then finds the row (``retrying_unique_races``).
     """
     digest = row.get("request_digest")
     bucket_id = str(row["bucket_id"])
-    if not _is_postgres(session):
-        # Writers are serialized: no other upload can take a slot between count and insert.
+
+    def take_free_slot() -> bool:
         if digest is not None and holds_request(session, bucket_id, str(digest)):
             return False
-        inserted = len(session.execute(_INSERT_IN_FREE_SLOT, row).all())
-    else:
-        inserted = 0
-        for _attempt in range(int(str(row["max_slots"])) + 2):
-            if digest is not None and holds_request(session, bucket_id, str(digest)):
-                return False
-            try:
-                with session.begin_nested():
-                    inserted = len(session.execute(_INSERT_IN_FREE_SLOT, row).all())
-                break
-            except IntegrityError:
-                continue
-    if inserted != 1:
+        if len(session.execute(_INSERT_IN_FREE_SLOT, row).all()) != 1:
+            raise ContributionLimit()
+        return True
+
+    attempts = int(str(row["max_slots"])) + 2
+    inserted = retrying_unique_races(session, take_free_slot, attempts=attempts)
+    if inserted is None:
         raise ContributionLimit()
-    return True
+    return inserted
 
 
 _HOLDS_REQUEST = sa.select(_PENDING_TABLE.c.id).where(
@@ -246,11 +238,6 @@ def prepare_upload_statements(connection: sa.Connection) -> None:
     holds_request(connection, "", "")
 
 
-def _is_postgres(session: Executor) -> bool:
-    bind = session.get_bind() if isinstance(session, Session) else session
-    return bind.dialect.name == "postgresql"
-
-
 def _insert_in_free_slot() -> sa.Insert:
     """One row in the next free slot of (bucket, tag), or no row when the cap is reached."""
     table = _PENDING_TABLE
@@ -280,6 +267,15 @@ def _insert_in_free_slot() -> sa.Insert:
 
 
 _INSERT_IN_FREE_SLOT = _insert_in_free_slot()
+
+
+def lock_bucket(session: Session, bucket_id: str) -> Bucket | None:
+    """The bucket row, locked for the transaction: waits for uploads holding it shared, for
+    ``_BUCKET_LOCK_WAIT_S`` at most (then ``DatabaseBusy`` at the transaction's edge)."""
+    limit_lock_wait(session, _BUCKET_LOCK_WAIT_S)
+    return session.execute(
+        with_row_lock(sa.select(Bucket).where(Bucket.id == bucket_id))
+    ).scalar_one_or_none()
 
 
 def pending_clip_count(session: Session, bucket_id: str) -> int:
@@ -341,7 +337,7 @@ def withdraw_learner(session: Session, learner_id: str, *, keys: KeyStore) -> li
         bucket_key = keys.get(key_name(bucket_id))
         if bucket_key is None:
             continue
-        session.execute(sa.select(Bucket.id).where(Bucket.id == bucket_id).with_for_update())
+        session.execute(with_row_lock(sa.select(Bucket.id).where(Bucket.id == bucket_id)))
         tag = contributor_tag(bucket_key, learner_id)
         removed = session.execute(
             sa.delete(PendingClip)

@@ -25,7 +25,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from aggregate.tables import Bucket, BucketState
-from core.db import Database
+from core.db import Database, with_row_lock
 from core.errors import ChorusError
 
 
@@ -44,9 +44,10 @@ def hold_claim(session: Session, *, bucket_id: str, token: str) -> None:
     """Lock the bucket row ``FOR SHARE`` for this transaction; ``ClaimLost`` unless it is
     still ``releasing`` under ``token``."""
     row = session.execute(
-        sa.select(Bucket.state, Bucket.claim_token)
-        .where(Bucket.id == bucket_id)
-        .with_for_update(read=True)
+        with_row_lock(
+            sa.select(Bucket.state, Bucket.claim_token).where(Bucket.id == bucket_id),
+            shared=True,
+        )
     ).first()
     if row is None or row.state != BucketState.RELEASING or row.claim_token != token:
         raise ClaimLost(f"bucket {bucket_id} was claimed by another runner")

@@ -40,10 +40,11 @@ A run releases up to ``BUCKET_WORKERS`` buckets at once (each bucket's steps wai
 commits, fsyncs and store round trips, so several overlap), every one under its own claim and
 through the same steps; its store reads are shared out among them.
 
-On PostgreSQL a session advisory lock per bucket, held for the whole release, keeps two runners
-off one bucket; a crashed runner's lock dies with its connection, so the next run resumes. A
-runner that lost its lock while it lived is fenced off (``aggregate.fencing``): each claim
-stores a fresh token on the bucket row, and every write of the release checks it first.
+On PostgreSQL a session advisory lock per bucket (``Database.try_lock``), held for the whole
+release, keeps two runners off one bucket; a crashed runner's lock dies with its connection, so
+the next run resumes. A runner that lost its lock while it lived is fenced off
+(``aggregate.fencing``): each claim stores a fresh token on the bucket row, and every write of
+the release checks it first.
 """
 
 from __future__ import annotations
@@ -66,10 +67,9 @@ from dataclasses import dataclass
 from typing import Any, BinaryIO, Literal, TextIO, TypeVar, cast
 
 import sqlalchemy as sa
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
-from aggregate.buckets import distinct_contributors, key_name, pending_clip_count
+from aggregate.buckets import distinct_contributors, key_name, lock_bucket, pending_clip_count
 from aggregate.dataset import (
     CARD,
     CHECKSUMMED_FILES,
@@ -102,7 +102,7 @@ from aggregate.tables import (
     ReleasedClip,
 )
 from core.db import Database
-from core.errors import BlobNotFound, ChorusError
+from core.errors import BlobNotFound, ChorusError, DatabaseBusy
 from core.files import anonymous_file, anonymous_text_file
 from core.ids import new_id
 from core.keystore import KeyStore
@@ -118,7 +118,6 @@ DEFAULT_BATCH = 1000
 # The checkpoints a run passes: "copied" once a shard is stored.
 STEPS = ("claimed", "planned", "copied", "manifest", "finalized", "cleaned")
 
-_LOCK_NOT_AVAILABLE = "55P03"
 STORE_WORKERS = 8
 # Buckets one release run works on at once (``release_ready_buckets``).
 BUCKET_WORKERS = 4
@@ -214,17 +213,8 @@ def bucket_claim(database: Database, bucket_id: str) -> Iterator[bool]:
     Either is let go of when a killed runner's connection or process ends
     (``Database.try_lock``).
     """
-    with database.try_lock(f"chorus-release:{bucket_id}", sqlite_name="release") as acquired:
+    with database.try_lock(f"chorus-release:{bucket_id}", group="release") as acquired:
         yield acquired
-
-
-def _lock_bucket(session: Session, bucket_id: str) -> Bucket | None:
-    """The bucket row, locked for the transaction (waits for uploads holding it FOR SHARE)."""
-    if session.get_bind().dialect.name == "postgresql":
-        session.execute(sa.text("SET LOCAL lock_timeout = '30s'"))
-    return session.execute(
-        sa.select(Bucket).where(Bucket.id == bucket_id).with_for_update()
-    ).scalar_one_or_none()
 
 
 # --- the steps ------------------------------------------------------------------------------
@@ -270,7 +260,7 @@ class _Retire:
 def _claim(
     session: Session, bucket_id: str, *, policy: Policy, today: dt.date, keys: KeyStore
 ) -> _Claim | _Retire | None:
-    bucket = _lock_bucket(session, bucket_id)
+    bucket = lock_bucket(session, bucket_id)
     if bucket is None:
         return None
     bucket_key = keys.get(key_name(bucket_id))
@@ -899,7 +889,7 @@ def _finalize(
 ) -> tuple[Finalized, list[str]]:
     """Mark released and audit; or, when withdrawals left fewer than k contributors, undo the
     release and seal the bucket (returning the released copies to delete)."""
-    bucket = _lock_bucket(session, claim.bucket_id)
+    bucket = lock_bucket(session, claim.bucket_id)
     if (
         bucket is None
         or bucket.state != BucketState.RELEASING
@@ -1045,10 +1035,8 @@ def _release_held_bucket(
     try:
         with database.session(write=True) as session:
             claim = _claim(session, bucket_id, policy=policy, today=today, keys=keys)
-    except DBAPIError as exc:
-        if getattr(exc.orig, "sqlstate", None) == _LOCK_NOT_AVAILABLE:
-            return None  # uploads kept the row busy; the next run tries again
-        raise
+    except DatabaseBusy:
+        return None  # uploads kept the row busy; the next run tries again
     outcome: ReleaseOutcome | None = None
     if isinstance(claim, _Claim):
         checkpoint("claimed")
@@ -1192,12 +1180,12 @@ def release_ready_buckets(
     results: list[ReleaseOutcome | None]
     if workers == 1:
         results = [attempt(release_locked, bucket_id) for bucket_id in bucket_ids]
-    elif database.is_postgres:
+    elif database.locks_each_name:
         results = _released_concurrently(
             functools.partial(attempt, release_locked), bucket_ids, workers=workers
         )
     else:
-        # SQLite: one release lock for every runner and bucket (``bucket_claim``), held for
+        # One release lock for every runner and bucket (SQLite: ``bucket_claim``), held for
         # this run; its threads work on distinct buckets.
         with bucket_claim(database, bucket_ids[0]) as acquired:
             if not acquired:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from aggregate.buckets import distinct_contributors, key_name, pending_clip_count
+from aggregate.buckets import distinct_contributors, key_name, lock_bucket, pending_clip_count
 from aggregate.metrics import KEY_LOST_BUCKETS, KEY_LOST_CLIPS
 from aggregate.release import (
     DEFAULT_BATCH,
@@ -29,7 +29,7 @@ from aggregate.release import (
     release_prefix,
 )
 from aggregate.tables import PENDING_STATES, Bucket, BucketState, Release, ReleasedClip
-from core.db import Database
+from core.db import Database, with_row_lock
 from core.keystore import KeyStore
 from core.storage import BlobStore
 from policies.audit import append as append_audit
@@ -51,7 +51,7 @@ def advance_cycle(session: Session, *, interval_s: float, now: dt.datetime) -> i
     Returns the new cycle number, or None when another run (or replica) advanced it recently.
     """
     row = session.execute(
-        sa.select(ReleaseCycle).where(ReleaseCycle.id == 1).with_for_update()
+        with_row_lock(sa.select(ReleaseCycle).where(ReleaseCycle.id == 1))
     ).scalar_one_or_none()
     if row is None:
         row = ReleaseCycle(id=1, current=0, advanced_at=None)
@@ -84,15 +84,6 @@ def expired_bucket_ids(session: Session, *, policy: Policy) -> list[str]:
     return [b for b in candidates if distinct_contributors(session, b) < policy.k]
 
 
-def _locked(session: Session, bucket_id: str) -> Bucket | None:
-    """The bucket row, locked for the transaction (waits for uploads holding it FOR SHARE)."""
-    if session.get_bind().dialect.name == "postgresql":
-        session.execute(sa.text("SET LOCAL lock_timeout = '30s'"))
-    return session.execute(
-        sa.select(Bucket).where(Bucket.id == bucket_id).with_for_update()
-    ).scalar_one_or_none()
-
-
 def _purge(
     session: Session, bucket: Bucket, *, contributors: int, policy: Policy, **why: object
 ) -> PurgeOutcome:
@@ -122,7 +113,7 @@ def _purge(
 
 
 def _close_for_purge(session: Session, bucket_id: str, *, policy: Policy) -> PurgeOutcome | None:
-    bucket = _locked(session, bucket_id)
+    bucket = lock_bucket(session, bucket_id)
     cycle = current_cycle(session)
     if (
         bucket is None
@@ -208,7 +199,7 @@ def keyless_bucket_ids(session: Session, *, keys: KeyStore) -> list[str]:
 def _close_keyless(
     session: Session, bucket_id: str, *, keys: KeyStore, policy: Policy
 ) -> tuple[PurgeOutcome, str | None] | None:
-    bucket = _locked(session, bucket_id)
+    bucket = lock_bucket(session, bucket_id)
     if bucket is None or bucket.state not in _KEYED_STATES:
         return None
     if keys.get(key_name(bucket_id)) is not None:

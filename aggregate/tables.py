@@ -14,7 +14,7 @@ from enum import StrEnum
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column
 
-from core.db import Base
+from core.db import Base, partial_index, without_insertion_order
 from core.ids import new_id
 
 
@@ -38,15 +38,11 @@ PENDING_STATES = (BucketState.OPEN, BucketState.SEALED)
 class Bucket(Base):
     __tablename__ = "buckets"
     __table_args__ = (
-        sa.Index(
-            "uq_buckets_open_exercise",
-            "exercise_id",
-            unique=True,
-            sqlite_where=sa.text("state = 'open'"),
-            postgresql_where=sa.text("state = 'open'"),
+        partial_index(
+            "uq_buckets_open_exercise", "exercise_id", unique=True, where="state = 'open'"
         ),
         sa.Index("ix_buckets_state", "state"),
-        {"sqlite_with_rowid": False},
+        without_insertion_order(),
     )
 
     id: Mapped[str] = mapped_column(sa.String(32), primary_key=True, default=new_id)
@@ -75,7 +71,7 @@ class PendingClip(Base):
         sa.Index("ix_pending_clips_plan_tag", "plan_tag"),
         # An upload's request is stored once per bucket, whatever a retry's timing.
         sa.Index("uq_pending_clips_request", "bucket_id", "request_digest", unique=True),
-        {"sqlite_with_rowid": False},
+        without_insertion_order(),
     )
 
     id: Mapped[str] = mapped_column(sa.String(32), primary_key=True, default=new_id)

@@ -10,10 +10,10 @@ from pathlib import Path
 from typing import Annotated, NoReturn
 
 import typer
-from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 from chorus.audit import explain, run_audit
+from core.db import sqlite_file_path
 from core.errors import ChorusError
 from core.settings import get_settings
 from policies.checks import AuditReport, CheckStatus
@@ -98,15 +98,10 @@ def _run(*, canaries: list[str], log_dirs: list[Path]) -> AuditReport:
 
 
 def _require_existing_sqlite(url: str) -> None:
-    """An audit reads; it must not create an empty SQLite file and call it clean."""
-    try:
-        parsed = make_url(url)
-    except Exception:  # make_engine reports a malformed URL with a clearer message
-        return
-    database = parsed.database
-    if parsed.get_backend_name() != "sqlite" or database in (None, "", ":memory:"):
-        return
-    if not Path(str(database)).is_file():
+    """An audit reads; it must not create an empty SQLite file and call it clean. (A
+    malformed URL passes: make_engine reports it with a clearer message.)"""
+    database = sqlite_file_path(url)
+    if database is not None and not Path(database).is_file():
         raise ChorusError(f"the SQLite database {database} does not exist")
 
 

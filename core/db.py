@@ -1,5 +1,12 @@
 """Database engine, sessions and schema migrations (SQLite by default, PostgreSQL for scale).
 
+The one module that knows the SQL dialect: what differs between SQLite and PostgreSQL (row and
+advisory locks, lock timeouts, insert-or-ignore, savepoint retries, partial indexes, rowids,
+PRAGMAs, VACUUM) sits behind the functions and ``Database`` methods here, so the domains speak
+SQLAlchemy Core and ORM and these alone (``tests/core/test_dialect_boundary.py`` holds them to
+it). Database errors become ChorusErrors at the edge of every transaction, through
+``core.db_errors``' table.
+
 Residue (P3, P4): SQLite connections zero deleted content (``secure_delete``), its files are
 ``0600`` (``-wal`` and ``-shm`` take the database file's mode), and ``purge_residue`` empties
 the WAL (SQLite) or vacuums dead tuples out of the clip tables (PostgreSQL).
@@ -14,19 +21,29 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterator, Sequence
+import warnings
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import event
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, OperationalError
+from sqlalchemy.exc import (
+    ArgumentError,
+    DBAPIError,
+    IntegrityError,
+    NoSuchModuleError,
+    OperationalError,
+)
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
-from core.errors import ConfigurationError, DatabaseUnavailable
+from core.db_errors import database_error
+from core.errors import ConfigurationError, DatabaseBusy, DatabaseUnavailable
 from core.files import FILE_MODE, make_private_dir, make_private_file, restrict
 
 _NAMING = {
@@ -45,6 +62,10 @@ MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 CHECKPOINT_BUSY_MS = 250
 CHECKPOINT_ATTEMPTS = 8
 _logger = logging.getLogger("chorus.db")
+_T = TypeVar("_T")
+_SelectT = TypeVar("_SelectT", bound=sa.GenerativeSelect)
+# A transaction's statements run on an ORM Session or on a Core Connection alike.
+Executor = Session | sa.Connection
 
 
 class Base(DeclarativeBase):
@@ -57,6 +78,126 @@ def is_sqlite(url: str) -> bool:
 
 def is_postgres(url: str) -> bool:
     return make_url(url).get_backend_name() == "postgresql"
+
+
+def sqlite_file_path(url: str) -> str | None:
+    """The file a SQLite URL names, as written; None for another database, an in-memory one
+    or a malformed URL."""
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError):
+        return None
+    path = parsed.database
+    if parsed.get_backend_name() != "sqlite" or not path or path == ":memory:":
+        return None
+    return path
+
+
+# --- schema: what the tables' declarations need of the dialect ------------------------------
+
+
+def without_insertion_order() -> dict[str, Any]:
+    """Table options (the dict of ``__table_args__``) for a table whose rows must not keep
+    the order they were stored in (P4): SQLite keeps it WITHOUT ROWID, in key order;
+    PostgreSQL tables have no insert-ordered column."""
+    return {"sqlite_with_rowid": False}
+
+
+def partial_index(name: str, *columns: str, where: str, unique: bool = False) -> sa.Index:
+    """An index over the rows where the SQL condition ``where`` holds, on either database."""
+    condition = sa.text(where)
+    return sa.Index(
+        name, *columns, unique=unique, sqlite_where=condition, postgresql_where=condition
+    )
+
+
+# --- statements and locks inside a transaction ----------------------------------------------
+
+
+def _dialect_name(executor: Executor) -> str:
+    bind = executor.get_bind() if isinstance(executor, Session) else executor
+    return bind.dialect.name
+
+
+def with_row_lock(statement: _SelectT, *, shared: bool = False) -> _SelectT:
+    """``statement`` with the rows it selects locked until the transaction ends.
+
+    PostgreSQL: ``FOR UPDATE``, or ``FOR SHARE`` when ``shared`` (many may share, none may
+    update). SQLite has no row locks and leaves the clause out: a writing transaction holds the
+    whole database from its ``BEGIN IMMEDIATE`` (``Database.session(write=True)``).
+    """
+    return statement.with_for_update(read=shared)
+
+
+def limit_lock_wait(executor: Executor, seconds: int) -> None:
+    """Let the rest of this transaction wait at most ``seconds`` for a lock, then fail with
+    ``DatabaseBusy`` (at the transaction's edge) instead of waiting on.
+
+    PostgreSQL: ``SET LOCAL lock_timeout``. SQLite: every connection's busy timeout (10 s)
+    already bounds the wait for its one lock.
+    """
+    if _dialect_name(executor) == "postgresql":
+        executor.execute(sa.text(f"SET LOCAL lock_timeout = '{int(seconds)}s'"))
+
+
+def transaction_lock(executor: Executor, key: int) -> None:
+    """Take the lock ``key`` until the transaction ends: other transactions taking it wait.
+
+    PostgreSQL: a transaction-scoped advisory lock (taken again in the same transaction, it is
+    simply held). SQLite has nothing to take: its writing transactions run one at a time
+    already, so the caller must be one (``write=True``).
+    """
+    if _dialect_name(executor) == "postgresql":
+        executor.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
+
+
+_INSERTS: dict[str, Callable[[sa.Table], postgresql.Insert | sqlite.Insert]] = {
+    "postgresql": postgresql.insert,
+    "sqlite": sqlite.insert,
+}
+
+
+def insert_ignoring_duplicates(
+    executor: Executor,
+    table: sa.Table | type[Base],
+    values: Mapping[str, Any],
+    *,
+    keys: Sequence[str],
+) -> bool:
+    """INSERT ``values`` unless ``table`` has a row with the same ``keys`` (a unique index);
+    True when the row went in. ``ON CONFLICT DO NOTHING``: no error, so the transaction goes on.
+    """
+    target = table if isinstance(table, sa.Table) else cast(sa.Table, table.__table__)
+    statement = (
+        _INSERTS[_dialect_name(executor)](target)
+        .values(**values)
+        .on_conflict_do_nothing(index_elements=keys)
+        .returning(target.c[keys[0]])
+    )
+    # RETURNING yields a row only when one was inserted (rowcount is not reliable here).
+    return executor.execute(statement).first() is not None
+
+
+def retrying_unique_races(
+    executor: Executor, attempt: Callable[[], _T], *, attempts: int
+) -> _T | None:
+    """``attempt()``, run again while a concurrent transaction takes a unique key that it
+    meant to take; None when it lost ``attempts`` such races in a row.
+
+    PostgreSQL: each try runs in a savepoint, so a lost race (an ``IntegrityError``) undoes that
+    try alone and the next one sees the winner's row. SQLite runs one writing transaction at a
+    time: no other writes between a try's reads and its insert, so ``attempt`` runs once,
+    outside any savepoint. Either way the caller must be a writing transaction.
+    """
+    if _dialect_name(executor) != "postgresql":
+        return attempt()
+    for _try in range(attempts):
+        try:
+            with executor.begin_nested():
+                return attempt()
+        except IntegrityError:
+            continue
+    return None
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -178,7 +319,7 @@ class SqliteWriterQueue:
     def turn(self, *, timeout_s: float = WRITER_QUEUE_TIMEOUT_S) -> Iterator[None]:
         deadline = time.monotonic() + timeout_s
         if not self._threads.acquire(timeout=timeout_s):
-            raise DatabaseUnavailable("the database is busy; try again")
+            raise DatabaseBusy("the database is busy; try again")
         try:
             fd = self._lock_file()
             if fd is not None:
@@ -209,7 +350,7 @@ class SqliteWriterQueue:
                 return
             except BlockingIOError:
                 if time.monotonic() >= deadline:
-                    raise DatabaseUnavailable("the database is busy; try again") from None
+                    raise DatabaseBusy("the database is busy; try again") from None
                 time.sleep(delay)
                 delay = min(delay * 2, 0.002)
 
@@ -226,12 +367,10 @@ class Database:
         self.url = url
         self.engine = make_engine(url)
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
-        is_sqlite = self.engine.dialect.name == "sqlite"
-        path = self.engine.url.database
+        path = sqlite_file_path(url)
         # The SQLite database's file, beside which its lock files live (None: not a SQLite file).
-        self._sqlite_file = (
-            str(Path(path).resolve()) if is_sqlite and path and path != ":memory:" else None
-        )
+        self._sqlite_file = str(Path(path).resolve()) if path is not None else None
+        is_sqlite = self.engine.dialect.name == "sqlite"
         self._sqlite_writer = SqliteWriterQueue(self._sqlite_file) if is_sqlite else None
 
     @contextlib.contextmanager
@@ -257,16 +396,17 @@ class Database:
             os.close(fd)  # lets go of the lock
 
     @contextlib.contextmanager
-    def try_lock(self, name: str, *, sqlite_name: str | None = None) -> Iterator[bool]:
+    def try_lock(self, name: str, *, group: str | None = None) -> Iterator[bool]:
         """Yields whether this caller alone holds the lock ``name`` across processes and hosts.
 
         PostgreSQL: a session advisory lock on a dedicated connection, held across any number
         of short transactions and let go by the server when a killed holder's connection drops.
-        SQLite: ``sidecar_lock(sqlite_name or name)``, which a killed holder's process lets go of.
+        SQLite: ``sidecar_lock(group or name)``, which a killed holder's process lets go of: the
+        locks of one ``group`` exclude one another there, as its writers take turns anyway.
         Never waits: a caller that does not get it knows someone else is doing the work.
         """
         if not self.is_postgres:
-            with self.sidecar_lock(sqlite_name or name) as acquired:
+            with self.sidecar_lock(group or name) as acquired:
                 yield acquired
             return
         number = advisory_lock_number(name)
@@ -293,6 +433,12 @@ class Database:
     @property
     def is_postgres(self) -> bool:
         return self.engine.dialect.name == "postgresql"
+
+    @property
+    def locks_each_name(self) -> bool:
+        """Whether ``try_lock`` locks each name apart (PostgreSQL); False: a name's lock is its
+        group's, for every name of the group (SQLite)."""
+        return self.is_postgres
 
     @contextlib.contextmanager
     def session(self, *, write: bool = False) -> Iterator[Session]:
@@ -372,6 +518,52 @@ class Database:
                 found.append(table)
         return found
 
+    def column_types(self, tables: Sequence[str]) -> dict[str, list[tuple[str, str]]]:
+        """Column names and declared types of those of ``tables`` that exist, as the database
+        reports them (SQLite's ``table_info``, PostgreSQL's catalog), not as the models say: a
+        column added by hand is there too."""
+        result: dict[str, list[tuple[str, str]]] = {}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # unfamiliar reflected types must not stop an audit
+            inspector = sa.inspect(self.engine)
+            present = set(inspector.get_table_names())
+            for table in (t for t in tables if t in present):
+                if self.engine.dialect.name == "sqlite":
+                    quoted = self.engine.dialect.identifier_preparer.quote(table)
+                    with self.engine.connect() as connection:
+                        rows = connection.exec_driver_sql(f"PRAGMA table_info({quoted})").all()
+                    result[table] = [(str(row[1]), str(row[2])) for row in rows]
+                else:
+                    result[table] = [
+                        (column["name"], self._type_name(column["type"]))
+                        for column in inspector.get_columns(table)
+                    ]
+        return result
+
+    def _type_name(self, type_: Any) -> str:
+        try:
+            return str(type_.compile(dialect=self.engine.dialect))
+        except Exception:  # a type the dialect cannot render still has a class name
+            return type(type_).__name__
+
+    def ids_in_insertion_order(self, table: str) -> list[str] | None:
+        """The ``id`` values of ``table`` in the physical order of its rows (SQLite's rowid,
+        PostgreSQL's ctid), which is insertion order; None where the database keeps none (a
+        SQLite table WITHOUT ROWID) or shows none."""
+        order = {"sqlite": "rowid", "postgresql": "ctid"}.get(self.engine.dialect.name)
+        if order is None:
+            return None
+        quoted = self.engine.dialect.identifier_preparer.quote(table)
+        with self.engine.connect() as connection:
+            try:
+                rows = connection.exec_driver_sql(
+                    f"SELECT id FROM {quoted} ORDER BY {order}"  # noqa: S608
+                ).all()
+            except OperationalError:
+                # A SQLite table WITHOUT ROWID keeps rows in key order only: nothing to read.
+                return None
+        return [str(row[0]) for row in rows]
+
     def purge_residue(self, tables: Sequence[str]) -> bool:
         """Remove what deleted rows of ``tables`` leave in the database's files (P3, P4).
 
@@ -437,23 +629,18 @@ def advisory_lock_number(name: str) -> int:
 
 
 @contextlib.contextmanager
-def translate_db_errors() -> Iterator[None]:
-    """Turn lost connections and unreachable servers into a 503 ``database_unavailable``."""
+def translate_db_errors(*, for_a_request: bool = True) -> Iterator[None]:
+    """Turn a database error into the ChorusError ``core.db_errors`` names for it: 503
+    ``database_unavailable`` (``DatabaseBusy`` for a lock or a deadlock), 507 ``storage_full``,
+    409 ``conflict``, 422 ``unstorable_input``. A fault of the service's own (a bug, a corrupt
+    file) goes on as it is; so does what would blame a request, outside one (a migration)."""
     try:
         yield
-    except DBAPIError as exc:
-        if exc.connection_invalidated or _is_connectivity_error(exc):
-            raise DatabaseUnavailable() from exc
-        raise
-
-
-def _is_connectivity_error(exc: DBAPIError) -> bool:
-    orig = exc.orig
-    name = type(orig).__name__ if orig is not None else ""
-    if name in {"OperationalError", "InterfaceError", "AdminShutdown", "ConnectionTimeout"}:
-        message = str(orig).lower()
-        return "locked" not in message or "database is locked" in message
-    return False
+    except (DBAPIError, PoolTimeout) as exc:
+        error = database_error(exc)
+        if error is None or (error.status < 500 and not for_a_request):
+            raise
+        raise error from exc
 
 
 def alembic_config(url: str) -> Config:
@@ -478,12 +665,13 @@ def upgrade(url: str, revision: str = "heads") -> None:
     """Apply every migration up to ``revision`` (all heads by default)."""
     engine = make_engine(url)
     try:
-        with _naming_the_server(url), translate_db_errors(), engine.begin() as connection:
-            if connection.dialect.name == "postgresql":
-                # Replicas starting together take turns; the later ones find the schema current.
-                connection.execute(
-                    sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK}
-                )
+        with (
+            _naming_the_server(url),
+            translate_db_errors(for_a_request=False),
+            engine.begin() as connection,
+        ):
+            # Replicas starting together take turns; the later ones find the schema current.
+            transaction_lock(connection, _MIGRATION_LOCK)
             config = alembic_config(url)
             config.attributes["connection"] = connection
             command.upgrade(config, revision)

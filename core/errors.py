@@ -35,15 +35,21 @@ with names what failed inside (a host, a port, a bucket, a path) and goes to the
     ├── PresignedUrlUnsupported      501 presigned_unsupported
     ├── StorageFull                  507 storage_full (Retry-After)
     ├── SealBroken                   500 seal_broken
-    └── Unavailable                  503 unavailable
-        ├── StorageUnavailable       503 storage_unavailable (Retry-After)
+    └── Unavailable                  503 unavailable (Retry-After, as every 503)
+        ├── StorageUnavailable       503 storage_unavailable (Retry-After: 30 s)
         ├── DatabaseUnavailable      503 database_unavailable
+        │   └── DatabaseBusy         503 database_unavailable (a lock, a deadlock: a moment)
         └── DecoderUnavailable       503 decoder_unavailable
+
+Database errors become these through one table, ``core.db_errors``.
 """
 
 from __future__ import annotations
 
 from typing import Any, ClassVar
+
+# Seconds a client should wait before retrying a 503: every 503 says so (RFC 9110 §10.2.3).
+RETRY_AFTER_S = 5
 
 
 class ChorusError(Exception):
@@ -260,6 +266,7 @@ class Unavailable(ChorusError):
     code = "unavailable"
     title = "Service temporarily unavailable"
     public_detail = "The service cannot handle this request right now; retry after Retry-After."
+    retry_after_s = RETRY_AFTER_S
 
 
 class StorageUnavailable(Unavailable):
@@ -273,6 +280,12 @@ class DatabaseUnavailable(Unavailable):
     code = "database_unavailable"
     title = "Database temporarily unavailable"
     public_detail = "The service's database does not answer; retry after Retry-After."
+
+
+class DatabaseBusy(DatabaseUnavailable):
+    """Another transaction held what this one needed (a lock it waited too long for, a
+    deadlock, a serialization failure, every pooled connection): this one was rolled back and
+    may succeed at once when run again. Clients see its parent's ``database_unavailable``."""
 
 
 class DecoderUnavailable(Unavailable):

@@ -9,11 +9,14 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import DataError, DBAPIError
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
+from core.db_errors import database_error
 from core.errors import (
+    RETRY_AFTER_S,
     AuthError,
     ChorusError,
     ClientClosedRequest,
@@ -52,8 +55,6 @@ PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
         ("5XX", "the service or a dependency failed (RFC 9457 problem document)"),
     )
 }
-# Seconds a client should wait before retrying a 503: every 503 says so (RFC 9110 §10.2.3).
-RETRY_AFTER_S = 5
 # What a route's security scheme (by OpenAPI name) adds to the problems it may answer.
 SCHEME_PROBLEMS: dict[str, tuple[type[ChorusError], ...]] = {
     "RoleKey": (AuthError, Forbidden),
@@ -153,16 +154,13 @@ async def _client_disconnect(request: Request, exc: Exception) -> JSONResponse:
 
 
 async def _database_error(request: Request, exc: Exception) -> JSONResponse:
+    """A database error that no transaction's edge translated (``core.db_errors``'s table);
+    the message may quote a stored value: only the type is logged, nothing of it is sent."""
     _logger.warning("database error", extra={"error": type(exc).__name__})
-    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
-        return await _chorus_error(request, DatabaseUnavailable())
-    if isinstance(exc, DataError):
-        # A value the database refused (NUL, out of range, too long) that no model caught:
-        # the request's fault, not the service's. The message may quote it: not sent.
-        return await _chorus_error(
-            request, UnstorableInput("a value in the request cannot be stored")
-        )
-    return await _unexpected_error(request, exc)
+    error = database_error(exc)
+    if error is None:
+        return await _unexpected_error(request, exc)
+    return await _chorus_error(request, error)
 
 
 async def _unexpected_error(_request: Request, exc: Exception) -> JSONResponse:
@@ -272,5 +270,6 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(DBAPIError, _database_error)
+    app.add_exception_handler(PoolTimeout, _database_error)
     app.add_exception_handler(ClientDisconnect, _client_disconnect)
     app.add_exception_handler(Exception, _unexpected_error)

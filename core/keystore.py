@@ -39,6 +39,7 @@ from urllib.parse import urlsplit
 
 import sqlalchemy as sa
 
+from core.db import sqlite_file_path, translate_db_errors
 from core.errors import ConfigurationError, Unavailable
 
 _RAM_FILE_SYSTEMS = frozenset({"tmpfs", "ramfs"})
@@ -259,9 +260,9 @@ def deployment_id(database_url: str) -> str:
     the migration that made the ``deployment`` table)."""
     engine = sa.create_engine(database_url, poolclass=sa.pool.NullPool)
     try:
-        with engine.connect() as connection:
+        with translate_db_errors(), engine.connect() as connection:
             found = connection.execute(sa.text("SELECT id FROM deployment")).scalars().all()
-    except sa.exc.SQLAlchemyError:
+    except sa.exc.SQLAlchemyError:  # not migrated yet, or another fault of its own
         raise Unavailable("the deployment's id cannot be read from its database") from None
     finally:
         engine.dispose()
@@ -288,13 +289,10 @@ def namespace_for(database_url: str) -> Callable[[], str]:
 
 
 def _absolute(database_url: str) -> str:
-    try:
-        parsed = sa.engine.make_url(database_url)
-    except sa.exc.ArgumentError:
+    path = sqlite_file_path(database_url)
+    if path is None:
         return database_url
-    path = parsed.database
-    if parsed.get_backend_name() != "sqlite" or not path or path == ":memory:":
-        return database_url
+    parsed = sa.engine.make_url(database_url)
     return parsed.set(database=str(Path(path).absolute())).render_as_string(hide_password=False)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column
 
-from core.db import Base
+from core.db import Base, without_insertion_order
 from core.ids import new_id
 
 
@@ -24,6 +24,6 @@ class Deployment(Base):
     so two deployments on one host never share one, whatever their database URLs say."""
 
     __tablename__ = "deployment"
-    __table_args__ = ({"sqlite_with_rowid": False},)
+    __table_args__ = (without_insertion_order(),)
 
     id: Mapped[str] = mapped_column(sa.String(32), primary_key=True, default=new_id)

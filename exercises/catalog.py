@@ -26,7 +26,7 @@ import sqlalchemy as sa
 from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
-from core.db import Database
+from core.db import Database, with_row_lock
 from core.errors import ExerciseNotEligible, InvalidInput
 from exercises.models import ExerciseUsageCreate, ExerciseUsageUpdate
 from exercises.tables import ExerciseUsage
@@ -63,9 +63,7 @@ def update_usage(session: Session, entries: Iterable[ExerciseUsageUpdate]) -> tu
     existing = {
         row.exercise_id: row
         for row in session.execute(
-            sa.select(ExerciseUsage)
-            .where(ExerciseUsage.exercise_id.in_(list(rows)))
-            .with_for_update()
+            with_row_lock(sa.select(ExerciseUsage).where(ExerciseUsage.exercise_id.in_(list(rows))))
         ).scalars()
     }
     added = changed = 0

@@ -10,12 +10,12 @@ from __future__ import annotations
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column
 
-from core.db import Base
+from core.db import Base, without_insertion_order
 
 
 class WithdrawnToken(Base):
     __tablename__ = "withdrawn_tokens"
-    __table_args__ = ({"sqlite_with_rowid": False},)
+    __table_args__ = (without_insertion_order(),)
 
     token_hash: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
     # Seconds since the epoch, at a midnight UTC: the day after the token's expiry.

@@ -17,10 +17,11 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from core.db import transaction_lock
 from policies.tables import AuditEntry, ReleaseCycle
 
 GENESIS_HASH = "0" * 64
-_LOCK_KEY = 0x43484F52  # "CHOR": serializes appends across processes on PostgreSQL
+_LOCK_KEY = 0x43484F52  # "CHOR": serializes appends across processes
 
 
 def canonical_json(body: Mapping[str, Any]) -> str:
@@ -43,11 +44,10 @@ def current_cycle(session: Session | sa.Connection) -> int:
 def lock_chain(session: Session) -> None:
     """Take the chain's append lock until the transaction ends.
 
-    On PostgreSQL a transaction-scoped advisory lock makes concurrent appenders take turns (it
-    may be taken again in the same transaction); SQLite serializes writers itself.
+    Concurrent appenders take turns (``core.db.transaction_lock``); it may be taken again in
+    the same transaction.
     """
-    if session.get_bind().dialect.name == "postgresql":
-        session.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _LOCK_KEY})
+    transaction_lock(session, _LOCK_KEY)
 
 
 def append(session: Session, *, kind: str, body: Mapping[str, Any]) -> AuditEntry:

@@ -11,6 +11,7 @@ import os
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
@@ -71,12 +72,12 @@ def _scan_database(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         tables = sorted(sa.inspect(engine).get_table_names())
-    quote = engine.dialect.identifier_preparer.quote
     with engine.connect() as connection:
         for table in tables:
-            result = connection.execution_options(stream_results=True).exec_driver_sql(
-                f"SELECT * FROM {quote(table)}"  # noqa: S608
+            every_column: sa.Select[Any] = sa.select(sa.literal_column("*")).select_from(
+                sa.table(table)
             )
+            result = connection.execution_options(stream_results=True).execute(every_column)
             columns = list(result.keys())
             reported: set[tuple[str, int]] = set()
             for row in result:

@@ -12,10 +12,10 @@ import logging
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
 from core.db import Database
+from core.errors import Conflict, DatabaseBusy
 from policies.audit import ChainStatus, append, lock_chain, verify_chain
 from policies.policy import Policy
 from policies.tables import AuditEntry
@@ -67,7 +67,7 @@ def record_policy_load(database: Database, policy: Policy, *, attempts: int = 3)
         try:
             with database.session(write=True) as session:
                 appended = record_policy_load_in(session, policy) is not None
-        except (IntegrityError, OperationalError):
+        except (Conflict, DatabaseBusy):  # lost the race for a sequence number, or a lock
             if attempt == attempts:
                 raise
             continue

@@ -27,10 +27,9 @@ from typing import Any, Protocol
 
 import sqlalchemy as sa
 from pydantic import BaseModel
-from sqlalchemy.exc import IntegrityError
 
 from core.db import Database
-from core.errors import NotFound
+from core.errors import Conflict, NotFound
 from core.ids import new_id
 from core.storage import BlobStore
 from reports_ml.scoring import HEURISTIC, ModelScorer, ReportScorer, Scorer
@@ -128,7 +127,7 @@ class ModelRegistry:
                     )
                     session.add(row)
                 return _info(row)
-            except IntegrityError:  # another replica took the number first
+            except Conflict:  # another replica took the number first
                 continue
         raise RuntimeError("could not claim a model version number")
 

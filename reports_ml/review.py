@@ -17,13 +17,11 @@ from collections.abc import Sequence
 from typing import Any, cast
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import insert as postgresql_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.orm import Session
 
-from core.db import Base
-from core.errors import AlreadyDecided, ConfigurationError, InvalidInput, NotFound
+from core.db import insert_ignoring_duplicates
+from core.errors import AlreadyDecided, InvalidInput, NotFound
 from core.ids import new_id
 from reports_ml.diff import nearest_accepted, word_diff
 from reports_ml.review_models import (
@@ -197,7 +195,7 @@ def _find_or_open(session: Session, *, report: ReportCreate, key: str) -> tuple[
     all but one join the report instead of failing.
     """
     report_id = new_id()
-    created = _insert_if_new(
+    created = insert_ignoring_duplicates(
         session,
         Report,
         {
@@ -210,7 +208,7 @@ def _find_or_open(session: Session, *, report: ReportCreate, key: str) -> tuple[
             "score": 0.0,
             "scored_by": "pending",
         },
-        ["course", "prompt_id", "normalized_sha256"],
+        keys=["course", "prompt_id", "normalized_sha256"],
     )
     row = session.scalars(
         sa.select(Report)
@@ -228,39 +226,12 @@ def _find_or_open(session: Session, *, report: ReportCreate, key: str) -> tuple[
 
 def _add_reporter(session: Session, report_id: str, reporter_id: str) -> bool:
     """True when this reporter had not sent this answer before."""
-    return _insert_if_new(
+    return insert_ignoring_duplicates(
         session,
         ReportReporter,
         {"report_id": report_id, "reporter_id": reporter_id},
-        ["report_id", "reporter_id"],
+        keys=["report_id", "reporter_id"],
     )
-
-
-def _insert_if_new(
-    session: Session, table: type[Base], values: dict[str, Any], keys: list[str]
-) -> bool:
-    """INSERT unless a row with the same ``keys`` exists; True when a row was inserted."""
-    dialect = session.get_bind().dialect.name
-    target = cast(sa.Table, table.__table__)
-    columns = target.c
-    if dialect == "sqlite":
-        statement: sa.Executable = (
-            sqlite_insert(target)
-            .values(**values)
-            .on_conflict_do_nothing(index_elements=keys)
-            .returning(columns[keys[0]])
-        )
-    elif dialect == "postgresql":
-        statement = (
-            postgresql_insert(target)
-            .values(**values)
-            .on_conflict_do_nothing(index_elements=keys)
-            .returning(columns[keys[0]])
-        )
-    else:
-        raise ConfigurationError(f"unsupported database {dialect!r}")
-    # RETURNING yields a row only when one was inserted (rowcount is not reliable here).
-    return session.execute(statement).first() is not None
 
 
 def _is_accepted(session: Session, course: str, prompt_id: str, key: str) -> bool:

@@ -113,7 +113,7 @@ def test_every_error_class_has_a_unique_code_per_status() -> None:
         if (
             isinstance(cls, type)
             and issubclass(cls, errors.ChorusError)
-            and cls.__name__ not in {"BlobNotFound"}
+            and cls.__name__ not in {"BlobNotFound", "DatabaseBusy"}  # refinements, for us
         ):
             key = (cls.status, cls.code)
             assert key not in seen, f"{name} repeats the code of {seen.get(key)}"
