@@ -4,12 +4,14 @@ A clip for an exercise unknown to the catalog, or used by fewer than ``min_exerc
 learners in the recent window, is refused before its audio is read.
 
 The upload route answers that early question from ``EligibilityCache``, an in-memory copy of the
-catalog, so an upload does not pay a database round trip before its audio is read. The cache can
-only speed up an acceptance, never decide one: a refusal is re-read from the database before it
-is given, and an accepted clip's exercise is checked again from the database inside the
-transaction that writes its row (``ingest.service.store_clip``). A catalog change therefore
-takes effect at once for refusals on every replica; the copy itself is replaced after
-``ttl_s`` seconds, and at once in the process that served ``PUT /v1/exercises/usage``.
+rows of the exercises recently uploaded to, so most uploads do not pay a database round trip
+before their audio is read. The cache can only speed up an acceptance, never decide one: a
+refusal is re-read from the database before it is given, and an accepted clip's exercise is
+checked again from the database inside the transaction that writes its row
+(``ingest.service.store_clip``). A catalog change therefore
+takes effect at once for refusals on every replica; an entry of the copy is read again after
+``ttl_s`` seconds, and the copy is emptied at once in the process that served
+``PUT /v1/exercises/usage``.
 """
 
 from __future__ import annotations
@@ -115,49 +117,62 @@ def require_eligible(
 
 
 class EligibilityCache:
-    """An in-memory copy of the usage catalog (exercise id → learners), replaced every ``ttl_s``.
+    """Learner counts of the exercises uploads recently named, each kept for ``ttl_s`` seconds.
 
-    Safe across threads. ``is_eligible`` is answered from memory while the copy is fresh; the
-    caller re-checks a refusal with ``require_eligible`` against the database (see the module
-    docstring), so a stale copy can delay an answer, never change it.
+    Safe across threads. A miss reads that one exercise's row (an indexed lookup), never the
+    whole catalog: a catalog of any size costs an upload one small query per exercise and
+    ``ttl_s``, and the copy holds at most ``max_entries`` exercises (the oldest read goes
+    first). ``is_eligible`` is answered from memory while an entry is fresh; the caller
+    re-checks a refusal with ``require_eligible`` against the database (see the module
+    docstring), so a stale entry can delay an answer, never change it.
     """
 
-    def __init__(self, database: Database, *, ttl_s: float = 10.0) -> None:
+    def __init__(
+        self, database: Database, *, ttl_s: float = 10.0, max_entries: int = 65_536
+    ) -> None:
         self._database = database
         self.ttl_s = ttl_s
+        self.max_entries = max_entries
         self._lock = threading.Lock()
-        self._learners: dict[str, int] | None = None
-        self._loaded_at = 0.0
+        # exercise id → (learners, or None when the catalog does not know it; when read).
+        self._entries: dict[str, tuple[int | None, float]] = {}
+
+    def __len__(self) -> int:
+        return len(self._entries)
 
     def invalidate(self) -> None:
         with self._lock:
-            self._learners = None
+            self._entries.clear()
 
     def cached(self, exercise_id: str, *, min_learners: int) -> bool | None:
-        """True/False from a fresh copy, None when the copy must be (re)loaded first."""
-        learners = self._learners
-        if learners is None or time.monotonic() - self._loaded_at > self.ttl_s:
+        """True/False from a fresh entry, None when the exercise must be read first."""
+        entry = self._entries.get(exercise_id)
+        if entry is None or time.monotonic() - entry[1] > self.ttl_s:
             return None
-        count = learners.get(exercise_id)
-        return count is not None and count >= min_learners
+        learners = entry[0]
+        return learners is not None and learners >= min_learners
 
     def is_eligible(self, exercise_id: str, *, min_learners: int) -> bool:
         """Blocking (may read the catalog): call it from a worker thread."""
         answer = self.cached(exercise_id, min_learners=min_learners)
         if answer is None:
-            self.reload()
-            answer = self.cached(exercise_id, min_learners=min_learners)
-        return bool(answer)
+            learners = self._read(exercise_id)
+            answer = learners is not None and learners >= min_learners
+        return answer
 
-    def reload(self) -> None:
+    def _read(self, exercise_id: str) -> int | None:
+        read_at = time.monotonic()
+        with self._database.connection() as connection:
+            learners: int | None = connection.execute(
+                _LEARNERS, {"exercise_id": exercise_id}
+            ).scalar_one_or_none()
         with self._lock:
-            started = time.monotonic()
-            with self._database.session() as session:
-                rows = session.execute(
-                    sa.select(ExerciseUsage.exercise_id, ExerciseUsage.learners)
-                ).all()
-            self._learners = {exercise_id: learners for exercise_id, learners in rows}
-            self._loaded_at = started
+            # Re-inserted, so the dict's order is the order of reads: the oldest goes first.
+            self._entries.pop(exercise_id, None)
+            self._entries[exercise_id] = (learners, read_at)
+            while len(self._entries) > self.max_entries:
+                del self._entries[next(iter(self._entries))]
+        return learners
 
 
 _CACHES: weakref.WeakKeyDictionary[Database, EligibilityCache] = weakref.WeakKeyDictionary()
