@@ -43,7 +43,7 @@ from aggregate.buckets import (
     request_digest,
 )
 from aggregate.tables import PendingClip
-from core.db import Database
+from core.db import Database, advisory_lock_number, transaction_lock
 from core.errors import (
     ChorusError,
     ContributionLimit,
@@ -340,7 +340,13 @@ def _require_new_recording(
     ).first()
     if same is not None:
         raise DuplicateRecording("this recording is already waiting in the exercise's batch")
-    if facts.fingerprint and is_duplicate(facts.fingerprint, _PRINTS.prints(connection, sealer)):
+    if not facts.fingerprint:
+        return
+    # No unique index can compare robust prints: uploads to one bucket check and insert one
+    # at a time (until commit), so two copies sent at once cannot both find the bucket without
+    # the other. PostgreSQL: a lock of the bucket's own; SQLite's writers take turns anyway.
+    transaction_lock(connection, advisory_lock_number(f"recording-prints:{sealer.bucket_id}"))
+    if is_duplicate(facts.fingerprint, _PRINTS.prints(connection, sealer)):
         raise DuplicateRecording(
             "a recording that sounds the same is already waiting in the exercise's batch"
         )
