@@ -74,16 +74,31 @@ def test_a_release_speaks_in_one_drawn_voice(
     originals, released, manifest = _release(database, store, voiced, fsdd_dir, digit)
     assert len(released) == len(originals)
     assert not {clip.data for clip in originals} & set(released)
-    assert sorted(len(decode_mono(data)[0]) for data in released) == sorted(
-        len(decode_mono(clip.data)[0]) for clip in originals
-    )
+    # Every clip is retimed to one duration, within the uploads' range, and the manifest
+    # and its statistics describe the released audio, not the uploads.
+    lengths = {len(decode_mono(data)[0]) for data in released}
+    assert len(lengths) == 1
+    duration = lengths.pop() / RATE
+    uploads = [clip.duration_s for clip in originals]
+    assert min(uploads) <= duration <= max(uploads)
+    assert len(set(uploads)) > 1
+    entries, statistics = manifest["clips"], manifest["statistics"]
+    assert isinstance(entries, list)
+    assert isinstance(statistics, dict)
+    assert [entry["duration_s"] for entry in entries] == [duration] * len(originals)
+    released_durations = statistics["duration_s"]
+    assert released_durations["min"] == released_durations["max"] == pytest.approx(duration)
     # The five speakers' pitches spread widely before; the release's clips share one.
     before = np.log2([_median_f0(clip.data) for clip in originals])
     after = np.log2([_median_f0(data) for data in released])
     assert np.ptp(after) < 0.15
     assert np.ptp(after) < np.ptp(before) / 2
     # Nothing about the drawn voice reaches the manifest.
-    assert manifest["voice_anonymization"] == {"method": "pseudo_voice"}
+    assert manifest["voice_anonymization"] == {
+        "method": "pseudo_voice",
+        "timing": "anchored",
+        "averaging_share": voiced.voice_pseudo_averaging,
+    }
     from aggregate.release_checks import check_released_media
 
     findings = list(
