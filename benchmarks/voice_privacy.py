@@ -18,13 +18,15 @@ speaker-identification accuracy). Conditions:
   embeddings) on anonymized enrollment clips, then scores anonymized trials.
 
 Releases: enrollment and trial clips are each grouped into releases of k (``--k``, default 5
-and 20; ``compose_releases``): a release is one digit from k different speakers where FSDD's
-six allow, so k = 20 holds each speaker three or four times. Each release gets the anonymizer a
-release builds (``VoiceAnonymizer.for_release``: the ``pseudo_voice`` target is drawn per
-release; ``mcadams`` and ``world`` draw per clip anyway). Linking within releases: an attacker
-holding two consecutive releases links each clip of the first to its most similar clip of the
-second (cosine of encoder embeddings, or of the trained attacker's speaker posteriors); the
-share of links that find the same speaker is set against chance.
+and 20; ``compose_releases``): a release is one digit (one exercise, as a bucket is) from k
+different speakers where FSDD's six allow, so k = 20 holds each speaker three or four times;
+``--mixed-words`` mixes digits instead. Each release gets the anonymizer a release builds
+(``VoiceAnonymizer.for_release``: the ``pseudo_voice`` target is drawn per release, and a
+retiming one takes the release's median duration and, if it averages, the mean of its clips'
+mapped envelopes; ``mcadams`` and ``world`` draw per clip anyway). Linking within releases: an
+attacker holding two consecutive releases links each clip of the first to its most similar
+clip of the second (cosine of encoder embeddings, or of the trained attacker's speaker
+posteriors); the share of links that find the same speaker is set against chance.
 
 Utility: PocketSphinx (en-US model in its wheel) with a grammar of the ten digits; word
 accuracy on the trial clips, original and anonymized, in the same run.
@@ -32,11 +34,13 @@ accuracy on the trial clips, original and anonymized, in the same run.
 Speed: clips per second per core of ``released_audio`` (FLAC in and out), the transforms taking
 turns round by round in one process, ``world ×1`` (the per-clip transform) always among them.
 
-The sweep (McAdams ranges, WORLD strengths, pseudo-voice strengths) gives the privacy/utility
-curve (PNG plot).
+The sweep (McAdams ranges, WORLD strengths, pseudo-voice strengths, and the pseudo-voice with
+timing, intonation, spectral spread or spectral frames taken from the release) gives the
+privacy/utility curve (PNG plot).
 
     .venv/bin/python benchmarks/voice_privacy.py [--clips-per-speaker N] [--k 5 20]
-        [--transforms …] [--jobs 2] [--speed-clips 200] [--out F.md] [--plot F.png]
+        [--transforms …] [--jobs 2] [--speed-clips 200] [--mixed-words] [--speed-only]
+        [--out F.md] [--plot F.png]
 
 ``--quick`` uses 48 clips, two transforms and k = 5 (about a minute). Needs the ``voice`` extra.
 """
@@ -134,6 +138,12 @@ SWEEP: dict[str, VoiceAnonymizer] = {
     ),
     "pseudo-voice + timing + averaging ×0.75": _pseudo_voice(
         1.0, timing="anchored", averaging_share=0.75
+    ),
+    "pseudo-voice + timing + averaging ×0.8": _pseudo_voice(
+        1.0, timing="anchored", averaging_share=0.8
+    ),
+    "pseudo-voice + timing + averaging ×0.85": _pseudo_voice(
+        1.0, timing="anchored", averaging_share=0.85
     ),
     "pseudo-voice + timing + averaging ×0.9": _pseudo_voice(
         1.0, timing="anchored", averaging_share=0.9

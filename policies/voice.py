@@ -3,7 +3,9 @@
 The voice is a biometric: removing names and metadata does not stop a speaker encoder from
 matching a released clip to another recording of the same person. With the policy's
 ``voice_anonymization`` set to ``pseudo_voice``, every clip of a release is mapped onto one
-voice drawn for that release when its anonymizer is built (``policies.pseudo_voice``). With
+voice drawn for that release when its anonymizer is built (``policies.pseudo_voice``); the
+policy's ``voice_pseudo_timing`` and ``voice_pseudo_averaging`` also give them the release's one
+duration and mix the release's mean spectral frames into each (``policies.pseudo_prosody``). With
 ``mcadams``, every released clip is transformed by McAdams-coefficient LPC pole warping (the
 VoicePrivacy Challenge's signal-processing baseline): each 20 ms frame's spectral envelope is
 modelled by linear prediction, the angle φ of every complex pole is moved to φ^α, and the frame

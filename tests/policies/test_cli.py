@@ -69,7 +69,7 @@ def test_every_clip_is_transformed_into_canonical_flac_and_a_seed_reproduces(
 def test_a_policy_without_anonymization_is_refused(tmp_path: Path, fsdd_dir: Path) -> None:
     src = _sources(fsdd_dir, tmp_path / "src")
     result = runner.invoke(
-        app, ["audio", "anonymize", str(src), "--out", str(tmp_path / "o"), "--policy", "demo"]
+        app, ["audio", "anonymize", str(src), "--out", str(tmp_path / "o"), "--policy", "default"]
     )
     assert result.exit_code == 2
     assert "does not anonymize voices" in result.output

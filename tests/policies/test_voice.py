@@ -132,7 +132,7 @@ def test_each_release_draws_afresh_and_a_seed_reproduces() -> None:
 
 def test_none_releases_the_pending_bytes_unchanged() -> None:
     original = flac_of(vowel())
-    voice = VoiceAnonymizer.from_policy(load_policy("demo"))
+    voice = VoiceAnonymizer.from_policy(load_policy("default"))
     assert not voice.enabled
     assert voice.released_audio(original) is original
     assert voice.manifest_entry() == {"method": "none"}

@@ -424,10 +424,19 @@ def test_averaging_gives_a_release_one_set_of_spectral_frames() -> None:
     assert own_between > 3 * own_takes
 
 
-def test_the_default_policy_releases_averaged_retimed_pseudo_voices() -> None:
-    policy = load_policy("default")
+def test_the_best_measured_point_is_an_option_and_not_the_default() -> None:
+    assert not VoiceAnonymizer.from_policy(load_policy("default")).enabled
+    plain = VoiceAnonymizer.from_policy(_pseudo_voice_policy())
+    assert not plain.retimes
+    assert plain.retimed_to(0.7).duration_s is None
+    policy = Policy.model_validate(
+        {
+            **_pseudo_voice_policy().model_dump(),
+            "voice_pseudo_timing": "anchored",
+            "voice_pseudo_averaging": 0.9,
+        }
+    )
     voice = VoiceAnonymizer.from_policy(policy)
-    assert voice.method == "pseudo_voice"
     assert voice.retimes
     assert voice.manifest_entry() == {
         "method": "pseudo_voice",
@@ -436,6 +445,7 @@ def test_the_default_policy_releases_averaged_retimed_pseudo_voices() -> None:
     }
     # The duration is the release's, set once its clips are planned.
     assert voice.duration_s is None
+    assert not voice.averages
     assert voice.retimed_to(0.7).averages
     with pytest.raises(ValueError, match="duration"):
         voice.retimed_to(0.0)
