@@ -77,6 +77,12 @@ class VoiceAnonymizationRead(BaseModel):
     alpha_range: list[float] | None = None
     pitch_octaves_range: list[float] | None = None
     formant_octaves_range: list[float] | None = None
+    timing: str | None = Field(
+        default=None, description="pseudo_voice: how clips were retimed to the release's duration"
+    )
+    averaging_share: float | None = Field(
+        default=None, description="pseudo_voice: share of the release's mean spectral frames"
+    )
 
 
 class ManifestRead(ReleaseSummaryRead):

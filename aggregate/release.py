@@ -63,7 +63,7 @@ import secrets
 import shutil
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, BinaryIO, Literal, TextIO, TypeVar, cast
 
 import sqlalchemy as sa
@@ -91,7 +91,7 @@ from aggregate.dataset import (
 )
 from aggregate.fencing import ClaimLost, fenced, hold_claim, new_claim_token
 from aggregate.pending import open_audio, open_facts, plan_tag
-from aggregate.statistics import BatchStatistics
+from aggregate.statistics import DURATION_EDGES, BatchStatistics, Histogram
 from aggregate.tables import (
     CLOSED_STATES,
     PENDING_STATES,
@@ -109,9 +109,10 @@ from core.keystore import KeyStore
 from core.sealing import Sealer
 from core.storage import BlobStore
 from exercises.tables import ExerciseUsage
+from policies import flac as flac_format
 from policies.audit import append as append_audit
 from policies.policy import Policy
-from policies.voice import VoiceAnonymizer
+from policies.voice import MappedClip, VoiceAnonymizer
 
 RELEASE_PREFIX = "releases/"
 DEFAULT_BATCH = 1000
@@ -381,13 +382,18 @@ def _in_order(
         yield first, future.result()
 
 
-def _plan_batch(session: Session, claim: _Claim, rows: list[Any]) -> set[float]:
+def _plan_batch(
+    session: Session, claim: _Claim, rows: list[Any], *, durations: Histogram
+) -> set[float]:
     """Give every unplanned row a fresh random released id and position (P4): nothing about
     the released clip is derived from the pending row, its id, its tag or any key. The plan
     is sealed on the pending row, so no copy of it links a pending row to a released clip once
-    the key is gone. Returns the bands the rows' clips carry."""
+    the key is gone. Returns the bands the rows' clips carry; adds their upload durations to
+    ``durations``."""
     facts = {row.id: open_facts(claim.sealer, row.id, row.sealed_facts) for row in rows}
     bands = {fact.band_hz for fact in facts.values()}
+    for fact in facts.values():
+        durations.add(fact.duration_s)
     fresh = [row for row in rows if row.plan_tag is None]
     if not fresh:
         return bands
@@ -426,10 +432,12 @@ class _Plan:
     them, and the one band every released clip is limited to (P4: the rate a device recorded
     at must not be readable off a clip's spectrum). None when every recording of the bucket
     carries the same band and the policy sets none: the canonical resampling already gave
-    them all the same cutoff, so the clips are released as they were sanitized."""
+    them all the same cutoff, so the clips are released as they were sanitized. The median
+    upload duration is the one a retiming voice transform releases every clip at."""
 
     contributors: int
     bandwidth_hz: float | None
+    median_duration_s: float | None
 
 
 def _plan_all(
@@ -444,6 +452,7 @@ def _plan_all(
     after = ""
     first = True
     bands: set[float] = set()
+    durations = Histogram(DURATION_EDGES)
     while True:
         with database.session(write=True) as session:
             hold_claim(session, bucket_id=claim.bucket_id, token=claim.token)
@@ -455,13 +464,17 @@ def _plan_all(
                 .order_by(PendingClip.id)
                 .limit(batch_size)
             ).all()
-            bands |= _plan_batch(session, claim, list(rows))
+            bands |= _plan_batch(session, claim, list(rows), durations=durations)
             last = len(rows) < batch_size
             contributors = distinct_contributors(session, claim.bucket_id) if last else 0
         if rows:
             checkpoint("planned")
         if last:
-            return _Plan(contributors, _release_band(bands, claim.policy_bandwidth_hz))
+            return _Plan(
+                contributors,
+                _release_band(bands, claim.policy_bandwidth_hz),
+                durations.quantile(0.5),
+            )
         after = rows[-1].id
         first = False
 
@@ -578,10 +591,44 @@ def _in_release_order(
         last = (rows[-1].position, rows[-1].id)
 
 
+def _release_voice(
+    database: Database,
+    store: BlobStore,
+    claim: _Claim,
+    plan: _Plan,
+    *,
+    batch_size: int,
+    read_workers: int,
+) -> VoiceAnonymizer:
+    """The voice transform the shards are written with: a retiming pseudo-voice releases every
+    clip at the release's median upload duration, and one that averages first reads every
+    pending clip once to take the mean of their mapped envelopes (in the read workers; the
+    mean, like the target, lives only in memory)."""
+    voice = claim.voice.retimed_to(plan.median_duration_s)
+    if not voice.averages:
+        return voice
+
+    def mapped(clip: _ShardClip) -> MappedClip | None:
+        try:
+            sealed = store.get(clip.source_key)
+        except BlobNotFound:
+            return None  # withdrawn meanwhile: the shards leave it out too
+        return voice.mapped_clip(open_audio(claim.sealer, clip.source_key, sealed))
+
+    def every_clip() -> Iterator[MappedClip | None]:
+        with ThreadPoolExecutor(max_workers=read_workers) as pool:
+            for clips in _planned_batches(database, claim, batch_size=batch_size):
+                for _clip, result in _in_order(pool, mapped, clips, ahead=2 * read_workers):
+                    yield result
+
+    return voice.with_release_mean(every_clip())
+
+
 @dataclass(frozen=True)
 class _ReleasedBytes:
     data: bytes
     sha256: str
+    duration_s: float  # of the released audio: a retiming voice transform changes it
 
 
 def _read_released(
@@ -596,7 +643,9 @@ def _read_released(
         return None
     pending = open_audio(claim.sealer, clip.source_key, sealed)
     released = release_clip_bytes(pending, claim.voice, bandwidth_hz=bandwidth_hz)
-    return _ReleasedBytes(released, hashlib.sha256(released).hexdigest())
+    return _ReleasedBytes(
+        released, hashlib.sha256(released).hexdigest(), flac_format.duration_s(released)
+    )
 
 
 def _require_withdrawn(database: Database, missing: list[_ShardClip]) -> None:
@@ -651,10 +700,11 @@ def _write_shard(
                     "shard": index,
                     "member_offset": offset,
                     "member_size": len(released.data),
+                    "duration_s": released.duration_s,
                 }
             )
             stats.add(
-                duration_s=clip.duration_s,
+                duration_s=released.duration_s,
                 sample_rate=clip.sample_rate,
                 loudness_dbfs=clip.loudness_dbfs,
             )
@@ -676,6 +726,7 @@ def _write_shard(
                 shard=sa.bindparam("shard"),
                 member_offset=sa.bindparam("member_offset"),
                 member_size=sa.bindparam("member_size"),
+                duration_s=sa.bindparam("duration_s"),
             ),
             recorded,
         )
@@ -1079,10 +1130,13 @@ def _release_claimed(
 ) -> ReleaseOutcome | None:
     for attempt in range(3):
         plan = _plan_all(database, claim, batch_size=batch_size, checkpoint=checkpoint)
+        voice = _release_voice(
+            database, store, claim, plan, batch_size=batch_size, read_workers=read_workers
+        )
         stats, shards = _write_shards(
             database,
             store,
-            claim,
+            replace(claim, voice=voice),
             batch_size=batch_size,
             checkpoint=checkpoint,
             first_plan=claim.new_release and attempt == 0,

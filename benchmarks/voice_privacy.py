@@ -18,13 +18,15 @@ speaker-identification accuracy). Conditions:
   embeddings) on anonymized enrollment clips, then scores anonymized trials.
 
 Releases: enrollment and trial clips are each grouped into releases of k (``--k``, default 5
-and 20; ``compose_releases``): a release is one digit from k different speakers where FSDD's
-six allow, so k = 20 holds each speaker three or four times. Each release gets the anonymizer a
-release builds (``VoiceAnonymizer.for_release``: the ``pseudo_voice`` target is drawn per
-release; ``mcadams`` and ``world`` draw per clip anyway). Linking within releases: an attacker
-holding two consecutive releases links each clip of the first to its most similar clip of the
-second (cosine of encoder embeddings, or of the trained attacker's speaker posteriors); the
-share of links that find the same speaker is set against chance.
+and 20; ``compose_releases``): a release is one digit (one exercise, as a bucket is) from k
+different speakers where FSDD's six allow, so k = 20 holds each speaker three or four times;
+``--mixed-words`` mixes digits instead. Each release gets the anonymizer a release builds
+(``VoiceAnonymizer.for_release``: the ``pseudo_voice`` target is drawn per release, and a
+retiming one takes the release's median duration and, if it averages, the mean of its clips'
+mapped envelopes; ``mcadams`` and ``world`` draw per clip anyway). Linking within releases: an
+attacker holding two consecutive releases links each clip of the first to its most similar
+clip of the second (cosine of encoder embeddings, or of the trained attacker's speaker
+posteriors); the share of links that find the same speaker is set against chance.
 
 Utility: PocketSphinx (en-US model in its wheel) with a grammar of the ten digits; word
 accuracy on the trial clips, original and anonymized, in the same run.
@@ -32,11 +34,13 @@ accuracy on the trial clips, original and anonymized, in the same run.
 Speed: clips per second per core of ``released_audio`` (FLAC in and out), the transforms taking
 turns round by round in one process, ``world ×1`` (the per-clip transform) always among them.
 
-The sweep (McAdams ranges, WORLD strengths, pseudo-voice strengths) gives the privacy/utility
-curve (PNG plot).
+The sweep (McAdams ranges, WORLD strengths, pseudo-voice strengths, and the pseudo-voice with
+timing, intonation, spectral spread or spectral frames taken from the release) gives the
+privacy/utility curve (PNG plot).
 
     .venv/bin/python benchmarks/voice_privacy.py [--clips-per-speaker N] [--k 5 20]
-        [--transforms …] [--jobs 2] [--speed-clips 200] [--out F.md] [--plot F.png]
+        [--transforms …] [--jobs 2] [--speed-clips 200] [--mixed-words] [--speed-only]
+        [--out F.md] [--plot F.png]
 
 ``--quick`` uses 48 clips, two transforms and k = 5 (about a minute). Needs the ``voice`` extra.
 """
@@ -65,6 +69,7 @@ if str(REPO_ROOT) not in sys.path:
 
 from core.sample_data import find_sample_data  # noqa: E402
 from policies import flac  # noqa: E402
+from policies.pseudo_voice import Timing  # noqa: E402
 from policies.voice import VoiceAnonymizer, decode_mono  # noqa: E402
 
 SAMPLE_RATE = 16000
@@ -83,9 +88,23 @@ def _world(scale: float) -> VoiceAnonymizer:
     )
 
 
-def _pseudo_voice(strength: float, vocal_tract_share: float = 0.0) -> VoiceAnonymizer:
+def _pseudo_voice(
+    strength: float,
+    vocal_tract_share: float = 0.0,
+    *,
+    timing: Timing | None = None,
+    intonation_share: float = 0.0,
+    spread_share: float = 0.0,
+    averaging_share: float = 0.0,
+) -> VoiceAnonymizer:
     return VoiceAnonymizer(
-        method="pseudo_voice", strength=strength, vocal_tract_share=vocal_tract_share
+        method="pseudo_voice",
+        strength=strength,
+        vocal_tract_share=vocal_tract_share,
+        timing=timing,
+        intonation_share=intonation_share,
+        spread_share=spread_share,
+        averaging_share=averaging_share,
     )
 
 
@@ -101,6 +120,44 @@ SWEEP: dict[str, VoiceAnonymizer] = {
     "pseudo-voice ×0.75": _pseudo_voice(0.75),
     "pseudo-voice": _pseudo_voice(1.0),
     "pseudo-voice + vocal tract ×0.5": _pseudo_voice(1.0, 0.5),
+    # Prosody taken from the release (policies.pseudo_prosody): timing, intonation, dynamics.
+    "pseudo-voice + timing": _pseudo_voice(1.0, timing="uniform"),
+    "pseudo-voice + timing anchored": _pseudo_voice(1.0, timing="anchored"),
+    "pseudo-voice + intonation": _pseudo_voice(1.0, intonation_share=1.0),
+    "pseudo-voice + intonation ×0.5": _pseudo_voice(1.0, intonation_share=0.5),
+    "pseudo-voice + spread": _pseudo_voice(1.0, spread_share=1.0),
+    "pseudo-voice + spread ×0.5": _pseudo_voice(1.0, spread_share=0.5),
+    "pseudo-voice + timing + intonation": _pseudo_voice(
+        1.0, timing="anchored", intonation_share=1.0
+    ),
+    "pseudo-voice + prosody": _pseudo_voice(
+        1.0, timing="anchored", intonation_share=1.0, spread_share=1.0
+    ),
+    "pseudo-voice + timing + averaging ×0.5": _pseudo_voice(
+        1.0, timing="anchored", averaging_share=0.5
+    ),
+    "pseudo-voice + timing + averaging ×0.75": _pseudo_voice(
+        1.0, timing="anchored", averaging_share=0.75
+    ),
+    "pseudo-voice + timing + averaging ×0.8": _pseudo_voice(
+        1.0, timing="anchored", averaging_share=0.8
+    ),
+    "pseudo-voice + timing + averaging ×0.85": _pseudo_voice(
+        1.0, timing="anchored", averaging_share=0.85
+    ),
+    "pseudo-voice + timing + averaging ×0.9": _pseudo_voice(
+        1.0, timing="anchored", averaging_share=0.9
+    ),
+    "pseudo-voice + timing + averaging": _pseudo_voice(1.0, timing="anchored", averaging_share=1.0),
+    "pseudo-voice + timing + intonation + averaging ×0.5": _pseudo_voice(
+        1.0, timing="anchored", intonation_share=1.0, averaging_share=0.5
+    ),
+    "pseudo-voice + prosody + averaging ×0.5": _pseudo_voice(
+        1.0, timing="anchored", intonation_share=1.0, spread_share=0.5, averaging_share=0.5
+    ),
+    "pseudo-voice + prosody + vocal tract ×0.5": _pseudo_voice(
+        1.0, 0.5, timing="anchored", intonation_share=1.0, spread_share=1.0
+    ),
 }
 QUICK_SWEEP = ("mcadams 0.7–0.9", "pseudo-voice")
 
@@ -112,6 +169,10 @@ class Clip:
     index: int
     flac: bytes  # the canonical 16 kHz FLAC the service would hold
     enrollment: bool = False
+
+    @property
+    def duration_s(self) -> float:
+        return float(flac.duration_s(self.flac))
 
 
 def fsdd_folder() -> Path:
@@ -178,31 +239,39 @@ def load_fsdd(root: Path | None = None, *, per_speaker: int | None = None) -> li
     return clips
 
 
-def compose_releases(clips: Sequence[Clip], k: int, *, seed: int) -> list[list[int]]:
-    """Clip indices grouped into releases of ``k`` (the last may be smaller).
+def compose_releases(
+    clips: Sequence[Clip], k: int, *, seed: int, mixed_words: bool = False
+) -> list[list[int]]:
+    """Clip indices grouped into releases of ``k``, each of one digit (one exercise, as a
+    bucket is); each digit's last release holds what is left of it (fewer than k when its
+    clips do not divide).
 
-    A release is one exercise from k learners, so each speaker's clips are queued digit by
-    digit (in a seeded random order within a digit) and every release takes the next clip of
-    the speakers it holds fewest of, those with most clips left first: with FSDD's six speakers a
-    release of k ≤ 6 holds k different speakers, one clip each, mostly of one digit; a release of
-    k = 20 holds every speaker three or four times."""
+    Within a digit each speaker's clips are queued in a seeded random order, and every release
+    takes the next clip of the speakers it holds fewest of, those with most clips left first:
+    with FSDD's six speakers a release of k ≤ 6 holds k different speakers, one clip each; a
+    release of k = 20 holds every speaker three or four times. ``mixed_words`` ignores the
+    digit, so a release holds different words (the case a transform that averages over a
+    release handles worst: a bucket's clips should all say one prompt)."""
     rng = np.random.default_rng(seed)
-    queues: dict[str, list[int]] = {}
-    order = rng.permutation(len(clips))
-    for i in sorted(order, key=lambda i: clips[i].digit):
-        queues.setdefault(clips[i].speaker, []).append(int(i))
+    groups: dict[int, list[int]] = {}
+    for i in rng.permutation(len(clips)):
+        groups.setdefault(0 if mixed_words else clips[i].digit, []).append(int(i))
     releases: list[list[int]] = []
-    while any(queues.values()):
-        release: list[int] = []
-        held: dict[str, int] = {}
-        while len(release) < k and any(queues.values()):
-            speaker = min(
-                (s for s, queue in queues.items() if queue),
-                key=lambda s: (held.get(s, 0), -len(queues[s]), rng.random()),
-            )
-            release.append(queues[speaker].pop(0))
-            held[speaker] = held.get(speaker, 0) + 1
-        releases.append(release)
+    for group in (groups[key] for key in sorted(groups)):
+        queues: dict[str, list[int]] = {}
+        for i in group:
+            queues.setdefault(clips[i].speaker, []).append(i)
+        while any(queues.values()):
+            release: list[int] = []
+            held: dict[str, int] = {}
+            while len(release) < k and any(queues.values()):
+                speaker = min(
+                    (s for s, queue in queues.items() if queue),
+                    key=lambda s: (held.get(s, 0), -len(queues[s]), rng.random()),
+                )
+                release.append(queues[speaker].pop(0))
+                held[speaker] = held.get(speaker, 0) + 1
+            releases.append(release)
     return releases
 
 
@@ -224,7 +293,12 @@ def anonymize_all(
     clip_seeds = np.random.SeedSequence([seed, 1]).spawn(len(clips))
     voices: list[VoiceAnonymizer] = [voice] * len(clips)
     for group, release_seed in zip(groups, release_seeds, strict=True):
-        release_voice = voice.for_release(np.random.default_rng(release_seed))
+        members = [clips[i] for i in group]
+        release_voice = (
+            voice.for_release(np.random.default_rng(release_seed))
+            .retimed_to(median_duration(members))
+            .averaged_over(clip.flac for clip in members)
+        )
         for i in group:
             voices[i] = release_voice
     data = [clip.flac for clip in clips]
@@ -232,6 +306,11 @@ def anonymize_all(
         with ProcessPoolExecutor(max_workers=jobs) as pool:
             return list(pool.map(_anonymize_one, voices, data, clip_seeds, chunksize=32))
     return [_anonymize_one(v, d, s) for v, d, s in zip(voices, data, clip_seeds, strict=True)]
+
+
+def median_duration(clips: Sequence[Clip]) -> float:
+    """The release's one duration when its transform retimes clips: the median upload's."""
+    return float(np.median([clip.duration_s for clip in clips]))
 
 
 def _anonymize_one(voice: VoiceAnonymizer, data: bytes, seed: np.random.SeedSequence) -> np.ndarray:
@@ -246,8 +325,13 @@ def clips_per_second(
     spent = dict.fromkeys(voices, 0.0)
     for _ in range(rounds):
         for label, voice in voices.items():
-            release_voice = voice.for_release()
             started = time.process_time()
+            # The release's own pass over its clips (averaging) counts against the transform.
+            release_voice = (
+                voice.for_release()
+                .retimed_to(median_duration(clips))
+                .averaged_over(clip.flac for clip in clips)
+            )
             for clip in clips:
                 release_voice.released_audio(clip.flac)
             spent[label] += time.process_time() - started
@@ -477,6 +561,7 @@ def run(
     *,
     sizes: Sequence[int] = RELEASE_SIZES,
     jobs: int = 1,
+    mixed_words: bool = False,
     progress: Callable[[str], None] = print,
 ) -> Report:
     encoder = SpeakerEncoder()
@@ -499,8 +584,8 @@ def run(
     )
     progress(f"original: {report.original}, word accuracy {report.original_word_accuracy:.3f}")
     for k in sizes:
-        enroll_releases = compose_releases(enroll, k, seed=10 + k)
-        trial_releases = compose_releases(trial, k, seed=20 + k)
+        enroll_releases = compose_releases(enroll, k, seed=10 + k, mixed_words=mixed_words)
+        trial_releases = compose_releases(trial, k, seed=20 + k, mixed_words=mixed_words)
         report.original_linkage[k] = release_linkage(trial_original, trial_speakers, trial_releases)
         for label, voice in sweep.items():
             started = time.perf_counter()
@@ -623,13 +708,17 @@ def markdown(report: Report, *, command: str, load: str) -> str:
             f"{'yes' if meets_goal(p, report) else 'no'} |"
         )
     if report.clips_per_second:
-        lines += [
-            "",
-            "| transform | clips/s per core (`released_audio`, FLAC in and out) |",
-            "|---|---|",
-        ]
-        lines += [f"| {label} | {rate:.0f} |" for label, rate in report.clips_per_second.items()]
+        lines += ["", speed_markdown(report)]
     return "\n".join(lines) + "\n"
+
+
+def speed_markdown(report: Report) -> str:
+    lines = [
+        "| transform | clips/s per core (`released_audio`, FLAC in and out) |",
+        "|---|---|",
+    ]
+    lines += [f"| {label} | {rate:.0f} |" for label, rate in report.clips_per_second.items()]
+    return "\n".join(lines)
 
 
 def plot(report: Report, path: Path) -> None:
@@ -700,6 +789,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--jobs", type=int, default=2, help="processes for anonymization and the recognizer"
     )
+    parser.add_argument(
+        "--mixed-words",
+        action="store_true",
+        help="compose releases of different digits (a release is normally one exercise)",
+    )
+    parser.add_argument(
+        "--speed-only",
+        action="store_true",
+        help="only time the transforms (clips/s per core), no attackers or recognizer",
+    )
     parser.add_argument("--out", type=Path, default=None, help="write the Markdown table here")
     parser.add_argument("--plot", type=Path, default=None, help="write the PNG plot here")
     return parser.parse_args(argv)
@@ -716,7 +815,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         raise SystemExit("no FSDD recordings: set CHORUS_DATA_DIR (README: Test data)")
     print(f"FSDD: {found.describe()}")
     clips = load_fsdd(found.fsdd, per_speaker=per_speaker)
-    report = run(clips, sweep, sizes=sizes, jobs=args.jobs)
+    if args.speed_only:
+        nothing = AttackResult(eer=float("nan"), identification_accuracy=float("nan"))
+        report = Report(clips=len(clips), speakers=0, original=nothing, original_word_accuracy=0.0)
+    else:
+        report = run(clips, sweep, sizes=sizes, jobs=args.jobs, mixed_words=args.mixed_words)
     speed_clips = args.speed_clips if args.speed_clips is not None else (0 if args.quick else 200)
     if speed_clips:
         timed = {"none (copy)": VoiceAnonymizer(method="none"), **sweep}
@@ -729,10 +832,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys.argv[1:] if argv is None else argv
     )
     text = markdown(report, command=command.strip(), load=f"{one:.1f} / {five:.1f}")
+    if args.speed_only:
+        text = f"`{command.strip()}`, load average {one:.1f} / {five:.1f}\n\n"
+        text += speed_markdown(report) + "\n"
     print(text)
     out = args.out or Path(tempfile.gettempdir()) / "voice_privacy.md"
     out.write_text(text, encoding="utf-8")
-    plot(report, args.plot or Path(tempfile.gettempdir()) / "voice_privacy.png")
+    if not args.speed_only:
+        plot(report, args.plot or Path(tempfile.gettempdir()) / "voice_privacy.png")
 
 
 if __name__ == "__main__":

@@ -36,7 +36,7 @@ def anonymize(
 
     from core.settings import get_settings
     from policies.policy import load_policy
-    from policies.voice import VoiceAnonymizer
+    from policies.voice import VoiceAnonymizer, decode_mono
 
     try:
         policy = load_policy(policy_name or get_settings().policy)
@@ -56,9 +56,20 @@ def anonymize(
     if len(set(stems)) != len(stems):
         _fail("two clips in the folder share a stem; their outputs would overwrite each other")
     out.mkdir(parents=True, exist_ok=True)
-    for clip in clips:
+    data = {clip: clip.read_bytes() for clip in clips}
+    if voice.retimes and clips:
+        # As a release does: one duration for the folder (its median), then its mean frames.
+        durations = []
+        for clip, clip_data in data.items():
+            try:
+                samples, rate = decode_mono(clip_data)
+            except ChorusError as exc:
+                _fail(f"{clip.name}: {exc.detail}")
+            durations.append(len(samples) / rate)
+        voice = voice.retimed_to(float(np.median(durations))).averaged_over(data.values())
+    for clip, clip_data in data.items():
         try:
-            released = voice.released_audio(clip.read_bytes(), rng=rng)
+            released = voice.released_audio(clip_data, rng=rng)
         except ChorusError as exc:
             _fail(f"{clip.name}: {exc.detail}")
         (out / f"{clip.stem}.flac").write_bytes(released)

@@ -81,6 +81,12 @@ def read_metadata(data: bytes) -> FlacMetadata:
     return FlacMetadata(tuple(blocks), comments, start > 0, trailing_tag)
 
 
+def duration_s(data: bytes) -> float:
+    """Seconds of audio in a FLAC stream, from its header (nothing is decoded)."""
+    info = sf.info(io.BytesIO(data))
+    return float(info.frames / info.samplerate)
+
+
 def _id3v2_length(data: bytes) -> int:
     """Bytes taken by an ID3v2 tag prepended to the stream (0 when there is none)."""
     if len(data) < 10 or not data.startswith(b"ID3"):

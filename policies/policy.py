@@ -20,6 +20,9 @@ from core.errors import ConfigurationError
 POLICY_DIR = Path(__file__).resolve().parent / "files"
 ReleaseInterval = Literal["hourly", "daily", "weekly"]
 VoiceAnonymization = Literal["none", "mcadams", "world", "pseudo_voice"]
+# How a pseudo-voice release times its clips: each its own, all at the release's median
+# duration, or that with the voicing onset and offset at the release target's shares too.
+PseudoVoiceTiming = Literal["own", "uniform", "anchored"]
 
 
 class Policy(BaseModel):
@@ -74,6 +77,13 @@ class Policy(BaseModel):
     voice_pitch_octaves_max: float = Field(default=0.8, ge=0.0, le=1.5)
     voice_formant_octaves_min: float = Field(default=0.1, ge=0.05, le=0.5)
     voice_formant_octaves_max: float = Field(default=0.2, ge=0.05, le=0.5)
+    # ``pseudo_voice`` only: the release's timing, and the share of the release's mean mapped
+    # envelope mixed into every clip's (1: every clip of a release has the same spectral
+    # frames; what is left of the speaker is the voicing pattern). The measured best point is
+    # "anchored" with 0.9; it needs every clip of a bucket to say the same prompt (see
+    # docs/privacy.md, "Voice anonymization").
+    voice_pseudo_timing: PseudoVoiceTiming = Field(default="own")
+    voice_pseudo_averaging: float = Field(default=0.0, ge=0.0, le=1.0)
 
     @model_validator(mode="after")
     def _consistent(self) -> Policy:
@@ -95,6 +105,8 @@ class Policy(BaseModel):
         ):
             if getattr(self, low) > getattr(self, high):
                 raise ValueError(f"{low} must not exceed {high}")
+        if self.voice_pseudo_averaging > 0 and self.voice_pseudo_timing == "own":
+            raise ValueError("voice_pseudo_averaging needs voice_pseudo_timing other than 'own'")
         if self.voice_anonymization == "world" and importlib.util.find_spec("pyworld") is None:
             raise ValueError("voice_anonymization 'world' needs pyworld (pip install '.[voice]')")
         if any(not version.strip() for version in self.accepted_consent_versions):

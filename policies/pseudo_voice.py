@@ -30,10 +30,12 @@ from the operating system's CSPRNG) and lives only in memory: its ``repr`` shows
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import scipy.fft as sfft
 
+from policies.pseudo_prosody import retimed, spread_normalised, stylised_f0
 from policies.voice_analysis import F0_MAX_HZ, F0_MIN_HZ, Grid, analyse, frames_of
 
 # Where a release's target is drawn from: narrow enough to stay an ordinary voice.
@@ -43,6 +45,13 @@ TARGET_FORMANT_SCALE = (0.95, 1.10)
 TARGET_TILT_DB_PER_OCTAVE = (-9.0, -5.0)
 TARGET_BANDWIDTH_HZ = (3500.0, 3900.0)
 TARGET_VOICING_LIMIT_HZ = (2800.0, 3400.0)
+# The release's prosody: where voicing starts and ends within the speech, its contour's fall
+# and rise-fall, and the frame-to-frame spread of the log envelope.
+TARGET_ONSET_SHARE = (0.10, 0.20)
+TARGET_OFFSET_SHARE = (0.10, 0.20)
+TARGET_FALL_OCTAVES = (0.10, 0.30)
+TARGET_RISE_FALL_OCTAVES = (0.0, 0.10)
+TARGET_SPREAD_DB = (10.0, 13.0)
 
 # The band over which the long-term envelope is measured and replaced.
 BAND_LOW_HZ = 200.0
@@ -68,9 +77,32 @@ class PseudoVoice:
     tilt_db_per_octave: float
     bandwidth_hz: float
     voicing_limit_hz: float  # above it, voiced frames are excited by noise too (breathiness)
+    onset_share: float = 0.15  # of the speech before voicing starts (timing "anchored")
+    offset_share: float = 0.15  # of the speech after voicing ends
+    fall_octaves: float = 0.2  # the stylised contour's fall across the voicing
+    rise_fall_octaves: float = 0.05
+    spread_db: float = 11.5  # frame-to-frame spread of the log envelope, per frequency
 
     def __repr__(self) -> str:
         return "PseudoVoice(<drawn for one release, not shown>)"
+
+
+Timing = Literal["uniform", "anchored"]
+
+
+@dataclass(frozen=True)
+class Prosody:
+    """What the release's pseudo-voice takes from the release besides the voice: the one
+    ``duration_s`` every clip is retimed to (None: each keeps its own), with ``timing``
+    ``anchored`` the voicing onset and offset at the target's shares; the share of the way
+    each clip's intonation moves to the release's stylised contour; and the share of the way
+    the envelope's frame-to-frame spread moves to the target's."""
+
+    duration_s: float | None = None
+    timing: Timing = "uniform"
+    intonation_share: float = 0.0
+    spread_share: float = 0.0
+    averaging_share: float = 0.0
 
 
 def draw_pseudo_voice(rng: np.random.Generator) -> PseudoVoice:
@@ -86,6 +118,11 @@ def draw_pseudo_voice(rng: np.random.Generator) -> PseudoVoice:
         tilt_db_per_octave=float(rng.uniform(*TARGET_TILT_DB_PER_OCTAVE)),
         bandwidth_hz=float(rng.uniform(*TARGET_BANDWIDTH_HZ)),
         voicing_limit_hz=float(rng.uniform(*TARGET_VOICING_LIMIT_HZ)),
+        onset_share=float(rng.uniform(*TARGET_ONSET_SHARE)),
+        offset_share=float(rng.uniform(*TARGET_OFFSET_SHARE)),
+        fall_octaves=float(rng.uniform(*TARGET_FALL_OCTAVES)),
+        rise_fall_octaves=float(rng.uniform(*TARGET_RISE_FALL_OCTAVES)),
+        spread_db=float(rng.uniform(*TARGET_SPREAD_DB)),
     )
 
 
@@ -97,34 +134,137 @@ def convert(
     rng: np.random.Generator,
     strength: float = 1.0,
     vocal_tract_share: float = 0.0,
+    prosody: Prosody | None = None,
+    release_envelopes: np.ndarray | None = None,
 ) -> np.ndarray:
-    """``samples`` spoken by ``target``: same length and rate, level not matched.
+    """``samples`` spoken by ``target``: same rate, level not matched; same length unless
+    ``prosody`` retimes the clip to the release's duration.
 
     ``strength`` in [0, 1] moves pitch and long-term envelope that share of the way (0
     resynthesises the clip's own voice through the same vocoder); ``vocal_tract_share`` in
-    [0, 1] is the share of the formant-scale warp applied (0: none)."""
-    for name, share in (("strength", strength), ("vocal_tract_share", vocal_tract_share)):
-        if not 0.0 <= share <= 1.0:
-            raise ValueError(f"{name} {share} is outside [0, 1]")
+    [0, 1] is the share of the formant-scale warp applied (0: none); ``prosody`` takes timing,
+    intonation and spectral dynamics from the release (``policies.pseudo_prosody``), and with
+    ``release_envelopes`` (the mean of ``mapped_frames`` over the release's clips, retimed)
+    mixes that share of the release's envelope into every frame of speech."""
+    prosody = prosody or Prosody()
     if len(samples) == 0:
         return np.zeros(0)
+    frames = mapped_frames(
+        samples,
+        rate,
+        target,
+        strength=strength,
+        vocal_tract_share=vocal_tract_share,
+        prosody=prosody,
+    )
+    return synthesise(
+        frames,
+        target,
+        rng=rng,
+        release_envelopes=release_envelopes,
+        averaging_share=prosody.averaging_share,
+    )
+
+
+def synthesise(
+    frames: MappedFrames,
+    target: PseudoVoice,
+    *,
+    rng: np.random.Generator,
+    release_envelopes: np.ndarray | None = None,
+    averaging_share: float = 0.0,
+) -> np.ndarray:
+    """The samples of ``frames``: with ``release_envelopes``, ``averaging_share`` of the
+    release's envelope is mixed into every frame of speech first; quiet frames are floored."""
+    envelopes = frames.envelopes
+    if release_envelopes is not None and release_envelopes.shape == envelopes.shape:
+        share = averaging_share
+        speech = ~frames.silent
+        envelopes = envelopes.copy()
+        envelopes[speech] = (1 - share) * envelopes[speech] + share * release_envelopes[speech]
+    coarse = frames.grid.envelope_frequencies
+    envelopes = quiet_frames_floored(
+        envelopes, frames.voiced, coarse, target, frames.bandwidth_hz, silent=frames.silent
+    )
+    edge = 10.0 ** (_band_edge(frames.grid.frequencies, frames.bandwidth_hz) / 20.0)
+    filters = _minimum_phase(envelopes, frames.grid) * edge.astype(np.float32)
+    excitation = _excitation(frames.f0_hz, frames.grid, frames.length, target, rng)
+    return _filter_and_add(excitation, filters, frames.grid, frames.length)
+
+
+@dataclass(frozen=True, eq=False)
+class MappedFrames:
+    """A clip's frames mapped onto the target, before the quiet ones are floored."""
+
+    grid: Grid
+    bandwidth_hz: float
+    length: int  # samples to synthesise
+    f0_hz: np.ndarray
+    voiced: np.ndarray
+    envelopes: np.ndarray
+    silent: np.ndarray  # lead-in and tail added by retiming
+
+
+def mapped_frames(
+    samples: np.ndarray,
+    rate: int,
+    target: PseudoVoice,
+    *,
+    strength: float = 1.0,
+    vocal_tract_share: float = 0.0,
+    prosody: Prosody | None = None,
+) -> MappedFrames:
+    """One analysis of ``samples`` with pitch, envelope and (``prosody``) timing, intonation
+    and dynamics mapped onto ``target``: what ``convert`` synthesises."""
+    prosody = prosody or Prosody()
+    shares = (
+        ("strength", strength),
+        ("vocal_tract_share", vocal_tract_share),
+        ("intonation_share", prosody.intonation_share),
+        ("spread_share", prosody.spread_share),
+        ("averaging_share", prosody.averaging_share),
+    )
+    for name, share in shares:
+        if not 0.0 <= share <= 1.0:
+            raise ValueError(f"{name} {share} is outside [0, 1]")
     grid = Grid.for_rate(rate)
     bandwidth = min(target.bandwidth_hz, 0.45 * rate)
     analysis = analyse(samples, grid, high_hz=bandwidth)
+    length = len(samples)
+    silent = np.zeros(len(analysis.voiced), dtype=bool)
+    if prosody.duration_s is not None:
+        length = max(1, round(prosody.duration_s * rate))
+        anchored = prosody.timing == "anchored"
+        moved = retimed(
+            analysis,
+            grid.frame_count(length),
+            hop_s=grid.hop / rate,
+            onset_share=target.onset_share if anchored else None,
+            offset_share=target.offset_share if anchored else None,
+        )
+        analysis, silent = moved.analysis, moved.silent
     reference = analysis.voiced if analysis.voiced.sum() >= 3 else np.ones_like(analysis.voiced)
     coarse = grid.envelope_frequencies
-    envelopes = analysis.envelopes
+    envelopes = spread_normalised(
+        analysis.envelopes,
+        reference & ~silent,
+        spread_db=target.spread_db,
+        share=prosody.spread_share,
+    )
     if vocal_tract_share > 0.0:
         warp = third_formant_warp(envelopes[reference], coarse, target.formant_scale)
         envelopes = warp_envelopes(envelopes, warp ** (strength * vocal_tract_share))
     long_term = envelopes[reference].mean(axis=0)
     envelopes = envelopes + strength * long_term_change(long_term, coarse, target, bandwidth)
-    envelopes = quiet_frames_floored(envelopes, analysis.voiced, coarse, target, bandwidth)
-    edge = 10.0 ** (_band_edge(grid.frequencies, bandwidth) / 20.0)
-    filters = _minimum_phase(envelopes, grid) * edge.astype(np.float32)
-    f0 = map_f0(analysis.f0_hz, analysis.voiced, target, strength)
-    excitation = _excitation(f0, grid, len(samples), target, rng)
-    return _filter_and_add(excitation, filters, grid, len(samples))
+    f0 = stylised_f0(
+        map_f0(analysis.f0_hz, analysis.voiced, target, strength),
+        analysis.voiced,
+        level_hz=target.f0_hz,
+        fall_octaves=target.fall_octaves,
+        rise_fall_octaves=target.rise_fall_octaves,
+        share=prosody.intonation_share,
+    )
+    return MappedFrames(grid, bandwidth, length, f0, analysis.voiced, envelopes, silent)
 
 
 def map_f0(
@@ -207,12 +347,16 @@ def quiet_frames_floored(
     frequencies: np.ndarray,
     target: PseudoVoice,
     high_hz: float,
+    *,
+    silent: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Quiet unvoiced frames (room and microphone noise) replaced by one target-shaped floor
-    ``FLOOR_BELOW_DB`` under the loudest frame."""
+    """Quiet unvoiced frames (room and microphone noise) and ``silent`` ones replaced by one
+    target-shaped floor ``FLOOR_BELOW_DB`` under the loudest frame."""
     band = (frequencies >= BAND_LOW_HZ) & (frequencies <= high_hz)
     level = envelopes[:, band].mean(axis=1)
     quiet = (~voiced) & (level < level.max() - QUIET_BELOW_DB * _DB)
+    if silent is not None:
+        quiet |= silent
     if not quiet.any():
         return envelopes
     loudest = envelopes[int(np.argmax(level))]

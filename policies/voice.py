@@ -3,7 +3,9 @@
 The voice is a biometric: removing names and metadata does not stop a speaker encoder from
 matching a released clip to another recording of the same person. With the policy's
 ``voice_anonymization`` set to ``pseudo_voice``, every clip of a release is mapped onto one
-voice drawn for that release when its anonymizer is built (``policies.pseudo_voice``). With
+voice drawn for that release when its anonymizer is built (``policies.pseudo_voice``); the
+policy's ``voice_pseudo_timing`` and ``voice_pseudo_averaging`` also give them the release's one
+duration and mix the release's mean spectral frames into each (``policies.pseudo_prosody``). With
 ``mcadams``, every released clip is transformed by McAdams-coefficient LPC pole warping (the
 VoicePrivacy Challenge's signal-processing baseline): each 20 ms frame's spectral envelope is
 modelled by linear prediction, the angle φ of every complex pole is moved to φ^α, and the frame
@@ -26,9 +28,12 @@ eigenvalues, FFT-domain filtering and overlap-add): no Python loop runs per fram
 
 from __future__ import annotations
 
+import collections
+import hashlib
 import io
 import secrets
 import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from typing import get_args
 
@@ -38,9 +43,33 @@ import soundfile as sf
 from core.errors import UnsupportedAudio
 from policies import flac
 from policies.policy import Policy, VoiceAnonymization
-from policies.pseudo_voice import PseudoVoice, convert, draw_pseudo_voice
+from policies.pseudo_voice import (
+    MappedFrames,
+    Prosody,
+    PseudoVoice,
+    Timing,
+    convert,
+    draw_pseudo_voice,
+    mapped_frames,
+    synthesise,
+)
 
 VOICE_METHODS: tuple[str, ...] = get_args(VoiceAnonymization)
+# The mapped envelopes an averaging release keeps between its two passes (larger releases
+# analyse the rest again when they write them).
+KEPT_MAPPED_BYTES = 64 << 20
+
+
+@dataclass(frozen=True, eq=False)
+class MappedClip:
+    """One clip of a release mapped onto its voice, keyed by the SHA-256 of its bytes, with
+    its upload's RMS level (the release matches it)."""
+
+    digest: bytes
+    rate: int
+    level: float
+    frames: MappedFrames
+
 
 FRAME_S = 0.020
 HOP_S = 0.010
@@ -65,7 +94,17 @@ class VoiceAnonymizer:
     formant_octaves: tuple[float, float] = (0.1, 0.2)
     strength: float = 1.0
     vocal_tract_share: float = 0.0
+    timing: Timing | None = None
+    intonation_share: float = 0.0
+    spread_share: float = 0.0
+    averaging_share: float = 0.0
     target: PseudoVoice | None = field(default=None, repr=False, compare=False)
+    # The one duration every clip of the release is retimed to (``timing``), set per release.
+    duration_s: float | None = field(default=None, compare=False)
+    # The release's mean mapped envelopes per sample rate (``averaged_over``), and the mapped
+    # clips that pass kept (by the SHA-256 of their bytes): memory only, like the target.
+    release_envelopes: dict[int, np.ndarray] | None = field(default=None, repr=False, compare=False)
+    kept_mapped: dict[bytes, MappedClip] = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.method == "pseudo_voice" and self.target is None:
@@ -82,6 +121,8 @@ class VoiceAnonymizer:
             alpha=(policy.voice_mcadams_alpha_min, policy.voice_mcadams_alpha_max),
             pitch_octaves=(policy.voice_pitch_octaves_min, policy.voice_pitch_octaves_max),
             formant_octaves=(policy.voice_formant_octaves_min, policy.voice_formant_octaves_max),
+            timing=None if policy.voice_pseudo_timing == "own" else policy.voice_pseudo_timing,
+            averaging_share=policy.voice_pseudo_averaging,
         )
         return voice.for_release(rng)
 
@@ -92,6 +133,82 @@ class VoiceAnonymizer:
         generator = rng if rng is not None else fresh_generator()
         return replace(self, target=draw_pseudo_voice(generator))
 
+    def retimed_to(self, duration_s: float | None) -> VoiceAnonymizer:
+        """This transform releasing every clip at ``duration_s`` (the release's median upload
+        duration) when it ``retimes``; unchanged otherwise."""
+        if not self.retimes or duration_s is None:
+            return self
+        if not 0.0 < duration_s < float("inf"):
+            raise ValueError(f"a release duration of {duration_s} s is not a duration")
+        return replace(self, duration_s=duration_s)
+
+    @property
+    def averages(self) -> bool:
+        """Whether the release's clips are mixed with their mean (``averaged_over`` first)."""
+        return self.retimes and self.duration_s is not None and self.averaging_share > 0.0
+
+    def mapped_clip(self, data: bytes) -> MappedClip | None:
+        """A clip mapped onto the release's voice and duration (what ``averaged_over``
+        averages); None for an empty clip."""
+        assert self.target is not None
+        samples, rate = decode_mono(data)
+        if len(samples) == 0:
+            return None
+        frames = mapped_frames(
+            samples,
+            rate,
+            self.target,
+            strength=self.strength,
+            vocal_tract_share=self.vocal_tract_share,
+            prosody=self.prosody,
+        )
+        return MappedClip(hashlib.sha256(data).digest(), rate, _rms(samples), frames)
+
+    def averaged_over(self, clips: Iterable[bytes]) -> VoiceAnonymizer:
+        """This transform with the mean of the release's mapped envelopes (one pass over its
+        ``clips``), which ``averaging_share`` mixes into every clip; unchanged unless it
+        ``averages``."""
+        if not self.averages:
+            return self
+        return self.with_release_mean(self.mapped_clip(data) for data in clips)
+
+    def with_release_mean(self, mapped: Iterable[MappedClip | None]) -> VoiceAnonymizer:
+        """This transform with the mean, per sample rate, of the mapped envelopes of every
+        clip of the release (``mapped_clip``, computed by the caller, e.g. in its read
+        workers). Up to ``KEPT_MAPPED_BYTES`` of the mapped clips are kept in memory, so
+        ``released_audio`` does not analyse them again."""
+        sums: dict[int, np.ndarray] = {}
+        counts: collections.Counter[int] = collections.Counter()
+        kept: dict[bytes, MappedClip] = {}
+        kept_bytes = 0
+        for item in mapped:
+            if item is None:
+                continue
+            envelopes = item.frames.envelopes
+            sums[item.rate] = sums[item.rate] + envelopes if item.rate in sums else envelopes.copy()
+            counts[item.rate] += 1
+            if kept_bytes + envelopes.nbytes <= KEPT_MAPPED_BYTES:
+                kept[item.digest] = item
+                kept_bytes += envelopes.nbytes
+        means = {rate: total / counts[rate] for rate, total in sums.items()}
+        return replace(self, release_envelopes=means, kept_mapped=kept)
+
+    @property
+    def prosody(self) -> Prosody:
+        """What the pseudo-voice takes from the release besides the voice."""
+        return Prosody(
+            duration_s=self.duration_s if self.timing is not None else None,
+            timing=self.timing or "uniform",
+            intonation_share=self.intonation_share,
+            spread_share=self.spread_share,
+            averaging_share=self.averaging_share,
+        )
+
+    @property
+    def retimes(self) -> bool:
+        """Whether released clips take the release's duration instead of their own."""
+        return self.method == "pseudo_voice" and self.timing is not None
+
     def manifest_entry(self) -> dict[str, object]:
         """What a release's manifest says about the transform: the method and its ranges."""
         if self.method == "mcadams":
@@ -101,6 +218,12 @@ class VoiceAnonymizer:
                 "method": self.method,
                 "pitch_octaves_range": list(self.pitch_octaves),
                 "formant_octaves_range": list(self.formant_octaves),
+            }
+        if self.method == "pseudo_voice" and self.retimes:
+            return {
+                "method": self.method,
+                "timing": self.timing,
+                "averaging_share": self.averaging_share,
             }
         return {"method": self.method}
 
@@ -117,8 +240,19 @@ class VoiceAnonymizer:
         """
         if not self.enabled:
             return data
-        samples, sample_rate = decode_mono(data)
         generator = rng if rng is not None else fresh_generator()
+        kept = self.kept_mapped.get(hashlib.sha256(data).digest()) if self.kept_mapped else None
+        if kept is not None:
+            assert self.target is not None
+            transformed = synthesise(
+                kept.frames,
+                self.target,
+                rng=generator,
+                release_envelopes=(self.release_envelopes or {}).get(kept.rate),
+                averaging_share=self.averaging_share,
+            )
+            return flac.encode_samples(_scaled_to(transformed, kept.level), kept.rate)
+        samples, sample_rate = decode_mono(data)
         if self.method == "pseudo_voice":
             assert self.target is not None  # drawn in __post_init__ at the latest
             transformed = convert(
@@ -128,6 +262,8 @@ class VoiceAnonymizer:
                 rng=generator,
                 strength=self.strength,
                 vocal_tract_share=self.vocal_tract_share,
+                prosody=self.prosody,
+                release_envelopes=(self.release_envelopes or {}).get(sample_rate),
             )
         elif self.method == "mcadams":
             alpha = float(generator.uniform(*self.alpha))
@@ -160,11 +296,18 @@ def decode_mono(data: bytes) -> tuple[np.ndarray, int]:
 
 def match_level(samples: np.ndarray, reference: np.ndarray) -> np.ndarray:
     """``samples`` scaled to the root-mean-square level of ``reference``."""
-    level = np.sqrt(np.mean(np.square(samples))) if samples.size else 0.0
-    target = np.sqrt(np.mean(np.square(reference))) if reference.size else 0.0
-    if level <= 0.0:
+    return _scaled_to(samples, _rms(reference))
+
+
+def _rms(samples: np.ndarray) -> float:
+    return float(np.sqrt(np.mean(np.square(samples)))) if samples.size else 0.0
+
+
+def _scaled_to(samples: np.ndarray, level: float) -> np.ndarray:
+    own = _rms(samples)
+    if own <= 0.0:
         return samples
-    return np.asarray(samples * (target / level))
+    return np.asarray(samples * (level / own))
 
 
 def mcadams_transform(samples: np.ndarray, sample_rate: int, *, alpha: float) -> np.ndarray:

@@ -77,16 +77,61 @@ def test_a_release_speaks_in_one_drawn_voice(
     assert sorted(len(decode_mono(data)[0]) for data in released) == sorted(
         len(decode_mono(clip.data)[0]) for clip in originals
     )
-    # The five speakers' pitches spread widely before; the release's clips share one.
+    _assert_one_voice(originals, released)
+    # Nothing about the drawn voice reaches the manifest.
+    assert manifest["voice_anonymization"] == {"method": "pseudo_voice"}
+    _assert_p7(database, store, voiced)
+
+
+def _assert_one_voice(originals: list[FlacClip], released: list[bytes]) -> None:
+    """The five speakers' pitches spread widely before; the release's clips share one."""
     before = np.log2([_median_f0(clip.data) for clip in originals])
     after = np.log2([_median_f0(data) for data in released])
     assert np.ptp(after) < 0.15
     assert np.ptp(after) < np.ptp(before) / 2
-    # Nothing about the drawn voice reaches the manifest.
-    assert manifest["voice_anonymization"] == {"method": "pseudo_voice"}
+
+
+def _assert_p7(database: Database, store: BlobStore, policy: Policy) -> None:
     from aggregate.release_checks import check_released_media
 
     findings = list(
-        check_released_media(AuditContext(database=database, store=store, policy=voiced))
+        check_released_media(AuditContext(database=database, store=store, policy=policy))
     )
     assert findings == []
+
+
+def test_a_retimed_averaged_release_publishes_the_released_durations(
+    database: Database, store: BlobStore, policy: Policy, fsdd_dir: Path
+) -> None:
+    voiced = Policy.model_validate(
+        {
+            **policy.model_dump(),
+            "voice_anonymization": "pseudo_voice",
+            "voice_pseudo_timing": "anchored",
+            "voice_pseudo_averaging": 0.9,
+        }
+    )
+    originals, released, manifest = _release(database, store, voiced, fsdd_dir, 6)
+    assert len(released) == len(originals)
+    assert not {clip.data for clip in originals} & set(released)
+    # Every clip is retimed to one duration, within the uploads' range, and the manifest
+    # and its statistics describe the released audio, not the uploads.
+    lengths = {len(decode_mono(data)[0]) for data in released}
+    assert len(lengths) == 1
+    duration = lengths.pop() / RATE
+    uploads = [clip.duration_s for clip in originals]
+    assert min(uploads) <= duration <= max(uploads)
+    assert len(set(uploads)) > 1
+    entries, statistics = manifest["clips"], manifest["statistics"]
+    assert isinstance(entries, list)
+    assert isinstance(statistics, dict)
+    assert [entry["duration_s"] for entry in entries] == [duration] * len(originals)
+    released_durations = statistics["duration_s"]
+    assert released_durations["min"] == released_durations["max"] == pytest.approx(duration)
+    _assert_one_voice(originals, released)
+    assert manifest["voice_anonymization"] == {
+        "method": "pseudo_voice",
+        "timing": "anchored",
+        "averaging_share": 0.9,
+    }
+    _assert_p7(database, store, voiced)

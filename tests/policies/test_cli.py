@@ -6,6 +6,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pytest
 from typer.testing import CliRunner
 
 from chorus.cli import app
@@ -108,3 +109,25 @@ def test_a_missing_folder_and_a_broken_clip_fail_cleanly(tmp_path: Path) -> None
     )
     assert broken.exit_code == 2
     assert "bad.wav: the clip does not decode as audio" in broken.output
+
+
+def test_a_retiming_policy_gives_the_folder_one_duration_as_a_release_does(
+    tmp_path: Path, fsdd_dir: Path
+) -> None:
+    src = _sources(fsdd_dir, tmp_path / "src")
+    policy = tmp_path / "averaged.toml"
+    policy.write_text(
+        'name = "averaged"\nversion = 1\nvoice_anonymization = "pseudo_voice"\n'
+        'voice_pseudo_timing = "anchored"\nvoice_pseudo_averaging = 0.9\n',
+        encoding="utf-8",
+    )
+    _anonymize(src, tmp_path / "a", policy, "--seed", "3")
+    sources = [p for p in src.iterdir() if p.suffix in (".wav", ".flac")]
+    durations = []
+    for source in sources:
+        samples, rate = decode_mono(source.read_bytes())
+        durations.append(len(samples) / rate)
+    assert len(set(durations)) > 1
+    released = {flac.duration_s(p.read_bytes()) for p in (tmp_path / "a").iterdir()}
+    assert len(released) == 1
+    assert released.pop() == pytest.approx(float(np.median(durations)), abs=1e-3)

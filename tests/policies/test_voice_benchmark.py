@@ -70,21 +70,23 @@ def _toy_clips(per_speaker: int) -> list[Clip]:
     ]
 
 
-def test_releases_hold_k_speakers_where_six_allow_and_every_clip_once() -> None:
-    clips = _toy_clips(20)
+def test_releases_hold_one_digit_and_k_speakers_where_six_allow_and_every_clip_once() -> None:
+    clips = _toy_clips(50)  # five clips of each digit per speaker: 30 a digit
     for k in (5, 20):
         releases = compose_releases(clips, k, seed=1)
         assert sorted(i for release in releases for i in release) == list(range(len(clips)))
-        assert all(len(release) == k for release in releases[:-1])
-        for release in releases[:-1]:
+        assert all(len({clips[i].digit for i in release}) == 1 for release in releases)
+        full = [release for release in releases if len(release) == k]
+        assert len(full) == (60 if k == 5 else 10)
+        for release in full:
             counts = [sum(clips[i].speaker == f"s{s}" for i in release) for s in range(6)]
             if k == 5:
                 assert sorted(counts) == [0, 1, 1, 1, 1, 1]
             else:
                 assert sorted(counts) == [3, 3, 3, 3, 4, 4]
-    # A release is one exercise where it can be: k = 5 releases mostly hold one digit.
-    one_digit = [len({clips[i].digit for i in r}) == 1 for r in compose_releases(clips, 5, seed=2)]
-    assert np.mean(one_digit) > 0.5
+    # Mixed words: releases ignore the digit, so most hold several.
+    mixed = compose_releases(clips, 5, seed=2, mixed_words=True)
+    assert np.mean([len({clips[i].digit for i in r}) > 1 for r in mixed]) > 0.5
 
 
 def test_linkage_counts_the_same_speaker_across_consecutive_releases() -> None:
@@ -158,8 +160,9 @@ def test_the_benchmark_reads_the_data_core_sample_data_finds(
 def test_small_mode_on_the_full_data_shows_anonymization_raising_the_attackers_error(
     full_data: Path,
 ) -> None:
-    clips = load_fsdd(full_data / "fsdd" / "recordings", per_speaker=8)
-    assert len(clips) == 48
+    # Twenty a speaker: releases are one digit each, and fewer clips leave them too small.
+    clips = load_fsdd(full_data / "fsdd" / "recordings", per_speaker=20)
+    assert len(clips) == 120
     report = run(
         clips,
         {label: SWEEP[label] for label in QUICK_SWEEP},

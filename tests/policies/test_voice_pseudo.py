@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +14,9 @@ import scipy.signal
 
 from policies import flac
 from policies.policy import Policy, load_policy
+from policies.pseudo_prosody import LEAD_S, stylised_f0
 from policies.pseudo_voice import (
+    Prosody,
     PseudoVoice,
     convert,
     draw_pseudo_voice,
@@ -20,7 +24,7 @@ from policies.pseudo_voice import (
     warp_envelopes,
 )
 from policies.voice import VoiceAnonymizer, decode_mono
-from policies.voice_analysis import Grid, _mel_smoothing, analyse
+from policies.voice_analysis import HOP_S, Grid, _mel_smoothing, analyse
 
 RATE = 16000
 
@@ -194,7 +198,7 @@ def test_one_target_per_release_drawn_from_the_csprng_and_never_shown() -> None:
     assert first.target != second.target
     assert "PseudoVoice(<" in repr(first.target)
     assert str(first.target.f0_hz) not in repr(first) + repr(first.target)
-    assert first.manifest_entry() == {"method": "pseudo_voice"}
+    assert first.manifest_entry()["method"] == "pseudo_voice"
     # Every clip of one release is mapped onto the same target.
     clips = [flac.encode_samples(speaker(f0, seed=i), RATE) for i, f0 in enumerate((95, 230))]
     released = [decode_mono(first.released_audio(c))[0] for c in clips]
@@ -310,3 +314,171 @@ def test_the_research_command_maps_a_folder_onto_one_voice_reproducibly(tmp_path
     assert outputs[0] == outputs[1]
     pitches = [median_f0(decode_mono(data)[0]) for data in outputs[0]]
     assert pitches[0] == pytest.approx(pitches[1], rel=0.08)
+
+
+# --- what the release gives every clip besides the voice (policies.pseudo_prosody) ----------
+
+
+def _voiced_span_s(samples: np.ndarray) -> tuple[float, float]:
+    analysis = analyse(samples, Grid.for_rate(RATE), high_hz=3700.0)
+    frames = np.flatnonzero(analysis.voiced)
+    return float(frames[0] * HOP_S), float((frames[-1] + 1) * HOP_S)
+
+
+def _with_fricative(samples: np.ndarray, seconds: float, seed: int) -> np.ndarray:
+    """``samples`` with a loud noise burst (an unvoiced onset, as in "six") before the voicing."""
+    room = samples[: RATE // 5]
+    noise = 0.05 * np.random.default_rng(seed).standard_normal(int(seconds * RATE))
+    return np.concatenate([room, noise, samples[RATE // 5 :]])
+
+
+def test_retiming_gives_every_clip_the_release_duration_and_voicing_span() -> None:
+    # A quick speaker with a short unvoiced onset and a slow one with a long one.
+    quick = _with_fricative(speaker(110.0, seconds=0.4, seed=1), 0.05, seed=1)
+    slow = _with_fricative(speaker(220.0, seconds=1.2, seed=2), 0.25, seed=2)
+    before = [_voiced_span_s(x) for x in (quick, slow)]
+    assert abs(before[0][0] - before[1][0]) > 0.15
+    prosody = Prosody(duration_s=0.9, timing="anchored")
+    span = 0.9 - 2 * LEAD_S
+    for seed, clip in enumerate((quick, slow)):
+        out = convert(clip, RATE, TARGET, rng=np.random.default_rng(seed), prosody=prosody)
+        assert len(out) == round(0.9 * RATE)
+        assert np.all(np.isfinite(out))
+        onset, offset = _voiced_span_s(out)
+        assert onset == pytest.approx(LEAD_S + TARGET.onset_share * span, abs=0.03)
+        # The pulse train's ring-out is loud but unvoiced: an unvoiced offset, anchored too.
+        assert offset == pytest.approx(LEAD_S + (1 - TARGET.offset_share) * span, abs=0.03)
+        assert median_f0(out) == pytest.approx(TARGET.f0_hz, rel=0.06)
+        # The lead-in is the target's floor, whatever silence the speaker left.
+        lead = out[: round(0.8 * LEAD_S * RATE)]
+        voiced = out[round(onset * RATE) : round(offset * RATE)]
+        assert 10 * np.log10(np.mean(voiced**2) / np.mean(lead**2)) > 40
+
+
+def test_stylised_intonation_replaces_the_speakers_contour() -> None:
+    frames = np.arange(60)
+    voiced = (frames >= 5) & (frames < 55)
+    rising = np.where(voiced, 150.0 * np.exp2(np.linspace(-0.3, 0.3, 60)), 0.0)
+    out = stylised_f0(
+        rising, voiced, level_hz=150.0, fall_octaves=0.2, rise_fall_octaves=0.0, share=1.0
+    )
+    assert np.all(out[~voiced] == 0.0)
+    contour = np.log2(out[voiced] / 150.0)
+    assert contour[0] == pytest.approx(0.1, abs=1e-9)
+    assert contour[-1] == pytest.approx(-0.1, abs=1e-9)
+    half = stylised_f0(
+        rising, voiced, level_hz=150.0, fall_octaves=0.2, rise_fall_octaves=0.0, share=0.5
+    )
+    own = np.log2(rising[voiced][-1] / 150.0)
+    assert np.log2(half[voiced][-1] / 150.0) == pytest.approx(0.5 * own - 0.5 * 0.1, abs=1e-9)
+
+
+def _envelopes_db(samples: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    analysis = analyse(samples, Grid.for_rate(RATE), high_hz=3500.0)
+    band = (Grid.for_rate(RATE).envelope_frequencies >= 300.0) & (
+        Grid.for_rate(RATE).envelope_frequencies <= 3300.0
+    )
+    return analysis.envelopes[:, band] / np.log(10) * 10, analysis.voiced
+
+
+def _distance_db(first: np.ndarray, second: np.ndarray) -> float:
+    """RMS difference (dB) of two clips' envelopes over the frames voiced in both."""
+    (one, voiced_one), (other, voiced_other) = _envelopes_db(first), _envelopes_db(second)
+    both = voiced_one & voiced_other
+    assert both.sum() > 30
+    return float(np.sqrt(np.mean((one[both] - other[both]) ** 2)))
+
+
+def test_averaging_gives_a_release_one_set_of_spectral_frames() -> None:
+    # Two vocal tracts 0.23 octave apart, darker and brighter: what the long-term mapping
+    # alone leaves in every frame (formant positions) is what averaging must take away.
+    clips = [
+        flac.encode_samples(speaker(95.0, formant_scale=0.92, tilt=0.6, seed=1), RATE),
+        flac.encode_samples(speaker(230.0, formant_scale=1.08, tilt=-0.3, seed=2), RATE),
+    ]
+    own = (
+        VoiceAnonymizer(method="pseudo_voice", timing="anchored")
+        .for_release(np.random.default_rng(3))
+        .retimed_to(0.8)
+    )
+    assert not own.averages
+    averaged = replace(own, averaging_share=1.0)
+    assert averaged.averages
+    averaged = averaged.averaged_over(clips)
+    assert averaged.release_envelopes is not None
+    assert "release_envelopes" not in repr(averaged)
+
+    def frame_distances_db(voice: VoiceAnonymizer) -> tuple[float, float]:
+        """Between the two speakers' released clips, and between two takes of one clip."""
+        takes = [
+            [decode_mono(voice.released_audio(c, rng=np.random.default_rng(s)))[0] for c in clips]
+            for s in (4, 5)
+        ]
+        assert {len(out) for take in takes for out in take} == {round(0.8 * RATE)}
+        return _distance_db(takes[0][0], takes[0][1]), _distance_db(takes[0][0], takes[1][0])
+
+    own_between, own_takes = frame_distances_db(own)
+    averaged_between, averaged_takes = frame_distances_db(averaged)
+    # What sets the two speakers apart beyond the vocoder's own noise floor more than halves.
+    assert averaged_between - averaged_takes < (own_between - own_takes) / 2
+    assert own_between > 3 * own_takes
+
+
+def test_the_best_measured_point_is_an_option_and_not_the_default() -> None:
+    assert not VoiceAnonymizer.from_policy(load_policy("default")).enabled
+    plain = VoiceAnonymizer.from_policy(_pseudo_voice_policy())
+    assert not plain.retimes
+    assert plain.retimed_to(0.7).duration_s is None
+    policy = Policy.model_validate(
+        {
+            **_pseudo_voice_policy().model_dump(),
+            "voice_pseudo_timing": "anchored",
+            "voice_pseudo_averaging": 0.9,
+        }
+    )
+    voice = VoiceAnonymizer.from_policy(policy)
+    assert voice.retimes
+    assert voice.manifest_entry() == {
+        "method": "pseudo_voice",
+        "timing": "anchored",
+        "averaging_share": 0.9,
+    }
+    # The duration is the release's, set once its clips are planned.
+    assert voice.duration_s is None
+    assert not voice.averages
+    assert voice.retimed_to(0.7).averages
+    with pytest.raises(ValueError, match="duration"):
+        voice.retimed_to(0.0)
+
+
+def test_averaging_needs_a_common_timing() -> None:
+    base = load_policy("demo").model_dump()
+    with pytest.raises(ValueError, match="voice_pseudo_averaging"):
+        Policy.model_validate({**base, "voice_pseudo_timing": "own", "voice_pseudo_averaging": 0.5})
+    kept = Policy.model_validate(
+        {
+            **base,
+            "voice_anonymization": "pseudo_voice",
+            "voice_pseudo_timing": "own",
+            "voice_pseudo_averaging": 0.0,
+        }
+    )
+    voice = VoiceAnonymizer.from_policy(kept).retimed_to(0.7)
+    assert not voice.retimes
+    assert voice.manifest_entry() == {"method": "pseudo_voice"}
+
+
+def test_clips_kept_from_the_averaging_pass_are_released_as_if_analysed_again() -> None:
+    clips = [flac.encode_samples(speaker(f0, seed=i), RATE) for i, f0 in enumerate((100, 200))]
+    voice = (
+        VoiceAnonymizer(method="pseudo_voice", timing="anchored", averaging_share=0.9)
+        .for_release(np.random.default_rng(6))
+        .retimed_to(0.7)
+        .averaged_over(clips)
+    )
+    assert set(voice.kept_mapped) == {hashlib.sha256(c).digest() for c in clips}
+    again = replace(voice, kept_mapped={})
+    for clip in clips:
+        released = voice.released_audio(clip, rng=np.random.default_rng(7))
+        assert released == again.released_audio(clip, rng=np.random.default_rng(7))
+        assert flac.duration_s(released) == pytest.approx(0.7, abs=1 / RATE)
