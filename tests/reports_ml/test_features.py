@@ -300,7 +300,7 @@ def test_a_loaded_extractor_indexes_known_prompts_in_its_workers(
     expected = trained.transform(reports)
     # As after loading a saved model: the course vocabularies hold every list, no prompt index
     # is cached, and each worker indexes its own prompts.
-    loaded = pickle.loads(pickle.dumps(trained))
+    loaded = pickle.loads(pickle.dumps(trained))  # noqa: S301  # pickled just above
     assert not loaded._prompts
     assert np.array_equal(loaded.transform(reports, n_jobs=2).dense, expected.dense)
     assert not loaded._prompts  # nothing was indexed in this process
