@@ -24,6 +24,7 @@ from itertools import chain
 
 import numpy as np
 
+from reports_ml.cooccurrence import TranslationCounts
 from reports_ml.ngram_keys import (
     bigram_keys_of,
     boundary_keys,
@@ -56,6 +57,7 @@ class PromptIndex:
     def __init__(self, accepted: tuple[str, ...], prompt: str) -> None:
         self.accepted = accepted
         self.prompt = prompt
+        self.source_words = tokenize_all(normalize_answers([prompt]))[0]
         self.forms = list(dict.fromkeys(f for f in normalize_answers(accepted) if f))
         self.decomposed = decomposed(self.forms)
         self.tokens = tokenize_all(self.forms)
@@ -115,7 +117,7 @@ class PromptDetails:
         self.no_space = frozenset(form.replace(" ", "") for form in forms)
         self.stripped = strip_accents_all(forms)
         self.no_accent = frozenset(self.stripped)
-        self.source_words = frozenset(tokenize_all(normalize_answers([index.prompt]))[0])
+        self.source_words = frozenset(index.source_words)
 
 
 def _forms_with_word(index: PromptIndex, form_of_word: np.ndarray) -> np.ndarray:
@@ -143,6 +145,7 @@ class CourseVocabulary:
     quadgrams: np.ndarray = field(default_factory=_empty_keys)
     boundaries: np.ndarray = field(default_factory=_empty_keys)
     absorbed: set[bytes] = field(default_factory=set)
+    translations: TranslationCounts = field(default_factory=TranslationCounts)
 
     @property
     def words(self) -> dict[str, int]:
@@ -168,4 +171,5 @@ class CourseVocabulary:
         self.trigrams = merged_keys(self.trigrams, index.trigram_keys)
         self.quadgrams = merged_keys(self.quadgrams, index.quadgram_keys)
         self.boundaries = merged_keys(self.boundaries, index.boundary_keys)
+        self.translations.add(index.source_words, course_ids)
         self.absorbed.add(index.digest)

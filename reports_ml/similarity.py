@@ -12,7 +12,9 @@ compared in canonical decomposition (NFD), so a missing accent or a wrong Hangul
 edit, not a whole letter; words are compared as short strings in which every word of the
 prompt's accepted translations is one code point. Alignment counts (extra, missing, in common)
 come from the longest common subsequence, ``(len(a) + len(b) - indel) / 2``, and the longest
-common prefix and suffix, without per-answer alignment.
+common prefix and suffix, without per-answer alignment. How the answer's words relate to the
+prompt's source words through the course's other prompts (a bilingual signal learned from the
+accepted lists alone) comes from ``reports_ml.cooccurrence``.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import numpy as np
 from rapidfuzz import process
 from rapidfuzz.distance import Indel, Levenshtein, Postfix, Prefix
 
+from reports_ml.cooccurrence import TRANSLATION_FEATURES, translation_columns
 from reports_ml.ngram_keys import (
     bigram_hits,
     boundary_keys,
@@ -97,6 +100,7 @@ DENSE_FEATURES = (
     "answer_words",
     "accepted_count",
     "repeated_word",
+    *TRANSLATION_FEATURES,
 )
 
 _NEAR_KNOWN = 0.34  # normalized edit distance of a typo to the word meant (about 1 in 3)
@@ -187,13 +191,17 @@ def similarity_features(
     flat = list(chain.from_iterable(tokens))
     report_of = np.repeat(np.arange(n), lengths)
     ids = np.fromiter(map(index.id_of.get, flat, repeat(-1)), dtype=np.int64, count=len(flat))
+    course_ids = np.fromiter(
+        map(course.id_of.get, flat, repeat(-1)), dtype=np.int64, count=len(flat)
+    )
     counts = {
         "same": np.fromiter(map(details.form_set.__contains__, forms), dtype=float, count=n),
         "spacing": np.fromiter(
             (form.replace(" ", "") in details.no_space for form in forms), dtype=float, count=n
         ),
         **_new_word_counts(flat, ids, report_of, n, index, course),
-        **_sequence_counts(ids, report_of, lengths, index, flat, course),
+        **_sequence_counts(ids, course_ids, report_of, lengths, index, course),
+        **_translation_counts(ids, course_ids, report_of, n, index, course),
         **_char_ngram_counts(chars, index, course),
     }
     names: list[list[str]] = [[] for _ in range(n)]
@@ -255,18 +263,15 @@ def _new_word_counts(
 
 def _sequence_counts(
     ids: np.ndarray,
+    course_ids: np.ndarray,
     report_of: np.ndarray,
     lengths: np.ndarray,
     index: PromptIndex,
-    flat: list[str],
     course: CourseVocabulary,
 ) -> dict[str, np.ndarray]:
     """Per report: word bigrams found in the prompt's and in the course's accepted
     translations, required words missing, whether a word follows itself."""
     n = len(lengths)
-    course_ids = np.fromiter(
-        map(course.id_of.get, flat, repeat(-1)), dtype=np.int64, count=len(flat)
-    )
     hits = bigram_hits(ids, report_of, lengths, index.details.bigram_keys)
     course_hits = bigram_hits(course_ids, report_of, lengths, course.bigrams)
     repeated = np.zeros(n)
@@ -284,6 +289,34 @@ def _sequence_counts(
         "required_missing": (int(index.details.required.sum()) - found).astype(float),
         "repeated": repeated,
     }
+
+
+def _translation_counts(
+    ids: np.ndarray,
+    course_ids: np.ndarray,
+    report_of: np.ndarray,
+    n: int,
+    index: PromptIndex,
+    course: CourseVocabulary,
+) -> dict[str, np.ndarray]:
+    """Per report: how its words relate to the prompt's source words through the course's
+    other prompts (``reports_ml.cooccurrence``). ``ids`` of words off the accepted list are
+    past the prompt's vocabulary."""
+    translations = course.translations
+    accepted = np.fromiter(
+        map(course.id_of.get, index.vocabulary, repeat(-1)),
+        dtype=np.int64,
+        count=len(index.vocabulary),
+    )
+    return translation_columns(
+        translations,
+        translations.source_ids(index.source_words),
+        accepted,
+        course_ids,
+        ids < len(index.vocabulary),
+        report_of,
+        n,
+    )
 
 
 def _char_ngram_counts(
@@ -483,4 +516,5 @@ def _dense_columns(
         "answer_words": log(n_words),
         "accepted_count": np.full(n, np.log1p(len(index.forms))),
         "repeated_word": count["repeated"],
+        **{name: count[name] for name in TRANSLATION_FEATURES},
     }
