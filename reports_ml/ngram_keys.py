@@ -71,7 +71,8 @@ def _points(texts: Sequence[str], start: str, end: str) -> np.ndarray:
 
 
 def _trigram(points: np.ndarray, at: np.ndarray) -> np.ndarray:
-    return (points[at] << 42) | (points[at + 1] << 21) | points[at + 2]
+    keys: np.ndarray = (points[at] << 42) | (points[at + 1] << 21) | points[at + 2]
+    return keys
 
 
 def quadgram_keys(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
