@@ -15,15 +15,19 @@ Two blocks:
 
 A ``FeatureExtractor`` caches one ``PromptIndex`` per prompt (least recently used dropped
 first) and a vocabulary per course; the course vocabularies grow with every accepted list it
-sees and are kept when a model is saved.
+sees and are kept when a model is saved. An accepted list the course vocabulary already holds
+(by digest) is not indexed before a batch is split over worker processes: each worker indexes
+its own prompts.
 """
 
 from __future__ import annotations
 
+import functools
 import multiprocessing
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from operator import attrgetter
 from typing import Any, Literal
 
 import numpy as np
@@ -33,15 +37,14 @@ from scipy import sparse
 from sklearn.feature_extraction import FeatureHasher
 
 from reports_ml.models import ReportLike
+from reports_ml.prompt_index import CourseVocabulary, PromptIndex, accepted_digest
 from reports_ml.similarity import (
     DENSE_FEATURES,
-    CourseVocabulary,
-    PromptIndex,
     ngram_names,
     similarity_features,
     word_bigrams,
 )
-from reports_ml.text import normalize_answer, normalize_answers, tokenize
+from reports_ml.text import normalize_answer, normalize_answers, tokenize, tokenize_all
 
 __all__ = [
     "DENSE_FEATURES",
@@ -62,6 +65,13 @@ _MIN_PARALLEL_REPORTS = 20_000
 
 def _hasher(bits: int) -> FeatureHasher:
     return FeatureHasher(n_features=2**bits, input_type="string", alternate_sign=False)
+
+
+@functools.lru_cache(maxsize=4)
+def _no_hashed(rows: int, bits: int) -> sparse.csr_matrix:
+    """The all-zero hashed block (shared: nothing writes to it; building one per single
+    report costs more than its features)."""
+    return sparse.csr_matrix((rows, 2**bits))
 
 
 @dataclass(frozen=True)
@@ -116,27 +126,42 @@ class FeatureExtractor:
 
     def prompt_index(self, report: ReportLike) -> PromptIndex:
         """The (cached) index of the report's prompt and current accepted list."""
-        key = (report.course, report.prompt_id)
-        index = self._prompts.get(key)
-        accepted = report.accepted
-        if index is not None and (index.accepted is accepted or index.accepted == tuple(accepted)):
-            self._prompts.move_to_end(key)
+        index = self._cached_index(report)
+        if index is not None:
             return index
-        index = PromptIndex(tuple(accepted), report.prompt)
+        index = PromptIndex(tuple(report.accepted), report.prompt)
         self._courses.setdefault(report.course, CourseVocabulary()).add(index)
+        key = (report.course, report.prompt_id)
         self._prompts[key] = index
         self._prompts.move_to_end(key)
         if len(self._prompts) > _MAX_CACHED_PROMPTS:
             self._prompts.popitem(last=False)  # the least recently used
         return index
 
+    def _cached_index(self, report: ReportLike) -> PromptIndex | None:
+        key = (report.course, report.prompt_id)
+        index = self._prompts.get(key)
+        accepted = report.accepted
+        if index is None or not (index.accepted is accepted or index.accepted == tuple(accepted)):
+            return None
+        self._prompts.move_to_end(key)
+        return index
+
     def observe(self, reports: Sequence[ReportLike]) -> None:
         """Index the prompts and accepted lists of ``reports`` (adds to course vocabularies)."""
-        self._observe(reports, _groups_by_prompt(reports))
-
-    def _observe(self, reports: Sequence[ReportLike], groups: list[list[int]]) -> None:
-        for members in groups:
+        for members in _groups_by_prompt(reports):
             self.prompt_index(reports[members[0]])
+
+    def _absorb(self, reports: Sequence[ReportLike], groups: list[list[int]]) -> None:
+        """Add the accepted lists of ``reports`` that their course vocabularies lack (the
+        prompts of lists they hold are indexed later, where their features are computed)."""
+        for members in groups:
+            report = reports[members[0]]
+            if self._cached_index(report) is not None:
+                continue
+            course = self._courses.get(report.course)
+            if course is None or not course.holds(accepted_digest(report.accepted)):
+                self.prompt_index(report)
 
     def transform(
         self,
@@ -153,7 +178,7 @@ class FeatureExtractor:
         """
         groups = _groups_by_prompt(reports)
         if self.feature_set == "full":
-            self._observe(reports, groups)
+            self._absorb(reports, groups)
         parallel = n_jobs > 1 and "fork" in multiprocessing.get_all_start_methods()
         if parallel and len(reports) >= _MIN_PARALLEL_REPORTS:
             return self._transform_parallel(reports, groups, n_jobs, progress)
@@ -170,7 +195,7 @@ class FeatureExtractor:
         if self.hashed:
             matrix = self._hasher.transform(hashed).tocsr()
         else:
-            matrix = sparse.csr_matrix((len(reports), 2**self.hash_bits))
+            matrix = _no_hashed(len(reports), self.hash_bits)
         return Features(hashed=matrix, dense=dense, dense_names=self.dense_names)
 
     def transform_apply(
@@ -189,7 +214,7 @@ class FeatureExtractor:
             return apply(self.transform(reports, progress=progress))
         groups = _groups_by_prompt(reports)
         if self.feature_set == "full":
-            self._observe(reports, groups)
+            self._absorb(reports, groups)
         global _FORKED_APPLY
         chunks = _balanced_chunks(groups, 4 * n_jobs)
         parts: list[np.ndarray] = []
@@ -238,7 +263,7 @@ class FeatureExtractor:
     def _transform_group(self, reports: list[ReportLike]) -> tuple[list[list[str]], np.ndarray]:
         """Hashed-feature names and the dense block of one prompt's reports."""
         forms = normalize_answers([report.answer for report in reports])
-        tokens = list(map(tokenize, forms))
+        tokens = tokenize_all(forms)
         if self.feature_set == "ngram":
             names = [ngram_names(words, word_bigrams(words)) for words in tokens]
             return names, np.zeros((len(reports), 0))
@@ -302,7 +327,7 @@ def nearest_accepted(answer: str, accepted: Sequence[str]) -> int | None:
     if not index.forms:
         return None
     coded, _ = index.encode(tokenize(normalize_answer(answer)))
-    best = process.extractOne(coded, index.coded, scorer=Levenshtein.distance)
+    best = process.extractOne(coded, index.details.coded, scorer=Levenshtein.distance)
     form = index.forms[best[2]]
     return next(i for i, text in enumerate(accepted) if normalize_answer(text) == form)
 
@@ -310,12 +335,18 @@ def nearest_accepted(answer: str, accepted: Sequence[str]) -> int | None:
 def _groups_by_prompt(reports: Sequence[ReportLike]) -> list[list[int]]:
     """Positions of ``reports`` grouped by course, prompt and accepted list."""
     by_prompt: dict[tuple[str, str], list[tuple[Sequence[str], list[int]]]] = {}
-    for i, report in enumerate(reports):
-        variants = by_prompt.setdefault((report.course, report.prompt_id), [])
-        for accepted, members in variants:
-            if accepted is report.accepted or tuple(accepted) == tuple(report.accepted):
+    for i, (course, prompt_id, accepted) in enumerate(map(_PROMPT_OF, reports)):
+        variants = by_prompt.get((course, prompt_id))
+        if variants is None:
+            by_prompt[course, prompt_id] = [(accepted, [i])]
+            continue
+        for known, members in variants:
+            if known is accepted or tuple(known) == tuple(accepted):
                 members.append(i)
                 break
         else:
-            variants.append((report.accepted, [i]))
+            variants.append((accepted, [i]))
     return [members for variants in by_prompt.values() for _, members in variants]
+
+
+_PROMPT_OF = attrgetter("course", "prompt_id", "accepted")

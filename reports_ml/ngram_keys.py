@@ -1,9 +1,11 @@
-"""Integer keys of word bigrams and character trigrams, and the word codes of answers.
+"""Integer keys of word bigrams and character n-grams, and the word codes of answers.
 
 Word sequences are compared as strings with one code point per word (``codes``); n-gram
 membership is tested on sorted NumPy arrays of int64 keys (``in_sorted``), so a whole prompt's
 reports are looked up at once: a word bigram is two word ids (sentence start and end framed),
-a character trigram three code points of 21 bits each.
+a character trigram three code points of 21 bits each, a character 4-gram a 63-bit hash of
+four code points (collisions are negligible at a course's size), and a text's start and end
+trigrams are framed by marks that stand nowhere else (``boundary_keys``).
 """
 
 from __future__ import annotations
@@ -15,16 +17,25 @@ import numpy as np
 __all__ = [
     "bigram_hits",
     "bigram_keys",
+    "bigram_keys_of",
+    "boundary_keys",
     "code",
     "codes",
     "in_sorted",
+    "in_sorted_beyond",
     "merged_keys",
+    "quadgram_keys",
+    "runs",
+    "sorted_unique",
     "trigram_keys",
 ]
 
 # Word ids in bigram keys: 0 and 1 frame the sentence, words count from 2.
 _START_ID, _END_ID, _FIRST_ID = 0, 1, 2
 _KEY_BASE = 1 << 31
+# Marks of a text's start and end in ``boundary_keys`` (control characters: never in an answer
+# after normalization, which reads them as spaces or drops them).
+_TEXT_START, _TEXT_END = "\x02", "\x03"
 
 
 def code(index: int) -> str:
@@ -53,10 +64,96 @@ def trigram_keys(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
     return keys[valid], owner[valid]
 
 
+def _points(texts: Sequence[str], start: str, end: str) -> np.ndarray:
+    """Code points (int64) of ``texts``, each as ``start``, the text, ``end`` and a newline."""
+    joined = "".join(start + text.replace("\n", " ") + end + "\n" for text in texts)
+    return np.frombuffer(joined.encode("utf-32-le"), dtype=np.uint32).astype(np.int64)
+
+
+def _trigram(points: np.ndarray, at: np.ndarray) -> np.ndarray:
+    keys: np.ndarray = (points[at] << 42) | (points[at + 1] << 21) | points[at + 2]
+    return keys
+
+
+def quadgram_keys(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Keys of the character 4-grams of ``texts`` (each framed by spaces) and the position of
+    the text each comes from."""
+    if not texts:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    points = _points(texts, " ", " ")
+    breaks = points == 0x0A
+    owner = np.cumsum(breaks)[:-3]
+    valid = ~(breaks[:-3] | breaks[1:-2] | breaks[2:-1] | breaks[3:])
+    high = _trigram(points, np.arange(len(points) - 3)).astype(np.uint64)
+    mixed = high * np.uint64(0x9E3779B97F4A7C15) + points[3:].astype(np.uint64)
+    keys = (mixed >> np.uint64(1)).astype(np.int64)
+    return keys[valid], owner[valid]
+
+
+def boundary_keys(texts: Sequence[str]) -> np.ndarray:
+    """Per text, the keys of its first and of its last character trigram with the text's start
+    and end marked (two columns; -1 for an empty text): whether an answer begins and ends as
+    accepted translations do."""
+    if not texts:
+        return np.zeros((0, 2), dtype=np.int64)
+    points = _points(texts, _TEXT_START, _TEXT_END)
+    ends = np.flatnonzero(points == 0x0A) - 1  # the end marks
+    starts = np.concatenate([[0], ends[:-1] + 2])
+    keys = np.full((len(texts), 2), -1, dtype=np.int64)
+    nonempty = ends - starts > 1
+    keys[nonempty, 0] = _trigram(points, starts[nonempty])
+    keys[nonempty, 1] = _trigram(points, ends[nonempty] - 2)
+    return keys
+
+
+def runs(flags: np.ndarray, owner: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per owner (0 to ``n`` - 1, ``owner`` sorted): how many runs of consecutive true
+    ``flags`` it has and how long its longest one is."""
+    count = np.zeros(n)
+    longest = np.zeros(n)
+    if not flags.any():
+        return count, longest
+    previous = np.zeros(len(flags), dtype=bool)
+    previous[1:] = flags[:-1] & (owner[1:] == owner[:-1])
+    starts = flags & ~previous
+    count += np.bincount(owner[starts], minlength=n)
+    run_of = np.cumsum(starts) - 1
+    lengths = np.bincount(run_of[flags])
+    np.maximum.at(longest, owner[starts], lengths)
+    return count, longest
+
+
 def bigram_keys(ids: Sequence[int]) -> np.ndarray:
     """Keys of the word-id bigrams of one text, with sentence start and end."""
     framed = np.array([_START_ID, *[i + _FIRST_ID for i in ids], _END_ID], dtype=np.int64)
     return framed[:-1] * _KEY_BASE + framed[1:]
+
+
+def bigram_keys_of(ids: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """Sorted unique keys of the word-id bigrams of several texts at once (``ids`` of all
+    their words in order, ``lengths`` words per text), with sentence start and end."""
+    if not len(lengths):
+        return np.zeros(0, dtype=np.int64)
+    # Each text becomes start, its words, end: an end and the next start never pair up.
+    framed = np.full(len(ids) + 2 * len(lengths), _START_ID, dtype=np.int64)
+    starts = np.cumsum(lengths + 2) - (lengths + 2)
+    inner = np.ones(len(framed), dtype=bool)
+    inner[starts] = False
+    inner[starts + lengths + 1] = False
+    framed[inner] = ids + _FIRST_ID
+    framed[starts + lengths + 1] = _END_ID
+    keys = framed[:-1] * _KEY_BASE + framed[1:]
+    pair = np.ones(len(keys), dtype=bool)
+    pair[(starts + lengths + 1)[:-1]] = False  # end of one text, start of the next
+    return sorted_unique(keys[pair])
+
+
+def sorted_unique(keys: np.ndarray) -> np.ndarray:
+    """``np.unique(keys)`` by sorting (faster than NumPy's hashing for these key arrays)."""
+    ordered = np.sort(keys)
+    keep = np.ones(len(ordered), dtype=bool)
+    keep[1:] = ordered[1:] != ordered[:-1]
+    return ordered[keep]
 
 
 def merged_keys(keys: np.ndarray, more: np.ndarray) -> np.ndarray:
@@ -91,6 +188,18 @@ def bigram_hits(
     inner = in_sorted(pairs, keys)
     hits = np.bincount(report_of, weights=inner, minlength=n) + in_sorted(finals, keys)
     return np.asarray(hits, dtype=float)
+
+
+def in_sorted_beyond(values: np.ndarray, found: np.ndarray, keys: np.ndarray) -> np.ndarray:
+    """``in_sorted(values, keys)`` for ``keys`` that hold every value already ``found`` (a
+    course's keys hold its prompts'): only the others are looked up, each distinct one once,
+    in the large array."""
+    result = found.copy()
+    rest = np.flatnonzero(found == 0)
+    if len(rest) and len(keys):
+        distinct, position = np.unique(values[rest], return_inverse=True)
+        result[rest] = in_sorted(distinct, keys)[position]
+    return result
 
 
 def in_sorted(values: np.ndarray, keys: np.ndarray) -> np.ndarray:

@@ -23,6 +23,7 @@ __all__ = [
     "strip_accents",
     "strip_accents_all",
     "tokenize",
+    "tokenize_all",
 ]
 
 # Scripts whose words are not separated by spaces and whose characters are (close to) words.
@@ -121,6 +122,13 @@ def tokenize(normalized: str) -> list[str]:
     if _HAS_CHARACTER_SCRIPT.search(normalized) is None:
         return normalized.split()
     return _CHARACTER_SCRIPT_TOKEN.findall(normalized)
+
+
+def tokenize_all(normalized: Sequence[str]) -> list[list[str]]:
+    """``tokenize`` of each normalized answer; the script test is made once for the list."""
+    if _HAS_CHARACTER_SCRIPT.search("\n".join(normalized)) is None:
+        return [text.split() for text in normalized]
+    return list(map(tokenize, normalized))
 
 
 def strip_accents_all(texts: Sequence[str]) -> list[str]:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import pickle
+import unicodedata
 
 import numpy as np
 import pytest
@@ -249,4 +251,57 @@ def test_odd_reports_get_finite_features_in_one_batch() -> None:
     ]
     features = FeatureExtractor().transform(reports)
     assert features.dense.shape == (len(reports), len(DENSE_FEATURES))
-    assert not np.isinf(features.dense).any()  # NaN: no neighbours for one accepted answer
+    assert np.isfinite(features.dense).all()
+
+
+def test_a_blend_of_two_accepted_translations_is_covered_by_a_prefix_and_a_suffix() -> None:
+    accepted = ("rá gondolok éjjel nappal.", "én arra gondolok minden nap.")
+    blend, truncated, paraphrase = _features(
+        _report("rá gondolok minden nap", accepted),  # first half of one, second of the other
+        _report("rá gondolok éjjel", accepted),  # the end left off
+        _report("mindig rá gondolok", accepted),
+    )
+    assert blend["prefix_suffix_cover"] >= 1.0
+    assert paraphrase["prefix_suffix_cover"] < 1.0
+    assert truncated["prefix_share"] == 1.0  # the start of an accepted translation
+    assert truncated["end_seen_in_prompt"] == 0.0  # but no accepted translation ends so
+    assert truncated["start_seen_in_prompt"] == 1.0
+    assert blend["end_seen_in_prompt"] == 1.0
+    assert paraphrase["start_seen_in_prompt"] == 0.0
+
+
+def test_each_place_an_answer_departs_from_the_accepted_letters_is_one_run() -> None:
+    one_slip, two_slips = _features(
+        _report("rá gondolok éjjel napal", HU_ACCEPTED),
+        _report("rá gondalok éjjel napal", HU_ACCEPTED),
+    )
+    assert _count(one_slip["unseen_trigram_runs_prompt"]) == 1
+    assert _count(two_slips["unseen_trigram_runs_prompt"]) == 2
+    assert one_slip["char_4grams_in_prompt_ratio"] > two_slips["char_4grams_in_prompt_ratio"]
+
+
+def test_letters_in_common_with_the_nearest_translation() -> None:
+    (row,) = _features(_report("rá gondolok éjjel", ("rá gondolok éjjel nappal.",)))
+    assert row["char_extra_ratio"] == 0.0  # every letter of the answer is in the translation
+    # Letters count in canonical decomposition: "á" and "é" are two each.
+    whole = unicodedata.normalize("NFD", "rá gondolok éjjel nappal")
+    assert row["char_missing_ratio"] == pytest.approx(len(" nappal") / len(whole))
+
+
+def test_a_loaded_extractor_indexes_known_prompts_in_its_workers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("reports_ml.features._MIN_PARALLEL_REPORTS", 10)
+    reports = [
+        _report(f"{answer} {i}", HU_ACCEPTED, prompt_id=f"p{i % 7}", times_reported=i % 3 + 1)
+        for i, answer in enumerate(["rá gondolok", "éjjel nappal rá", "én gondolak"] * 20)
+    ]
+    trained = FeatureExtractor()
+    expected = trained.transform(reports)
+    # As after loading a saved model: the course vocabularies hold every list, no prompt index
+    # is cached, and each worker indexes its own prompts.
+    loaded = pickle.loads(pickle.dumps(trained))  # noqa: S301  # pickled just above
+    assert not loaded._prompts
+    assert np.array_equal(loaded.transform(reports, n_jobs=2).dense, expected.dense)
+    assert not loaded._prompts  # nothing was indexed in this process
+    assert np.array_equal(loaded.transform(reports).dense, expected.dense)

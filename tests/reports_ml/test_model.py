@@ -5,7 +5,9 @@ from __future__ import annotations
 import functools
 import platform
 import re
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import joblib
 import numpy as np
@@ -14,6 +16,7 @@ import sklearn
 
 from core.errors import InvalidInput
 from reports_ml.evaluate import roc_auc_score
+from reports_ml.features import FeatureExtractor
 from reports_ml.model import (
     FORMAT_VERSION,
     ReportModel,
@@ -22,7 +25,8 @@ from reports_ml.model import (
     train_model,
     training_data_sha256,
 )
-from reports_ml.models import ModelCard, ReportRecord
+from reports_ml.models import ModelCard, ReportLike, ReportRecord
+from reports_ml.prompt_index import accepted_digest
 from reports_ml.simulate import simulate_reports
 from reports_ml.staple import load_staple
 from tests.datasets import STAPLE_DIR as STAPLE
@@ -248,3 +252,27 @@ def test_worker_processes_give_the_same_scores(monkeypatch: pytest.MonkeyPatch) 
     parallel = _trained().score(test, n_jobs=2, progress=steps.append)
     assert sum(steps) == len(test)
     assert parallel == pytest.approx(serial.tolist(), abs=1e-12)
+
+
+def test_only_the_reports_the_trees_learn_from_get_features(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    train, test = _split()
+    featurized: list[int] = []
+    transform = FeatureExtractor.transform
+
+    def counting(self: FeatureExtractor, reports: Sequence[ReportLike], **kwargs: Any) -> Any:
+        featurized.append(len(reports))
+        return transform(self, reports, **kwargs)
+
+    monkeypatch.setattr(FeatureExtractor, "transform", counting)
+    steps: list[int] = []
+    model = ReportModel(max_tree_rows=300, trees=20).fit(train, progress=steps.append)
+    assert featurized == [300]
+    assert sum(steps) == len(train)  # the progress bar still ends at every report
+    # Every training prompt's accepted list is in its course's vocabulary all the same.
+    courses = model.extractor._courses
+    assert all(courses[r.course].holds(accepted_digest(r.accepted)) for r in train)
+    monkeypatch.undo()
+    labels = np.array([bool(r.label) for r in test])
+    assert roc_auc_score(labels, model.score(test)) > 0.8
