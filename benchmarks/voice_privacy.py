@@ -96,9 +96,6 @@ def _pseudo_voice(
     intonation_share: float = 0.0,
     spread_share: float = 0.0,
     averaging_share: float = 0.0,
-    class_share: float = 0.0,
-    classes: int = 16,
-    neighbour_share: float = 0.0,
 ) -> VoiceAnonymizer:
     return VoiceAnonymizer(
         method="pseudo_voice",
@@ -108,9 +105,6 @@ def _pseudo_voice(
         intonation_share=intonation_share,
         spread_share=spread_share,
         averaging_share=averaging_share,
-        class_share=class_share,
-        release_class_count=classes,
-        neighbour_share=neighbour_share,
     )
 
 
@@ -160,24 +154,6 @@ SWEEP: dict[str, VoiceAnonymizer] = {
     ),
     "pseudo-voice + prosody + averaging ×0.5": _pseudo_voice(
         1.0, timing="anchored", intonation_share=1.0, spread_share=0.5, averaging_share=0.5
-    ),
-    # Class-wise normalisation over the release (policies.pseudo_classes): each clip's
-    # per-class mean envelope moved to the release's, its own frames kept.
-    "pseudo-voice + classes 8": _pseudo_voice(1.0, class_share=1.0, classes=8),
-    "pseudo-voice + classes 16": _pseudo_voice(1.0, class_share=1.0, classes=16),
-    "pseudo-voice + classes 32": _pseudo_voice(1.0, class_share=1.0, classes=32),
-    "pseudo-voice + timing + classes 16": _pseudo_voice(
-        1.0, timing="anchored", class_share=1.0, classes=16
-    ),
-    "pseudo-voice + timing + classes 16 + averaging ×0.5": _pseudo_voice(
-        1.0, timing="anchored", class_share=1.0, classes=16, averaging_share=0.5
-    ),
-    # Each voiced frame moved to its nearest frames of the release's other clips.
-    "pseudo-voice + neighbours ×0.5": _pseudo_voice(1.0, neighbour_share=0.5),
-    "pseudo-voice + neighbours ×0.75": _pseudo_voice(1.0, neighbour_share=0.75),
-    "pseudo-voice + neighbours": _pseudo_voice(1.0, neighbour_share=1.0),
-    "pseudo-voice + timing + neighbours": _pseudo_voice(
-        1.0, timing="anchored", neighbour_share=1.0
     ),
     "pseudo-voice + prosody + vocal tract ×0.5": _pseudo_voice(
         1.0, 0.5, timing="anchored", intonation_share=1.0, spread_share=1.0

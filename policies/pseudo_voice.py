@@ -35,12 +35,6 @@ from typing import Literal
 import numpy as np
 import scipy.fft as sfft
 
-from policies.pseudo_classes import (
-    ReleaseClasses,
-    ReleaseFrames,
-    class_normalised,
-    neighbour_replaced,
-)
 from policies.pseudo_prosody import retimed, spread_normalised, stylised_f0
 from policies.voice_analysis import F0_MAX_HZ, F0_MIN_HZ, Grid, analyse, frames_of
 
@@ -142,11 +136,6 @@ def convert(
     vocal_tract_share: float = 0.0,
     prosody: Prosody | None = None,
     release_envelopes: np.ndarray | None = None,
-    release_classes: ReleaseClasses | None = None,
-    class_share: float = 0.0,
-    release_frames: ReleaseFrames | None = None,
-    owner: int | None = None,
-    neighbour_share: float = 0.0,
 ) -> np.ndarray:
     """``samples`` spoken by ``target``: same rate, level not matched; same length unless
     ``prosody`` retimes the clip to the release's duration.
@@ -156,11 +145,7 @@ def convert(
     [0, 1] is the share of the formant-scale warp applied (0: none); ``prosody`` takes timing,
     intonation and spectral dynamics from the release (``policies.pseudo_prosody``), and with
     ``release_envelopes`` (the mean of ``mapped_frames`` over the release's clips, retimed)
-    mixes that share of the release's envelope into every frame of speech; with
-    ``release_classes`` moves each voiced frame ``class_share`` of the way from the clip's
-    per-class means to the release's, and with ``release_frames`` ``neighbour_share`` of the
-    way to its nearest frames of the release's other clips (``policies.pseudo_classes``;
-    ``owner`` numbers this clip in the pool)."""
+    mixes that share of the release's envelope into every frame of speech."""
     prosody = prosody or Prosody()
     if len(samples) == 0:
         return np.zeros(0)
@@ -178,11 +163,6 @@ def convert(
         rng=rng,
         release_envelopes=release_envelopes,
         averaging_share=prosody.averaging_share,
-        release_classes=release_classes,
-        class_share=class_share,
-        release_frames=release_frames,
-        owner=owner,
-        neighbour_share=neighbour_share,
     )
 
 
@@ -193,30 +173,10 @@ def synthesise(
     rng: np.random.Generator,
     release_envelopes: np.ndarray | None = None,
     averaging_share: float = 0.0,
-    release_classes: ReleaseClasses | None = None,
-    class_share: float = 0.0,
-    release_frames: ReleaseFrames | None = None,
-    owner: int | None = None,
-    neighbour_share: float = 0.0,
 ) -> np.ndarray:
-    """The samples of ``frames``: with ``release_classes``, voiced frames are moved
-    ``class_share`` of the way to the release's class means, then with ``release_envelopes``
-    ``averaging_share`` of the release's envelope is mixed into every frame of speech (with
-    ``release_frames``, voiced frames first move ``neighbour_share`` of the way to the other
-    clips' nearest frames); quiet frames are floored."""
+    """The samples of ``frames``: with ``release_envelopes``, ``averaging_share`` of the
+    release's envelope is mixed into every frame of speech first; quiet frames are floored."""
     envelopes = frames.envelopes
-    if release_classes is not None:
-        envelopes = class_normalised(
-            envelopes, frames.voiced & ~frames.silent, release_classes, share=class_share
-        )
-    if release_frames is not None:
-        envelopes = neighbour_replaced(
-            envelopes,
-            frames.voiced & ~frames.silent,
-            release_frames,
-            owner=owner,
-            share=neighbour_share,
-        )
     if release_envelopes is not None and release_envelopes.shape == envelopes.shape:
         share = averaging_share
         speech = ~frames.silent

@@ -43,7 +43,6 @@ import soundfile as sf
 from core.errors import UnsupportedAudio
 from policies import flac
 from policies.policy import Policy, VoiceAnonymization
-from policies.pseudo_classes import ReleaseClasses, ReleaseFrames, release_classes, release_frames
 from policies.pseudo_voice import (
     MappedFrames,
     Prosody,
@@ -99,13 +98,6 @@ class VoiceAnonymizer:
     intonation_share: float = 0.0
     spread_share: float = 0.0
     averaging_share: float = 0.0
-    # Voiced frames moved this share of the way to the release's per-class means, over
-    # ``release_class_count`` acoustic classes (``policies.pseudo_classes``).
-    class_share: float = 0.0
-    release_class_count: int = 16
-    # Voiced frames moved this share of the way to their nearest frames of the release's other
-    # clips (kNN-VC's matching, over the release).
-    neighbour_share: float = 0.0
     target: PseudoVoice | None = field(default=None, repr=False, compare=False)
     # The one duration every clip of the release is retimed to (``timing``), set per release.
     duration_s: float | None = field(default=None, compare=False)
@@ -113,12 +105,6 @@ class VoiceAnonymizer:
     # clips that pass kept (by the SHA-256 of their bytes): memory only, like the target.
     release_envelopes: dict[int, np.ndarray] | None = field(default=None, repr=False, compare=False)
     kept_mapped: dict[bytes, MappedClip] = field(default_factory=dict, repr=False, compare=False)
-    release_classes: dict[int, ReleaseClasses] | None = field(
-        default=None, repr=False, compare=False
-    )
-    release_frames: dict[int, ReleaseFrames] | None = field(default=None, repr=False, compare=False)
-    # Each clip's number in its rate's pool (by the SHA-256 of its bytes).
-    pool_owners: dict[bytes, int] = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.method == "pseudo_voice" and self.target is None:
@@ -158,11 +144,8 @@ class VoiceAnonymizer:
 
     @property
     def averages(self) -> bool:
-        """Whether the release's clips are mixed with their mean or moved to its class means
-        (either needs ``averaged_over`` first)."""
-        mixes = self.retimes and self.duration_s is not None and self.averaging_share > 0.0
-        normalises = max(self.class_share, self.neighbour_share) > 0.0
-        return mixes or (self.method == "pseudo_voice" and normalises)
+        """Whether the release's clips are mixed with their mean (``averaged_over`` first)."""
+        return self.retimes and self.duration_s is not None and self.averaging_share > 0.0
 
     def mapped_clip(self, data: bytes) -> MappedClip | None:
         """A clip mapped onto the release's voice and duration (what ``averaged_over``
@@ -196,53 +179,19 @@ class VoiceAnonymizer:
         ``released_audio`` does not analyse them again."""
         sums: dict[int, np.ndarray] = {}
         counts: collections.Counter[int] = collections.Counter()
-        voiced: dict[int, list[np.ndarray]] = collections.defaultdict(list)
-        owners: dict[bytes, int] = {}
         kept: dict[bytes, MappedClip] = {}
         kept_bytes = 0
-        mixes = self.averaging_share > 0.0
         for item in mapped:
             if item is None:
                 continue
-            frames = item.frames
-            envelopes = frames.envelopes
-            if mixes:
-                total = sums.get(item.rate)
-                sums[item.rate] = envelopes.copy() if total is None else total + envelopes
+            envelopes = item.frames.envelopes
+            sums[item.rate] = sums[item.rate] + envelopes if item.rate in sums else envelopes.copy()
             counts[item.rate] += 1
-            if max(self.class_share, self.neighbour_share) > 0.0:
-                owners[item.digest] = len(voiced[item.rate])
-                voiced[item.rate].append(envelopes[frames.voiced & ~frames.silent])
             if kept_bytes + envelopes.nbytes <= KEPT_MAPPED_BYTES:
                 kept[item.digest] = item
                 kept_bytes += envelopes.nbytes
         means = {rate: total / counts[rate] for rate, total in sums.items()}
-        generator = fresh_generator()
-        classes = {
-            rate: found
-            for rate, frames_of_rate in voiced.items()
-            if self.class_share > 0.0
-            and (
-                found := release_classes(
-                    frames_of_rate, classes=self.release_class_count, rng=generator
-                )
-            )
-            is not None
-        }
-        pools = {
-            rate: pool
-            for rate, frames_of_rate in voiced.items()
-            if self.neighbour_share > 0.0
-            and (pool := release_frames(frames_of_rate, rng=generator)) is not None
-        }
-        return replace(
-            self,
-            release_envelopes=means or None,
-            kept_mapped=kept,
-            release_classes=classes,
-            release_frames=pools,
-            pool_owners=owners,
-        )
+        return replace(self, release_envelopes=means, kept_mapped=kept)
 
     @property
     def prosody(self) -> Prosody:
@@ -301,11 +250,6 @@ class VoiceAnonymizer:
                 rng=generator,
                 release_envelopes=(self.release_envelopes or {}).get(kept.rate),
                 averaging_share=self.averaging_share,
-                release_classes=(self.release_classes or {}).get(kept.rate),
-                class_share=self.class_share,
-                release_frames=(self.release_frames or {}).get(kept.rate),
-                owner=self.pool_owners.get(kept.digest),
-                neighbour_share=self.neighbour_share,
             )
             return flac.encode_samples(_scaled_to(transformed, kept.level), kept.rate)
         samples, sample_rate = decode_mono(data)
@@ -320,11 +264,6 @@ class VoiceAnonymizer:
                 vocal_tract_share=self.vocal_tract_share,
                 prosody=self.prosody,
                 release_envelopes=(self.release_envelopes or {}).get(sample_rate),
-                release_classes=(self.release_classes or {}).get(sample_rate),
-                class_share=self.class_share,
-                release_frames=(self.release_frames or {}).get(sample_rate),
-                owner=self.pool_owners.get(hashlib.sha256(data).digest()),
-                neighbour_share=self.neighbour_share,
             )
         elif self.method == "mcadams":
             alpha = float(generator.uniform(*self.alpha))
