@@ -643,9 +643,9 @@ def _read_released(
         return None
     pending = open_audio(claim.sealer, clip.source_key, sealed)
     released = release_clip_bytes(pending, claim.voice, bandwidth_hz=bandwidth_hz)
-    return _ReleasedBytes(
-        released, hashlib.sha256(released).hexdigest(), flac_format.duration_s(released)
-    )
+    # Only a retiming voice transform changes a clip's duration; otherwise the upload's holds.
+    duration_s = flac_format.duration_s(released) if claim.voice.retimes else clip.duration_s
+    return _ReleasedBytes(released, hashlib.sha256(released).hexdigest(), duration_s)
 
 
 def _require_withdrawn(database: Database, missing: list[_ShardClip]) -> None:
