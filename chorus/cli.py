@@ -63,11 +63,14 @@ def serve(
 
     from chorus.app import prepare
     from core.logs import configure_logging
+    from core.malloc import limit_malloc_arenas
     from core.metrics import multiprocess_metrics_dir
     from core.protocol import PROTOCOL
 
     settings = get_settings()
     configure_logging(settings.log_level)
+    # Before any thread or worker process starts (core.malloc says why).
+    limit_malloc_arenas()
     try:
         database, store, _policy, _keys = prepare(settings)
         database.upgrade()
