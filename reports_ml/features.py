@@ -27,6 +27,7 @@ import multiprocessing
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from itertools import chain
 from operator import attrgetter
 from typing import Any, Literal
 
@@ -176,26 +177,42 @@ class FeatureExtractor:
         the batch. With ``n_jobs > 1`` large batches are split by prompt over forked worker
         processes (where the platform forks; otherwise one process does all).
         """
-        groups = _groups_by_prompt(reports)
-        if self.feature_set == "full":
-            self._absorb(reports, groups)
+        groups = self._grouped(reports)
         parallel = n_jobs > 1 and "fork" in multiprocessing.get_all_start_methods()
         if parallel and len(reports) >= _MIN_PARALLEL_REPORTS:
             return self._transform_parallel(reports, groups, n_jobs, progress)
-        hashed: list[list[str]] = [[] for _ in reports]
-        dense = np.zeros((len(reports), len(self.dense_names)))
+        return _in_input_order(self._transform_groups(reports, groups, progress), groups)
+
+    def _grouped(self, reports: Sequence[ReportLike]) -> list[list[int]]:
+        """Positions of ``reports`` by prompt, their accepted lists absorbed (full set)."""
+        groups = _groups_by_prompt(reports)
+        if self.feature_set == "full":
+            self._absorb(reports, groups)
+        return groups
+
+    def _transform_groups(
+        self,
+        reports: Sequence[ReportLike],
+        groups: list[list[int]],
+        progress: Callable[[int], None] | None = None,
+    ) -> Features:
+        """Features of the reports at the positions in ``groups``, one group's rows after
+        another's (in the order of ``chain(*groups)``)."""
+        rows = sum(map(len, groups))
+        hashed: list[list[str]] = []
+        dense = np.empty((rows, len(self.dense_names)))
+        start = 0
         for members in groups:
-            group = [reports[i] for i in members]
-            names, block = self._transform_group(group)
-            for row, row_names in zip(members, names, strict=True):
-                hashed[row] = row_names
-            dense[members] = block
+            names, block = self._transform_group([reports[i] for i in members])
+            hashed.extend(names)
+            dense[start : start + len(members)] = block
+            start += len(members)
             if progress is not None:
                 progress(len(members))
         if self.hashed:
             matrix = self._hasher.transform(hashed).tocsr()
         else:
-            matrix = _no_hashed(len(reports), self.hash_bits)
+            matrix = _no_hashed(rows, self.hash_bits)
         return Features(hashed=matrix, dense=dense, dense_names=self.dense_names)
 
     def transform_apply(
@@ -212,11 +229,8 @@ class FeatureExtractor:
         parallel = n_jobs > 1 and "fork" in multiprocessing.get_all_start_methods()
         if not (parallel and len(reports) >= _MIN_PARALLEL_REPORTS):
             return apply(self.transform(reports, progress=progress))
-        groups = _groups_by_prompt(reports)
-        if self.feature_set == "full":
-            self._absorb(reports, groups)
         global _FORKED_APPLY
-        chunks = _balanced_chunks(groups, 4 * n_jobs)
+        chunks = _balanced_chunks(self._grouped(reports), 4 * n_jobs)
         parts: list[np.ndarray] = []
         _FORKED_APPLY = (self, reports, apply)
         try:
@@ -224,11 +238,10 @@ class FeatureExtractor:
                 for part, chunk in zip(pool.imap(_apply_forked, chunks), chunks, strict=True):
                     parts.append(part)
                     if progress is not None:
-                        progress(len(chunk))
+                        progress(sum(map(len, chunk)))
         finally:
             _FORKED_APPLY = None
-        order = np.argsort(np.concatenate([np.asarray(chunk) for chunk in chunks]), kind="stable")
-        return np.concatenate(parts)[order]
+        return np.asarray(np.concatenate(parts)[_input_order(chunks)])
 
     def _transform_parallel(
         self,
@@ -238,7 +251,7 @@ class FeatureExtractor:
         progress: Callable[[int], None] | None,
     ) -> Features:
         # Forked workers inherit the reports and the warm prompt indexes; only the chunks'
-        # positions go out and their features come back.
+        # groups of positions go out and their features come back.
         global _FORKED
         chunks = _balanced_chunks(groups, 4 * n_jobs)
         parts: list[Features] = []
@@ -252,10 +265,10 @@ class FeatureExtractor:
                 ):
                     parts.append(part)
                     if progress is not None:
-                        progress(len(chunk))
+                        progress(sum(map(len, chunk)))
         finally:
             _FORKED = None
-        order = np.argsort(np.concatenate([np.asarray(chunk) for chunk in chunks]), kind="stable")
+        order = _input_order(chunks)
         hashed = sparse.vstack([part.hashed for part in parts], format="csr")[order]
         dense = np.concatenate([part.dense for part in parts])[order]
         return Features(hashed=hashed, dense=dense, dense_names=self.dense_names)
@@ -287,10 +300,10 @@ class FeatureExtractor:
 _FORKED: tuple[FeatureExtractor, Sequence[ReportLike]] | None = None
 
 
-def _transform_forked(chunk: list[int]) -> Features:
+def _transform_forked(chunk: list[list[int]]) -> Features:
     assert _FORKED is not None, "runs only in a worker forked by _transform_parallel"
     extractor, reports = _FORKED
-    return extractor.transform([reports[i] for i in chunk])
+    return extractor._transform_groups(reports, chunk)
 
 
 _FORKED_APPLY: (
@@ -298,18 +311,43 @@ _FORKED_APPLY: (
 ) = None
 
 
-def _apply_forked(chunk: list[int]) -> np.ndarray:
+def _apply_forked(chunk: list[list[int]]) -> np.ndarray:
     assert _FORKED_APPLY is not None, "runs only in a worker forked by transform_apply"
     extractor, reports, apply = _FORKED_APPLY
-    return apply(extractor.transform([reports[i] for i in chunk]))
+    return apply(extractor._transform_groups(reports, chunk))
 
 
-def _balanced_chunks(groups: list[list[int]], n_chunks: int) -> list[list[int]]:
-    """``groups`` (kept whole) dealt into up to ``n_chunks`` chunks of similar size."""
-    chunks: list[list[int]] = [[] for _ in range(n_chunks)]
+def _balanced_chunks(groups: list[list[int]], n_chunks: int) -> list[list[list[int]]]:
+    """``groups`` dealt into up to ``n_chunks`` chunks of similar size (in reports)."""
+    chunks: list[list[list[int]]] = [[] for _ in range(n_chunks)]
+    sizes = [0] * n_chunks
     for members in sorted(groups, key=len, reverse=True):
-        min(chunks, key=len).extend(members)
+        smallest = sizes.index(min(sizes))
+        chunks[smallest].append(members)
+        sizes[smallest] += len(members)
     return [chunk for chunk in chunks if chunk]
+
+
+def _input_order(chunks: list[list[list[int]]]) -> np.ndarray:
+    """Where each report's row stands among the chunks' rows laid one after another."""
+    positions = np.fromiter(
+        chain.from_iterable(chain.from_iterable(chunks)),
+        dtype=np.int64,
+        count=sum(len(members) for chunk in chunks for members in chunk),
+    )
+    return np.argsort(positions, kind="stable")
+
+
+def _in_input_order(features: Features, groups: list[list[int]]) -> Features:
+    """``features`` whose rows follow ``groups`` put back in the reports' order."""
+    if len(groups) == 1:
+        return features  # one prompt: members are in input order already
+    order = _input_order([groups])
+    return Features(
+        hashed=features.hashed[order],
+        dense=features.dense[order],
+        dense_names=features.dense_names,
+    )
 
 
 def featurize(
@@ -341,12 +379,19 @@ def _groups_by_prompt(reports: Sequence[ReportLike]) -> list[list[int]]:
             by_prompt[course, prompt_id] = [(accepted, [i])]
             continue
         for known, members in variants:
-            if known is accepted or tuple(known) == tuple(accepted):
+            if known is accepted or _same_list(known, accepted):
                 members.append(i)
                 break
         else:
             variants.append((accepted, [i]))
     return [members for variants in by_prompt.values() for _, members in variants]
+
+
+def _same_list(one: Sequence[str], other: Sequence[str]) -> bool:
+    """Whether two accepted lists hold the same texts (a list and a tuple may)."""
+    if type(one) is type(other):
+        return one == other
+    return tuple(one) == tuple(other)
 
 
 _PROMPT_OF = attrgetter("course", "prompt_id", "accepted")

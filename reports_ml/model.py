@@ -16,6 +16,7 @@ import platform
 import warnings
 from collections import Counter
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -54,6 +55,10 @@ _MAX_TREE_ROWS = 150_000
 # Batches up to this size are scored by ``FlatTrees`` (all trees at once, in NumPy); larger
 # ones by scikit-learn's compiled loop over trees.
 _FLAT_ROWS = 64
+# Larger batches are walked through the trees in blocks of this many rows (4 MB of features as
+# the trees read them, which stay in the CPU cache): 8.2 us a report instead of 16 for one walk
+# over 100,000 rows.
+_TREE_BLOCK_ROWS = 8192
 
 
 @dataclass(frozen=True)
@@ -176,9 +181,15 @@ class ReportModel:
         if self.feature_set == "ngram":
             features = self.extractor.transform(labelled, n_jobs=n_jobs, progress=progress)
             self._regressions = [self._fit_regression(features.hashed, labels)]
-        else:
-            self._fit_stack(labelled, labels, n_jobs, progress)
-        self.card = _card(self, labelled, labels)
+            self.card = _card(self, labelled, labels, training_data_sha256(labelled))
+            return self
+        design, rows = self._stack_design(labelled, labels, n_jobs, progress)
+        # The training data's digest (Python) is taken while the trees fit (compiled code that
+        # releases the GIL), on the core the trees leave idle; nothing forks after this point.
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            digest = pool.submit(training_data_sha256, labelled)
+            self._fit_trees(design, labels[rows], len(rows))
+            self.card = _card(self, labelled, labels, digest.result())
         return self
 
     def _fit_regression(self, hashed: sparse.csr_matrix, labels: np.ndarray) -> LinearScorer:
@@ -194,13 +205,14 @@ class ReportModel:
             regression.fit(hashed, labels)
         return LinearScorer(regression.coef_.ravel().copy(), float(regression.intercept_[0]))
 
-    def _fit_stack(
+    def _stack_design(
         self,
         records: Sequence[ReportRecord],
         labels: np.ndarray,
         n_jobs: int,
         progress: Callable[[int], None] | None,
-    ) -> None:
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The trees' design matrix and the positions of the records it holds."""
         seed = int(self.hyperparameters["random_state"])
         rows = _tree_rows(len(records), int(self.hyperparameters["max_tree_rows"]), seed)
         if self.stacks_ngrams:
@@ -209,28 +221,31 @@ class ReportModel:
             design = np.column_stack(
                 [features.dense, self._cross_fitted_logits(records, features, labels)]
             )[rows]
-        else:
-            # Only the reports the trees learn from need features; the course vocabularies
-            # still absorb every training prompt's accepted list.
-            self.extractor.observe(records)
-            chosen = [records[i] for i in rows.tolist()]
-            design = self.extractor.transform(chosen, n_jobs=n_jobs, progress=progress).dense
-            if progress is not None:
-                progress(len(records) - len(rows))  # the rest need no features
+            return design, rows
+        # Only the reports the trees learn from need features; the course vocabularies still
+        # absorb every training prompt's accepted list.
+        self.extractor.observe(records)
+        chosen = [records[i] for i in rows.tolist()]
+        design = self.extractor.transform(chosen, n_jobs=n_jobs, progress=progress).dense
+        if progress is not None:
+            progress(len(records) - len(rows))  # the rest need no features
+        return design, rows
+
+    def _fit_trees(self, design: np.ndarray, labels: np.ndarray, n_rows: int) -> None:
         self._trees = HistGradientBoostingClassifier(
             max_iter=int(self.hyperparameters["trees"]),
             learning_rate=float(self.hyperparameters["learning_rate"]),
             max_leaf_nodes=int(self.hyperparameters["leaves"]),
             # Large leaves generalize to other courses; small training sets need smaller ones.
-            min_samples_leaf=int(np.clip(len(rows) // 500, 20, 200)),
+            min_samples_leaf=int(np.clip(n_rows // 500, 20, 200)),
             l2_regularization=5.0,
             early_stopping=False,
-            random_state=seed,
+            random_state=int(self.hyperparameters["random_state"]),
         )
         # One OpenMP thread: on a shared machine a second one spins at every barrier while the
         # first waits for a core (measured: 18x slower under load); features use processes.
         with _openmp().limit(limits=1, user_api="openmp"):
-            self._trees.fit(design.astype(np.float32), labels[rows])
+            self._trees.fit(design.astype(np.float32), labels)
         self._flat = FlatTrees(self._trees)
 
     def _cross_fitted_logits(
@@ -262,9 +277,14 @@ class ReportModel:
         design = design.astype(np.float32)  # as the trees were fit
         if self._flat is not None and len(design) <= _FLAT_ROWS:
             return self._flat.decision_function(design)
-        # One thread, as in ``fit``: batch scoring splits work over processes instead.
+        # One thread, as in ``fit``: batch scoring splits work over processes instead. Rows go
+        # through the trees a block at a time: each tree reads its block from the CPU cache.
         with _openmp().limit(limits=1, user_api="openmp"):
-            return np.asarray(self._trees.decision_function(design), dtype=float)
+            blocks = [
+                self._trees.decision_function(design[start : start + _TREE_BLOCK_ROWS])
+                for start in range(0, len(design), _TREE_BLOCK_ROWS)
+            ]
+        return np.asarray(np.concatenate(blocks), dtype=float)
 
     def score(
         self,
@@ -363,7 +383,9 @@ LIMITATIONS = (
 )
 
 
-def _card(model: ReportModel, records: Sequence[ReportRecord], labels: np.ndarray) -> ModelCard:
+def _card(
+    model: ReportModel, records: Sequence[ReportRecord], labels: np.ndarray, data_sha256: str
+) -> ModelCard:
     return ModelCard(
         format_version=FORMAT_VERSION,
         feature_set=model.feature_set,
@@ -379,7 +401,7 @@ def _card(model: ReportModel, records: Sequence[ReportRecord], labels: np.ndarra
         ),
         hash_bits=model.extractor.hash_bits,
         hyperparameters=dict(model.hyperparameters),
-        training_data_sha256=training_data_sha256(records),
+        training_data_sha256=data_sha256,
         n_reports=len(records),
         n_correct=int(labels.sum()),
         n_prompts=len({(record.course, record.prompt_id) for record in records}),

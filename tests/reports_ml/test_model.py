@@ -244,6 +244,18 @@ def test_flat_trees_give_the_same_log_odds_as_scikit_learn() -> None:
     assert model._flat.decision_function(design) == pytest.approx(expected.tolist(), abs=1e-9)
 
 
+def test_large_batches_go_through_the_trees_in_blocks(monkeypatch: pytest.MonkeyPatch) -> None:
+    _, test = _split()
+    model = _trained()
+    features = model.extractor.transform(test)
+    assert model._trees is not None
+    expected = model._trees.decision_function(features.dense.astype(np.float32))
+    monkeypatch.setattr("reports_ml.model._FLAT_ROWS", 0)
+    monkeypatch.setattr("reports_ml.model._TREE_BLOCK_ROWS", 7)  # blocks and a short last one
+    assert len(test) % 7
+    assert model.decision_function(features).tolist() == expected.tolist()
+
+
 def test_worker_processes_give_the_same_scores(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("reports_ml.features._MIN_PARALLEL_REPORTS", 10)
     _, test = _split()
