@@ -19,6 +19,7 @@ __all__ = [
     "bigram_keys",
     "bigram_keys_of",
     "boundary_keys",
+    "character_keys",
     "code",
     "codes",
     "in_sorted",
@@ -54,40 +55,18 @@ def trigram_keys(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
     """Keys of the character trigrams of ``texts`` (each framed by spaces) and the position
     of the text each trigram comes from."""
     if not texts:
-        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
-    joined = "\n".join(" " + text.replace("\n", " ") + " " for text in texts)
-    points = np.frombuffer(joined.encode("utf-32-le"), dtype=np.uint32).astype(np.int64)
-    breaks = points == 0x0A
-    owner = np.cumsum(breaks)[:-2]
-    valid = ~(breaks[:-2] | breaks[1:-1] | breaks[2:])
-    keys = (points[:-2] << 42) | (points[1:-1] << 21) | points[2:]
-    return keys[valid], owner[valid]
-
-
-def _points(texts: Sequence[str], start: str, end: str) -> np.ndarray:
-    """Code points (int64) of ``texts``, each as ``start``, the text, ``end`` and a newline."""
-    joined = "".join(start + text.replace("\n", " ") + end + "\n" for text in texts)
-    return np.frombuffer(joined.encode("utf-32-le"), dtype=np.uint32).astype(np.int64)
-
-
-def _trigram(points: np.ndarray, at: np.ndarray) -> np.ndarray:
-    keys: np.ndarray = (points[at] << 42) | (points[at + 1] << 21) | points[at + 2]
-    return keys
+        return _no_keys(), _no_keys()
+    points = _points(texts, " ", " ")
+    return _within_texts(_trigrams(points), points, 3)
 
 
 def quadgram_keys(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
     """Keys of the character 4-grams of ``texts`` (each framed by spaces) and the position of
     the text each comes from."""
     if not texts:
-        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+        return _no_keys(), _no_keys()
     points = _points(texts, " ", " ")
-    breaks = points == 0x0A
-    owner = np.cumsum(breaks)[:-3]
-    valid = ~(breaks[:-3] | breaks[1:-2] | breaks[2:-1] | breaks[3:])
-    high = _trigram(points, np.arange(len(points) - 3)).astype(np.uint64)
-    mixed = high * np.uint64(0x9E3779B97F4A7C15) + points[3:].astype(np.uint64)
-    keys = (mixed >> np.uint64(1)).astype(np.int64)
-    return keys[valid], owner[valid]
+    return _within_texts(_quadgrams(points, _trigrams(points)), points, 4)
 
 
 def boundary_keys(texts: Sequence[str]) -> np.ndarray:
@@ -97,12 +76,100 @@ def boundary_keys(texts: Sequence[str]) -> np.ndarray:
     if not texts:
         return np.zeros((0, 2), dtype=np.int64)
     points = _points(texts, _TEXT_START, _TEXT_END)
-    ends = np.flatnonzero(points == 0x0A) - 1  # the end marks
-    starts = np.concatenate([[0], ends[:-1] + 2])
-    keys = np.full((len(texts), 2), -1, dtype=np.int64)
+    return _boundaries(points, np.flatnonzero(points == 0x0A))
+
+
+def character_keys(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Sorted unique keys of the trigrams, 4-grams and boundaries of ``texts`` (those of
+    ``trigram_keys``, ``quadgram_keys`` and ``boundary_keys``), from one array of code points."""
+    if not texts:
+        return _no_keys(), _no_keys(), _no_keys()
+    points = _points(texts, " ", " ")
+    breaks = np.flatnonzero(points == 0x0A)
+    trigrams = _trigrams(points)
+    quadgrams = _quadgrams(points, trigrams)
+    # An n-gram across texts gets key -1, which ``_distinct`` drops (keys are non-negative).
+    trigrams[_broken(breaks, len(trigrams), 3)] = -1
+    quadgrams[_broken(breaks, len(quadgrams), 4)] = -1
+    points[_starts(breaks)] = ord(_TEXT_START)
+    points[breaks - 1] = ord(_TEXT_END)
+    return (
+        _distinct(trigrams),
+        _distinct(quadgrams),
+        sorted_unique(_boundaries(points, breaks).ravel()),
+    )
+
+
+def _no_keys() -> np.ndarray:
+    return np.zeros(0, dtype=np.int64)
+
+
+def _points(texts: Sequence[str], start: str, end: str) -> np.ndarray:
+    """Code points (int64) of ``texts``, each as ``start``, the text, ``end`` and a newline."""
+    framed = start + (end + "\n" + start).join(texts) + end + "\n"
+    if framed.count("\n") != len(texts):  # a newline in a text stands for a space
+        framed = "".join(start + text.replace("\n", " ") + end + "\n" for text in texts)
+    return np.frombuffer(framed.encode("utf-32-le"), dtype=np.uint32).astype(np.int64)
+
+
+def _starts(breaks: np.ndarray) -> np.ndarray:
+    """Where each text's start mark stands in ``_points`` (``breaks``: where its newlines do)."""
+    return np.concatenate([[0], breaks[:-1] + 1])
+
+
+def _trigrams(points: np.ndarray) -> np.ndarray:
+    """Keys of the trigrams starting at each of ``points`` but the last two."""
+    keys: np.ndarray = points[:-2] << 42
+    keys |= points[1:-1] << 21
+    keys |= points[2:]
+    return keys
+
+
+def _quadgrams(points: np.ndarray, trigrams: np.ndarray) -> np.ndarray:
+    """Keys of the 4-grams starting at each of ``points`` but the last three (``trigrams``:
+    ``_trigrams(points)``)."""
+    mixed = trigrams[:-1].view(np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+    mixed += points[3:].view(np.uint64)
+    mixed >>= np.uint64(1)
+    return mixed.view(np.int64)
+
+
+def _broken(breaks: np.ndarray, count: int, width: int) -> np.ndarray:
+    """Positions of those of the ``count`` n-grams of ``width`` code points that hold one of
+    the ``breaks``."""
+    broken = (breaks[:, None] - np.arange(width)).ravel()
+    return broken[(broken >= 0) & (broken < count)]
+
+
+def _distinct(keys: np.ndarray) -> np.ndarray:
+    """The sorted unique non-negative ``keys`` (sorted in place)."""
+    keys.sort()
+    return _unique_of_sorted(keys[np.searchsorted(keys, 0) :])
+
+
+def _within_texts(
+    keys: np.ndarray, points: np.ndarray, width: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The ``keys`` of n-grams of ``width`` code points inside a text, and that text's
+    position."""
+    breaks = points == 0x0A
+    owner = np.cumsum(breaks)[: len(keys)]
+    unbroken = np.ones(len(keys), dtype=bool)
+    unbroken[_broken(np.flatnonzero(breaks), len(keys), width)] = False
+    return keys[unbroken], owner[unbroken]
+
+
+def _boundaries(points: np.ndarray, breaks: np.ndarray) -> np.ndarray:
+    """``boundary_keys`` of the texts in ``points`` (framed by the text marks)."""
+    starts, ends = _starts(breaks), breaks - 1
+    keys = np.full((len(breaks), 2), -1, dtype=np.int64)
     nonempty = ends - starts > 1
-    keys[nonempty, 0] = _trigram(points, starts[nonempty])
-    keys[nonempty, 1] = _trigram(points, ends[nonempty] - 2)
+    keys[nonempty] = _trigram(points, np.stack([starts[nonempty], ends[nonempty] - 2], axis=1))
+    return keys
+
+
+def _trigram(points: np.ndarray, at: np.ndarray) -> np.ndarray:
+    keys: np.ndarray = (points[at] << 42) | (points[at + 1] << 21) | points[at + 2]
     return keys
 
 
@@ -150,9 +217,14 @@ def bigram_keys_of(ids: np.ndarray, lengths: np.ndarray) -> np.ndarray:
 
 def sorted_unique(keys: np.ndarray) -> np.ndarray:
     """``np.unique(keys)`` by sorting (faster than NumPy's hashing for these key arrays)."""
-    ordered = np.sort(keys)
-    keep = np.ones(len(ordered), dtype=bool)
-    keep[1:] = ordered[1:] != ordered[:-1]
+    return _unique_of_sorted(np.sort(keys))
+
+
+def _unique_of_sorted(ordered: np.ndarray) -> np.ndarray:
+    """``ordered`` (sorted) with each key once."""
+    keep = np.empty(len(ordered), dtype=bool)
+    keep[:1] = True
+    np.not_equal(ordered[1:], ordered[:-1], out=keep[1:])
     return ordered[keep]
 
 

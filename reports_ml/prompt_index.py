@@ -25,16 +25,9 @@ from itertools import chain
 import numpy as np
 
 from reports_ml.cooccurrence import TranslationCounts
-from reports_ml.ngram_keys import (
-    bigram_keys_of,
-    boundary_keys,
-    merged_keys,
-    quadgram_keys,
-    sorted_unique,
-    trigram_keys,
-)
+from reports_ml.ngram_keys import bigram_keys_of, character_keys, merged_keys, sorted_unique
 from reports_ml.ngram_keys import codes as word_codes
-from reports_ml.text import normalize_answers, strip_accents_all, tokenize_all
+from reports_ml.text import normalize_answers, strip_accents_decomposed, tokenize_all
 
 __all__ = ["CourseVocabulary", "PromptDetails", "PromptIndex", "accepted_digest", "decomposed"]
 
@@ -58,18 +51,16 @@ class PromptIndex:
         self.accepted = accepted
         self.prompt = prompt
         self.source_words = tokenize_all(normalize_answers([prompt]))[0]
-        self.forms = list(dict.fromkeys(f for f in normalize_answers(accepted) if f))
+        self.forms = _distinct_forms(normalize_answers(accepted))
         self.decomposed = decomposed(self.forms)
         self.tokens = tokenize_all(self.forms)
         flat = list(chain.from_iterable(self.tokens))
         self.vocabulary = list(dict.fromkeys(flat))
-        self.id_of = {word: i for i, word in enumerate(self.vocabulary)}
+        self.id_of = dict(zip(self.vocabulary, range(len(self.vocabulary)), strict=True))
         # Word ids of every accepted translation, one after the other (``word_lengths`` each).
         self.word_ids = np.fromiter(map(self.id_of.__getitem__, flat), np.int64, len(flat))
         self.word_lengths = np.fromiter(map(len, self.tokens), np.int64, len(self.tokens))
-        self.trigram_keys = sorted_unique(trigram_keys(self.decomposed)[0])
-        self.quadgram_keys = sorted_unique(quadgram_keys(self.decomposed)[0])
-        self.boundary_keys = sorted_unique(boundary_keys(self.decomposed).ravel())
+        self.trigram_keys, self.quadgram_keys, self.boundary_keys = character_keys(self.decomposed)
 
     @cached_property
     def digest(self) -> bytes:
@@ -114,10 +105,17 @@ class PromptDetails:
         self.bigram_keys = bigram_keys_of(index.word_ids, lengths)
         form_of_word = np.repeat(np.arange(len(forms)), lengths)
         self.required = _forms_with_word(index, form_of_word) == len(forms)
-        self.no_space = frozenset(form.replace(" ", "") for form in forms)
-        self.stripped = strip_accents_all(forms)
+        self.no_space = frozenset("\n".join(forms).replace(" ", "").split("\n") if forms else ())
+        self.stripped = strip_accents_decomposed(index.decomposed)
         self.no_accent = frozenset(self.stripped)
         self.source_words = frozenset(index.source_words)
+
+
+def _distinct_forms(forms: list[str]) -> list[str]:
+    """The non-empty ``forms``, each once, in their order."""
+    distinct = dict.fromkeys(forms)
+    distinct.pop("", None)
+    return list(distinct)
 
 
 def _forms_with_word(index: PromptIndex, form_of_word: np.ndarray) -> np.ndarray:

@@ -9,6 +9,7 @@ from reports_ml.ngram_keys import (
     bigram_keys,
     bigram_keys_of,
     boundary_keys,
+    character_keys,
     in_sorted,
     in_sorted_beyond,
     quadgram_keys,
@@ -57,6 +58,15 @@ def test_boundary_keys_tell_how_a_text_begins_and_ends() -> None:
     assert keys[3].tolist() == [-1, -1]  # nothing to begin or end with
     assert start[4] == end[4]  # one letter both begins and ends the text
     assert start[0] not in trigram_keys(["rá gondolok"])[0]  # marked: never an inner trigram
+
+
+def test_character_keys_are_the_sorted_unique_keys_of_each_kind() -> None:
+    texts = [*TEXTS, "a\nb", "rá gondolok"]
+    trigrams, quadgrams, boundaries = character_keys(texts)
+    assert np.array_equal(trigrams, np.unique(trigram_keys(texts)[0]))
+    assert np.array_equal(quadgrams, np.unique(quadgram_keys(texts)[0]))
+    assert np.array_equal(boundaries, np.unique(boundary_keys(texts)))
+    assert all(len(keys) == 0 and keys.dtype == np.int64 for keys in character_keys([]))
 
 
 def test_runs_count_and_measure_stretches_of_true_flags() -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import unicodedata
+
 import pytest
 
 from reports_ml.text import (
@@ -9,6 +11,7 @@ from reports_ml.text import (
     normalize_answers,
     strip_accents,
     strip_accents_all,
+    strip_accents_decomposed,
     tokenize,
 )
 
@@ -63,3 +66,18 @@ def test_list_versions_agree_with_one_at_a_time() -> None:
     assert normalize_answers(texts) == [normalize_answer(t) for t in texts]
     assert strip_accents_all(texts) == [strip_accents(t) for t in texts]
     assert normalize_answers([]) == []
+
+
+def test_long_lists_are_cleaned_as_one_text_at_a_time() -> None:
+    texts = [
+        "  Éjjel-nappal\u3000 rá!",
+        "İstanbul",
+        "",
+        "私は。",
+        " ?! … ",
+        "Você\u2028está?",
+    ] * 200
+    assert normalize_answers(texts) == [normalize_answer(t) for t in texts]
+    assert strip_accents_all(texts) == [strip_accents(t) for t in texts]
+    decomposed = [unicodedata.normalize("NFD", t) for t in texts]
+    assert strip_accents_decomposed(decomposed) == [strip_accents(t) for t in texts]
