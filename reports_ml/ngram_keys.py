@@ -109,7 +109,9 @@ def _points(texts: Sequence[str], start: str, end: str) -> np.ndarray:
     framed = start + (end + "\n" + start).join(texts) + end + "\n"
     if framed.count("\n") != len(texts):  # a newline in a text stands for a space
         framed = "".join(start + text.replace("\n", " ") + end + "\n" for text in texts)
-    return np.frombuffer(framed.encode("utf-32-le"), dtype=np.uint32).astype(np.int64)
+    return np.frombuffer(framed.encode("utf-32-le", "surrogatepass"), dtype=np.uint32).astype(
+        np.int64
+    )
 
 
 def _starts(breaks: np.ndarray) -> np.ndarray:

@@ -41,7 +41,9 @@ def decomposed(texts: Sequence[str]) -> list[str]:
 
 def accepted_digest(accepted: Sequence[str]) -> bytes:
     """Identifies an accepted list across processes (``hash`` of a string does not)."""
-    return hashlib.blake2b("\x1f".join(accepted).encode(), digest_size=16).digest()
+    return hashlib.blake2b(
+        "\x1f".join(accepted).encode("utf-8", "surrogatepass"), digest_size=16
+    ).digest()
 
 
 class PromptIndex:

@@ -204,6 +204,8 @@ def test_odd_reports_are_scored_without_disturbing_the_rest_of_the_batch() -> No
         _LooseReport("você aqui", ("você está aqui.",), "odd3"),  # one accepted answer
         _LooseReport("ᎠᏍᎦᏯ ᏗᏂᏲᏟ", ("ᎠᏍᎦᏯ ᏗᏂᏲᎵ",), "odd4"),  # a script never seen
         _LooseReport("está " * 2_000, ("você está aqui.",), "odd5"),  # 10,000 characters
+        # A lone surrogate (a JSON file may hold one, as an escape): in the answer and the list.
+        _LooseReport("você \ud800 aqui", ("você está aqui.", "tu \udfff aqui."), "odd6"),
     ]
     ordinary = test[:20]
     scores = model.score([*odd, *ordinary])
