@@ -124,7 +124,7 @@ class ReportModel:
         stack_ngrams: bool = False,
         trees: int = 200,
         learning_rate: float = 0.1,
-        leaves: int = 15,
+        leaves: int = 31,
         max_tree_rows: int = _MAX_TREE_ROWS,
     ) -> None:
         self.extractor = FeatureExtractor(feature_set, hash_bits=hash_bits, hashed=stack_ngrams)
