@@ -320,8 +320,8 @@ def main() -> None:
     parser.add_argument(
         "--out",
         type=Path,
-        help="figures as JSON (default: benchmarks/"
-        "scorer_results.json; with --quick, in the temporary folder)",
+        help="figures as JSON (default: benchmarks/scorer_results.json, "
+        "scorer_speed_results.json with --skip-quality; with --quick, in the temporary folder)",
     )
     parser.add_argument(
         "--plot",
@@ -346,7 +346,9 @@ def main() -> None:
 
     folder = Path(tempfile.gettempdir()) if args.quick else REPO_ROOT / "benchmarks"
     suffix = "_quick" if args.quick else ""
-    args.out = args.out or folder / f"scorer_results{suffix}.json"
+    # A speed-only run leaves the quality figures alone.
+    name = "scorer_speed_results" if args.skip_quality else "scorer_results"
+    args.out = args.out or folder / f"{name}{suffix}.json"
     args.plot = args.plot or folder / f"scorer_auc{suffix}.png"
     args.batch = 20_000 if args.quick else 200_000
     args.singles = 500 if args.quick else 5_000
