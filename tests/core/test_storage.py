@@ -537,13 +537,17 @@ def test_s3_compaction_removes_deleted_objects_from_seaweedfs_volumes(
     store = open_store(s3_store_url)
     assert isinstance(store, S3BlobStore)
     assert store.seaweedfs_master == seaweed.master_url
-    pattern = os.urandom(24) * 40
+    pattern = os.urandom(960)  # incompressible: stored as it is, whatever the store decides
     store.put("pending/residue-probe", pattern)
     store.put("pending/kept", b"kept " * 100)
-    # The object's bytes are in a volume file; a delete alone leaves them there (with their
-    # write time) until the volume is compacted, which SeaweedFS may also do by itself now and
-    # then, so only their presence before the delete is asserted.
-    assert _volume_files_holding(seaweed.data_dir, pattern)
+    # The object's bytes are in a volume file (once the volume server has written them out); a
+    # delete alone leaves them there (with their write time) until the volume is compacted, which
+    # SeaweedFS may also do by itself now and then, so only their presence before the delete is
+    # asserted.
+    deadline = time.monotonic() + 10
+    while not _volume_files_holding(seaweed.data_dir, pattern):
+        assert time.monotonic() < deadline, "the object's bytes never reached a volume file"
+        time.sleep(0.2)
     store.delete("pending/residue-probe")
 
     # The filer frees a deleted object's chunks in the background: compact until they go.
