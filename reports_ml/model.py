@@ -188,7 +188,7 @@ class ReportModel:
         # releases the GIL), on the core the trees leave idle; nothing forks after this point.
         with ThreadPoolExecutor(max_workers=1) as pool:
             digest = pool.submit(training_data_sha256, labelled)
-            self._fit_trees(design, labels[rows], len(rows))
+            self._fit_trees(design, labels[rows])
             self.card = _card(self, labelled, labels, digest.result())
         return self
 
@@ -231,13 +231,13 @@ class ReportModel:
             progress(len(records) - len(rows))  # the rest need no features
         return design, rows
 
-    def _fit_trees(self, design: np.ndarray, labels: np.ndarray, n_rows: int) -> None:
+    def _fit_trees(self, design: np.ndarray, labels: np.ndarray) -> None:
         self._trees = HistGradientBoostingClassifier(
             max_iter=int(self.hyperparameters["trees"]),
             learning_rate=float(self.hyperparameters["learning_rate"]),
             max_leaf_nodes=int(self.hyperparameters["leaves"]),
             # Large leaves generalize to other courses; small training sets need smaller ones.
-            min_samples_leaf=int(np.clip(n_rows // 500, 20, 200)),
+            min_samples_leaf=int(np.clip(len(labels) // 500, 20, 200)),
             l2_regularization=5.0,
             early_stopping=False,
             random_state=int(self.hyperparameters["random_state"]),

@@ -85,17 +85,17 @@ def character_keys(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.nda
     if not texts:
         return _no_keys(), _no_keys(), _no_keys()
     points = _points(texts, " ", " ")
-    breaks = np.flatnonzero(points == 0x0A)
     trigrams = _trigrams(points)
     quadgrams = _quadgrams(points, trigrams)
-    # An n-gram across texts gets key -1, which ``_distinct`` drops (keys are non-negative).
-    trigrams[_broken(breaks, len(trigrams), 3)] = -1
-    quadgrams[_broken(breaks, len(quadgrams), 4)] = -1
+    within_trigrams, _ = _within_texts(trigrams, points, 3)
+    within_quadgrams, _ = _within_texts(quadgrams, points, 4)
+    # The boundaries read the same code points with each text's frame marked as such.
+    breaks = np.flatnonzero(points == 0x0A)
     points[_starts(breaks)] = ord(_TEXT_START)
     points[breaks - 1] = ord(_TEXT_END)
     return (
-        _distinct(trigrams),
-        _distinct(quadgrams),
+        sorted_unique(within_trigrams),
+        sorted_unique(within_quadgrams),
         sorted_unique(_boundaries(points, breaks).ravel()),
     )
 
@@ -141,12 +141,6 @@ def _broken(breaks: np.ndarray, count: int, width: int) -> np.ndarray:
     the ``breaks``."""
     broken = (breaks[:, None] - np.arange(width)).ravel()
     return broken[(broken >= 0) & (broken < count)]
-
-
-def _distinct(keys: np.ndarray) -> np.ndarray:
-    """The sorted unique non-negative ``keys`` (sorted in place)."""
-    keys.sort()
-    return _unique_of_sorted(keys[np.searchsorted(keys, 0) :])
 
 
 def _within_texts(
